@@ -1,0 +1,70 @@
+import { KeyferryError } from './errors.ts';
+
+/** Bytes in an SE05x unique ID (object 0x7FFF0206). */
+export const DEVICE_UID_BYTES = 18;
+const HEX_FORM = /^0x[0-9a-fA-F]{36}$/;
+const DECIMAL_FORM = /^[0-9]{42}$/;
+// 42 decimal digits is the width of the canonical form; every SE05x UID (they begin 0x04…)
+// is below it. A 36-hex-digit value past it has no canonical form and is refused.
+const MAX_UID = 10n ** 42n - 1n;
+
+export const DEVICE_ID_FORMS = '0x followed by 36 hex digits, or 42 decimal digits';
+
+/**
+ * A device id: the secure element's 18-byte UID. `decimal` is the canonical form used in
+ * APIs (the UID's integer value, 42 digits with leading zeros); `hex` is 36 lowercase hex
+ * digits without prefix, as `ssscli se05x uid` prints it. Never held as a JS number.
+ */
+export interface DeviceId {
+  readonly decimal: string;
+  readonly hex: string;
+}
+
+/** True when `text` is one of the two accepted forms (no trimming, no other spelling). */
+export function isDeviceId(text: string): boolean {
+  return tryParseDeviceId(text) !== undefined;
+}
+
+/** Parses `0x` + 36 hex digits or 42 decimal digits; returns undefined for anything else. */
+export function tryParseDeviceId(text: string): DeviceId | undefined {
+  if (typeof text !== 'string') return undefined;
+  let value: bigint;
+  if (HEX_FORM.test(text)) value = BigInt(text);
+  else if (DECIMAL_FORM.test(text)) value = BigInt(text);
+  else return undefined;
+  if (value > MAX_UID) return undefined;
+  return deviceIdFromBigInt(value);
+}
+
+/** Parses a device id or throws `invalid_device_id` naming the id and the accepted forms. */
+export function parseDeviceId(text: string): DeviceId {
+  const id = tryParseDeviceId(text);
+  if (id === undefined) {
+    throw new KeyferryError(
+      'invalid_device_id',
+      `invalid device id ${JSON.stringify(text)}: use ${DEVICE_ID_FORMS}`,
+      { detail: { id: text } },
+    );
+  }
+  return id;
+}
+
+/** The id of a UID read from a secure element (exactly 18 bytes). */
+export function deviceIdFromUid(uid: Uint8Array): DeviceId {
+  if (uid.length !== DEVICE_UID_BYTES) {
+    throw new TypeError(`a secure element UID has ${DEVICE_UID_BYTES} bytes, got ${uid.length}`);
+  }
+  return deviceIdFromBigInt(BigInt('0x' + Buffer.from(uid).toString('hex')));
+}
+
+/** The 18 UID bytes of a device id. */
+export function deviceIdToUid(id: DeviceId): Uint8Array {
+  return Uint8Array.from(Buffer.from(id.hex, 'hex'));
+}
+
+function deviceIdFromBigInt(value: bigint): DeviceId {
+  return {
+    decimal: value.toString(10).padStart(42, '0'),
+    hex: value.toString(16).padStart(DEVICE_UID_BYTES * 2, '0'),
+  };
+}

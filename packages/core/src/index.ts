@@ -1,0 +1,3 @@
+export * from './device-id.ts';
+export * from './errors.ts';
+export * from './x509/index.ts';

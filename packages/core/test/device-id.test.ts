@@ -1,0 +1,79 @@
+import { describe, expect, it } from 'vitest';
+import {
+  deviceIdFromUid,
+  deviceIdToUid,
+  isDeviceId,
+  parseDeviceId,
+  tryParseDeviceId,
+} from '../src/device-id.ts';
+
+const GUIDE_HEX = '0x04005001eee3ba1ee96e60047e57da0f6880';
+const GUIDE_DEC = '348555492004256518532939906410866457667712';
+
+function randomHex(digits: number): string {
+  let s = '';
+  for (let i = 0; i < digits; i++) s += '0123456789abcdef'[Math.floor(Math.random() * 16)];
+  return s;
+}
+
+describe('device ids', () => {
+  it('converts the guide example both ways', () => {
+    expect(parseDeviceId(GUIDE_HEX)).toEqual({ decimal: GUIDE_DEC, hex: GUIDE_HEX.slice(2) });
+    expect(parseDeviceId(GUIDE_DEC).hex).toBe(GUIDE_HEX.slice(2));
+    expect(parseDeviceId(GUIDE_HEX.toUpperCase().replace('0X', '0x')).decimal).toBe(GUIDE_DEC);
+  });
+
+  it('round-trips random UIDs through hex, decimal and bytes (property)', () => {
+    for (let i = 0; i < 2000; i++) {
+      // SE05x UIDs begin 0x04; vary everything after it, and sometimes the lead nibble too
+      const hex =
+        (i % 3 === 0 ? '0' + randomHex(1).replace(/[c-f]/, 'a') : '04') + randomHex(i % 3 === 0 ? 34 : 34);
+      const id = tryParseDeviceId('0x' + hex);
+      if (!id) continue;
+      expect(id.decimal).toMatch(/^[0-9]{42}$/);
+      expect(parseDeviceId(id.decimal)).toEqual(id);
+      expect(parseDeviceId('0x' + id.hex)).toEqual(id);
+      expect(deviceIdFromUid(deviceIdToUid(id))).toEqual(id);
+    }
+  });
+
+  it('refuses every near-miss and names the id and both forms', () => {
+    const nearMisses = [
+      GUIDE_HEX.slice(0, -1), // 35 hex digits
+      GUIDE_HEX + '0', // 37 hex digits
+      GUIDE_HEX.replace('0x', '0X'),
+      GUIDE_HEX.replace('0x', ''),
+      ' ' + GUIDE_HEX,
+      GUIDE_HEX + ' ',
+      GUIDE_HEX.replace('e', 'g'),
+      GUIDE_DEC.slice(1), // 41 digits
+      GUIDE_DEC + '1', // 43 digits
+      '+' + GUIDE_DEC.slice(1),
+      GUIDE_DEC.replace('3', '٣'), // non-ASCII digit
+      '',
+      '0x',
+      '9'.repeat(42).replace(/^9/, 'a'),
+      `0x${'f'.repeat(36)}`, // beyond 42 decimal digits: no canonical form
+    ];
+    for (const bad of nearMisses) {
+      expect(isDeviceId(bad), bad).toBe(false);
+      expect(() => parseDeviceId(bad)).toThrowError(/0x followed by 36 hex digits, or 42 decimal digits/);
+      try {
+        parseDeviceId(bad);
+      } catch (err) {
+        expect((err as { code: string }).code).toBe('invalid_device_id');
+        expect((err as Error).message).toContain(JSON.stringify(bad));
+      }
+    }
+  });
+
+  it('keeps leading zeros in the canonical decimal form', () => {
+    const id = parseDeviceId('0x' + '0'.repeat(35) + '1');
+    expect(id.decimal).toBe('0'.repeat(41) + '1');
+    expect(parseDeviceId(id.decimal).hex).toBe('0'.repeat(35) + '1');
+  });
+
+  it('refuses a UID of the wrong length', () => {
+    expect(() => deviceIdFromUid(new Uint8Array(17))).toThrow(TypeError);
+  });
+});

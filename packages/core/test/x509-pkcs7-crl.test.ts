@@ -1,0 +1,185 @@
+import {
+  CertificateChoices,
+  CertificateSet,
+  ContentInfo,
+  EncapsulatedContentInfo,
+  id_data,
+  id_signedData,
+  SignedData,
+} from '@peculiar/asn1-cms';
+import { AsnConvert } from '@peculiar/asn1-schema';
+import { Certificate } from '@peculiar/asn1-x509';
+import { afterAll, describe, expect, it } from 'vitest';
+import {
+  buildCrl,
+  createCsr,
+  decodeCertsOnly,
+  encodeCertsOnly,
+  factoryRootProfile,
+  intermediateCaFromCsr,
+  KeyferryError,
+  parseCertificate,
+  serverCertificate,
+  toPem,
+} from '../src/index.ts';
+import { newSigner, openssl, opensslOutput, pemToDer, scratchDir } from './support/openssl.ts';
+
+const dir = scratchDir();
+afterAll(() => dir.cleanup());
+
+const rootSigner = newSigner();
+const root = await factoryRootProfile({ factory: 'acme', signer: rootSigner });
+const caSigner = newSigner();
+const ca = await intermediateCaFromCsr({
+  csr: await createCsr({ subject: { CN: 'fio-device-gateway-ca' }, signer: caSigner }),
+  issuerCert: root,
+  signer: rootSigner,
+});
+const leaf = await serverCertificate({
+  issuerCert: ca,
+  signer: caSigner,
+  publicKeySpki: newSigner().publicKeySpki,
+  dnsNames: ['x.example'],
+});
+
+describe('PKCS#7 certs-only', () => {
+  it('is byte-identical to the @peculiar/asn1-cms encoding of the same message', () => {
+    const certificates = new CertificateSet(
+      [leaf, ca].map((der) => new CertificateChoices({ certificate: AsnConvert.parse(der, Certificate) })),
+    );
+    const signedData = new SignedData({
+      version: 1,
+      encapContentInfo: new EncapsulatedContentInfo({ eContentType: id_data }),
+      certificates,
+    });
+    const reference = AsnConvert.serialize(
+      new ContentInfo({ contentType: id_signedData, content: AsnConvert.serialize(signedData) }),
+    );
+    expect(Buffer.from(encodeCertsOnly([leaf, ca])).toString('hex')).toBe(
+      Buffer.from(reference).toString('hex'),
+    );
+  });
+
+  it('is read by openssl pkcs7 -print_certs, certificates in order', () => {
+    const der = encodeCertsOnly([leaf, ca]);
+    const out = openssl(['pkcs7', '-inform', 'DER', '-print_certs'], der);
+    expect(out.match(/^subject=.*$/gm)).toEqual([
+      'subject=CN = x.example',
+      'subject=CN = fio-device-gateway-ca',
+    ]);
+    expect(out.match(/-----BEGIN CERTIFICATE-----/g)).toHaveLength(2);
+    // The certificates come back with their exact bytes.
+    const certs = out
+      .split(/(?=subject=)/)
+      .map((block) => pemToDer(block.slice(block.indexOf('-----BEGIN'))));
+    expect(certs).toEqual([leaf, ca]);
+  });
+
+  it('round-trips through decodeCertsOnly, and decodes what openssl makes', () => {
+    expect(decodeCertsOnly(encodeCertsOnly([leaf, ca, root]))).toEqual([leaf, ca, root]);
+    expect(decodeCertsOnly(encodeCertsOnly([]))).toEqual([]);
+    const bundle = dir.write('bundle.pem', toPem(ca, 'CERTIFICATE') + toPem(leaf, 'CERTIFICATE'));
+    const made = pemToDer(openssl(['crl2pkcs7', '-nocrl', '-certfile', bundle]));
+    expect(decodeCertsOnly(made)).toEqual([ca, leaf]);
+  });
+
+  it('refuses what is not a certs-only message', () => {
+    const refuse = (der: Uint8Array) => {
+      try {
+        decodeCertsOnly(der);
+      } catch (error) {
+        expect(error).toBeInstanceOf(KeyferryError);
+        expect((error as KeyferryError).code).toBe('certificate_invalid');
+        return (error as Error).message;
+      }
+      throw new Error('expected a refusal');
+    };
+    expect(refuse(leaf)).toMatch(/content type is not id-signedData/);
+    expect(refuse(Uint8Array.of(1, 2, 3))).toMatch(/^not a PKCS#7 certs-only message/);
+    const good = encodeCertsOnly([leaf]);
+    expect(refuse(good.subarray(0, good.length - 1))).toMatch(/runs past the end/);
+    expect(() => encodeCertsOnly([Uint8Array.of(5)])).toThrow(TypeError);
+  });
+});
+
+describe('buildCrl', () => {
+  it('makes a v2 CRL that openssl verifies against the issuer, with AKI, number and entries', async () => {
+    const leafSerial = parseCertificate(leaf).serialHex;
+    const thisUpdate = new Date('2026-06-01T00:00:00Z');
+    const crl = await buildCrl({
+      issuerCert: ca,
+      signer: caSigner,
+      revoked: [
+        { serialHex: leafSerial, revokedAt: new Date('2026-05-30T10:00:00Z'), reason: 'keyCompromise' },
+        { serialHex: '0x01', revokedAt: new Date('2026-05-31T10:00:00Z') },
+      ],
+      thisUpdate,
+      nextUpdate: new Date('2026-06-08T00:00:00Z'),
+      crlNumber: 4242,
+    });
+    const caFile = dir.write('ca.pem', toPem(ca, 'CERTIFICATE'));
+    const crlFile = dir.write('crl.der', crl);
+    const out = openssl(['crl', '-inform', 'DER', '-in', crlFile, '-CAfile', caFile, '-noout', '-text']);
+    expect(out).toContain('Version 2 (0x1)');
+    expect(out).toContain('Issuer: CN = fio-device-gateway-ca');
+    expect(out).toContain('Last Update: Jun  1 00:00:00 2026 GMT');
+    expect(out).toMatch(/CRL Number: \s+4242/);
+    expect(out).toContain(parseCertificate(ca).ski!.toUpperCase().match(/../g)!.join(':'));
+    expect(out).toContain(`Serial Number: ${leafSerial.toUpperCase()}`);
+    expect(out).toContain('Key Compromise');
+    expect(out).toContain('Serial Number: 01');
+    const verify = opensslOutput([
+      'crl',
+      '-inform',
+      'DER',
+      '-in',
+      crlFile,
+      '-CAfile',
+      caFile,
+      '-noout',
+      '-verify',
+    ]);
+    expect(verify).toContain('verify OK');
+    expect(verify).not.toContain('failure');
+    // A CA of the same name with another key: the signature check itself must fail.
+    const impostor = await intermediateCaFromCsr({
+      csr: await createCsr({ subject: { CN: 'fio-device-gateway-ca' }, signer: newSigner() }),
+      issuerCert: root,
+      signer: rootSigner,
+    });
+    const impostorFile = dir.write('impostor.pem', toPem(impostor, 'CERTIFICATE'));
+    const refused = opensslOutput([
+      'crl',
+      '-inform',
+      'DER',
+      '-in',
+      crlFile,
+      '-CAfile',
+      impostorFile,
+      '-noout',
+      '-verify',
+    ]);
+    expect(refused).toContain('verify failure');
+    expect(refused).not.toContain('verify OK');
+  });
+
+  it('leaves out the revoked list when empty and refuses misuse', async () => {
+    const base = {
+      issuerCert: ca,
+      signer: caSigner,
+      thisUpdate: new Date(),
+      nextUpdate: new Date(Date.now() + 86400e3),
+      crlNumber: 1,
+    };
+    const crl = await buildCrl({ ...base, revoked: [] });
+    const out = openssl(['crl', '-inform', 'DER', '-noout', '-text'], crl);
+    expect(out).toContain('No Revoked Certificates.');
+    await expect(buildCrl({ ...base, signer: rootSigner, revoked: [] })).rejects.toThrow(
+      /not the issuer's key/,
+    );
+    await expect(buildCrl({ ...base, crlNumber: -1, revoked: [] })).rejects.toThrow(/crlNumber/);
+    await expect(
+      buildCrl({ ...base, revoked: [{ serialHex: 'xyz', revokedAt: new Date() }] }),
+    ).rejects.toThrow(/invalid serial/);
+  });
+});
