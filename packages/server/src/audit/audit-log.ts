@@ -1,0 +1,54 @@
+import type { Db } from '../storage/database.ts';
+
+export interface AuditEntry {
+  factoryId: number | null;
+  /** `token:<id>`, `device:<decimal id>`, or `system`. */
+  actor: string;
+  action: string;
+  object: string;
+  detail?: Record<string, unknown>;
+  correlationId: string;
+}
+
+export interface AuditRecord extends Required<AuditEntry> {
+  id: number;
+  at: string;
+}
+
+/** Appends to the audit log; callers pass their transaction so the entry commits with the change. */
+export async function recordAudit(db: Db, entry: AuditEntry, now = new Date()): Promise<void> {
+  await db
+    .insertInto('audit_log')
+    .values({
+      at: now.toISOString(),
+      factory_id: entry.factoryId,
+      actor: entry.actor,
+      action: entry.action,
+      object: entry.object,
+      detail: JSON.stringify(entry.detail ?? {}),
+      correlation_id: entry.correlationId,
+    })
+    .execute();
+}
+
+/** Newest first, keyset-paged by id so pages stay stable while entries are appended. */
+export async function listAudit(
+  db: Db,
+  factoryId: number,
+  options: { before?: number; limit: number; correlationId?: string },
+): Promise<AuditRecord[]> {
+  let query = db.selectFrom('audit_log').selectAll().where('factory_id', '=', factoryId);
+  if (options.before !== undefined) query = query.where('id', '<', options.before);
+  if (options.correlationId !== undefined) query = query.where('correlation_id', '=', options.correlationId);
+  const rows = await query.orderBy('id', 'desc').limit(options.limit).execute();
+  return rows.map((r) => ({
+    id: r.id,
+    at: r.at,
+    factoryId: r.factory_id,
+    actor: r.actor,
+    action: r.action,
+    object: r.object,
+    detail: JSON.parse(r.detail) as Record<string, unknown>,
+    correlationId: r.correlation_id,
+  }));
+}

@@ -1,0 +1,100 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { KeyferryError } from '@keyferry/core';
+import { parse as parseYaml } from 'yaml';
+import type { z } from 'zod';
+import { type Config, configSchema } from './schema.ts';
+
+export interface LoadedConfig {
+  config: Config;
+  /** The file it came from, or undefined when keyferryd runs on its embedded defaults. */
+  file: string | undefined;
+}
+
+/** Environment variables that override the file, each documented in docs/configuration.md. */
+export const ENV_OVERRIDES = {
+  KEYFERRY_DATA_DIR: ['dataDir'],
+  KEYFERRY_DOMAIN: ['domain'],
+  KEYFERRY_API_LISTEN: ['api', 'listen'],
+  KEYFERRY_DEVICE_LINK_LISTEN: ['deviceLink', 'listen'],
+  KEYFERRY_GATEWAY_LISTEN: ['gateway', 'listen'],
+  KEYFERRY_LOG_LEVEL: ['log', 'level'],
+} as const;
+
+/**
+ * Reads the config file named by `--config` or KEYFERRY_CONFIG (YAML or JSON), applies env
+ * overrides and validates the result. KEYFERRY_STORAGE_URL=postgres://… selects PostgreSQL.
+ */
+export function loadConfig(options: { file?: string | undefined; env?: NodeJS.ProcessEnv }): LoadedConfig {
+  const env = options.env ?? process.env;
+  const file = options.file ?? env.KEYFERRY_CONFIG;
+  let raw: Record<string, unknown> = {};
+  if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new KeyferryError('config_invalid', `cannot read config file ${file}: ${(err as Error).message}`);
+    }
+    let parsed: unknown;
+    try {
+      parsed = parseYaml(text);
+    } catch (err) {
+      throw new KeyferryError(
+        'config_invalid',
+        `config file ${file} is not valid YAML/JSON: ${(err as Error).message}`,
+      );
+    }
+    if (parsed !== null && parsed !== undefined && (typeof parsed !== 'object' || Array.isArray(parsed))) {
+      throw new KeyferryError('config_invalid', `config file ${file} must hold a mapping of options`);
+    }
+    raw = (parsed ?? {}) as Record<string, unknown>;
+  }
+  for (const [name, path] of Object.entries(ENV_OVERRIDES)) {
+    const value = env[name];
+    if (value !== undefined && value !== '') setPath(raw, path, value);
+  }
+  if (env.KEYFERRY_STORAGE_URL) raw.storage = { kind: 'postgres', url: env.KEYFERRY_STORAGE_URL };
+  return { config: validateConfig(raw, file ?? 'the environment'), file: file ? resolve(file) : undefined };
+}
+
+export function validateConfig(raw: unknown, source = 'config'): Config {
+  const result = configSchema.safeParse(raw);
+  if (!result.success) {
+    throw new KeyferryError(
+      'config_invalid',
+      `invalid configuration in ${source}: ${describeIssues(result.error)}`,
+    );
+  }
+  return result.data;
+}
+
+function describeIssues(error: z.ZodError): string {
+  return error.issues
+    .map((issue) => {
+      const at = issue.path.length > 0 ? issue.path.join('.') : '(top level)';
+      if (issue.code === 'unrecognized_keys') {
+        const keys = issue.keys.map((k) => (issue.path.length > 0 ? `${at}.${k}` : k));
+        return `unknown key${keys.length > 1 ? 's' : ''} ${keys.map((k) => `"${k}"`).join(', ')}`;
+      }
+      return `${at}: ${issue.message}`;
+    })
+    .join('; ');
+}
+
+function setPath(target: Record<string, unknown>, path: readonly string[], value: string): void {
+  let node = target;
+  for (const key of path.slice(0, -1)) {
+    const next = node[key];
+    if (typeof next !== 'object' || next === null) node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[path[path.length - 1] as string] = value;
+}
+
+/** Splits `host:port` (IPv6 in brackets) for net.listen. */
+export function parseListen(listen: string): { host: string; port: number } {
+  const idx = listen.lastIndexOf(':');
+  const host = listen.slice(0, idx).replace(/^\[|\]$/g, '');
+  return { host, port: Number(listen.slice(idx + 1)) };
+}

@@ -1,0 +1,115 @@
+import { z } from 'zod';
+
+/**
+ * keyferryd's configuration. Every option has its default beside it; docs/configuration.md
+ * repeats them. Unknown keys are errors (strict objects), so a typo never passes silently.
+ */
+const listen = z
+  .string()
+  .regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:8080');
+
+const sqliteStorage = z.strictObject({
+  kind: z.literal('sqlite'),
+  /** Database file; default `<dataDir>/keyferry.db`. */
+  path: z.string().min(1).optional(),
+});
+const postgresStorage = z.strictObject({
+  kind: z.literal('postgres'),
+  /** e.g. postgres://user:pass@host:5432/keyferry */
+  url: z.string().regex(/^postgres(ql)?:\/\//, 'expected a postgres:// URL'),
+  /** Connection pool size. */
+  poolSize: z.number().int().min(1).max(500).default(10),
+});
+
+const softCustody = z.strictObject({
+  kind: z.literal('soft'),
+  /** 32-byte master key (hex) file; made 0600 on first start. Default `<dataDir>/master.key`. */
+  masterKeyFile: z.string().min(1).optional(),
+});
+const pkcs11Custody = z.strictObject({
+  kind: z.literal('pkcs11'),
+  module: z.string().min(1),
+  tokenLabel: z.string().min(1),
+  pin: z.string().min(1),
+});
+
+const product = z.strictObject({
+  /** 12NC, 12 decimal digits. */
+  nc12: z.string().regex(/^[0-9]{12}$/, 'a 12NC is 12 decimal digits'),
+  name: z.string().min(1),
+  /** PEM files of the CAs that verify the vendor identity of this product's secure elements. */
+  trustAnchors: z.array(z.string().min(1)).default([]),
+});
+
+const plan = z.strictObject({
+  /** `evaluation`: free for `evaluationDays` from enablement; `commercial`: yearly device quota. */
+  kind: z.enum(['evaluation', 'commercial']).default('evaluation'),
+  evaluationDays: z.number().int().min(1).default(30),
+  maxDevicesPerYear: z.number().int().min(1).default(50_000),
+  maxKeypairsPerDevice: z.number().int().min(1).default(2),
+  maxCertificatesPerDevice: z.number().int().min(1).default(2),
+});
+
+const tlsFiles = z.strictObject({ cert: z.string().min(1), key: z.string().min(1) });
+
+export const configSchema = z.strictObject({
+  /** Where SQLite, the master key, the demo token and listen.json live. */
+  dataDir: z.string().min(1).default('./data'),
+  /** DNS domain of the device-facing names: `<sub>.device-link.<domain>`, `<repoid>.ota-lite.<domain>`. */
+  domain: z
+    .string()
+    .regex(
+      /^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/,
+      'expected a lowercase DNS name',
+    )
+    .default('localhost'),
+  storage: z.discriminatedUnion('kind', [sqliteStorage, postgresStorage]).default({ kind: 'sqlite' }),
+  keyCustody: z.discriminatedUnion('kind', [softCustody, pkcs11Custody]).default({ kind: 'soft' }),
+  api: z
+    .strictObject({
+      listen: listen.default('127.0.0.1:8080'),
+      /** Largest accepted request body. */
+      bodyLimitBytes: z
+        .number()
+        .int()
+        .min(1024)
+        .max(64 * 1024 * 1024)
+        .default(8 * 1024 * 1024),
+    })
+    .prefault({}),
+  deviceLink: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      listen: listen.default('127.0.0.1:9443'),
+      tls: tlsFiles.optional(),
+    })
+    .prefault({}),
+  gateway: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      listen: listen.default('127.0.0.1:8443'),
+    })
+    .prefault({}),
+  /** Products beyond the built-in SE050/SE051, or built-ins with their vendor trust anchors. */
+  products: z.array(product).default([]),
+  el2g: z
+    .strictObject({
+      /** Products a new factory starts with; more are added by `devices add` of a known 12NC. */
+      defaultProducts: z.array(z.string().regex(/^[0-9]{12}$/)).default(['935389312472']),
+      /** Plan of a new factory (EdgeLock 2GO's offer). */
+      plan: plan.prefault({}),
+    })
+    .prefault({}),
+  /** A factory (with an admin token) created on first start when the database has none. */
+  demoFactory: z
+    .strictObject({ enabled: z.boolean().default(true), name: z.string().min(1).default('demo') })
+    .prefault({}),
+  log: z
+    .strictObject({
+      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    })
+    .prefault({}),
+});
+
+export type Config = z.output<typeof configSchema>;
+export type ConfigInput = z.input<typeof configSchema>;

@@ -1,0 +1,12 @@
+import type { Logger } from 'pino';
+import type { Config } from './config/schema.ts';
+import type { KeyCustody } from './keys/custody.ts';
+import type { Database } from './storage/database.ts';
+
+/** What request handlers and domain services share for the life of the process. */
+export interface ServiceContext {
+  config: Config;
+  database: Database;
+  custody: KeyCustody;
+  log: Logger;
+}

@@ -1,0 +1,16 @@
+import type { FastifyInstance } from 'fastify';
+import { sql } from 'kysely';
+import type { ServiceContext } from '../../context.ts';
+
+/** Liveness answers while the process runs; readiness also needs the database. */
+export async function healthRoutes(app: FastifyInstance, ctx: ServiceContext): Promise<void> {
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_request, reply) => {
+    try {
+      await sql`select 1`.execute(ctx.database.db);
+      return { status: 'ready', storage: ctx.database.dialect };
+    } catch {
+      return reply.code(503).send({ status: 'unavailable', reason: 'database not reachable' });
+    }
+  });
+}

@@ -1,0 +1,18 @@
+import { KeyferryError } from '@keyferry/core';
+import type { z } from 'zod';
+
+/** Validates a decoded body with a strict schema; unknown fields are named in the refusal. */
+export function parseBody<S extends z.ZodType>(schema: S, body: unknown, what = 'request body'): z.output<S> {
+  const result = schema.safeParse(body ?? {});
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  if (issue?.code === 'unrecognized_keys') {
+    throw new KeyferryError(
+      'unknown_field',
+      `${what} has unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}`,
+      { detail: { fields: issue.keys } },
+    );
+  }
+  const at = issue && issue.path.length > 0 ? `field "${issue.path.join('.')}"` : what;
+  throw new KeyferryError('invalid_request', `${at}: ${issue?.message ?? 'invalid'}`);
+}

@@ -1,0 +1,52 @@
+import type { Db } from '../storage/database.ts';
+import type { CustodyKeysTable } from '../storage/tables.ts';
+
+/** Signs SHA-256(data) with a P-256 key; the answer is a DER ECDSA-Sig-Value. */
+export interface CustodySigner {
+  readonly publicKeySpki: Uint8Array;
+  sign(data: Uint8Array): Promise<Uint8Array>;
+}
+
+/** A key the service generated. Its private half never leaves the custody backend. */
+export interface CustodyKey {
+  id: string;
+  backend: CustodyKeysTable['backend'];
+  purpose: string;
+  publicKeySpki: Uint8Array;
+  /** What the backend stores in the database to find or unwrap the key again. */
+  material: string;
+}
+
+/**
+ * The port the domain uses for CA and TLS keys. `generate` does not write the database:
+ * the caller stores the key's row in the same transaction as whatever uses it, so a failed
+ * request leaves no orphan key visible.
+ */
+export interface KeyCustody {
+  readonly backend: 'soft' | 'pkcs11';
+  generate(purpose: string): Promise<CustodyKey>;
+  signer(key: CustodyKeysTable): Promise<CustodySigner>;
+  /** Start-up check that the backend can use the keys already stored. */
+  verifyAccess(db: Db): Promise<void>;
+  close(): Promise<void>;
+}
+
+export function custodyKeyRow(key: CustodyKey, now: Date): CustodyKeysTable {
+  return {
+    id: key.id,
+    backend: key.backend,
+    purpose: key.purpose,
+    public_key: Buffer.from(key.publicKeySpki).toString('base64'),
+    material: key.material,
+    created_at: now.toISOString(),
+  };
+}
+
+export async function insertCustodyKey(db: Db, key: CustodyKey, now = new Date()): Promise<void> {
+  await db.insertInto('custody_keys').values(custodyKeyRow(key, now)).execute();
+}
+
+export async function custodySignerById(db: Db, custody: KeyCustody, id: string): Promise<CustodySigner> {
+  const row = await db.selectFrom('custody_keys').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+  return custody.signer(row);
+}

@@ -1,0 +1,58 @@
+import { type Kysely, sql } from 'kysely';
+import * as foundation from './migrations/001-foundation.ts';
+import * as el2g from './migrations/002-el2g.ts';
+
+export type Dialect = 'sqlite' | 'postgres';
+
+/** What a migration needs to know about the database it runs on. */
+export interface MigrationContext {
+  dialect: Dialect;
+  /** Auto-incrementing integer key type: SQLite `integer` (rowid alias), PostgreSQL `serial`. */
+  serial: 'integer' | 'serial';
+}
+
+interface Migration {
+  name: string;
+  up(db: Kysely<unknown>, ctx: MigrationContext): Promise<void>;
+}
+
+/** The one ordered migration set of both backends. Append; never edit a released entry. */
+export const MIGRATIONS: readonly Migration[] = [
+  { name: '001-foundation', up: foundation.up },
+  { name: '002-el2g', up: el2g.up },
+];
+
+/**
+ * Applies pending migrations, each in its own transaction. On PostgreSQL an advisory lock
+ * keeps several keyferryd starting at once from racing.
+ */
+export async function migrate(db: Kysely<unknown>, dialect: Dialect): Promise<string[]> {
+  const ctx: MigrationContext = { dialect, serial: dialect === 'sqlite' ? 'integer' : 'serial' };
+  await db.schema
+    .createTable('keyferry_migrations')
+    .ifNotExists()
+    .addColumn('name', 'text', (c) => c.primaryKey())
+    .addColumn('applied_at', 'text', (c) => c.notNull())
+    .execute();
+  const applied: string[] = [];
+  await db.connection().execute(async (conn) => {
+    if (dialect === 'postgres') await sql`select pg_advisory_lock(7402351)`.execute(conn);
+    try {
+      const rows = await sql<{ name: string }>`select name from keyferry_migrations`.execute(conn);
+      const done = new Set(rows.rows.map((r) => r.name));
+      for (const m of MIGRATIONS) {
+        if (done.has(m.name)) continue;
+        await conn.transaction().execute(async (trx) => {
+          await m.up(trx, ctx);
+          await sql`insert into keyferry_migrations (name, applied_at) values (${m.name}, ${new Date().toISOString()})`.execute(
+            trx,
+          );
+        });
+        applied.push(m.name);
+      }
+    } finally {
+      if (dialect === 'postgres') await sql`select pg_advisory_unlock(7402351)`.execute(conn);
+    }
+  });
+  return applied;
+}

@@ -1,0 +1,80 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadConfig, parseListen } from '../../src/config/load.ts';
+
+function file(text: string, name = 'keyferry.yaml'): string {
+  const path = join(mkdtempSync(join(tmpdir(), 'kf-cfg-')), name);
+  writeFileSync(path, text);
+  return path;
+}
+
+describe('keyferryd configuration', () => {
+  it('runs on documented defaults with no file at all', () => {
+    const { config, file: used } = loadConfig({ env: {} });
+    expect(used).toBeUndefined();
+    expect(config.dataDir).toBe('./data');
+    expect(config.api.listen).toBe('127.0.0.1:8080');
+    expect(config.deviceLink.listen).toBe('127.0.0.1:9443');
+    expect(config.gateway.listen).toBe('127.0.0.1:8443');
+    expect(config.storage).toEqual({ kind: 'sqlite' });
+    expect(config.keyCustody).toEqual({ kind: 'soft' });
+    expect(config.domain).toBe('localhost');
+    expect(config.demoFactory).toEqual({ enabled: true, name: 'demo' });
+    expect(config.el2g.plan).toMatchObject({
+      kind: 'evaluation',
+      evaluationDays: 30,
+      maxDevicesPerYear: 50_000,
+    });
+  });
+
+  it('reads YAML and JSON files', () => {
+    const yaml = loadConfig({
+      file: file('api:\n  listen: 0.0.0.0:9000\nstorage:\n  kind: postgres\n  url: postgres://u:p@h/db\n'),
+      env: {},
+    });
+    expect(yaml.config.api.listen).toBe('0.0.0.0:9000');
+    expect(yaml.config.storage).toMatchObject({ kind: 'postgres', url: 'postgres://u:p@h/db', poolSize: 10 });
+    const json = loadConfig({ file: file('{"dataDir": "/var/lib/keyferry"}', 'k.json'), env: {} });
+    expect(json.config.dataDir).toBe('/var/lib/keyferry');
+  });
+
+  it('lets the environment override the file', () => {
+    const { config } = loadConfig({
+      file: file('api:\n  listen: 0.0.0.0:9000\n'),
+      env: {
+        KEYFERRY_API_LISTEN: '127.0.0.1:0',
+        KEYFERRY_DATA_DIR: '/tmp/x',
+        KEYFERRY_STORAGE_URL: 'postgres://a@b/c',
+      },
+    });
+    expect(config.api.listen).toBe('127.0.0.1:0');
+    expect(config.dataDir).toBe('/tmp/x');
+    expect(config.storage.kind).toBe('postgres');
+  });
+
+  it('names an unknown key, nested or not', () => {
+    expect(() => loadConfig({ file: file('api:\n  lisen: 1.2.3.4:1\n'), env: {} })).toThrowError(
+      /unknown key "api.lisen"/,
+    );
+    expect(() => loadConfig({ file: file('colour: blue\n'), env: {} })).toThrowError(/unknown key "colour"/);
+  });
+
+  it('names a bad value and what is expected', () => {
+    expect(() => loadConfig({ file: file('api:\n  listen: nowhere\n'), env: {} })).toThrowError(
+      /api.listen: expected host:port/,
+    );
+    expect(() => loadConfig({ file: file('storage:\n  kind: mysql\n'), env: {} })).toThrowError(/storage/);
+    expect(() => loadConfig({ file: file('- a\n- b\n'), env: {} })).toThrowError(/must hold a mapping/);
+    expect(() => loadConfig({ file: file('a: [\n'), env: {} })).toThrowError(/not valid YAML/);
+    expect(() => loadConfig({ file: '/nonexistent/k.yaml', env: {} })).toThrowError(
+      /cannot read config file/,
+    );
+  });
+
+  it('splits listen addresses, IPv6 included', () => {
+    expect(parseListen('127.0.0.1:8080')).toEqual({ host: '127.0.0.1', port: 8080 });
+    expect(parseListen('[::1]:0')).toEqual({ host: '::1', port: 0 });
+  });
+});

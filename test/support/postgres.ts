@@ -1,0 +1,112 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/**
+ * A throwaway PostgreSQL 15 cluster for tests: initdb + pg_ctl from Debian's postgresql-15
+ * in a temp dir on a free loopback port. initdb refuses to run as root, so as root the
+ * binaries run as the `postgres` system user, which owns the temp dir.
+ */
+export interface PostgresCluster {
+  readonly url: string;
+  readonly port: number;
+  stop(): void;
+}
+
+const PG_BIN = process.env.KEYFERRY_PG_BIN ?? '/usr/lib/postgresql/15/bin';
+
+export async function startPostgres(): Promise<PostgresCluster> {
+  const dir = mkdtempSync(join(tmpdir(), 'keyferry-pg-'));
+  const dataDir = join(dir, 'data');
+  const port = await freePort();
+  const asRoot = process.getuid?.() === 0;
+  const owner = asRoot ? postgresUser() : undefined;
+  if (owner) chownSync(dir, owner.uid, owner.gid);
+  chmodSync(dir, 0o700);
+  const run = (cmd: string, args: string[]) => {
+    const full = join(PG_BIN, cmd);
+    const res = owner
+      ? spawnSync('runuser', ['-u', 'postgres', '--', full, ...args], { encoding: 'utf8', cwd: dir })
+      : spawnSync(full, args, { encoding: 'utf8', cwd: dir });
+    if (res.status !== 0) {
+      throw new Error(
+        `${cmd} failed (exit ${res.status}): ${res.stderr || res.stdout || res.error?.message}`,
+      );
+    }
+  };
+  const pwFile = join(dir, 'pw');
+  writeFileSync(pwFile, 'keyferry\n');
+  if (owner) chownSync(pwFile, owner.uid, owner.gid);
+  run('initdb', [
+    '-D',
+    dataDir,
+    '-U',
+    'keyferry',
+    '--pwfile',
+    pwFile,
+    '-A',
+    'scram-sha-256',
+    '-E',
+    'UTF8',
+    '--no-sync',
+  ]);
+  run('pg_ctl', [
+    '-D',
+    dataDir,
+    '-l',
+    join(dir, 'log'),
+    '-w',
+    '-t',
+    '60',
+    '-o',
+    `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200`,
+    'start',
+  ]);
+  const url = `postgres://keyferry:keyferry@127.0.0.1:${port}/postgres`;
+  return {
+    url,
+    port,
+    stop() {
+      try {
+        run('pg_ctl', ['-D', dataDir, '-m', 'immediate', '-w', 'stop']);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  };
+}
+
+/** A fresh database in the cluster, so test files never see each other's rows. */
+export async function createDatabase(clusterUrl: string, name: string): Promise<string> {
+  const { default: pg } = await import('pg');
+  const client = new pg.Client({ connectionString: clusterUrl });
+  await client.connect();
+  try {
+    await client.query(`CREATE DATABASE "${name.replace(/[^a-z0-9_]/g, '_')}"`);
+  } finally {
+    await client.end();
+  }
+  const url = new URL(clusterUrl);
+  url.pathname = '/' + name.replace(/[^a-z0-9_]/g, '_');
+  return url.toString();
+}
+
+function postgresUser(): { uid: number; gid: number } {
+  const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
+  const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
+  return { uid, gid };
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const address = srv.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}

@@ -1,0 +1,110 @@
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+export const REPO_ROOT = resolve(import.meta.dirname, '../..');
+export const BINS = {
+  keyferryd: join(REPO_ROOT, 'packages/server/bin/keyferryd.js'),
+  keyferry: join(REPO_ROOT, 'packages/cli/bin/keyferry.js'),
+  agent: join(REPO_ROOT, 'packages/agent/bin/keyferry-agent.js'),
+  sim: join(REPO_ROOT, 'packages/sim/bin/keyferry-sim.js'),
+} as const;
+
+export interface RunResult {
+  status: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs one of the four programs to completion, as a user would from a shell. */
+export function runBin(
+  bin: keyof typeof BINS,
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string } = {},
+): RunResult {
+  const res = spawnSync(process.execPath, [BINS[bin], ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, KEYFERRY_DEBUG: '', ...options.env },
+    cwd: options.cwd ?? REPO_ROOT,
+    input: options.input ?? '',
+    timeout: 120_000,
+  });
+  return { status: res.status ?? -1, stdout: res.stdout, stderr: res.stderr };
+}
+
+/** Async variant for programs that must run while the test keeps control (same result shape). */
+export function runBinAsync(
+  bin: keyof typeof BINS,
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
+): Promise<RunResult> {
+  return new Promise((resolvePromise) => {
+    const child = spawn(process.execPath, [BINS[bin], ...args], {
+      env: { ...process.env, KEYFERRY_DEBUG: '', ...options.env },
+      cwd: options.cwd ?? REPO_ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('close', (code) => resolvePromise({ status: code ?? -1, stdout, stderr }));
+  });
+}
+
+export interface DaemonProcess {
+  child: ChildProcess;
+  stdout: () => string;
+  stderr: () => string;
+  listen: { api: string; deviceLink?: string; gateway?: string };
+  stop(): Promise<number | null>;
+}
+
+/**
+ * Starts the real keyferryd process with all listeners on free ports (port 0) and waits for
+ * `<dataDir>/listen.json`, which it writes once every listener is ready.
+ */
+export async function startKeyferryd(
+  dataDir: string,
+  options: { env?: NodeJS.ProcessEnv; args?: string[] } = {},
+): Promise<DaemonProcess> {
+  const listenFile = join(dataDir, 'listen.json');
+  rmSync(listenFile, { force: true }); // a previous run's file must not pass for this one's
+  const child = spawn(process.execPath, [BINS.keyferryd, ...(options.args ?? [])], {
+    env: {
+      ...process.env,
+      KEYFERRY_DATA_DIR: dataDir,
+      KEYFERRY_API_LISTEN: '127.0.0.1:0',
+      KEYFERRY_DEVICE_LINK_LISTEN: '127.0.0.1:0',
+      KEYFERRY_GATEWAY_LISTEN: '127.0.0.1:0',
+      KEYFERRY_LOG_LEVEL: 'warn',
+      ...options.env,
+    },
+    cwd: REPO_ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d) => (stdout += d));
+  child.stderr!.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const deadline = Date.now() + 60_000;
+  while (!existsSync(listenFile)) {
+    if (child.exitCode !== null) throw new Error(`keyferryd exited ${child.exitCode}: ${stderr}${stdout}`);
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`keyferryd did not become ready: ${stderr}${stdout}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    child,
+    stdout: () => stdout,
+    stderr: () => stderr,
+    listen: JSON.parse(readFileSync(listenFile, 'utf8')),
+    async stop() {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      return exited;
+    },
+  };
+}
