@@ -1,0 +1,75 @@
+import { request } from 'undici';
+import { CliError } from './cli-error.ts';
+import type { Settings } from './settings.ts';
+
+export interface Problem {
+  code: string;
+  detail: string;
+  status: number;
+  correlationId?: string;
+  info?: Record<string, unknown>;
+}
+
+/** An answer of the management API that is a refusal (problem+json). */
+export class ApiError extends CliError {
+  readonly problem: Problem;
+  constructor(problem: Problem) {
+    super(`${problem.detail} (${problem.code})`);
+    this.problem = problem;
+  }
+}
+
+/** Thin JSON client of the management API; the token goes in OSF-TOKEN as fioctl sent it. */
+export class ApiClient {
+  readonly server: string;
+  readonly factory: string | undefined;
+  readonly #token: string | undefined;
+
+  constructor(settings: Settings) {
+    this.server = (settings.server ?? '').replace(/\/+$/, '');
+    this.factory = settings.factory;
+    this.#token = settings.token;
+  }
+
+  /** `/ota/factories/<factory>/<path>`; needs a factory from -f, KEYFERRY_FACTORY or login. */
+  factoryPath(path: string): string {
+    if (!this.factory) {
+      throw new CliError(
+        'no factory given: pass -f/--factory NAME, set KEYFERRY_FACTORY, or run keyferry login',
+      );
+    }
+    return `/ota/factories/${encodeURIComponent(this.factory)}/${path}`;
+  }
+
+  async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    if (!this.#token) {
+      throw new CliError('no API token: pass -t/--token, set KEYFERRY_TOKEN, or run keyferry login');
+    }
+    const headers: Record<string, string> = { 'osf-token': this.#token, accept: 'application/json' };
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    let res: Awaited<ReturnType<typeof request>>;
+    try {
+      res = await request(this.server + path, {
+        method: method as 'GET',
+        headers,
+        body: body === undefined ? null : JSON.stringify(body),
+      });
+    } catch (err) {
+      const cause =
+        (err as { cause?: { code?: string }; code?: string }).cause?.code ?? (err as { code?: string }).code;
+      throw new CliError(
+        `cannot reach keyferryd at ${this.server} (${cause ?? (err as Error).message}): is it running? check --server or KEYFERRY_SERVER`,
+      );
+    }
+    const text = await res.body.text();
+    const type = String(res.headers['content-type'] ?? '');
+    if (res.statusCode >= 400) {
+      if (type.includes('json')) {
+        const problem = JSON.parse(text) as Problem;
+        if (problem.code && problem.detail) throw new ApiError({ ...problem, status: res.statusCode });
+      }
+      throw new CliError(`keyferryd answered ${res.statusCode} to ${method} ${path}: ${text.slice(0, 200)}`);
+    }
+    return (text === '' ? undefined : JSON.parse(text)) as T;
+  }
+}

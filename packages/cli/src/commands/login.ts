@@ -1,0 +1,36 @@
+import type { Command } from 'commander';
+import { ApiClient } from '../api-client.ts';
+import { CliError } from '../cli-error.ts';
+import type { GlobalOptions } from '../context.ts';
+import { printJson, processOutput } from '../output.ts';
+import { resolveSettings, writeSettingsFile } from '../settings.ts';
+
+interface FactoryRow {
+  name: string;
+  'repo-id': string;
+}
+
+export function registerLogin(program: Command): void {
+  program
+    .command('login')
+    .description(
+      'check server and token, then save them (and the factory) in ~/.config/keyferry/config.json (0600)',
+    )
+    .action(async (_opts, command: Command) => {
+      const opts = command.optsWithGlobals<GlobalOptions>();
+      const settings = resolveSettings({ server: opts.server, factory: opts.factory, token: opts.token });
+      if (!settings.token) throw new CliError('keyferry login needs a token: pass -t/--token TOKEN');
+      const api = new ApiClient(settings);
+      const factories = await api.call<FactoryRow[]>('GET', '/ota/factories/');
+      const factory = settings.factory ?? factories[0]?.name;
+      if (factory && !factories.some((f) => f.name === factory)) {
+        throw new CliError(
+          `this token cannot see factory ${factory}; it sees: ${factories.map((f) => f.name).join(', ')}`,
+        );
+      }
+      const file = writeSettingsFile({ server: settings.server, factory, token: settings.token });
+      const out = processOutput(opts.json === true);
+      if (out.json) printJson(out, { server: settings.server, factory, file });
+      else out.write(`Logged in to ${settings.server} as factory ${factory ?? '(none)'}; saved to ${file}\n`);
+    });
+}

@@ -1,0 +1,42 @@
+import { Command, CommanderError } from 'commander';
+import { CliError } from './cli-error.ts';
+import { registerFactories } from './commands/factories.ts';
+import { registerKeys } from './commands/keys-ca.ts';
+import { registerLogin } from './commands/login.ts';
+
+export function buildProgram(): Command {
+  const program = new Command('keyferry')
+    .description('keyferry operator CLI (fioctl-compatible el2g and keys commands)')
+    .option('--server <url>', 'keyferryd management API (env KEYFERRY_SERVER; default http://127.0.0.1:8080)')
+    .option('-f, --factory <name>', 'factory name (env KEYFERRY_FACTORY)')
+    .option('-t, --token <token>', 'API token (env KEYFERRY_TOKEN)')
+    .option('--json', 'print machine-readable JSON')
+    .showHelpAfterError(false)
+    .configureOutput({
+      outputError: (text, write) => write(`ERROR: ${text.replace(/^error: /, '')}`),
+    })
+    .exitOverride();
+  registerLogin(program);
+  registerFactories(program);
+  registerKeys(program);
+  return program;
+}
+
+/** Runs the CLI; failures become one `ERROR:` line and a non-zero exit, never a stack trace. */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      return err.exitCode === 0 || err.code === 'commander.helpDisplayed' || err.code === 'commander.version'
+        ? 0
+        : 2;
+    }
+    const message = err instanceof Error ? err.message : String(err);
+    process.stderr.write(`ERROR: ${message}\n`);
+    if (process.env.KEYFERRY_DEBUG === '1' && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+    return err instanceof CliError ? err.exitCode : 1;
+  }
+}

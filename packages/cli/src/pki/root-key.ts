@@ -1,0 +1,80 @@
+import { createPrivateKey } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { type Signer, softSigner } from '@keyferry/core';
+import { CliError } from '../cli-error.ts';
+
+/** Where the root key lives: a file in the PKI dir, or a PKCS#11 token (fioctl's --hsm-* flags). */
+export interface HsmOptions {
+  hsmModule?: string;
+  hsmPin?: string;
+  hsmTokenLabel?: string;
+}
+
+export interface Hsm {
+  module: string;
+  pin: string;
+  tokenLabel: string;
+}
+
+/** On an HSM the root key is label `root-ca`, id 01 (as fioctl made it). */
+export const ROOT_KEY_LABEL = 'root-ca';
+export const ROOT_KEY_ID = Uint8Array.of(1);
+export const ROOT_KEY_FILE = 'factory_ca.key';
+export const ROOT_CERT_FILE = 'factory_ca.pem';
+
+/** The three HSM flags go together: none (key file) or all (token). */
+export function hsmFromOptions(opts: HsmOptions): Hsm | undefined {
+  const given = {
+    '--hsm-module': opts.hsmModule,
+    '--hsm-pin': opts.hsmPin,
+    '--hsm-token-label': opts.hsmTokenLabel,
+  };
+  const missing = Object.entries(given).filter(([, v]) => !v);
+  if (missing.length === 3) return undefined;
+  if (missing.length > 0) {
+    throw new CliError(
+      `${missing.map(([k]) => k).join(' and ')} missing: the HSM flags --hsm-module, --hsm-pin and --hsm-token-label go together`,
+    );
+  }
+  return { module: opts.hsmModule!, pin: opts.hsmPin!, tokenLabel: opts.hsmTokenLabel! };
+}
+
+export interface RootKey {
+  signer: Signer;
+  close(): void;
+}
+
+/** Opens the root key of an existing PKI dir for signing. */
+export async function openRootKey(pkiDir: string, hsm: Hsm | undefined): Promise<RootKey> {
+  if (hsm) {
+    const { openToken } = await import('@keyferry/pkcs11');
+    const token = openToken(hsm);
+    try {
+      const key = token.findPrivateKey({ label: ROOT_KEY_LABEL });
+      if (key === undefined) {
+        throw new CliError(
+          `token ${hsm.tokenLabel} holds no key labelled ${ROOT_KEY_LABEL}: is this the token keys ca create used?`,
+        );
+      }
+      return { signer: token.signer(key), close: () => token.close() };
+    } catch (err) {
+      token.close();
+      throw err;
+    }
+  }
+  const file = join(pkiDir, ROOT_KEY_FILE);
+  let pem: string;
+  try {
+    pem = readFileSync(file, 'utf8');
+  } catch {
+    throw new CliError(
+      `no root key at ${file}: pass the PKI dir keys ca create wrote, or the --hsm-* flags if the key is on a token`,
+    );
+  }
+  try {
+    return { signer: softSigner(createPrivateKey(pem)), close: () => {} };
+  } catch (err) {
+    throw new CliError(`${file} is not a readable EC private key: ${(err as Error).message}`);
+  }
+}
