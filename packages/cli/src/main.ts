@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { CliError } from './cli-error.ts';
+import { registerEl2g } from './commands/el2g.ts';
 import { registerFactories } from './commands/factories.ts';
 import { registerKeys } from './commands/keys-ca.ts';
 import { registerLogin } from './commands/login.ts';
@@ -19,6 +20,7 @@ export function buildProgram(): Command {
   registerLogin(program);
   registerFactories(program);
   registerKeys(program);
+  registerEl2g(program);
   return program;
 }
 
