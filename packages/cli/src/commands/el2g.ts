@@ -1,10 +1,16 @@
 import type { Command } from 'commander';
+import { registerEl2gConfigDeviceGateway } from './el2g-config-device-gateway.ts';
+import { registerEl2gStatus } from './el2g-status.ts';
 
 /**
  * `keyferry el2g …`: the EdgeLock 2GO-shaped commands fioctl users know. Each subcommand
  * lives in its own file and is registered here.
  */
 export function registerEl2g(program: Command): Command {
-  const el2g = program.command('el2g').description('EdgeLock 2GO-compatible provisioning: status, CAs, allow-list');
+  const el2g = program
+    .command('el2g')
+    .description('EdgeLock 2GO-compatible provisioning: status, CAs, allow-list');
+  registerEl2gStatus(el2g, []);
+  registerEl2gConfigDeviceGateway(el2g);
   return el2g;
 }

@@ -7,7 +7,10 @@ const API_DOC = readFileSync(join(import.meta.dirname, '../../../../docs/api.md'
 
 describe('docs/api.md error table', () => {
   const documented = new Map(
-    [...API_DOC.matchAll(/^\|\s*`([a-z_]+)`\s*\|\s*(\d{3})\s*\|/gm)].map((m) => [m[1] as string, Number(m[2])]),
+    [...API_DOC.matchAll(/^\|\s*`([a-z_]+)`\s*\|\s*(\d{3})\s*\|/gm)].map((m) => [
+      m[1] as string,
+      Number(m[2]),
+    ]),
   );
 
   it('lists every error code with its HTTP status', () => {
