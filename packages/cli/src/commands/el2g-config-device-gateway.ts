@@ -1,0 +1,122 @@
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import {
+  fromPem,
+  intermediateCaFromCsr,
+  parseCertificate,
+  parseCsr,
+  publicKeysEqual,
+  splitPemBundle,
+  toPem,
+  verifyCsr,
+} from '@keyferry/core';
+import type { Command } from 'commander';
+import { CliError } from '../cli-error.ts';
+import { type CommandContext, commandContext } from '../context.ts';
+import { printJson } from '../output.ts';
+import { type Hsm, type HsmOptions, hsmFromOptions, openRootKey, ROOT_CERT_FILE } from '../pki/root-key.ts';
+import type { FactoryCerts } from './keys-ca.ts';
+
+interface PutAnswer {
+  id: number;
+  name: string;
+  value: string;
+  created: boolean;
+  assigned: number;
+}
+
+/** `keyferry el2g config-device-gateway --pki-dir DIR [--hsm-*]`. */
+export function registerEl2gConfigDeviceGateway(el2g: Command): void {
+  el2g
+    .command('config-device-gateway')
+    .description(
+      'have the service make the fio-device-gateway-ca key, sign its CSR with the factory root (locally), and trust the new CA at the device gateway',
+    )
+    .requiredOption('--pki-dir <dir>', 'the PKI dir keys ca create wrote (factory_ca.pem, factory_ca.key)')
+    .option('--hsm-module <path>', 'PKCS#11 module when the root key is on a token')
+    .option('--hsm-pin <pin>', 'user PIN of that token')
+    .option('--hsm-token-label <label>', 'label of that token')
+    .action(async (opts: HsmOptions & { pkiDir: string }, command: Command) => {
+      await configDeviceGateway(commandContext(command), resolve(opts.pkiDir), hsmFromOptions(opts));
+    });
+}
+
+async function configDeviceGateway(ctx: CommandContext, pkiDir: string, hsm: Hsm | undefined): Promise<void> {
+  const { api, out } = ctx;
+  const step = (text: string) => {
+    if (!out.json) out.write(`${text}\n`);
+  };
+  const rootFile = join(pkiDir, ROOT_CERT_FILE);
+  let rootDer: Uint8Array;
+  try {
+    rootDer = fromPem(readFileSync(rootFile, 'utf8'), 'CERTIFICATE');
+  } catch (err) {
+    throw new CliError(
+      `cannot read the root certificate ${rootFile}: ${(err as Error).message}; pass the PKI dir keys ca create wrote`,
+    );
+  }
+  const certs = await api.call<FactoryCerts>('GET', api.factoryPath('certs/'));
+  if (certs['root-crt'].trim() === '') {
+    throw new CliError(
+      `factory ${api.factory} has no root CA yet: run keyferry keys ca create <pki-dir> first`,
+    );
+  }
+  if (Buffer.compare(Buffer.from(fromPem(certs['root-crt'], 'CERTIFICATE')), Buffer.from(rootDer)) !== 0) {
+    throw new CliError(
+      `${rootFile} is not the root CA of factory ${api.factory}: pass the PKI dir made for this factory (or -f the factory it belongs to)`,
+    );
+  }
+  const root = await openRootKey(pkiDir, hsm);
+  try {
+    if (!publicKeysEqual(root.signer.publicKeySpki, parseCertificate(rootDer).spki)) {
+      throw new CliError(
+        `the root key does not belong to ${rootFile}: is this the key (or token) keys ca create used?`,
+      );
+    }
+    step('Requesting CSR from the service');
+    const request = await api.call<{ id: number; value: string }>(
+      'POST',
+      api.factoryPath('el2g/device-gateway/'),
+    );
+    const csr = verifyCsr(parseCsr(fromPem(request.value, 'CERTIFICATE REQUEST')));
+    step('Signing CSR');
+    const ca = await intermediateCaFromCsr({ csr, issuerCert: rootDer, signer: root.signer });
+    const caPem = toPem(ca, 'CERTIFICATE');
+    step('Uploading signed certificate');
+    const answer = await api.call<PutAnswer>('PUT', api.factoryPath('el2g/device-gateway/'), {
+      id: request.id,
+      'root-ca': toPem(rootDer, 'CERTIFICATE'),
+      'signed-cert': caPem,
+    });
+    step(
+      answer.created
+        ? ` |-> created intermediate CA ${answer.name} (ID ${answer.id})`
+        : ` |-> replaced the key and certificate of intermediate CA ${answer.name} (ID ${answer.id})`,
+    );
+    step("Updating Factory allowed CA's with");
+    const current = await api.call<FactoryCerts>('GET', api.factoryPath('certs/'));
+    const bundle = mergeCaBundle(current['ca-crt'], ca);
+    if (bundle !== undefined) await api.call('PATCH', api.factoryPath('certs/'), { 'ca-crt': bundle });
+    if (out.json) {
+      printJson(out, { id: answer.id, name: answer.name, created: answer.created, value: caPem });
+    } else out.write(caPem);
+  } finally {
+    root.close();
+  }
+}
+
+/**
+ * The ca-crt bundle with `ca` appended, or undefined when it is already there. An older entry
+ * with the same subject and key is replaced; older CAs with other keys stay, so devices that
+ * already hold certificates from them keep connecting.
+ */
+export function mergeCaBundle(bundle: string, ca: Uint8Array): string | undefined {
+  const entries = bundle.trim() === '' ? [] : splitPemBundle(bundle);
+  const added = parseCertificate(ca);
+  if (entries.some((der) => Buffer.compare(Buffer.from(der), Buffer.from(ca)) === 0)) return undefined;
+  const kept = entries.filter((der) => {
+    const c = parseCertificate(der);
+    return !(c.subject.text === added.subject.text && publicKeysEqual(c.spki, added.spki));
+  });
+  return [...kept, ca].map((der) => toPem(der, 'CERTIFICATE')).join('');
+}

@@ -1,0 +1,92 @@
+import type { Command } from 'commander';
+import type { ApiClient } from '../api-client.ts';
+import { type CommandContext, commandContext } from '../context.ts';
+import { formatTable, printJson } from '../output.ts';
+
+export interface Product {
+  nc12: string;
+  commercialName: string;
+}
+
+export interface El2gOverview {
+  subdomain: string;
+  'product-ids': string[];
+  plan?: Record<string, unknown>;
+}
+
+export interface SecureObjectRow {
+  id: number;
+  type: string;
+  name: string;
+  'object-id': string;
+}
+
+export interface IntermediateCaRow {
+  id: number;
+  name: string;
+  algorithm: string;
+  value: string;
+}
+
+/** What `el2g status` reads, in fioctl's order of calls. */
+export interface El2gStatus {
+  products: Product[];
+  overview: El2gOverview;
+  secureObjects: SecureObjectRow[];
+  intermediateCas: IntermediateCaRow[];
+}
+
+/**
+ * A section printed after the four of CLI.md (plan and usage, …): gets what was already read
+ * and returns its text (ending in a newline), or '' to print nothing.
+ */
+export type StatusSection = (ctx: CommandContext, status: El2gStatus) => Promise<string>;
+
+export async function fetchEl2gStatus(api: ApiClient): Promise<El2gStatus> {
+  const products = await api.call<Product[]>('GET', api.factoryPath('el2g-proxy/products'));
+  const overview = await api.call<El2gOverview>('GET', api.factoryPath('el2g/overview/'));
+  const secureObjects = await api.call<SecureObjectRow[]>('GET', api.factoryPath('el2g/secure-objects/'));
+  const intermediateCas = await api.call<IntermediateCaRow[]>(
+    'GET',
+    api.factoryPath('el2g/intermediate-cas/'),
+  );
+  return { products, overview, secureObjects, intermediateCas };
+}
+
+/** The four sections of CLI.md, each ending in a newline: Subdomain, Product IDs, Secure Objects, Intermediate CAs. */
+export function el2gStatusSections(status: El2gStatus): string[] {
+  const names = new Map(status.products.map((p) => [p.nc12, p.commercialName]));
+  const products = status.overview['product-ids'].map((id) => [id, names.get(id) ?? '']);
+  const objects = status.secureObjects.map((o) => [o.type, o.name, o['object-id']]);
+  const cas = status.intermediateCas.map(
+    (ca) => `Name: ${ca.name}\nAlgorithm: ${ca.algorithm}\nID: ${ca.id}\n${ensureNewline(ca.value)}`,
+  );
+  return [
+    `# Subdomain: ${status.overview.subdomain}\n`,
+    `# Product IDs\n${formatTable(['ID', 'NAME'], products, '\t')}`,
+    `# Secure Objects\n${formatTable(['TYPE', 'NAME', 'OBJECT ID'], objects, '\t')}`,
+    `# Intermediate CAs\n${cas.join('\n')}`,
+  ];
+}
+
+/** `keyferry el2g status`; `extraSections` print after the four of CLI.md, in order. */
+export function registerEl2gStatus(el2g: Command, extraSections: readonly StatusSection[] = []): void {
+  el2g
+    .command('status')
+    .description("show the factory's device-link subdomain, products, secure objects and intermediate CAs")
+    .action(async (_opts: unknown, command: Command) => {
+      const ctx = commandContext(command);
+      const status = await fetchEl2gStatus(ctx.api);
+      if (ctx.out.json) return printJson(ctx.out, status);
+      const sections = el2gStatusSections(status);
+      for (const extra of extraSections) {
+        const text = await extra(ctx, status);
+        if (text !== '') sections.push(text);
+      }
+      ctx.out.write(sections.join('\n'));
+    });
+}
+
+function ensureNewline(text: string): string {
+  return text.endsWith('\n') ? text : `${text}\n`;
+}

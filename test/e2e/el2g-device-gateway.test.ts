@@ -1,0 +1,297 @@
+import { execFileSync } from 'node:child_process';
+import { createDecipheriv, createPrivateKey } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import SqliteDatabase from 'better-sqlite3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type DaemonProcess, type RunResult, runBin, startKeyferryd } from '../support/processes.ts';
+import { createSofthsmEnv, initTestToken, type SofthsmEnv } from '../support/softhsm.ts';
+
+function openssl(args: string[]): string {
+  return execFileSync('openssl', args, { encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
+}
+
+/** The four sections of CLI.md's `el2g status`, built from what the API says. */
+function expectedStatus(subdomain: string, caId: number, caPem: string): string {
+  return [
+    `# Subdomain: ${subdomain}\n`,
+    '# Product IDs\n\tID            NAME\n\t--            ----\n\t935389312472  SE050C2HQ1/Z01V3\n',
+    '# Secure Objects\n' +
+      '\tTYPE         NAME                      OBJECT ID\n' +
+      '\t----         ----                      ---------\n' +
+      '\tCERTIFICATE  fio-device-gateway-ca     83000043\n' +
+      '\tKEYPAIR      fio-device-gateway-ca-kp  83000042\n',
+    `# Intermediate CAs\nName: fio-device-gateway-ca\nAlgorithm: NIST_P256\nID: ${caId}\n${caPem}`,
+  ].join('\n');
+}
+
+interface Setup {
+  work: string;
+  daemon: DaemonProcess;
+  cli(args: string[]): RunResult;
+  api<T = any>(path: string): Promise<T>;
+}
+
+async function setup(prefix: string, env: NodeJS.ProcessEnv, args: string[] = []): Promise<Setup> {
+  const work = mkdtempSync(join(tmpdir(), prefix));
+  const daemon = await startKeyferryd(join(work, 'data'), { env, args });
+  const token = readFileSync(join(work, 'data', 'demo.token'), 'utf8').trim();
+  return {
+    work,
+    daemon,
+    cli: (cliArgs) =>
+      runBin('keyferry', ['--server', daemon.listen.api, '-t', token, '-f', 'demo', ...cliArgs], {
+        env: { HOME: work, XDG_CONFIG_HOME: join(work, 'xdg'), ...env },
+      }),
+    api: async (path) => {
+      const res = await fetch(`${daemon.listen.api}/ota/factories/demo/${path}`, {
+        headers: { 'osf-token': token },
+      });
+      return (await res.json()) as any;
+    },
+  };
+}
+
+/** Runs keys ca create + config-device-gateway + status and checks them as a user would. */
+async function configureAndCheck(s: Setup, pkiArgs: string[]): Promise<string> {
+  const pki = join(s.work, 'pki');
+  const created = s.cli(['keys', 'ca', 'create', pki, ...pkiArgs]);
+  expect(created.stderr).toBe('');
+  expect(created.status).toBe(0);
+  const res = s.cli(['el2g', 'config-device-gateway', '--pki-dir', pki, ...pkiArgs]);
+  expect(res.stderr).toBe('');
+  expect(res.status).toBe(0);
+  const cas = await s.api<Array<{ id: number; value: string }>>('el2g/intermediate-cas/');
+  expect(cas).toHaveLength(1);
+  const ca = cas[0]!;
+  expect(res.stdout).toBe(
+    'Requesting CSR from the service\nSigning CSR\nUploading signed certificate\n' +
+      ` |-> created intermediate CA fio-device-gateway-ca (ID ${ca.id})\n` +
+      `Updating Factory allowed CA's with\n${ca.value}`,
+  );
+  const overview = await s.api<{ subdomain: string }>('el2g/overview/');
+  expect(overview.subdomain).toMatch(/^[a-z0-9]{16}\.device-link\.localhost$/);
+  const status = s.cli(['el2g', 'status']);
+  expect(status.stderr).toBe('');
+  expect(status.status).toBe(0);
+  const expected = expectedStatus(overview.subdomain, ca.id, ca.value);
+  expect(status.stdout.slice(0, expected.length)).toBe(expected);
+  // sections added later (plan and usage) follow, never change these
+  expect(status.stdout.slice(expected.length)).toMatch(/^$|^\n# /);
+
+  // the CA PEM as status printed it verifies against the root in the PKI dir
+  const printed =
+    /# Intermediate CAs\nName: .*\nAlgorithm: .*\nID: .*\n(-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----\n)/.exec(
+      status.stdout,
+    )?.[1];
+  expect(printed).toBe(ca.value);
+  writeFileSync(join(s.work, 'gateway-ca.pem'), printed!);
+  expect(openssl(['verify', '-CAfile', join(pki, 'factory_ca.pem'), join(s.work, 'gateway-ca.pem')])).toBe(
+    `${join(s.work, 'gateway-ca.pem')}: OK\n`,
+  );
+  const text = openssl(['x509', '-in', join(s.work, 'gateway-ca.pem'), '-noout', '-text']);
+  expect(text).toMatch(/Basic Constraints: critical\s+CA:TRUE, pathlen:0/);
+  expect(text).toContain('ASN1 OID: prime256v1');
+  // the device gateway now trusts it
+  const deviceCas = s.cli(['keys', 'ca', 'show', '--just-device-cas']).stdout;
+  expect(deviceCas).toBe(ca.value);
+  return pki;
+}
+
+describe('el2g config-device-gateway + status: root key in a file, soft custody', () => {
+  let s: Setup;
+  let pki: string;
+  beforeAll(async () => {
+    s = await setup('keyferry-e2e-el2g-', { KEYFERRY_LOG_LEVEL: 'trace' });
+  });
+  afterAll(async () => {
+    await s?.daemon.stop();
+    if (s) rmSync(s.work, { recursive: true, force: true });
+  });
+
+  it('prints the four status sections of CLI.md and a CA that openssl verifies against factory_ca.pem', async () => {
+    pki = await configureAndCheck(s, []);
+  });
+
+  it('re-running is safe: new key, same objects, ca-crt keeps the old CA and gains the new one once', async () => {
+    const before = await s.api<Array<{ id: number; value: string }>>('el2g/intermediate-cas/');
+    const objectsBefore = await s.api('el2g/secure-objects/');
+    const res = s.cli(['el2g', 'config-device-gateway', '--pki-dir', pki]);
+    expect(res.status).toBe(0);
+    expect(res.stdout).toContain(
+      `Uploading signed certificate\n |-> replaced the key and certificate of intermediate CA fio-device-gateway-ca (ID ${before[0]!.id})\n`,
+    );
+    const after = await s.api<Array<{ id: number; value: string }>>('el2g/intermediate-cas/');
+    expect(after).toHaveLength(1);
+    expect(after[0]!.id).toBe(before[0]!.id);
+    expect(after[0]!.value).not.toBe(before[0]!.value);
+    expect(await s.api('el2g/secure-objects/')).toEqual(objectsBefore);
+    const bundle = s.cli(['keys', 'ca', 'show', '--just-device-cas']).stdout;
+    expect(bundle).toBe(before[0]!.value + after[0]!.value);
+  });
+
+  it('refuses incomplete HSM flags before any request, naming the missing ones', async () => {
+    const audit = (await s.api('audit/?limit=500')).entries.length;
+    const res = s.cli(['el2g', 'config-device-gateway', '--pki-dir', pki, '--hsm-module', '/x.so']);
+    expect(res.status).not.toBe(0);
+    expect(res.stderr).toBe(
+      'ERROR: --hsm-pin and --hsm-token-label missing: the HSM flags --hsm-module, --hsm-pin and --hsm-token-label go together\n',
+    );
+    expect((await s.api('audit/?limit=500')).entries.length).toBe(audit);
+  });
+
+  it('keeps every intermediate CA private key out of the database file, its WAL, the logs and the API', async () => {
+    const dataDir = join(s.work, 'data');
+    const master = Buffer.from(readFileSync(join(dataDir, 'master.key'), 'utf8').trim(), 'hex');
+    const sqlite = new SqliteDatabase(join(dataDir, 'keyferry.db'), { readonly: true });
+    const rows = sqlite
+      .prepare(
+        "select k.id, k.material from custody_keys k join ca_requests r on r.key_ref = k.id where r.ca_name = 'fio-device-gateway-ca'",
+      )
+      .all() as Array<{ id: string; material: string }>;
+    sqlite.close();
+    expect(rows.length).toBe(2); // the first run and the re-run
+    const secrets: Buffer[] = [];
+    for (const row of rows) {
+      const blob = Buffer.from(row.material, 'base64');
+      const decipher = createDecipheriv('aes-256-gcm', master, blob.subarray(0, 12));
+      decipher.setAAD(Buffer.from(row.id));
+      decipher.setAuthTag(blob.subarray(12, 28));
+      const pkcs8 = Buffer.concat([decipher.update(blob.subarray(28)), decipher.final()]);
+      const scalar = Buffer.from(
+        createPrivateKey({ key: pkcs8, format: 'der', type: 'pkcs8' }).export({ format: 'jwk' }).d as string,
+        'base64url',
+      );
+      expect(scalar.length).toBe(32);
+      secrets.push(pkcs8, scalar);
+    }
+    const apiText = JSON.stringify([
+      await s.api('audit/?limit=500'),
+      await s.api('el2g/intermediate-cas/'),
+      await s.api('el2g-proxy/intermediate-cas'),
+      await s.api('certs/'),
+    ]);
+    const search = (where: string, haystack: Buffer) => {
+      for (const secret of secrets) {
+        for (const needle of [
+          secret,
+          Buffer.from(secret.toString('hex')),
+          Buffer.from(secret.toString('base64')),
+        ]) {
+          expect(haystack.includes(needle), `${where} holds a CA private key`).toBe(false);
+        }
+      }
+    };
+    const files = () => {
+      const found: Array<[string, Buffer]> = [['keyferry.db', readFileSync(join(dataDir, 'keyferry.db'))]];
+      if (existsSync(join(dataDir, 'keyferry.db-wal')))
+        found.push(['keyferry.db-wal', readFileSync(join(dataDir, 'keyferry.db-wal'))]);
+      return found;
+    };
+    const running = files();
+    expect(running.map(([n]) => n)).toContain('keyferry.db-wal');
+    for (const [name, bytes] of running) search(name, bytes);
+    expect(s.daemon.stderr().length + s.daemon.stdout().length).toBeGreaterThan(1000); // trace logs were captured
+    search('keyferryd stdout', Buffer.from(s.daemon.stdout()));
+    search('keyferryd stderr', Buffer.from(s.daemon.stderr()));
+    search('API answers', Buffer.from(apiText));
+    expect(s.daemon.stdout() + s.daemon.stderr() + apiText).not.toContain('PRIVATE KEY');
+    // and after the WAL is checkpointed into the database at shutdown
+    expect(await s.daemon.stop()).toBe(0);
+    for (const [name, bytes] of files()) search(`${name} after stop`, bytes);
+  });
+});
+
+describe('el2g config-device-gateway + status: root key on a SoftHSM2 token, pkcs11 custody', () => {
+  let hsm: SofthsmEnv;
+  let s: Setup;
+  let filePki: Setup;
+  const rootFlags = () => [
+    '--hsm-module',
+    hsm.module,
+    '--hsm-pin',
+    '1234',
+    '--hsm-token-label',
+    'factory-root',
+  ];
+
+  beforeAll(async () => {
+    hsm = createSofthsmEnv();
+    initTestToken(hsm.conf, { label: 'factory-root', userPin: '1234' });
+    initTestToken(hsm.conf, { label: 'keyferryd', userPin: '4321' });
+    const work = mkdtempSync(join(tmpdir(), 'keyferry-e2e-el2g-conf-'));
+    const configFile = join(work, 'keyferryd.json');
+    writeFileSync(
+      configFile,
+      JSON.stringify({
+        keyCustody: { kind: 'pkcs11', module: hsm.module, tokenLabel: 'keyferryd', pin: '4321' },
+      }),
+    );
+    s = await setup('keyferry-e2e-el2g-hsm-', { SOFTHSM2_CONF: hsm.conf }, ['--config', configFile]);
+    rmSync(work, { recursive: true, force: true });
+    // a second service with a file root: its PKI dir belongs to another factory
+    filePki = await setup('keyferry-e2e-el2g-other-', {});
+    expect(filePki.cli(['keys', 'ca', 'create', join(filePki.work, 'pki')]).status).toBe(0);
+  });
+  afterAll(async () => {
+    await s?.daemon.stop();
+    await filePki?.daemon.stop();
+    for (const x of [s, filePki]) if (x) rmSync(x.work, { recursive: true, force: true });
+    hsm?.cleanup();
+  });
+
+  it('prints the same status and the CA key is a non-extractable key on the service token', async () => {
+    expect(existsSync(join(s.work, 'data', 'master.key'))).toBe(false);
+    const pki = await configureAndCheck(s, rootFlags());
+    expect(existsSync(join(pki, 'factory_ca.key'))).toBe(false);
+    const objects = execFileSync(
+      'pkcs11-tool',
+      [
+        '--module',
+        hsm.module,
+        '--token-label',
+        'keyferryd',
+        '--login',
+        '--pin',
+        '4321',
+        '-O',
+        '--type',
+        'privkey',
+      ],
+      { encoding: 'utf8', env: { ...process.env, SOFTHSM2_CONF: hsm.conf } },
+    );
+    // the gateway TLS key and the intermediate CA key, both never extractable
+    const keys = objects.split('Private Key Object').slice(1);
+    expect(keys).toHaveLength(2);
+    for (const key of keys) expect(key).toMatch(/label:\s+key_[0-9a-f]{24}[\s\S]*never extractable/);
+  });
+
+  it('refuses a wrong HSM PIN for the root key', async () => {
+    const pki = join(s.work, 'pki');
+    const flags = rootFlags();
+    flags[3] = '9999';
+    const before = await s.api('el2g/intermediate-cas/');
+    const res = s.cli(['el2g', 'config-device-gateway', '--pki-dir', pki, ...flags]);
+    expect(res.status).not.toBe(0);
+    expect(res.stderr).toMatch(/^ERROR: wrong PIN for token 'factory-root'/);
+    expect(await s.api('el2g/intermediate-cas/')).toEqual(before);
+  });
+
+  it('refuses a PKI dir of another factory before asking the service for anything', async () => {
+    const before = {
+      cas: await s.api('el2g/intermediate-cas/'),
+      audit: (await s.api('audit/?limit=500')).entries.length,
+    };
+    const res = s.cli(['el2g', 'config-device-gateway', '--pki-dir', join(filePki.work, 'pki')]);
+    expect(res.status).not.toBe(0);
+    expect(res.stderr).toBe(
+      `ERROR: ${join(filePki.work, 'pki', 'factory_ca.pem')} is not the root CA of factory demo: pass the PKI dir made for this factory (or -f the factory it belongs to)\n`,
+    );
+    expect(res.stdout).toBe('');
+    expect({
+      cas: await s.api('el2g/intermediate-cas/'),
+      audit: (await s.api('audit/?limit=500')).entries.length,
+    }).toEqual(before);
+  });
+});
