@@ -42,6 +42,15 @@ export class ApiClient {
   }
 
   async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    return (await this.callWithHeaders<T>(method, path, body)).body;
+  }
+
+  /** Like {@link call}, also returning the answer's headers (paging cursors). */
+  async callWithHeaders<T>(
+    method: string,
+    path: string,
+    body?: unknown,
+  ): Promise<{ body: T; headers: Record<string, string | string[] | undefined> }> {
     if (!this.#token) {
       throw new CliError('no API token: pass -t/--token, set KEYFERRY_TOKEN, or run keyferry login');
     }
@@ -70,6 +79,6 @@ export class ApiClient {
       }
       throw new CliError(`keyferryd answered ${res.statusCode} to ${method} ${path}: ${text.slice(0, 200)}`);
     }
-    return (text === '' ? undefined : JSON.parse(text)) as T;
+    return { body: (text === '' ? undefined : JSON.parse(text)) as T, headers: res.headers };
   }
 }

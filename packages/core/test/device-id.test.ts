@@ -54,6 +54,20 @@ describe('device ids', () => {
       '0x',
       '9'.repeat(42).replace(/^9/, 'a'),
       `0x${'f'.repeat(36)}`, // beyond 42 decimal digits: no canonical form
+      // what files and spreadsheets produce
+      GUIDE_HEX + '\n',
+      GUIDE_HEX + '\r',
+      '\t' + GUIDE_DEC,
+      '\uFEFF' + GUIDE_HEX,
+      GUIDE_HEX.slice(0, 20) + ' ' + GUIDE_HEX.slice(20, -1),
+      GUIDE_HEX.slice(0, 20) + '_' + GUIDE_HEX.slice(21),
+      '-' + GUIDE_DEC.slice(1),
+      GUIDE_DEC.slice(0, 41) + '.',
+      '3.4855549200425652e+41', // the id after a round trip through a JS number
+      '0x0x' + GUIDE_HEX.slice(4),
+      '0x' + GUIDE_DEC.slice(0, 36).replace(/^./, 'z'),
+      GUIDE_DEC.replace('3', '３'), // full-width digit
+      '"' + GUIDE_HEX + '"',
     ];
     for (const bad of nearMisses) {
       expect(isDeviceId(bad), bad).toBe(false);

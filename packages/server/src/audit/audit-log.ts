@@ -52,3 +52,29 @@ export async function listAudit(
     correlationId: r.correlation_id,
   }));
 }
+
+/** Appends many entries in few statements (bulk allow-list changes); same rows as recordAudit. */
+export async function recordAuditBatch(
+  db: Db,
+  entries: readonly AuditEntry[],
+  now = new Date(),
+): Promise<void> {
+  const at = now.toISOString();
+  // 7 bound values a row; 500 rows stay far below SQLite's and PostgreSQL's parameter limits
+  for (let i = 0; i < entries.length; i += 500) {
+    await db
+      .insertInto('audit_log')
+      .values(
+        entries.slice(i, i + 500).map((e) => ({
+          at,
+          factory_id: e.factoryId,
+          actor: e.actor,
+          action: e.action,
+          object: e.object,
+          detail: JSON.stringify(e.detail ?? {}),
+          correlation_id: e.correlationId,
+        })),
+      )
+      .execute();
+  }
+}

@@ -1,0 +1,106 @@
+import { KeyferryError, parseDeviceId } from '@keyferry/core';
+import type { Config } from '../config/schema.ts';
+import { productCatalogue } from '../el2g/products.ts';
+import type { Db } from '../storage/database.ts';
+import type { ProvisioningState, SecureObjectType } from '../storage/tables.ts';
+
+export interface AllowListedDevice {
+  row: number;
+  deviceId: string;
+  nc12: string;
+  groupId: number;
+  group: string;
+}
+
+/** The active allow-list entry of a device id (either accepted form), or `not_found`. */
+export async function findAllowListedDevice(
+  db: Db,
+  factoryId: number,
+  text: string,
+): Promise<AllowListedDevice> {
+  const id = parseDeviceId(text);
+  const row = await db
+    .selectFrom('devices')
+    .innerJoin('device_groups', 'device_groups.id', 'devices.group_id')
+    .select([
+      'devices.id as row',
+      'devices.device_id',
+      'devices.nc12',
+      'devices.group_id',
+      'device_groups.name',
+    ])
+    .where('devices.factory_id', '=', factoryId)
+    .where('devices.device_id', '=', id.decimal)
+    .where('devices.deleted_at', 'is', null)
+    .executeTakeFirst();
+  if (!row) {
+    throw new KeyferryError(
+      'not_found',
+      `device ${id.decimal} is not on this factory's allow-list: add it with el2g devices add <12nc> ${text}`,
+    );
+  }
+  return { row: row.row, deviceId: row.device_id, nc12: row.nc12, groupId: row.group_id, group: row.name };
+}
+
+/** `el2g-proxy/devices/<id>/product`: the device's hardware type, as EdgeLock 2GO named it. */
+export function deviceProduct(
+  config: Pick<Config, 'products'>,
+  device: AllowListedDevice,
+): { commercialName: string; nc12: string } {
+  const product = productCatalogue(config).get(device.nc12);
+  return { commercialName: product?.name ?? device.nc12, nc12: device.nc12 };
+}
+
+export interface SecureObjectProvisioning {
+  secureObjectName: string;
+  secureObjectType: SecureObjectType;
+  provisioningState: ProvisioningState;
+  /** The current (not revoked) certificate PEM of a CERTIFICATE object, else null. */
+  certificate: string | null;
+  /** Why a *_FAILED state failed. */
+  reason: string | null;
+}
+
+/**
+ * The objects assigned to the device's group with their state for this device: a missing
+ * device_objects row means GENERATION_ON_CONNECTION (assigned, device not seen yet).
+ */
+export async function deviceProvisionings(
+  db: Db,
+  device: AllowListedDevice,
+): Promise<SecureObjectProvisioning[]> {
+  const objects = await db
+    .selectFrom('group_objects')
+    .innerJoin('secure_objects', 'secure_objects.id', 'group_objects.secure_object_id')
+    .leftJoin('device_objects', (join) =>
+      join
+        .onRef('device_objects.secure_object_id', '=', 'secure_objects.id')
+        .on('device_objects.device_row_id', '=', device.row),
+    )
+    .select([
+      'secure_objects.id',
+      'secure_objects.name',
+      'secure_objects.type',
+      'device_objects.state',
+      'device_objects.reason',
+    ])
+    .where('group_objects.group_id', '=', device.groupId)
+    .orderBy('secure_objects.object_id')
+    .execute();
+  const certificates = await db
+    .selectFrom('certificates')
+    .select(['secure_object_id', 'pem'])
+    .where('device_row_id', '=', device.row)
+    .where('revoked_at', 'is', null)
+    .orderBy('id')
+    .execute();
+  // the newest non-revoked certificate of each object wins (rotation leaves older ones revoked)
+  const pemByObject = new Map(certificates.map((c) => [c.secure_object_id, c.pem]));
+  return objects.map((o) => ({
+    secureObjectName: o.name,
+    secureObjectType: o.type,
+    provisioningState: o.state ?? 'GENERATION_ON_CONNECTION',
+    certificate: o.type === 'CERTIFICATE' ? (pemByObject.get(o.id) ?? null) : null,
+    reason: o.reason ?? null,
+  }));
+}

@@ -1,0 +1,89 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import {
+  addDevices,
+  type BatchRequest,
+  deleteDevices,
+  MAX_DEVICES_PER_REQUEST,
+} from '../../allowlist/allow-list.ts';
+import {
+  DEFAULT_DEVICE_PAGE,
+  groupsWithDevices,
+  listDevices,
+  MAX_DEVICE_PAGE,
+} from '../../allowlist/device-listing.ts';
+import { planUsage } from '../../allowlist/plan.ts';
+import type { ServiceContext } from '../../context.ts';
+import { parseBody } from '../validate.ts';
+
+/** Longest string accepted where a device id goes (a valid one has 38 or 42 characters). */
+const MAX_ID_CHARS = 100;
+const batchSchema = z.strictObject({
+  'product-id': z.string().regex(/^[0-9]{12}$/, 'a 12NC is 12 decimal digits, e.g. 935389312472'),
+  devices: z
+    .array(
+      z
+        .string({ error: 'device ids are JSON strings (a 42-digit id does not fit a JSON number)' })
+        .max(MAX_ID_CHARS, `a device id has at most ${MAX_ID_CHARS} characters`),
+    )
+    .min(1, 'name at least one device')
+    .max(MAX_DEVICES_PER_REQUEST, `at most ${MAX_DEVICES_PER_REQUEST} devices a request: split the list`),
+  production: z.boolean().default(false),
+});
+const listQuery = z
+  .strictObject({
+    limit: z.coerce.number().int().min(1).max(MAX_DEVICE_PAGE).default(DEFAULT_DEVICE_PAGE),
+    after: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+    page: z.coerce.number().int().min(1).max(1_000_000).optional(),
+  })
+  .refine((q) => q.after === undefined || q.page === undefined, 'use either after= or page=, not both');
+
+/** Header naming the keyset cursor of the next page (also given as a `Link: rel="next"`). */
+export const NEXT_CURSOR_HEADER = 'x-next-cursor';
+/** Header on a first page: the groups holding devices, so a streaming table can size its columns. */
+export const DEVICE_GROUPS_HEADER = 'x-device-groups';
+
+function toBatch(body: z.output<typeof batchSchema>): BatchRequest {
+  return { nc12: body['product-id'], ids: body.devices, production: body.production };
+}
+
+function change(request: FastifyRequest) {
+  return { actor: `token:${request.principal!.tokenId}`, correlationId: request.id };
+}
+
+/** `el2g/devices/` (the allow-list) and `el2g/plan/` (plan and usage) of one factory. */
+export async function el2gDevicesRoutes(app: FastifyInstance, ctx: ServiceContext): Promise<void> {
+  const db = ctx.database.db;
+
+  app.get('/el2g/devices/', async (request, reply) => {
+    const q = parseBody(listQuery, request.query, 'query string');
+    const factoryId = request.factory!.id;
+    const page = await listDevices(db, factoryId, {
+      limit: q.limit,
+      ...(q.after !== undefined ? { after: q.after } : {}),
+      ...(q.page !== undefined ? { offset: (q.page - 1) * q.limit } : {}),
+    });
+    if (q.after === undefined && (q.page ?? 1) === 1) {
+      reply.header(DEVICE_GROUPS_HEADER, (await groupsWithDevices(db, factoryId)).join(','));
+    }
+    if (page.next !== null) {
+      const base = request.url.split('?')[0];
+      const next = q.page !== undefined ? `page=${q.page + 1}` : `after=${page.next}`;
+      reply.header(NEXT_CURSOR_HEADER, String(page.next));
+      reply.header('link', `<${base}?limit=${q.limit}&${next}>; rel="next"`);
+    }
+    return page.devices;
+  });
+
+  app.post('/el2g/devices/', async (request) => {
+    const body = parseBody(batchSchema, request.body);
+    return addDevices(ctx, request.factory!, toBatch(body), change(request));
+  });
+
+  app.delete('/el2g/devices/', async (request) => {
+    const body = parseBody(batchSchema, request.body);
+    return deleteDevices(ctx, request.factory!, toBatch(body), change(request));
+  });
+
+  app.get('/el2g/plan/', async (request) => planUsage(db, request.factory!.id));
+}
