@@ -1,0 +1,121 @@
+import type { Db } from '../storage/database.ts';
+import type { DevicesTable, ProvisioningState, SecureObjectType } from '../storage/tables.ts';
+
+/** An allow-listed device (its active row) with its group. */
+export interface DeviceRecord {
+  rowId: number;
+  deviceId: string;
+  nc12: string;
+  groupId: number;
+  groupName: string;
+}
+
+/** One secure object assigned to a device's group, with the device's state of it. */
+export interface AssignedObject {
+  id: number;
+  name: string;
+  type: SecureObjectType;
+  objectId: string;
+  caId: number | null;
+  keypairId: number | null;
+  validityDays: number | null;
+  state: ProvisioningState;
+  reason: string | null;
+}
+
+/** The device's active allow-list row in this factory, or undefined. */
+export async function findActiveDevice(
+  db: Db,
+  factoryId: number,
+  deviceId: string,
+): Promise<DeviceRecord | undefined> {
+  const row = await db
+    .selectFrom('devices')
+    .innerJoin('device_groups', 'device_groups.id', 'devices.group_id')
+    .select(['devices.id', 'devices.device_id', 'devices.nc12', 'devices.group_id', 'device_groups.name'])
+    .where('devices.factory_id', '=', factoryId)
+    .where('devices.device_id', '=', deviceId)
+    .where('devices.deleted_at', 'is', null)
+    .executeTakeFirst();
+  return row
+    ? { rowId: row.id, deviceId: row.device_id, nc12: row.nc12, groupId: row.group_id, groupName: row.name }
+    : undefined;
+}
+
+/** The objects of the device's group, KEYPAIRs first, with states (absent row = ON_CONNECTION). */
+export async function assignedObjects(db: Db, device: DeviceRecord): Promise<AssignedObject[]> {
+  const rows = await db
+    .selectFrom('group_objects')
+    .innerJoin('secure_objects', 'secure_objects.id', 'group_objects.secure_object_id')
+    .leftJoin('device_objects', (join) =>
+      join
+        .onRef('device_objects.secure_object_id', '=', 'secure_objects.id')
+        .on('device_objects.device_row_id', '=', device.rowId),
+    )
+    .select([
+      'secure_objects.id',
+      'secure_objects.name',
+      'secure_objects.type',
+      'secure_objects.object_id',
+      'secure_objects.ca_id',
+      'secure_objects.keypair_id',
+      'secure_objects.validity_days',
+      'device_objects.state',
+      'device_objects.reason',
+    ])
+    .where('group_objects.group_id', '=', device.groupId)
+    .orderBy('secure_objects.type', 'desc')
+    .orderBy('secure_objects.name')
+    .execute();
+  return rows.map((r) => ({
+    id: r.id,
+    name: r.name,
+    type: r.type,
+    objectId: r.object_id,
+    caId: r.ca_id,
+    keypairId: r.keypair_id,
+    validityDays: r.validity_days,
+    state: r.state ?? 'GENERATION_ON_CONNECTION',
+    reason: r.reason ?? null,
+  }));
+}
+
+/** Sets a device's state of one object (insert or update). */
+export async function setObjectState(
+  db: Db,
+  deviceRowId: number,
+  secureObjectId: number,
+  state: ProvisioningState,
+  reason: string | null,
+  now: Date,
+): Promise<void> {
+  await db
+    .insertInto('device_objects')
+    .values({
+      device_row_id: deviceRowId,
+      secure_object_id: secureObjectId,
+      state,
+      reason,
+      updated_at: now.toISOString(),
+    })
+    .onConflict((oc) =>
+      oc
+        .columns(['device_row_id', 'secure_object_id'])
+        .doUpdateSet({ state, reason, updated_at: now.toISOString() }),
+    )
+    .execute();
+}
+
+/**
+ * Records the device's connection; false when its row was deleted meanwhile (the allow-list
+ * changed under a running request), so the caller refuses instead of issuing.
+ */
+export async function touchDevice(db: Db, rowId: number, now: Date): Promise<boolean> {
+  const result = await db
+    .updateTable('devices')
+    .set({ last_connection: now.toISOString() } satisfies Partial<DevicesTable>)
+    .where('id', '=', rowId)
+    .where('deleted_at', 'is', null)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) === 1;
+}

@@ -1,0 +1,39 @@
+import { KeyferryError } from '@keyferry/core';
+import { type Factory, toFactory } from '../factories/factories.ts';
+import type { Db } from '../storage/database.ts';
+
+/**
+ * The factory a connection is for, from its SNI host name `<sub>.device-link.<domain>`.
+ * Without SNI, or with `localhost`/`device-link.<domain>` (IP addresses send no SNI), the one
+ * factory is used when exactly one exists: local development needs no DNS.
+ */
+export async function factoryForHost(
+  db: Db,
+  servername: string | undefined,
+  domain: string,
+): Promise<Factory> {
+  const host = (servername ?? '').toLowerCase().replace(/\.$/, '');
+  const suffix = `.device-link.${domain}`;
+  if (host.endsWith(suffix) && host.length > suffix.length) {
+    const sub = host.slice(0, -suffix.length);
+    const row = /^[a-z0-9]{1,63}$/.test(sub)
+      ? await db.selectFrom('factories').selectAll().where('subdomain', '=', sub).executeTakeFirst()
+      : undefined;
+    if (!row) {
+      throw new KeyferryError(
+        'not_found',
+        `no factory has the device-link host name ${host}; check EL2GO_HOSTNAME`,
+      );
+    }
+    return toFactory(row);
+  }
+  if (host === '' || host === 'localhost' || host === `device-link.${domain}`) {
+    const rows = await db.selectFrom('factories').selectAll().limit(2).execute();
+    if (rows.length === 1) return toFactory(rows[0]!);
+    throw new KeyferryError(
+      'not_found',
+      `this service has ${rows.length} factories; connect with SNI <subdomain>${suffix} (see el2g status)`,
+    );
+  }
+  throw new KeyferryError('not_found', `${host} is not a device-link host name of this service (*${suffix})`);
+}

@@ -1,0 +1,113 @@
+import type { TLSSocket } from 'node:tls';
+import {
+  type DeviceId,
+  isKeyferryError,
+  KeyferryError,
+  parseCertificate,
+  tryParseDeviceId,
+  verifyChain,
+} from '@keyferry/core';
+import type { TrustAnchors } from './trust-anchors.ts';
+
+/** Who a verified vendor identity says the device is. */
+export interface DeviceIdentity {
+  readonly deviceId: DeviceId;
+  readonly nc12: string;
+  readonly fingerprint: string;
+}
+
+/** At most this many certificates are taken from the client's chain. */
+const MAX_PEER_CHAIN = 4;
+
+/** The client's certificate and the intermediates it sent, as DER, leaf first. */
+export function peerChain(socket: TLSSocket): Uint8Array[] {
+  const leaf = socket.getPeerCertificate(true);
+  if (!leaf?.raw) return [];
+  const out: Uint8Array[] = [];
+  let cert: typeof leaf | undefined = leaf;
+  while (cert?.raw && out.length < MAX_PEER_CHAIN) {
+    if (out.some((der) => Buffer.from(der).equals(cert!.raw))) break;
+    out.push(new Uint8Array(cert.raw));
+    cert = cert.issuerCertificate as typeof leaf | undefined;
+  }
+  return out;
+}
+
+/** What a refused identity looked like, for the audit log. */
+export interface IdentityClaim {
+  deviceId?: string;
+  nc12?: string;
+}
+
+/**
+ * Verifies the vendor identity a device presented (DESIGN §5): the product is the 12NC in
+ * the certificate's OU, the chain must verify (clientAuth, now) against that product's
+ * anchors, and the UID is the CN (36 hex digits). `claim` is filled as far as it got.
+ */
+export function verifyIdentity(
+  chain: readonly Uint8Array[],
+  anchors: TrustAnchors,
+  claim: IdentityClaim,
+  now = new Date(),
+): DeviceIdentity {
+  const [leaf, ...intermediates] = chain;
+  if (leaf === undefined) {
+    throw new KeyferryError(
+      'unauthenticated',
+      "no client certificate: connect with the secure element's vendor identity (key 0xF0000000, certificate 0xF0000001)",
+    );
+  }
+  // Read the claim before trusting it, only to pick the anchors and to name the device in the log.
+  const subject = readSubject(leaf);
+  const uid =
+    subject.CN !== undefined && /^[0-9a-f]{36}$/i.test(subject.CN)
+      ? tryParseDeviceId(`0x${subject.CN}`)
+      : undefined;
+  if (uid) claim.deviceId = uid.decimal;
+  if (subject.OU === undefined || !/^[0-9]{12}$/.test(subject.OU)) {
+    throw new KeyferryError(
+      'untrusted_identity',
+      'the identity certificate names no product: its OU must be the 12NC',
+    );
+  }
+  claim.nc12 = subject.OU;
+  if (!anchors.product(subject.OU)) {
+    throw new KeyferryError(
+      'unknown_product',
+      `the identity certificate is for product ${subject.OU}, which this service does not know`,
+    );
+  }
+  const nc12 = subject.OU;
+  const attempt = (refresh: boolean) =>
+    verifyChain(leaf, intermediates, anchors.anchors(nc12, refresh), now, { purpose: 'clientAuth' });
+  let parsed: ReturnType<typeof verifyChain>;
+  try {
+    try {
+      parsed = attempt(false);
+    } catch {
+      parsed = attempt(true);
+    }
+  } catch (error) {
+    const why = isKeyferryError(error) ? error.message : String(error);
+    throw new KeyferryError(
+      'untrusted_identity',
+      `the identity certificate does not verify for product ${subject.OU}: ${why}`,
+    );
+  }
+  if (!uid) {
+    throw new KeyferryError('untrusted_identity', 'the identity certificate CN is not a UID (36 hex digits)');
+  }
+  return { deviceId: uid, nc12: subject.OU, fingerprint: parsed[0]!.fingerprintSha256 };
+}
+
+function readSubject(der: Uint8Array): { CN?: string | undefined; OU?: string | undefined } {
+  try {
+    const cert = parseCertificate(der);
+    return { CN: cert.subjectAttributes.CN, OU: cert.subjectAttributes.OU };
+  } catch {
+    throw new KeyferryError(
+      'untrusted_identity',
+      'the client certificate is not a readable X.509 certificate',
+    );
+  }
+}

@@ -1,0 +1,209 @@
+import { createHash } from 'node:crypto';
+import {
+  deviceCertificate,
+  fromPem,
+  isKeyferryError,
+  KeyferryError,
+  type ParsedCsr,
+  parseAndVerifyCsr,
+  parseCertificate,
+  toPem,
+} from '@keyferry/core';
+import { recordAudit } from '../audit/audit-log.ts';
+import type { Db } from '../storage/database.ts';
+import { type AssignedObject, assignedObjects, setObjectState, touchDevice } from './device-records.ts';
+import type { IssuingCas } from './issuing-cas.ts';
+import { assertPlanAllowsEnrollment } from './plan-gate.ts';
+import type { DeviceSession } from './session.ts';
+
+export type EnrollMode = 'simpleenroll' | 'simplereenroll';
+
+export interface Enrollment {
+  certificate: Uint8Array;
+  /** True when the same key was enrolled before and its certificate is returned again. */
+  reused: boolean;
+}
+
+export interface IssuanceDeps {
+  db: Db;
+  issuingCas: IssuingCas;
+}
+
+/** The CERTIFICATE object `label` of the device's group, or `unknown_label`. */
+export function certificateObject(objects: readonly AssignedObject[], label: string): AssignedObject {
+  const object = objects.find((o) => o.type === 'CERTIFICATE' && o.name === label);
+  if (!object) {
+    const names = objects.filter((o) => o.type === 'CERTIFICATE').map((o) => o.name);
+    throw new KeyferryError(
+      'unknown_label',
+      `no certificate object ${JSON.stringify(label)} is assigned to this device; assigned: ${names.join(', ') || 'none'}`,
+    );
+  }
+  return object;
+}
+
+/**
+ * Issues (or returns again) the device certificate for one CERTIFICATE object (DESIGN §5, §7):
+ * the CSR proves the device holds a P-256 key; the subject comes from the service. The same
+ * key gets the same certificate; a new key gets a new one and the superseded one is revoked.
+ * A refused CSR leaves the object GENERATION_FAILED with the reason. One transaction.
+ */
+export async function enrollDevice(
+  deps: IssuanceDeps,
+  session: DeviceSession,
+  label: string,
+  csrBody: () => Uint8Array,
+  mode: EnrollMode,
+  change: { correlationId: string },
+  now = new Date(),
+): Promise<Enrollment> {
+  const { db } = deps;
+  const objects = await assignedObjects(db, session.device);
+  const object = certificateObject(objects, label);
+  let csr: ParsedCsr;
+  try {
+    await assertPlanAllowsEnrollment(db, session.factory.id, objects, object, now);
+    csr = parseAndVerifyCsr(csrBody());
+  } catch (error) {
+    if (isKeyferryError(error)) await failObject(db, session, object, error, now);
+    throw error;
+  }
+  const keyHash = createHash('sha256').update(csr.publicKeySpki).digest('hex');
+  const ca =
+    object.caId === null
+      ? undefined
+      : await deps.issuingCas.get(session.factory, object.caId, object.validityDays);
+  if (!ca) throw new KeyferryError('internal', `certificate object ${object.name} has no issuing CA`);
+  const actor = `device:${session.device.deviceId}`;
+  return db.transaction().execute(async (trx) => {
+    if (!(await touchDevice(trx, session.device.rowId, now))) throw notAllowListed(session);
+    const current = await trx
+      .selectFrom('certificates')
+      .select(['id', 'pem', 'serial_hex', 'public_key_sha256'])
+      .where('device_row_id', '=', session.device.rowId)
+      .where('secure_object_id', '=', object.id)
+      .where('revoked_at', 'is', null)
+      .execute();
+    const same = current.find((c) => c.public_key_sha256 === keyHash);
+    const audit = (action: string, detail: Record<string, unknown>) =>
+      recordAudit(
+        trx,
+        {
+          factoryId: session.factory.id,
+          actor,
+          action,
+          object: `secure-object:${object.name}`,
+          detail,
+          correlationId: change.correlationId,
+        },
+        now,
+      );
+    if (same) {
+      await setCompleted(trx, session, objects, object, true, now);
+      await audit('device-link.enroll', {
+        mode,
+        serial: same.serial_hex,
+        reused: true,
+        device: session.device.deviceId,
+      });
+      return { certificate: fromPem(same.pem, 'CERTIFICATE'), reused: true };
+    }
+    if (mode === 'simplereenroll' && current.length === 0) {
+      throw new KeyferryError(
+        'object_not_issued',
+        `${object.name} has no certificate to renew for this device; enroll it first with simpleenroll`,
+      );
+    }
+    const der = await deviceCertificate({
+      template: ca.template,
+      deviceId: session.identity.deviceId,
+      publicKeySpki: csr.publicKeySpki,
+      signer: ca.signer,
+      now,
+    });
+    const cert = parseCertificate(der);
+    await trx
+      .insertInto('certificates')
+      .values({
+        factory_id: session.factory.id,
+        device_row_id: session.device.rowId,
+        secure_object_id: object.id,
+        ca_id: ca.id,
+        serial_hex: cert.serialHex,
+        public_key_sha256: keyHash,
+        subject_cn: session.identity.deviceId.hex,
+        pem: toPem(der, 'CERTIFICATE'),
+        not_before: cert.notBefore.toISOString(),
+        not_after: cert.notAfter.toISOString(),
+        issued_at: now.toISOString(),
+        revoked_at: null,
+        revocation_reason: null,
+      })
+      .execute();
+    if (current.length > 0) {
+      await trx
+        .updateTable('certificates')
+        .set({ revoked_at: now.toISOString(), revocation_reason: 'superseded' })
+        .where(
+          'id',
+          'in',
+          current.map((c) => c.id),
+        )
+        .execute();
+    }
+    await setCompleted(trx, session, objects, object, false, now);
+    await audit('device-link.enroll', {
+      mode,
+      serial: cert.serialHex,
+      reused: false,
+      device: session.device.deviceId,
+      superseded: current.map((c) => c.serial_hex),
+    });
+    return { certificate: der, reused: false };
+  });
+}
+
+export function notAllowListed(session: DeviceSession): KeyferryError {
+  return new KeyferryError(
+    'device_not_allowlisted',
+    `device ${session.device.deviceId} was removed from factory ${session.factory.name}'s allow-list`,
+  );
+}
+
+async function setCompleted(
+  db: Db,
+  session: DeviceSession,
+  objects: readonly AssignedObject[],
+  object: AssignedObject,
+  reused: boolean,
+  now: Date,
+) {
+  const keypair = objects.find((o) => o.id === object.keypairId);
+  for (const target of keypair ? [object, keypair] : [object]) {
+    // Asking again for the same certificate does not undo what the device already reported.
+    if (reused && (target.state === 'PROVISIONING_COMPLETED' || target.state === 'GENERATION_COMPLETED'))
+      continue;
+    await setObjectState(db, session.device.rowId, target.id, 'GENERATION_COMPLETED', null, now);
+  }
+}
+
+/** Records a refused enrollment on the object (GENERATION_FAILED + reason); the router audits it. */
+async function failObject(
+  db: Db,
+  session: DeviceSession,
+  object: AssignedObject,
+  error: KeyferryError,
+  now: Date,
+): Promise<void> {
+  await db.transaction().execute(async (trx) => {
+    if (!(await touchDevice(trx, session.device.rowId, now))) return;
+    await setObjectState(
+      trx,
+      session.device.rowId,
+      object.id,
+      'GENERATION_FAILED',
+      `${error.code}: ${error.message}`,
+      now,
+    );
+  });
+}

@@ -1,0 +1,85 @@
+import {
+  type DeviceCertificateTemplate,
+  deviceCertificateTemplate,
+  fromPem,
+  KeyferryError,
+  parseCertificate,
+  type Signer,
+  splitPemBundle,
+} from '@keyferry/core';
+import { type CustodySigner, custodySignerById, type KeyCustody } from '../keys/custody.ts';
+import type { Db } from '../storage/database.ts';
+
+/** An intermediate CA ready to issue: its certificate, key and the device template. */
+export interface IssuingCa {
+  id: number;
+  certificate: Uint8Array;
+  /** The factory root, when the factory PKI has one (for cacerts). */
+  root: Uint8Array | undefined;
+  signer: Signer;
+  template: DeviceCertificateTemplate;
+}
+
+/**
+ * Issuing CAs by (CA row, its version, validity). The template holds no secret and the signer
+ * is the custody backend's; both are built once per CA version, not per enrollment (DESIGN §11).
+ */
+export class IssuingCas {
+  readonly #templates = new Map<string, IssuingCa>();
+  readonly #signers = new Map<string, CustodySigner>();
+
+  constructor(
+    private readonly db: Db,
+    private readonly custody: KeyCustody,
+  ) {}
+
+  async get(
+    factory: { id: number; name: string },
+    caId: number,
+    validityDays: number | null,
+  ): Promise<IssuingCa> {
+    const row = await this.db
+      .selectFrom('intermediate_cas')
+      .leftJoin('factory_pki', 'factory_pki.factory_id', 'intermediate_cas.factory_id')
+      .select([
+        'intermediate_cas.id',
+        'intermediate_cas.key_ref',
+        'intermediate_cas.certificate',
+        'intermediate_cas.updated_at',
+        'factory_pki.root_crt',
+      ])
+      .where('intermediate_cas.factory_id', '=', factory.id)
+      .where('intermediate_cas.id', '=', caId)
+      .executeTakeFirst();
+    if (!row)
+      throw new KeyferryError('internal', `intermediate CA ${caId} of factory ${factory.name} is missing`);
+    const key = `${row.id}|${row.updated_at}|${row.key_ref}|${validityDays ?? ''}|${row.root_crt?.length ?? 0}`;
+    const cached = this.#templates.get(key);
+    if (cached) return cached;
+    let signer = this.#signers.get(row.key_ref);
+    if (!signer) {
+      signer = await custodySignerById(this.db, this.custody, row.key_ref);
+      this.#signers.set(row.key_ref, signer);
+    }
+    const certificate = fromPem(row.certificate, 'CERTIFICATE');
+    const issuing: IssuingCa = {
+      id: row.id,
+      certificate,
+      // A self-signed CA (aws-iot-ca) is its own chain's root; the factory root is not above it.
+      root: row.root_crt && !selfSigned(certificate) ? splitPemBundle(row.root_crt)[0] : undefined,
+      signer,
+      template: deviceCertificateTemplate({
+        issuerCert: certificate,
+        factory: factory.name,
+        ...(validityDays === null ? {} : { validity: { days: validityDays } }),
+      }),
+    };
+    this.#templates.set(key, issuing);
+    return issuing;
+  }
+}
+
+function selfSigned(der: Uint8Array): boolean {
+  const cert = parseCertificate(der);
+  return Buffer.compare(Buffer.from(cert.issuer.der), Buffer.from(cert.subject.der)) === 0;
+}

@@ -1,0 +1,78 @@
+import { recordAudit } from '../audit/audit-log.ts';
+import type { Db } from '../storage/database.ts';
+import type { ProvisioningState, SecureObjectType } from '../storage/tables.ts';
+import { assignedObjects, setObjectState, touchDevice } from './device-records.ts';
+import { notAllowListed } from './issuance.ts';
+import type { DeviceSession } from './session.ts';
+
+/** One entry of the manifest (DESIGN §5). */
+export interface ManifestObject {
+  name: string;
+  type: SecureObjectType;
+  /** 8 hex digits, the SE object id (e.g. 83000042). */
+  objectId: string;
+  /** CERTIFICATE only: the object id of the key pair it certifies. */
+  keyObjectId?: string;
+  /** The PKCS#11 label on the device: SE_<objectId>. */
+  label: string;
+  state: ProvisioningState;
+  reason?: string;
+}
+
+export interface Manifest {
+  device: string;
+  product: string;
+  group: string;
+  objects: ManifestObject[];
+}
+
+/**
+ * What the device must hold. Fetching it is the device's connection: objects it has not
+ * started yet move from GENERATION_ON_CONNECTION to GENERATION_TRIGGERED (the device now
+ * generates the keys), and the connection time is recorded.
+ */
+export async function deviceManifest(
+  db: Db,
+  session: DeviceSession,
+  change: { correlationId: string },
+  now = new Date(),
+): Promise<Manifest> {
+  const objects = await assignedObjects(db, session.device);
+  const byId = new Map(objects.map((o) => [o.id, o]));
+  const triggered = objects.filter((o) => o.state === 'GENERATION_ON_CONNECTION');
+  await db.transaction().execute(async (trx) => {
+    if (!(await touchDevice(trx, session.device.rowId, now))) throw notAllowListed(session);
+    for (const o of triggered)
+      await setObjectState(trx, session.device.rowId, o.id, 'GENERATION_TRIGGERED', null, now);
+    await recordAudit(
+      trx,
+      {
+        factoryId: session.factory.id,
+        actor: `device:${session.device.deviceId}`,
+        action: 'device-link.manifest',
+        object: `device:${session.device.deviceId}`,
+        detail: { group: session.device.groupName, triggered: triggered.map((o) => o.name) },
+        correlationId: change.correlationId,
+      },
+      now,
+    );
+  });
+  return {
+    device: session.device.deviceId,
+    product: session.device.nc12,
+    group: session.device.groupName,
+    objects: objects.map((o) => {
+      const state = o.state === 'GENERATION_ON_CONNECTION' ? 'GENERATION_TRIGGERED' : o.state;
+      const key = o.keypairId === null ? undefined : byId.get(o.keypairId);
+      return {
+        name: o.name,
+        type: o.type,
+        objectId: o.objectId,
+        ...(o.type === 'CERTIFICATE' && key ? { keyObjectId: key.objectId } : {}),
+        label: `SE_${o.objectId}`,
+        state,
+        ...(o.reason ? { reason: o.reason } : {}),
+      };
+    }),
+  };
+}

@@ -1,0 +1,78 @@
+import { KeyferryError } from '@keyferry/core';
+import { z } from 'zod';
+import { recordAudit } from '../audit/audit-log.ts';
+import type { Db } from '../storage/database.ts';
+import type { ProvisioningState } from '../storage/tables.ts';
+import { assignedObjects, setObjectState, touchDevice } from './device-records.ts';
+import { notAllowListed } from './issuance.ts';
+import { isIssued } from './plan-gate.ts';
+import type { DeviceSession } from './session.ts';
+
+export const reportSchema = z.strictObject({
+  results: z
+    .array(
+      z.strictObject({
+        name: z.string().min(1).max(128),
+        status: z.enum(['SUCCESS', 'FAILED']),
+        detail: z.string().max(1024).optional(),
+      }),
+    )
+    .min(1)
+    .max(64),
+});
+export type Report = z.output<typeof reportSchema>;
+
+/**
+ * The device says which objects it stored: SUCCESS → PROVISIONING_COMPLETED, FAILED →
+ * PROVISIONING_FAILED with its detail. Every name must be an object assigned to the device
+ * and issued to it; otherwise nothing changes.
+ */
+export async function recordReport(
+  db: Db,
+  session: DeviceSession,
+  report: Report,
+  change: { correlationId: string },
+  now = new Date(),
+): Promise<{ objects: { name: string; state: ProvisioningState }[] }> {
+  const objects = await assignedObjects(db, session.device);
+  const updates = report.results.map((result) => {
+    const object = objects.find((o) => o.name === result.name);
+    if (!object) {
+      throw new KeyferryError(
+        'unknown_label',
+        `no object ${JSON.stringify(result.name)} is assigned to this device`,
+      );
+    }
+    if (!isIssued(object)) {
+      throw new KeyferryError(
+        'object_not_issued',
+        `${object.name} was never issued to this device (state ${object.state}); enroll it before reporting it`,
+      );
+    }
+    const state: ProvisioningState =
+      result.status === 'SUCCESS' ? 'PROVISIONING_COMPLETED' : 'PROVISIONING_FAILED';
+    return {
+      object,
+      state,
+      reason: result.status === 'FAILED' ? (result.detail ?? 'the device reported a failure') : null,
+    };
+  });
+  await db.transaction().execute(async (trx) => {
+    if (!(await touchDevice(trx, session.device.rowId, now))) throw notAllowListed(session);
+    for (const u of updates)
+      await setObjectState(trx, session.device.rowId, u.object.id, u.state, u.reason, now);
+    await recordAudit(
+      trx,
+      {
+        factoryId: session.factory.id,
+        actor: `device:${session.device.deviceId}`,
+        action: 'device-link.report',
+        object: `device:${session.device.deviceId}`,
+        detail: { results: updates.map((u) => ({ name: u.object.name, state: u.state, reason: u.reason })) },
+        correlationId: change.correlationId,
+      },
+      now,
+    );
+  });
+  return { objects: updates.map((u) => ({ name: u.object.name, state: u.state })) };
+}

@@ -1,0 +1,52 @@
+import type { TLSSocket } from 'node:tls';
+import { KeyferryError } from '@keyferry/core';
+import type { Factory } from '../factories/factories.ts';
+import type { Db } from '../storage/database.ts';
+import { type DeviceRecord, findActiveDevice } from './device-records.ts';
+import { factoryForHost } from './factory-host.ts';
+import { type DeviceIdentity, type IdentityClaim, peerChain, verifyIdentity } from './identity.ts';
+import type { TrustAnchors } from './trust-anchors.ts';
+
+/** An authenticated, allow-listed device on one factory's device-link. */
+export interface DeviceSession {
+  factory: Factory;
+  identity: DeviceIdentity;
+  device: DeviceRecord;
+}
+
+/** What is known about a caller so far; the router audits refusals with it. */
+export interface CallerTrace {
+  factory?: Factory;
+  claim: IdentityClaim;
+}
+
+/**
+ * Authenticates a device-link call: factory from SNI, vendor identity verified for its
+ * product, device on that factory's allow-list (in a group of the identity's product).
+ */
+export async function authenticateDevice(
+  db: Db,
+  socket: TLSSocket,
+  domain: string,
+  anchors: TrustAnchors,
+  trace: CallerTrace,
+): Promise<DeviceSession> {
+  const servername = typeof socket.servername === 'string' ? socket.servername : undefined;
+  const factory = await factoryForHost(db, servername, domain);
+  trace.factory = factory;
+  const identity = verifyIdentity(peerChain(socket), anchors, trace.claim);
+  const device = await findActiveDevice(db, factory.id, identity.deviceId.decimal);
+  if (!device) {
+    throw new KeyferryError(
+      'device_not_allowlisted',
+      `device ${identity.deviceId.decimal} (0x${identity.deviceId.hex}) is not on factory ${factory.name}'s allow-list; add it with: keyferry el2g devices add ${identity.nc12} 0x${identity.deviceId.hex}`,
+    );
+  }
+  if (device.nc12 !== identity.nc12) {
+    throw new KeyferryError(
+      'device_not_allowlisted',
+      `device ${identity.deviceId.decimal} is allow-listed for product ${device.nc12}, but its identity is for product ${identity.nc12}`,
+    );
+  }
+  return { factory, identity, device };
+}

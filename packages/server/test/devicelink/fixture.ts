@@ -1,0 +1,147 @@
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createCsr, type DeviceId, selfSignedCa, softSigner, toPem } from '@keyferry/core';
+import {
+  createSecureElement,
+  identityCertificate,
+  loadOrCreateVendorCa,
+  randomUid,
+  type VendorCa,
+} from '@keyferry/sim';
+import {
+  allowListDevice,
+  type DeviceLinkAnswer,
+  deviceLinkCall,
+  type GatewayPki,
+  setupDeviceGateway,
+} from '../../../../test/support/device-link.ts';
+import type { BackendName } from '../support/databases.ts';
+import { startTestService, type TestService } from '../support/service.ts';
+
+export const SE050 = '935389312472';
+export const SE051 = '935414457472';
+
+/** A device the test plays: its UID and the TLS key/cert it connects with. */
+export interface TestDevice {
+  uid: DeviceId;
+  key: string;
+  cert: string;
+}
+
+export interface DeviceLinkFixture {
+  svc: TestService;
+  pki: GatewayPki;
+  vendor: VendorCa;
+  /** A second vendor, trusted for SE051 only (config products[]). */
+  otherVendor: VendorCa;
+  serviceCa: string;
+  subdomain: string;
+  address: string;
+  /** A soft SE made by keyferry-sim's code, allow-listed unless `allowList` is false. */
+  device(options?: { allowList?: boolean; product?: string }): Promise<TestDevice>;
+  call(
+    device: TestDevice | undefined,
+    options: Partial<Parameters<typeof deviceLinkCall>[0]> & { path: string },
+  ): Promise<DeviceLinkAnswer>;
+  count(table: 'certificates' | 'audit_log'): Promise<number>;
+}
+
+export async function startDeviceLinkFixture(backend: BackendName = 'sqlite'): Promise<DeviceLinkFixture> {
+  const work = mkdtempSync(join(tmpdir(), 'keyferry-dl-'));
+  const otherVendor = await loadOrCreateVendorCa(join(work, 'other-vendor'));
+  const svc = await startTestService(backend, {
+    products: [{ nc12: SE051, name: 'SE051', trustAnchors: [otherVendor.certificateFile] }],
+  });
+  // Made after keyferryd started, as keyferry-sim would: the service reads it on demand.
+  const vendor = await loadOrCreateVendorCa(join(svc.dataDir, 'sim'));
+  const pki = await setupDeviceGateway(svc.url, svc.token);
+  const db = svc.service.ctx.database.db;
+  const factory = await db
+    .selectFrom('factories')
+    .selectAll()
+    .where('name', '=', 'demo')
+    .executeTakeFirstOrThrow();
+  const serviceCa = readFileSync(join(svc.dataDir, 'service-ca.pem'), 'utf8');
+  const address = svc.service.addresses.deviceLink!;
+  let n = 0;
+  return {
+    svc,
+    pki,
+    vendor,
+    otherVendor,
+    serviceCa,
+    subdomain: factory.subdomain,
+    address,
+    async device(options = {}) {
+      const dir = join(work, `se${n++}`);
+      const product = options.product ?? SE050;
+      const made = await createSecureElement({ vendor, product, backend: { kind: 'dir', dir } });
+      if (options.allowList ?? true) await allowListDevice(db, 'demo', made.uid.decimal, product);
+      return {
+        uid: made.uid,
+        key: readFileSync(join(dir, 'SE_f0000000.key.pem'), 'utf8'),
+        cert: readFileSync(join(dir, 'SE_f0000001.pem'), 'utf8'),
+      };
+    },
+    call(device, options) {
+      return deviceLinkCall({
+        address,
+        ca: serviceCa,
+        servername: `${factory.subdomain}.device-link.localhost`,
+        ...(device ? { key: device.key, cert: device.cert } : {}),
+        ...options,
+      });
+    },
+    async count(table) {
+      const row = await db
+        .selectFrom(table)
+        .select((eb) => eb.fn.countAll().as('n'))
+        .executeTakeFirstOrThrow();
+      return Number(row.n);
+    },
+  };
+}
+
+/** An identity with its own key, signed by `vendor` (or self-signed when vendor is undefined). */
+export async function forgedIdentity(
+  vendor: VendorCa | undefined,
+  options: { product?: string; uid?: DeviceId; now?: Date; validityDays?: number } = {},
+): Promise<TestDevice> {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const spki = new Uint8Array(publicKey.export({ format: 'der', type: 'spki' }));
+  const uid = options.uid ?? randomUid();
+  const signer = softSigner(privateKey);
+  const issuer = vendor ?? {
+    certificate: await selfSignedCa({ subject: { CN: 'self' }, signer, years: 1 }),
+    signer,
+  };
+  const der = await identityCertificate({
+    vendor: issuer,
+    uid,
+    product: options.product ?? SE050,
+    publicKeySpki: spki,
+    ...(options.now ? { now: options.now } : {}),
+    ...(options.validityDays ? { validity: { days: options.validityDays } } : {}),
+  });
+  return {
+    uid,
+    key: privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
+    cert: toPem(der, 'CERTIFICATE'),
+  };
+}
+
+/** A base64 DER P-256 CSR for a fresh key, and that key. */
+export async function freshCsr(): Promise<{ der: Uint8Array; base64: string; spki: Uint8Array }> {
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const signer = softSigner(privateKey);
+  const der = await createCsr({ subject: { CN: 'ignored by the service' }, signer });
+  return { der, base64: Buffer.from(der).toString('base64'), spki: signer.publicKeySpki };
+}
+
+export function writeTemp(name: string, text: string): string {
+  const path = join(mkdtempSync(join(tmpdir(), 'keyferry-dl-f-')), name);
+  writeFileSync(path, text);
+  return path;
+}

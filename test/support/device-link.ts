@@ -1,0 +1,132 @@
+import { generateKeyPairSync } from 'node:crypto';
+import { request } from 'node:https';
+import { factoryRootProfile, fromPem, intermediateCaFromCsr, softSigner, toPem } from '@keyferry/core';
+import type { Db } from '../../packages/server/src/storage/database.ts';
+
+/** A factory root made in the test (the operator's offline root) and the intermediate the service holds. */
+export interface GatewayPki {
+  rootPem: string;
+  intermediatePem: string;
+}
+
+async function api(base: string, token: string, method: string, path: string, body: unknown): Promise<any> {
+  const res = await fetch(base + path, {
+    method,
+    headers: { 'osf-token': token, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  const json = await res.json().catch(() => undefined);
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+/**
+ * What `keys ca create` + `el2g config-device-gateway` do, through the management API: a root
+ * uploaded as root-crt, then the service's fio-device-gateway-ca CSR signed by it (issue 3's
+ * POST/PUT el2g/device-gateway/), which creates the secure objects and assigns them.
+ */
+export async function setupDeviceGateway(base: string, token: string, factory = 'demo'): Promise<GatewayPki> {
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const signer = softSigner(privateKey);
+  const root = await factoryRootProfile({ factory, signer });
+  const rootPem = toPem(root, 'CERTIFICATE');
+  const prefix = `/ota/factories/${factory}`;
+  await api(base, token, 'PATCH', `${prefix}/certs/`, { 'root-crt': rootPem });
+  const { id, value } = await api(base, token, 'POST', `${prefix}/el2g/device-gateway/`, {});
+  const cert = await intermediateCaFromCsr({
+    csr: fromPem(value, 'CERTIFICATE REQUEST'),
+    issuerCert: root,
+    signer,
+  });
+  const intermediatePem = toPem(cert, 'CERTIFICATE');
+  await api(base, token, 'PUT', `${prefix}/el2g/device-gateway/`, {
+    id,
+    'root-ca': rootPem,
+    'signed-cert': intermediatePem,
+  });
+  return { rootPem, intermediatePem };
+}
+
+/** Puts a device on a factory's allow-list (the CI group of its product) as a row, like `devices add`. */
+export async function allowListDevice(
+  db: Db,
+  factory: string,
+  deviceId: string,
+  nc12: string,
+): Promise<number> {
+  const group = await db
+    .selectFrom('device_groups')
+    .innerJoin('factories', 'factories.id', 'device_groups.factory_id')
+    .select(['device_groups.id', 'device_groups.factory_id'])
+    .where('factories.name', '=', factory)
+    .where('device_groups.name', '=', `fio-${nc12}`)
+    .executeTakeFirstOrThrow();
+  const row = await db
+    .insertInto('devices')
+    .values({
+      factory_id: group.factory_id,
+      device_id: deviceId,
+      group_id: group.id,
+      nc12,
+      added_at: new Date().toISOString(),
+      deleted_at: null,
+      last_connection: null,
+    })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  return row.id;
+}
+
+export interface DeviceLinkAnswer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  text: string;
+  json: any;
+}
+
+/** One HTTPS call to the device-link, as a device makes it (client certificate, SNI). */
+export function deviceLinkCall(options: {
+  address: string;
+  ca: string;
+  servername?: string;
+  key?: string;
+  cert?: string;
+  method?: string;
+  path: string;
+  headers?: Record<string, string>;
+  body?: string | Buffer;
+}): Promise<DeviceLinkAnswer> {
+  const [host, port] = [
+    options.address.slice(0, options.address.lastIndexOf(':')),
+    options.address.slice(options.address.lastIndexOf(':') + 1),
+  ];
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        host,
+        port: Number(port),
+        method: options.method ?? 'GET',
+        path: options.path,
+        ca: options.ca,
+        ...(options.servername ? { servername: options.servername } : {}),
+        ...(options.key ? { key: options.key, cert: options.cert } : {}),
+        headers: options.headers,
+        agent: false,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let json: unknown;
+          try {
+            json = JSON.parse(text);
+          } catch {}
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json });
+        });
+      },
+    );
+    req.on('error', reject);
+    req.end(options.body);
+  });
+}
