@@ -1,0 +1,38 @@
+import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
+
+/**
+ * Writes `path` so that a reader (or a reboot) sees the old content or the new, never a part:
+ * a temp file beside it, fsync, rename over the target, fsync the directory. The temp file is
+ * created exclusively and removed again when anything fails.
+ */
+export function writeFileAtomic(path: string, data: string | Uint8Array, mode: number): void {
+  const temp = `${path}.${process.pid}.tmp`;
+  rmSync(temp, { force: true });
+  const fd = openSync(temp, 'wx', mode);
+  try {
+    try {
+      writeSync(fd, typeof data === 'string' ? Buffer.from(data, 'utf8') : data);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(temp, path);
+  } catch (error) {
+    rmSync(temp, { force: true });
+    throw error;
+  }
+  syncDirectory(dirname(path));
+}
+
+function syncDirectory(dir: string): void {
+  let fd: number | undefined;
+  try {
+    fd = openSync(dir, 'r');
+    fsyncSync(fd);
+  } catch {
+    // Some file systems refuse fsync on a directory; the rename itself is still atomic.
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}

@@ -1,0 +1,38 @@
+import { Command, CommanderError } from 'commander';
+import { AgentError, EXIT_CODES } from './agent-error.ts';
+import { registerAutoRegister } from './commands/auto-register.ts';
+import { registerAwsDemo } from './commands/aws-demo.ts';
+import { registerUid } from './commands/uid.ts';
+
+export function buildProgram(): Command {
+  const program = new Command('keyferry-agent')
+    .description('keyferry device agent: secure element UID, boot-time credential provisioning, AWS IoT demo')
+    .showHelpAfterError(false)
+    .configureOutput({ outputError: (text, write) => write(`ERROR: ${text.replace(/^error: /, '')}`) })
+    .exitOverride();
+  registerUid(program);
+  registerAutoRegister(program);
+  registerAwsDemo(program);
+  return program;
+}
+
+/** Runs the agent; a failure is one `ERROR:` line on stderr and the exit code of its kind. */
+export async function main(argv: string[]): Promise<number> {
+  try {
+    await buildProgram().parseAsync(argv);
+    return 0;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      const ok =
+        error.exitCode === 0 ||
+        error.code === 'commander.helpDisplayed' ||
+        error.code === 'commander.version';
+      return ok ? 0 : EXIT_CODES.usage;
+    }
+    const message = error instanceof Error ? error.message : String(error);
+    process.stderr.write(`ERROR: ${message}\n`);
+    if (process.env.KEYFERRY_DEBUG === '1' && error instanceof Error)
+      process.stderr.write(`${error.stack}\n`);
+    return error instanceof AgentError ? error.exitCode : EXIT_CODES.internal;
+  }
+}

@@ -1,0 +1,201 @@
+import { AgentError } from '../agent-error.ts';
+import { readEnvFile } from './env-file.ts';
+
+export const DEFAULT_ENV_FILE = '/etc/default/lmp-el2go-auto-register';
+
+/** Every setting, its default and what it is for (README.md has the same table). */
+export const DEFAULTS = {
+  DAEMON_INTERVAL: '300',
+  SE_BACKEND: 'pkcs11',
+  PKCS11_MODULE: '/usr/lib/libckteec.so.0',
+  PKCS11_PIN: '87654321',
+  PKCS11_TOKEN_LABEL: 'aktualizr',
+  GENERIC_KEYPAIRS: '0x83000044',
+  SOTA_DIR: '/var/sota',
+  ROOT_CRT: '/usr/share/lmp-el2go-auto-register/root.crt',
+  AKLITE_START_CMD: 'systemctl start aktualizr-lite',
+  LMP_FACTORY_TAG: 'main',
+  PACKAGES_FILE: '/usr/package.manifest',
+} as const;
+
+/** A host and port to dial, as EL2GO_CONNECT_ADDR / GATEWAY_CONNECT_ADDR give them. */
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** The secure element settings: enough for `uid` and the SE port. */
+export interface SeSettings {
+  readonly backend: 'pkcs11' | 'soft';
+  readonly pkcs11Module: string;
+  readonly pkcs11Pin: string;
+  readonly pkcs11TokenLabel: string;
+  /** Soft backend: the directory that is the secure element. */
+  readonly seDir: string | undefined;
+  /** KEYPAIR object ids that get the generic PKCS#11 ids 04/05, 06/07, … in this order. */
+  readonly genericKeypairs: readonly number[];
+}
+
+/** Everything `auto-register` reads. */
+export interface AgentSettings extends SeSettings {
+  readonly envFile: string;
+  readonly repoId: string;
+  /** `<sub>.device-link.<domain>`: the SNI and the name the server certificate must carry. */
+  readonly el2goHostname: string;
+  /** The part after `device-link.`, or OTA_LITE_DOMAIN: the gateway is `<repoid>.ota-lite.<domain>`. */
+  readonly domain: string;
+  readonly el2goConnect: HostPort;
+  readonly deviceLinkCa: string | undefined;
+  readonly gatewayConnect: HostPort | undefined;
+  /** Seconds between retries of a transient failure. */
+  readonly daemonInterval: number;
+  readonly sotaDir: string;
+  readonly rootCrt: string;
+  readonly akliteStartCmd: string;
+  readonly factoryTag: string;
+  readonly packagesFile: string;
+}
+
+export type Environment = Readonly<Record<string, string | undefined>>;
+
+/** The env file's values with the real environment laid over them. */
+export interface SettingSource {
+  readonly envFile: string;
+  get(name: string): string | undefined;
+}
+
+/**
+ * Reads the env file (required when `required`, e.g. for auto-register or when named with
+ * --env-file) and lays the real environment over it: a variable set in the environment wins.
+ */
+export function settingSource(
+  envFile: string | undefined,
+  env: Environment,
+  required: boolean,
+): SettingSource {
+  const path = envFile ?? DEFAULT_ENV_FILE;
+  const file = readEnvFile(path, required || envFile !== undefined) ?? new Map<string, string>();
+  return {
+    envFile: path,
+    get(name) {
+      const value = env[name] ?? file.get(name);
+      return value === undefined || value === '' ? undefined : value;
+    },
+  };
+}
+
+function invalid(source: SettingSource, message: string): AgentError {
+  return new AgentError(
+    'setting_invalid',
+    `${message} (settings from ${source.envFile} and the environment)`,
+  );
+}
+
+function value(source: SettingSource, name: keyof typeof DEFAULTS): string {
+  return source.get(name) ?? DEFAULTS[name];
+}
+
+export function parseObjectId(text: string): number | undefined {
+  const match = /^(?:0x)?([0-9a-fA-F]{1,8})$/.exec(text.trim());
+  return match?.[1] === undefined ? undefined : Number.parseInt(match[1], 16);
+}
+
+export function seSettings(source: SettingSource): SeSettings {
+  const backend = value(source, 'SE_BACKEND');
+  if (backend !== 'pkcs11' && backend !== 'soft') {
+    throw invalid(source, `SE_BACKEND is ${JSON.stringify(backend)}; use pkcs11 or soft`);
+  }
+  const seDir = source.get('SE_DIR');
+  if (backend === 'soft' && seDir === undefined) {
+    throw invalid(
+      source,
+      'SE_BACKEND=soft needs SE_DIR, the directory that holds the simulated secure element',
+    );
+  }
+  const genericKeypairs = value(source, 'GENERIC_KEYPAIRS')
+    .split(/[\s,]+/)
+    .filter((part) => part !== '')
+    .map((part) => {
+      const id = parseObjectId(part);
+      if (id === undefined) {
+        throw invalid(
+          source,
+          `GENERIC_KEYPAIRS has ${JSON.stringify(part)}; list object ids like 0x83000044`,
+        );
+      }
+      return id;
+    });
+  return {
+    backend,
+    pkcs11Module: value(source, 'PKCS11_MODULE'),
+    pkcs11Pin: value(source, 'PKCS11_PIN'),
+    pkcs11TokenLabel: value(source, 'PKCS11_TOKEN_LABEL'),
+    seDir,
+    genericKeypairs,
+  };
+}
+
+function hostPort(source: SettingSource, name: string, text: string): HostPort {
+  const match = /^\[?([^\]\s]+?)\]?:(\d{1,5})$/.exec(text);
+  const port = Number(match?.[2]);
+  if (!match?.[1] || !(port > 0 && port < 65536)) {
+    throw invalid(source, `${name} is ${JSON.stringify(text)}; write host:port, e.g. 127.0.0.1:9443`);
+  }
+  return { host: match[1], port };
+}
+
+/** The settings of `auto-register`; REPOID and EL2GO_HOSTNAME are required. */
+export function agentSettings(source: SettingSource): AgentSettings {
+  const repoId = source.get('REPOID');
+  if (repoId === undefined) {
+    throw invalid(
+      source,
+      `REPOID is not set; add REPOID=<repo id from 'keyferry factories'> to ${source.envFile}`,
+    );
+  }
+  if (!/^[A-Za-z0-9-]{1,63}$/.test(repoId)) {
+    throw invalid(
+      source,
+      `REPOID ${JSON.stringify(repoId)} is not a DNS label; copy it from 'keyferry factories'`,
+    );
+  }
+  const el2goHostname = source.get('EL2GO_HOSTNAME');
+  if (el2goHostname === undefined) {
+    throw invalid(source, "EL2GO_HOSTNAME is not set; use the subdomain 'keyferry el2g status' prints");
+  }
+  const domain =
+    source.get('OTA_LITE_DOMAIN') ?? /^[a-z0-9-]+\.device-link\.(.+)$/i.exec(el2goHostname)?.[1] ?? undefined;
+  if (domain === undefined) {
+    throw invalid(
+      source,
+      `EL2GO_HOSTNAME ${JSON.stringify(el2goHostname)} is not <sub>.device-link.<domain>; fix it or set OTA_LITE_DOMAIN`,
+    );
+  }
+  const interval = Number(value(source, 'DAEMON_INTERVAL'));
+  if (!(interval > 0 && interval <= 86_400)) {
+    throw invalid(
+      source,
+      `DAEMON_INTERVAL is ${JSON.stringify(source.get('DAEMON_INTERVAL'))}; give seconds, 1 to 86400`,
+    );
+  }
+  const connect = source.get('EL2GO_CONNECT_ADDR');
+  const gateway = source.get('GATEWAY_CONNECT_ADDR');
+  return {
+    ...seSettings(source),
+    envFile: source.envFile,
+    repoId,
+    el2goHostname,
+    domain,
+    el2goConnect: connect
+      ? hostPort(source, 'EL2GO_CONNECT_ADDR', connect)
+      : { host: el2goHostname, port: 443 },
+    deviceLinkCa: source.get('DEVICE_LINK_CA'),
+    gatewayConnect: gateway ? hostPort(source, 'GATEWAY_CONNECT_ADDR', gateway) : undefined,
+    daemonInterval: interval,
+    sotaDir: value(source, 'SOTA_DIR'),
+    rootCrt: value(source, 'ROOT_CRT'),
+    akliteStartCmd: value(source, 'AKLITE_START_CMD'),
+    factoryTag: value(source, 'LMP_FACTORY_TAG'),
+    packagesFile: value(source, 'PACKAGES_FILE'),
+  };
+}
