@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto';
 import type { Db } from '../storage/database.ts';
 import type { CustodyKeysTable } from '../storage/tables.ts';
 
@@ -26,6 +27,13 @@ export interface KeyCustody {
   readonly backend: 'soft' | 'pkcs11';
   generate(purpose: string): Promise<CustodyKey>;
   signer(key: CustodyKeysTable): Promise<CustodySigner>;
+  /**
+   * The private key itself, for a TLS server inside this process (the device gateway presents
+   * the factory's tls-crt). Only backends whose keys live in memory have it (soft); no API
+   * ever returns it. Node's TLS server cannot sign through a PKCS#11 engine key, so the pkcs11
+   * backend leaves it out and the gateway does not serve such factories (docs/architecture.md).
+   */
+  tlsServerKey?(key: CustodyKeysTable): Promise<KeyObject>;
   /** Start-up check that the backend can use the keys already stored. */
   verifyAccess(db: Db): Promise<void>;
   close(): Promise<void>;

@@ -101,6 +101,16 @@ export class SoftCustody implements KeyCustody {
     return signer;
   }
 
+  async tlsServerKey(row: CustodyKeysTable): Promise<KeyObject> {
+    if (row.backend !== 'soft') {
+      throw new KeyferryError(
+        'key_custody_error',
+        `key ${row.id} is held by the ${row.backend} backend, not soft`,
+      );
+    }
+    return this.#unwrap(row);
+  }
+
   async verifyAccess(db: Db): Promise<void> {
     const row = await db
       .selectFrom('custody_keys')

@@ -1,4 +1,5 @@
 import type { Generated } from 'kysely';
+import type { GatewayTables } from './gateway-tables.ts';
 
 /**
  * Row types of every table. Timestamps are ISO-8601 UTC strings and booleans are 0/1
@@ -58,7 +59,7 @@ export interface AuditLogTable {
   correlation_id: string;
 }
 
-export interface Tables extends El2gTables {
+export interface Tables extends El2gTables, GatewayTables {
   factories: FactoriesTable;
   api_tokens: ApiTokensTable;
   factory_pki: FactoryPkiTable;

@@ -1,0 +1,140 @@
+import { createServer as createHttpsServer } from 'node:https';
+import { type AddressInfo, createServer as createTcpServer, type Socket } from 'node:net';
+import type { Logger } from 'pino';
+import { parseListen } from '../config/load.ts';
+import type { ServiceContext } from '../context.ts';
+import { gatewayHandler } from './router.ts';
+import { GatewayTlsContexts } from './tls-contexts.ts';
+
+/** Bounds against slow or idle clients; a device needs far less. */
+export interface GatewayLimits {
+  /** A TCP connection must finish its TLS handshake within this (also: half a ClientHello). */
+  handshakeTimeoutMs: number;
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  /** An established connection with no traffic is closed after this. */
+  idleTimeoutMs: number;
+  /** Connections past this are closed as they arrive. */
+  maxConnections: number;
+}
+
+export const GATEWAY_LIMITS: Readonly<GatewayLimits> = {
+  handshakeTimeoutMs: 10_000,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  keepAliveTimeoutMs: 5_000,
+  idleTimeoutMs: 30_000,
+  maxConnections: 2_048,
+};
+
+export interface GatewayListener {
+  /** `host:port` actually bound. */
+  address: string;
+  /** Open TCP connections (handshaking or not), as counted against maxConnections. */
+  connections(): Promise<number>;
+  close(): Promise<void>;
+}
+
+/**
+ * The device gateway listener (DESIGN §6): HTTPS on its own port. The SNI name picks the
+ * factory's tls-crt; a TCP front accepts each connection paused, brings the default context
+ * (clients that send no SNI) up to date with the factory PKI, then hands it to TLS. The client
+ * certificate is requested but judged by the service (client-auth.ts), never by OpenSSL alone.
+ *
+ * Returns undefined when the key custody cannot give Node's TLS server the gateway key
+ * (pkcs11 backend): keyferryd then runs without a gateway and says so in its log.
+ */
+export async function startGateway(
+  ctx: ServiceContext,
+  options: { log?: Logger; limits?: Partial<GatewayLimits>; listen?: string } = {},
+): Promise<GatewayListener | undefined> {
+  const log = options.log ?? ctx.log.child({ listener: 'gateway' });
+  if (!ctx.custody.tlsServerKey) {
+    log.warn(
+      { custody: ctx.custody.backend },
+      'device gateway not started: its TLS keys are in the pkcs11 key custody and Node TLS servers cannot sign with a PKCS#11 key; set gateway.enabled: false to silence this, or run the gateway with soft custody (docs/architecture.md)',
+    );
+    return undefined;
+  }
+  const limits = { ...GATEWAY_LIMITS, ...options.limits };
+  const contexts = new GatewayTlsContexts(ctx.database.db, ctx.custody, ctx.config.domain);
+  const https = createHttpsServer(
+    {
+      requestCert: true,
+      rejectUnauthorized: false,
+      minVersion: 'TLSv1.2',
+      handshakeTimeout: limits.handshakeTimeoutMs,
+      SNICallback: (servername, done) => {
+        contexts.forServername(servername).then(
+          (material) => done(null, material.context),
+          (err: unknown) => {
+            log.debug({ err, servername }, 'gateway SNI refused');
+            done(err as Error);
+          },
+        );
+      },
+    },
+    gatewayHandler({ db: ctx.database.db, contexts, log }),
+  );
+  https.headersTimeout = limits.headersTimeoutMs;
+  https.requestTimeout = limits.requestTimeoutMs;
+  https.keepAliveTimeout = limits.keepAliveTimeoutMs;
+  https.setTimeout(limits.idleTimeoutMs);
+  https.on('tlsClientError', (err) => log.debug({ err }, 'gateway TLS handshake failed'));
+
+  let defaultVersion: string | undefined;
+  const sockets = new Set<Socket>();
+  const tcp = createTcpServer({ pauseOnConnect: true }, (socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    socket.on('error', () => {});
+    // Also bounds the database look-up below: a connection never waits unbounded for TLS.
+    const timer = setTimeout(() => socket.destroy(), limits.handshakeTimeoutMs);
+    contexts
+      .single()
+      .then(
+        (material) => {
+          const version = `${material.factory.id}|${material.version}`;
+          if (version !== defaultVersion) {
+            https.setSecureContext({ minVersion: 'TLSv1.2', ...material.options });
+            defaultVersion = version;
+          }
+        },
+        () => {
+          if (defaultVersion !== undefined) {
+            https.setSecureContext({ minVersion: 'TLSv1.2' });
+            defaultVersion = undefined;
+          }
+        },
+      )
+      .catch((err: unknown) => log.error({ err }, 'gateway default TLS context failed'))
+      .finally(() => {
+        clearTimeout(timer);
+        if (!socket.destroyed) https.emit('connection', socket);
+      });
+  });
+  tcp.maxConnections = limits.maxConnections;
+  const { host, port } = parseListen(options.listen ?? ctx.config.gateway.listen);
+  await new Promise<void>((resolve, reject) => {
+    tcp.once('error', reject);
+    tcp.listen(port, host, () => {
+      tcp.off('error', reject);
+      resolve();
+    });
+  });
+  const bound = tcp.address() as AddressInfo;
+  return {
+    address: `${host.includes(':') ? `[${host}]` : host}:${bound.port}`,
+    connections: () =>
+      new Promise<number>((resolve, reject) =>
+        tcp.getConnections((err, n) => (err ? reject(err) : resolve(n))),
+      ),
+    close: () =>
+      new Promise<void>((resolve) => {
+        tcp.close(() => resolve());
+        https.closeAllConnections();
+        for (const socket of sockets) socket.destroy();
+      }),
+  };
+}

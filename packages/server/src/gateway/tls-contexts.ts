@@ -1,0 +1,108 @@
+import { createSecureContext, type SecureContext } from 'node:tls';
+import { KeyferryError } from '@keyferry/core';
+import { type Factory, toFactory } from '../factories/factories.ts';
+import type { KeyCustody } from '../keys/custody.ts';
+import type { Db } from '../storage/database.ts';
+
+/** The TLS material a factory's gateway host presents: its tls-crt and the custody key. */
+export interface FactoryTls {
+  factory: Factory;
+  /** Changes whenever the factory PKI does (PATCH certs/). */
+  version: string;
+  options: { cert: string; key: string };
+  context: SecureContext;
+}
+
+const SERVER_OPTIONS = { minVersion: 'TLSv1.2' } as const;
+
+/**
+ * Resolves the factory a gateway connection is for and its TLS material. The SNI name
+ * `<repoid>.ota-lite.<domain>` selects the factory; `localhost`, `ota-lite.<domain>` and no SNI
+ * at all (a client dialling an IP address sends none) select the one factory that has a
+ * tls-crt, when exactly one has. Contexts are rebuilt when the factory PKI changes.
+ */
+export class GatewayTlsContexts {
+  readonly #cache = new Map<number, FactoryTls>();
+
+  constructor(
+    private readonly db: Db,
+    private readonly custody: KeyCustody,
+    private readonly domain: string,
+  ) {}
+
+  /** The factory named by an SNI host name (undefined/empty: none sent). */
+  async forServername(servername: string | false | null | undefined): Promise<FactoryTls> {
+    const host = (typeof servername === 'string' ? servername : '').toLowerCase().replace(/\.$/, '');
+    const suffix = `.ota-lite.${this.domain}`;
+    if (host.endsWith(suffix) && host.length > suffix.length) {
+      const repoId = host.slice(0, -suffix.length);
+      const row = /^[a-z0-9]{1,63}$/.test(repoId)
+        ? await this.db.selectFrom('factories').selectAll().where('repo_id', '=', repoId).executeTakeFirst()
+        : undefined;
+      if (!row)
+        throw new KeyferryError('not_found', `no factory has the gateway host name ${host}; check REPOID`);
+      return this.#material(toFactory(row));
+    }
+    if (host === '' || host === 'localhost' || host === `ota-lite.${this.domain}`) return this.single();
+    throw new KeyferryError(
+      'not_found',
+      `${host} is not a device gateway host name of this service (*${suffix})`,
+    );
+  }
+
+  /** The one factory with a tls-crt, for clients that send no usable SNI. */
+  async single(): Promise<FactoryTls> {
+    const rows = await this.db
+      .selectFrom('factory_pki')
+      .innerJoin('factories', 'factories.id', 'factory_pki.factory_id')
+      .selectAll('factories')
+      .where('factory_pki.tls_crt', 'is not', null)
+      .limit(2)
+      .execute();
+    if (rows.length !== 1) {
+      throw new KeyferryError(
+        'not_found',
+        `${rows.length} factories have a gateway tls-crt; connect with SNI <repoid>.ota-lite.${this.domain}`,
+      );
+    }
+    return this.#material(toFactory(rows[0]!));
+  }
+
+  async #material(factory: Factory): Promise<FactoryTls> {
+    const pki = await this.db
+      .selectFrom('factory_pki')
+      .select(['tls_key_ref', 'tls_crt', 'updated_at'])
+      .where('factory_id', '=', factory.id)
+      .executeTakeFirst();
+    if (!pki?.tls_crt) {
+      throw new KeyferryError(
+        'pki_missing',
+        `factory ${factory.name} has no gateway tls-crt yet: sign the tls-csr and PATCH certs/ (keyferry keys ca create does this)`,
+      );
+    }
+    const version = `${pki.updated_at}|${pki.tls_key_ref}|${pki.tls_crt.length}`;
+    const cached = this.#cache.get(factory.id);
+    if (cached && cached.version === version) return cached;
+    const keyRow = await this.db
+      .selectFrom('custody_keys')
+      .selectAll()
+      .where('id', '=', pki.tls_key_ref)
+      .executeTakeFirstOrThrow();
+    if (!this.custody.tlsServerKey) {
+      throw new KeyferryError(
+        'key_custody_error',
+        `the ${this.custody.backend} key custody cannot serve TLS keys`,
+      );
+    }
+    const key = String((await this.custody.tlsServerKey(keyRow)).export({ format: 'pem', type: 'pkcs8' }));
+    const options = { cert: pki.tls_crt, key };
+    const material: FactoryTls = {
+      factory,
+      version,
+      options,
+      context: createSecureContext({ ...SERVER_OPTIONS, ...options }),
+    };
+    this.#cache.set(factory.id, material);
+    return material;
+  }
+}

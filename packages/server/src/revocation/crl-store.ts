@@ -1,0 +1,171 @@
+import { buildCrl, fromPem, KeyferryError, type RevocationReason, type RevokedEntry } from '@keyferry/core';
+import { custodySignerById, type KeyCustody } from '../keys/custody.ts';
+import type { Db } from '../storage/database.ts';
+import type { CrlsTable } from '../storage/gateway-tables.ts';
+
+/** A CRL is valid this long; it is rebuilt when a revocation happens or a day before it runs out. */
+export const CRL_VALIDITY_MS = 7 * 24 * 3600 * 1000;
+export const CRL_RENEW_BEFORE_MS = 24 * 3600 * 1000;
+
+/** What building a CRL needs: the database and the custody holding the CA keys. */
+export interface RevocationDeps {
+  db: Db;
+  custody: KeyCustody;
+}
+
+/** The current signed CRL of one intermediate CA. */
+export interface CurrentCrl {
+  caId: number;
+  crlNumber: number;
+  thisUpdate: Date;
+  nextUpdate: Date;
+  der: Uint8Array;
+}
+
+/**
+ * The CA's CRL as stored, rebuilt first when it is missing, near its nextUpdate, or no longer
+ * matches the CA's revoked certificates (count and latest revocation time). The check makes
+ * every revocation visible even when the code that revoked did not call
+ * {@link onCertificatesRevoked}; that call only makes the rebuild happen at once.
+ */
+export async function currentCrl(deps: RevocationDeps, caId: number, now = new Date()): Promise<CurrentCrl> {
+  const [stored, state] = await Promise.all([storedCrl(deps.db, caId), revokedState(deps.db, caId)]);
+  if (stored && !stale(stored, state, now)) return toCurrent(stored);
+  return rebuildCrl(deps, caId, now);
+}
+
+/**
+ * Call after revoking certificates of CA `caId` (allow-list delete, rotation): re-signs its
+ * CRL with the next CRL number so the served revocation data is current.
+ */
+export async function onCertificatesRevoked(
+  deps: RevocationDeps,
+  caId: number,
+  now = new Date(),
+): Promise<CurrentCrl> {
+  return currentCrl(deps, caId, now);
+}
+
+/** Maps keyferry's stored revocation reasons onto RFC 5280 reason codes. */
+export function crlReason(reason: string | null): RevocationReason | undefined {
+  if (reason === null) return undefined;
+  if (/supersed/i.test(reason)) return 'superseded';
+  if (/allow-list|deleted/i.test(reason)) return 'cessationOfOperation';
+  if (/compromise/i.test(reason)) return 'keyCompromise';
+  return undefined;
+}
+
+interface RevokedState {
+  count: number;
+  latest: string | null;
+}
+
+async function revokedState(db: Db, caId: number): Promise<RevokedState> {
+  const row = await db
+    .selectFrom('certificates')
+    .select((eb) => [eb.fn.countAll().as('n'), eb.fn.max('revoked_at').as('latest')])
+    .where('ca_id', '=', caId)
+    .where('revoked_at', 'is not', null)
+    .executeTakeFirst();
+  return { count: Number(row?.n ?? 0), latest: (row?.latest as string | null | undefined) ?? null };
+}
+
+function storedCrl(db: Db, caId: number): Promise<CrlsTable | undefined> {
+  return db.selectFrom('crls').selectAll().where('ca_id', '=', caId).executeTakeFirst();
+}
+
+function stale(stored: CrlsTable, state: RevokedState, now: Date): boolean {
+  if (stored.revoked_count !== state.count || stored.revoked_latest !== state.latest) return true;
+  return Date.parse(stored.next_update) - now.getTime() < CRL_RENEW_BEFORE_MS;
+}
+
+/**
+ * Signs a new CRL with the next CRL number. Two processes rebuilding at once both sign, but
+ * only the one whose update finds the number it read wins; the other reads the winner's.
+ */
+async function rebuildCrl(deps: RevocationDeps, caId: number, now: Date): Promise<CurrentCrl> {
+  const { db } = deps;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const ca = await db
+      .selectFrom('intermediate_cas')
+      .select(['id', 'key_ref', 'certificate'])
+      .where('id', '=', caId)
+      .executeTakeFirst();
+    if (!ca) throw new KeyferryError('not_found', `no intermediate CA ${caId}`);
+    const previous = await storedCrl(db, caId);
+    const revoked = await db
+      .selectFrom('certificates')
+      .select(['serial_hex', 'revoked_at', 'revocation_reason'])
+      .where('ca_id', '=', caId)
+      .where('revoked_at', 'is not', null)
+      .orderBy('id')
+      .execute();
+    const entries: RevokedEntry[] = revoked.map((r) => {
+      const reason = crlReason(r.revocation_reason);
+      return { serialHex: r.serial_hex, revokedAt: new Date(r.revoked_at!), ...(reason ? { reason } : {}) };
+    });
+    const crlNumber = (previous?.crl_number ?? 0) + 1;
+    const nextUpdate = new Date(now.getTime() + CRL_VALIDITY_MS);
+    const der = await buildCrl({
+      issuerCert: fromPem(ca.certificate, 'CERTIFICATE'),
+      signer: await custodySignerById(db, deps.custody, ca.key_ref),
+      revoked: entries,
+      thisUpdate: now,
+      nextUpdate,
+      crlNumber,
+    });
+    const latest = revoked.reduce<string | null>(
+      (max, r) => (max === null || r.revoked_at! > max ? r.revoked_at! : max),
+      null,
+    );
+    const row: CrlsTable = {
+      ca_id: caId,
+      crl_number: crlNumber,
+      this_update: now.toISOString(),
+      next_update: nextUpdate.toISOString(),
+      revoked_count: revoked.length,
+      revoked_latest: latest,
+      der: Buffer.from(der).toString('base64'),
+    };
+    const won = previous
+      ? Number(
+          (
+            await db
+              .updateTable('crls')
+              .set(row)
+              .where('ca_id', '=', caId)
+              .where('crl_number', '=', previous.crl_number)
+              .executeTakeFirst()
+          ).numUpdatedRows,
+        ) === 1
+      : await db
+          .insertInto('crls')
+          .values(row)
+          .onConflict((oc) => oc.column('ca_id').doNothing())
+          .executeTakeFirst()
+          .then((r) => Number(r.numInsertedOrUpdatedRows ?? 0n) === 1);
+    if (won) return toCurrent(row);
+    const theirs = await storedCrl(db, caId);
+    if (
+      theirs &&
+      theirs.revoked_count === row.revoked_count &&
+      theirs.revoked_latest === row.revoked_latest
+    ) {
+      return toCurrent(theirs);
+    }
+  }
+  throw new KeyferryError(
+    'unavailable',
+    `the CRL of CA ${caId} keeps changing under concurrent rebuilds; retry`,
+  );
+}
+
+function toCurrent(row: CrlsTable): CurrentCrl {
+  return {
+    caId: row.ca_id,
+    crlNumber: row.crl_number,
+    thisUpdate: new Date(row.this_update),
+    nextUpdate: new Date(row.next_update),
+    der: new Uint8Array(Buffer.from(row.der, 'base64')),
+  };
+}

@@ -1,0 +1,34 @@
+import type { Generated } from 'kysely';
+
+/** A device seen by the device gateway (migration 003). */
+export interface GatewayDevicesTable {
+  id: Generated<number>;
+  factory_id: number;
+  /** The client certificate's CN. */
+  name: string;
+  /** The client certificate's OU (the factory it names). */
+  factory_ou: string;
+  /** Lowercase hex SHA-256 of the certificate DER last used. */
+  cert_fingerprint: string;
+  /** Lowercase hex serial of the certificate last used. */
+  cert_serial: string;
+  first_seen: string;
+  last_seen: string;
+}
+
+/** The current signed CRL of an intermediate CA (migration 003). */
+export interface CrlsTable {
+  ca_id: number;
+  crl_number: number;
+  this_update: string;
+  next_update: string;
+  revoked_count: number;
+  revoked_latest: string | null;
+  /** DER, base64. */
+  der: string;
+}
+
+export interface GatewayTables {
+  gateway_devices: GatewayDevicesTable;
+  crls: CrlsTable;
+}

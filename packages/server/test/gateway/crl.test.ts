@@ -1,0 +1,192 @@
+import { spawnSync } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseDeviceId } from '@keyferry/core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { recordGatewayCall } from '../../src/gateway/device-registry.ts';
+import { onCertificatesRevoked } from '../../src/revocation/crl-store.ts';
+import { BACKENDS } from '../support/databases.ts';
+import { startTestService, type TestService } from '../support/service.ts';
+import { type GatewayFactory, issueDeviceCert, NC12, setupGatewayFactory } from './fixtures.ts';
+
+const spki = () =>
+  new Uint8Array(
+    generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'der', type: 'spki' }),
+  );
+
+/** openssl's own reading of a CRL, verified with the CA certificate. */
+function opensslCrl(work: string, der: Buffer, caPem: string) {
+  writeFileSync(join(work, 'ca.pem'), caPem);
+  writeFileSync(join(work, 'downloaded.crl'), der);
+  const res = spawnSync(
+    'openssl',
+    [
+      'crl',
+      '-inform',
+      'DER',
+      '-in',
+      join(work, 'downloaded.crl'),
+      '-CAfile',
+      join(work, 'ca.pem'),
+      '-noout',
+      '-text',
+    ],
+    { encoding: 'utf8' },
+  );
+  expect(res.status, res.stderr).toBe(0);
+  expect(res.stderr).toContain('verify OK');
+  const number = /X509v3 CRL Number:\s*\n\s*(\d+)/.exec(res.stdout)?.[1];
+  const serials = [...res.stdout.matchAll(/Serial Number: ([0-9A-F]+)/g)].map((m) =>
+    m[1]!.replace(/^0+/, '').toLowerCase(),
+  );
+  return { text: res.stdout, number: Number(number), serials };
+}
+
+describe.each(BACKENDS)('CRLs and the gateway device list (%s)', (backend) => {
+  let svc: TestService;
+  let demo: GatewayFactory;
+  let other: GatewayFactory;
+  let work: string;
+  const crlPath = (f: GatewayFactory, caId = f.ca.id) => `${svc.url}/crl/${f.name}/${caId}.crl`;
+  const snapshot = () =>
+    svc.service.ctx.database.db.selectFrom('crls').selectAll().orderBy('ca_id').execute();
+
+  beforeAll(async () => {
+    svc = await startTestService(backend);
+    demo = await setupGatewayFactory(svc, 'demo');
+    other = await setupGatewayFactory(svc, 'other');
+    work = mkdtempSync(join(tmpdir(), 'keyferry-crl-'));
+  });
+  afterAll(async () => {
+    await svc?.stop();
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  it('serves a verifiable CRL without a token, listing each revocation with a higher CRL number', async () => {
+    const first = await fetch(crlPath(demo));
+    expect(first.status).toBe(200);
+    expect(first.headers.get('content-type')).toBe('application/pkix-crl');
+    const empty = opensslCrl(work, Buffer.from(await first.arrayBuffer()), demo.ca.pem);
+    expect(empty.text).toContain('No Revoked Certificates');
+    expect(empty.serials).toEqual([]);
+
+    const id = parseDeviceId('0x04005001eee3ba1ee96e60047e57da0f6890');
+    expect(
+      (
+        await svc.call('POST', '/ota/factories/demo/el2g/devices/', {
+          body: { 'product-id': NC12, devices: [`0x${id.hex}`] },
+        })
+      ).status,
+    ).toBe(200);
+    const row = await svc.service.ctx.database.db
+      .selectFrom('devices')
+      .select('id')
+      .where('device_id', '=', id.decimal)
+      .executeTakeFirstOrThrow();
+    const doomed = await issueDeviceCert(svc, demo, {
+      publicKeySpki: spki(),
+      deviceId: id,
+      deviceRowId: row.id,
+    });
+    const kept = await issueDeviceCert(svc, demo, { publicKeySpki: spki() });
+    // The allow-list delete revokes without telling the revocation module: the CRL follows anyway.
+    expect(
+      (
+        await svc.call('DELETE', '/ota/factories/demo/el2g/devices/', {
+          body: { 'product-id': NC12, devices: [`0x${id.hex}`] },
+        })
+      ).status,
+    ).toBe(200);
+    const afterDelete = opensslCrl(
+      work,
+      Buffer.from(await (await fetch(crlPath(demo))).arrayBuffer()),
+      demo.ca.pem,
+    );
+    expect(afterDelete.serials).toEqual([doomed.cert.serialHex.replace(/^0+/, '')]);
+    expect(afterDelete.text).toContain('Cessation Of Operation');
+    expect(afterDelete.number).toBeGreaterThan(empty.number);
+
+    // Unchanged revocations: the same CRL again, not a new one.
+    const same = opensslCrl(work, Buffer.from(await (await fetch(crlPath(demo))).arrayBuffer()), demo.ca.pem);
+    expect(same.number).toBe(afterDelete.number);
+
+    // Rotation revokes as superseded and tells the revocation module, which re-signs at once.
+    const at = new Date().toISOString();
+    await svc.service.ctx.database.db
+      .updateTable('certificates')
+      .set({ revoked_at: at, revocation_reason: 'superseded' })
+      .where('serial_hex', '=', kept.cert.serialHex)
+      .execute();
+    const pushed = await onCertificatesRevoked(
+      { db: svc.service.ctx.database.db, custody: svc.service.ctx.custody },
+      demo.ca.id,
+    );
+    expect(pushed.crlNumber).toBe(afterDelete.number + 1);
+    const stored = await snapshot();
+    const rotated = await fetch(crlPath(demo));
+    expect(rotated.headers.get('x-crl-number')).toBe(String(pushed.crlNumber));
+    const parsed = opensslCrl(work, Buffer.from(await rotated.arrayBuffer()), demo.ca.pem);
+    expect(parsed.number).toBe(pushed.crlNumber);
+    expect(parsed.serials.sort()).toEqual(
+      [doomed.cert.serialHex, kept.cert.serialHex].map((s) => s.replace(/^0+/, '')).sort(),
+    );
+    expect(parsed.text).toContain('Superseded');
+    expect(await snapshot()).toEqual(stored);
+  });
+
+  it('answers 404 for a CA of another factory, an unknown CA and a malformed name, changing nothing', async () => {
+    await fetch(crlPath(demo));
+    const before = await snapshot();
+    for (const path of [
+      crlPath(demo, other.ca.id),
+      crlPath(demo, 999_999),
+      `${svc.url}/crl/demo/${demo.ca.id}.pem`,
+      `${svc.url}/crl/nosuch/${demo.ca.id}.crl`,
+    ]) {
+      const res = await fetch(path);
+      expect(res.status, path).toBe(404);
+      const body = (await res.json()) as any;
+      expect(body.code).toBe('not_found');
+      expect(body.detail).toContain('/crl/<factory>/<intermediate CA id>.crl');
+    }
+    expect(await snapshot()).toEqual(before);
+  });
+
+  it('lists registered devices page by page at GET devices/', async () => {
+    const db = svc.service.ctx.database.db;
+    for (const n of [1, 2, 3]) {
+      const { cert } = await issueDeviceCert(svc, demo, {
+        publicKeySpki: spki(),
+        deviceId: parseDeviceId(`0x04005001eee3ba1ee96e60047e57da0f670${n}`),
+      });
+      await recordGatewayCall(db, demo.factoryId, cert, { correlationId: `test-${n}` });
+    }
+    const first = await svc.call('GET', '/ota/factories/demo/devices/?limit=2');
+    expect(first.status).toBe(200);
+    expect(first.json.map((d: any) => d.name)).toEqual([
+      '04005001eee3ba1ee96e60047e57da0f6701',
+      '04005001eee3ba1ee96e60047e57da0f6702',
+    ]);
+    const cursor = first.headers.get('x-next-cursor');
+    expect(cursor).toMatch(/^\d+$/);
+    const second = await svc.call('GET', `/ota/factories/demo/devices/?limit=2&after=${cursor}`);
+    expect(second.json.map((d: any) => d.name)).toEqual(['04005001eee3ba1ee96e60047e57da0f6703']);
+    expect(second.headers.get('x-next-cursor')).toBeNull();
+    const otherList = await svc.call('GET', '/ota/factories/other/devices/', {
+      headers: { 'osf-token': other.token },
+    });
+    expect(otherList.json).toEqual([]);
+  });
+
+  it('refuses bad paging and missing tokens at GET devices/', async () => {
+    const bad = await svc.call('GET', '/ota/factories/demo/devices/?limit=0');
+    expect(bad.status).toBe(400);
+    expect(bad.json.code).toBe('invalid_request');
+    const unknown = await svc.call('GET', '/ota/factories/demo/devices/?sort=name');
+    expect(unknown.json.code).toBe('unknown_field');
+    const anonymous = await fetch(`${svc.url}/ota/factories/demo/devices/`);
+    expect(anonymous.status).toBe(401);
+  });
+});

@@ -1,0 +1,154 @@
+import { generateKeyPairSync } from 'node:crypto';
+import { request } from 'node:https';
+import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type GatewayListener, startGateway } from '../../src/gateway/listener.ts';
+import { startTestService, type TestService } from '../support/service.ts';
+import { type GatewayFactory, issueDeviceCert, setupGatewayFactory } from './fixtures.ts';
+
+/**
+ * Slow and broken clients against a gateway listener with small limits (the service's own
+ * gateway keeps the defaults): half a ClientHello, a connection that never speaks, more
+ * connections than the cap. Each time the server cuts the offender off and keeps serving.
+ */
+describe('device gateway limits', () => {
+  let svc: TestService;
+  let demo: GatewayFactory;
+  let gateway: GatewayListener;
+  let capped: GatewayListener;
+  let port: number;
+  let device: { key: string; cert: string };
+
+  beforeAll(async () => {
+    svc = await startTestService('sqlite');
+    demo = await setupGatewayFactory(svc, 'demo');
+    gateway = (await startGateway(svc.service.ctx, {
+      listen: '127.0.0.1:0',
+      limits: { handshakeTimeoutMs: 300, idleTimeoutMs: 300 },
+    }))!;
+    capped = (await startGateway(svc.service.ctx, { listen: '127.0.0.1:0', limits: { maxConnections: 2 } }))!;
+    port = Number(gateway.address.split(':').pop());
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const { pem } = await issueDeviceCert(svc, demo, {
+      publicKeySpki: new Uint8Array(publicKey.export({ format: 'der', type: 'spki' })),
+    });
+    device = { key: privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(), cert: pem };
+  });
+  afterAll(async () => {
+    await gateway?.close();
+    await capped?.close();
+    await svc?.stop();
+  });
+
+  /** A whole, valid gateway call (Node's TLS client, key in memory). */
+  function getDevice(
+    to = port,
+    servername: string | undefined = demo.host,
+  ): Promise<{ status: number; body: any }> {
+    return new Promise((resolve, reject) => {
+      const req = request(
+        {
+          host: '127.0.0.1',
+          port: to,
+          path: '/device',
+          ...(servername === undefined ? {} : { servername }),
+          ca: demo.rootPem,
+          key: device.key,
+          cert: device.cert,
+          agent: false,
+          // The tls-crt names the gateway host and localhost, not 127.0.0.1; the chain is still checked.
+          checkServerIdentity: () => undefined,
+        },
+        (res) => {
+          let text = '';
+          res.on('data', (d) => (text += d));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+  }
+
+  function open(to = port): Promise<Socket> {
+    return new Promise((resolve, reject) => {
+      const socket = connect(to, '127.0.0.1', () => resolve(socket));
+      socket.on('error', reject);
+    });
+  }
+
+  /** Resolves when the server has closed the socket (end of stream or reset). */
+  function closedByServer(socket: Socket): Promise<void> {
+    return new Promise((resolve) => {
+      socket.on('error', () => {});
+      socket.on('close', () => resolve());
+      socket.resume();
+    });
+  }
+
+  it('serves a valid call through the limited listener', async () => {
+    const answer = await getDevice();
+    expect(answer.status).toBe(200);
+    expect(answer.body.factory).toBe('demo');
+  });
+
+  it('serves the one factory with a tls-crt to clients that send localhost or no SNI', async () => {
+    expect((await getDevice(port, 'localhost')).body.factory).toBe('demo');
+    expect((await getDevice(port, undefined)).body.factory).toBe('demo');
+  });
+
+  it('drops a truncated TLS handshake (half a ClientHello) and keeps serving', async () => {
+    const socket = await open();
+    // TLS record header announcing 512 bytes of handshake, then a ClientHello cut short.
+    const hello = Buffer.alloc(64);
+    Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]).copy(hello);
+    socket.write(hello);
+    await closedByServer(socket);
+    expect(socket.bytesRead).toBe(0);
+    expect((await getDevice()).status).toBe(200);
+  });
+
+  it('closes a connection that never sends anything after the handshake timeout', async () => {
+    const socket = await open();
+    await closedByServer(socket);
+    expect(socket.bytesRead).toBe(0);
+    expect((await getDevice()).status).toBe(200);
+  });
+
+  it('closes a TLS connection that never sends its request after the idle timeout', async () => {
+    const socket = tlsConnect({
+      host: '127.0.0.1',
+      port,
+      servername: demo.host,
+      ca: demo.rootPem,
+      ...device,
+    });
+    await new Promise<void>((resolve, reject) => {
+      socket.once('secureConnect', () => resolve());
+      socket.once('error', reject);
+    });
+    expect(socket.authorized).toBe(true);
+    await new Promise<void>((resolve) => {
+      socket.on('error', () => {});
+      socket.on('close', () => resolve());
+      socket.resume();
+    });
+    expect((await getDevice()).status).toBe(200);
+  });
+
+  it('enforces the connection cap and serves again once connections go', async () => {
+    const cappedPort = Number(capped.address.split(':').pop());
+    const held = [await open(cappedPort), await open(cappedPort)];
+    while ((await capped.connections()) < 2) await new Promise((resolve) => setImmediate(resolve));
+    // Past the cap the server closes a connection as it arrives; this listener's handshake
+    // timeout is the default 10 s, so nothing else closes it while the test runs.
+    const extra = await open(cappedPort);
+    await closedByServer(extra);
+    expect(extra.bytesRead).toBe(0);
+    expect(held.every((socket) => !socket.destroyed)).toBe(true);
+    for (const socket of held) socket.destroy();
+    while ((await capped.connections()) > 0) await new Promise((resolve) => setImmediate(resolve));
+    expect((await getDevice(cappedPort)).status).toBe(200);
+  });
+});
