@@ -1,0 +1,128 @@
+import { createServer, type DetailedPeerCertificate, type Server, type TLSSocket } from 'node:tls';
+import { parseCertificate } from '@keyferry/core';
+import { Aedes } from 'aedes';
+import type { IotRegistry } from './registry.ts';
+import { ProvisioningError, runProvisioningTemplate } from './template.ts';
+
+/** What happened to one TLS connection (logged, and observable in tests). */
+export type ConnectionOutcome =
+  | { kind: 'accepted'; certificateId: string }
+  | { kind: 'refused'; reason: string; certificateId?: string }
+  | { kind: 'jitp'; certificateId: string; caCertificateId: string; provisioned: string };
+
+export interface DataPlane {
+  readonly server: Server;
+  readonly broker: Aedes;
+  close(): Promise<void>;
+}
+
+/**
+ * The data plane: MQTT 3.1.1 (aedes) over TLS with a client certificate required. A
+ * registered ACTIVE certificate chained to an ACTIVE registered CA is handed to the broker;
+ * an unknown certificate of an ACTIVE CA with auto-registration ENABLE is registered
+ * PENDING_ACTIVATION (just-in-time registration), announced on
+ * `$aws/events/certificates/registered/<caCertificateId>`, provisioned by the CA's template
+ * when it has one, and its connection is dropped, as AWS drops it; anything else is dropped.
+ * Every accepted client may publish and subscribe to anything (no policy evaluation).
+ */
+export async function createDataPlane(
+  registry: IotRegistry,
+  tls: { key: string; cert: string },
+  onConnection: (outcome: ConnectionOutcome) => void,
+): Promise<DataPlane> {
+  const broker = await Aedes.createBroker();
+  const server = createServer(
+    { key: tls.key, cert: tls.cert, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' },
+    (socket) => {
+      let outcome: ConnectionOutcome;
+      try {
+        outcome = admit(registry, broker, socket);
+      } catch (error) {
+        outcome = { kind: 'refused', reason: `emulator failure: ${(error as Error).message}` };
+      }
+      onConnection(outcome);
+      if (outcome.kind === 'accepted') broker.handle(socket);
+      else socket.destroy();
+    },
+  );
+  // A client that hangs up mid-handshake is its own business.
+  server.on('tlsClientError', () => {});
+  return {
+    server,
+    broker,
+    close: () =>
+      new Promise((resolve) => {
+        server.close(() => resolve());
+        broker.close();
+      }),
+  };
+}
+
+function admit(registry: IotRegistry, broker: Aedes, socket: TLSSocket): ConnectionOutcome {
+  const chain = peerChain(socket);
+  const leaf = chain[0];
+  if (leaf === undefined) return { kind: 'refused', reason: 'no client certificate' };
+  const ca = registry.issuingCa(leaf, chain.slice(1), true);
+  if (ca === undefined)
+    return {
+      kind: 'refused',
+      reason: 'client certificate is not issued by a registered ACTIVE CA certificate',
+    };
+  const parsed = parseCertificate(leaf);
+  const known = registry.certificates.get(parsed.fingerprintSha256);
+  if (known !== undefined) {
+    if (known.status === 'ACTIVE') return { kind: 'accepted', certificateId: known.id };
+    return { kind: 'refused', reason: `certificate is ${known.status}`, certificateId: known.id };
+  }
+  if (ca.autoRegistrationStatus !== 'ENABLE') {
+    return {
+      kind: 'refused',
+      reason: 'certificate is not registered and its CA does not allow auto-registration',
+    };
+  }
+  const record = registry.addCertificate(parsed, ca.id, 'PENDING_ACTIVATION');
+  const event = {
+    certificateId: record.id,
+    caCertificateId: ca.id,
+    timestamp: Math.floor(Date.now() / 1000),
+    certificateStatus: 'PENDING_ACTIVATION',
+    awsAccountId: registry.account,
+    certificateRegistrationTimestamp: null,
+  };
+  broker.publish(
+    {
+      cmd: 'publish',
+      topic: `$aws/events/certificates/registered/${ca.id}`,
+      payload: Buffer.from(JSON.stringify(event)),
+      qos: 0,
+      retain: false,
+      dup: false,
+    },
+    () => {},
+  );
+  let provisioned = 'no provisioning template: the certificate stays PENDING_ACTIVATION';
+  const body = ca.registrationConfig?.templateBody;
+  if (body !== undefined) {
+    try {
+      const result = runProvisioningTemplate(registry, record, body);
+      provisioned = `template applied: thing ${result.thingName ?? '(none)'}, certificate ${result.certificateStatus}, policies ${result.policies.join(', ') || '(none)'}`;
+    } catch (error) {
+      if (!(error instanceof ProvisioningError) && !(error instanceof SyntaxError)) throw error;
+      provisioned = `template failed, the certificate stays PENDING_ACTIVATION: ${error.message}`;
+    }
+  }
+  return { kind: 'jitp', certificateId: record.id, caCertificateId: ca.id, provisioned };
+}
+
+/** The client's certificates as DER, leaf first (what it sent; the server trusts nothing by itself). */
+function peerChain(socket: TLSSocket): Uint8Array[] {
+  const chain: Uint8Array[] = [];
+  let cert: DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
+  while (cert?.raw !== undefined && chain.length < 10) {
+    const raw = new Uint8Array(cert.raw);
+    if (chain.some((c) => Buffer.compare(c, raw) === 0)) break;
+    chain.push(raw);
+    cert = cert.issuerCertificate;
+  }
+  return chain;
+}

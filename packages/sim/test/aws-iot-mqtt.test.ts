@@ -1,0 +1,224 @@
+import {
+  DescribeThingCommand,
+  GetRegistrationCodeCommand,
+  ListAttachedPoliciesCommand,
+  ListCertificatesCommand,
+  ListThingPrincipalsCommand,
+  RegisterCACertificateCommand,
+  UpdateCertificateCommand,
+} from '@aws-sdk/client-iot';
+import type { MqttClient } from 'mqtt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  connectMqtt,
+  issueLeaf,
+  makeCa,
+  startTestEmulator,
+  type TestCa,
+  type TestEmulator,
+  type TestLeaf,
+} from './aws-iot-support.ts';
+
+const ROLE = 'arn:aws:iam::123456789012:role/JITPRole';
+// The template of AWS's JITP guide: thing named after the CN, certificate ACTIVE, a policy.
+const TEMPLATE = JSON.stringify({
+  Parameters: {
+    'AWS::IoT::Certificate::CommonName': { Type: 'String' },
+    'AWS::IoT::Certificate::Country': { Type: 'String', Default: 'NL' },
+    'AWS::IoT::Certificate::Id': { Type: 'String' },
+  },
+  Resources: {
+    thing: {
+      Type: 'AWS::IoT::Thing',
+      Properties: {
+        ThingName: { Ref: 'AWS::IoT::Certificate::CommonName' },
+        AttributePayload: { version: 'v1', country: { Ref: 'AWS::IoT::Certificate::Country' } },
+      },
+    },
+    certificate: {
+      Type: 'AWS::IoT::Certificate',
+      Properties: { CertificateId: { Ref: 'AWS::IoT::Certificate::Id' }, Status: 'ACTIVE' },
+    },
+    policy: { Type: 'AWS::IoT::Policy', Properties: { PolicyName: 'se050-demo' } },
+  },
+});
+
+let t: TestEmulator;
+const clients: MqttClient[] = [];
+
+async function registerCa(
+  name: string,
+  options: { templateBody?: string; autoRegistration: boolean },
+): Promise<{ ca: TestCa; id: string }> {
+  const ca = await makeCa(name);
+  const { registrationCode } = await t.iot.send(new GetRegistrationCodeCommand({}));
+  const verification = await issueLeaf(ca, { CN: registrationCode as string });
+  const out = await t.iot.send(
+    new RegisterCACertificateCommand({
+      caCertificate: ca.pem,
+      verificationCertificate: verification.certPem,
+      setAsActive: true,
+      allowAutoRegistration: options.autoRegistration,
+      ...(options.templateBody === undefined
+        ? {}
+        : { registrationConfig: { templateBody: options.templateBody, roleArn: ROLE } }),
+    }),
+  );
+  return { ca, id: out.certificateId as string };
+}
+
+async function connected(leaf: TestLeaf, clientId: string): Promise<MqttClient> {
+  const result = await connectMqtt(t.emulator, leaf, clientId);
+  if (!result.connected) throw new Error(`expected ${clientId} to connect: ${result.error}`);
+  clients.push(result.client);
+  return result.client;
+}
+
+function nextMessage(client: MqttClient, topic: string): Promise<{ topic: string; payload: string }> {
+  return new Promise((resolve) => {
+    client.on('message', (received, payload) => {
+      if (received === topic) resolve({ topic: received, payload: payload.toString() });
+    });
+  });
+}
+
+beforeAll(async () => {
+  t = await startTestEmulator();
+});
+afterAll(async () => {
+  for (const client of clients) client.end(true);
+  await t.close();
+});
+
+describe('AWS IoT emulator data plane (MQTT over TLS, JITP)', () => {
+  it('JITP: the first connection is dropped, the template runs, the next connection is accepted', async () => {
+    const { ca, id: caId } = await registerCa('JITP CA', { templateBody: TEMPLATE, autoRegistration: true });
+    // A subscriber needs its own accepted certificate: register one by hand.
+    const watcherCert = await issueLeaf(ca, { CN: 'watcher' });
+    await connectMqtt(t.emulator, watcherCert, 'watcher-first'); // JITP provisions it too
+    const watcher = await connected(watcherCert, 'watcher');
+    await watcher.subscribeAsync([`$aws/events/certificates/registered/${caId}`, 'se050/demo'], { qos: 1 });
+    const registered = nextMessage(watcher, `$aws/events/certificates/registered/${caId}`);
+
+    const device = await issueLeaf(ca, { C: 'DE', CN: 'se050-0400500112345678' });
+    const first = await connectMqtt(t.emulator, device, 'se050-0400500112345678');
+    expect(first.connected).toBe(false);
+    expect(t.outcomes.at(-1)).toMatchObject({
+      kind: 'jitp',
+      caCertificateId: caId,
+      provisioned: 'template applied: thing se050-0400500112345678, certificate ACTIVE, policies se050-demo',
+    });
+
+    const event = JSON.parse((await registered).payload) as Record<string, unknown>;
+    expect(event).toMatchObject({
+      caCertificateId: caId,
+      certificateStatus: 'PENDING_ACTIVATION',
+      awsAccountId: '123456789012',
+    });
+    const certificateId = event.certificateId as string;
+
+    const thing = await t.iot.send(new DescribeThingCommand({ thingName: 'se050-0400500112345678' }));
+    expect(thing.attributes).toEqual({ version: 'v1', country: 'DE' });
+    const principals = await t.iot.send(
+      new ListThingPrincipalsCommand({ thingName: 'se050-0400500112345678' }),
+    );
+    expect(principals.principals).toEqual([`arn:aws:iot:us-east-1:123456789012:cert/${certificateId}`]);
+    const policies = await t.iot.send(
+      new ListAttachedPoliciesCommand({ target: principals.principals?.[0] as string }),
+    );
+    expect(policies.policies?.map((p) => p.policyName)).toEqual(['se050-demo']);
+    const listed = await t.iot.send(new ListCertificatesCommand({}));
+    expect(listed.certificates?.find((c) => c.certificateId === certificateId)?.status).toBe('ACTIVE');
+
+    const publisher = await connected(device, 'se050-0400500112345678');
+    const message = nextMessage(watcher, 'se050/demo');
+    await publisher.publishAsync('se050/demo', JSON.stringify({ time: 1_764_000_000 }), { qos: 1 });
+    expect(JSON.parse((await message).payload)).toEqual({ time: 1_764_000_000 });
+  });
+
+  it('manual path: without a template the certificate stays PENDING_ACTIVATION until UpdateCertificate', async () => {
+    const { ca } = await registerCa('manual CA', { autoRegistration: true });
+    const device = await issueLeaf(ca, { CN: 'manual-device' });
+    expect((await connectMqtt(t.emulator, device, 'manual-1')).connected).toBe(false);
+    const record = [...t.emulator.registry.certificates.values()].find(
+      (c) => c.cert.subjectAttributes.CN === 'manual-device',
+    );
+    expect(record?.status).toBe('PENDING_ACTIVATION');
+    expect(t.emulator.registry.things.has('manual-device')).toBe(false);
+
+    expect(t.outcomes.at(-1)).toMatchObject({
+      kind: 'jitp',
+      provisioned: expect.stringMatching(/no provisioning template/),
+    });
+    const again = await connectMqtt(t.emulator, device, 'manual-2');
+    expect(again).toEqual({ connected: false, error: expect.any(String) });
+    expect(t.outcomes.at(-1)).toEqual({
+      kind: 'refused',
+      reason: 'certificate is PENDING_ACTIVATION',
+      certificateId: record?.id,
+    });
+    expect(record?.status).toBe('PENDING_ACTIVATION');
+    expect(
+      [...t.emulator.registry.certificates.values()].filter(
+        (c) => c.cert.subjectAttributes.CN === 'manual-device',
+      ),
+    ).toHaveLength(1);
+
+    await t.iot.send(
+      new UpdateCertificateCommand({ certificateId: record?.id as string, newStatus: 'ACTIVE' }),
+    );
+    await connected(device, 'manual-3');
+  });
+
+  it('a template whose parameters the certificate lacks changes nothing; the certificate stays PENDING_ACTIVATION', async () => {
+    const template = JSON.stringify({
+      Parameters: { 'AWS::IoT::Certificate::SerialNumber': { Type: 'String' } },
+      Resources: {
+        thing: {
+          Type: 'AWS::IoT::Thing',
+          Properties: { ThingName: { Ref: 'AWS::IoT::Certificate::SerialNumber' } },
+        },
+      },
+    });
+    const { ca } = await registerCa('serial CA', { templateBody: template, autoRegistration: true });
+    const things = t.emulator.registry.things.size;
+    expect(
+      (await connectMqtt(t.emulator, await issueLeaf(ca, { CN: 'no-serial' }), 'no-serial')).connected,
+    ).toBe(false);
+    expect(t.outcomes.at(-1)).toMatchObject({
+      kind: 'jitp',
+      provisioned:
+        'template failed, the certificate stays PENDING_ACTIVATION: the certificate has no value for template parameter AWS::IoT::Certificate::SerialNumber and it has no Default',
+    });
+    const record = t.emulator.registry.certificate(
+      (t.outcomes.at(-1) as { certificateId: string }).certificateId,
+    );
+    expect(record.status).toBe('PENDING_ACTIVATION');
+    expect(t.emulator.registry.things.size).toBe(things);
+  });
+
+  it('refuses a certificate whose CA does not allow auto-registration until it is registered', async () => {
+    const { ca } = await registerCa('no-auto CA', { autoRegistration: false });
+    const device = await issueLeaf(ca, { CN: 'no-auto-device' });
+    const before = t.emulator.registry.certificates.size;
+    expect((await connectMqtt(t.emulator, device, 'no-auto')).connected).toBe(false);
+    expect(t.outcomes.at(-1)).toEqual({
+      kind: 'refused',
+      reason: 'certificate is not registered and its CA does not allow auto-registration',
+    });
+    expect(t.emulator.registry.certificates.size).toBe(before);
+  });
+
+  it('refuses a certificate from an unregistered CA and registers nothing', async () => {
+    const stranger = await issueLeaf(await makeCa('unregistered CA'), { CN: 'stranger' });
+    const before = t.emulator.registry.certificates.size;
+    const result = await connectMqtt(t.emulator, stranger, 'stranger');
+    expect(result.connected).toBe(false);
+    expect(t.outcomes.at(-1)).toEqual({
+      kind: 'refused',
+      reason: 'client certificate is not issued by a registered ACTIVE CA certificate',
+    });
+    expect(t.emulator.registry.certificates.size).toBe(before);
+    expect(t.emulator.registry.things.has('stranger')).toBe(false);
+  });
+});
