@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { CliError } from './cli-error.ts';
+import { registerDevices } from './commands/devices.ts';
 import { registerEl2g } from './commands/el2g.ts';
 import { registerFactories } from './commands/factories.ts';
 import { registerKeys } from './commands/keys-ca.ts';
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
   registerFactories(program);
   registerKeys(program);
   registerEl2g(program);
+  registerDevices(program);
   return program;
 }
 

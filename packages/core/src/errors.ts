@@ -33,7 +33,13 @@ export const ERROR_CODES = {
   device_not_allowlisted: 403,
   untrusted_identity: 403,
   unknown_label: 404,
+  object_not_issued: 409,
   rate_limited: 429,
+  // device gateway
+  client_certificate_required: 403,
+  untrusted_client_certificate: 403,
+  wrong_factory: 403,
+  certificate_revoked: 403,
   // configuration and custody
   config_invalid: 500,
   key_custody_error: 500,

@@ -35,6 +35,8 @@ export async function main(argv: string[]): Promise<void> {
     );
   }
   process.stdout.write(`Management API: ${service.addresses.api}\n`);
+  if (service.addresses.deviceLink) process.stdout.write(`Device-link: ${service.addresses.deviceLink}\n`);
+  if (service.addresses.gateway) process.stdout.write(`Device gateway: ${service.addresses.gateway}\n`);
   const stop = async (signal: string) => {
     service.ctx.log.info({ signal }, 'shutting down');
     await service.close();

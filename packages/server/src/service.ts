@@ -6,8 +6,10 @@ import pino, { type Logger } from 'pino';
 import { parseListen } from './config/load.ts';
 import type { Config } from './config/schema.ts';
 import type { ServiceContext } from './context.ts';
+import { startDeviceLink } from './devicelink/listener.ts';
 import { createFactory } from './factories/create-factory.ts';
 import { countFactories } from './factories/factories.ts';
+import { startGateway } from './gateway/listener.ts';
 import { buildManagementApi } from './http/app.ts';
 import { openCustody } from './keys/open-custody.ts';
 import { openDatabase } from './storage/database.ts';
@@ -17,7 +19,7 @@ export interface RunningService {
   ctx: ServiceContext;
   api: FastifyInstance;
   /** Addresses actually bound (port 0 resolved), as also written to `<dataDir>/listen.json`. */
-  addresses: { api: string };
+  addresses: { api: string; deviceLink?: string; gateway?: string };
   /** Set on the first start only: the demo factory and its admin token. */
   demo: { factory: string; token: string } | undefined;
   close(): Promise<void>;
@@ -49,7 +51,19 @@ export async function startService(options: StartOptions): Promise<RunningServic
     await api.listen({ host, port });
     const bound = api.server.address();
     const apiUrl = `http://${formatHost(host)}:${typeof bound === 'object' && bound ? bound.port : port}`;
-    const addresses = { api: apiUrl };
+    const addresses: RunningService['addresses'] = { api: apiUrl };
+    if (config.deviceLink.enabled) {
+      const deviceLink = await startDeviceLink(ctx, { embeddedDefaults: options.embeddedDefaults });
+      closers.unshift(() => deviceLink.close());
+      addresses.deviceLink = deviceLink.address;
+    }
+    if (config.gateway.enabled) {
+      const gateway = await startGateway(ctx);
+      if (gateway) {
+        closers.unshift(() => gateway.close());
+        addresses.gateway = gateway.address;
+      }
+    }
     writeAtomically(join(dataDir, 'listen.json'), JSON.stringify(addresses) + '\n', 0o644);
     log.info({ addresses, storage: database.dialect, custody: custody.backend }, 'keyferryd ready');
     let closed = false;

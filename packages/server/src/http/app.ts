@@ -3,10 +3,18 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { ServiceContext } from '../context.ts';
 import { authorizeFactory } from './auth.ts';
 import { sendProblem } from './problem.ts';
+import { recordRoutes } from './route-table.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { certsRoutes } from './routes/certs.ts';
+import { crlRoutes } from './routes/crl.ts';
+import { el2gRoutes } from './routes/el2g.ts';
+import { el2gDevicesRoutes } from './routes/el2g-devices.ts';
+import { el2gProxyRoutes } from './routes/el2g-proxy.ts';
+import { el2gProxyDevicesRoutes } from './routes/el2g-proxy-devices.ts';
 import { factoriesRoutes } from './routes/factories.ts';
+import { gatewayDevicesRoutes } from './routes/gateway-devices.ts';
 import { healthRoutes } from './routes/health.ts';
+import { openapiRoutes } from './routes/openapi.ts';
 
 export const CORRELATION_HEADER = 'x-correlation-id';
 
@@ -18,6 +26,7 @@ export async function buildManagementApi(ctx: ServiceContext): Promise<FastifyIn
     genReqId: () => randomUUID(),
     routerOptions: { ignoreTrailingSlash: true },
   });
+  recordRoutes(app);
   app.addHook('onRequest', async (request, reply) => {
     reply.header(CORRELATION_HEADER, request.id);
   });
@@ -27,7 +36,9 @@ export async function buildManagementApi(ctx: ServiceContext): Promise<FastifyIn
   );
 
   await healthRoutes(app, ctx);
+  await openapiRoutes(app);
   await factoriesRoutes(app, ctx);
+  await crlRoutes(app, ctx);
   await app.register(
     async (scoped) => {
       scoped.addHook('onRequest', async (request) => {
@@ -36,6 +47,11 @@ export async function buildManagementApi(ctx: ServiceContext): Promise<FastifyIn
       });
       await certsRoutes(scoped, ctx);
       await auditRoutes(scoped, ctx);
+      await el2gRoutes(scoped, ctx);
+      await el2gProxyRoutes(scoped, ctx);
+      await el2gDevicesRoutes(scoped, ctx);
+      await el2gProxyDevicesRoutes(scoped, ctx);
+      await gatewayDevicesRoutes(scoped, ctx);
     },
     { prefix: '/ota/factories/:factory' },
   );
