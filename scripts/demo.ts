@@ -2,7 +2,8 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runWalkthrough } from './walkthrough.ts';
+import { findOpensslPkcs11Engine } from '@keyferry/pkcs11';
+import { runWalkthrough, type Variant } from './walkthrough.ts';
 
 /**
  * `npm run demo`: the walkthrough (docs/walkthrough.md) against a local keyferryd with three
@@ -10,18 +11,20 @@ import { runWalkthrough } from './walkthrough.ts';
  * free ports, so it never collides with one started by `npm start`.
  */
 const DEVICES = 3;
-const needed = ['/usr/lib/softhsm/libsofthsm2.so', '/usr/bin/curl', '/usr/bin/openssl'];
-const missing = needed.filter((f) => !existsSync(f));
-if (missing.length > 0) {
+const missingTools = ['/usr/bin/curl', '/usr/bin/openssl'].filter((f) => !existsSync(f));
+if (missingTools.length > 0) {
   process.stderr.write(
-    `ERROR: the demo's simulated devices need SoftHSM2, the OpenSSL PKCS#11 engine, curl and openssl (${missing.join(', ')} missing).\n` +
-      'Install them with: sudo apt-get install -y softhsm2 libengine-pkcs11-openssl curl openssl   (npm test installs them when run as root)\n',
+    `ERROR: the demo needs curl and openssl (${missingTools.join(', ')} missing): sudo apt-get install -y curl openssl\n`,
   );
   process.exit(1);
 }
+const variant: Variant = process.env.KEYFERRY_DEMO_SE === 'soft' || !softhsmAvailable() ? 'soft' : 'pkcs11';
 const home = mkdtempSync(join(tmpdir(), 'keyferry-demo-'));
 process.stdout.write(
-  `keyferry demo: the EdgeLock 2GO walkthrough (docs/walkthrough.md) with ${DEVICES} simulated SE05x devices on SoftHSM2 tokens, in ${home}\n`,
+  `keyferry demo: the EdgeLock 2GO walkthrough (docs/walkthrough.md) with ${DEVICES} simulated SE05x devices, in ${home}\n` +
+    (variant === 'pkcs11'
+      ? 'Secure elements: SoftHSM2 tokens (keys generated on the token, used through PKCS#11 and the OpenSSL engine)\n'
+      : 'Secure elements: soft (directories), because softhsm2 or libengine-pkcs11-openssl is not installed (or KEYFERRY_DEMO_SE=soft)\n'),
 );
 const env: NodeJS.ProcessEnv = {
   ...process.env,
@@ -35,7 +38,12 @@ delete env.KEYFERRY_SERVER;
 delete env.KEYFERRY_TOKEN;
 delete env.KEYFERRY_FACTORY;
 delete env.KEYFERRY_DATA_DIR;
-const { status } = await runWalkthrough({ devices: DEVICES, env, onOutput: (t) => process.stdout.write(t) });
+const { status } = await runWalkthrough({
+  devices: DEVICES,
+  variant,
+  env,
+  onOutput: (t) => process.stdout.write(t),
+});
 // the walkthrough stops keyferryd at its end; make sure nothing outlives a failed run
 try {
   execFileSync('pkill', ['-f', `${home}`], { stdio: 'ignore' });
@@ -45,3 +53,13 @@ process.stdout.write(
   status === 0 ? '\nDemo complete; scratch directory removed.\n' : `\nDemo FAILED (exit ${status}).\n`,
 );
 process.exit(status);
+
+function softhsmAvailable(): boolean {
+  if (!existsSync('/usr/lib/softhsm/libsofthsm2.so') || !existsSync('/usr/bin/softhsm2-util')) return false;
+  try {
+    findOpensslPkcs11Engine();
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -34,26 +34,35 @@ describe('docs/walkthrough.md', () => {
     ]);
   });
 
-  it('runs end to end as `npm run demo`: three devices provisioned, three gateway calls', () => {
-    const res = spawnSync(
-      process.execPath,
-      [join(REPO_ROOT, 'node_modules/tsx/dist/cli.mjs'), 'scripts/demo.ts'],
-      {
-        cwd: REPO_ROOT,
-        encoding: 'utf8',
-        timeout: 240_000,
-        env: { ...process.env, KEYFERRY_DEBUG: '' },
-      },
-    );
-    const out = res.stdout + res.stderr;
-    expect(out, out.slice(-3000)).toContain('Demo complete; scratch directory removed.');
-    expect(res.status).toBe(0);
-    const gatewayCalls = [...out.matchAll(/^\{"name":"([0-9a-f]{36})","factory":"demo"/gm)].map((m) => m[1]);
-    expect(new Set(gatewayCalls).size).toBe(3);
-    expect(out.match(/fio-device-gateway-ca\s+CERTIFICATE\s+PROVISIONING_COMPLETED/g)).toHaveLength(3);
-    expect(out.match(/fio-device-gateway-ca-kp\s+KEYPAIR\s+PROVISIONING_COMPLETED/g)).toHaveLength(3);
-    expect(out).toMatch(/fio-device-gateway-ca\.pem: OK/);
-    const registry = out.slice(out.lastIndexOf('host:~$ keyferry devices list'));
-    for (const uid of gatewayCalls) expect(registry).toContain(uid as string);
-  });
+  it.each([
+    ['SoftHSM2 tokens', 'pkcs11', /^Secure elements: SoftHSM2 tokens/m],
+    ['soft secure elements', 'soft', /^Secure elements: soft \(directories\)/m],
+  ])(
+    'runs end to end as `npm run demo` with %s: three devices provisioned, three gateway calls',
+    (_name, se, says) => {
+      const res = spawnSync(
+        process.execPath,
+        [join(REPO_ROOT, 'node_modules/tsx/dist/cli.mjs'), 'scripts/demo.ts'],
+        {
+          cwd: REPO_ROOT,
+          encoding: 'utf8',
+          timeout: 240_000,
+          env: { ...process.env, KEYFERRY_DEBUG: '', KEYFERRY_DEMO_SE: se as string },
+        },
+      );
+      const out = res.stdout + res.stderr;
+      expect(out).toMatch(says as RegExp);
+      expect(out, out.slice(-3000)).toContain('Demo complete; scratch directory removed.');
+      expect(res.status).toBe(0);
+      const gatewayCalls = [...out.matchAll(/^\{"name":"([0-9a-f]{36})","factory":"demo"/gm)].map(
+        (m) => m[1],
+      );
+      expect(new Set(gatewayCalls).size).toBe(3);
+      expect(out.match(/fio-device-gateway-ca\s+CERTIFICATE\s+PROVISIONING_COMPLETED/g)).toHaveLength(3);
+      expect(out.match(/fio-device-gateway-ca-kp\s+KEYPAIR\s+PROVISIONING_COMPLETED/g)).toHaveLength(3);
+      expect(out).toMatch(/fio-device-gateway-ca\.pem: OK/);
+      const registry = out.slice(out.lastIndexOf('host:~$ keyferry devices list'));
+      for (const uid of gatewayCalls) expect(registry).toContain(uid as string);
+    },
+  );
 });
