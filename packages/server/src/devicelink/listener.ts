@@ -1,8 +1,7 @@
 import { createServer, type Server } from 'node:https';
-import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { parseListen } from '../config/load.ts';
 import type { ServiceContext } from '../context.ts';
+import { listenOn } from '../http/listen.ts';
 import { IssuingCas } from './issuing-cas.ts';
 import { deviceLinkHandler } from './router.ts';
 import { deviceLinkTls } from './tls-material.ts';
@@ -61,17 +60,9 @@ export async function startDeviceLink(
   server.maxConnections = DEVICE_LINK_LIMITS.maxConnections;
   server.setTimeout(DEVICE_LINK_LIMITS.idleTimeoutMs);
   server.on('tlsClientError', (err) => log.debug({ err }, 'device-link TLS handshake failed'));
-  const { host, port } = parseListen(ctx.config.deviceLink.listen);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const bound = server.address() as AddressInfo;
+  const address = await listenOn(server, ctx.config.deviceLink.listen);
   return {
-    address: `${host.includes(':') ? `[${host}]` : host}:${bound.port}`,
+    address,
     caFile: tls.caFile,
     close: () =>
       new Promise<void>((resolve) => {

@@ -16,9 +16,10 @@ import {
 import type { Factory } from '../factories/factories.ts';
 import { type CustodyKey, custodyKeyRow, custodySignerById, type KeyCustody } from '../keys/custody.ts';
 import type { Db } from '../storage/database.ts';
-import { assignToAllGroups, listDeviceGroups } from './group-assignments.ts';
+import { ensureCredentialPair } from './credential-pair.ts';
+import { listDeviceGroups } from './group-assignments.ts';
 import { upsertIntermediateCa } from './intermediate-cas.ts';
-import { audit, type ChangeContext, ensureSecureObject, type SecureObject } from './secure-objects.ts';
+import { audit, type ChangeContext, type SecureObject } from './secure-objects.ts';
 
 /** Names and object ids of the AWS IoT credentials (DESIGN.md §3). */
 export const AWS_IOT = {
@@ -125,21 +126,14 @@ function applyAwsIot(
       created = upserted.created;
       ca = { id: upserted.ca.id, key_ref: newKey.id, certificate: upserted.ca.certificate };
     }
-    const { object: keypair } = await ensureSecureObject(
+    const { keypair, certificate, assigned } = await ensureCredentialPair(
       trx,
       factory.id,
-      { ...AWS_IOT.keypair, type: 'KEYPAIR' },
+      AWS_IOT,
+      ca.id,
       change,
       now,
     );
-    const { object: certificate } = await ensureSecureObject(
-      trx,
-      factory.id,
-      { ...AWS_IOT.certificate, type: 'CERTIFICATE', caId: ca.id, keypairId: keypair.id },
-      change,
-      now,
-    );
-    const assigned = await assignToAllGroups(trx, factory.id, [keypair.id, certificate.id], change, now);
     const caDer = fromPem(ca.certificate, 'CERTIFICATE');
     const verification = await verificationCertificate(
       caDer,

@@ -3,9 +3,9 @@ import type { Factory } from '../factories/factories.ts';
 import type { KeyCustody } from '../keys/custody.ts';
 import type { Db } from '../storage/database.ts';
 import { certificatePem, checkSignedCa, openCaRequest, requestCaKey } from './ca-requests.ts';
-import { assignToAllGroups } from './group-assignments.ts';
+import { ensureCredentialPair } from './credential-pair.ts';
 import { type IntermediateCa, upsertIntermediateCa } from './intermediate-cas.ts';
-import { type ChangeContext, ensureSecureObject, type SecureObject } from './secure-objects.ts';
+import type { ChangeContext, SecureObject } from './secure-objects.ts';
 
 /** Names and object ids of the device gateway credentials (DESIGN.md §3). */
 export const DEVICE_GATEWAY = {
@@ -67,21 +67,14 @@ export async function completeDeviceGatewayCa(
       change,
       now,
     );
-    const { object: keypair } = await ensureSecureObject(
+    const { keypair, certificate, assigned } = await ensureCredentialPair(
       trx,
       factory.id,
-      { ...DEVICE_GATEWAY.keypair, type: 'KEYPAIR' },
+      DEVICE_GATEWAY,
+      ca.id,
       change,
       now,
     );
-    const { object: certificate } = await ensureSecureObject(
-      trx,
-      factory.id,
-      { ...DEVICE_GATEWAY.certificate, type: 'CERTIFICATE', caId: ca.id, keypairId: keypair.id },
-      change,
-      now,
-    );
-    const assigned = await assignToAllGroups(trx, factory.id, [keypair.id, certificate.id], change, now);
     return { ca, created, objects: [keypair, certificate], assigned };
   });
 }

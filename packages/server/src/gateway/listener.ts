@@ -1,8 +1,8 @@
 import { createServer as createHttpsServer } from 'node:https';
-import { type AddressInfo, createServer as createTcpServer, type Socket } from 'node:net';
+import { createServer as createTcpServer, type Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { parseListen } from '../config/load.ts';
 import type { ServiceContext } from '../context.ts';
+import { listenOn } from '../http/listen.ts';
 import { gatewayHandler } from './router.ts';
 import { GatewayTlsContexts } from './tls-contexts.ts';
 
@@ -115,17 +115,9 @@ export async function startGateway(
       });
   });
   tcp.maxConnections = limits.maxConnections;
-  const { host, port } = parseListen(options.listen ?? ctx.config.gateway.listen);
-  await new Promise<void>((resolve, reject) => {
-    tcp.once('error', reject);
-    tcp.listen(port, host, () => {
-      tcp.off('error', reject);
-      resolve();
-    });
-  });
-  const bound = tcp.address() as AddressInfo;
+  const address = await listenOn(tcp, options.listen ?? ctx.config.gateway.listen);
   return {
-    address: `${host.includes(':') ? `[${host}]` : host}:${bound.port}`,
+    address,
     connections: () =>
       new Promise<number>((resolve, reject) =>
         tcp.getConnections((err, n) => (err ? reject(err) : resolve(n))),
