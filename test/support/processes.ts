@@ -89,7 +89,8 @@ export async function startKeyferryd(
   child.stderr!.on('data', (d) => (stderr += d));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   const deadline = Date.now() + 60_000;
-  while (!existsSync(listenFile)) {
+  // listen.json appears when the listeners are bound; the printed addresses come right after
+  while (!existsSync(listenFile) || !stdout.includes('Management API:')) {
     if (child.exitCode !== null) throw new Error(`keyferryd exited ${child.exitCode}: ${stderr}${stdout}`);
     if (Date.now() > deadline) {
       child.kill('SIGKILL');

@@ -28,6 +28,14 @@ export async function main(argv: string[]): Promise<void> {
     if (process.env.KEYFERRY_DEBUG === '1') process.stderr.write(`${(err as Error).stack}\n`);
     process.exit(2);
   }
+  // before anything is printed: whoever waits for the printed addresses may signal at once
+  const stop = async (signal: string) => {
+    service.ctx.log.info({ signal }, 'shutting down');
+    await service.close();
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  process.once('SIGINT', () => void stop('SIGINT'));
   if (service.demo) {
     process.stdout.write(
       `Demo factory: ${service.demo.factory}\nAdmin token: ${service.demo.token}\n` +
@@ -37,11 +45,4 @@ export async function main(argv: string[]): Promise<void> {
   process.stdout.write(`Management API: ${service.addresses.api}\n`);
   if (service.addresses.deviceLink) process.stdout.write(`Device-link: ${service.addresses.deviceLink}\n`);
   if (service.addresses.gateway) process.stdout.write(`Device gateway: ${service.addresses.gateway}\n`);
-  const stop = async (signal: string) => {
-    service.ctx.log.info({ signal }, 'shutting down');
-    await service.close();
-    process.exit(0);
-  };
-  process.once('SIGTERM', () => void stop('SIGTERM'));
-  process.once('SIGINT', () => void stop('SIGINT'));
 }
