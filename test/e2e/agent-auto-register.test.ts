@@ -440,6 +440,25 @@ describe('keyferry-agent auto-register against the real keyferryd (SoftHSM2 toke
         /^ERROR: token 'aktualizr' in .*: object 0x83000042 holds a key keyferry-agent did not generate \(it is or was extractable, .*\); remove it \(pkcs11-tool --delete-object --type privkey --label SE_83000042\) if the key is not needed\n$/,
       );
       expect(res.status).toBe(EXIT_CODES.se_foreign_key);
+      // the service was told, before the agent exited: the pair failed before issuance
+      expect(res.stdout).toContain('Reported fio-device-gateway-ca-kp, fio-device-gateway-ca as failed\n');
+      expect(showDevice(device.uid)).toContain(
+        '\tfio-device-gateway-ca-kp  KEYPAIR      GENERATION_FAILED\n' +
+          '\tfio-device-gateway-ca     CERTIFICATE  GENERATION_FAILED\n',
+      );
+      const rtp = await fetch(
+        `${daemon.listen.api}/ota/factories/demo/el2g-proxy/rtp/devices/${device.uid}/secure-object-provisionings`,
+        { headers: { 'osf-token': adminToken } },
+      );
+      expect(rtp.status).toBe(200);
+      const reasons = (
+        (await rtp.json()) as { content: { secureObjectName: string; reason: string }[] }
+      ).content
+        .filter((o) => o.secureObjectName.startsWith('fio-device-gateway-ca'))
+        .map((o) => o.reason);
+      expect(reasons).toHaveLength(2);
+      for (const reason of reasons)
+        expect(reason).toMatch(/object 0x83000042 holds a key keyferry-agent did not generate/);
       expect(device.pkcs11Tool(['--list-objects'])).toBe(before);
       expect(existsSync(join(device.sotaDir, 'sota.toml'))).toBe(false);
       expect(existsSync(device.akliteLog)).toBe(false);

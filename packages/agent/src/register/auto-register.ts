@@ -149,7 +149,12 @@ function writeSota(settings: AgentSettings, se: SecureElement, log: Log): 'writt
   return result;
 }
 
-/** Tells the service a pair failed on the device, best effort: the original error is what matters. */
+/**
+ * Tells the service a pair failed in the secure element (key generation, CSR signing,
+ * storing the certificate), so `el2g devices show` says why: GENERATION_FAILED before the
+ * certificate was issued, PROVISIONING_FAILED after. Best effort: the SE failure is what the
+ * agent exits with; a report that does not get through is only a warning.
+ */
 async function reportFailure(
   client: DeviceLinkClient,
   pair: AssignedPair,
@@ -163,9 +168,10 @@ async function reportFailure(
       { name: pair.key.name, status: 'FAILED', detail },
       { name: pair.certificate.name, status: 'FAILED', detail },
     ]);
-    log.warn(`Reported ${pair.key.name}, ${pair.certificate.name} as failed`);
-  } catch {
-    // The service will see the device retry; the SE failure is what the log must show.
+    log.info(`Reported ${pair.key.name}, ${pair.certificate.name} as failed`);
+  } catch (reportError) {
+    const why = reportError instanceof Error ? reportError.message : String(reportError);
+    log.warn(`Could not report ${pair.key.name}, ${pair.certificate.name} as failed: ${why}`);
   }
 }
 

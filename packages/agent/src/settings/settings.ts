@@ -46,6 +46,10 @@ export interface AgentSettings extends SeSettings {
   readonly domain: string;
   readonly el2goConnect: HostPort;
   readonly deviceLinkCa: string | undefined;
+  /**
+   * Where tools that dial the device gateway connect when its name does not resolve (curl
+   * --connect-to). Checked, not used by the agent: aktualizr-lite dials the name in sota.toml.
+   */
   readonly gatewayConnect: HostPort | undefined;
   /** Seconds between retries of a transient failure. */
   readonly daemonInterval: number;

@@ -4,6 +4,7 @@ import type { ServiceContext } from '../context.ts';
 import { addFactoryProduct } from '../el2g/enablement.ts';
 import { deviceGroupName, productCatalogue } from '../el2g/products.ts';
 import type { Factory } from '../factories/factories.ts';
+import { type RefreshDeps, refreshCrls } from '../revocation/refresh.ts';
 import type { Db } from '../storage/database.ts';
 import {
   ADD_STATUSES,
@@ -30,6 +31,8 @@ export const MAX_DEVICES_PER_REQUEST = 10_000;
 export const REVOCATION_REASON = 'device deleted from the allow-list';
 
 export type AllowListContext = Pick<ServiceContext, 'database' | 'config'>;
+/** Deleting also re-signs the CRLs of the revoked certificates' CAs. */
+export type DeleteContext = AllowListContext & Pick<ServiceContext, 'custody' | 'log'>;
 
 export interface BatchRequest {
   nc12: string;
@@ -110,10 +113,11 @@ export async function addDevices(
 
 /**
  * Removes devices from a product's group: sets `deleted_at` (the record and its audit history
- * stay), marks the device's certificates revoked, and records the change.
+ * stay), marks the device's certificates revoked, and records the change. After the commit
+ * the CRLs of the revoked certificates' CAs are re-signed (best effort).
  */
 export async function deleteDevices(
-  ctx: AllowListContext,
+  ctx: DeleteContext,
   factory: Factory,
   request: BatchRequest,
   change: Change,
@@ -121,6 +125,7 @@ export async function deleteDevices(
 ): Promise<BatchAnswer<DeleteStatus>> {
   const { results, parsed } = parseRequest<DeleteStatus>(ctx, request);
   const groupName = deviceGroupName(request.nc12, request.production);
+  const revokedCas = new Set<number>();
   if (parsed.length > 0) {
     await ctx.database.db.transaction().execute(async (trx) => {
       const active = await activeRows(trx, factory.id, parsed);
@@ -148,9 +153,12 @@ export async function deleteDevices(
           .set({ revoked_at: at, revocation_reason: REVOCATION_REASON })
           .where('device_row_id', 'in', rowIds)
           .where('revoked_at', 'is', null)
-          .returning('device_row_id')
+          .returning(['device_row_id', 'ca_id'])
           .execute();
-        for (const c of certs) revoked.set(c.device_row_id!, (revoked.get(c.device_row_id!) ?? 0) + 1);
+        for (const c of certs) {
+          revoked.set(c.device_row_id!, (revoked.get(c.device_row_id!) ?? 0) + 1);
+          revokedCas.add(c.ca_id);
+        }
       }
       await recordAuditBatch(
         trx,
@@ -163,8 +171,13 @@ export async function deleteDevices(
         now,
       );
     });
+    await refreshCrls(crlDeps(ctx), revokedCas);
   }
   return answer(request, groupName, DELETE_STATUSES, results);
+}
+
+function crlDeps(ctx: DeleteContext): RefreshDeps {
+  return { db: ctx.database.db, custody: ctx.custody, log: ctx.log };
 }
 
 function parseRequest<S extends string>(

@@ -10,6 +10,7 @@ import {
   toPem,
 } from '@keyferry/core';
 import { recordAudit } from '../audit/audit-log.ts';
+import { type RefreshDeps, refreshCrls } from '../revocation/refresh.ts';
 import type { Db } from '../storage/database.ts';
 import { type AssignedObject, assignedObjects, setObjectState, touchDevice } from './device-records.ts';
 import type { IssuingCas } from './issuing-cas.ts';
@@ -24,8 +25,7 @@ export interface Enrollment {
   reused: boolean;
 }
 
-export interface IssuanceDeps {
-  db: Db;
+export interface IssuanceDeps extends RefreshDeps {
   issuingCas: IssuingCas;
 }
 
@@ -46,7 +46,8 @@ export function certificateObject(objects: readonly AssignedObject[], label: str
  * Issues (or returns again) the device certificate for one CERTIFICATE object (DESIGN §5, §7):
  * the CSR proves the device holds a P-256 key; the subject comes from the service. The same
  * key gets the same certificate; a new key gets a new one and the superseded one is revoked.
- * A refused CSR leaves the object GENERATION_FAILED with the reason. One transaction.
+ * A refused CSR leaves the object GENERATION_FAILED with the reason. One transaction; after
+ * it commits, a rotation re-signs the CRLs of the superseded certificates' CAs (best effort).
  */
 export async function enrollDevice(
   deps: IssuanceDeps,
@@ -75,11 +76,12 @@ export async function enrollDevice(
       : await deps.issuingCas.get(session.factory, object.caId, object.validityDays);
   if (!ca) throw new KeyferryError('internal', `certificate object ${object.name} has no issuing CA`);
   const actor = `device:${session.device.deviceId}`;
-  return db.transaction().execute(async (trx) => {
+  const superseded: number[] = [];
+  const enrollment = await db.transaction().execute(async (trx): Promise<Enrollment> => {
     if (!(await touchDevice(trx, session.device.rowId, now))) throw notAllowListed(session);
     const current = await trx
       .selectFrom('certificates')
-      .select(['id', 'pem', 'serial_hex', 'public_key_sha256'])
+      .select(['id', 'ca_id', 'pem', 'serial_hex', 'public_key_sha256'])
       .where('device_row_id', '=', session.device.rowId)
       .where('secure_object_id', '=', object.id)
       .where('revoked_at', 'is', null)
@@ -150,6 +152,7 @@ export async function enrollDevice(
           current.map((c) => c.id),
         )
         .execute();
+      superseded.push(...current.map((c) => c.ca_id));
     }
     await setCompleted(trx, session, objects, object, false, now);
     await audit('device-link.enroll', {
@@ -161,6 +164,8 @@ export async function enrollDevice(
     });
     return { certificate: der, reused: false };
   });
+  await refreshCrls(deps, superseded);
+  return enrollment;
 }
 
 export function notAllowListed(session: DeviceSession): KeyferryError {

@@ -51,6 +51,7 @@ export async function startDeviceLink(
       domain: ctx.config.domain,
       anchors,
       issuingCas: new IssuingCas(ctx.database.db, ctx.custody),
+      custody: ctx.custody,
       log,
     }),
   );

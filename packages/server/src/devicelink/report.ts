@@ -24,8 +24,10 @@ export type Report = z.output<typeof reportSchema>;
 
 /**
  * The device says which objects it stored: SUCCESS → PROVISIONING_COMPLETED, FAILED →
- * PROVISIONING_FAILED with its detail. Every name must be an object assigned to the device
- * and issued to it; otherwise nothing changes.
+ * PROVISIONING_FAILED with its detail. A device whose secure element fails before enrolling
+ * (key generation, CSR signing) reports FAILED for an object never issued (still generating,
+ * or a retry failing again) → GENERATION_FAILED with its detail. Every name must be an object
+ * assigned to the device, and issued to it for SUCCESS; otherwise nothing changes.
  */
 export async function recordReport(
   db: Db,
@@ -43,14 +45,18 @@ export async function recordReport(
         `no object ${JSON.stringify(result.name)} is assigned to this device`,
       );
     }
-    if (!isIssued(object)) {
+    const issued = isIssued(object);
+    if (!issued && result.status === 'SUCCESS') {
       throw new KeyferryError(
         'object_not_issued',
         `${object.name} was never issued to this device (state ${object.state}); enroll it before reporting it`,
       );
     }
-    const state: ProvisioningState =
-      result.status === 'SUCCESS' ? 'PROVISIONING_COMPLETED' : 'PROVISIONING_FAILED';
+    const state: ProvisioningState = !issued
+      ? 'GENERATION_FAILED'
+      : result.status === 'SUCCESS'
+        ? 'PROVISIONING_COMPLETED'
+        : 'PROVISIONING_FAILED';
     return {
       object,
       state,

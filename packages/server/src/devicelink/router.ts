@@ -5,6 +5,7 @@ import { encodeCertsOnly, isKeyferryError, KeyferryError } from '@keyferry/core'
 import type { Logger } from 'pino';
 import { recordAudit } from '../audit/audit-log.ts';
 import { parseBody } from '../http/validate.ts';
+import type { KeyCustody } from '../keys/custody.ts';
 import type { Db } from '../storage/database.ts';
 import { assignedObjects } from './device-records.ts';
 import { checkCsrHeaders, decodeCsrBody } from './est-body.ts';
@@ -28,6 +29,8 @@ export interface DeviceLinkDeps {
   domain: string;
   anchors: TrustAnchors;
   issuingCas: IssuingCas;
+  /** Re-signs CRLs after a rotation revokes a certificate. */
+  custody: KeyCustody;
   log: Logger;
 }
 

@@ -129,7 +129,7 @@ describe.each(BACKENDS)('device-link on %s: the provisioning flow of one device'
     expect(renewed).not.toEqual(issued);
     const rows = await f.svc.service.ctx.database.db
       .selectFrom('certificates')
-      .select(['serial_hex', 'revoked_at', 'revocation_reason'])
+      .select(['serial_hex', 'ca_id', 'revoked_at', 'revocation_reason'])
       .where('subject_cn', '=', device.uid.hex)
       .orderBy('id')
       .execute();
@@ -137,6 +137,13 @@ describe.each(BACKENDS)('device-link on %s: the provisioning flow of one device'
       [cert.serialHex, 'superseded'],
       [parseCertificate(renewed!).serialHex, null],
     ]);
+    // the rotation re-signed the CA's CRL right after it committed, before anyone fetched it
+    const crl = await f.svc.service.ctx.database.db
+      .selectFrom('crls')
+      .select(['revoked_count', 'revoked_latest'])
+      .where('ca_id', '=', rows[0]!.ca_id)
+      .executeTakeFirst();
+    expect(crl).toEqual({ revoked_count: 1, revoked_latest: rows[0]!.revoked_at });
     expect((await states(device))['fio-device-gateway-ca']!.state).toBe('GENERATION_COMPLETED');
 
     const listed = await f.svc.call('GET', '/ota/factories/demo/audit/?limit=50');

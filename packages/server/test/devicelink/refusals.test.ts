@@ -349,6 +349,83 @@ describe('device-link refuses bad enrollments and records why', () => {
     );
   });
 
+  it('a FAILED report before issuance → GENERATION_FAILED with the detail; SUCCESS still refused', async () => {
+    const device = await f.device();
+    expect((await f.call(device, { path: '/device-link/v1/manifest' })).status).toBe(200);
+    const report = (results: unknown[]) =>
+      f.call(device, {
+        method: 'POST',
+        path: '/device-link/v1/report',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ results }),
+      });
+    const detail =
+      "token 'aktualizr' is full (CKR_DEVICE_MEMORY) while trying to generate key pair 'SE_83000042'";
+    // one SUCCESS among the FAILED refuses the whole report
+    await expectRefused(
+      () =>
+        report([
+          { name: 'fio-device-gateway-ca-kp', status: 'FAILED', detail },
+          { name: 'fio-device-gateway-ca', status: 'SUCCESS' },
+        ]),
+      'object_not_issued',
+      409,
+      /never issued/,
+    );
+    expect(await objectState(device, 'fio-device-gateway-ca-kp')).toEqual({
+      state: 'GENERATION_TRIGGERED',
+      reason: null,
+    });
+    const res = await report([
+      { name: 'fio-device-gateway-ca-kp', status: 'FAILED', detail },
+      { name: 'fio-device-gateway-ca', status: 'FAILED', detail },
+    ]);
+    expect(res.status, JSON.stringify(res.json)).toBe(200);
+    expect(res.json).toEqual({
+      objects: [
+        { name: 'fio-device-gateway-ca-kp', state: 'GENERATION_FAILED' },
+        { name: 'fio-device-gateway-ca', state: 'GENERATION_FAILED' },
+      ],
+    });
+    const rtp = await f.svc.call(
+      'GET',
+      `/ota/factories/demo/el2g-proxy/rtp/devices/${device.uid.decimal}/secure-object-provisionings`,
+    );
+    expect(rtp.status).toBe(200);
+    const shown = rtp.json.content.map(
+      (o: { secureObjectName: string; provisioningState: string; reason: string }) => [
+        o.secureObjectName,
+        o.provisioningState,
+        o.reason,
+      ],
+    );
+    expect(shown).toContainEqual(['fio-device-gateway-ca-kp', 'GENERATION_FAILED', detail]);
+    expect(shown).toContainEqual(['fio-device-gateway-ca', 'GENERATION_FAILED', detail]);
+    const audit = await auditOf(res.headers['x-correlation-id']);
+    expect(audit.map((e) => [e.action, JSON.parse(e.detail).results])).toEqual([
+      [
+        'device-link.report',
+        [
+          { name: 'fio-device-gateway-ca-kp', state: 'GENERATION_FAILED', reason: detail },
+          { name: 'fio-device-gateway-ca', state: 'GENERATION_FAILED', reason: detail },
+        ],
+      ],
+    ]);
+    // a retry that fails again updates the reason; SUCCESS for it is still refused
+    await expectRefused(
+      () => report([{ name: 'fio-device-gateway-ca', status: 'SUCCESS' }]),
+      'object_not_issued',
+      409,
+      /state GENERATION_FAILED/,
+    );
+    expect(await objectState(device)).toEqual({ state: 'GENERATION_FAILED', reason: detail });
+    const again = await report([
+      { name: 'fio-device-gateway-ca', status: 'FAILED', detail: 'CKR_GENERAL_ERROR' },
+    ]);
+    expect(again.status).toBe(200);
+    expect(await objectState(device)).toEqual({ state: 'GENERATION_FAILED', reason: 'CKR_GENERAL_ERROR' });
+  });
+
   it('an evaluation plan past its end → evaluation_expired, and the object says why', async () => {
     const device = await f.device();
     const db = f.svc.service.ctx.database.db;

@@ -91,7 +91,9 @@ describe.each(BACKENDS)('CRLs and the gateway device list (%s)', (backend) => {
       deviceRowId: row.id,
     });
     const kept = await issueDeviceCert(svc, demo, { publicKeySpki: spki() });
-    // The allow-list delete revokes without telling the revocation module: the CRL follows anyway.
+    const beforeDelete = (await snapshot()).find((r) => r.ca_id === demo.ca.id);
+    expect(beforeDelete?.crl_number).toBe(empty.number);
+    // The allow-list delete re-signs the CA's CRL once its transaction commits, before any read.
     expect(
       (
         await svc.call('DELETE', '/ota/factories/demo/el2g/devices/', {
@@ -99,6 +101,11 @@ describe.each(BACKENDS)('CRLs and the gateway device list (%s)', (backend) => {
         })
       ).status,
     ).toBe(200);
+    const resigned = (await snapshot()).find((r) => r.ca_id === demo.ca.id);
+    expect(resigned?.crl_number).toBe(empty.number + 1);
+    expect(resigned?.revoked_count).toBe(1);
+    const storedAfterDelete = opensslCrl(work, Buffer.from(resigned!.der, 'base64'), demo.ca.pem);
+    expect(storedAfterDelete.serials).toEqual([doomed.cert.serialHex.replace(/^0+/, '')]);
     const afterDelete = opensslCrl(
       work,
       Buffer.from(await (await fetch(crlPath(demo))).arrayBuffer()),
@@ -106,7 +113,7 @@ describe.each(BACKENDS)('CRLs and the gateway device list (%s)', (backend) => {
     );
     expect(afterDelete.serials).toEqual([doomed.cert.serialHex.replace(/^0+/, '')]);
     expect(afterDelete.text).toContain('Cessation Of Operation');
-    expect(afterDelete.number).toBeGreaterThan(empty.number);
+    expect(afterDelete.number).toBe(resigned?.crl_number);
 
     // Unchanged revocations: the same CRL again, not a new one.
     const same = opensslCrl(work, Buffer.from(await (await fetch(crlPath(demo))).arrayBuffer()), demo.ca.pem);
