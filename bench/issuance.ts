@@ -4,8 +4,15 @@
  * One process, one core: each case runs for the same time after a warm-up.
  */
 import { generateKeyPairSync, sign } from 'node:crypto';
-import { deviceCertificate, deviceCertificateGeneric } from '@keyferry/core';
-import { issuanceSetup, measure as timed } from './lib/issuance-setup.ts';
+import {
+  createCsr,
+  deviceCertificate,
+  deviceCertificateGeneric,
+  parseAndVerifyCsr,
+  verifyCsr,
+} from '@keyferry/core';
+import { parseCsrReference } from '../packages/core/src/x509/csr-reference.ts';
+import { issuanceSetup, newSigner, measure as timed } from './lib/issuance-setup.ts';
 
 const seconds = Number(process.argv[2] ?? 2);
 if (!(seconds > 0)) throw new TypeError('usage: npx tsx bench/issuance.ts [seconds per case]');
@@ -13,6 +20,15 @@ if (!(seconds > 0)) throw new TypeError('usage: npx tsx bench/issuance.ts [secon
 const { caSigner, issuerCert, template, devices } = await issuanceSetup();
 const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const tbsSized = new Uint8Array(400);
+const csrs = await Promise.all(
+  Array.from({ length: 64 }, (_, i) =>
+    createCsr({
+      subject: { O: 'bench', CN: `device-${i}` },
+      dnsNames: [`d${i}.example`],
+      signer: newSigner(),
+    }),
+  ),
+);
 
 async function measure(name: string, once: (i: number) => Promise<unknown> | unknown): Promise<number> {
   const rate = await timed(seconds, once);
@@ -37,7 +53,14 @@ const generic = await measure('device certificate, generic ASN.1 path', (i) =>
     ...devices[i % devices.length]!,
   }),
 );
+const csrFast = await measure('CSR parse+verify (direct DER)', (i) =>
+  parseAndVerifyCsr(csrs[i % csrs.length]!),
+);
+const csrReference = await measure('CSR parse+verify (ASN.1 library reference)', (i) =>
+  verifyCsr(parseCsrReference(csrs[i % csrs.length]!)),
+);
 console.log('');
+console.log(`CSR direct / reference: ${(csrFast / csrReference).toFixed(1)}x`);
 console.log(`fast / generic:        ${(fast / generic).toFixed(1)}x`);
 console.log(`fast / raw signature:  ${((fast / raw) * 100).toFixed(0)}% of the signing ceiling`);
 console.log(

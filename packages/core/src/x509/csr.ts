@@ -1,13 +1,15 @@
-import { Attributes, CertificationRequest, CertificationRequestInfo } from '@peculiar/asn1-csr';
+import type { KeyObject } from 'node:crypto';
+import { Attributes, CertificationRequestInfo } from '@peculiar/asn1-csr';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { Attribute, Extensions, SubjectPublicKeyInfo } from '@peculiar/asn1-x509';
 import { KeyferryError } from '../errors.ts';
-import { childrenOf, DerError, readWhole, TAG, tlvBytes, u8, valueBytes } from './der.ts';
-import { buildExtensions, summarizeExtensions } from './extensions.ts';
-import { buildName, type DistinguishedName, type DnSpec, describeName, nameFromDer } from './name.ts';
+import { type CsrFields, readCsrFields, requestedDnsNames } from './csr-der.ts';
+import { childrenOf, DerError, readWhole, TAG, type Tlv, tlvBytes, u8, valueBytes } from './der.ts';
+import { buildExtensions } from './extensions.ts';
+import { buildName, type DistinguishedName, type DnSpec, nameFromDer } from './name.ts';
 import { OID } from './oids.ts';
 import { type KeyAlgorithm, keyAlgorithmOf, keyIdentifier, publicKeyObject } from './public-key.ts';
-import { signatureAlgorithmName, signedStructure, verifySignature } from './signature.ts';
+import { signatureAlgorithmName, signedStructure, verifyWithKey } from './signature.ts';
 import type { Signer } from './signer.ts';
 
 /**
@@ -81,36 +83,34 @@ export function parseCsr(der: Uint8Array): ParsedCsr {
   }
   if (der[0] === 0x2d)
     throw refuse('CSR is PEM text, not DER; decode the base64 between the BEGIN/END lines');
-  let request: CertificationRequest;
   let parts: { info: Uint8Array; subject: Uint8Array; spki: Uint8Array; signature: Uint8Array };
+  let fields: CsrFields;
   try {
-    parts = splitCsr(der);
+    const outer = splitCsr(der);
+    parts = outer.parts;
+    fields = readCsrFields(der, outer.info, outer.algorithm);
   } catch (error) {
     if (error instanceof DerError) throw refuse(`CSR is not valid DER: ${error.message}`);
-    throw error;
+    if (error instanceof KeyferryError || !(error instanceof Error)) throw error;
+    // A CsrShapeError, or the ASN.1 library's error from a rare subject's fallback reader.
+    throw refuse(`not a PKCS#10 certification request: ${error.message}`);
   }
-  try {
-    request = AsnConvert.parse(der, CertificationRequest);
-  } catch (error) {
-    throw refuse(`not a PKCS#10 certification request: ${(error as Error).message}`);
-  }
-  const info = request.certificationRequestInfo;
-  if (info.version !== 0) throw refuse(`CSR version ${info.version} is not 0 (PKCS#10 v1)`);
+  if (fields.version !== 0) throw refuse(`CSR version ${fields.version} is not 0 (PKCS#10 v1)`);
   let keyAlgorithm: KeyAlgorithm;
   let dnsNames: string[];
   try {
     keyAlgorithm = keyAlgorithmOf(parts.spki);
-    dnsNames = requestedDnsNames(info.attributes);
+    dnsNames = requestedDnsNames(fields.extensionRequests);
   } catch (error) {
     throw refuse(`CSR content is malformed: ${(error as Error).message}`);
   }
   return {
     der,
-    subject: describeName(info.subject, parts.subject),
+    subject: fields.subject,
     publicKeySpki: parts.spki,
     keyAlgorithm,
     dnsNames,
-    signatureAlgorithm: request.signatureAlgorithm.algorithm,
+    signatureAlgorithm: fields.signatureAlgorithm,
     signedBytes: parts.info,
     signature: parts.signature,
   };
@@ -125,14 +125,15 @@ export function verifyCsr(csr: ParsedCsr, options: VerifyCsrOptions = {}): Parse
   if (wanted !== 'any' && csr.keyAlgorithm !== wanted) {
     throw refuse(`CSR key is ${csr.keyAlgorithm}; a ${wanted} key is required`);
   }
+  let key: KeyObject;
   try {
-    publicKeyObject(csr.publicKeySpki);
+    key = publicKeyObject(csr.publicKeySpki);
   } catch {
     throw refuse(`CSR public key is not a valid ${csr.keyAlgorithm} key`);
   }
   const name = signatureAlgorithmName(csr.signatureAlgorithm);
   if (name === undefined) throw refuse(`CSR signature algorithm ${csr.signatureAlgorithm} is not supported`);
-  if (!verifySignature(csr.signatureAlgorithm, csr.publicKeySpki, csr.signedBytes, csr.signature)) {
+  if (!verifyWithKey(csr.signatureAlgorithm, key, csr.signedBytes, csr.signature)) {
     throw refuse(`CSR signature (${name}) does not verify with the CSR's public key`);
   }
   return csr;
@@ -144,10 +145,9 @@ export function parseAndVerifyCsr(der: Uint8Array, options: VerifyCsrOptions = {
 }
 
 function splitCsr(der: Uint8Array): {
-  info: Uint8Array;
-  subject: Uint8Array;
-  spki: Uint8Array;
-  signature: Uint8Array;
+  info: Tlv;
+  algorithm: Tlv;
+  parts: { info: Uint8Array; subject: Uint8Array; spki: Uint8Array; signature: Uint8Array };
 } {
   const outer = readWhole(der, TAG.SEQUENCE);
   const [info, algorithm, signature, extra] = childrenOf(der, outer);
@@ -168,21 +168,15 @@ function splitCsr(der: Uint8Array): {
   const bits = valueBytes(der, signature);
   if (bits[0] !== 0) throw refuse('CSR signature bit string has unused bits');
   return {
-    info: tlvBytes(der, info),
-    subject: tlvBytes(der, subject),
-    spki: tlvBytes(der, spki),
-    signature: bits.subarray(1),
+    info,
+    algorithm,
+    parts: {
+      info: tlvBytes(der, info),
+      subject: tlvBytes(der, subject),
+      spki: tlvBytes(der, spki),
+      signature: bits.subarray(1),
+    },
   };
-}
-
-function requestedDnsNames(attributes: readonly Attribute[]): string[] {
-  const names: string[] = [];
-  for (const attribute of attributes) {
-    if (attribute.type !== OID.extensionRequest) continue;
-    for (const value of attribute.values)
-      names.push(...summarizeExtensions(AsnConvert.parse(value, Extensions)).dnsNames);
-  }
-  return names;
 }
 
 function refuse(message: string): KeyferryError {

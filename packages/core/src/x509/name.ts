@@ -114,20 +114,41 @@ export function nameFromDer(der: Uint8Array): Name {
 
 /** Reads a parsed Name (with its exact DER) into a {@link DistinguishedName}. */
 export function describeName(name: Name, der: Uint8Array): DistinguishedName {
-  const attributes: Partial<Record<DnAttributeName, string>> = {};
-  const texts: string[] = [];
   // Array.from: the library's arrays are subclasses whose map() builds another ASN.1 object.
-  const rdns = Array.from(name, (rdn) => {
-    const parts: string[] = [];
-    const list = Array.from(rdn, (atv): NameAttribute => {
-      const known = NAME_BY_OID.get(atv.type);
-      const short = known ?? EXTRA_NAMES.get(atv.type);
+  const rdns = Array.from(name, (rdn) =>
+    Array.from(rdn, (atv): RawAttribute => {
       // RFC 4514 §2.4: a value of a type without a string form is written as # and its BER hex.
       const raw = atv.value.anyValue;
-      const value = raw === undefined ? atv.value.toString() : '#' + toHex(u8(raw));
-      parts.push(`${short ?? atv.type}=${raw === undefined ? escapeRfc4514(value) : value}`);
+      return raw === undefined
+        ? { oid: atv.type, value: atv.value.toString(), hex: false }
+        : { oid: atv.type, value: '#' + toHex(u8(raw)), hex: true };
+    }),
+  );
+  return describeRdns(rdns, der);
+}
+
+/** One decoded attribute: a string value, or (`hex`) the `#`-prefixed hex of a non-string one. */
+export interface RawAttribute {
+  readonly oid: string;
+  readonly value: string;
+  readonly hex: boolean;
+}
+
+/** Builds a {@link DistinguishedName} from decoded RDNs (in encoded order) and the Name's DER. */
+export function describeRdns(
+  raw: ReadonlyArray<ReadonlyArray<RawAttribute>>,
+  der: Uint8Array,
+): DistinguishedName {
+  const attributes: Partial<Record<DnAttributeName, string>> = {};
+  const texts: string[] = [];
+  const rdns = raw.map((rdn) => {
+    const parts: string[] = [];
+    const list = rdn.map(({ oid, value, hex }): NameAttribute => {
+      const known = NAME_BY_OID.get(oid);
+      const short = known ?? EXTRA_NAMES.get(oid);
+      parts.push(`${short ?? oid}=${hex ? value : escapeRfc4514(value)}`);
       if (known !== undefined && attributes[known] === undefined) attributes[known] = value;
-      return { oid: atv.type, name: short, value };
+      return { oid, name: short, value };
     });
     texts.push(parts.join('+'));
     return list;

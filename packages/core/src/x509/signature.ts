@@ -1,4 +1,4 @@
-import { verify } from 'node:crypto';
+import { type KeyObject, verify } from 'node:crypto';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { AlgorithmIdentifier } from '@peculiar/asn1-x509';
 import { encodeTlv, TAG, u8 } from './der.ts';
@@ -35,12 +35,26 @@ export function verifySignature(
   data: Uint8Array,
   signature: Uint8Array,
 ): boolean {
+  if (HASHES[algorithmOid] === undefined) return false;
+  try {
+    return verifyWithKey(algorithmOid, publicKeyObject(spki), data, signature);
+  } catch {
+    return false;
+  }
+}
+
+/** {@link verifySignature} with a key already decoded (one KeyObject per request, not two). */
+export function verifyWithKey(
+  algorithmOid: string,
+  key: KeyObject,
+  data: Uint8Array,
+  signature: Uint8Array,
+): boolean {
   const algorithm = HASHES[algorithmOid];
   if (algorithm === undefined) return false;
+  if ((key.asymmetricKeyType === 'ec') !== algorithm.ecdsa) return false;
+  if (!algorithm.ecdsa && key.asymmetricKeyType !== 'rsa') return false;
   try {
-    const key = publicKeyObject(spki);
-    if ((key.asymmetricKeyType === 'ec') !== algorithm.ecdsa) return false;
-    if (!algorithm.ecdsa && key.asymmetricKeyType !== 'rsa') return false;
     return verify(algorithm.hash, data, algorithm.ecdsa ? { key, dsaEncoding: 'der' } : key, signature);
   } catch {
     return false;
