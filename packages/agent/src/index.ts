@@ -1,8 +1,15 @@
 /** keyferry-agent: the device side (secure element port, device-link client, auto-register). */
 export { AgentError, type AgentErrorKind, EXIT_CODES } from './agent-error.ts';
 export { DeviceLinkClient } from './device-link/client.ts';
+export type { Log } from './log.ts';
 export { registerOnce } from './register/auto-register.ts';
 export { openSecureElement } from './se/open.ts';
 export * from './se/port.ts';
-export { agentSettings, seSettings, settingSource } from './settings/settings.ts';
+export {
+  type AgentSettings,
+  agentSettings,
+  type SettingSource,
+  seSettings,
+  settingSource,
+} from './settings/settings.ts';
 export { renderSotaToml, writeSotaToml } from './sota-toml.ts';

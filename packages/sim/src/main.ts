@@ -1,6 +1,7 @@
 import { DEVICE_ID_FORMS, tryParseDeviceId } from '@keyferry/core';
 import { Command, CommanderError, Option } from 'commander';
 import { registerAwsIotCommand } from './aws-iot/command.ts';
+import { registerFleetCommand } from './fleet/command.ts';
 import { createSecureElement } from './se05x/create.ts';
 import { loadOrCreateVendorCa, simDir } from './se05x/vendor-ca.ts';
 
@@ -15,7 +16,7 @@ interface CreateOptions {
 export function buildProgram(): Command {
   const program = new Command('keyferry-sim')
     .description(
-      'keyferry simulators for development and tests: SE05x secure elements, an AWS IoT Core emulator',
+      'keyferry simulators for development and tests: SE05x secure elements, an AWS IoT Core emulator, a device fleet',
     )
     .showHelpAfterError(false)
     .configureOutput({ outputError: (text, write) => write(`ERROR: ${text.replace(/^error: /, '')}`) })
@@ -71,6 +72,7 @@ export function buildProgram(): Command {
       process.stdout.write(opts.json ? `${JSON.stringify(out, null, 2)}\n` : `${out.uid}\n`);
     });
   registerAwsIotCommand(program);
+  registerFleetCommand(program);
   return program;
 }
 

@@ -1,0 +1,128 @@
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { Command } from 'commander';
+import { loadOrCreateVendorCa, simDir } from '../se05x/vendor-ca.ts';
+import { ManagementApi } from './management-api.ts';
+import { runFleet } from './run.ts';
+import { formatSummary } from './stats.ts';
+
+interface FleetOptions {
+  devices: string;
+  product: string;
+  server?: string;
+  factory?: string;
+  token?: string;
+  deviceLink?: string;
+  deviceLinkCa?: string;
+  dir?: string;
+  concurrency: string;
+  json?: boolean;
+}
+
+const MAX_DEVICES = 100_000;
+
+function dataDir(): string {
+  return resolve(process.env.KEYFERRY_DATA_DIR || './data');
+}
+
+/** `<data dir>/listen.json`, which keyferryd writes once its listeners are up; {} when absent. */
+function listenFile(): { api?: string; deviceLink?: string } {
+  const path = join(dataDir(), 'listen.json');
+  if (!existsSync(path)) return {};
+  return JSON.parse(readFileSync(path, 'utf8')) as { api?: string; deviceLink?: string };
+}
+
+function integer(text: string, name: string, min: number, max: number): number {
+  const n = Number(text);
+  if (!/^[0-9]+$/.test(text) || n < min || n > max) {
+    throw new Error(`${name} ${text} is not a whole number from ${min} to ${max}`);
+  }
+  return n;
+}
+
+function required(value: string | undefined, what: string): string {
+  if (value === undefined || value === '') throw new Error(what);
+  return value;
+}
+
+/** `keyferry-sim fleet --devices N`: provisions N simulated devices against a service. */
+export function registerFleetCommand(program: Command): void {
+  program
+    .command('fleet')
+    .description(
+      'provision N simulated devices against a service: make N soft secure elements, allow-list ' +
+        'them (1000 a request), run the agent’s auto-register for each, print counts, devices/s and latency',
+    )
+    .requiredOption('--devices <n>', `how many devices, 1 to ${MAX_DEVICES}`)
+    .option('--product <12nc>', 'product 12NC of the simulated secure elements', '935389312472')
+    .option('--server <url>', 'management API (default KEYFERRY_SERVER, then <data dir>/listen.json)')
+    .option('-f, --factory <name>', 'factory (default KEYFERRY_FACTORY)')
+    .option('-t, --token <token>', 'API token with write access to the allow-list (default KEYFERRY_TOKEN)')
+    .option('--device-link <host:port>', 'device-link address (default from <data dir>/listen.json)')
+    .option(
+      '--device-link-ca <file>',
+      'CA of the device-link TLS certificate (default <data dir>/service-ca.pem)',
+    )
+    .option('--dir <dir>', 'where the soft secure elements go (default <data dir>/sim/fleet-<timestamp>)')
+    .option('--concurrency <k>', 'auto-register runs in flight', '16')
+    .option('--json', 'print the summary as JSON')
+    .addHelpText(
+      'after',
+      '\nThe data dir is KEYFERRY_DATA_DIR (default ./data), shared with keyferryd; the vendor CA is its sim/.' +
+        '\nExits 1 when any device failed.',
+    )
+    .action(async (opts: FleetOptions) => {
+      const count = integer(opts.devices, '--devices', 1, MAX_DEVICES);
+      const concurrency = integer(opts.concurrency, '--concurrency', 1, 1000);
+      if (!/^[0-9]{12}$/.test(opts.product))
+        throw new Error(`--product ${opts.product} is not a 12NC (12 digits)`);
+      const listen = listenFile();
+      const server = required(
+        opts.server ?? (process.env.KEYFERRY_SERVER || undefined) ?? listen.api,
+        `no server given: pass --server URL or set KEYFERRY_SERVER (no ${join(dataDir(), 'listen.json')} either)`,
+      );
+      const factory = required(
+        opts.factory ?? process.env.KEYFERRY_FACTORY,
+        'no factory given: pass -f/--factory NAME or set KEYFERRY_FACTORY',
+      );
+      const token = required(
+        opts.token ?? process.env.KEYFERRY_TOKEN,
+        'no API token: pass -t/--token or set KEYFERRY_TOKEN',
+      );
+      const deviceLink = required(
+        opts.deviceLink ?? listen.deviceLink,
+        `no device-link address: pass --device-link HOST:PORT (no ${join(dataDir(), 'listen.json')} names one)`,
+      );
+      const deviceLinkCa = resolve(opts.deviceLinkCa ?? join(dataDir(), 'service-ca.pem'));
+      if (!existsSync(deviceLinkCa)) {
+        throw new Error(`${deviceLinkCa} does not exist; pass --device-link-ca FILE (the service's TLS CA)`);
+      }
+      const api = new ManagementApi({
+        server: /^https?:\/\//.test(server) ? server : `http://${server}`,
+        factory,
+        token,
+      });
+      const [repoId, subdomain, root] = await Promise.all([
+        api.repoId(),
+        api.subdomain(),
+        api.rootCertificate(),
+      ]);
+      const dir = resolve(
+        opts.dir ?? join(simDir(), `fleet-${new Date().toISOString().replace(/[:.]/g, '-')}`),
+      );
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      const rootCrt = join(dir, 'root.crt');
+      writeFileSync(rootCrt, root ?? '', { mode: 0o644 });
+      const summary = await runFleet({
+        target: { api, product: opts.product, repoId, subdomain, deviceLink, deviceLinkCa, rootCrt },
+        vendor: await loadOrCreateVendorCa(simDir()),
+        count,
+        dir,
+        concurrency,
+      });
+      process.stdout.write(opts.json ? `${JSON.stringify(summary, null, 2)}\n` : formatSummary(summary));
+      if (summary.failed > 0) {
+        throw new Error(`${summary.failed} of ${count} devices failed; the summary lists why`);
+      }
+    });
+}

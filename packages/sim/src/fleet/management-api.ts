@@ -1,0 +1,99 @@
+/** The few management API calls `keyferry-sim fleet` makes, with fetch, as the CLI makes them. */
+
+/** Most ids the service takes in one allow-list request is 10000; the fleet sends 1000 at a time. */
+export const ALLOWLIST_BATCH = 1000;
+
+export interface AllowListResult {
+  readonly id: string;
+  readonly status: string;
+  readonly reason?: string;
+  readonly group?: string;
+}
+
+export class ManagementApi {
+  readonly #server: string;
+  readonly #factory: string;
+  readonly #token: string;
+
+  constructor(options: { server: string; factory: string; token: string }) {
+    this.#server = options.server.replace(/\/+$/, '');
+    this.#factory = options.factory;
+    this.#token = options.token;
+  }
+
+  async #call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const url = `${this.#server}${path}`;
+    let res: Response;
+    try {
+      res = await fetch(url, {
+        method,
+        headers: {
+          'osf-token': this.#token,
+          accept: 'application/json',
+          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+    } catch (error) {
+      const why =
+        error instanceof Error ? ((error.cause as Error | undefined)?.message ?? error.message) : error;
+      throw new Error(`cannot reach the service at ${this.#server} (${String(why)}); check --server`);
+    }
+    const text = await res.text();
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = undefined;
+    }
+    if (!res.ok) {
+      const problem = json as { detail?: string; code?: string } | undefined;
+      const detail = problem?.detail
+        ? `${problem.detail} (${problem.code ?? res.status})`
+        : `HTTP ${res.status}`;
+      throw new Error(`${method} ${path}: ${detail}`);
+    }
+    return json as T;
+  }
+
+  #factoryPath(path: string): string {
+    return `/ota/factories/${encodeURIComponent(this.#factory)}/${path}`;
+  }
+
+  /** The factory's repo id (REPOID of the agent), as `keyferry factories` lists it. */
+  async repoId(): Promise<string> {
+    const rows = await this.#call<{ name: string; 'repo-id': string }[]>('GET', '/ota/factories/');
+    const row = rows.find((r) => r.name === this.#factory);
+    if (row === undefined) {
+      throw new Error(
+        `the token cannot see factory ${this.#factory}; check -f/--factory (it sees: ${rows.map((r) => r.name).join(', ') || 'none'})`,
+      );
+    }
+    return row['repo-id'];
+  }
+
+  /** The device-link subdomain (EL2GO_HOSTNAME), as `keyferry el2g status` prints it. */
+  async subdomain(): Promise<string> {
+    return (await this.#call<{ subdomain: string }>('GET', this.#factoryPath('el2g/overview/'))).subdomain;
+  }
+
+  /** The factory root certificate (ROOT_CRT of the agent), if uploaded. */
+  async rootCertificate(): Promise<string | undefined> {
+    const certs = await this.#call<{ 'root-crt'?: string }>('GET', this.#factoryPath('certs/'));
+    return certs['root-crt'] || undefined;
+  }
+
+  /** `el2g devices add <12nc> <ids…>` (not production): one result per id, in order. */
+  async allowList(product: string, ids: readonly string[]): Promise<AllowListResult[]> {
+    const answer = await this.#call<{ results: AllowListResult[] }>(
+      'POST',
+      this.#factoryPath('el2g/devices/'),
+      {
+        'product-id': product,
+        devices: ids,
+        production: false,
+      },
+    );
+    return answer.results;
+  }
+}

@@ -1,0 +1,142 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  AgentError,
+  type AgentSettings,
+  agentSettings,
+  type Log,
+  openSecureElement,
+  registerOnce,
+  type SettingSource,
+} from '@keyferry/agent';
+import { createSecureElement } from '../se05x/create.ts';
+import type { VendorCa } from '../se05x/vendor-ca.ts';
+import { ALLOWLIST_BATCH, type ManagementApi } from './management-api.ts';
+import { type DeviceFailure, type FleetSummary, summarize } from './stats.ts';
+
+/** What the fleet needs to know about the service, read once before the first device. */
+export interface FleetTarget {
+  readonly api: ManagementApi;
+  readonly product: string;
+  readonly repoId: string;
+  readonly subdomain: string;
+  /** `host:port` of the device-link listener. */
+  readonly deviceLink: string;
+  readonly deviceLinkCa: string;
+  readonly rootCrt: string;
+}
+
+/** Attempts per device; transient failures (5xx, 429, network) are retried after a short pause. */
+const ATTEMPTS = 3;
+const silent: Log = { info: () => {}, warn: () => {} };
+
+interface Device {
+  readonly uid: string;
+  readonly home: string;
+}
+
+/** The agent's settings for one device: the soft backend in `<home>/se`, sota.toml in `<home>/sota`. */
+function deviceSettings(target: FleetTarget, home: string): AgentSettings {
+  const values: Record<string, string> = {
+    REPOID: target.repoId,
+    EL2GO_HOSTNAME: target.subdomain,
+    EL2GO_CONNECT_ADDR: target.deviceLink,
+    DEVICE_LINK_CA: target.deviceLinkCa,
+    SE_BACKEND: 'soft',
+    SE_DIR: join(home, 'se'),
+    SOTA_DIR: join(home, 'sota'),
+    ROOT_CRT: target.rootCrt,
+    AKLITE_START_CMD: 'true',
+  };
+  const source: SettingSource = { envFile: 'keyferry-sim fleet', get: (name) => values[name] };
+  return agentSettings(source);
+}
+
+/** One device's auto-register run (the agent's registerOnce), milliseconds it took. */
+async function register(target: FleetTarget, device: Device): Promise<number> {
+  const settings = deviceSettings(target, device.home);
+  mkdirSync(settings.sotaDir, { recursive: true });
+  const se = openSecureElement(settings);
+  const started = performance.now();
+  try {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await registerOnce({ settings, se, log: silent });
+        return performance.now() - started;
+      } catch (error) {
+        if (!(error instanceof AgentError) || !error.transient || attempt >= ATTEMPTS) throw error;
+        const wait = Math.min(Math.max(1, error.retryAfter ?? 1), 10);
+        await new Promise((resolve) => setTimeout(resolve, wait * 1000));
+      }
+    }
+  } finally {
+    se.close();
+  }
+}
+
+/**
+ * Creates `count` soft secure elements under `dir`, allow-lists them `ALLOWLIST_BATCH` at a
+ * time and runs auto-register for each with at most `concurrency` in flight; a batch is made
+ * and allow-listed while the previous one registers.
+ */
+export async function runFleet(options: {
+  readonly target: FleetTarget;
+  readonly vendor: VendorCa;
+  readonly count: number;
+  readonly dir: string;
+  readonly concurrency: number;
+  readonly progress?: (done: number) => void;
+}): Promise<FleetSummary> {
+  const { target, count, dir, concurrency } = options;
+  const started = performance.now();
+  const latencies: number[] = [];
+  const failures: DeviceFailure[] = [];
+  const inFlight = new Set<Promise<void>>();
+  const width = String(count).length;
+  for (let first = 0; first < count; first += ALLOWLIST_BATCH) {
+    const batch: Device[] = [];
+    for (let i = first; i < Math.min(count, first + ALLOWLIST_BATCH); i++) {
+      const home = join(dir, `device-${String(i + 1).padStart(width, '0')}`);
+      const made = await createSecureElement({
+        vendor: options.vendor,
+        product: target.product,
+        backend: { kind: 'dir', dir: join(home, 'se') },
+      });
+      batch.push({ uid: `0x${made.uid.hex}`, home });
+    }
+    const results = await target.api.allowList(
+      target.product,
+      batch.map((d) => d.uid),
+    );
+    for (const [index, device] of batch.entries()) {
+      const result = results[index];
+      if (result?.status !== 'added' && result?.status !== 'already-present') {
+        const why = result?.reason ?? (result?.group ? `in group ${result.group}` : 'no answer');
+        failures.push({ uid: device.uid, reason: `not allow-listed: ${result?.status ?? '?'} (${why})` });
+        continue;
+      }
+      while (inFlight.size >= concurrency) await Promise.race(inFlight);
+      const task: Promise<void> = register(target, device).then(
+        (ms) => {
+          latencies.push(ms);
+        },
+        (error: unknown) => {
+          failures.push({ uid: device.uid, reason: error instanceof Error ? error.message : String(error) });
+        },
+      );
+      const tracked = task.finally(() => {
+        inFlight.delete(tracked);
+        options.progress?.(latencies.length + failures.length);
+      });
+      inFlight.add(tracked);
+    }
+  }
+  await Promise.all(inFlight);
+  return summarize({
+    devices: count,
+    latencies,
+    failures,
+    seconds: (performance.now() - started) / 1000,
+    dir,
+  });
+}
