@@ -123,7 +123,10 @@ function applyAwsIot(
         change,
         now,
       );
-      created = upserted.created;
+      // Another first call committed aws-iot-ca after this transaction looked (PostgreSQL, read
+      // committed): never replace it; roll back and let the caller reuse the winner's CA.
+      if (!upserted.created) throw new Error('aws-iot-ca was created concurrently');
+      created = true;
       ca = { id: upserted.ca.id, key_ref: newKey.id, certificate: upserted.ca.certificate };
     }
     const { keypair, certificate, assigned } = await ensureCredentialPair(
