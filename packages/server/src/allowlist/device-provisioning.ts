@@ -1,5 +1,6 @@
 import { KeyferryError, parseDeviceId } from '@keyferry/core';
 import type { Config } from '../config/schema.ts';
+import { assignedObjects } from '../el2g/assigned-objects.ts';
 import { productCatalogue } from '../el2g/products.ts';
 import type { Db } from '../storage/database.ts';
 import type { ProvisioningState, SecureObjectType } from '../storage/tables.ts';
@@ -69,24 +70,7 @@ export async function deviceProvisionings(
   db: Db,
   device: AllowListedDevice,
 ): Promise<SecureObjectProvisioning[]> {
-  const objects = await db
-    .selectFrom('group_objects')
-    .innerJoin('secure_objects', 'secure_objects.id', 'group_objects.secure_object_id')
-    .leftJoin('device_objects', (join) =>
-      join
-        .onRef('device_objects.secure_object_id', '=', 'secure_objects.id')
-        .on('device_objects.device_row_id', '=', device.row),
-    )
-    .select([
-      'secure_objects.id',
-      'secure_objects.name',
-      'secure_objects.type',
-      'device_objects.state',
-      'device_objects.reason',
-    ])
-    .where('group_objects.group_id', '=', device.groupId)
-    .orderBy('secure_objects.object_id')
-    .execute();
+  const objects = await assignedObjects(db, { rowId: device.row, groupId: device.groupId }, 'object-id');
   const certificates = await db
     .selectFrom('certificates')
     .select(['secure_object_id', 'pem'])
@@ -99,8 +83,8 @@ export async function deviceProvisionings(
   return objects.map((o) => ({
     secureObjectName: o.name,
     secureObjectType: o.type,
-    provisioningState: o.state ?? 'GENERATION_ON_CONNECTION',
+    provisioningState: o.state,
     certificate: o.type === 'CERTIFICATE' ? (pemByObject.get(o.id) ?? null) : null,
-    reason: o.reason ?? null,
+    reason: o.reason,
   }));
 }

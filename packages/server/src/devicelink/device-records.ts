@@ -1,5 +1,8 @@
+import { type AssignedObject, assignedObjects } from '../el2g/assigned-objects.ts';
 import type { Db } from '../storage/database.ts';
-import type { DevicesTable, ProvisioningState, SecureObjectType } from '../storage/tables.ts';
+import type { DevicesTable, ProvisioningState } from '../storage/tables.ts';
+
+export type { AssignedObject };
 
 /** An allow-listed device (its active row) with its group. */
 export interface DeviceRecord {
@@ -8,19 +11,6 @@ export interface DeviceRecord {
   nc12: string;
   groupId: number;
   groupName: string;
-}
-
-/** One secure object assigned to a device's group, with the device's state of it. */
-export interface AssignedObject {
-  id: number;
-  name: string;
-  type: SecureObjectType;
-  objectId: string;
-  caId: number | null;
-  keypairId: number | null;
-  validityDays: number | null;
-  state: ProvisioningState;
-  reason: string | null;
 }
 
 /** The device's active allow-list row in this factory, or undefined. */
@@ -43,41 +33,8 @@ export async function findActiveDevice(
 }
 
 /** The objects of the device's group, KEYPAIRs first, with states (absent row = ON_CONNECTION). */
-export async function assignedObjects(db: Db, device: DeviceRecord): Promise<AssignedObject[]> {
-  const rows = await db
-    .selectFrom('group_objects')
-    .innerJoin('secure_objects', 'secure_objects.id', 'group_objects.secure_object_id')
-    .leftJoin('device_objects', (join) =>
-      join
-        .onRef('device_objects.secure_object_id', '=', 'secure_objects.id')
-        .on('device_objects.device_row_id', '=', device.rowId),
-    )
-    .select([
-      'secure_objects.id',
-      'secure_objects.name',
-      'secure_objects.type',
-      'secure_objects.object_id',
-      'secure_objects.ca_id',
-      'secure_objects.keypair_id',
-      'secure_objects.validity_days',
-      'device_objects.state',
-      'device_objects.reason',
-    ])
-    .where('group_objects.group_id', '=', device.groupId)
-    .orderBy('secure_objects.type', 'desc')
-    .orderBy('secure_objects.name')
-    .execute();
-  return rows.map((r) => ({
-    id: r.id,
-    name: r.name,
-    type: r.type,
-    objectId: r.object_id,
-    caId: r.ca_id,
-    keypairId: r.keypair_id,
-    validityDays: r.validity_days,
-    state: r.state ?? 'GENERATION_ON_CONNECTION',
-    reason: r.reason ?? null,
-  }));
+export function deviceLinkObjects(db: Db, device: DeviceRecord): Promise<AssignedObject[]> {
+  return assignedObjects(db, device, 'keypairs-first');
 }
 
 /** Sets a device's state of one object (insert or update). */

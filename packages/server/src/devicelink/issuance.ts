@@ -12,7 +12,7 @@ import {
 import { recordAudit } from '../audit/audit-log.ts';
 import { type RefreshDeps, refreshCrls } from '../revocation/refresh.ts';
 import type { Db } from '../storage/database.ts';
-import { type AssignedObject, assignedObjects, setObjectState, touchDevice } from './device-records.ts';
+import { type AssignedObject, deviceLinkObjects, setObjectState, touchDevice } from './device-records.ts';
 import type { IssuingCas } from './issuing-cas.ts';
 import { assertPlanAllowsEnrollment } from './plan-gate.ts';
 import type { DeviceSession } from './session.ts';
@@ -59,7 +59,7 @@ export async function enrollDevice(
   now = new Date(),
 ): Promise<Enrollment> {
   const { db } = deps;
-  const objects = await assignedObjects(db, session.device);
+  const objects = await deviceLinkObjects(db, session.device);
   const object = certificateObject(objects, label);
   let csr: ParsedCsr;
   try {

@@ -1,7 +1,7 @@
 import { recordAudit } from '../audit/audit-log.ts';
 import type { Db } from '../storage/database.ts';
 import type { ProvisioningState, SecureObjectType } from '../storage/tables.ts';
-import { assignedObjects, setObjectState, touchDevice } from './device-records.ts';
+import { deviceLinkObjects, setObjectState, touchDevice } from './device-records.ts';
 import { notAllowListed } from './issuance.ts';
 import type { DeviceSession } from './session.ts';
 
@@ -37,7 +37,7 @@ export async function deviceManifest(
   change: { correlationId: string },
   now = new Date(),
 ): Promise<Manifest> {
-  const objects = await assignedObjects(db, session.device);
+  const objects = await deviceLinkObjects(db, session.device);
   const byId = new Map(objects.map((o) => [o.id, o]));
   const triggered = objects.filter((o) => o.state === 'GENERATION_ON_CONNECTION');
   await db.transaction().execute(async (trx) => {

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { recordAudit } from '../audit/audit-log.ts';
 import type { Db } from '../storage/database.ts';
 import type { ProvisioningState } from '../storage/tables.ts';
-import { assignedObjects, setObjectState, touchDevice } from './device-records.ts';
+import { deviceLinkObjects, setObjectState, touchDevice } from './device-records.ts';
 import { notAllowListed } from './issuance.ts';
 import { isIssued } from './plan-gate.ts';
 import type { DeviceSession } from './session.ts';
@@ -36,7 +36,7 @@ export async function recordReport(
   change: { correlationId: string },
   now = new Date(),
 ): Promise<{ objects: { name: string; state: ProvisioningState }[] }> {
-  const objects = await assignedObjects(db, session.device);
+  const objects = await deviceLinkObjects(db, session.device);
   const updates = report.results.map((result) => {
     const object = objects.find((o) => o.name === result.name);
     if (!object) {

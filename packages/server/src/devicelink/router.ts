@@ -7,7 +7,7 @@ import { recordAudit } from '../audit/audit-log.ts';
 import { parseBody } from '../http/validate.ts';
 import type { KeyCustody } from '../keys/custody.ts';
 import type { Db } from '../storage/database.ts';
-import { assignedObjects } from './device-records.ts';
+import { deviceLinkObjects } from './device-records.ts';
 import { checkCsrHeaders, decodeCsrBody } from './est-body.ts';
 import {
   CORRELATION_HEADER,
@@ -121,7 +121,7 @@ const manifest: Handler = async (deps, session, _req, res, correlationId) => {
 };
 
 const cacerts: Handler = async (deps, session, _req, res, _correlationId, label) => {
-  const object = certificateObject(await assignedObjects(deps.db, session.device), label);
+  const object = certificateObject(await deviceLinkObjects(deps.db, session.device), label);
   if (object.caId === null)
     throw new KeyferryError('internal', `certificate object ${object.name} has no CA`);
   const ca = await deps.issuingCas.get(session.factory, object.caId, object.validityDays);

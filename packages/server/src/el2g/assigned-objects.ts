@@ -1,0 +1,63 @@
+import type { Db } from '../storage/database.ts';
+import type { ProvisioningState, SecureObjectType } from '../storage/tables.ts';
+
+/** One secure object assigned to a device's group, with the device's state of it. */
+export interface AssignedObject {
+  id: number;
+  name: string;
+  type: SecureObjectType;
+  objectId: string;
+  caId: number | null;
+  keypairId: number | null;
+  validityDays: number | null;
+  state: ProvisioningState;
+  reason: string | null;
+}
+
+/**
+ * The objects of a device's group with their state for that device; a missing device_objects
+ * row means GENERATION_ON_CONNECTION (assigned, device not seen yet). `object-id` orders as
+ * `el2g devices show` lists them; `keypairs-first` is the order the device-link works in.
+ */
+export async function assignedObjects(
+  db: Db,
+  device: { rowId: number; groupId: number },
+  order: 'object-id' | 'keypairs-first',
+): Promise<AssignedObject[]> {
+  let query = db
+    .selectFrom('group_objects')
+    .innerJoin('secure_objects', 'secure_objects.id', 'group_objects.secure_object_id')
+    .leftJoin('device_objects', (join) =>
+      join
+        .onRef('device_objects.secure_object_id', '=', 'secure_objects.id')
+        .on('device_objects.device_row_id', '=', device.rowId),
+    )
+    .select([
+      'secure_objects.id',
+      'secure_objects.name',
+      'secure_objects.type',
+      'secure_objects.object_id',
+      'secure_objects.ca_id',
+      'secure_objects.keypair_id',
+      'secure_objects.validity_days',
+      'device_objects.state',
+      'device_objects.reason',
+    ])
+    .where('group_objects.group_id', '=', device.groupId);
+  query =
+    order === 'object-id'
+      ? query.orderBy('secure_objects.object_id')
+      : query.orderBy('secure_objects.type', 'desc').orderBy('secure_objects.name');
+  const rows = await query.execute();
+  return rows.map((r) => ({
+    id: r.id,
+    name: r.name,
+    type: r.type,
+    objectId: r.object_id,
+    caId: r.ca_id,
+    keypairId: r.keypair_id,
+    validityDays: r.validity_days,
+    state: r.state ?? 'GENERATION_ON_CONNECTION',
+    reason: r.reason ?? null,
+  }));
+}
