@@ -226,6 +226,8 @@ describe('el2g config-device-gateway + status: root key on a SoftHSM2 token, pkc
       configFile,
       JSON.stringify({
         keyCustody: { kind: 'pkcs11', module: hsm.module, tokenLabel: 'keyferryd', pin: '4321' },
+        // a config file turns the demo factory off unless it says otherwise
+        demoFactory: { enabled: true },
       }),
     );
     s = await setup('keyferry-e2e-el2g-hsm-', { SOFTHSM2_CONF: hsm.conf }, ['--config', configFile]);

@@ -1,6 +1,7 @@
-import { request } from 'undici';
+import { readFileSync } from 'node:fs';
+import { Agent, request } from 'undici';
 import { CliError } from './cli-error.ts';
-import type { Settings } from './settings.ts';
+import type { Settings, TlsSettings } from './settings.ts';
 
 export interface Problem {
   code: string;
@@ -19,16 +20,48 @@ export class ApiError extends CliError {
   }
 }
 
+/** Certificate errors that a --ca-file fixes. */
+const TLS_TRUST_ERRORS = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+]);
+
+function readPem(flag: string, file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new CliError(
+      `cannot read ${flag} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+    );
+  }
+}
+
+/** An undici agent for a private CA or a client certificate; undefined keeps the default. */
+function tlsAgent(tls: TlsSettings): Agent | undefined {
+  if (!tls.caFile && !tls.clientCert) return undefined;
+  return new Agent({
+    connect: {
+      ...(tls.caFile ? { ca: readPem('--ca-file', tls.caFile) } : {}),
+      ...(tls.clientCert ? { cert: readPem('--client-cert', tls.clientCert) } : {}),
+      ...(tls.clientKey ? { key: readPem('--client-key', tls.clientKey) } : {}),
+    },
+  });
+}
+
 /** Thin JSON client of the management API; the token goes in OSF-TOKEN as fioctl sent it. */
 export class ApiClient {
   readonly server: string;
   readonly factory: string | undefined;
   readonly #token: string | undefined;
+  readonly #dispatcher: Agent | undefined;
 
-  constructor(settings: Settings) {
+  constructor(settings: Settings, tls: TlsSettings = {}) {
     this.server = (settings.server ?? '').replace(/\/+$/, '');
     this.factory = settings.factory;
     this.#token = settings.token;
+    this.#dispatcher = tlsAgent(tls);
   }
 
   /** `/ota/factories/<factory>/<path>`; needs a factory from -f, KEYFERRY_FACTORY or login. */
@@ -62,10 +95,16 @@ export class ApiClient {
         method: method as 'GET',
         headers,
         body: body === undefined ? null : JSON.stringify(body),
+        ...(this.#dispatcher ? { dispatcher: this.#dispatcher } : {}),
       });
     } catch (err) {
       const cause =
         (err as { cause?: { code?: string }; code?: string }).cause?.code ?? (err as { code?: string }).code;
+      if (typeof cause === 'string' && TLS_TRUST_ERRORS.has(cause)) {
+        throw new CliError(
+          `cannot verify keyferryd's TLS certificate at ${this.server} (${cause}): pass the CA that signed it with --ca-file FILE (or KEYFERRY_CA_FILE)`,
+        );
+      }
       throw new CliError(
         `cannot reach keyferryd at ${this.server} (${cause ?? (err as Error).message}): is it running? check --server or KEYFERRY_SERVER`,
       );

@@ -1,13 +1,28 @@
 import type { Command } from 'commander';
 import { ApiClient } from './api-client.ts';
 import { type Output, processOutput } from './output.ts';
-import { resolveSettings } from './settings.ts';
+import { resolveSettings, resolveTlsSettings } from './settings.ts';
 
 export interface GlobalOptions {
   server?: string;
   factory?: string;
   token?: string;
+  tokenFile?: string;
+  caFile?: string;
+  clientCert?: string;
+  clientKey?: string;
   json?: boolean;
+}
+
+/** The API client of the global options: server, factory, token (flag, file, env, login) and TLS. */
+export function apiClientOf(opts: GlobalOptions): ApiClient {
+  const settings = resolveSettings({
+    server: opts.server,
+    factory: opts.factory,
+    token: opts.token,
+    tokenFile: opts.tokenFile,
+  });
+  return new ApiClient(settings, resolveTlsSettings(opts));
 }
 
 /** What every command gets: the API client and where to print. */
@@ -18,6 +33,5 @@ export interface CommandContext {
 
 export function commandContext(command: Command): CommandContext {
   const opts = command.optsWithGlobals<GlobalOptions>();
-  const settings = resolveSettings({ server: opts.server, factory: opts.factory, token: opts.token });
-  return { api: new ApiClient(settings), out: processOutput(opts.json === true) };
+  return { api: apiClientOf(opts), out: processOutput(opts.json === true) };
 }

@@ -5,13 +5,24 @@ import { registerEl2g } from './commands/el2g.ts';
 import { registerFactories } from './commands/factories.ts';
 import { registerKeys } from './commands/keys-ca.ts';
 import { registerLogin } from './commands/login.ts';
+import { registerTokens } from './commands/tokens.ts';
 
 export function buildProgram(): Command {
   const program = new Command('keyferry')
     .description('keyferry operator CLI (fioctl-compatible el2g and keys commands)')
     .option('--server <url>', 'keyferryd management API (env KEYFERRY_SERVER; default http://127.0.0.1:8080)')
     .option('-f, --factory <name>', 'factory name (env KEYFERRY_FACTORY)')
-    .option('-t, --token <token>', 'API token (env KEYFERRY_TOKEN)')
+    .option(
+      '-t, --token <token>',
+      'API token (env KEYFERRY_TOKEN); prefer --token-file, a command line is visible to others',
+    )
+    .option('--token-file <file>', 'read the API token from this file (env KEYFERRY_TOKEN_FILE)')
+    .option('--ca-file <file>', 'CA certificate(s) that verify an HTTPS keyferryd (env KEYFERRY_CA_FILE)')
+    .option(
+      '--client-cert <file>',
+      'client certificate for a keyferryd that wants mutual TLS (env KEYFERRY_CLIENT_CERT)',
+    )
+    .option('--client-key <file>', 'its private key (env KEYFERRY_CLIENT_KEY)')
     .option('--json', 'print machine-readable JSON')
     .showHelpAfterError(false)
     .configureOutput({
@@ -20,6 +31,7 @@ export function buildProgram(): Command {
     .exitOverride();
   registerLogin(program);
   registerFactories(program);
+  registerTokens(program);
   registerKeys(program);
   registerEl2g(program);
   registerDevices(program);

@@ -40,12 +40,55 @@ export function writeSettingsFile(settings: Settings, env = process.env): string
   return file;
 }
 
-/** Flags first, then KEYFERRY_SERVER / KEYFERRY_FACTORY / KEYFERRY_TOKEN, then the login file. */
-export function resolveSettings(flags: Settings, env = process.env): Settings {
+/** How the CLI reaches an HTTPS management API: the CA that signed it, and a client certificate for mTLS. */
+export interface TlsSettings {
+  caFile?: string | undefined;
+  clientCert?: string | undefined;
+  clientKey?: string | undefined;
+}
+
+/** Reads a token kept in a file (first line, surrounding white space dropped), so it never sits on a command line. */
+export function readTokenFile(path: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new CliError(
+      `cannot read the token file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+    );
+  }
+  const token = text.split(/\r?\n/)[0]?.trim() ?? '';
+  if (token === '') throw new CliError(`the token file ${path} is empty: put the token on its first line`);
+  return token;
+}
+
+/**
+ * Flags first, then KEYFERRY_SERVER / KEYFERRY_FACTORY / KEYFERRY_TOKEN (or KEYFERRY_TOKEN_FILE),
+ * then the login file.
+ */
+export function resolveSettings(
+  flags: Settings & { tokenFile?: string | undefined },
+  env = process.env,
+): Settings {
   const file = readSettingsFile(env);
+  const tokenFile = flags.tokenFile ?? env.KEYFERRY_TOKEN_FILE;
+  const fromFile = flags.token === undefined && tokenFile ? readTokenFile(tokenFile) : undefined;
   return {
     server: flags.server ?? env.KEYFERRY_SERVER ?? file.server ?? 'http://127.0.0.1:8080',
     factory: flags.factory ?? env.KEYFERRY_FACTORY ?? file.factory,
-    token: flags.token ?? env.KEYFERRY_TOKEN ?? file.token,
+    token: flags.token ?? fromFile ?? env.KEYFERRY_TOKEN ?? file.token,
   };
+}
+
+/** --ca-file / --client-cert / --client-key, else KEYFERRY_CA_FILE / KEYFERRY_CLIENT_CERT / KEYFERRY_CLIENT_KEY. */
+export function resolveTlsSettings(flags: TlsSettings, env = process.env): TlsSettings {
+  const tls = {
+    caFile: flags.caFile ?? env.KEYFERRY_CA_FILE,
+    clientCert: flags.clientCert ?? env.KEYFERRY_CLIENT_CERT,
+    clientKey: flags.clientKey ?? env.KEYFERRY_CLIENT_KEY,
+  };
+  if ((tls.clientCert === undefined) !== (tls.clientKey === undefined)) {
+    throw new CliError('--client-cert and --client-key go together: give both (or neither)');
+  }
+  return tls;
 }

@@ -1,7 +1,15 @@
 import { KeyferryError } from '@keyferry/core';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
+import {
+  adminCreateFactory,
+  adminCreateToken,
+  adminListTokens,
+  adminRevokeToken,
+  withAdminContext,
+} from './admin.ts';
 import { loadConfig } from './config/load.ts';
 import { startService } from './service.ts';
+import { scopesOfFlag, type TokenInfo } from './tokens/api-tokens.ts';
 
 /** keyferryd: one process, several listeners. Exits non-zero with one clear line on a bad start. */
 export async function main(argv: string[]): Promise<void> {
@@ -15,18 +23,19 @@ export async function main(argv: string[]): Promise<void> {
     .addHelpText(
       'after',
       '\nWith no config, keyferryd keeps SQLite under ./data, listens on 127.0.0.1:8080 and makes a demo factory.\nSee docs/configuration.md for every option and environment override.',
-    );
-  program.parse(argv);
-  const opts = program.opts<{ config?: string }>();
+    )
+    .action(async () => runService(program.opts<{ config?: string }>().config));
+  registerAdmin(program);
+  await program.parseAsync(argv);
+}
+
+async function runService(configFile: string | undefined): Promise<void> {
   let service: Awaited<ReturnType<typeof startService>>;
   try {
-    const { config, file } = loadConfig({ file: opts.config });
+    const { config, file } = loadConfig({ file: configFile });
     service = await startService({ config, embeddedDefaults: file === undefined });
   } catch (err) {
-    const message = err instanceof KeyferryError ? err.message : (err as Error).message;
-    process.stderr.write(`ERROR: keyferryd cannot start: ${message}\n`);
-    if (process.env.KEYFERRY_DEBUG === '1') process.stderr.write(`${(err as Error).stack}\n`);
-    process.exit(2);
+    fail(err, 'keyferryd cannot start');
   }
   // before anything is printed: whoever waits for the printed addresses may signal at once
   const stop = async (signal: string) => {
@@ -45,4 +54,115 @@ export async function main(argv: string[]): Promise<void> {
   process.stdout.write(`Management API: ${service.addresses.api}\n`);
   if (service.addresses.deviceLink) process.stdout.write(`Device-link: ${service.addresses.deviceLink}\n`);
   if (service.addresses.gateway) process.stdout.write(`Device gateway: ${service.addresses.gateway}\n`);
+}
+
+function fail(err: unknown, what: string): never {
+  const message = err instanceof KeyferryError ? err.message : (err as Error).message;
+  process.stderr.write(`ERROR: ${what}: ${message}\n`);
+  if (process.env.KEYFERRY_DEBUG === '1') process.stderr.write(`${(err as Error).stack}\n`);
+  process.exit(2);
+}
+
+/** Runs one admin action on the database and custody of the config given with -c (or none). */
+async function admin<T>(command: Command, work: Parameters<typeof withAdminContext<T>>[1]): Promise<T> {
+  try {
+    const { config } = loadConfig({ file: command.optsWithGlobals<{ config?: string }>().config });
+    return await withAdminContext(config, work);
+  } catch (err) {
+    fail(
+      err,
+      `keyferryd ${command.parent?.parent?.name() === 'admin' ? `admin ${command.parent.name()} ${command.name()}` : command.name()}`,
+    );
+  }
+}
+
+function tokenTable(tokens: readonly TokenInfo[]): string {
+  const rows = [
+    ['ID', 'SCOPES', 'CREATED', 'STATE', 'DESCRIPTION'],
+    ...tokens.map((t) => [
+      t.id,
+      t.scopes.join(','),
+      t.createdAt,
+      t.revokedAt ? `revoked ${t.revokedAt}` : t.expiresAt ? `expires ${t.expiresAt}` : 'never expires',
+      t.description,
+    ]),
+  ];
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows
+    .map(
+      (r) =>
+        r
+          .map((c, i) => c.padEnd(widths[i]! + 2))
+          .join('')
+          .trimEnd() + '\n',
+    )
+    .join('');
+}
+
+function registerAdmin(program: Command): void {
+  const adminCmd = program
+    .command('admin')
+    .description('administer factories and API tokens directly on the database the config names');
+  const factory = adminCmd.command('factory').description('factories');
+  factory
+    .command('create <name>')
+    .description(
+      'create a factory (lowercase letters, digits, dashes) with its PKI keys and EdgeLock 2GO setup',
+    )
+    .action(async (name: string, _opts, command: Command) => {
+      const created = await admin(command, (ctx) => adminCreateFactory(ctx, name));
+      process.stdout.write(`Created factory ${created.name} (repo id ${created.repoId})\n`);
+      process.stderr.write(
+        `Next: keyferryd admin token create --factory ${created.name} --scope write > ${created.name}.token\n`,
+      );
+    });
+  const token = adminCmd.command('token').description('API tokens of a factory');
+  token
+    .command('create')
+    .description('create a token: its secret is printed once on stdout, never logged or stored')
+    .requiredOption('--factory <name>', 'the factory the token works for')
+    .addOption(
+      new Option('--scope <scope>', 'read (look) or write (look and change)')
+        .choices(['read', 'write'])
+        .makeOptionMandatory(),
+    )
+    .option('--expires <duration>', 'lifetime, e.g. 30d, 12h, 1y (default: never expires)')
+    .option('--description <text>', 'what the token is for', 'created with keyferryd admin')
+    .action(
+      async (
+        opts: { factory: string; scope: string; expires?: string; description: string },
+        command: Command,
+      ) => {
+        const created = await admin(command, (ctx) =>
+          adminCreateToken(ctx, {
+            factory: opts.factory,
+            scopes: scopesOfFlag(opts.scope),
+            expires: opts.expires,
+            description: opts.description,
+          }),
+        );
+        process.stdout.write(`${created.token}\n`);
+        process.stderr.write(
+          `Token ${created.info.id} for factory ${created.factory.name}, scopes ${created.info.scopes.join(' ')}, ` +
+            `${created.info.expiresAt ? `expires ${created.info.expiresAt}` : 'never expires'}. ` +
+            'Shown once: keep it in a file (keyferry --token-file FILE) or KEYFERRY_TOKEN.\n',
+        );
+      },
+    );
+  token
+    .command('list')
+    .description('list the tokens of a factory (never their secrets)')
+    .requiredOption('--factory <name>', 'the factory')
+    .action(async (opts: { factory: string }, command: Command) => {
+      const tokens = await admin(command, (ctx) => adminListTokens(ctx, opts.factory));
+      process.stdout.write(tokenTable(tokens));
+    });
+  token
+    .command('revoke <id>')
+    .description('revoke a token: it is refused from its next request on')
+    .requiredOption('--factory <name>', 'the factory')
+    .action(async (id: string, opts: { factory: string }, command: Command) => {
+      const info = await admin(command, (ctx) => adminRevokeToken(ctx, opts.factory, id));
+      process.stdout.write(`Revoked token ${info.id} at ${info.revokedAt}\n`);
+    });
 }

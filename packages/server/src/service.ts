@@ -10,6 +10,7 @@ import { startDeviceLink } from './devicelink/listener.ts';
 import { createFactory } from './factories/create-factory.ts';
 import { countFactories } from './factories/factories.ts';
 import { startGateway } from './gateway/listener.ts';
+import { isLoopbackHost, managementApiTls } from './http/api-tls.ts';
 import { buildManagementApi } from './http/app.ts';
 import { openCustody } from './keys/open-custody.ts';
 import { openDatabase } from './storage/database.ts';
@@ -35,6 +36,9 @@ export interface StartOptions {
 export async function startService(options: StartOptions): Promise<RunningService> {
   const { config } = options;
   const log = options.log ?? pino({ level: config.log.level, base: { service: 'keyferryd' } });
+  // checked before anything is written: a refused start leaves no trace
+  const { host, port } = parseListen(config.api.listen);
+  const https = managementApiTls(config.api, host);
   const dataDir = resolve(config.dataDir);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   rmSync(join(dataDir, 'listen.json'), { force: true });
@@ -44,13 +48,21 @@ export async function startService(options: StartOptions): Promise<RunningServic
     const custody = await openCustody({ ...config, dataDir }, database);
     closers.unshift(() => custody.close());
     const ctx: ServiceContext = { config: { ...config, dataDir }, database, custody, log };
-    const demo = await ensureDemoFactory(ctx);
-    const api = await buildManagementApi(ctx);
+    const demo = await ensureDemoFactory(ctx, options.embeddedDefaults);
+    const api = await buildManagementApi(ctx, https);
     closers.unshift(() => api.close());
-    const { host, port } = parseListen(config.api.listen);
     await api.listen({ host, port });
     const bound = api.server.address();
-    const apiUrl = `http://${formatHost(host)}:${typeof bound === 'object' && bound ? bound.port : port}`;
+    const scheme = https ? 'https' : 'http';
+    const apiUrl = `${scheme}://${formatHost(host)}:${typeof bound === 'object' && bound ? bound.port : port}`;
+    if (!https) {
+      log.warn(
+        { listen: config.api.listen },
+        isLoopbackHost(host)
+          ? 'management API is plain HTTP on loopback: set api.tls to serve it to other machines'
+          : 'management API is plain HTTP on a reachable address (api.insecure): only behind a TLS proxy',
+      );
+    }
     const addresses: RunningService['addresses'] = { api: apiUrl };
     if (config.deviceLink.enabled) {
       const deviceLink = await startDeviceLink(ctx, { embeddedDefaults: options.embeddedDefaults });
@@ -85,9 +97,13 @@ export async function startService(options: StartOptions): Promise<RunningServic
 }
 
 /** On the first start of an empty database, make the demo factory and its admin token. */
-async function ensureDemoFactory(ctx: ServiceContext): Promise<RunningService['demo']> {
+async function ensureDemoFactory(
+  ctx: ServiceContext,
+  embeddedDefaults: boolean,
+): Promise<RunningService['demo']> {
   const { demoFactory } = ctx.config;
-  if (!demoFactory.enabled || (await countFactories(ctx.database.db)) > 0) return undefined;
+  if (!(demoFactory.enabled ?? embeddedDefaults) || (await countFactories(ctx.database.db)) > 0)
+    return undefined;
   const factory = await createFactory(ctx, demoFactory.name, {
     actor: 'system',
     correlationId: randomUUID(),

@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
-import { ApiClient } from '../api-client.ts';
 import { CliError } from '../cli-error.ts';
-import type { GlobalOptions } from '../context.ts';
+import { apiClientOf, type GlobalOptions } from '../context.ts';
 import { printJson, processOutput } from '../output.ts';
 import { resolveSettings, writeSettingsFile } from '../settings.ts';
 
@@ -18,9 +17,18 @@ export function registerLogin(program: Command): void {
     )
     .action(async (_opts, command: Command) => {
       const opts = command.optsWithGlobals<GlobalOptions>();
-      const settings = resolveSettings({ server: opts.server, factory: opts.factory, token: opts.token });
-      if (!settings.token) throw new CliError('keyferry login needs a token: pass -t/--token TOKEN');
-      const api = new ApiClient(settings);
+      const settings = resolveSettings({
+        server: opts.server,
+        factory: opts.factory,
+        token: opts.token,
+        tokenFile: opts.tokenFile,
+      });
+      if (!settings.token) {
+        throw new CliError(
+          'keyferry login needs a token: pass --token-file FILE, -t/--token TOKEN or KEYFERRY_TOKEN',
+        );
+      }
+      const api = apiClientOf(opts);
       const factories = await api.call<FactoryRow[]>('GET', '/ota/factories/');
       const factory = settings.factory ?? factories[0]?.name;
       if (factory && !factories.some((f) => f.name === factory)) {

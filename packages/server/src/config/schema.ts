@@ -68,6 +68,20 @@ export const configSchema = z.strictObject({
   api: z
     .strictObject({
       listen: listen.default('127.0.0.1:8080'),
+      /**
+       * TLS for the management API: PEM certificate (chain) and key files, and optionally a
+       * CA bundle (`clientCa`) that makes it mutual TLS: clients then need a certificate it
+       * signed, beside their token.
+       */
+      tls: z
+        .strictObject({
+          cert: z.string().min(1),
+          key: z.string().min(1),
+          clientCa: z.string().min(1).optional(),
+        })
+        .optional(),
+      /** Allow plain HTTP on a non-loopback address (behind a TLS-terminating proxy only). */
+      insecure: z.boolean().default(false),
       /** Largest accepted request body. */
       bodyLimitBytes: z
         .number()
@@ -100,9 +114,12 @@ export const configSchema = z.strictObject({
       plan: plan.prefault({}),
     })
     .prefault({}),
-  /** A factory (with an admin token) created on first start when the database has none. */
+  /**
+   * A factory (with an admin token in `<dataDir>/<name>.token`) created on first start when the
+   * database has none. Default: on with the embedded defaults, off when a config file is given.
+   */
   demoFactory: z
-    .strictObject({ enabled: z.boolean().default(true), name: z.string().min(1).default('demo') })
+    .strictObject({ enabled: z.boolean().optional(), name: z.string().min(1).default('demo') })
     .prefault({}),
   log: z
     .strictObject({

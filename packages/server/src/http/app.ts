@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { TlsOptions } from 'node:tls';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { ServiceContext } from '../context.ts';
 import { authorizeFactory } from './auth.ts';
@@ -15,17 +16,22 @@ import { factoriesRoutes } from './routes/factories.ts';
 import { gatewayDevicesRoutes } from './routes/gateway-devices.ts';
 import { healthRoutes } from './routes/health.ts';
 import { openapiRoutes } from './routes/openapi.ts';
+import { tokensRoutes } from './routes/tokens.ts';
 
 export const CORRELATION_HEADER = 'x-correlation-id';
 
 /** The management API: health, factory list, and the routes scoped to one factory. */
-export async function buildManagementApi(ctx: ServiceContext): Promise<FastifyInstance> {
+export async function buildManagementApi(
+  ctx: ServiceContext,
+  https?: TlsOptions | undefined,
+): Promise<FastifyInstance> {
   const app = Fastify({
+    ...(https ? { https } : {}),
     loggerInstance: ctx.log.child({ listener: 'api' }) as FastifyBaseLogger,
     bodyLimit: ctx.config.api.bodyLimitBytes,
     genReqId: () => randomUUID(),
     routerOptions: { ignoreTrailingSlash: true },
-  });
+  }) as unknown as FastifyInstance;
   recordRoutes(app);
   app.addHook('onRequest', async (request, reply) => {
     reply.header(CORRELATION_HEADER, request.id);
@@ -52,6 +58,7 @@ export async function buildManagementApi(ctx: ServiceContext): Promise<FastifyIn
       await el2gDevicesRoutes(scoped, ctx);
       await el2gProxyDevicesRoutes(scoped, ctx);
       await gatewayDevicesRoutes(scoped, ctx);
+      await tokensRoutes(scoped, ctx);
     },
     { prefix: '/ota/factories/:factory' },
   );

@@ -23,6 +23,8 @@ export interface ApiTokensTable {
   secret_hash: string;
   created_at: string;
   revoked_at: string | null;
+  /** ISO time after which the token is refused; null: it never expires. */
+  expires_at: string | null;
 }
 
 export interface FactoryPkiTable {

@@ -21,7 +21,7 @@ describe('keyferryd configuration', () => {
     expect(config.storage).toEqual({ kind: 'sqlite' });
     expect(config.keyCustody).toEqual({ kind: 'soft' });
     expect(config.domain).toBe('localhost');
-    expect(config.demoFactory).toEqual({ enabled: true, name: 'demo' });
+    expect(config.demoFactory).toEqual({ name: 'demo' }); // enabled: decided by embedded defaults
     expect(config.el2g.plan).toMatchObject({
       kind: 'evaluation',
       evaluationDays: 30,

@@ -1,0 +1,10 @@
+import { DURATION_FORMAT, parseDuration } from '@keyferry/core';
+import { CliError } from '../cli-error.ts';
+
+/** A duration flag (`--expires 30d`) as the time that far from now. */
+export function durationFromNow(flag: string, text: string, now = new Date()): Date {
+  const seconds = parseDuration(text);
+  if (seconds === undefined)
+    throw new CliError(`${flag} ${JSON.stringify(text)} is not a duration: use ${DURATION_FORMAT}`);
+  return new Date(now.getTime() + seconds * 1000);
+}

@@ -1,0 +1,70 @@
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import type { SecureContextOptions, TlsOptions } from 'node:tls';
+import { KeyferryError } from '@keyferry/core';
+import type { Config } from '../config/schema.ts';
+
+/**
+ * TLS 1.2 only with ECDHE key exchange and AEAD ciphers (no CBC, SHA-1 or CCM8); TLS 1.3 with
+ * its standard suites. The management API uses it; see docs/configuration.md.
+ */
+export const SERVER_TLS_POLICY = {
+  minVersion: 'TLSv1.2',
+  ciphers: [
+    'TLS_AES_256_GCM_SHA384',
+    'TLS_CHACHA20_POLY1305_SHA256',
+    'TLS_AES_128_GCM_SHA256',
+    'ECDHE-ECDSA-AES128-GCM-SHA256',
+    'ECDHE-RSA-AES128-GCM-SHA256',
+    'ECDHE-ECDSA-AES256-GCM-SHA384',
+    'ECDHE-RSA-AES256-GCM-SHA384',
+    'ECDHE-ECDSA-CHACHA20-POLY1305',
+    'ECDHE-RSA-CHACHA20-POLY1305',
+  ].join(':'),
+  honorCipherOrder: true,
+} as const satisfies SecureContextOptions;
+
+/** `localhost`, 127.0.0.0/8 and ::1: addresses no other machine can reach. */
+export function isLoopbackHost(host: string): boolean {
+  if (host === 'localhost') return true;
+  if (isIP(host) === 4) return host.startsWith('127.');
+  return host === '::1';
+}
+
+/**
+ * The HTTPS options of the management API from `api.tls`, or undefined for plain HTTP. Plain
+ * HTTP is refused on an address other machines can reach unless `api.insecure` says a proxy
+ * in front terminates TLS.
+ */
+export function managementApiTls(api: Config['api'], host: string): TlsOptions | undefined {
+  if (!api.tls) {
+    if (!isLoopbackHost(host) && !api.insecure) {
+      throw new KeyferryError(
+        'config_invalid',
+        `the management API would listen on ${host} without TLS, so tokens would cross the network in clear: set api.tls {cert, key} in the config, bind api.listen to 127.0.0.1, or set api.insecure: true if a TLS proxy in front terminates TLS`,
+      );
+    }
+    return undefined;
+  }
+  const read = (what: string, file: string) => {
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new KeyferryError(
+        'config_invalid',
+        `cannot read api.tls.${what} ${file}: ${(err as Error).message}`,
+      );
+    }
+  };
+  const options: TlsOptions = {
+    ...SERVER_TLS_POLICY,
+    cert: read('cert', api.tls.cert),
+    key: read('key', api.tls.key),
+  };
+  if (api.tls.clientCa) {
+    options.ca = read('clientCa', api.tls.clientCa);
+    options.requestCert = true;
+    options.rejectUnauthorized = true;
+  }
+  return options;
+}

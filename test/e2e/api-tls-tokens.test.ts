@@ -1,0 +1,283 @@
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type DaemonProcess, runBinAsync, startKeyferryd } from '../support/processes.ts';
+
+const run = promisify(execFile);
+
+/** Exit code, stdout and stderr of an independent client (curl, openssl), never throwing. */
+async function client(cmd: string, args: string[], input?: string) {
+  const child = run(cmd, args, { encoding: 'utf8', timeout: 60_000 });
+  if (input !== undefined) child.child.stdin?.end(input);
+  try {
+    const { stdout, stderr } = await child;
+    return { status: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    return {
+      status: typeof e.code === 'number' ? e.code : -1,
+      stdout: e.stdout ?? '',
+      stderr: e.stderr ?? '',
+    };
+  }
+}
+
+/** A private CA, a P-256 server certificate for 127.0.0.1 and a client certificate, made by openssl. */
+async function makeTlsMaterial(dir: string) {
+  const f = (name: string) => join(dir, name);
+  const ossl = async (args: string[]) => {
+    const res = await client('openssl', args);
+    if (res.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${res.stderr}`);
+  };
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  await ossl([
+    'req',
+    '-x509',
+    ...ec,
+    '-keyout',
+    f('ca.key'),
+    '-out',
+    f('ca.pem'),
+    '-days',
+    '2',
+    '-subj',
+    '/CN=ops CA',
+  ]);
+  const leaf = async (name: string, cn: string, ext: string) => {
+    writeFileSync(f(`${name}.ext`), ext);
+    await ossl(['req', ...ec, '-keyout', f(`${name}.key`), '-out', f(`${name}.csr`), '-subj', `/CN=${cn}`]);
+    const sign = ['-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-days', '2'];
+    await ossl([
+      'x509',
+      '-req',
+      '-in',
+      f(`${name}.csr`),
+      ...sign,
+      '-extfile',
+      f(`${name}.ext`),
+      '-out',
+      f(`${name}.pem`),
+    ]);
+  };
+  await leaf(
+    'server',
+    'keyferryd',
+    'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n',
+  );
+  await leaf('client', 'operator', 'extendedKeyUsage=clientAuth\n');
+  return {
+    ca: f('ca.pem'),
+    cert: f('server.pem'),
+    key: f('server.key'),
+    clientCert: f('client.pem'),
+    clientKey: f('client.key'),
+  };
+}
+
+/** A configured deployment: its own factory and token from `keyferryd admin`, no demo factory. */
+async function deployment(work: string, api: Record<string, unknown>) {
+  const dataDir = join(work, 'data');
+  const config = join(work, 'keyferryd.json');
+  writeFileSync(config, JSON.stringify({ dataDir, api: { listen: '127.0.0.1:0', ...api } }));
+  const env = { KEYFERRY_DATA_DIR: dataDir };
+  const made = await runBinAsync('keyferryd', ['-c', config, 'admin', 'factory', 'create', 'acme'], { env });
+  expect(made.stderr).toContain('Next: keyferryd admin token create --factory acme');
+  expect(made.stdout).toMatch(/^Created factory acme \(repo id [a-z0-9]{10}\)\n$/);
+  const tok = await runBinAsync(
+    'keyferryd',
+    ['-c', config, 'admin', 'token', 'create', '--factory', 'acme', '--scope', 'write', '--expires', '30d'],
+    { env },
+  );
+  expect(tok.status).toBe(0);
+  const token = tok.stdout.trim();
+  expect(token).toMatch(/^kf_[0-9a-f]{16}_[A-Za-z0-9_-]{43}$/);
+  expect(tok.stderr).toMatch(/scopes read write, expires 20\d\d-/);
+  const tokenFile = join(work, 'acme.token');
+  writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
+  const daemon = await startKeyferryd(dataDir, { args: ['-c', config] });
+  return { daemon, token, tokenFile, dataDir, config };
+}
+
+describe('management API over TLS, tokens from keyferryd admin and keyferry tokens', () => {
+  let work: string;
+  let tls: Awaited<ReturnType<typeof makeTlsMaterial>>;
+  let d: Awaited<ReturnType<typeof deployment>>;
+  let daemon: DaemonProcess;
+  const cli = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+    runBinAsync('keyferry', ['--server', daemon.listen.api, ...args], {
+      env: { HOME: work, XDG_CONFIG_HOME: join(work, 'xdg'), KEYFERRY_TOKEN: '', ...env },
+    });
+
+  beforeAll(async () => {
+    work = mkdtempSync(join(tmpdir(), 'keyferry-e2e-apitls-'));
+    tls = await makeTlsMaterial(work);
+    d = await deployment(work, { tls: { cert: tls.cert, key: tls.key } });
+    daemon = d.daemon;
+  }, 180_000);
+  afterAll(async () => {
+    await daemon?.stop();
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  it('serves HTTPS that curl verifies with the CA, and no demo factory with a config file', async () => {
+    expect(daemon.listen.api).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+    expect(daemon.stdout()).toContain(`Management API: ${daemon.listen.api}`);
+    expect(daemon.stdout()).not.toContain('Demo factory');
+    expect(existsSync(join(d.dataDir, 'demo.token'))).toBe(false);
+    const ok = await client('curl', [
+      '-sS',
+      '--cacert',
+      tls.ca,
+      '-H',
+      `OSF-TOKEN: ${d.token}`,
+      `${daemon.listen.api}/ota/factories/`,
+    ]);
+    expect(ok.status).toBe(0);
+    expect(JSON.parse(ok.stdout)).toEqual([
+      { name: 'acme', 'repo-id': expect.stringMatching(/^[a-z0-9]{10}$/) },
+    ]);
+    // without the CA curl cannot verify the server (exit 60)
+    expect((await client('curl', ['-sS', `${daemon.listen.api}/healthz`])).status).toBe(60);
+  });
+
+  it('offers TLS 1.2 only with ECDHE and AEAD ciphers (openssl s_client)', async () => {
+    const host = daemon.listen.api.replace('https://', '');
+    const hello = (args: string[]) =>
+      client('openssl', ['s_client', '-connect', host, '-CAfile', tls.ca, ...args], '');
+    const gcm = await hello(['-tls1_2', '-cipher', 'ECDHE-ECDSA-AES128-GCM-SHA256']);
+    expect(gcm.stdout).toMatch(/Cipher is ECDHE-ECDSA-AES128-GCM-SHA256/);
+    const cbc = await hello(['-tls1_2', '-cipher', 'ECDHE-ECDSA-AES128-SHA']);
+    expect(cbc.status).not.toBe(0);
+    expect(cbc.stdout).not.toMatch(/Cipher is ECDHE-ECDSA-AES128-SHA\b/);
+    const old = await hello(['-tls1_1']);
+    expect(old.status).not.toBe(0);
+    const v13 = await hello(['-tls1_3']);
+    expect(v13.stdout).toMatch(/TLSv1\.3/);
+  });
+
+  it('keyferry reads the token from --token-file and the CA from --ca-file, and says which is missing', async () => {
+    const ok = await cli(['--token-file', d.tokenFile, '--ca-file', tls.ca, 'factories']);
+    expect(ok.stderr).toBe('');
+    expect(ok.stdout).toMatch(/^NAME {2}REPO ID\n---- {2}-------\nacme {2}[a-z0-9]{10}\n$/);
+    const noCa = await cli(['--token-file', d.tokenFile, 'factories']);
+    expect(noCa.status).not.toBe(0);
+    expect(noCa.stderr).toMatch(/^ERROR: cannot verify keyferryd's TLS certificate .* --ca-file FILE/);
+    const env = await cli(['factories'], { KEYFERRY_TOKEN_FILE: d.tokenFile, KEYFERRY_CA_FILE: tls.ca });
+    expect(env.stdout).toContain('acme');
+    const missing = await cli(['--token-file', join(work, 'nope'), 'factories']);
+    expect(missing.stderr).toBe(`ERROR: cannot read the token file ${join(work, 'nope')}: ENOENT\n`);
+  });
+
+  it('keyferry tokens create / list / revoke: a revoked token is refused at once', async () => {
+    const base = ['--token-file', d.tokenFile, '--ca-file', tls.ca, '-f', 'acme'];
+    const created = await cli([
+      ...base,
+      ...'tokens create --scope read --expires 7d --description dashboard'.split(' '),
+    ]);
+    expect(created.status).toBe(0);
+    const token = created.stdout.trim();
+    expect(token).toMatch(/^kf_[0-9a-f]{16}_/);
+    expect(created.stderr).toMatch(/^Token [0-9a-f]{16}, scopes read, expires 20\d\d-.*Shown once/);
+    const id = token.split('_')[1]!;
+    const listed = await cli([...base, 'tokens', 'list']);
+    expect(listed.stdout.split('\n')[0]).toMatch(/^ID +SCOPES +CREATED +STATE +DESCRIPTION$/);
+    expect(listed.stdout).toMatch(new RegExp(`${id} +read +\\S+ +expires \\S+ +dashboard`));
+    expect(listed.stdout).not.toContain(token.split('_')[2]);
+    const asNew = ['--ca-file', tls.ca, '-t', token];
+    expect((await cli([...asNew, 'factories'])).status).toBe(0);
+    const readOnly = await cli([
+      ...asNew,
+      ...'-f acme tokens create --scope read --description x'.split(' '),
+    ]);
+    expect(readOnly.stderr).toContain('lacks the "write" scope');
+    const revoked = await cli([...base, 'tokens', 'revoke', id]);
+    expect(revoked.stdout).toMatch(new RegExp(`^Revoked token ${id} at 20`));
+    const refused = await cli([...asNew, 'factories']);
+    expect(refused.status).not.toBe(0);
+    expect(refused.stderr).toContain(`the API token ${id} was revoked at`);
+    const bad = await cli([
+      ...base,
+      ...'tokens create --scope read --expires soon --description x'.split(' '),
+    ]);
+    expect(bad.stderr).toBe(
+      'ERROR: --expires "soon" is not a duration: use a whole number and a unit: s, m, h, d, w or y (e.g. 30d, 12h, 1y)\n',
+    );
+    // the token secrets never reach keyferryd's log
+    expect(daemon.stdout() + daemon.stderr()).not.toContain(token.split('_')[2]);
+    expect(daemon.stdout() + daemon.stderr()).not.toContain(d.token.split('_')[2]);
+  });
+
+  it('refuses plain HTTP on a non-loopback address unless api.insecure, and leaves nothing behind', async () => {
+    const other = join(work, 'plain');
+    const config = join(work, 'plain.json');
+    writeFileSync(config, JSON.stringify({ dataDir: other, api: { listen: '0.0.0.0:0' } }));
+    const res = await runBinAsync('keyferryd', ['-c', config], {
+      env: { KEYFERRY_DATA_DIR: other, KEYFERRY_API_LISTEN: '' },
+    });
+    expect(res.status).toBe(2);
+    expect(res.stderr).toMatch(
+      /^ERROR: keyferryd cannot start: the management API would listen on 0\.0\.0\.0 without TLS.*api\.tls.*api\.insecure: true/,
+    );
+    expect(existsSync(other)).toBe(false);
+  });
+});
+
+describe('management API with mutual TLS (api.tls.clientCa)', () => {
+  let work: string;
+  let tls: Awaited<ReturnType<typeof makeTlsMaterial>>;
+  let d: Awaited<ReturnType<typeof deployment>>;
+
+  beforeAll(async () => {
+    work = mkdtempSync(join(tmpdir(), 'keyferry-e2e-apimtls-'));
+    tls = await makeTlsMaterial(work);
+    d = await deployment(work, { tls: { cert: tls.cert, key: tls.key, clientCa: tls.ca } });
+  }, 180_000);
+  afterAll(async () => {
+    await d?.daemon.stop();
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  it('refuses a client without a certificate at the TLS layer and serves one with it', async () => {
+    const url = `${d.daemon.listen.api}/ota/factories/`;
+    const without = await client('curl', ['-sS', '--cacert', tls.ca, '-H', `OSF-TOKEN: ${d.token}`, url]);
+    expect(without.status).not.toBe(0);
+    expect(without.stdout).toBe('');
+    const withCert = await client('curl', [
+      '-sS',
+      '--cacert',
+      tls.ca,
+      '--cert',
+      tls.clientCert,
+      '--key',
+      tls.clientKey,
+      '-H',
+      `OSF-TOKEN: ${d.token}`,
+      url,
+    ]);
+    expect(withCert.status).toBe(0);
+    expect(JSON.parse(withCert.stdout)[0].name).toBe('acme');
+    const cli = await runBinAsync(
+      'keyferry',
+      [
+        '--server',
+        d.daemon.listen.api,
+        '--ca-file',
+        tls.ca,
+        '--client-cert',
+        tls.clientCert,
+        '--client-key',
+        tls.clientKey,
+        '--token-file',
+        d.tokenFile,
+        'factories',
+      ],
+      { env: { HOME: work, XDG_CONFIG_HOME: join(work, 'xdg') } },
+    );
+    expect(cli.stderr).toBe('');
+    expect(cli.stdout).toContain('acme');
+    expect(readFileSync(d.tokenFile, 'utf8').trim()).toBe(d.token);
+  });
+});
