@@ -1,5 +1,5 @@
 import { readFileSync, rmSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { build, type Plugin } from 'esbuild';
 
@@ -33,24 +33,30 @@ const keepNpmImports: Plugin = {
 };
 
 /**
- * `import.meta.url` (and `dirname`, `filename`) keep naming the source file, as when tsx runs
- * it: code that finds files relative to itself (docs/openapi.yaml, createRequire) finds them the
- * same way built or not, wherever the bundle and its chunks are.
+ * `import.meta.url` (and `dirname`, `filename`) keep naming the module's source file, as when
+ * tsx runs it: code that finds files relative to itself (docs/openapi.yaml, createRequire)
+ * finds them the same way built or not. The source is named relative to the bundle (all of a
+ * program's output files are in its `dist/`, chunks too), so a checkout can be moved.
  */
-const sourceImportMeta: Plugin = {
-  name: 'source-import-meta',
-  setup(b) {
-    b.onLoad({ filter: /\.ts$/ }, (args) => {
-      const text = readFileSync(args.path, 'utf8');
-      if (!text.includes('import.meta.')) return { contents: text, loader: 'ts' };
-      const contents = text
-        .replaceAll('import.meta.url', JSON.stringify(pathToFileURL(args.path).href))
-        .replaceAll('import.meta.dirname', JSON.stringify(resolve(args.path, '..')))
-        .replaceAll('import.meta.filename', JSON.stringify(args.path));
-      return { contents, loader: 'ts' };
-    });
-  },
-};
+function sourceImportMeta(outdir: string): Plugin {
+  return {
+    name: 'source-import-meta',
+    setup(b) {
+      b.onLoad({ filter: /\.ts$/ }, (args) => {
+        const text = readFileSync(args.path, 'utf8');
+        if (!text.includes('import.meta.')) return { contents: text, loader: 'ts' };
+        const fromBundle = relative(outdir, args.path).split(sep).join('/');
+        const url = `new URL(${JSON.stringify(fromBundle)}, import.meta.url).href`;
+        const path = (href: string) => `decodeURIComponent(new URL(${href}).pathname)`;
+        const contents = text
+          .replaceAll('import.meta.url', url)
+          .replaceAll('import.meta.dirname', path(`'.', ${url}`))
+          .replaceAll('import.meta.filename', path(url));
+        return { contents, loader: 'ts' };
+      });
+    },
+  };
+}
 
 /** Builds every program from scratch (esbuild takes well under a second for all four). */
 export async function buildAll(): Promise<void> {
@@ -68,8 +74,7 @@ export async function buildAll(): Promise<void> {
         platform: 'node',
         target: 'node20',
         sourcemap: 'linked',
-        chunkNames: 'chunks/[name]-[hash]',
-        plugins: [keepNpmImports, sourceImportMeta],
+        plugins: [keepNpmImports, sourceImportMeta(outdir)],
         logLevel: 'warning',
       });
     }),
