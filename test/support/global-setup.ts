@@ -1,4 +1,5 @@
 import type { TestProject } from 'vitest/node';
+import { buildAll } from '../../scripts/build.ts';
 import { type PostgresCluster, startPostgres } from './postgres.ts';
 
 declare module 'vitest' {
@@ -9,8 +10,13 @@ declare module 'vitest' {
 
 let cluster: PostgresCluster | undefined;
 
-/** One PostgreSQL cluster for the whole run; each test file makes its own database in it. */
+/**
+ * The programs are built first, so the tests that run them never run a stale build (every
+ * vitest run, `npm test` or one file); then one PostgreSQL cluster for the whole run, in
+ * which each test file makes its own database.
+ */
 export default async function setup(project: TestProject): Promise<() => void> {
+  await buildAll();
   cluster = await startPostgres();
   project.provide('postgresUrl', cluster.url);
   return () => cluster?.stop();

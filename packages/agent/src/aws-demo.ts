@@ -8,6 +8,7 @@ import { parseCertificate, toPem } from '@keyferry/core';
 import { findOpensslPkcs11Engine, opensslEngineKeyUri } from '@keyferry/pkcs11';
 import { MqttClient } from 'mqtt';
 import { AgentError } from './agent-error.ts';
+import { AWS_DEMO_TOPIC, AWS_MQTT_PORT } from './aws-demo-defaults.ts';
 import type { Log } from './log.ts';
 import { hexId, type SecureElement, seLabel, type TlsKeyOptions } from './se/port.ts';
 import { SoftSecureElement } from './se/soft-se.ts';
@@ -16,12 +17,8 @@ import type { SeSettings } from './settings/settings.ts';
 /** The AWS IoT pair EdgeLock 2GO provisions (DESIGN.md §3). */
 export const AWS_KEY_ID = 0x83000044;
 export const AWS_CERT_ID = 0x83000045;
-export const AWS_DEMO_TOPIC = 'se050/demo';
-/** AWS IoT's MQTT over TLS port. */
-export const AWS_MQTT_PORT = 8883;
-/** What the awsiot-optee container did: keep-alive 30 s, 5 s before the one retry. */
+/** What the awsiot-optee container did: keep-alive 30 s (and 5 s before the one retry, aws-demo-defaults.ts). */
 export const KEEPALIVE_SECONDS = 30;
-export const DEFAULT_RETRY_DELAY_SECONDS = 5;
 const CONNECT_TIMEOUT_MS = 30_000;
 
 export interface AwsDemoOptions {

@@ -1,7 +1,13 @@
 #!/usr/bin/env node
-// Runs keyferry-sim from its TypeScript source (no build step): tsx compiles on the fly.
-import { register } from 'tsx/esm/api';
+// Runs keyferry-sim's built JavaScript, packages/sim/dist (`npm run build`; `npm ci` runs it).
+import { existsSync } from 'node:fs';
 
-register();
-const { main } = await import('../src/main.ts');
+const built = new URL('../dist/main.js', import.meta.url);
+if (!existsSync(built)) {
+  process.stderr.write(
+    'ERROR: keyferry-sim is not built (no packages/sim/dist/main.js): run `npm run build`\n',
+  );
+  process.exit(1);
+}
+const { main } = await import(built.href);
 process.exitCode = await main(process.argv);

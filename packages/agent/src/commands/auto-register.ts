@@ -1,9 +1,7 @@
 import type { Command } from 'commander';
 import { startAktualizrLite } from '../aklite.ts';
 import { consoleLog } from '../log.ts';
-import { readCertificateFile, registerOnce } from '../register/auto-register.ts';
 import { retryTransient } from '../register/retry.ts';
-import { openSecureElement } from '../se/open.ts';
 import { agentSettings, settingSource } from '../settings/settings.ts';
 
 /** `keyferry-agent auto-register`: the boot-time provisioning run (DESIGN.md §8). */
@@ -16,6 +14,9 @@ export function registerAutoRegister(program: Command): void {
     .option('--env-file <file>', 'settings file (default /etc/default/lmp-el2go-auto-register)')
     .option('--once', 'do not retry transient failures; exit 75 instead')
     .action(async (options: { envFile?: string; once?: boolean }) => {
+      // loaded when the command runs: PKCS#11 and X.509 would slow every --help
+      const { readCertificateFile, registerOnce } = await import('../register/auto-register.ts');
+      const { openSecureElement } = await import('../se/open.ts');
       const log = consoleLog;
       const settings = agentSettings(settingSource(options.envFile, process.env, true));
       readCertificateFile(settings.rootCrt, 'ROOT_CRT');

@@ -1,15 +1,8 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { AgentError } from '../agent-error.ts';
-import {
-  AWS_DEMO_TOPIC,
-  AWS_MQTT_PORT,
-  DEFAULT_RETRY_DELAY_SECONDS,
-  parseEndpoint,
-  runAwsDemo,
-} from '../aws-demo.ts';
+import { AWS_DEMO_TOPIC, AWS_MQTT_PORT, DEFAULT_RETRY_DELAY_SECONDS } from '../aws-demo-defaults.ts';
 import { consoleLog } from '../log.ts';
-import { openSecureElement } from '../se/open.ts';
 import { seSettings, settingSource } from '../settings/settings.ts';
 
 function readCa(file: string): string {
@@ -68,6 +61,9 @@ export function registerAwsDemo(program: Command): void {
         );
       }
       const caFile = opts.ca ?? process.env.AWS_ROOT_CA;
+      // loaded when the command runs: mqtt, PKCS#11 and X.509 would slow every --help
+      const { parseEndpoint, runAwsDemo } = await import('../aws-demo.ts');
+      const { openSecureElement } = await import('../se/open.ts');
       const settings = seSettings(settingSource(opts.envFile, process.env, false));
       const se = openSecureElement(settings);
       try {
