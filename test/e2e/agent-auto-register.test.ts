@@ -1,12 +1,19 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { connect, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXIT_CODES } from '../../packages/agent/src/agent-error.ts';
 import { runAgent, runAgentAsync } from '../../packages/agent/test/support/agent-bin.ts';
-import { type DaemonProcess, type RunResult, runBin, startKeyferryd } from '../support/processes.ts';
+import {
+  type DaemonProcess,
+  type RunResult,
+  runBin,
+  runBinAsync,
+  startKeyferryd,
+} from '../support/processes.ts';
 import { createSofthsmEnv, type SofthsmEnv } from '../support/softhsm.ts';
 
 const PRODUCT = '935389312472';
@@ -406,6 +413,84 @@ describe('keyferry-agent auto-register against the real keyferryd (SoftHSM2 toke
       expect(check.stdout).toBe(fromKey.stdout);
       expect(showDevice(device.uid)).toMatch(
         /fio-device-gateway-ca {5}CERTIFICATE {2}PROVISIONING_COMPLETED\n/,
+      );
+    });
+  });
+
+  describe('a device deleted from the allow-list and added again', () => {
+    /** GET /device at the device gateway with the soft SE's gateway key and certificate. */
+    function gatewayCall(seDir: string): Promise<{ status: number; body: any }> {
+      const [host, port] = daemon.listen.gateway!.split(':') as [string, string];
+      return new Promise((resolve, reject) => {
+        const req = httpsRequest(
+          {
+            host,
+            port: Number(port),
+            path: '/device',
+            servername: `${repoId}.ota-lite.localhost`,
+            ca: readFileSync(join(work, 'root.crt')),
+            key: readFileSync(join(seDir, 'SE_83000042.key.pem')),
+            cert: readFileSync(join(seDir, 'SE_83000043.pem')),
+            agent: false,
+          },
+          (res) => {
+            let text = '';
+            res.on('data', (d) => (text += d));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+          },
+        );
+        req.on('error', reject);
+        req.end();
+      });
+    }
+
+    it('provisions again: the agent enrolls its key anew, the gateway takes the new certificate', {
+      timeout: 180_000,
+    }, async () => {
+      const seDir = join(work, 'device-e-se');
+      const device = await makeDevice('device-e', seDir);
+      const agent = () => runAgentAsync(['auto-register', '--env-file', device.envFile]);
+      const cliAsync = (args: string[]) =>
+        runBinAsync('keyferry', ['--server', daemon.listen.api, '-t', adminToken, '-f', 'demo', ...args], {
+          env: { HOME: work, XDG_CONFIG_HOME: join(work, 'xdg') },
+        });
+      expect((await cliAsync(['el2g', 'devices', 'add', PRODUCT, device.uid])).status).toBe(0);
+      const first = await agent();
+      expect(first.stderr).toBe('');
+      expect(first.status).toBe(0);
+      const firstCert = readFileSync(join(seDir, 'SE_83000043.pem'), 'utf8');
+      expect((await gatewayCall(seDir)).status).toBe(200);
+
+      expect((await cliAsync(['el2g', 'devices', 'delete', PRODUCT, device.uid])).status).toBe(0);
+      const revoked = await gatewayCall(seDir);
+      expect(revoked.body.code).toBe('certificate_revoked');
+      expect((await cliAsync(['el2g', 'devices', 'add', PRODUCT, device.uid])).status).toBe(0);
+
+      const again = await agent();
+      expect(again.stderr).toBe('');
+      expect(again.status).toBe(0);
+      expect(again.stdout).toContain(
+        'fio-device-gateway-ca-kp: key SE_83000042 already in the secure element, kept\n',
+      );
+      expect(again.stdout).toMatch(
+        /fio-device-gateway-ca: stored certificate \(serial [0-9a-f]+\) is not the service's live one \(none: revoked\); enrolling again\n/,
+      );
+      expect(again.stdout).toContain(
+        'Reported fio-device-gateway-ca-kp, fio-device-gateway-ca as provisioned\n',
+      );
+      const secondCert = readFileSync(join(seDir, 'SE_83000043.pem'), 'utf8');
+      expect(secondCert).not.toBe(firstCert);
+      const show = await cliAsync(['el2g', 'devices', 'show', device.uid]);
+      expect(show.stdout).toMatch(/fio-device-gateway-ca-kp {2}KEYPAIR {6}PROVISIONING_COMPLETED\n/);
+      expect(show.stdout).toMatch(/fio-device-gateway-ca {5}CERTIFICATE {2}PROVISIONING_COMPLETED\n/);
+      const accepted = await gatewayCall(seDir);
+      expect(accepted.status, JSON.stringify(accepted.body)).toBe(200);
+
+      // and the next run keeps the live certificate
+      const third = await agent();
+      expect(third.status).toBe(0);
+      expect(third.stdout).toMatch(
+        /fio-device-gateway-ca: certificate SE_83000043 already stored \(serial [0-9a-f]+\), kept\n/,
       );
     });
   });

@@ -19,6 +19,7 @@ export const ERROR_CODES = {
   pki_exists: 409,
   pki_missing: 409,
   csr_invalid: 400,
+  csr_key_reused: 400,
   certificate_invalid: 400,
   certificate_mismatch: 400,
   untrusted_chain: 400,

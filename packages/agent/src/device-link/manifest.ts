@@ -11,6 +11,12 @@ export interface ManifestObject {
   /** The PKCS#11 label on the device (`SE_83000042`). The EST path label is the object's `name`. */
   readonly label: string;
   readonly state: string;
+  /**
+   * For a CERTIFICATE: the serial of the live certificate the service holds for this device,
+   * null when it holds none (revoked, or the device was deleted and added again), undefined
+   * when the service does not say.
+   */
+  readonly certificateSerial: string | null | undefined;
 }
 
 export interface Manifest {
@@ -64,6 +70,10 @@ export function parseManifest(body: Buffer, where: string): Manifest {
       keyObjectId: keyId,
       label: typeof o.label === 'string' ? o.label : o.name,
       state: typeof o.state === 'string' ? o.state : '',
+      certificateSerial:
+        typeof o.certificateSerial === 'string' || o.certificateSerial === null
+          ? (o.certificateSerial?.toLowerCase() ?? null)
+          : undefined,
     };
   });
   const text = (v: unknown) => (typeof v === 'string' ? v : '');

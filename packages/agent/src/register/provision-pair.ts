@@ -24,7 +24,8 @@ export function seSigner(se: SecureElement, objectId: number, publicKeySpki: Uin
 /**
  * Brings one KEYPAIR + CERTIFICATE pair to "provisioned", doing only what is missing, so a
  * rerun after a crash between any two steps converges:
- * key absent → generate it in the SE; certificate absent, expired or for another key → CSR
+ * key absent → generate it in the SE; certificate absent, expired, for another key or not
+ * the service's live one (the manifest's `certificateSerial`) → CSR
  * signed in the SE, enroll (the service returns the same certificate for the same key, so
  * a lost answer costs no second certificate), store it. Nothing is regenerated that exists.
  */
@@ -60,13 +61,21 @@ export async function provisionPair(options: {
   }
 
   const stored = se.getCertificate(certId);
-  const current = stored && usableFor(stored, spki, options.now());
+  const usable = stored && usableFor(stored, spki, options.now());
+  // The service names its live certificate: one it no longer holds (revoked when the device
+  // was deleted from the allow-list, or replaced) is useless at the gateway, however valid.
+  const live = pair.certificate.certificateSerial;
+  const current = usable && (live === undefined || live === usable) ? usable : undefined;
   if (current) {
     log.info(
       `${pair.certificate.name}: certificate ${seLabel(certId)} already stored (serial ${current}), kept`,
     );
   } else {
-    if (stored)
+    if (usable)
+      log.info(
+        `${pair.certificate.name}: stored certificate (serial ${usable}) is not the service's live one (${live ?? 'none: revoked'}); enrolling again`,
+      );
+    else if (stored)
       log.info(`${pair.certificate.name}: stored certificate is expired or for another key; enrolling again`);
     const csr = await createCsr({ subject: { CN: options.uidHex }, signer: seSigner(se, keyId, spki) });
     const certs = await client.simpleEnroll(pair.certificate.name, csr);

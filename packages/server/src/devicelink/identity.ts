@@ -14,6 +14,8 @@ export interface DeviceIdentity {
   readonly deviceId: DeviceId;
   readonly nc12: string;
   readonly fingerprint: string;
+  /** The identity key's SubjectPublicKeyInfo: no CSR may ask to certify it for another use. */
+  readonly publicKeySpki: Uint8Array;
 }
 
 /** At most this many certificates are taken from the client's chain. */
@@ -97,7 +99,13 @@ export function verifyIdentity(
   if (!uid) {
     throw new KeyferryError('untrusted_identity', 'the identity certificate CN is not a UID (36 hex digits)');
   }
-  return { deviceId: uid, nc12: subject.OU, fingerprint: parsed[0]!.fingerprintSha256 };
+  const leafCert = parsed[0]!;
+  return {
+    deviceId: uid,
+    nc12: subject.OU,
+    fingerprint: leafCert.fingerprintSha256,
+    publicKeySpki: leafCert.spki,
+  };
 }
 
 function readSubject(der: Uint8Array): { CN?: string | undefined; OU?: string | undefined } {

@@ -46,7 +46,8 @@ export function certificateObject(objects: readonly AssignedObject[], label: str
  * Issues (or returns again) the device certificate for one CERTIFICATE object (DESIGN §5, §7):
  * the CSR proves the device holds a P-256 key; the subject comes from the service. The same
  * key gets the same certificate; a new key gets a new one and the superseded one is revoked.
- * A refused CSR leaves the object GENERATION_FAILED with the reason. One transaction; after
+ * A refused CSR leaves an object without a live certificate GENERATION_FAILED with the
+ * reason (one with a live certificate keeps its state). One transaction; after
  * it commits, a rotation re-signs the CRLs of the superseded certificates' CAs (best effort).
  */
 export async function enrollDevice(
@@ -62,14 +63,16 @@ export async function enrollDevice(
   const objects = await deviceLinkObjects(db, session.device);
   const object = certificateObject(objects, label);
   let csr: ParsedCsr;
+  let keyHash: string;
   try {
     await assertPlanAllowsEnrollment(db, session.factory.id, objects, object, now);
     csr = parseAndVerifyCsr(csrBody());
+    keyHash = publicKeyHash(csr.publicKeySpki);
+    await assertKeyOfThisObjectOnly(db, session, objects, object, keyHash);
   } catch (error) {
     if (isKeyferryError(error)) await failObject(db, session, object, error, now);
     throw error;
   }
-  const keyHash = createHash('sha256').update(csr.publicKeySpki).digest('hex');
   const ca =
     object.caId === null
       ? undefined
@@ -192,7 +195,53 @@ async function setCompleted(
   }
 }
 
-/** Records a refused enrollment on the object (GENERATION_FAILED + reason); the router audits it. */
+function publicKeyHash(spki: Uint8Array): string {
+  return createHash('sha256').update(spki).digest('hex');
+}
+
+/**
+ * One key, one purpose: a CSR may not ask to certify the secure element's vendor identity
+ * key (whose certificate would then let anyone holding the identity act as the gateway
+ * credential too) nor a key already certified for another object of this device.
+ */
+async function assertKeyOfThisObjectOnly(
+  db: Db,
+  session: DeviceSession,
+  objects: readonly AssignedObject[],
+  object: AssignedObject,
+  keyHash: string,
+): Promise<void> {
+  const keypair = objects.find((o) => o.id === object.keypairId);
+  const useInstead = keypair
+    ? `make the CSR with the key at 0x${keypair.objectId} (${keypair.name})`
+    : 'make the CSR with the key of this object';
+  if (keyHash === publicKeyHash(session.identity.publicKeySpki)) {
+    throw new KeyferryError(
+      'csr_key_reused',
+      `the CSR's key is the secure element's vendor identity key (0xF0000000), which is not certified for ${object.name}; ${useInstead}`,
+    );
+  }
+  const other = await db
+    .selectFrom('certificates')
+    .innerJoin('secure_objects', 'secure_objects.id', 'certificates.secure_object_id')
+    .select('secure_objects.name')
+    .where('certificates.device_row_id', '=', session.device.rowId)
+    .where('certificates.public_key_sha256', '=', keyHash)
+    .where('certificates.secure_object_id', '!=', object.id)
+    .executeTakeFirst();
+  if (other) {
+    throw new KeyferryError(
+      'csr_key_reused',
+      `the CSR's key is already certified for ${other.name} on this device; ${useInstead}`,
+    );
+  }
+}
+
+/**
+ * Records a refused enrollment on the object (GENERATION_FAILED + reason); the router audits
+ * it. An object with a live certificate keeps its state: that certificate still works, so a
+ * refused request (a bad CSR, a reused key) must not make the state say otherwise.
+ */
 async function failObject(
   db: Db,
   session: DeviceSession,
@@ -202,6 +251,14 @@ async function failObject(
 ): Promise<void> {
   await db.transaction().execute(async (trx) => {
     if (!(await touchDevice(trx, session.device.rowId, now))) return;
+    const live = await trx
+      .selectFrom('certificates')
+      .select('id')
+      .where('device_row_id', '=', session.device.rowId)
+      .where('secure_object_id', '=', object.id)
+      .where('revoked_at', 'is', null)
+      .executeTakeFirst();
+    if (live) return;
     await setObjectState(
       trx,
       session.device.rowId,

@@ -17,6 +17,12 @@ export interface ManifestObject {
   label: string;
   state: ProvisioningState;
   reason?: string;
+  /**
+   * CERTIFICATE only: the serial (lowercase hex) of the live certificate issued to this
+   * device for the object, null when it has none (never issued, revoked, or the device was
+   * deleted and added again). A device holding another certificate enrolls again.
+   */
+  certificateSerial?: string | null;
 }
 
 export interface Manifest {
@@ -38,6 +44,7 @@ export async function deviceManifest(
   now = new Date(),
 ): Promise<Manifest> {
   const objects = await deviceLinkObjects(db, session.device);
+  const live = await liveSerials(db, session.device.rowId);
   const byId = new Map(objects.map((o) => [o.id, o]));
   const triggered = objects.filter((o) => o.state === 'GENERATION_ON_CONNECTION');
   await db.transaction().execute(async (trx) => {
@@ -72,7 +79,20 @@ export async function deviceManifest(
         label: `SE_${o.objectId}`,
         state,
         ...(o.reason ? { reason: o.reason } : {}),
+        ...(o.type === 'CERTIFICATE' ? { certificateSerial: live.get(o.id) ?? null } : {}),
       };
     }),
   };
+}
+
+/** Secure object id → serial of the device's live (unrevoked) certificate of it. */
+async function liveSerials(db: Db, deviceRowId: number): Promise<Map<number | null, string>> {
+  const rows = await db
+    .selectFrom('certificates')
+    .select(['secure_object_id', 'serial_hex'])
+    .where('device_row_id', '=', deviceRowId)
+    .where('revoked_at', 'is', null)
+    .orderBy('id')
+    .execute();
+  return new Map(rows.map((r) => [r.secure_object_id, r.serial_hex]));
 }

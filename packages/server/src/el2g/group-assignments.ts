@@ -138,7 +138,11 @@ export async function assignToAllGroups(
   );
 }
 
-/** Removes one assignment; devices already provisioned keep what they have. */
+/**
+ * Removes one assignment; devices already provisioned keep what they have. A KEYPAIR whose
+ * CERTIFICATE stays assigned to the group is refused: no device of the group could then make
+ * the key that certificate needs.
+ */
 export async function unassignObject(
   db: Db,
   factoryId: number,
@@ -150,11 +154,27 @@ export async function unassignObject(
   const group = await getDeviceGroup(db, factoryId, groupId);
   const object = await db
     .selectFrom('secure_objects')
-    .select('name')
+    .select(['name', 'type'])
     .where('factory_id', '=', factoryId)
     .where('id', '=', objectId)
     .executeTakeFirst();
   if (!object) throw new KeyferryError('not_found', `secure object ${objectId} not found in this factory`);
+  if (object.type === 'KEYPAIR') {
+    const certificate = await db
+      .selectFrom('secure_objects')
+      .innerJoin('group_objects', 'group_objects.secure_object_id', 'secure_objects.id')
+      .select(['secure_objects.id', 'secure_objects.name'])
+      .where('secure_objects.keypair_id', '=', objectId)
+      .where('group_objects.group_id', '=', groupId)
+      .executeTakeFirst();
+    if (certificate) {
+      throw new KeyferryError(
+        'conflict',
+        `secure object ${object.name} is the key pair of ${certificate.name}, which stays assigned to device group ${group.name}; unassign ${certificate.name} (id ${certificate.id}) from the group first`,
+        { detail: { certificate: certificate.name, group: group.name } },
+      );
+    }
+  }
   const res = await db
     .deleteFrom('group_objects')
     .where('group_id', '=', groupId)

@@ -21,16 +21,7 @@ function certsOf(text: string): Uint8Array[] {
   return decodeCertsOnly(new Uint8Array(Buffer.from(text, 'base64')));
 }
 
-async function states(device: TestDevice): Promise<Record<string, { state: string; reason: string | null }>> {
-  const rows = await f.svc.service.ctx.database.db
-    .selectFrom('device_objects')
-    .innerJoin('devices', 'devices.id', 'device_objects.device_row_id')
-    .innerJoin('secure_objects', 'secure_objects.id', 'device_objects.secure_object_id')
-    .select(['secure_objects.name', 'device_objects.state', 'device_objects.reason'])
-    .where('devices.device_id', '=', device.uid.decimal)
-    .execute();
-  return Object.fromEntries(rows.map((r) => [r.name, { state: r.state, reason: r.reason }]));
-}
+const states = (device: TestDevice) => f.states(device);
 
 describe.each(BACKENDS)('device-link on %s: the provisioning flow of one device', (backend) => {
   beforeAll(async () => {
@@ -64,6 +55,7 @@ describe.each(BACKENDS)('device-link on %s: the provisioning flow of one device'
           keyObjectId: '83000042',
           label: 'SE_83000043',
           state: 'GENERATION_TRIGGERED',
+          certificateSerial: null,
         },
       ],
     });

@@ -46,6 +46,8 @@ export interface DeviceLinkFixture {
     options: Partial<Parameters<typeof deviceLinkCall>[0]> & { path: string },
   ): Promise<DeviceLinkAnswer>;
   count(table: 'certificates' | 'audit_log'): Promise<number>;
+  /** The allow-listed device's state of each object it has a row for, by object name. */
+  states(device: TestDevice): Promise<Record<string, { state: string; reason: string | null }>>;
 }
 
 export async function startDeviceLinkFixture(backend: BackendName = 'sqlite'): Promise<DeviceLinkFixture> {
@@ -100,6 +102,17 @@ export async function startDeviceLinkFixture(backend: BackendName = 'sqlite'): P
         .select((eb) => eb.fn.countAll().as('n'))
         .executeTakeFirstOrThrow();
       return Number(row.n);
+    },
+    async states(device) {
+      const rows = await db
+        .selectFrom('device_objects')
+        .innerJoin('devices', 'devices.id', 'device_objects.device_row_id')
+        .innerJoin('secure_objects', 'secure_objects.id', 'device_objects.secure_object_id')
+        .select(['secure_objects.name', 'device_objects.state', 'device_objects.reason'])
+        .where('devices.device_id', '=', device.uid.decimal)
+        .where('devices.deleted_at', 'is', null)
+        .execute();
+      return Object.fromEntries(rows.map((r) => [r.name, { state: r.state, reason: r.reason }]));
     },
   };
 }

@@ -301,6 +301,36 @@ describe.each(BACKENDS)('el2g device gateway CA on %s', (backend) => {
     expect(actions).toContain('secure-object.delete');
   });
 
+  it('unassigning a KEYPAIR whose CERTIFICATE stays assigned → conflict naming the certificate, nothing changes', async () => {
+    const objects = (await svc.call('GET', `${F}/el2g-proxy/secure-objects`)).json.content;
+    const kp = objects.find((o: { name: string }) => o.name === 'fio-device-gateway-ca-kp');
+    const cert = objects.find((o: { name: string }) => o.name === 'fio-device-gateway-ca');
+    const groups = (await svc.call('GET', `${F}/el2g-proxy/device-groups`)).json.content;
+    const group = groups.find((g: { name: string }) => g.name === 'fio-935389312472');
+    const before = await snapshot();
+    const res = await svc.call('DELETE', `${F}/el2g-proxy/secure-objects/${kp.id}/device-groups/${group.id}`);
+    expect(res.status).toBe(409);
+    expect(res.json.code).toBe('conflict');
+    expect(res.json.detail).toBe(
+      `secure object fio-device-gateway-ca-kp is the key pair of fio-device-gateway-ca, which stays assigned to device group fio-935389312472; unassign fio-device-gateway-ca (id ${cert.id}) from the group first`,
+    );
+    expect(await snapshot()).toEqual(before);
+    // certificate first, then its key pair: both go; assigned back as they were
+    for (const o of [cert, kp]) {
+      const un = await svc.call('DELETE', `${F}/el2g-proxy/secure-objects/${o.id}/device-groups/${group.id}`);
+      expect(un.status, JSON.stringify(un.json)).toBe(204);
+    }
+    for (const o of [kp, cert]) {
+      const back = await svc.call('POST', `${F}/el2g-proxy/secure-objects/${o.id}/device-groups`, {
+        body: { deviceGroupIds: [group.id] },
+      });
+      expect(back.json).toEqual({ assigned: 1 });
+    }
+    const pairs = (rows: Array<{ group_id: number; secure_object_id: number }>) =>
+      rows.map((r) => [r.group_id, r.secure_object_id]);
+    expect(pairs((await snapshot()).assignments)).toEqual(pairs(before.assignments));
+  });
+
   it('a product added later gets the secure objects in its two new groups', async () => {
     const ctx = svc.service.ctx;
     const factory = await findFactoryByName(ctx.database.db, 'demo');
