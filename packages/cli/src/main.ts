@@ -1,10 +1,13 @@
+import { endQuietlyWhenOutputCloses } from '@keyferry/core';
 import { Command, CommanderError } from 'commander';
+import packageJson from '../package.json' with { type: 'json' };
 import { CliError } from './cli-error.ts';
 import { registerDevices } from './commands/devices.ts';
 import { registerEl2g } from './commands/el2g.ts';
 import { registerFactories } from './commands/factories.ts';
 import { registerKeys } from './commands/keys-ca.ts';
 import { registerLogin } from './commands/login.ts';
+import { usageError } from './usage.ts';
 
 export function buildProgram(): Command {
   const program = new Command('keyferry')
@@ -13,9 +16,10 @@ export function buildProgram(): Command {
     .option('-f, --factory <name>', 'factory name (env KEYFERRY_FACTORY)')
     .option('-t, --token <token>', 'API token (env KEYFERRY_TOKEN)')
     .option('--json', 'print machine-readable JSON')
+    .version(packageJson.version, '-V, --version', 'print the version')
     .showHelpAfterError(false)
     .configureOutput({
-      outputError: (text, write) => write(`ERROR: ${text.replace(/^error: /, '')}`),
+      outputError: (text, write) => write(usageError(text)),
     })
     .exitOverride();
   registerLogin(program);
@@ -28,6 +32,7 @@ export function buildProgram(): Command {
 
 /** Runs the CLI; failures become one `ERROR:` line and a non-zero exit, never a stack trace. */
 export async function main(argv: string[]): Promise<number> {
+  endQuietlyWhenOutputCloses([process.stdout, process.stderr], () => process.exit(0));
   const program = buildProgram();
   try {
     await program.parseAsync(argv);

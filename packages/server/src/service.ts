@@ -11,6 +11,7 @@ import { createFactory } from './factories/create-factory.ts';
 import { countFactories } from './factories/factories.ts';
 import { startGateway } from './gateway/listener.ts';
 import { buildManagementApi } from './http/app.ts';
+import { bindListener } from './http/listen.ts';
 import { openCustody } from './keys/open-custody.ts';
 import { openDatabase } from './storage/database.ts';
 import { createApiToken } from './tokens/api-tokens.ts';
@@ -25,6 +26,9 @@ export interface RunningService {
   close(): Promise<void>;
 }
 
+/** In the data dir: the addresses bound, present only while keyferryd serves them. */
+export const LISTEN_FILE = 'listen.json';
+
 export interface StartOptions {
   config: Config;
   /** True when keyferryd runs without a config file (development defaults apply). */
@@ -37,7 +41,10 @@ export async function startService(options: StartOptions): Promise<RunningServic
   const log = options.log ?? pino({ level: config.log.level, base: { service: 'keyferryd' } });
   const dataDir = resolve(config.dataDir);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  rmSync(join(dataDir, 'listen.json'), { force: true });
+  // listen.json says "ready at these addresses": it must exist only while this process
+  // serves them, or whoever waits for it goes on against a dead or foreign listener.
+  const listenFile = join(dataDir, LISTEN_FILE);
+  rmSync(listenFile, { force: true });
   const database = await openDatabase(config.storage, dataDir);
   const closers: Array<() => Promise<void>> = [() => database.close()];
   try {
@@ -48,23 +55,26 @@ export async function startService(options: StartOptions): Promise<RunningServic
     const api = await buildManagementApi(ctx);
     closers.unshift(() => api.close());
     const { host, port } = parseListen(config.api.listen);
-    await api.listen({ host, port });
+    await bindListener('api.listen', config.api.listen, () => api.listen({ host, port }));
     const bound = api.server.address();
     const apiUrl = `http://${formatHost(host)}:${typeof bound === 'object' && bound ? bound.port : port}`;
     const addresses: RunningService['addresses'] = { api: apiUrl };
     if (config.deviceLink.enabled) {
-      const deviceLink = await startDeviceLink(ctx, { embeddedDefaults: options.embeddedDefaults });
+      const deviceLink = await bindListener('deviceLink.listen', config.deviceLink.listen, () =>
+        startDeviceLink(ctx, { embeddedDefaults: options.embeddedDefaults }),
+      );
       closers.unshift(() => deviceLink.close());
       addresses.deviceLink = deviceLink.address;
     }
     if (config.gateway.enabled) {
-      const gateway = await startGateway(ctx);
+      const gateway = await bindListener('gateway.listen', config.gateway.listen, () => startGateway(ctx));
       if (gateway) {
         closers.unshift(() => gateway.close());
         addresses.gateway = gateway.address;
       }
     }
-    writeAtomically(join(dataDir, 'listen.json'), JSON.stringify(addresses) + '\n', 0o644);
+    writeAtomically(listenFile, JSON.stringify(addresses) + '\n', 0o644);
+    closers.unshift(async () => rmSync(listenFile, { force: true }));
     log.info({ addresses, storage: database.dialect, custody: custody.backend }, 'keyferryd ready');
     let closed = false;
     return {
@@ -80,6 +90,7 @@ export async function startService(options: StartOptions): Promise<RunningServic
     };
   } catch (err) {
     for (const close of closers) await close().catch(() => {});
+    rmSync(listenFile, { force: true });
     throw err;
   }
 }

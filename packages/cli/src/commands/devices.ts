@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { type CommandContext, commandContext } from '../context.ts';
 import { formatTable, printJson } from '../output.ts';
+import { wordlessDefault } from '../usage.ts';
 
 /** Rows asked for per page. */
 const PAGE = 1_000;
@@ -22,10 +23,11 @@ export function registerDevices(program: Command): void {
     .description(
       'devices registered at the device gateway (their first call with a provisioned certificate)',
     );
-  devices
-    .command('list', { isDefault: true })
-    .description('list registered devices: NAME (certificate CN), FIRST SEEN, LAST SEEN, CERT SERIAL')
-    .action(async (_opts: unknown, command: Command) => listGatewayDevices(commandContext(command)));
+  wordlessDefault(
+    devices
+      .command('list', { isDefault: true })
+      .description('list registered devices: NAME (certificate CN), FIRST SEEN, LAST SEEN, CERT SERIAL'),
+  ).action(async (_opts: unknown, command: Command) => listGatewayDevices(commandContext(command)));
 }
 
 async function listGatewayDevices({ api, out }: CommandContext): Promise<void> {

@@ -3,14 +3,17 @@ import type { ApiClient } from '../api-client.ts';
 import { type CommandContext, commandContext } from '../context.ts';
 import { formatTable, printJson } from '../output.ts';
 
+/** 12NCs arrive as strings or as JSON numbers (fioctl decoded `product-ids` as `[]int`). */
+export type Nc12 = string | number;
+
 export interface Product {
-  nc12: string;
+  nc12: Nc12;
   commercialName: string;
 }
 
 export interface El2gOverview {
   subdomain: string;
-  'product-ids': string[];
+  'product-ids': Nc12[];
   plan?: Record<string, unknown>;
 }
 
@@ -55,8 +58,8 @@ export async function fetchEl2gStatus(api: ApiClient): Promise<El2gStatus> {
 
 /** The four sections of CLI.md, each ending in a newline: Subdomain, Product IDs, Secure Objects, Intermediate CAs. */
 export function el2gStatusSections(status: El2gStatus): string[] {
-  const names = new Map(status.products.map((p) => [p.nc12, p.commercialName]));
-  const products = status.overview['product-ids'].map((id) => [id, names.get(id) ?? '']);
+  const names = new Map(status.products.map((p) => [String(p.nc12), p.commercialName]));
+  const products = status.overview['product-ids'].map(String).map((id) => [id, names.get(id) ?? '']);
   const objects = status.secureObjects.map((o) => [o.type, o.name, o['object-id']]);
   const cas = status.intermediateCas.map(
     (ca) => `Name: ${ca.name}\nAlgorithm: ${ca.algorithm}\nID: ${ca.id}\n${ensureNewline(ca.value)}`,
