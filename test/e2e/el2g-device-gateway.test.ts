@@ -12,7 +12,7 @@ function openssl(args: string[]): string {
   return execFileSync('openssl', args, { encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
 }
 
-/** The four sections of CLI.md's `el2g status`, built from what the API says. */
+/** The four sections of fioctl's `el2g status`, built from what the API says. */
 function expectedStatus(subdomain: string, caId: number, caPem: string): string {
   return [
     `# Subdomain: ${subdomain}\n`,
@@ -112,7 +112,7 @@ describe('el2g config-device-gateway + status: root key in a file, soft custody'
     if (s) rmSync(s.work, { recursive: true, force: true });
   });
 
-  it('prints the four status sections of CLI.md and a CA that openssl verifies against factory_ca.pem', async () => {
+  it('prints the four status sections of fioctl and a CA that openssl verifies against factory_ca.pem', async () => {
     pki = await configureAndCheck(s, []);
   });
 

@@ -16,7 +16,7 @@ export interface GatewayDevice {
   'last-seen': string;
 }
 
-/** `keyferry devices list`: devices registered at the device gateway (CLI.md). */
+/** `keyferry devices list`: devices registered at the device gateway (docs/api.md). */
 export function registerDevices(program: Command): void {
   const devices = program
     .command('devices')

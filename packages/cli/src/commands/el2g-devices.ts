@@ -103,7 +103,7 @@ export function registerEl2gDevices(el2g: Command): void {
     });
 }
 
-/** The plan section of `el2g status` (after CLI.md's four). */
+/** The plan section of `el2g status` (after fioctl's four). */
 export const planStatusSection: StatusSection = async ({ api }) =>
   formatPlanSection(await api.call<PlanUsage>('GET', api.factoryPath('el2g/plan/')));
 
@@ -229,7 +229,7 @@ async function listDevices({ api, out }: CommandContext, wide: boolean): Promise
   if (out.json) out.write(first ? ']\n' : '\n]\n');
 }
 
-/** CLI.md prints times to the second (`2026-11-29T10:01:02Z`); the API keeps milliseconds. */
+/** `--wide` prints times to the second (`2026-11-29T10:01:02Z`); the API keeps milliseconds. */
 function secondsOnly(iso: string | null): string {
   return iso ? iso.replace(/\.\d+Z$/, 'Z') : '';
 }

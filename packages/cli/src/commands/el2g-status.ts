@@ -40,7 +40,7 @@ export interface El2gStatus {
 }
 
 /**
- * A section printed after the four of CLI.md (plan and usage, …): gets what was already read
+ * A section printed after fioctl's four (plan and usage, …): gets what was already read
  * and returns its text (ending in a newline), or '' to print nothing.
  */
 export type StatusSection = (ctx: CommandContext, status: El2gStatus) => Promise<string>;
@@ -56,7 +56,7 @@ export async function fetchEl2gStatus(api: ApiClient): Promise<El2gStatus> {
   return { products, overview, secureObjects, intermediateCas };
 }
 
-/** The four sections of CLI.md, each ending in a newline: Subdomain, Product IDs, Secure Objects, Intermediate CAs. */
+/** fioctl's four sections, each ending in a newline: Subdomain, Product IDs, Secure Objects, Intermediate CAs. */
 export function el2gStatusSections(status: El2gStatus): string[] {
   const names = new Map(status.products.map((p) => [String(p.nc12), p.commercialName]));
   const products = status.overview['product-ids'].map(String).map((id) => [id, names.get(id) ?? '']);
@@ -72,7 +72,7 @@ export function el2gStatusSections(status: El2gStatus): string[] {
   ];
 }
 
-/** `keyferry el2g status`; `extraSections` print after the four of CLI.md, in order. */
+/** `keyferry el2g status`; `extraSections` print after fioctl's four, in order. */
 export function registerEl2gStatus(el2g: Command, extraSections: readonly StatusSection[] = []): void {
   el2g
     .command('status')
