@@ -40,19 +40,30 @@ describe('keyferry el2g devices against the keyferryd process', () => {
     rmSync(work, { recursive: true, force: true });
   });
 
-  it('adds the device and lists it under fio-935389312472 with its decimal id', () => {
+  it("devices add with one id prints nothing on success, as fioctl; the list has fioctl's two columns", () => {
     const add = cli(['el2g', 'devices', 'add', '935389312472', GUIDE_HEX]);
     expect(add.stderr).toBe('');
     expect(add.status).toBe(0);
-    expect(add.stdout).toBe(`${GUIDE_HEX}: added\n`);
+    expect(add.stdout).toBe('');
     const list = cli(['el2g', 'devices']);
     expect(list.status).toBe(0);
     expect(list.stdout).toBe(
+      'GROUP             ID\n' + '-----             --\n' + `fio-935389312472  ${GUIDE_DEC}\n`,
+    );
+    expect(cli(['el2g', 'devices', 'list']).stdout).toBe(list.stdout);
+    const wide = cli(['el2g', 'devices', '--wide']);
+    expect(wide.stdout).toBe(
       'GROUP             ID                                          LAST CONNECTION\n' +
         '-----             --                                          ---------------\n' +
         `fio-935389312472  ${GUIDE_DEC}\n`,
     );
-    expect(cli(['el2g', 'devices', 'list']).stdout).toBe(list.stdout);
+    expect(cli(['el2g', 'devices', 'list', '--wide']).stdout).toBe(wide.stdout);
+    // already present is success too: still silent
+    expect(cli(['el2g', 'devices', 'add', '935389312472', GUIDE_DEC])).toEqual({
+      status: 0,
+      stdout: '',
+      stderr: '',
+    });
   });
 
   it('shows Hardware Type, 12NC and the assigned objects in GENERATION_ON_CONNECTION', () => {
@@ -88,8 +99,19 @@ describe('keyferry el2g devices against the keyferryd process', () => {
 
   it('says when a device is in the other group, and exits non-zero', () => {
     const res = cli(['el2g', 'devices', 'add', '--production', '935389312472', GUIDE_HEX]);
-    expect(res.stdout).toBe(`${GUIDE_HEX}: in another group (fio-935389312472); remove it there first\n`);
-    expect(res.stderr).toBe('ERROR: 1 of 1 devices not added (see above)\n');
+    expect(res.stdout).toBe('');
+    expect(res.stderr).toBe(
+      `ERROR: ${GUIDE_HEX}: in another group (fio-935389312472); remove it there first\n`,
+    );
+    expect(res.status).toBe(1);
+    // several ids: a line each (keyferry's addition)
+    const [one, two] = ['0x04005001eee3ba1ee96e60047e57da0f6882', '0x04005001eee3ba1ee96e60047e57da0f6883'];
+    const several = cli(['el2g', 'devices', 'delete', '--production', '935389312472', one, two]);
+    expect(several).toEqual({
+      status: 0,
+      stdout: `${one}: not on the allow-list\n${two}: not on the allow-list\n`,
+      stderr: '',
+    });
   });
 
   it('shows the plan and its usage after the four status sections', () => {
@@ -104,7 +126,7 @@ describe('keyferry el2g devices against the keyferryd process', () => {
 
   it('deletes the device: gone from the list, show says it is not allow-listed', () => {
     const res = cli(['el2g', 'devices', 'delete', '935389312472', GUIDE_DEC]);
-    expect(res.stdout).toBe(`${GUIDE_DEC}: deleted\n`);
+    expect(res).toEqual({ status: 0, stdout: '', stderr: '' });
     expect(cli(['el2g', 'devices']).stdout.trimEnd().split('\n')).toHaveLength(2);
     const show = cli(['el2g', 'devices', 'show', GUIDE_HEX]);
     expect(show.status).not.toBe(0);
@@ -181,15 +203,16 @@ describe('keyferry el2g devices add --file at fleet scale', () => {
     expect(await rows()).toBe(50_000);
 
     const again = await cli(['el2g', 'devices', 'add', '935389312472', ids[50_500]!]);
-    expect(again.stdout).toMatch(/: refused: device quota reached: limit devices-per-year, 50000 of 50000/);
+    expect(again.stdout).toBe('');
+    expect(again.stderr).toMatch(/: refused: device quota reached: limit devices-per-year, 50000 of 50000/);
   });
 
-  it('lists all 50,000 page by page in the CLI.md table', async () => {
+  it("lists all 50,000 page by page in fioctl's table", async () => {
     const res = await cli(['el2g', 'devices']);
     expect(res.status).toBe(0);
     const out = res.stdout.trimEnd().split('\n');
     expect(out).toHaveLength(50_002);
-    expect(out[0]).toBe('GROUP             ID                                          LAST CONNECTION');
+    expect(out[0]).toBe('GROUP             ID');
     expect(out.slice(2).every((l) => /^fio-935389312472 {2}[0-9]{42}$/.test(l))).toBe(true);
     expect(new Set(out.slice(2)).size).toBe(50_000);
   });

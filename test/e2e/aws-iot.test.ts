@@ -258,8 +258,9 @@ describe('AWS IoT end to end: keyferryd, CLI, SoftHSM2 device, agent, AWS IoT em
     const caId = parseCertificate(fromPem(caPem!, 'CERTIFICATE')).fingerprintSha256;
     expect(out).toMatch(
       new RegExp(
-        '^Getting registration code from AWS\n \\|-> [0-9a-f]{64}\nConfiguring the service\nRegistering CA with AWS\n' +
-          ` \\|-> AWS Certificate ID ${caId}\n \\|-> ACTIVE\n$`,
+        '^Getting registration code from AWS\n \\|-> [0-9a-f]{64}\nConfiguring keyferry\n' +
+          ` \\|-> AWS Certificate ID ${caId}\n \\|-> ACTIVE\n` +
+          'Registered the CA with AWS IoT, auto-registration enabled\nJITP template set, run as .*\n$',
       ),
     );
     const run = ok(agent(['auto-register']), 'auto-register after config-aws-iot');
@@ -298,7 +299,7 @@ describe('AWS IoT end to end: keyferryd, CLI, SoftHSM2 device, agent, AWS IoT em
 
   it('manual registration (no template): refused until UpdateCertificate ACTIVE, then publishes', async () => {
     const out = ok(cli(['el2g', 'config-aws-iot'], manual.env), 'config-aws-iot without JITP');
-    expect(out).toMatch(/ \|-> ACTIVE\n$/);
+    expect(out).toMatch(/ \|-> ACTIVE\nRegistered the CA with AWS IoT, auto-registration enabled\n$/);
     const refused = await awsDemo(manual);
     expect(refused.stderr).toMatch(
       /^ERROR: AWS IoT at \S+ closed the connection again before accepting it: the certificate is not active/,

@@ -114,8 +114,11 @@ describe('keyferry el2g config-aws-iot against keyferry-sim aws-iot', () => {
       (await iot.send(new ListCACertificatesCommand({}))).certificates ?? [];
     const code = /^ \|-> ([0-9a-f]{64})$/m.exec(res.stdout)?.[1];
     expect(res.stdout).toBe(
-      `Getting registration code from AWS\n |-> ${code}\nConfiguring the service\nRegistering CA with AWS\n` +
-        ` |-> AWS Certificate ID ${certificateId}\n |-> ACTIVE\n`,
+      // fioctl's lines in fioctl's order, then keyferry's
+      `Getting registration code from AWS\n |-> ${code}\nConfiguring keyferry\n` +
+        ` |-> AWS Certificate ID ${certificateId}\n |-> ACTIVE\n` +
+        'Registered the CA with AWS IoT, auto-registration enabled\n' +
+        `JITP template set, run as ${ROLE}\n`,
     );
     const described = await iot.send(new DescribeCACertificateCommand({ certificateId }));
     expect(described.certificateDescription).toMatchObject({

@@ -12,7 +12,7 @@ function openssl(args: string[]): string {
   return execFileSync('openssl', args, { encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
 }
 
-/** The four sections of CLI.md's `el2g status`, built from what the API says. */
+/** The four sections of fioctl's `el2g status`, built from what the API says. */
 function expectedStatus(subdomain: string, caId: number, caPem: string): string {
   return [
     `# Subdomain: ${subdomain}\n`,
@@ -66,9 +66,11 @@ async function configureAndCheck(s: Setup, pkiArgs: string[]): Promise<string> {
   expect(cas).toHaveLength(1);
   const ca = cas[0]!;
   expect(res.stdout).toBe(
-    'Requesting CSR from the service\nSigning CSR\nUploading signed certificate\n' +
-      ` |-> created intermediate CA fio-device-gateway-ca (ID ${ca.id})\n` +
-      `Updating Factory allowed CA's with\n${ca.value}`,
+    // fioctl's steps in fioctl's order (its Println after the PEM included), then keyferry's
+    "Requesting CSR from keyferry\nSigning CSR\nUploading signed certificate\nUpdating factory allowed CA's with\n" +
+      `${ca.value}\n` +
+      `Created intermediate CA fio-device-gateway-ca (ID ${ca.id})\n` +
+      'The device gateway trusts it now (added to ca-crt)\n',
   );
   const overview = await s.api<{ subdomain: string }>('el2g/overview/');
   expect(overview.subdomain).toMatch(/^[a-z0-9]{16}\.device-link\.localhost$/);
@@ -110,7 +112,7 @@ describe('el2g config-device-gateway + status: root key in a file, soft custody'
     if (s) rmSync(s.work, { recursive: true, force: true });
   });
 
-  it('prints the four status sections of CLI.md and a CA that openssl verifies against factory_ca.pem', async () => {
+  it('prints the four status sections of fioctl and a CA that openssl verifies against factory_ca.pem', async () => {
     pki = await configureAndCheck(s, []);
   });
 
@@ -120,7 +122,7 @@ describe('el2g config-device-gateway + status: root key in a file, soft custody'
     const res = s.cli(['el2g', 'config-device-gateway', '--pki-dir', pki]);
     expect(res.status).toBe(0);
     expect(res.stdout).toContain(
-      `Uploading signed certificate\n |-> replaced the key and certificate of intermediate CA fio-device-gateway-ca (ID ${before[0]!.id})\n`,
+      `\nReplaced the key and certificate of intermediate CA fio-device-gateway-ca (ID ${before[0]!.id})\n`,
     );
     const after = await s.api<Array<{ id: number; value: string }>>('el2g/intermediate-cas/');
     expect(after).toHaveLength(1);

@@ -56,7 +56,7 @@ export function createSofthsmEnv(options: { setProcessEnv?: boolean } = {}): Sof
   };
 }
 
-/** The labels and PINs of a test token; the defaults are the device side's (DESIGN §3). */
+/** The labels and PINs of a test token; the defaults are the device side's (LmP's defaults). */
 export interface TestToken {
   readonly label: string;
   readonly soPin: string;

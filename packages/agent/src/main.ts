@@ -1,4 +1,6 @@
+import { endQuietlyWhenOutputCloses } from '@keyferry/core';
 import { Command, CommanderError } from 'commander';
+import packageJson from '../package.json' with { type: 'json' };
 import { AgentError, EXIT_CODES } from './agent-error.ts';
 import { registerAutoRegister } from './commands/auto-register.ts';
 import { registerAwsDemo } from './commands/aws-demo.ts';
@@ -7,6 +9,7 @@ import { registerUid } from './commands/uid.ts';
 export function buildProgram(): Command {
   const program = new Command('keyferry-agent')
     .description('keyferry device agent: secure element UID, boot-time credential provisioning, AWS IoT demo')
+    .version(packageJson.version, '-V, --version', 'print the version')
     .showHelpAfterError(false)
     .configureOutput({ outputError: (text, write) => write(`ERROR: ${text.replace(/^error: /, '')}`) })
     .exitOverride();
@@ -18,6 +21,7 @@ export function buildProgram(): Command {
 
 /** Runs the agent; a failure is one `ERROR:` line on stderr and the exit code of its kind. */
 export async function main(argv: string[]): Promise<number> {
+  endQuietlyWhenOutputCloses([process.stdout, process.stderr], () => process.exit(0));
   try {
     await buildProgram().parseAsync(argv);
     return 0;

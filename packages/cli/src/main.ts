@@ -1,4 +1,6 @@
+import { endQuietlyWhenOutputCloses } from '@keyferry/core';
 import { Command, CommanderError } from 'commander';
+import packageJson from '../package.json' with { type: 'json' };
 import { CliError } from './cli-error.ts';
 import { registerDevices } from './commands/devices.ts';
 import { registerEl2g } from './commands/el2g.ts';
@@ -6,6 +8,7 @@ import { registerFactories } from './commands/factories.ts';
 import { registerKeys } from './commands/keys-ca.ts';
 import { registerLogin } from './commands/login.ts';
 import { registerTokens } from './commands/tokens.ts';
+import { usageError } from './usage.ts';
 
 export function buildProgram(): Command {
   const program = new Command('keyferry')
@@ -24,9 +27,10 @@ export function buildProgram(): Command {
     )
     .option('--client-key <file>', 'its private key (env KEYFERRY_CLIENT_KEY)')
     .option('--json', 'print machine-readable JSON')
+    .version(packageJson.version, '-V, --version', 'print the version')
     .showHelpAfterError(false)
     .configureOutput({
-      outputError: (text, write) => write(`ERROR: ${text.replace(/^error: /, '')}`),
+      outputError: (text, write) => write(usageError(text)),
     })
     .exitOverride();
   registerLogin(program);
@@ -40,6 +44,7 @@ export function buildProgram(): Command {
 
 /** Runs the CLI; failures become one `ERROR:` line and a non-zero exit, never a stack trace. */
 export async function main(argv: string[]): Promise<number> {
+  endQuietlyWhenOutputCloses([process.stdout, process.stderr], () => process.exit(0));
   const program = buildProgram();
   try {
     await program.parseAsync(argv);

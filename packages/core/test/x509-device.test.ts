@@ -50,7 +50,7 @@ function deterministic(signer: Signer): Signer {
   };
 }
 
-describe('device certificate profile (DESIGN §7)', () => {
+describe('device certificate profile (docs/device-link.md)', () => {
   it('has CN = UID hex, OU = factory, serialNumber = decimal id, clientAuth, and openssl verifies it', async () => {
     const key = newSigner();
     const template = deviceCertificateTemplate({ issuerCert, factory: 'acme' });

@@ -26,7 +26,7 @@ const root = await factoryRootProfile({ factory: 'acme-prod', signer: rootSigner
 const rootFile = dir.write('root.pem', toPem(root, 'CERTIFICATE'));
 
 describe('factoryRootProfile', () => {
-  it('is the self-signed P-256 Factory-CA root of DESIGN §7, as openssl reads it', () => {
+  it('is the self-signed P-256 Factory-CA root fioctl made, as openssl reads it', () => {
     const out = text(root);
     expect(out).toContain('Subject: OU = acme-prod, CN = Factory-CA');
     expect(out).toContain('Issuer: OU = acme-prod, CN = Factory-CA');

@@ -1,5 +1,8 @@
-import { KeyferryError } from '@keyferry/core';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { endQuietlyWhenOutputCloses, KeyferryError } from '@keyferry/core';
 import { Command, Option } from 'commander';
+import packageJson from '../package.json' with { type: 'json' };
 import {
   adminCreateFactory,
   adminCreateToken,
@@ -8,13 +11,19 @@ import {
   withAdminContext,
 } from './admin.ts';
 import { loadConfig } from './config/load.ts';
-import { startService } from './service.ts';
+import { type RunningService, startService } from './service.ts';
 import { scopesOfFlag, type TokenInfo } from './tokens/api-tokens.ts';
 
 /** keyferryd: one process, several listeners. Exits non-zero with one clear line on a bad start. */
 export async function main(argv: string[]): Promise<void> {
+  let stop: ((reason: string) => Promise<void>) | undefined;
+  // `keyferryd | head` closing our stdout is a reason to shut down cleanly, not to crash
+  endQuietlyWhenOutputCloses([process.stdout, process.stderr], () =>
+    stop ? void stop('stdout closed') : process.exit(0),
+  );
   const program = new Command('keyferryd')
     .description('keyferry service: management API, device-link and device gateway')
+    .version(packageJson.version, '-V, --version', 'print the version')
     .option(
       '-c, --config <file>',
       'config file (YAML or JSON); default: none, i.e. embedded defaults (env KEYFERRY_CONFIG)',
@@ -24,13 +33,16 @@ export async function main(argv: string[]): Promise<void> {
       'after',
       '\nWith no config, keyferryd keeps SQLite under ./data, listens on 127.0.0.1:8080 and makes a demo factory.\nSee docs/configuration.md for every option and environment override.',
     )
-    .action(async () => runService(program.opts<{ config?: string }>().config));
+    .action(async () => {
+      stop = await runService(program.opts<{ config?: string }>().config);
+    });
   registerAdmin(program);
   await program.parseAsync(argv);
 }
 
-async function runService(configFile: string | undefined): Promise<void> {
-  let service: Awaited<ReturnType<typeof startService>>;
+/** Starts the service; answers how to stop it. */
+async function runService(configFile: string | undefined): Promise<(reason: string) => Promise<void>> {
+  let service: RunningService;
   try {
     const { config, file } = loadConfig({ file: configFile });
     service = await startService({ config, embeddedDefaults: file === undefined });
@@ -38,22 +50,43 @@ async function runService(configFile: string | undefined): Promise<void> {
     fail(err, 'keyferryd cannot start');
   }
   // before anything is printed: whoever waits for the printed addresses may signal at once
-  const stop = async (signal: string) => {
-    service.ctx.log.info({ signal }, 'shutting down');
+  let stop: (reason: string) => Promise<void> = async (reason) => {
+    stop = async () => {};
+    service.ctx.log.info({ reason }, 'shutting down');
     await service.close();
     process.exit(0);
   };
   process.once('SIGTERM', () => void stop('SIGTERM'));
   process.once('SIGINT', () => void stop('SIGINT'));
+  process.stdout.write(startBanner(service));
+  return (reason) => stop(reason);
+}
+
+/**
+ * What keyferryd prints once it serves: the demo factory's token on the first start only
+ * (shown once), on every start where it is kept and the command that uses it, then the
+ * addresses bound.
+ */
+function startBanner(service: RunningService): string {
+  const { config } = service.ctx;
+  const lines: string[] = [];
+  const tokenFile = join(config.dataDir, `${config.demoFactory.name}.token`);
+  const tokenKept = service.demo !== undefined || (config.demoFactory.enabled && existsSync(tokenFile));
   if (service.demo) {
-    process.stdout.write(
-      `Demo factory: ${service.demo.factory}\nAdmin token: ${service.demo.token}\n` +
-        `(shown once; also saved in ${service.ctx.config.dataDir}/${service.demo.factory}.token)\n`,
+    lines.push(
+      `Demo factory: ${service.demo.factory}`,
+      `Admin token: ${service.demo.token}`,
+      `(shown once; also saved in ${tokenFile})`,
     );
+  } else if (tokenKept) {
+    lines.push(`Demo factory: ${config.demoFactory.name}; its admin token is in ${tokenFile}`);
   }
-  process.stdout.write(`Management API: ${service.addresses.api}\n`);
-  if (service.addresses.deviceLink) process.stdout.write(`Device-link: ${service.addresses.deviceLink}\n`);
-  if (service.addresses.gateway) process.stdout.write(`Device gateway: ${service.addresses.gateway}\n`);
+  if (tokenKept)
+    lines.push(`Next: keyferry login --server ${service.addresses.api} -t "$(cat ${tokenFile})"`);
+  lines.push(`Management API: ${service.addresses.api}`);
+  if (service.addresses.deviceLink) lines.push(`Device-link: ${service.addresses.deviceLink}`);
+  if (service.addresses.gateway) lines.push(`Device gateway: ${service.addresses.gateway}`);
+  return lines.join('\n') + '\n';
 }
 
 function fail(err: unknown, what: string): never {

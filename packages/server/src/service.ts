@@ -12,6 +12,7 @@ import { countFactories } from './factories/factories.ts';
 import { startGateway } from './gateway/listener.ts';
 import { isLoopbackHost, managementApiTls } from './http/api-tls.ts';
 import { buildManagementApi } from './http/app.ts';
+import { bindListener } from './http/listen.ts';
 import { openCustody } from './keys/open-custody.ts';
 import { openDatabase } from './storage/database.ts';
 import { createApiToken } from './tokens/api-tokens.ts';
@@ -25,6 +26,9 @@ export interface RunningService {
   demo: { factory: string; token: string } | undefined;
   close(): Promise<void>;
 }
+
+/** In the data dir: the addresses bound, present only while keyferryd serves them. */
+export const LISTEN_FILE = 'listen.json';
 
 export interface StartOptions {
   config: Config;
@@ -41,17 +45,22 @@ export async function startService(options: StartOptions): Promise<RunningServic
   const https = managementApiTls(config.api, host);
   const dataDir = resolve(config.dataDir);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  rmSync(join(dataDir, 'listen.json'), { force: true });
+  // listen.json says "ready at these addresses": it must exist only while this process
+  // serves them, or whoever waits for it goes on against a dead or foreign listener.
+  const listenFile = join(dataDir, LISTEN_FILE);
+  rmSync(listenFile, { force: true });
   const database = await openDatabase(config.storage, dataDir);
   const closers: Array<() => Promise<void>> = [() => database.close()];
   try {
     const custody = await openCustody({ ...config, dataDir }, database);
     closers.unshift(() => custody.close());
-    const ctx: ServiceContext = { config: { ...config, dataDir }, database, custody, log };
-    const demo = await ensureDemoFactory(ctx, options.embeddedDefaults);
+    // the demo factory defaults to on with the embedded defaults only
+    const demoFactory = { ...config.demoFactory, enabled: config.demoFactory.enabled ?? options.embeddedDefaults };
+    const ctx: ServiceContext = { config: { ...config, dataDir, demoFactory }, database, custody, log };
+    const demo = await ensureDemoFactory(ctx);
     const api = await buildManagementApi(ctx, https);
     closers.unshift(() => api.close());
-    await api.listen({ host, port });
+    await bindListener('api.listen', config.api.listen, () => api.listen({ host, port }));
     const bound = api.server.address();
     const scheme = https ? 'https' : 'http';
     const apiUrl = `${scheme}://${formatHost(host)}:${typeof bound === 'object' && bound ? bound.port : port}`;
@@ -65,18 +74,21 @@ export async function startService(options: StartOptions): Promise<RunningServic
     }
     const addresses: RunningService['addresses'] = { api: apiUrl };
     if (config.deviceLink.enabled) {
-      const deviceLink = await startDeviceLink(ctx, { embeddedDefaults: options.embeddedDefaults });
+      const deviceLink = await bindListener('deviceLink.listen', config.deviceLink.listen, () =>
+        startDeviceLink(ctx, { embeddedDefaults: options.embeddedDefaults }),
+      );
       closers.unshift(() => deviceLink.close());
       addresses.deviceLink = deviceLink.address;
     }
     if (config.gateway.enabled) {
-      const gateway = await startGateway(ctx);
+      const gateway = await bindListener('gateway.listen', config.gateway.listen, () => startGateway(ctx));
       if (gateway) {
         closers.unshift(() => gateway.close());
         addresses.gateway = gateway.address;
       }
     }
-    writeAtomically(join(dataDir, 'listen.json'), JSON.stringify(addresses) + '\n', 0o644);
+    writeAtomically(listenFile, JSON.stringify(addresses) + '\n', 0o644);
+    closers.unshift(async () => rmSync(listenFile, { force: true }));
     log.info({ addresses, storage: database.dialect, custody: custody.backend }, 'keyferryd ready');
     let closed = false;
     return {
@@ -92,18 +104,15 @@ export async function startService(options: StartOptions): Promise<RunningServic
     };
   } catch (err) {
     for (const close of closers) await close().catch(() => {});
+    rmSync(listenFile, { force: true });
     throw err;
   }
 }
 
 /** On the first start of an empty database, make the demo factory and its admin token. */
-async function ensureDemoFactory(
-  ctx: ServiceContext,
-  embeddedDefaults: boolean,
-): Promise<RunningService['demo']> {
+async function ensureDemoFactory(ctx: ServiceContext): Promise<RunningService['demo']> {
   const { demoFactory } = ctx.config;
-  if (!(demoFactory.enabled ?? embeddedDefaults) || (await countFactories(ctx.database.db)) > 0)
-    return undefined;
+  if (!demoFactory.enabled || (await countFactories(ctx.database.db)) > 0) return undefined;
   const factory = await createFactory(ctx, demoFactory.name, {
     actor: 'system',
     correlationId: randomUUID(),

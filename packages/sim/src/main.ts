@@ -1,5 +1,6 @@
-import { DEVICE_ID_FORMS, tryParseDeviceId } from '@keyferry/core';
+import { DEVICE_ID_FORMS, endQuietlyWhenOutputCloses, tryParseDeviceId } from '@keyferry/core';
 import { Command, CommanderError, Option } from 'commander';
+import packageJson from '../package.json' with { type: 'json' };
 import { registerAwsIotCommand } from './aws-iot/command.ts';
 import { registerFleetCommand } from './fleet/command.ts';
 import { createSecureElement } from './se05x/create.ts';
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
     .description(
       'keyferry simulators for development and tests: SE05x secure elements, an AWS IoT Core emulator, a device fleet',
     )
+    .version(packageJson.version, '-V, --version', 'print the version')
     .showHelpAfterError(false)
     .configureOutput({ outputError: (text, write) => write(`ERROR: ${text.replace(/^error: /, '')}`) })
     .exitOverride();
@@ -78,12 +80,15 @@ export function buildProgram(): Command {
 
 /** Runs keyferry-sim; failures become one `ERROR:` line and a non-zero exit. */
 export async function main(argv: string[]): Promise<number> {
+  endQuietlyWhenOutputCloses([process.stdout, process.stderr], () => process.exit(0));
   try {
     await buildProgram().parseAsync(argv);
     return 0;
   } catch (err) {
     if (err instanceof CommanderError)
-      return err.code === 'commander.helpDisplayed' || err.exitCode === 0 ? 0 : 2;
+      return err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0
+        ? 0
+        : 2;
     process.stderr.write(`ERROR: ${err instanceof Error ? err.message : String(err)}\n`);
     if (process.env.KEYFERRY_DEBUG === '1' && err instanceof Error) process.stderr.write(`${err.stack}\n`);
     return 1;

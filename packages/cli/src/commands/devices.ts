@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { type CommandContext, commandContext } from '../context.ts';
 import { formatTable, printJson } from '../output.ts';
+import { wordlessDefault } from '../usage.ts';
 
 /** Rows asked for per page. */
 const PAGE = 1_000;
@@ -15,17 +16,18 @@ export interface GatewayDevice {
   'last-seen': string;
 }
 
-/** `keyferry devices list`: devices registered at the device gateway (CLI.md). */
+/** `keyferry devices list`: devices registered at the device gateway (docs/api.md). */
 export function registerDevices(program: Command): void {
   const devices = program
     .command('devices')
     .description(
       'devices registered at the device gateway (their first call with a provisioned certificate)',
     );
-  devices
-    .command('list', { isDefault: true })
-    .description('list registered devices: NAME (certificate CN), FIRST SEEN, LAST SEEN, CERT SERIAL')
-    .action(async (_opts: unknown, command: Command) => listGatewayDevices(commandContext(command)));
+  wordlessDefault(
+    devices
+      .command('list', { isDefault: true })
+      .description('list registered devices: NAME (certificate CN), FIRST SEEN, LAST SEEN, CERT SERIAL'),
+  ).action(async (_opts: unknown, command: Command) => listGatewayDevices(commandContext(command)));
 }
 
 async function listGatewayDevices({ api, out }: CommandContext): Promise<void> {

@@ -104,14 +104,14 @@ async function configAwsIot(
     );
     if (!registrationCode) throw new CliError('AWS answered GetRegistrationCode without a registration code');
     step(` |-> ${registrationCode}`);
-    step('Configuring the service');
+    // fioctl's lines, in its order, one each; what keyferry adds comes after them
+    step('Configuring keyferry');
     const answer = await api.call<{ ca: string; cert: string }>('POST', factoryPath, {
       'registration-code': registrationCode,
     });
     // AWS's certificate id is the SHA-256 of the DER: known before registering, so a re-run can
     // recognise "already registered" as this very CA.
     const certificateId = parseCertificate(fromPem(answer.ca, 'CERTIFICATE')).fingerprintSha256;
-    step('Registering CA with AWS');
     let registered = true;
     try {
       await aws(
@@ -149,6 +149,12 @@ async function configAwsIot(
     const status = described.certificateDescription?.status ?? 'UNKNOWN';
     step(` |-> AWS Certificate ID ${certificateId}`);
     step(` |-> ${status}`);
+    step(
+      registered
+        ? 'Registered the CA with AWS IoT, auto-registration enabled'
+        : 'The CA was already registered with AWS IoT: kept, set ACTIVE with auto-registration',
+    );
+    if (registrationConfig !== undefined) step(`JITP template set, run as ${registrationConfig.roleArn}`);
     if (out.json) {
       printJson(out, {
         registrationCode,

@@ -73,7 +73,8 @@ async function configDeviceGateway(ctx: CommandContext, pkiDir: string, hsm: Hsm
         `the root key does not belong to ${rootFile}: is this the key (or token) keys ca create used?`,
       );
     }
-    step('Requesting CSR from the service');
+    // fioctl's four steps, in its order, one line each; what keyferry adds comes after
+    step('Requesting CSR from keyferry');
     const request = await api.call<{ id: number; value: string }>(
       'POST',
       api.factoryPath('el2g/device-gateway/'),
@@ -88,18 +89,24 @@ async function configDeviceGateway(ctx: CommandContext, pkiDir: string, hsm: Hsm
       'root-ca': toPem(rootDer, 'CERTIFICATE'),
       'signed-cert': caPem,
     });
-    step(
-      answer.created
-        ? ` |-> created intermediate CA ${answer.name} (ID ${answer.id})`
-        : ` |-> replaced the key and certificate of intermediate CA ${answer.name} (ID ${answer.id})`,
-    );
-    step("Updating Factory allowed CA's with");
+    step("Updating factory allowed CA's with");
+    step(caPem);
     const current = await api.call<FactoryCerts>('GET', api.factoryPath('certs/'));
     const bundle = mergeCaBundle(current['ca-crt'], ca);
     if (bundle !== undefined) await api.call('PATCH', api.factoryPath('certs/'), { 'ca-crt': bundle });
+    step(
+      answer.created
+        ? `Created intermediate CA ${answer.name} (ID ${answer.id})`
+        : `Replaced the key and certificate of intermediate CA ${answer.name} (ID ${answer.id})`,
+    );
+    step(
+      bundle === undefined
+        ? 'The device gateway already trusted it (ca-crt unchanged)'
+        : 'The device gateway trusts it now (added to ca-crt)',
+    );
     if (out.json) {
       printJson(out, { id: answer.id, name: answer.name, created: answer.created, value: caPem });
-    } else out.write(caPem);
+    }
   } finally {
     root.close();
   }

@@ -9,6 +9,7 @@ import { createProgress } from '../devices/progress.ts';
 import { formatDeviceShow, formatPlanSection, type PlanUsage, StreamingTable } from '../devices/render.ts';
 import { formatDeviceLine, formatImportSummary, summarize } from '../devices/summary.ts';
 import { printJson } from '../output.ts';
+import { wordlessDefault } from '../usage.ts';
 import type { StatusSection } from './el2g-status.ts';
 
 /** Rows asked for per page while listing: memory stays flat however long the allow-list is. */
@@ -17,7 +18,8 @@ const NC12 = /^[0-9]{12}$/;
 
 interface ListedDevice {
   'device-group': string;
-  id: string;
+  /** fioctl decoded a number or a numeric string; keyferryd sends a string (42 digits exceed a double). */
+  id: string | number;
   'last-connection': string | null;
 }
 
@@ -32,10 +34,16 @@ export function registerEl2gDevices(el2g: Command): void {
     .command('devices')
     .description('the allow-list: devices (by secure element UID) that may get their credentials');
 
-  devices
-    .command('list', { isDefault: true })
-    .description('list allow-listed devices (GROUP, ID, LAST CONNECTION), page by page (the default)')
-    .action(async (_opts: unknown, command: Command) => listDevices(commandContext(command)));
+  wordlessDefault(
+    devices
+      .command('list', { isDefault: true })
+      .description(
+        'list allow-listed devices (GROUP, ID; --wide adds LAST CONNECTION), page by page (the default)',
+      )
+      .option('--wide', 'also show LAST CONNECTION, the last time the device reached the device-link'),
+  ).action(async (opts: { wide?: boolean }, command: Command) =>
+    listDevices(commandContext(command), opts.wide === true),
+  );
 
   devices
     .command('add')
@@ -48,7 +56,7 @@ export function registerEl2gDevices(el2g: Command): void {
     .option('--file <file>', 'read the ids from FILE (one a line, or CSV with an id column); shows progress')
     .action(async (nc12: string, ids: string[], opts: AddOptions, command: Command) => {
       const ctx = commandContext(command);
-      checkNc12(nc12);
+      checkNc12(nc12, 'add');
       if (opts.file !== undefined) {
         if (ids.length > 0) throw new CliError('give device ids as arguments or with --file, not both');
         return addFromFile(ctx, nc12, opts.production === true, opts.file);
@@ -63,11 +71,13 @@ export function registerEl2gDevices(el2g: Command): void {
       'remove devices from the allow-list: they can no longer enroll and their certificates are revoked',
     )
     .argument('<12nc>', 'product id, e.g. 935389312472')
-    .argument('<device-ids...>', `device ids: ${DEVICE_ID_FORMS}`)
+    // optional for commander, so that a missing 12NC is told as such (checkNc12), not as a missing id
+    .argument('[device-ids...]', `device ids: ${DEVICE_ID_FORMS}`)
     .option('--production', 'the production group fio-<12nc>-production (default: fio-<12nc>)')
     .action(async (nc12: string, ids: string[], opts: AddOptions, command: Command) => {
       const ctx = commandContext(command);
-      checkNc12(nc12);
+      checkNc12(nc12, 'delete');
+      if (ids.length === 0) throw new CliError('name at least one device id after the 12NC', 2);
       return changeDevices(ctx, 'DELETE', nc12, opts.production === true, checkIds(ids));
     });
 
@@ -93,15 +103,23 @@ export function registerEl2gDevices(el2g: Command): void {
     });
 }
 
-/** The plan section of `el2g status` (after CLI.md's four). */
+/** The plan section of `el2g status` (after fioctl's four). */
 export const planStatusSection: StatusSection = async ({ api }) =>
   formatPlanSection(await api.call<PlanUsage>('GET', api.factoryPath('el2g/plan/')));
 
-function checkNc12(nc12: string): void {
-  if (!NC12.test(nc12))
+/** The first word must be the product's 12NC; a device id there means the 12NC was left out. */
+function checkNc12(nc12: string, command: 'add' | 'delete'): void {
+  if (NC12.test(nc12)) return;
+  if (tryParseDeviceId(nc12) !== undefined) {
     throw new CliError(
-      `invalid product id ${JSON.stringify(nc12)}: a 12NC is 12 decimal digits, e.g. 935389312472`,
+      `${nc12} is a device id: a 12NC (product id) is needed first, as in ` +
+        `keyferry el2g devices ${command} 935389312472 ${nc12} (keyferry el2g status lists the factory's product ids)`,
+      2,
     );
+  }
+  throw new CliError(
+    `invalid product id ${JSON.stringify(nc12)}: a 12NC is 12 decimal digits, e.g. 935389312472`,
+  );
 }
 
 /** Refuses bad ids before any request, naming each and the two accepted forms. */
@@ -127,8 +145,14 @@ async function changeDevices(
       out,
       answers.map((a) => a.answer),
     );
-  for (const { sent, answer } of answers) out.write(formatDeviceLine(sent, answer) + '\n');
   const failed = answers.filter((a) => !OK_STATUSES.has(a.answer.status));
+  const only = answers.length === 1 ? answers[0] : undefined;
+  // one id: silent on success and one ERROR line otherwise, as fioctl; several: a line each
+  if (only !== undefined) {
+    if (failed.length > 0) throw new CliError(formatDeviceLine(only.sent, only.answer));
+    return;
+  }
+  for (const { sent, answer } of answers) out.write(formatDeviceLine(sent, answer) + '\n');
   if (failed.length > 0) {
     throw new CliError(
       `${failed.length} of ${answers.length} devices not ${method === 'POST' ? 'added' : 'deleted'} (see above)`,
@@ -169,7 +193,7 @@ async function addFromFile(
   if (notAdded > 0) throw new CliError(`${notAdded} ids from ${file} were not added (see the summary)`);
 }
 
-async function listDevices({ api, out }: CommandContext): Promise<void> {
+async function listDevices({ api, out }: CommandContext, wide: boolean): Promise<void> {
   let path = api.factoryPath(`el2g/devices/?limit=${LIST_PAGE}`);
   let table: StreamingTable | undefined;
   let first = true;
@@ -183,7 +207,8 @@ async function listDevices({ api, out }: CommandContext): Promise<void> {
         ...groups.map((g) => g.length),
         ...body.map((d) => d['device-group'].length),
       );
-      table = new StreamingTable(['GROUP', 'ID', 'LAST CONNECTION'], [widest, 42]);
+      // fioctl's two columns; LAST CONNECTION only when asked for
+      table = new StreamingTable(wide ? ['GROUP', 'ID', 'LAST CONNECTION'] : ['GROUP', 'ID'], [widest, 42]);
       if (!out.json) out.write(table.head());
     }
     let chunk = '';
@@ -191,7 +216,10 @@ async function listDevices({ api, out }: CommandContext): Promise<void> {
       if (out.json) {
         chunk += `${first ? '\n' : ',\n'}  ${JSON.stringify(d)}`;
         first = false;
-      } else chunk += table.line([d['device-group'], d.id, secondsOnly(d['last-connection'])]);
+      } else {
+        const row = [d['device-group'], String(d.id)];
+        chunk += table.line(wide ? [...row, secondsOnly(d['last-connection'])] : row);
+      }
     }
     out.write(chunk);
     const next = headers['x-next-cursor'];
@@ -201,7 +229,7 @@ async function listDevices({ api, out }: CommandContext): Promise<void> {
   if (out.json) out.write(first ? ']\n' : '\n]\n');
 }
 
-/** CLI.md prints times to the second (`2026-11-29T10:01:02Z`); the API keeps milliseconds. */
+/** `--wide` prints times to the second (`2026-11-29T10:01:02Z`); the API keeps milliseconds. */
 function secondsOnly(iso: string | null): string {
   return iso ? iso.replace(/\.\d+Z$/, 'Z') : '';
 }

@@ -3,14 +3,17 @@ import type { ApiClient } from '../api-client.ts';
 import { type CommandContext, commandContext } from '../context.ts';
 import { formatTable, printJson } from '../output.ts';
 
+/** 12NCs arrive as strings or as JSON numbers (fioctl decoded `product-ids` as `[]int`). */
+export type Nc12 = string | number;
+
 export interface Product {
-  nc12: string;
+  nc12: Nc12;
   commercialName: string;
 }
 
 export interface El2gOverview {
   subdomain: string;
-  'product-ids': string[];
+  'product-ids': Nc12[];
   plan?: Record<string, unknown>;
 }
 
@@ -37,7 +40,7 @@ export interface El2gStatus {
 }
 
 /**
- * A section printed after the four of CLI.md (plan and usage, …): gets what was already read
+ * A section printed after fioctl's four (plan and usage, …): gets what was already read
  * and returns its text (ending in a newline), or '' to print nothing.
  */
 export type StatusSection = (ctx: CommandContext, status: El2gStatus) => Promise<string>;
@@ -53,10 +56,10 @@ export async function fetchEl2gStatus(api: ApiClient): Promise<El2gStatus> {
   return { products, overview, secureObjects, intermediateCas };
 }
 
-/** The four sections of CLI.md, each ending in a newline: Subdomain, Product IDs, Secure Objects, Intermediate CAs. */
+/** fioctl's four sections, each ending in a newline: Subdomain, Product IDs, Secure Objects, Intermediate CAs. */
 export function el2gStatusSections(status: El2gStatus): string[] {
-  const names = new Map(status.products.map((p) => [p.nc12, p.commercialName]));
-  const products = status.overview['product-ids'].map((id) => [id, names.get(id) ?? '']);
+  const names = new Map(status.products.map((p) => [String(p.nc12), p.commercialName]));
+  const products = status.overview['product-ids'].map(String).map((id) => [id, names.get(id) ?? '']);
   const objects = status.secureObjects.map((o) => [o.type, o.name, o['object-id']]);
   const cas = status.intermediateCas.map(
     (ca) => `Name: ${ca.name}\nAlgorithm: ${ca.algorithm}\nID: ${ca.id}\n${ensureNewline(ca.value)}`,
@@ -69,7 +72,7 @@ export function el2gStatusSections(status: El2gStatus): string[] {
   ];
 }
 
-/** `keyferry el2g status`; `extraSections` print after the four of CLI.md, in order. */
+/** `keyferry el2g status`; `extraSections` print after fioctl's four, in order. */
 export function registerEl2gStatus(el2g: Command, extraSections: readonly StatusSection[] = []): void {
   el2g
     .command('status')

@@ -27,7 +27,7 @@ export class StreamingTable {
   }
 }
 
-/** `devices show`, as CLI.md prints it. */
+/** `devices show`, as fioctl printed it. */
 export function formatDeviceShow(
   product: { commercialName: string; nc12: string },
   objects: ReadonlyArray<{
@@ -67,7 +67,7 @@ export interface PlanUsage {
   maxCertificatesPerDevice: number;
 }
 
-/** The plan section `el2g status` prints after CLI.md's four. */
+/** The plan section `el2g status` prints after fioctl's four. */
 export function formatPlanSection(plan: PlanUsage): string {
   const day = (iso: string) => iso.slice(0, 10);
   const lines = ['# Plan', `Kind: ${plan.kind}`];

@@ -8,7 +8,7 @@ import { randomSerial } from './serial.ts';
 import type { Signer } from './signer.ts';
 import { type ValidityPeriod, validityFor } from './validity.ts';
 
-/** Default validity of device certificates (DESIGN §7). */
+/** Default validity of device certificates (docs/device-link.md). */
 export const DEVICE_CERTIFICATE_VALIDITY: ValidityPeriod = { years: 20 };
 
 /** What is fixed per issuing CA and secure object: the issuer, the factory and the validity. */

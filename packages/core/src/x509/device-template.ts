@@ -80,7 +80,7 @@ export interface DeviceCertificateOptions extends DeviceCertificateRequest {
 }
 
 /**
- * Issues a device certificate (DESIGN §7) on the hot path: splices serial, validity, subject,
+ * Issues a device certificate (docs/device-link.md) on the hot path: splices serial, validity, subject,
  * key and SKI into the template and signs. Byte-identical to {@link deviceCertificateGeneric}.
  */
 export async function deviceCertificate(options: DeviceCertificateOptions): Promise<Uint8Array> {

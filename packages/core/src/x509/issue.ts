@@ -35,7 +35,7 @@ export interface IssueCertificateOptions {
   readonly signer: Signer;
 }
 
-/** The serial size of end-entity certificates (DESIGN §7). */
+/** The serial size of end-entity certificates (docs/device-link.md; RFC 5280 allows at most 20 octets). */
 export const LEAF_SERIAL_BITS = 128;
 /** The serial size of CA certificates. */
 export const CA_SERIAL_BITS = 160;

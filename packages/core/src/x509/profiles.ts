@@ -6,7 +6,7 @@ import { randomSerial } from './serial.ts';
 import type { Signer } from './signer.ts';
 import { type ValidityPeriod, validityFor } from './validity.ts';
 
-/** The factory root's subject CN (DESIGN §7, as fioctl names it). */
+/** The factory root's subject CN (as fioctl names it). */
 export const FACTORY_ROOT_CN = 'Factory-CA';
 /** Validity of the offline factory root. */
 export const FACTORY_ROOT_YEARS = 20;

@@ -5,7 +5,7 @@ import type { FactoryEl2gTable } from '../storage/tables.ts';
 const DAY_MS = 86_400_000;
 
 /**
- * A factory's plan (DESIGN.md §10) and how much of it is used. The device quota counts every
+ * A factory's plan (docs/api.md, plan limits) and how much of it is used. The device quota counts every
  * allow-list addition whose `added_at` falls in the current subscription year, including
  * devices deleted since (their slot was used) and counting a re-added device again.
  */

@@ -42,7 +42,7 @@ export interface IdentityClaim {
 }
 
 /**
- * Verifies the vendor identity a device presented (DESIGN §5): the product is the 12NC in
+ * Verifies the vendor identity a device presented (docs/device-link.md): the product is the 12NC in
  * the certificate's OU, the chain must verify (clientAuth, now) against that product's
  * anchors, and the UID is the CN (36 hex digits). `claim` is filled as far as it got.
  */

@@ -43,7 +43,7 @@ export function certificateObject(objects: readonly AssignedObject[], label: str
 }
 
 /**
- * Issues (or returns again) the device certificate for one CERTIFICATE object (DESIGN §5, §7):
+ * Issues (or returns again) the device certificate for one CERTIFICATE object (docs/device-link.md):
  * the CSR proves the device holds a P-256 key; the subject comes from the service. The same
  * key gets the same certificate; a new key gets a new one and the superseded one is revoked.
  * A refused CSR leaves an object without a live certificate GENERATION_FAILED with the

@@ -22,7 +22,7 @@ export interface IssuingCa {
 
 /**
  * Issuing CAs by (CA row, its version, validity). The template holds no secret and the signer
- * is the custody backend's; both are built once per CA version, not per enrollment (DESIGN §11).
+ * is the custody backend's; both are built once per CA version, not per enrollment.
  */
 export class IssuingCas {
   readonly #templates = new Map<string, IssuingCa>();

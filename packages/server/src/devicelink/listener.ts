@@ -26,7 +26,7 @@ export interface DeviceLinkListener {
 }
 
 /**
- * The device-link listener (DESIGN §5): HTTPS with a client certificate requested. TLS does
+ * The device-link listener (docs/device-link.md): HTTPS with a client certificate requested. TLS does
  * not reject a missing or unknown certificate itself: the service verifies the vendor
  * identity per product so it can answer with a precise problem code.
  */

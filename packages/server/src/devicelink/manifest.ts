@@ -5,7 +5,7 @@ import { deviceLinkObjects, setObjectState, touchDevice } from './device-records
 import { notAllowListed } from './issuance.ts';
 import type { DeviceSession } from './session.ts';
 
-/** One entry of the manifest (DESIGN §5). */
+/** One entry of the manifest (docs/device-link.md). */
 export interface ManifestObject {
   name: string;
   type: SecureObjectType;

@@ -11,7 +11,7 @@ export function isIssued(object: Pick<AssignedObject, 'state'>): boolean {
 }
 
 /**
- * What the plan (DESIGN §10) allows a device at enrollment: an evaluation plan stops at its
+ * What the plan (docs/api.md, plan limits) allows a device at enrollment: an evaluation plan stops at its
  * end; a device holds at most max_certificates certificates and max_keypairs key pairs.
  * The yearly device quota is spent when a device is allow-listed (allowlist/plan.ts).
  */

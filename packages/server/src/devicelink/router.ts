@@ -45,7 +45,7 @@ type Handler = (
 
 const EST = /^\/\.well-known\/est\/([A-Za-z0-9._-]{1,128})\/(cacerts|simpleenroll|simplereenroll)$/;
 
-/** Picks the handler of a path (DESIGN §5); undefined for a path the device-link does not have. */
+/** Picks the handler of a path (docs/device-link.md); undefined for a path the device-link does not have. */
 function route(path: string): { handler: Handler; label: string; method: string } | undefined {
   if (path === '/device-link/v1/manifest') return { handler: manifest, label: '', method: 'GET' };
   if (path === '/device-link/v1/report') return { handler: report, label: '', method: 'POST' };

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { BUILTIN_PRODUCTS, type Product, productCatalogue } from '../el2g/products.ts';
 
-/** The simulated vendor CA keyferry-sim keeps in the shared data dir (DESIGN §13). */
+/** The simulated vendor CA keyferry-sim keeps in the shared data dir (packages/sim/README.md). */
 export function simVendorCaFile(dataDir: string): string {
   return join(dataDir, 'sim', 'vendor-ca.pem');
 }

@@ -21,7 +21,7 @@ import { listDeviceGroups } from './group-assignments.ts';
 import { upsertIntermediateCa } from './intermediate-cas.ts';
 import { audit, type ChangeContext, type SecureObject } from './secure-objects.ts';
 
-/** Names and object ids of the AWS IoT credentials (DESIGN.md §3). */
+/** Names and object ids of the AWS IoT credentials (as EdgeLock 2GO named them). */
 export const AWS_IOT = {
   caName: 'aws-iot-ca',
   keypair: { name: 'aws-iot-ca-kp', objectId: '83000044' },

@@ -2,7 +2,7 @@ import type { Db } from '../storage/database.ts';
 import { assignToAllGroups } from './group-assignments.ts';
 import { type ChangeContext, ensureSecureObject, type SecureObject } from './secure-objects.ts';
 
-/** Names and object ids of a KEYPAIR and the CERTIFICATE that certifies it (DESIGN.md §3). */
+/** Names and object ids of a KEYPAIR and the CERTIFICATE that certifies it (as EdgeLock 2GO named them). */
 export interface CredentialPairNames {
   readonly keypair: { readonly name: string; readonly objectId: string };
   readonly certificate: { readonly name: string; readonly objectId: string };

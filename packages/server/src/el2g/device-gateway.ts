@@ -7,7 +7,7 @@ import { ensureCredentialPair } from './credential-pair.ts';
 import { type IntermediateCa, upsertIntermediateCa } from './intermediate-cas.ts';
 import type { ChangeContext, SecureObject } from './secure-objects.ts';
 
-/** Names and object ids of the device gateway credentials (DESIGN.md §3). */
+/** Names and object ids of the device gateway credentials (as EdgeLock 2GO named them). */
 export const DEVICE_GATEWAY = {
   caName: 'fio-device-gateway-ca',
   keypair: { name: 'fio-device-gateway-ca-kp', objectId: '83000042' },

@@ -3,7 +3,7 @@ import type { Db } from '../storage/database.ts';
 import type { IntermediateCasTable } from '../storage/tables.ts';
 import { audit, type ChangeContext } from './secure-objects.ts';
 
-/** The only key algorithm of EL2GO intermediates (DESIGN.md §3). */
+/** The only key algorithm of EL2GO intermediates (as EdgeLock 2GO had it). */
 export const CA_ALGORITHM = 'NIST_P256';
 
 /** An intermediate CA the service holds the key of. The key itself is never shown. */

@@ -7,7 +7,7 @@ export interface Product {
   trustAnchorFiles: string[];
 }
 
-/** The products keyferry knows without configuration (DESIGN.md §3). */
+/** The products keyferry knows without configuration (docs/configuration.md). */
 export const BUILTIN_PRODUCTS: readonly Product[] = [
   { nc12: '935389312472', name: 'SE050C2HQ1/Z01V3', trustAnchorFiles: [] },
   { nc12: '935414457472', name: 'SE051', trustAnchorFiles: [] },

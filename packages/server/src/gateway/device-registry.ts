@@ -33,7 +33,7 @@ function toRecord(row: Row): GatewayDeviceRecord {
 }
 
 /**
- * Records a successful gateway call (DESIGN §6): the first one registers the device (name =
+ * Records a successful gateway call (docs/api.md): the first one registers the device (name =
  * CN, factory = OU, certificate fingerprint and serial, first seen); later ones move last seen
  * and follow a rotated certificate. One statement, so concurrent first calls cannot collide.
  */

@@ -37,7 +37,7 @@ export interface GatewayListener {
 }
 
 /**
- * The device gateway listener (DESIGN §6): HTTPS on its own port. The SNI name picks the
+ * The device gateway listener (docs/api.md): HTTPS on its own port. The SNI name picks the
  * factory's tls-crt; a TCP front accepts each connection paused, brings the default context
  * (clients that send no SNI) up to date with the factory PKI, then hands it to TLS. The client
  * certificate is requested but judged by the service (client-auth.ts), never by OpenSSL alone.

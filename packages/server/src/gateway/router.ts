@@ -17,7 +17,7 @@ export interface GatewayDeps {
 }
 
 /**
- * The device gateway's OTA-side API (DESIGN §6): every request is authenticated by the client
+ * The device gateway's OTA-side API (docs/api.md): every request is authenticated by the client
  * certificate first, then `GET /device` answers the device's record. The chain is verified
  * once per TLS connection; revocation and the registry are checked on every request.
  */

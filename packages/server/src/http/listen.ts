@@ -1,5 +1,6 @@
 import type { AddressInfo, Server } from 'node:net';
-import { parseListen } from '../config/load.ts';
+import { KeyferryError } from '@keyferry/core';
+import { ENV_OVERRIDES, parseListen } from '../config/load.ts';
 
 /**
  * Binds a listener to a configured `host:port` (port 0 picks a free one) and answers the
@@ -16,4 +17,42 @@ export async function listenOn(server: Server, listen: string): Promise<string> 
   });
   const bound = server.address() as AddressInfo;
   return `${host.includes(':') ? `[${host}]` : host}:${bound.port}`;
+}
+
+/** The three listeners, by the config key that sets each one's address. */
+export const LISTENERS = {
+  'api.listen': 'the management API',
+  'deviceLink.listen': 'the device-link',
+  'gateway.listen': 'the device gateway',
+} as const;
+
+/** Why a bind failed, in the words of someone who has to fix it. */
+const BIND_FAILURES: Record<string, string> = {
+  EADDRINUSE: 'the address is already in use (another keyferryd, or an earlier one still running?)',
+  EACCES: 'not allowed to bind it (ports below 1024 need privileges)',
+  EADDRNOTAVAIL: 'no interface of this machine has that address',
+};
+
+/**
+ * Runs `bind` for one listener; a bind that fails because of the address becomes a
+ * `config_invalid` refusal naming the setting that chooses it (config key and environment
+ * variable), since that is what the operator changes. Other failures pass unchanged.
+ */
+export async function bindListener<T>(
+  setting: keyof typeof LISTENERS,
+  listen: string,
+  bind: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await bind();
+  } catch (err) {
+    const why = BIND_FAILURES[(err as NodeJS.ErrnoException).code ?? ''];
+    if (why === undefined) throw err;
+    const env = Object.entries(ENV_OVERRIDES).find(([, path]) => path.join('.') === setting)?.[0];
+    throw new KeyferryError(
+      'config_invalid',
+      `cannot listen on ${listen} for ${LISTENERS[setting]}: ${why}; stop what holds it, or set ` +
+        `${env} (or ${setting} in the config file) to another host:port (port 0 picks a free one)`,
+    );
+  }
 }

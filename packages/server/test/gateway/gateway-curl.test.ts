@@ -18,7 +18,7 @@ import {
 } from './fixtures.ts';
 
 /**
- * aktualizr-lite played by curl through OpenSSL with its key in PKCS#11 (DESIGN §6): the key
+ * aktualizr-lite played by curl through OpenSSL with its key in PKCS#11 (docs/api.md): the key
  * is generated on a SoftHSM2 token like the agent's SE_83000042, the certificate is issued by
  * the factory's fio-device-gateway-ca, and the server is checked with root.crt.
  */

@@ -34,7 +34,7 @@ export interface IdentityCertificateOptions {
 }
 
 /**
- * The vendor identity certificate (object 0xF0000001, DESIGN §7): CN = UID hex,
+ * The vendor identity certificate (object 0xF0000001): CN = UID hex,
  * serialNumber = UID hex, OU = 12NC, clientAuth, signed by the vendor CA.
  */
 export function identityCertificate(options: IdentityCertificateOptions): Promise<Uint8Array> {
