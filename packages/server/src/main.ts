@@ -3,8 +3,14 @@ import { Command } from 'commander';
 import { loadConfig } from './config/load.ts';
 import { startService } from './service.ts';
 
+/** Clears group and other bits of every file and directory keyferryd creates. */
+export const PRIVATE_UMASK = 0o077;
+
 /** keyferryd: one process, several listeners. Exits non-zero with one clear line on a bad start. */
 export async function main(argv: string[]): Promise<void> {
+  // Before any file exists: the database, its WAL, tokens and keys are the operator's alone,
+  // whatever umask the shell or unit gave (files 0600, directories 0700).
+  process.umask(PRIVATE_UMASK);
   const program = new Command('keyferryd')
     .description('keyferry service: management API, device-link and device gateway')
     .option(

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { chmodSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
@@ -37,6 +37,7 @@ export async function startService(options: StartOptions): Promise<RunningServic
   const log = options.log ?? pino({ level: config.log.level, base: { service: 'keyferryd' } });
   const dataDir = resolve(config.dataDir);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  warnIfShared(log, dataDir);
   rmSync(join(dataDir, 'listen.json'), { force: true });
   const database = await openDatabase(config.storage, dataDir);
   const closers: Array<() => Promise<void>> = [() => database.close()];
@@ -64,7 +65,7 @@ export async function startService(options: StartOptions): Promise<RunningServic
         addresses.gateway = gateway.address;
       }
     }
-    writeAtomically(join(dataDir, 'listen.json'), JSON.stringify(addresses) + '\n', 0o644);
+    writeAtomically(join(dataDir, 'listen.json'), JSON.stringify(addresses) + '\n', 0o600);
     log.info({ addresses, storage: database.dialect, custody: custody.backend }, 'keyferryd ready');
     let closed = false;
     return {
@@ -99,6 +100,19 @@ async function ensureDemoFactory(ctx: ServiceContext): Promise<RunningService['d
   });
   writeAtomically(join(ctx.config.dataDir, `${factory.name}.token`), token + '\n', 0o600);
   return { factory: factory.name, token };
+}
+
+/**
+ * A data dir that existed before (mkdir keeps its mode) may let other users list it and read
+ * files that another tool left there; keyferryd's own files are 0600 either way.
+ */
+function warnIfShared(log: Logger, dataDir: string): void {
+  const mode = statSync(dataDir).mode & 0o777;
+  if ((mode & 0o077) === 0) return;
+  log.warn(
+    { dataDir, mode: mode.toString(8).padStart(4, '0') },
+    `data dir ${dataDir} is open to group or others (mode ${mode.toString(8).padStart(4, '0')}): it holds the database, keys and tokens; run chmod 700 ${dataDir}`,
+  );
 }
 
 function writeAtomically(path: string, text: string, mode: number): void {
