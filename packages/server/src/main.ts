@@ -14,8 +14,14 @@ import { loadConfig } from './config/load.ts';
 import { type RunningService, startService } from './service.ts';
 import { scopesOfFlag, type TokenInfo } from './tokens/api-tokens.ts';
 
+/** Clears group and other bits of every file and directory keyferryd creates. */
+export const PRIVATE_UMASK = 0o077;
+
 /** keyferryd: one process, several listeners. Exits non-zero with one clear line on a bad start. */
 export async function main(argv: string[]): Promise<void> {
+  // Before any file exists: the database, its WAL, tokens and keys are the operator's alone,
+  // whatever umask the shell or unit gave (files 0600, directories 0700).
+  process.umask(PRIVATE_UMASK);
   let stop: ((reason: string) => Promise<void>) | undefined;
   // `keyferryd | head` closing our stdout is a reason to shut down cleanly, not to crash
   endQuietlyWhenOutputCloses([process.stdout, process.stderr], () =>

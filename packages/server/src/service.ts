@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { chmodSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
@@ -45,6 +45,7 @@ export async function startService(options: StartOptions): Promise<RunningServic
   const https = managementApiTls(config.api, host);
   const dataDir = resolve(config.dataDir);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  warnIfShared(log, dataDir);
   // listen.json says "ready at these addresses": it must exist only while this process
   // serves them, or whoever waits for it goes on against a dead or foreign listener.
   const listenFile = join(dataDir, LISTEN_FILE);
@@ -87,7 +88,7 @@ export async function startService(options: StartOptions): Promise<RunningServic
         addresses.gateway = gateway.address;
       }
     }
-    writeAtomically(listenFile, JSON.stringify(addresses) + '\n', 0o644);
+    writeAtomically(listenFile, JSON.stringify(addresses) + '\n', 0o600);
     closers.unshift(async () => rmSync(listenFile, { force: true }));
     log.info({ addresses, storage: database.dialect, custody: custody.backend }, 'keyferryd ready');
     let closed = false;
@@ -124,6 +125,19 @@ async function ensureDemoFactory(ctx: ServiceContext): Promise<RunningService['d
   });
   writeAtomically(join(ctx.config.dataDir, `${factory.name}.token`), token + '\n', 0o600);
   return { factory: factory.name, token };
+}
+
+/**
+ * A data dir that existed before (mkdir keeps its mode) may let other users list it and read
+ * files that another tool left there; keyferryd's own files are 0600 either way.
+ */
+function warnIfShared(log: Logger, dataDir: string): void {
+  const mode = statSync(dataDir).mode & 0o777;
+  if ((mode & 0o077) === 0) return;
+  log.warn(
+    { dataDir, mode: mode.toString(8).padStart(4, '0') },
+    `data dir ${dataDir} is open to group or others (mode ${mode.toString(8).padStart(4, '0')}): it holds the database, keys and tokens; run chmod 700 ${dataDir}`,
+  );
 }
 
 function writeAtomically(path: string, text: string, mode: number): void {

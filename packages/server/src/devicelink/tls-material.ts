@@ -77,7 +77,7 @@ export async function deviceLinkTls(
       now,
     });
     writePrivate(keyFile, privateKey.export({ format: 'pem', type: 'pkcs8' }).toString());
-    writePrivate(certFile, toPem(der, 'CERTIFICATE'), 0o644);
+    writePrivate(certFile, toPem(der, 'CERTIFICATE'));
   }
   return {
     cert: readFileSync(certFile, 'utf8'),
@@ -98,7 +98,7 @@ async function serviceCa(dir: string) {
       pathLen: 0,
     });
     writePrivate(keyFile, privateKey.export({ format: 'pem', type: 'pkcs8' }).toString());
-    writePrivate(certFile, toPem(der, 'CERTIFICATE'), 0o644);
+    writePrivate(certFile, toPem(der, 'CERTIFICATE'));
   }
   const key = createPrivateKey(readFileSync(keyFile, 'utf8'));
   return { der: fromPem(readFileSync(certFile, 'utf8'), 'CERTIFICATE'), signer: softSigner(key) };

@@ -17,7 +17,9 @@ import type { CaRequestsTable } from '../storage/tables.ts';
 import { audit, type ChangeContext } from './secure-objects.ts';
 
 /**
- * Makes a CA key in custody and a CSR for it, waiting for the factory root's signature. The
+ * The pending CSR of `caName`, or a new CA key in custody and a CSR for it, waiting for the
+ * factory root's signature. There is at most one pending request per factory and CA (a unique
+ * index): repeating the POST answers the same id and CSR, so retries never pile up keys. The
  * key row and the request commit together, so a failure leaves neither.
  */
 export async function requestCaKey(
@@ -27,37 +29,62 @@ export async function requestCaKey(
   caName: string,
   change: ChangeContext,
   now = new Date(),
-): Promise<{ id: number; csrPem: string }> {
+): Promise<{ id: number; csrPem: string; created: boolean }> {
+  const pending = await pendingCaRequest(db, factory.id, caName);
+  if (pending) return { ...pending, created: false };
   const key = await custody.generate(`intermediate-ca:${factory.name}:${caName}`);
-  return db.transaction().execute(async (trx) => {
-    const row = custodyKeyRow(key, now);
-    await trx.insertInto('custody_keys').values(row).execute();
-    const signer = await custody.signer(row);
-    const csr = await createCsr({ subject: { CN: caName, OU: factory.name }, signer });
-    const csrPem = toPem(csr, 'CERTIFICATE REQUEST');
-    const request = await trx
-      .insertInto('ca_requests')
-      .values({
-        factory_id: factory.id,
-        ca_name: caName,
-        key_ref: key.id,
-        csr: csrPem,
-        created_at: now.toISOString(),
-        completed_at: null,
-      })
-      .returning('id')
-      .executeTakeFirstOrThrow();
-    await audit(
-      trx,
-      factory.id,
-      change,
-      'ca-request.create',
-      `intermediate-ca:${caName}`,
-      { request: request.id, keyRef: key.id },
-      now,
-    );
-    return { id: request.id, csrPem };
-  });
+  try {
+    return await db.transaction().execute(async (trx) => {
+      const row = custodyKeyRow(key, now);
+      await trx.insertInto('custody_keys').values(row).execute();
+      const signer = await custody.signer(row);
+      const csr = await createCsr({ subject: { CN: caName, OU: factory.name }, signer });
+      const csrPem = toPem(csr, 'CERTIFICATE REQUEST');
+      const request = await trx
+        .insertInto('ca_requests')
+        .values({
+          factory_id: factory.id,
+          ca_name: caName,
+          key_ref: key.id,
+          csr: csrPem,
+          created_at: now.toISOString(),
+          completed_at: null,
+        })
+        .returning('id')
+        .executeTakeFirstOrThrow();
+      await audit(
+        trx,
+        factory.id,
+        change,
+        'ca-request.create',
+        `intermediate-ca:${caName}`,
+        { request: request.id, keyRef: key.id },
+        now,
+      );
+      return { id: request.id, csrPem, created: true };
+    });
+  } catch (error) {
+    // Two first POSTs at once: the one that lost the unique index answers the winner's request.
+    const winner =
+      error instanceof KeyferryError ? undefined : await pendingCaRequest(db, factory.id, caName);
+    if (winner) return { ...winner, created: false };
+    throw error;
+  }
+}
+
+async function pendingCaRequest(
+  db: Db,
+  factoryId: number,
+  caName: string,
+): Promise<{ id: number; csrPem: string } | undefined> {
+  const row = await db
+    .selectFrom('ca_requests')
+    .select(['id', 'csr'])
+    .where('factory_id', '=', factoryId)
+    .where('ca_name', '=', caName)
+    .where('completed_at', 'is', null)
+    .executeTakeFirst();
+  return row && { id: row.id, csrPem: row.csr };
 }
 
 /** The open request `id` of this factory for `caName`, locked in the caller's transaction. */

@@ -14,15 +14,18 @@ export const DEVICE_GATEWAY = {
   certificate: { name: 'fio-device-gateway-ca', objectId: '83000043' },
 } as const;
 
-/** POST el2g/device-gateway/: a new CA key in custody and its CSR, `{id, value}`. */
+/**
+ * POST el2g/device-gateway/: the CSR `{id, value}` of the pending CA key, made in custody on
+ * the first call (`created`) and answered again until a PUT completes it.
+ */
 export async function requestDeviceGatewayCa(
   db: Db,
   custody: KeyCustody,
   factory: Factory,
   change: ChangeContext,
-): Promise<{ id: number; value: string }> {
-  const { id, csrPem } = await requestCaKey(db, custody, factory, DEVICE_GATEWAY.caName, change);
-  return { id, value: csrPem };
+): Promise<{ id: number; value: string; created: boolean }> {
+  const { id, csrPem, created } = await requestCaKey(db, custody, factory, DEVICE_GATEWAY.caName, change);
+  return { id, value: csrPem, created };
 }
 
 export interface DeviceGatewayResult {

@@ -3,6 +3,7 @@ import * as foundation from './migrations/001-foundation.ts';
 import * as el2g from './migrations/002-el2g.ts';
 import * as gateway from './migrations/003-gateway.ts';
 import * as tokenLifecycle from './migrations/004-token-lifecycle.ts';
+import * as oneOpenCaRequest from './migrations/005-one-open-ca-request.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -24,6 +25,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { name: '002-el2g', up: el2g.up },
   { name: '003-gateway', up: gateway.up },
   { name: '004-token-lifecycle', up: tokenLifecycle.up },
+  { name: '005-one-open-ca-request', up: oneOpenCaRequest.up },
 ];
 
 /**

@@ -58,10 +58,23 @@ export async function el2gRoutes(app: FastifyInstance, ctx: ServiceContext): Pro
     })),
   );
 
-  app.post('/el2g/device-gateway/', async (request, reply) => {
-    parseBody(z.strictObject({}), request.body);
-    const answer = await requestDeviceGatewayCa(db, ctx.custody, request.factory!, changeContext(request));
-    return reply.code(201).send(answer);
+  // fioctl posts an empty body with Content-Type: application/json here: in this route's own
+  // scope an empty JSON body means "no body"; anything else still parses as strict JSON.
+  await app.register(async (scope) => {
+    const json = scope.getDefaultJsonParser('error', 'error');
+    scope.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) =>
+      body === '' ? done(null, undefined) : json(request, body as string, done),
+    );
+    scope.post('/el2g/device-gateway/', async (request, reply) => {
+      parseBody(z.strictObject({}), request.body);
+      const { id, value, created } = await requestDeviceGatewayCa(
+        db,
+        ctx.custody,
+        request.factory!,
+        changeContext(request),
+      );
+      return reply.code(created ? 201 : 200).send({ id, value });
+    });
   });
 
   app.post('/el2g/aws-iot/', async (request, reply) => {
