@@ -78,12 +78,12 @@ export class ApiClient {
     return (await this.callWithHeaders<T>(method, path, body)).body;
   }
 
-  /** Like {@link call}, also returning the answer's headers (paging cursors). */
+  /** Like {@link call}, also returning the answer's status (206: PKI not set up) and headers (paging cursors). */
   async callWithHeaders<T>(
     method: string,
     path: string,
     body?: unknown,
-  ): Promise<{ body: T; headers: Record<string, string | string[] | undefined> }> {
+  ): Promise<{ body: T; status: number; headers: Record<string, string | string[] | undefined> }> {
     if (!this.#token) {
       throw new CliError('no API token: pass -t/--token, set KEYFERRY_TOKEN, or run keyferry login');
     }
@@ -118,6 +118,10 @@ export class ApiClient {
       }
       throw new CliError(`keyferryd answered ${res.statusCode} to ${method} ${path}: ${text.slice(0, 200)}`);
     }
-    return { body: (text === '' ? undefined : JSON.parse(text)) as T, headers: res.headers };
+    return {
+      body: (text === '' ? undefined : JSON.parse(text)) as T,
+      status: res.statusCode,
+      headers: res.headers,
+    };
   }
 }

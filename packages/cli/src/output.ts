@@ -35,3 +35,10 @@ export function processOutput(json: boolean): Output {
 export function printJson(out: Output, value: unknown): void {
   out.write(JSON.stringify(value, null, 2) + '\n');
 }
+
+/** A one-line progress printer that stays quiet under --json. */
+export function stepPrinter(out: Output): (line: string) => void {
+  return (line) => {
+    if (!out.json) out.write(`${line}\n`);
+  };
+}

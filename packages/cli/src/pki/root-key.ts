@@ -2,6 +2,7 @@ import { createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Signer, softSigner } from '@keyferry/core';
+import type { Command } from 'commander';
 import { CliError } from '../cli-error.ts';
 
 /** Where the root key lives: a file in the PKI dir, or a PKCS#11 token (fioctl's --hsm-* flags). */
@@ -22,6 +23,14 @@ export const ROOT_KEY_LABEL = 'root-ca';
 export const ROOT_KEY_ID = Uint8Array.of(1);
 export const ROOT_KEY_FILE = 'factory_ca.key';
 export const ROOT_CERT_FILE = 'factory_ca.pem';
+
+/** fioctl's --hsm-* flags, on every keys ca command that signs with the root. */
+export function addHsmOptions(command: Command, verb = 'Load'): Command {
+  return command
+    .option('--hsm-module <path>', `${verb} the root CA key from a PKCS#11 token through this module`)
+    .option('--hsm-pin <pin>', 'the PKCS#11 user PIN of that token')
+    .option('--hsm-token-label <label>', 'the label of that token');
+}
 
 /** The three HSM flags go together: none (key file) or all (token). */
 export function hsmFromOptions(opts: HsmOptions): Hsm | undefined {

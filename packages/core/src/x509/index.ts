@@ -1,6 +1,7 @@
 export * from './certificate.ts';
 export * from './chain.ts';
 export * from './crl.ts';
+export * from './crl-parse.ts';
 export * from './csr.ts';
 export * from './device-profile.ts';
 export * from './device-template.ts';
@@ -24,7 +25,13 @@ export {
   keyIdentifier,
   publicKeysEqual,
 } from './public-key.ts';
-export { randomSerial, serialFromHex, serialToHex } from './serial.ts';
+export {
+  randomSerial,
+  serialFromDecimal,
+  serialFromHex,
+  serialToDecimal,
+  serialToHex,
+} from './serial.ts';
 export { signatureAlgorithmName, verifySignature } from './signature.ts';
 export * from './signer.ts';
 export * from './validity.ts';

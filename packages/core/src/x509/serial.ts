@@ -65,3 +65,16 @@ function pooledRandomBytes(count: number): Uint8Array {
   poolAt += count;
   return out;
 }
+
+/** A serial in base 10, as fioctl names device CAs (`--ca-serial`, `disabled-ca-serials`). */
+export function serialToDecimal(serialHex: string): string {
+  return BigInt(`0x${serialHex.replace(/^0x/i, '').replace(/:/g, '')}`).toString(10);
+}
+
+/** The `serialHex` form of a base-10 serial; refuses anything but digits. */
+export function serialFromDecimal(decimal: string): string {
+  if (!/^[0-9]{1,49}$/.test(decimal))
+    throw new TypeError(`${JSON.stringify(decimal)} is not a base 10 serial`);
+  const hex = BigInt(decimal).toString(16);
+  return hex.length % 2 === 0 ? hex : `0${hex}`;
+}

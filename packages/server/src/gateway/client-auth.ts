@@ -3,6 +3,7 @@ import {
   isKeyferryError,
   KeyferryError,
   type ParsedCertificate,
+  serialToDecimal,
   splitPemBundle,
   verifyChain,
 } from '@keyferry/core';
@@ -14,6 +15,8 @@ import type { Db } from '../storage/database.ts';
 export interface VerifiedClient {
   factoryId: number;
   leaf: ParsedCertificate;
+  /** The device CA of ca-crt it chains to. */
+  issuer: ParsedCertificate;
   /** True when its issuer is a keyferry-held intermediate CA (the current certificate of one). */
   keyferryIssuer: boolean;
 }
@@ -39,7 +42,7 @@ export async function verifyClientChain(
   }
   const pki = await db
     .selectFrom('factory_pki')
-    .select(['ca_crt'])
+    .select(['ca_crt', 'revoked_ca_crt'])
     .where('factory_id', '=', factory.id)
     .executeTakeFirst();
   const anchors = pki?.ca_crt ? splitPemBundle(pki.ca_crt) : [];
@@ -53,6 +56,8 @@ export async function verifyClientChain(
   try {
     path = verifyChain(leaf, intermediates, anchors, now, { purpose: 'clientAuth' });
   } catch (error) {
+    const revoked = revokedIssuer(leaf, intermediates, pki?.revoked_ca_crt ?? null, now);
+    if (revoked) throw caRevoked(serialToDecimal(revoked.serialHex));
     const why = isKeyferryError(error) ? error.message : String(error);
     throw new KeyferryError(
       'untrusted_client_certificate',
@@ -83,8 +88,68 @@ export async function verifyClientChain(
   return {
     factoryId: factory.id,
     leaf: cert,
+    issuer,
     keyferryIssuer: await isKeyferryCa(db, factory.id, issuer.der),
   };
+}
+
+/**
+ * Refuses a certificate whose device CA the factory stopped trusting after the connection's
+ * chain was verified: revoked (`ca-revoke-crl`) or dropped from ca-crt. A disabled CA (on hold,
+ * `disabled-ca-serials`) keeps serving devices the gateway already knows, but registers no new
+ * one, as fioctl's disable-device-ca describes. Checked per request, like revocation.
+ */
+export async function assertDeviceCaTrusted(db: Db, client: VerifiedClient): Promise<void> {
+  const pki = await db
+    .selectFrom('factory_pki')
+    .select(['ca_crt', 'disabled_ca_serials', 'revoked_ca_crt'])
+    .where('factory_id', '=', client.factoryId)
+    .executeTakeFirstOrThrow();
+  const serial = serialToDecimal(client.issuer.serialHex);
+  const anchors = pki.ca_crt ? splitPemBundle(pki.ca_crt) : [];
+  if (!anchors.some((der) => Buffer.from(der).equals(client.issuer.der))) {
+    const revoked = pki.revoked_ca_crt ? splitPemBundle(pki.revoked_ca_crt) : [];
+    if (revoked.some((der) => Buffer.from(der).equals(client.issuer.der))) throw caRevoked(serial);
+    throw new KeyferryError(
+      'untrusted_client_certificate',
+      `the device CA of this certificate (serial ${serial}) is no longer in the factory's ca-crt`,
+    );
+  }
+  if (!(JSON.parse(pki.disabled_ca_serials) as string[]).includes(serial)) return;
+  const known = await db
+    .selectFrom('gateway_devices')
+    .select('id')
+    .where('factory_id', '=', client.factoryId)
+    .where('name', '=', client.leaf.subjectAttributes.CN ?? '')
+    .executeTakeFirst();
+  if (!known) {
+    throw new KeyferryError(
+      'untrusted_client_certificate',
+      `device CA serial ${serial} is disabled: it registers no new devices (keyferry keys ca show lists disabled serials)`,
+    );
+  }
+}
+
+/** The revoked device CA a chain that no longer verifies would have chained to, if any. */
+function revokedIssuer(
+  leaf: Uint8Array,
+  intermediates: readonly Uint8Array[],
+  revokedPem: string | null,
+  now: Date,
+): ParsedCertificate | undefined {
+  if (!revokedPem) return undefined;
+  try {
+    return verifyChain(leaf, intermediates, splitPemBundle(revokedPem), now, { purpose: 'clientAuth' })[1];
+  } catch {
+    return undefined;
+  }
+}
+
+function caRevoked(serial: string): KeyferryError {
+  return new KeyferryError(
+    'certificate_revoked',
+    `the device CA of this certificate (serial ${serial}) was revoked by the factory root; the device needs a certificate from a trusted device CA`,
+  );
 }
 
 /**

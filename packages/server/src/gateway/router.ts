@@ -6,7 +6,12 @@ import type { Logger } from 'pino';
 import { CORRELATION_HEADER, sendJson, sendProblem } from '../devicelink/http-io.ts';
 import { peerChain } from '../devicelink/identity.ts';
 import type { Db } from '../storage/database.ts';
-import { assertNotRevoked, type VerifiedClient, verifyClientChain } from './client-auth.ts';
+import {
+  assertDeviceCaTrusted,
+  assertNotRevoked,
+  type VerifiedClient,
+  verifyClientChain,
+} from './client-auth.ts';
 import { recordGatewayCall } from './device-registry.ts';
 import type { GatewayTlsContexts } from './tls-contexts.ts';
 
@@ -36,6 +41,7 @@ export function gatewayHandler(deps: GatewayDeps) {
         verified.set(socket, client);
       }
       const device = await client;
+      await assertDeviceCaTrusted(deps.db, device);
       await assertNotRevoked(deps.db, device);
       if (path !== '/device')
         throw new KeyferryError('not_found', `no device gateway endpoint ${path}; there is GET /device`);

@@ -9,24 +9,45 @@ import {
   toPem,
   verifyChain,
 } from '@keyferry/core';
+import type { Updateable } from 'kysely';
 import { recordAudit } from '../audit/audit-log.ts';
 import type { Factory } from '../factories/factories.ts';
 import { insertCustodyKey, type KeyCustody } from '../keys/custody.ts';
 import type { Db } from '../storage/database.ts';
+import type { FactoryPkiTable } from '../storage/tables.ts';
+import { applyCaRevokeCrl } from './device-ca-revocation.ts';
+import { assertNoSilentRemoval, completeOnlineCas } from './device-cas.ts';
 
-/** The factory PKI as the API shows it (fioctl's field names). */
+/** fioctl's `ChangeMeta`: who set the PKI up and who changed it last. */
+export interface ChangeMeta {
+  'created-at': string;
+  'created-by': string;
+  'updated-at': string;
+  'updated-by': string;
+}
+
+/** The factory PKI as the API shows it (fioctl's `CaCerts` field names, plus `tls-csr`). */
 export interface FactoryPkiView {
   'root-crt': string;
   'tls-crt': string;
   'ca-crt': string;
+  'ca-revoke-crl': string;
+  'disabled-ca-serials': string[];
+  /** The CSR of the gateway TLS key in use (keyferry's addition). */
   'tls-csr': string;
-  'change-meta': { 'updated-at': string; 'updated-by': string | null };
+  'change-meta': ChangeMeta;
 }
 
 export interface FactoryPkiPatch {
   'root-crt'?: string | undefined;
   'tls-crt'?: string | undefined;
   'ca-crt'?: string | undefined;
+  'ca-revoke-crl'?: string | undefined;
+  'est-tls-crt'?: string | undefined;
+  /** fioctl sends its (client-side, usually empty) ChangeMeta with every PATCH. */
+  'change-meta'?: Record<string, string> | undefined;
+  /** The operator means a ca-crt that removes device CAs (issue: never silently). */
+  'remove-device-cas'?: boolean | undefined;
 }
 
 /** Host name the device gateway answers to for this factory. */
@@ -72,7 +93,11 @@ export async function setupFactoryPki(
     .execute();
 }
 
-export async function getFactoryPki(db: Db, factoryId: number): Promise<FactoryPkiView> {
+/** The factory PKI; `configured` is false until a root CA is set (GET certs/ then answers 206). */
+export async function getFactoryPki(
+  db: Db,
+  factoryId: number,
+): Promise<{ configured: boolean; view: FactoryPkiView }> {
   const row = await db
     .selectFrom('factory_pki')
     .selectAll()
@@ -80,18 +105,30 @@ export async function getFactoryPki(db: Db, factoryId: number): Promise<FactoryP
     .executeTakeFirst();
   if (!row) throw new KeyferryError('internal', `factory ${factoryId} has no PKI row`);
   return {
-    'root-crt': row.root_crt ?? '',
-    'tls-crt': row.tls_crt ?? '',
-    'ca-crt': row.ca_crt ?? '',
-    'tls-csr': row.tls_csr,
-    'change-meta': { 'updated-at': row.updated_at, 'updated-by': row.updated_by },
+    configured: row.root_crt !== null,
+    view: {
+      'root-crt': row.root_crt ?? '',
+      'tls-crt': row.tls_crt ?? '',
+      'ca-crt': row.ca_crt ?? '',
+      'ca-revoke-crl': row.ca_revoke_crl ?? '',
+      'disabled-ca-serials': JSON.parse(row.disabled_ca_serials) as string[],
+      'tls-csr': row.tls_csr,
+      'change-meta': {
+        'created-at': row.created_at ?? '',
+        'created-by': row.created_by ?? '',
+        'updated-at': row.updated_at,
+        'updated-by': row.updated_by ?? '',
+      },
+    },
   };
 }
 
 /**
  * Applies a PATCH of the factory PKI after checking every part against the others: the root
- * is a self-signed CA, `tls-crt` carries the service's own TLS key and chains to the root,
- * every `ca-crt` entry is a CA under the root. The root can be set once.
+ * is a self-signed CA set once, `tls-crt` carries the service's gateway TLS key (the one in
+ * use, or the one rotate-tls made) and chains to the root, every `ca-crt` entry is a CA under
+ * the root and the bundle drops no device CA silently, `ca-revoke-crl` is signed by the root.
+ * All or nothing: a refusal leaves the database as it was.
  */
 export async function updateFactoryPki(
   db: Db,
@@ -100,6 +137,12 @@ export async function updateFactoryPki(
   context: { actor: string; correlationId: string; now?: Date },
 ): Promise<FactoryPkiView> {
   const now = context.now ?? new Date();
+  if (patch['est-tls-crt'] !== undefined && patch['est-tls-crt'] !== '') {
+    throw new KeyferryError(
+      'invalid_request',
+      'keyferry runs no per-factory EST server (fioctl keys est): devices renew over the device-link (docs/device-link.md); leave est-tls-crt out',
+    );
+  }
   return db.transaction().execute(async (trx) => {
     const row = await trx
       .selectFrom('factory_pki')
@@ -129,36 +172,53 @@ export async function updateFactoryPki(
     if (!rootInfo.isCa) throw new KeyferryError('certificate_invalid', 'root-crt is not a CA certificate');
     verifyChain(root, [], [root], now);
 
-    if (patch['tls-crt'] !== undefined) {
-      const tls = parseField('tls-crt', patch['tls-crt'])[0] as Uint8Array;
-      const csr = parseCsr(fromPem(row.tls_csr, 'CERTIFICATE REQUEST'));
-      if (!publicKeysEqual(parseCertificate(tls).spki, csr.publicKeySpki)) {
-        throw new KeyferryError(
-          'certificate_mismatch',
-          'tls-crt does not carry the public key of the service TLS CSR: sign the tls-csr from GET certs/',
-        );
-      }
-      verifyChain(tls, [], [root], now);
+    const updates: Updateable<FactoryPkiTable> = { updated_at: now.toISOString(), updated_by: context.actor };
+    if (!row.root_crt) {
+      updates.root_crt = normalize(rootPem);
+      updates.created_at = now.toISOString();
+      updates.created_by = context.actor;
     }
-    if (patch['ca-crt'] !== undefined && patch['ca-crt'].trim() !== '') {
-      for (const [i, ca] of parseField('ca-crt', patch['ca-crt']).entries()) {
-        if (!parseCertificate(ca).isCa) {
+    if (patch['tls-crt'] !== undefined) Object.assign(updates, checkTlsCrt(row, patch['tls-crt'], root, now));
+
+    let bundle = row.ca_crt ? splitPemBundle(row.ca_crt) : [];
+    let revoked = row.revoked_ca_crt ? splitPemBundle(row.revoked_ca_crt) : [];
+    let disabled = JSON.parse(row.disabled_ca_serials) as string[];
+    if (patch['ca-crt'] !== undefined) {
+      const next = patch['ca-crt'].trim() === '' ? [] : parseField('ca-crt', patch['ca-crt']);
+      const cas = next.map((ca, i) => {
+        const cert = parseCertificate(ca);
+        if (!cert.isCa) {
           throw new KeyferryError(
             'certificate_invalid',
             `ca-crt certificate #${i + 1} is not a CA certificate`,
           );
         }
         verifyChain(ca, [], [root], now);
-      }
+        return cert;
+      });
+      if (!patch['remove-device-cas']) await assertNoSilentRemoval(trx, factory.id, bundle, next, revoked);
+      await completeOnlineCas(trx, factory.id, cas, now);
+      // A revoked CA sent again is trusted again (fioctl: "re-add it with keys ca update").
+      revoked = revoked.filter((r) => !next.some((n) => Buffer.from(n).equals(r)));
+      bundle = next;
     }
-    const updates = {
-      root_crt: patch['root-crt'] !== undefined ? normalize(patch['root-crt']) : row.root_crt,
-      tls_crt: patch['tls-crt'] !== undefined ? normalize(patch['tls-crt']) : row.tls_crt,
-      ca_crt: patch['ca-crt'] !== undefined ? normalize(patch['ca-crt']) : row.ca_crt,
-      updated_at: now.toISOString(),
-      updated_by: context.actor,
-    };
+    if (patch['ca-revoke-crl'] !== undefined) {
+      const applied = applyCaRevokeCrl(rootPem, patch['ca-revoke-crl'], { bundle, disabled, revoked }, now);
+      ({ bundle, disabled, revoked } = applied);
+      updates.ca_revoke_crl = applied.crlPem;
+    }
+    if (patch['ca-crt'] !== undefined || patch['ca-revoke-crl'] !== undefined) {
+      updates.ca_crt = pemBundle(bundle);
+      updates.revoked_ca_crt = pemBundle(revoked);
+      updates.disabled_ca_serials = JSON.stringify(disabled);
+    }
     await trx.updateTable('factory_pki').set(updates).where('factory_id', '=', factory.id).execute();
+    const fields = Object.keys(patch).filter(
+      (k) => k !== 'change-meta' && patch[k as keyof FactoryPkiPatch] !== undefined,
+    );
+    const sentMeta = Object.fromEntries(
+      Object.entries(patch['change-meta'] ?? {}).filter(([, v]) => v !== ''),
+    );
     await recordAudit(
       trx,
       {
@@ -166,13 +226,50 @@ export async function updateFactoryPki(
         actor: context.actor,
         action: 'pki.update',
         object: 'certs',
-        detail: { fields: Object.keys(patch).filter((k) => patch[k as keyof FactoryPkiPatch] !== undefined) },
+        detail: {
+          fields,
+          ...(Object.keys(sentMeta).length > 0 ? { changeMeta: sentMeta } : {}),
+          ...(updates.ca_crt !== undefined
+            ? { deviceCas: bundle.length, revoked: revoked.length, disabled }
+            : {}),
+        },
         correlationId: context.correlationId,
       },
       now,
     );
-    return getFactoryPki(trx, factory.id);
+    return (await getFactoryPki(trx, factory.id)).view;
   });
+}
+
+/**
+ * A tls-crt for the key in use (a re-signed certificate) or for the pending key rotate-tls
+ * made, which then becomes the key in use. Returns the columns to set.
+ */
+function checkTlsCrt(
+  row: Pick<FactoryPkiTable, 'tls_csr' | 'pending_tls_csr' | 'pending_tls_key_ref'>,
+  pem: string,
+  root: Uint8Array,
+  now: Date,
+): Updateable<FactoryPkiTable> {
+  const tls = parseField('tls-crt', pem)[0] as Uint8Array;
+  const spki = parseCertificate(tls).spki;
+  const keyOf = (csrPem: string) => parseCsr(fromPem(csrPem, 'CERTIFICATE REQUEST')).publicKeySpki;
+  const forPending = row.pending_tls_csr !== null && publicKeysEqual(spki, keyOf(row.pending_tls_csr));
+  if (!forPending && !publicKeysEqual(spki, keyOf(row.tls_csr))) {
+    throw new KeyferryError(
+      'certificate_mismatch',
+      'tls-crt does not carry the public key of the service TLS CSR: sign the tls-csr POST certs/ answered',
+    );
+  }
+  verifyChain(tls, [], [root], now);
+  const updates: Updateable<FactoryPkiTable> = { tls_crt: normalize(pem) };
+  if (forPending) {
+    updates.tls_key_ref = row.pending_tls_key_ref!;
+    updates.tls_csr = row.pending_tls_csr!;
+    updates.pending_tls_key_ref = null;
+    updates.pending_tls_csr = null;
+  }
+  return updates;
 }
 
 function parseField(field: string, pem: string): Uint8Array[] {
@@ -194,6 +291,10 @@ function parseField(field: string, pem: string): Uint8Array[] {
     }
   }
   return ders;
+}
+
+function pemBundle(ders: readonly Uint8Array[]): string | null {
+  return ders.length === 0 ? null : ders.map((der) => toPem(der, 'CERTIFICATE')).join('');
 }
 
 function normalize(pem: string): string {

@@ -4,6 +4,7 @@ import * as el2g from './migrations/002-el2g.ts';
 import * as gateway from './migrations/003-gateway.ts';
 import * as tokenLifecycle from './migrations/004-token-lifecycle.ts';
 import * as oneOpenCaRequest from './migrations/005-one-open-ca-request.ts';
+import * as pkiDeviceCas from './migrations/006-pki-device-cas.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -26,6 +27,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { name: '003-gateway', up: gateway.up },
   { name: '004-token-lifecycle', up: tokenLifecycle.up },
   { name: '005-one-open-ca-request', up: oneOpenCaRequest.up },
+  { name: '006-pki-device-cas', up: pkiDeviceCas.up },
 ];
 
 /**

@@ -37,6 +37,30 @@ export interface FactoryPkiTable {
   ca_crt: string | null;
   updated_at: string;
   updated_by: string | null;
+  /** A new gateway TLS key (keys ca rotate-tls) until the root signs its CSR. */
+  pending_tls_key_ref: string | null;
+  pending_tls_csr: string | null;
+  /** The last CRL the root signed over device CAs (fioctl's ca-revoke-crl), PEM. */
+  ca_revoke_crl: string | null;
+  /** JSON array of base-10 serials: device CAs on hold (CRL reason 6). */
+  disabled_ca_serials: Generated<string>;
+  /** PEM bundle of the device CAs the root revoked (any other CRL reason); out of ca-crt. */
+  revoked_ca_crt: string | null;
+  /** When and by whom the root CA was set (fioctl's change-meta created-at/-by). */
+  created_at: string | null;
+  created_by: string | null;
+}
+
+/** An online device CA (fioctl's online-ca): the service holds its key; the root signs it. */
+export interface OnlineCasTable {
+  id: Generated<number>;
+  factory_id: number;
+  key_ref: string;
+  csr: string;
+  /** PEM, once the root's certificate came in ca-crt. */
+  certificate: string | null;
+  created_at: string;
+  signed_at: string | null;
 }
 
 export interface CustodyKeysTable {
@@ -65,6 +89,7 @@ export interface Tables extends El2gTables, GatewayTables {
   factories: FactoriesTable;
   api_tokens: ApiTokensTable;
   factory_pki: FactoryPkiTable;
+  online_cas: OnlineCasTable;
   custody_keys: CustodyKeysTable;
   audit_log: AuditLogTable;
 }

@@ -166,3 +166,15 @@ export async function issueDeviceCert(svc: TestService, f: GatewayFactory, optio
 export async function registrySnapshot(svc: TestService) {
   return svc.service.ctx.database.db.selectFrom('gateway_devices').selectAll().orderBy('id').execute();
 }
+
+/** curl's output with `-w '\n%{http_code}'`: the status and the body (JSON when it parses). */
+export function curlAnswer(stdout: string): { code: number; body: any } {
+  const lines = stdout.split('\n');
+  const code = Number(lines.pop());
+  const text = lines.join('\n');
+  try {
+    return { code, body: JSON.parse(text) };
+  } catch {
+    return { code, body: text };
+  }
+}

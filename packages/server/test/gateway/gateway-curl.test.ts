@@ -10,6 +10,7 @@ import { runBinAsync } from '../../../../test/support/processes.ts';
 import { createSofthsmEnv, initTestToken, type SofthsmEnv } from '../../../../test/support/softhsm.ts';
 import { startTestService, type TestService } from '../support/service.ts';
 import {
+  curlAnswer,
   type GatewayFactory,
   issueDeviceCert,
   NC12,
@@ -73,13 +74,7 @@ describe('device gateway with curl + the OpenSSL PKCS#11 engine', () => {
     );
     return new Promise<{ exit: number; code: number; body: any; stderr: string }>((resolve) => {
       execFile('curl', args, { env: hsm.env, encoding: 'utf8' }, (error, stdout, stderr) => {
-        const lines = stdout.split('\n');
-        const code = Number(lines.pop());
-        let body: any = lines.join('\n');
-        try {
-          body = JSON.parse(body);
-        } catch {}
-        resolve({ exit: error ? Number(error.code ?? 1) : 0, code, body, stderr });
+        resolve({ exit: error ? Number(error.code ?? 1) : 0, ...curlAnswer(stdout), stderr });
       });
     });
   }
