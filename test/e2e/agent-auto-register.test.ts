@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXIT_CODES } from '../../packages/agent/src/agent-error.ts';
 import { runAgent, runAgentAsync } from '../../packages/agent/test/support/agent-bin.ts';
+import { startLikeSystemd } from '../../packages/agent/test/support/systemd-unit.ts';
 import {
   type DaemonProcess,
   type RunResult,
@@ -157,9 +158,9 @@ describe('keyferry-agent auto-register against the real keyferryd (SoftHSM2 toke
       device = deviceA = await makeDevice('device-a');
     });
 
-    it('before it is allow-listed: names the device id to add, exits not_allowlisted, writes nothing', () => {
+    it('before it is allow-listed, with --once: names the device id to add, exits not_allowlisted, writes nothing', () => {
       const objectsBefore = device.pkcs11Tool(['--list-objects']);
-      const res = device.agent(['auto-register']);
+      const res = device.agent(['auto-register', '--once']);
       expect(res.stderr).toMatch(
         new RegExp(
           `^ERROR: device ${device.uid} is not on the factory's allow-list \\(.*\\); ` +
@@ -583,5 +584,103 @@ describe('keyferry-agent auto-register against the real keyferryd (SoftHSM2 toke
       expect(show).toMatch(/aws-iot-ca {16}CERTIFICATE {2}PROVISIONING_COMPLETED\n/);
       expect(certificateIn(show)).toBe(gatewayCert);
     });
+  });
+  describe("a device started as LmP's unit starts it, allow-listed only after the agent started", () => {
+    /*
+     * The two lines of LmP's lmp-el2go-auto-register.service that start it (meta-lmp): the
+     * image keeps that unit and links /usr/bin/lmp-el2go-auto-register to the agent. The unit
+     * has no Restart=, so the agent must wait for the allow-list in its one process.
+     */
+    const LMP_UNIT = [
+      '[Service]',
+      'EnvironmentFile=-/etc/default/lmp-el2go-auto-register',
+      'ExecStart=/usr/bin/lmp-el2go-auto-register',
+    ].join('\n');
+    const OUR_UNIT = readFileSync(
+      join(import.meta.dirname, '../../packages/agent/dist-files/keyferry-agent.service'),
+      'utf8',
+    );
+
+    it.each([
+      ["LmP's own unit (ExecStart=/usr/bin/lmp-el2go-auto-register)", 'lmp', LMP_UNIT],
+      ['dist-files/keyferry-agent.service', 'dist', OUR_UNIT],
+    ])(
+      '%s with an LmP default.env: retries every DAEMON_INTERVAL, then provisions without exiting in between',
+      async (_name, tag, unit) => {
+        const device = await makeDevice(`device-unit-${tag}`);
+        const root = join(work, `device-unit-${tag}`, 'root');
+        mkdirSync(join(root, 'etc/default'), { recursive: true });
+        // An LmP default.env: LmP's own variables in LmP's spellings, nothing keyferry-only.
+        writeFileSync(
+          join(root, 'etc/default/lmp-el2go-auto-register'),
+          [
+            '# meta-subscriber-overrides: recipes-support/lmp-el2go-auto-register/default.env',
+            `REPOID="${repoId}"`,
+            'DAEMON_INTERVAL=1',
+            `PKCS11_PIN=${PIN}`,
+            'PKCS11_SOPIN=12345678',
+            'GENERIC_KEYPAIRS=0X83000044',
+            'PACMAN_TYPE=ostree',
+            `SOTA_DIR=${device.sotaDir}`,
+            '',
+          ].join('\n'),
+        );
+        // What a drop-in (Environment=) adds on this test machine: where the device-link is (LmP
+        // built EL2GO_HOSTNAME into the image) and what stands in for the device's hardware and
+        // files: SoftHSM2 for the SE's module, root.crt outside /usr/share, no systemctl.
+        const dropIn = {
+          EL2GO_HOSTNAME: subdomain,
+          EL2GO_CONNECT_ADDR: daemon.listen.deviceLink!,
+          DEVICE_LINK_CA: join(dataDir, 'service-ca.pem'),
+          PKCS11_MODULE: device.softhsm.module,
+          SOFTHSM2_CONF: device.softhsm.conf,
+          ROOT_CRT: join(work, 'root.crt'),
+          AKLITE_START_CMD: `echo started >> ${device.akliteLog}`,
+        };
+        const refusedLine = new RegExp(
+          `^device ${device.uid} is not on the factory's allow-list \\(.*\\); ` +
+            `add it with: keyferry el2g devices add ${PRODUCT} ${device.uid}; retrying in 1 s$`,
+          'gm',
+        );
+        let waiting: () => void = () => {};
+        const refusedTwice = new Promise<void>((r) => (waiting = r));
+        const started = startLikeSystemd({
+          unit,
+          root,
+          dropIn,
+          onOutput: (_out, err) => (err.match(refusedLine)?.length ?? 0) >= 2 && waiting(),
+        });
+        // The agent has been refused twice and is still running: only now is the device added.
+        await Promise.race([refusedTwice, started.done]);
+        const added = cli(['el2g', 'devices', 'add', PRODUCT, device.uid]);
+        expect(added.stderr).toBe('');
+        expect(added.status).toBe(0);
+        const res = await started.done;
+        expect(res.stderr.match(refusedLine)?.length ?? 0).toBeGreaterThanOrEqual(2);
+        expect(res.stderr).not.toContain('ERROR');
+        expect(res.status).toBe(0);
+        expect(res.stdout).toContain(
+          `Manifest: 2 key pair(s) assigned to fio-${PRODUCT}: fio-device-gateway-ca-kp/fio-device-gateway-ca, aws-iot-ca-kp/aws-iot-ca\n`,
+        );
+        expect(res.stdout).toMatch(/\nProvisioning complete\nStarting aktualizr-lite: echo started >> .*\n$/);
+        expect(readFileSync(device.akliteLog, 'utf8')).toBe('started\n');
+        const listing = device.pkcs11Tool(['--list-objects']);
+        for (const [kind, label, id] of [
+          ['Private Key Object', 'SE_83000042', '01'],
+          ['Certificate Object', 'SE_83000043', '03'],
+          ['Private Key Object', 'SE_83000044', '04'],
+          ['Certificate Object', 'SE_83000045', '05'],
+        ] as const) {
+          expect(block(listing, kind, label), label).toMatch(new RegExp(`ID:\\s+${id}\n`));
+        }
+        const sota = readFileSync(join(device.sotaDir, 'sota.toml'), 'utf8');
+        expect(sota).toContain('\n[pacman]\ntype = "ostree"\n');
+        expect(sota).toContain(`\n[tls]\nserver = "https://${repoId}.ota-lite.localhost:8443"\n`);
+        const show = showDevice(device.uid);
+        expect(show).toMatch(/fio-device-gateway-ca {5}CERTIFICATE {2}PROVISIONING_COMPLETED\n/);
+        expect(show).toMatch(/aws-iot-ca {16}CERTIFICATE {2}PROVISIONING_COMPLETED\n/);
+      },
+      180_000,
+    );
   });
 });

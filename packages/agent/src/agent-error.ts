@@ -69,4 +69,14 @@ export class AgentError extends Error {
   get transient(): boolean {
     return this.kind === 'transient';
   }
+
+  /**
+   * Failures auto-register waits out in its own process, every DAEMON_INTERVAL, unless
+   * --once: the transient ones, a device that is not allow-listed yet and a plan limit. The
+   * operator lifts the last two without touching the device, and the unit (like LmP's) has no
+   * `Restart=`, so the agent must still be running when that happens — as the LmP script was.
+   */
+  get retriedByDaemon(): boolean {
+    return this.transient || this.kind === 'not_allowlisted' || this.kind === 'plan_limit';
+  }
 }

@@ -1,3 +1,4 @@
+import { basename } from 'node:path';
 import { endQuietlyWhenOutputCloses } from '@keyferry/core';
 import { Command, CommanderError } from 'commander';
 import packageJson from '../package.json' with { type: 'json' };
@@ -19,11 +20,24 @@ export function buildProgram(): Command {
   return program;
 }
 
+/**
+ * The name LmP's unit runs (`ExecStart=/usr/bin/lmp-el2go-auto-register`, no arguments). An
+ * image that links that name to the agent keeps LmP's unit unchanged: under it the agent is
+ * `auto-register`.
+ */
+export const LMP_COMMAND_NAME = 'lmp-el2go-auto-register';
+
+/** The command line, with `auto-register` put in when the agent runs under LmP's name. */
+export function commandLine(argv: readonly string[]): string[] {
+  const [node = '', script = '', ...rest] = argv;
+  return basename(script) === LMP_COMMAND_NAME ? [node, script, 'auto-register', ...rest] : [...argv];
+}
+
 /** Runs the agent; a failure is one `ERROR:` line on stderr and the exit code of its kind. */
 export async function main(argv: string[]): Promise<number> {
   endQuietlyWhenOutputCloses([process.stdout, process.stderr], () => process.exit(0));
   try {
-    await buildProgram().parseAsync(argv);
+    await buildProgram().parseAsync(commandLine(argv));
     return 0;
   } catch (error) {
     if (error instanceof CommanderError) {

@@ -49,7 +49,7 @@ export function renderSotaToml(settings: AgentSettings, soft?: SoftGatewayFiles)
     `key_source = ${str('file')}`,
     '',
     '[pacman]',
-    `type = ${str('ostree+compose_apps')}`,
+    `type = ${str(settings.pacmanType)}`,
     `ostree_server = ${str(`https://${settings.repoId}.ostree.${settings.domain}:8443/ostree`)}`,
     `packages_file = ${str(settings.packagesFile)}`,
     `tags = ${str(settings.factoryTag)}`,

@@ -102,6 +102,20 @@ describe('refusals: one ERROR line, a distinct exit code, no sota.toml', () => {
     }
   });
 
+  it("uid (and auto-register) hint at the agent's settings, never at --hsm-module / --hsm-pin it does not have", () => {
+    for (const command of ['uid', 'auto-register']) {
+      const module = agent([command, '--env-file', envFile], { PKCS11_MODULE: '/nonexistent/libse05x.so' });
+      expect(module.stderr, command).toMatch(
+        /^ERROR: PKCS#11 module \/nonexistent\/libse05x\.so could not be loaded: .*; set PKCS11_MODULE to the path of the secure element's PKCS#11 module \(\.so\)\n$/,
+      );
+      const pin = agent([command, '--env-file', envFile], { PKCS11_PIN: '11111111' });
+      expect(pin.stderr, command).toMatch(
+        /^ERROR: wrong PIN for token 'aktualizr' in PKCS#11 module \S+; check PKCS11_PIN \(repeated failures can lock the token\)\n$/,
+      );
+      expect(`${module.stderr}${pin.stderr}`).not.toContain('--hsm');
+    }
+  });
+
   it('a missing env file, naming it', () => {
     const missing = join(fx.work, 'absent.env');
     const res = agent(['auto-register', '--env-file', missing]);

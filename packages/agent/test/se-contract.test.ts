@@ -10,6 +10,7 @@ import { AgentError } from '../src/agent-error.ts';
 import { Pkcs11SecureElement } from '../src/se/pkcs11-se.ts';
 import type { SecureElement } from '../src/se/port.ts';
 import { SoftSecureElement } from '../src/se/soft-se.ts';
+import { refusal } from './support/refusal.ts';
 import {
   createSecureElementFixtures,
   FIXTURE_UID,
@@ -35,16 +36,6 @@ beforeAll(async () => {
   fx = await createSecureElementFixtures();
 });
 afterAll(() => fx?.cleanup());
-
-function refusal(fn: () => unknown): AgentError {
-  try {
-    fn();
-  } catch (error) {
-    if (error instanceof AgentError) return error;
-    throw error;
-  }
-  throw new Error('expected a refusal');
-}
 
 /** A throwaway self-signed certificate for a public key the SE holds (stands in for an issued one). */
 async function certificateFor(se: SecureElement, keyId: number, cn: string): Promise<Uint8Array> {

@@ -2,9 +2,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { AgentError } from '../src/agent-error.ts';
-import { parseEnvFile } from '../src/settings/env-file.ts';
 import { agentSettings, seSettings, settingSource } from '../src/settings/settings.ts';
+import { refusal } from './support/refusal.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'keyferry-agent-settings-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -15,46 +14,7 @@ function envFile(text: string): string {
   return path;
 }
 
-function refusal(fn: () => unknown): AgentError {
-  try {
-    fn();
-  } catch (error) {
-    if (error instanceof AgentError) return error;
-    throw error;
-  }
-  throw new Error('expected a refusal');
-}
-
 describe('env file', () => {
-  it('reads KEY=VALUE lines, comments, quotes and export', () => {
-    const values = parseEnvFile(
-      [
-        '# lmp-el2go-auto-register settings',
-        '',
-        'REPOID=abc123',
-        'export PKCS11_PIN="12 34"',
-        "AKLITE_START_CMD='echo started # not a comment'",
-        'SOTA_DIR=/var/sota   # trailing comment',
-        'QUOTED="say \\"hi\\""',
-      ].join('\n'),
-      'f',
-    );
-    expect(Object.fromEntries(values)).toEqual({
-      REPOID: 'abc123',
-      PKCS11_PIN: '12 34',
-      AKLITE_START_CMD: 'echo started # not a comment',
-      SOTA_DIR: '/var/sota',
-      QUOTED: 'say "hi"',
-    });
-  });
-
-  it('refuses a line that is not KEY=VALUE, naming file and line', () => {
-    const error = refusal(() => parseEnvFile('REPOID=x\nthis is wrong\n', '/etc/default/x'));
-    expect(error.kind).toBe('setting_invalid');
-    expect(error.message).toBe('/etc/default/x:2: expected KEY=VALUE, found "this is wrong"');
-    expect(refusal(() => parseEnvFile('A="open', 'f')).message).toMatch(/^f:1: unterminated " quote/);
-  });
-
   it('lets the real environment override the file', () => {
     const file = envFile('REPOID=fromfile\nEL2GO_HOSTNAME=abc.device-link.example.com\nDAEMON_INTERVAL=10\n');
     const settings = agentSettings(settingSource(file, { REPOID: 'fromenv' }, true));

@@ -2,9 +2,10 @@ import { AgentError } from '../agent-error.ts';
 import type { Log } from '../log.ts';
 
 /**
- * Runs `attempt` until it succeeds or fails for good. Transient failures (network, 5xx, 429)
- * are retried every `intervalSeconds` — or after the service's Retry-After, when longer —
- * with one log line each; with `once` the transient failure is returned to the caller.
+ * Runs `attempt` until it succeeds or fails for good. Transient failures (network, 5xx, 429),
+ * a device not allow-listed yet and plan limits ({@link AgentError.retriedByDaemon}) are
+ * retried every `intervalSeconds` — or after the service's Retry-After, when longer — with one
+ * log line each; with `once` the failure is returned to the caller.
  */
 export async function retryTransient<T>(options: {
   readonly attempt: () => Promise<T>;
@@ -18,7 +19,7 @@ export async function retryTransient<T>(options: {
     try {
       return await options.attempt();
     } catch (error) {
-      if (!(error instanceof AgentError) || !error.transient || options.once) throw error;
+      if (!(error instanceof AgentError) || !error.retriedByDaemon || options.once) throw error;
       const wait = Math.max(options.intervalSeconds, error.retryAfter ?? 0);
       options.log.warn(`${error.message}; retrying in ${wait} s`);
       await sleep(wait * 1000);

@@ -1,57 +1,143 @@
 import { readFileSync } from 'node:fs';
 import { AgentError } from '../agent-error.ts';
 
-const LINE = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$/;
+/** What systemd counts as blank around keys and values, and what ends a line. */
+const WHITESPACE = ' \t\n\r';
+const NEWLINE = '\n\r';
+/** Characters a backslash escapes inside double quotes (POSIX shell); others keep the backslash. */
+const DOUBLE_QUOTE_ESCAPES = '"\\`$';
+/** A name systemd keeps: letters, digits and `_`, not starting with a digit. */
+const VALID_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+type State =
+  | 'preKey'
+  | 'key'
+  | 'preValue'
+  | 'value'
+  | 'valueEscape'
+  | 'single'
+  | 'double'
+  | 'doubleEscape'
+  | 'comment'
+  | 'commentEscape';
 
 /**
- * Reads a systemd-style environment file (`/etc/default/lmp-el2go-auto-register`): `KEY=VALUE`
- * lines, blank lines and `#` comments, values optionally in single or double quotes (in double
- * quotes `\"` and `\\` are escapes). Unquoted values end at ` #`. A line that is none of these
- * is refused naming the file and line, so a typo never silently drops a setting.
+ * Reads an environment file exactly as systemd reads `EnvironmentFile=` (systemd.exec(5)),
+ * because the unit hands the same file to systemd and the agent reads it again itself: both
+ * must see the same values. The rules, one state machine over the characters:
+ *
+ * - lines starting (after blanks) with `#` or `;` are comments (a backslash at their end
+ *   continues nothing, as since systemd 254); there are no comments after a value;
+ * - lines without `=` are ignored, and so are assignments whose name is not a valid variable
+ *   name (`export X=1` has the name `export X`);
+ * - blanks around the name and around the value are dropped, blanks inside an unquoted value
+ *   kept; in an unquoted value a backslash keeps the next character and a backslash at the
+ *   end of the line joins the next line;
+ * - `'…'` keeps everything up to the next `'` verbatim, newlines included; `"…"` too, except
+ *   that `\"`, `\\`, `` \` ``, `\$` stand for the character, a backslash-newline is dropped and
+ *   any other backslash is kept; quoted and unquoted pieces directly after each other join
+ *   (`A="x"y` is `xy`), a quote later in an unquoted value is an ordinary character;
+ * - an unterminated quote runs to the end of the file; a later assignment of the same name wins.
  */
-export function parseEnvFile(text: string, path: string): Map<string, string> {
+export function parseEnvFile(text: string): Map<string, string> {
   const values = new Map<string, string>();
-  const lines = text.split(/\r?\n/);
-  lines.forEach((raw, index) => {
-    const line = raw.trim();
-    if (line === '' || line.startsWith('#')) return;
-    const match = LINE.exec(line);
-    if (!match) {
-      throw new AgentError(
-        'setting_invalid',
-        `${path}:${index + 1}: expected KEY=VALUE, found ${JSON.stringify(line.slice(0, 60))}`,
-      );
+  let state: State = 'preKey';
+  let key = '';
+  let value = '';
+  /** Where trailing blanks of the key / unquoted value begin, or -1 when there are none. */
+  let keyBlank = -1;
+  let valueBlank = -1;
+  const push = () => {
+    const name = keyBlank >= 0 ? key.slice(0, keyBlank) : key;
+    const text = valueBlank >= 0 ? value.slice(0, valueBlank) : value;
+    if (VALID_NAME.test(name)) values.set(name, text);
+    key = '';
+    value = '';
+    keyBlank = -1;
+    valueBlank = -1;
+  };
+  for (const c of text) {
+    switch (state) {
+      case 'preKey':
+        if (c === '#' || c === ';') state = 'comment';
+        else if (!WHITESPACE.includes(c)) {
+          state = 'key';
+          key = c;
+        }
+        break;
+      case 'key':
+        if (NEWLINE.includes(c)) {
+          state = 'preKey';
+          key = '';
+          keyBlank = -1;
+        } else if (c === '=') {
+          state = 'preValue';
+        } else {
+          if (!WHITESPACE.includes(c)) keyBlank = -1;
+          else if (keyBlank < 0) keyBlank = key.length;
+          key += c;
+        }
+        break;
+      case 'preValue':
+        if (NEWLINE.includes(c)) {
+          state = 'preKey';
+          push();
+        } else if (c === "'") state = 'single';
+        else if (c === '"') state = 'double';
+        else if (c === '\\') state = 'valueEscape';
+        else if (!WHITESPACE.includes(c)) {
+          state = 'value';
+          value += c;
+        }
+        break;
+      case 'value':
+        if (NEWLINE.includes(c)) {
+          state = 'preKey';
+          push();
+        } else if (c === '\\') {
+          state = 'valueEscape';
+          valueBlank = -1;
+        } else {
+          if (!WHITESPACE.includes(c)) valueBlank = -1;
+          else if (valueBlank < 0) valueBlank = value.length;
+          value += c;
+        }
+        break;
+      case 'valueEscape':
+        state = 'value';
+        if (!NEWLINE.includes(c)) value += c;
+        break;
+      case 'single':
+        if (c === "'") state = 'preValue';
+        else value += c;
+        break;
+      case 'double':
+        if (c === '"') state = 'preValue';
+        else if (c === '\\') state = 'doubleEscape';
+        else value += c;
+        break;
+      case 'doubleEscape':
+        state = 'double';
+        if (DOUBLE_QUOTE_ESCAPES.includes(c)) value += c;
+        else if (c !== '\n') value += `\\${c}`;
+        break;
+      case 'comment':
+        if (c === '\\') state = 'commentEscape';
+        else if (NEWLINE.includes(c)) state = 'preKey';
+        break;
+      case 'commentEscape':
+        // systemd 254 and later: a backslash does not carry a comment onto the next line.
+        state = NEWLINE.includes(c) ? 'preKey' : 'comment';
+        break;
     }
-    const [, key = '', value = ''] = match;
-    values.set(key, unquote(value, `${path}:${index + 1}`));
-  });
+  }
+  if (state !== 'preKey' && state !== 'key' && state !== 'comment' && state !== 'commentEscape') push();
   return values;
 }
 
-function unquote(value: string, where: string): string {
-  const quote = value[0];
-  if (quote === '"' || quote === "'") {
-    const end = value.lastIndexOf(quote);
-    if (
-      end === 0 ||
-      value
-        .slice(end + 1)
-        .trim()
-        .replace(/^#.*/, '') !== ''
-    ) {
-      throw new AgentError(
-        'setting_invalid',
-        `${where}: unterminated ${quote} quote in ${JSON.stringify(value)}`,
-      );
-    }
-    const inner = value.slice(1, end);
-    return quote === '"' ? inner.replace(/\\(["\\$`])/g, '$1') : inner;
-  }
-  return value.replace(/\s+#.*$/, '').trim();
-}
-
 /**
- * The env file's settings, or undefined when it does not exist and `required` is false.
+ * The env file's settings, or undefined when it does not exist and `required` is false (the
+ * unit's `EnvironmentFile=-…`: systemd has then put the settings in the environment, if any).
  * A missing required file is `env_file_missing`, naming the path.
  */
 export function readEnvFile(path: string, required: boolean): Map<string, string> | undefined {
@@ -68,5 +154,5 @@ export function readEnvFile(path: string, required: boolean): Map<string, string
       { cause: error },
     );
   }
-  return parseEnvFile(text, path);
+  return parseEnvFile(text);
 }

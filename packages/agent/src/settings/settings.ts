@@ -1,7 +1,25 @@
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { AgentError } from '../agent-error.ts';
-import { readEnvFile } from './env-file.ts';
+import { parseEnvFile, readEnvFile } from './env-file.ts';
 
 export const DEFAULT_ENV_FILE = '/etc/default/lmp-el2go-auto-register';
+
+/**
+ * Settings fixed when the image is built, below the env file: LmP compiled EL2GO_HOSTNAME
+ * into its vendor agent, so an LmP env file does not set it. An image recipe writes this file
+ * (`EL2GO_HOSTNAME=${EL2GO_HOSTNAME}`) next to the agent's package.json; it is optional.
+ */
+export const BUILD_DEFAULTS_FILE = fileURLToPath(new URL('../../build-defaults.env', import.meta.url));
+
+/** Where `LMP_FACTORY_TAG` comes from when no setting gives it, as the LmP script read it. */
+export const OS_RELEASE_FILE = '/etc/os-release';
+
+/**
+ * GENERIC_KEYPAIRS get PKCS#11 ids 04/05 … 98/99: LmP writes each id as a two-digit decimal
+ * number that is then read as hex, so a 49th pair would get a three-digit id.
+ */
+export const MAX_GENERIC_KEYPAIRS = 48;
 
 /** Every setting, its default and what it is for (README.md has the same table). */
 export const DEFAULTS = {
@@ -9,12 +27,14 @@ export const DEFAULTS = {
   SE_BACKEND: 'pkcs11',
   PKCS11_MODULE: '/usr/lib/libckteec.so.0',
   PKCS11_PIN: '87654321',
+  PKCS11_SOPIN: '12345678',
   PKCS11_TOKEN_LABEL: 'aktualizr',
-  GENERIC_KEYPAIRS: '0x83000044',
+  GENERIC_KEYPAIRS: '0X83000044',
   SOTA_DIR: '/var/sota',
   ROOT_CRT: '/usr/share/lmp-el2go-auto-register/root.crt',
   AKLITE_START_CMD: 'systemctl start aktualizr-lite',
   LMP_FACTORY_TAG: 'main',
+  PACMAN_TYPE: 'ostree+compose_apps',
   PACKAGES_FILE: '/usr/package.manifest',
 } as const;
 
@@ -29,6 +49,8 @@ export interface SeSettings {
   readonly backend: 'pkcs11' | 'soft';
   readonly pkcs11Module: string;
   readonly pkcs11Pin: string;
+  /** The security officer PIN that initialises the token when it is not initialised yet. */
+  readonly pkcs11SoPin: string;
   readonly pkcs11TokenLabel: string;
   /** Soft backend: the directory that is the secure element. */
   readonly seDir: string | undefined;
@@ -56,7 +78,10 @@ export interface AgentSettings extends SeSettings {
   readonly sotaDir: string;
   readonly rootCrt: string;
   readonly akliteStartCmd: string;
+  /** `[pacman] tags`: LMP_FACTORY_TAG, else the image's /etc/os-release, else `main`. */
   readonly factoryTag: string;
+  /** `[pacman] type` (PACMAN_TYPE). */
+  readonly pacmanType: string;
   readonly packagesFile: string;
 }
 
@@ -65,42 +90,51 @@ export type Environment = Readonly<Record<string, string | undefined>>;
 /** The env file's values with the real environment laid over them. */
 export interface SettingSource {
   readonly envFile: string;
+  /** False when the env file does not exist (the settings are then the environment's). */
+  readonly envFileFound?: boolean;
   get(name: string): string | undefined;
 }
 
 /**
- * Reads the env file (required when `required`, e.g. for auto-register or when named with
- * --env-file) and lays the real environment over it: a variable set in the environment wins.
+ * Reads the env file and lays the real environment over it (a variable set in the
+ * environment wins) and both over the image's build-time defaults. The env file may be
+ * missing, as the unit's `EnvironmentFile=-…` allows (systemd then passes what it has in the
+ * environment), unless `required` or named with --env-file.
  */
 export function settingSource(
   envFile: string | undefined,
   env: Environment,
   required: boolean,
+  options: { readonly buildDefaults?: string } = {},
 ): SettingSource {
   const path = envFile ?? DEFAULT_ENV_FILE;
-  const file = readEnvFile(path, required || envFile !== undefined) ?? new Map<string, string>();
+  const file = readEnvFile(path, required || envFile !== undefined);
+  const built = readEnvFile(options.buildDefaults ?? BUILD_DEFAULTS_FILE, false);
   return {
     envFile: path,
+    envFileFound: file !== undefined,
     get(name) {
-      const value = env[name] ?? file.get(name);
+      const value = env[name] ?? file?.get(name) ?? built?.get(name);
       return value === undefined || value === '' ? undefined : value;
     },
   };
 }
 
 function invalid(source: SettingSource, message: string): AgentError {
-  return new AgentError(
-    'setting_invalid',
-    `${message} (settings from ${source.envFile} and the environment)`,
-  );
+  const where =
+    source.envFileFound === false
+      ? `settings from the environment; ${source.envFile} does not exist`
+      : `settings from ${source.envFile} and the environment`;
+  return new AgentError('setting_invalid', `${message} (${where})`);
 }
 
 function value(source: SettingSource, name: keyof typeof DEFAULTS): string {
   return source.get(name) ?? DEFAULTS[name];
 }
 
+/** An SE05x object id as LmP reads one (Python's `int(text, 16)`): `0X83000044`, `0x…` or bare hex. */
 export function parseObjectId(text: string): number | undefined {
-  const match = /^(?:0x)?([0-9a-fA-F]{1,8})$/.exec(text.trim());
+  const match = /^(?:0x)?([0-9a-f]{1,8})$/i.exec(text.trim());
   return match?.[1] === undefined ? undefined : Number.parseInt(match[1], 16);
 }
 
@@ -129,10 +163,17 @@ export function seSettings(source: SettingSource): SeSettings {
       }
       return id;
     });
+  if (genericKeypairs.length > MAX_GENERIC_KEYPAIRS) {
+    throw invalid(
+      source,
+      `GENERIC_KEYPAIRS lists ${genericKeypairs.length} key pairs; at most ${MAX_GENERIC_KEYPAIRS} get PKCS#11 ids (04/05 to 98/99)`,
+    );
+  }
   return {
     backend,
     pkcs11Module: value(source, 'PKCS11_MODULE'),
     pkcs11Pin: value(source, 'PKCS11_PIN'),
+    pkcs11SoPin: value(source, 'PKCS11_SOPIN'),
     pkcs11TokenLabel: value(source, 'PKCS11_TOKEN_LABEL'),
     seDir,
     genericKeypairs,
@@ -148,8 +189,26 @@ function hostPort(source: SettingSource, name: string, text: string): HostPort {
   return { host: match[1], port };
 }
 
+/**
+ * `LMP_FACTORY_TAG` in an os-release file (a systemd-style env file), or undefined when the
+ * file or the variable is not there: images that are not LmP's have neither.
+ */
+export function osReleaseFactoryTag(path: string): string | undefined {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const tag = parseEnvFile(text).get('LMP_FACTORY_TAG');
+  return tag === '' ? undefined : tag;
+}
+
 /** The settings of `auto-register`; REPOID and EL2GO_HOSTNAME are required. */
-export function agentSettings(source: SettingSource): AgentSettings {
+export function agentSettings(
+  source: SettingSource,
+  options: { readonly osRelease?: string } = {},
+): AgentSettings {
   const repoId = source.get('REPOID');
   if (repoId === undefined) {
     throw invalid(
@@ -199,7 +258,11 @@ export function agentSettings(source: SettingSource): AgentSettings {
     sotaDir: value(source, 'SOTA_DIR'),
     rootCrt: value(source, 'ROOT_CRT'),
     akliteStartCmd: value(source, 'AKLITE_START_CMD'),
-    factoryTag: value(source, 'LMP_FACTORY_TAG'),
+    factoryTag:
+      source.get('LMP_FACTORY_TAG') ??
+      osReleaseFactoryTag(options.osRelease ?? OS_RELEASE_FILE) ??
+      DEFAULTS.LMP_FACTORY_TAG,
+    pacmanType: value(source, 'PACMAN_TYPE'),
     packagesFile: value(source, 'PACKAGES_FILE'),
   };
 }
