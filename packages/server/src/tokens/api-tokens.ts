@@ -62,6 +62,23 @@ export async function authenticateToken(db: Db, presented: string | undefined): 
   if (!row || !timingSafeEqual(expected, actual) || row.revoked_at !== null) {
     throw new KeyferryError('unauthenticated', 'the API token is not valid: check it, or create a new one');
   }
+  return toPrincipal(row);
+}
+
+function toPrincipal(row: { id: string; factory_id: number; scopes: string }): Principal {
   const scopes = new Set(row.scopes.split(' ').filter((s): s is Scope => (SCOPES as string[]).includes(s)));
   return { tokenId: row.id, factoryId: row.factory_id, scopes };
+}
+
+/**
+ * The principal of a token already authenticated once (a console session keeps the token id,
+ * never the token): undefined once the token is revoked or gone, so revoking ends sessions.
+ */
+export async function principalOfTokenId(db: Db, tokenId: string): Promise<Principal | undefined> {
+  const row = await db
+    .selectFrom('api_tokens')
+    .select(['id', 'factory_id', 'scopes', 'revoked_at'])
+    .where('id', '=', tokenId)
+    .executeTakeFirst();
+  return row && row.revoked_at === null ? toPrincipal(row) : undefined;
 }
