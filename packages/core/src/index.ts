@@ -1,4 +1,5 @@
 export * from './device-id.ts';
+export * from './device-id-file.ts';
 export * from './duration.ts';
 export * from './errors.ts';
 export * from './program/closed-output.ts';

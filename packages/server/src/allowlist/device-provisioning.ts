@@ -88,3 +88,36 @@ export async function deviceProvisionings(
     reason: o.reason,
   }));
 }
+
+/** A certificate issued to a device, as the console lists it. */
+export interface DeviceCertificate {
+  object: string | null;
+  serialHex: string;
+  notAfter: string;
+  revokedAt: string | null;
+  revocationReason: string | null;
+}
+
+/** Every certificate issued to the device, revoked ones included, newest first. */
+export async function deviceCertificates(db: Db, device: AllowListedDevice): Promise<DeviceCertificate[]> {
+  const rows = await db
+    .selectFrom('certificates')
+    .leftJoin('secure_objects', 'secure_objects.id', 'certificates.secure_object_id')
+    .select([
+      'secure_objects.name',
+      'certificates.serial_hex',
+      'certificates.not_after',
+      'certificates.revoked_at',
+      'certificates.revocation_reason',
+    ])
+    .where('certificates.device_row_id', '=', device.row)
+    .orderBy('certificates.id', 'desc')
+    .execute();
+  return rows.map((r) => ({
+    object: r.name,
+    serialHex: r.serial_hex,
+    notAfter: r.not_after,
+    revokedAt: r.revoked_at,
+    revocationReason: r.revocation_reason,
+  }));
+}

@@ -1,4 +1,6 @@
+import type { Selectable } from 'kysely';
 import type { Db } from '../storage/database.ts';
+import type { AuditLogTable } from '../storage/tables.ts';
 
 export interface AuditEntry {
   factoryId: number | null;
@@ -41,7 +43,11 @@ export async function listAudit(
   if (options.before !== undefined) query = query.where('id', '<', options.before);
   if (options.correlationId !== undefined) query = query.where('correlation_id', '=', options.correlationId);
   const rows = await query.orderBy('id', 'desc').limit(options.limit).execute();
-  return rows.map((r) => ({
+  return rows.map(toAuditRecord);
+}
+
+function toAuditRecord(r: Selectable<AuditLogTable>): AuditRecord {
+  return {
     id: r.id,
     at: r.at,
     factoryId: r.factory_id,
@@ -50,7 +56,7 @@ export async function listAudit(
     object: r.object,
     detail: JSON.parse(r.detail) as Record<string, unknown>,
     correlationId: r.correlation_id,
-  }));
+  };
 }
 
 /** Appends many entries in few statements (bulk allow-list changes); same rows as recordAudit. */
@@ -77,4 +83,29 @@ export async function recordAuditBatch(
       )
       .execute();
   }
+}
+
+/** Steps a device timeline shows. */
+export const DEVICE_TIMELINE_STEPS = 200;
+
+/**
+ * A device's history, newest first: what was done to it (`object` = the device: allow-list
+ * changes, reports) and what it did (`actor` = the device: manifest, enrollments, refusals).
+ */
+export async function deviceTimeline(
+  db: Db,
+  factoryId: number,
+  decimalId: string,
+  limit = DEVICE_TIMELINE_STEPS,
+): Promise<AuditRecord[]> {
+  const who = `device:${decimalId}`;
+  const rows = await db
+    .selectFrom('audit_log')
+    .selectAll()
+    .where('factory_id', '=', factoryId)
+    .where((eb) => eb.or([eb('object', '=', who), eb('actor', '=', who)]))
+    .orderBy('id', 'desc')
+    .limit(limit)
+    .execute();
+  return rows.map(toAuditRecord);
 }

@@ -1,12 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import type { TlsOptions } from 'node:tls';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { BulkJobRunner } from '../allowlist/bulk-jobs.ts';
 import type { ServiceContext } from '../context.ts';
 import { authorizeFactory } from './auth.ts';
 import { sendProblem } from './problem.ts';
 import { recordRoutes } from './route-table.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { certsRoutes } from './routes/certs.ts';
+import { consoleRoutes } from './routes/console.ts';
 import { crlRoutes } from './routes/crl.ts';
 import { el2gRoutes } from './routes/el2g.ts';
 import { el2gDevicesRoutes } from './routes/el2g-devices.ts';
@@ -41,6 +43,10 @@ export async function buildManagementApi(
     sendProblem(request, reply, Object.assign(new Error('not found'), { statusCode: 404 })),
   );
 
+  // One runner for the API's bulk jobs and the console's file imports; closing the app stops both.
+  const jobs = new BulkJobRunner(ctx);
+  app.addHook('onClose', async () => jobs.close());
+
   await healthRoutes(app, ctx);
   await openapiRoutes(app);
   await factoriesRoutes(app, ctx);
@@ -56,11 +62,12 @@ export async function buildManagementApi(
       await el2gRoutes(scoped, ctx);
       await el2gProxyRoutes(scoped, ctx);
       await el2gDevicesRoutes(scoped, ctx);
-      await el2gProxyDevicesRoutes(scoped, ctx);
+      await el2gProxyDevicesRoutes(scoped, ctx, jobs);
       await gatewayDevicesRoutes(scoped, ctx);
       await tokensRoutes(scoped, ctx);
     },
     { prefix: '/ota/factories/:factory' },
   );
+  await consoleRoutes(app, ctx, jobs);
   return app;
 }

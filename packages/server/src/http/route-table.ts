@@ -9,15 +9,19 @@ export interface RouteEntry {
 
 const tables = new WeakMap<FastifyInstance, RouteEntry[]>();
 
+/** The web console's pages are for browsers (docs/console.md), not part of the API document. */
+const NOT_API = '/console';
+
 /**
  * Starts recording every route registered on `app` (call right after creating it, before any
- * route). HEAD routes Fastify adds for each GET are left out.
+ * route). HEAD routes Fastify adds for each GET, and the console's pages, are left out.
  */
 export function recordRoutes(app: FastifyInstance): void {
   const table: RouteEntry[] = [];
   tables.set(app, table);
   app.addHook('onRoute', (route) => {
     const methods = Array.isArray(route.method) ? route.method : [route.method];
+    if (route.url === NOT_API || route.url.startsWith(`${NOT_API}/`)) return;
     for (const method of methods) {
       if (method === 'HEAD') continue;
       table.push({ method, url: route.url });

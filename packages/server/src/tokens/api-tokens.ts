@@ -149,6 +149,10 @@ export async function authenticateToken(
       `the API token ${row.id} expired at ${row.expires_at}: create a new one (keyferry tokens create, or keyferryd admin token create)`,
     );
   }
+  return toPrincipal(row);
+}
+
+function toPrincipal(row: { id: string; factory_id: number; scopes: string }): Principal {
   const scopes = new Set(row.scopes.split(' ').filter((s): s is Scope => (SCOPES as string[]).includes(s)));
   return { tokenId: row.id, factoryId: row.factory_id, scopes };
 }
@@ -262,4 +266,19 @@ function tokenInfo(row: {
     expiresAt: row.expires_at,
     revokedAt: row.revoked_at,
   };
+}
+
+/**
+ * The principal of a token already authenticated once (a console session keeps the token id,
+ * never the token): undefined once the token is revoked, expired or gone, so revoking ends sessions.
+ */
+export async function principalOfTokenId(db: Db, tokenId: string): Promise<Principal | undefined> {
+  const row = await db
+    .selectFrom('api_tokens')
+    .select(['id', 'factory_id', 'scopes', 'revoked_at', 'expires_at'])
+    .where('id', '=', tokenId)
+    .executeTakeFirst();
+  if (!row || row.revoked_at !== null) return undefined;
+  if (row.expires_at !== null && Date.parse(row.expires_at) <= Date.now()) return undefined;
+  return toPrincipal(row);
 }

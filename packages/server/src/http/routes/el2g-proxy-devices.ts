@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
-import { BulkJobRunner, getBulkJob, MAX_JOB_DEVICES } from '../../allowlist/bulk-jobs.ts';
+import { type BulkJobRunner, getBulkJob, MAX_JOB_DEVICES } from '../../allowlist/bulk-jobs.ts';
 import {
   deviceProduct,
   deviceProvisionings,
@@ -28,10 +28,12 @@ const jobSchema = z.strictObject({
  * The device part of the provisioning API (EdgeLock 2GO-shaped, camelCase): a device's
  * product and per-object provisioning state, and asynchronous bulk registration jobs.
  */
-export async function el2gProxyDevicesRoutes(app: FastifyInstance, ctx: ServiceContext): Promise<void> {
+export async function el2gProxyDevicesRoutes(
+  app: FastifyInstance,
+  ctx: ServiceContext,
+  jobs: BulkJobRunner,
+): Promise<void> {
   const db = ctx.database.db;
-  const jobs = new BulkJobRunner(ctx);
-  app.addHook('onClose', async () => jobs.close());
 
   app.get('/el2g-proxy/devices/:id/product', async (request) => {
     const { id } = parseBody(deviceParam, request.params, 'path');

@@ -1,0 +1,264 @@
+import { readFileSync } from 'node:fs';
+import { KeyferryError, MAX_ID_FILE_BYTES, parseIdFile } from '@keyferry/core';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import type { BulkJobRunner } from '../../allowlist/bulk-jobs.ts';
+import { getBulkJob } from '../../allowlist/bulk-jobs.ts';
+import {
+  deviceCertificates,
+  deviceProvisionings,
+  findAllowListedDevice,
+} from '../../allowlist/device-provisioning.ts';
+import { fileImportSummary, linesOf } from '../../allowlist/file-import.ts';
+import { DEVICE_STATES, searchDevices } from '../../allowlist/fleet-status.ts';
+import { deviceTimeline } from '../../audit/audit-log.ts';
+import type { ServiceContext } from '../../context.ts';
+import { listDeviceGroups } from '../../el2g/group-assignments.ts';
+import { productCatalogue } from '../../el2g/products.ts';
+import { authenticateToken } from '../../tokens/api-tokens.ts';
+import { principalFactory } from '../auth.ts';
+import {
+  assertCsrf,
+  assertSameOrigin,
+  assertWriteScope,
+  requireSession,
+  SIGN_IN_PATH,
+  viewerOf,
+} from '../console/console-auth.ts';
+import { devicePage, devicesPage } from '../console/device-pages.ts';
+import { EventStreams } from '../console/event-streams.ts';
+import type { SafeHtml } from '../console/html.ts';
+import { importPage } from '../console/import-page.ts';
+import { errorPage, signInPage } from '../console/layout.ts';
+import { loadOverview, overviewPage } from '../console/overview-page.ts';
+import {
+  ConsoleSessions,
+  clearedCookieHeader,
+  rememberImport,
+  sessionCookie,
+  sessionCookieHeader,
+} from '../console/sessions.ts';
+import { sendProblem, toKeyferryError } from '../problem.ts';
+import { parseBody } from '../validate.ts';
+
+export const CONSOLE_PREFIX = '/console';
+/** A sign-in form is one token; anything much larger is not a sign-in. */
+const SIGN_IN_BODY_LIMIT = 4 * 1024;
+const ASSETS_DIR = new URL('../console/assets/', import.meta.url);
+const ASSET_TYPES: Record<string, string> = {
+  'console.css': 'text/css; charset=utf-8',
+  'console.js': 'text/javascript; charset=utf-8',
+};
+/** Scripts, styles and data only from this origin; no framing, no inline code. */
+const CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+const signInSchema = z.strictObject({ token: z.string().max(200) });
+const devicesQuery = z.strictObject({
+  q: z.string().max(100).optional(),
+  group: z.string().max(100).optional(),
+  product: z.string().max(12).optional(),
+  state: z.enum(DEVICE_STATES).or(z.literal('')).optional(),
+  after: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+});
+const importQuery = z.strictObject({
+  product: z.string().regex(/^[0-9]{12}$/, 'a 12NC is 12 decimal digits, e.g. 935389312472'),
+  production: z.enum(['true', 'false']).default('false'),
+});
+const jobParam = z.object({ id: z.string().uuid('an import id is a UUID') });
+const deviceParam = z.object({ id: z.string().max(100) });
+
+function sendPage(reply: FastifyReply, page: SafeHtml, status = 200): FastifyReply {
+  return reply.code(status).type('text/html; charset=utf-8').send(page.text);
+}
+
+function wantsHtml(request: FastifyRequest): boolean {
+  return (request.headers.accept ?? '').includes('text/html');
+}
+
+const blank = (s: string | undefined) => (s === undefined || s === '' ? undefined : s);
+
+/**
+ * The web console (docs/console.md) under /console/: server-rendered pages over the same
+ * domain services as the API, a session cookie instead of the token, one event stream.
+ */
+export async function consoleRoutes(
+  app: FastifyInstance,
+  ctx: ServiceContext,
+  jobs: BulkJobRunner,
+): Promise<void> {
+  const db = ctx.database.db;
+  const assets = new Map(
+    Object.keys(ASSET_TYPES).map((name) => [name, readFileSync(new URL(name, ASSETS_DIR))]),
+  );
+  const sessions = new ConsoleSessions();
+  const streams = new EventStreams(db);
+  app.addHook('preClose', async () => streams.closeAll());
+
+  await app.register(
+    async (c) => {
+      c.addContentTypeParser(
+        'application/x-www-form-urlencoded',
+        { parseAs: 'string', bodyLimit: SIGN_IN_BODY_LIMIT },
+        (_request, body, done) => done(null, Object.fromEntries(new URLSearchParams(body as string))),
+      );
+      c.addContentTypeParser(
+        'application/octet-stream',
+        { parseAs: 'buffer', bodyLimit: MAX_ID_FILE_BYTES },
+        (_request, body, done) => done(null, body),
+      );
+      c.addHook('onRequest', async (_request, reply) => {
+        reply.header('content-security-policy', CSP);
+        reply.header('x-content-type-options', 'nosniff');
+        reply.header('referrer-policy', 'no-referrer');
+        reply.header('cache-control', 'no-store');
+      });
+      c.setErrorHandler((err, request, reply) => {
+        const error = toKeyferryError(err);
+        if (!wantsHtml(request) || !error.expose) return sendProblem(request, reply, err);
+        request.log.info({ code: error.code, msg: error.message }, 'request refused');
+        return sendPage(reply, errorPage(viewerOf(request), error.code, error.message), error.status);
+      });
+
+      c.get('/assets/:name', async (request, reply) => {
+        const { name } = parseBody(z.object({ name: z.string().max(40) }), request.params, 'path');
+        const body = assets.get(name);
+        if (!body) throw new KeyferryError('not_found', `no console asset ${name}`);
+        return reply.type(ASSET_TYPES[name]!).header('cache-control', 'no-cache').send(body);
+      });
+
+      c.get('/sign-in', async (_request, reply) => sendPage(reply, signInPage()));
+
+      c.post('/sign-in', async (request, reply) => {
+        assertSameOrigin(request);
+        const { token } = parseBody(signInSchema, request.body, 'sign-in form');
+        const principal = await authenticateToken(db, token).catch((err: unknown) => {
+          if (err instanceof KeyferryError && err.code === 'unauthenticated') return undefined;
+          throw err;
+        });
+        if (!principal?.scopes.has('read')) {
+          const why = principal
+            ? 'this token lacks the "read" scope the console needs to show anything: use a read or write token'
+            : 'that API token is not valid: check it, or create a new one';
+          return sendPage(reply, signInPage(why), principal ? 403 : 401);
+        }
+        if (!(await principalFactory(db, principal))) {
+          throw new KeyferryError('unauthenticated', 'the factory of this token no longer exists');
+        }
+        const { id } = sessions.create(principal.tokenId);
+        return reply
+          .code(303)
+          .header('set-cookie', sessionCookieHeader(id, request.protocol === 'https'))
+          .header('location', `${CONSOLE_PREFIX}/`)
+          .send();
+      });
+
+      await c.register(async (s) => {
+        s.addHook('onRequest', async (request, reply) => requireSession(db, sessions, request, reply));
+        s.addHook('preHandler', async (request) => assertCsrf(request));
+
+        s.post('/sign-out', async (request, reply) => {
+          sessions.end(sessionCookie(request.headers.cookie));
+          return reply
+            .code(303)
+            .header('set-cookie', clearedCookieHeader())
+            .header('location', SIGN_IN_PATH)
+            .send();
+        });
+
+        s.get('/', async (request, reply) =>
+          sendPage(reply, overviewPage(viewerOf(request)!, await loadOverview(db, request.factory!))),
+        );
+
+        s.get('/events', async (request, reply) => streams.open(request, reply, request.factory!));
+
+        s.get('/devices', async (request, reply) => {
+          const q = parseBody(devicesQuery, request.query, 'query string');
+          const filter = {
+            ...(blank(q.q) ? { id: q.q! } : {}),
+            ...(blank(q.group) ? { group: q.group! } : {}),
+            ...(blank(q.product) ? { nc12: q.product! } : {}),
+            ...(q.state ? { state: q.state } : {}),
+          };
+          const factoryId = request.factory!.id;
+          const groups = (await listDeviceGroups(db, factoryId)).map((g) => g.name);
+          const products = [...productCatalogue(ctx.config).values()];
+          try {
+            const found = await searchDevices(db, factoryId, filter, {
+              ...(q.after !== undefined ? { after: q.after } : {}),
+            });
+            const view = { filter, groups, products, ...found, paged: q.after !== undefined };
+            return sendPage(reply, devicesPage(viewerOf(request)!, view));
+          } catch (err) {
+            if (!(err instanceof KeyferryError) || err.code !== 'invalid_device_id') throw err;
+            const view = {
+              filter,
+              groups,
+              products,
+              devices: [],
+              next: null,
+              paged: false,
+              error: err.message,
+            };
+            return sendPage(reply, devicesPage(viewerOf(request)!, view), err.status);
+          }
+        });
+
+        s.get('/devices/:id', async (request, reply) => {
+          const { id } = parseBody(deviceParam, request.params, 'path');
+          const factoryId = request.factory!.id;
+          const device = await findAllowListedDevice(db, factoryId, id);
+          const view = {
+            deviceId: device.deviceId,
+            group: device.group,
+            nc12: device.nc12,
+            objects: await deviceProvisionings(db, device),
+            certificates: await deviceCertificates(db, device),
+            timeline: await deviceTimeline(db, factoryId, device.deviceId),
+          };
+          return sendPage(reply, devicePage(viewerOf(request)!, view));
+        });
+
+        s.get('/import', async (request, reply) =>
+          sendPage(reply, importPage(viewerOf(request)!, [...productCatalogue(ctx.config).values()])),
+        );
+
+        s.post('/import', async (request, reply) => {
+          assertWriteScope(request);
+          const q = parseBody(importQuery, request.query, 'query string');
+          if (!Buffer.isBuffer(request.body)) {
+            throw new KeyferryError('unsupported_media_type', 'send the file as application/octet-stream');
+          }
+          const name = decodeURIComponent(String(request.headers['x-file-name'] ?? 'the file')).slice(0, 200);
+          const file = parseIdFile(name, request.body);
+          const job = await jobs.submit(
+            request.factory!,
+            {
+              nc12: q.product,
+              production: q.production === 'true',
+              deviceIds: file.ids.map((i) => i.decimal),
+            },
+            { actor: `token:${request.principal!.tokenId}`, correlationId: request.id },
+          );
+          const entry = {
+            jobId: job.id,
+            file: { invalid: file.invalid, duplicates: file.duplicates },
+            lines: linesOf(file),
+          };
+          rememberImport(request.consoleSession!, job.id, entry);
+          return reply.code(202).send({ id: job.id, ...fileImportSummary(entry.file, entry.lines, job) });
+        });
+
+        s.get('/import/:id', async (request) => {
+          const { id } = parseBody(jobParam, request.params, 'path');
+          const entry = request.consoleSession!.imports.get(id);
+          if (!entry)
+            throw new KeyferryError('not_found', `import ${id} is not one of this session's imports`);
+          const job = await getBulkJob(db, request.factory!.id, entry.jobId);
+          return { id, ...fileImportSummary(entry.file, entry.lines, job) };
+        });
+      });
+    },
+    { prefix: CONSOLE_PREFIX },
+  );
+}
