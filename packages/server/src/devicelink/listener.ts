@@ -5,11 +5,12 @@ import { listenOn } from '../http/listen.ts';
 import { IssuingCas } from './issuing-cas.ts';
 import { deviceLinkHandler } from './router.ts';
 import { deviceLinkTls } from './tls-material.ts';
+import { DEVICE_LINK_HANDSHAKE_TIMEOUT_MS, deviceLinkTlsOptions } from './tls-options.ts';
 import { TrustAnchors } from './trust-anchors.ts';
 
 /** Slow or idle clients are cut off after these (a device needs far less). */
 export const DEVICE_LINK_LIMITS = {
-  handshakeTimeoutMs: 10_000,
+  handshakeTimeoutMs: DEVICE_LINK_HANDSHAKE_TIMEOUT_MS,
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 30_000,
   keepAliveTimeoutMs: 5_000,
@@ -25,11 +26,7 @@ export interface DeviceLinkListener {
   close(): Promise<void>;
 }
 
-/**
- * The device-link listener (DESIGN §5): HTTPS with a client certificate requested. TLS does
- * not reject a missing or unknown certificate itself: the service verifies the vendor
- * identity per product so it can answer with a precise problem code.
- */
+/** The device-link listener (DESIGN §5): HTTPS with a client certificate requested (tls-options.ts). */
 export async function startDeviceLink(
   ctx: ServiceContext,
   options: { embeddedDefaults: boolean; log?: Logger },
@@ -38,14 +35,7 @@ export async function startDeviceLink(
   const tls = await deviceLinkTls(ctx.config);
   const anchors = new TrustAnchors(ctx.config, options.embeddedDefaults, log);
   const server: Server = createServer(
-    {
-      cert: tls.cert,
-      key: tls.key,
-      requestCert: true,
-      rejectUnauthorized: false,
-      minVersion: 'TLSv1.2',
-      handshakeTimeout: DEVICE_LINK_LIMITS.handshakeTimeoutMs,
-    },
+    deviceLinkTlsOptions(tls),
     deviceLinkHandler({
       db: ctx.database.db,
       domain: ctx.config.domain,
