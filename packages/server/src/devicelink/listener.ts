@@ -50,6 +50,8 @@ export async function startDeviceLink(
   server.keepAliveTimeout = DEVICE_LINK_LIMITS.keepAliveTimeoutMs;
   server.maxConnections = DEVICE_LINK_LIMITS.maxConnections;
   server.setTimeout(DEVICE_LINK_LIMITS.idleTimeoutMs);
+  // A device's certificate is verified once per connection (identity.ts): it must not change on it.
+  server.on('secureConnection', (socket) => socket.disableRenegotiation());
   server.on('tlsClientError', (err) => log.debug({ err }, 'device-link TLS handshake failed'));
   const address = await listenOn(server, ctx.config.deviceLink.listen);
   return {
