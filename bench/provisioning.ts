@@ -1,164 +1,160 @@
 /**
- * `npm run bench` (DESIGN §11): in one run on this machine, provisioned devices/s and enrollment
- * latency through the real device-link, beside the raw P-256 ceiling (node:crypto, one core)
- * and, for issuance alone, a peer CA (cfssl) against keyferry's fast and generic paths on the
- * same CSRs. Options: --devices N (500) --concurrency N (32) --csrs N (2000) --seconds S (1,
- * per in-process case) --no-peer (skip cfssl).
+ * `npm run bench`: provisioning through the real device-link (docs/performance.md). In one run:
+ * a keyferryd process pinned to one core, devices provisioned with bounded concurrency by a
+ * load generator pinned to the other, CPU milliseconds per provisioned device of both (from
+ * /proc and process.cpuUsage, robust to other work on the machine), latency split into
+ * service time (one device at a time) and queueing, and the floor: a minimal Node HTTPS
+ * server with the same TLS options, one mutual-TLS handshake per connection.
+ * Progress goes to stderr; the figures and the closing RESULT line to stdout.
  */
-import { generateKeyPairSync, sign, verify } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
-import {
-  createCsr,
-  deviceCertificate,
-  deviceCertificateGeneric,
-  parseAndVerifyCsr,
-  toPem,
-} from '@keyferry/core';
-import { cfsslSignRate, cfsslVersion, ensureCfssl } from './lib/cfssl-peer.ts';
-import { deviceLinkLoad } from './lib/device-link-load.ts';
-import { issuanceSetup, measure, newSigner } from './lib/issuance-setup.ts';
+import { createDatabase, type PostgresCluster, startPostgres } from '../test/support/postgres.ts';
+import { type Fleet, makeDevices, provision, type SimDevice, startFleet } from './lib/device-link-load.ts';
+import { measureFloor } from './lib/floor.ts';
+import { percentiles } from './lib/keep-alive-client.ts';
+import { benchOptions, oneOf, positiveInteger } from './lib/options.ts';
+import { choosePinning, describePinning, peakRssMb, pin } from './lib/process-stats.ts';
 
-const { values } = parseArgs({
-  options: {
-    devices: { type: 'string', default: '500' },
-    concurrency: { type: 'string', default: '32' },
-    csrs: { type: 'string', default: '2000' },
-    seconds: { type: 'string', default: '1' },
-    'no-peer': { type: 'boolean', default: false },
+const options = benchOptions(
+  'Usage: npm run bench [-- options]\n\nProvisions simulated SE05x devices through a real keyferryd and prints CPU ms per device,\ndevices/s, latency and the TLS floor, ending with a RESULT line (docs/performance.md).',
+  {
+    devices: { value: 'N', default: '1000', help: 'devices provisioned under load', check: positiveInteger },
+    concurrency: { value: 'N', default: '16', help: 'devices in flight under load', check: positiveInteger },
+    'service-devices': {
+      value: 'N',
+      default: '50',
+      help: 'devices provisioned one at a time (service time)',
+      check: positiveInteger,
+    },
+    warmup: {
+      value: 'N',
+      default: '30',
+      help: 'devices provisioned before any clock',
+      check: positiveInteger,
+    },
+    handshakes: {
+      value: 'N',
+      default: '1000',
+      help: 'mTLS handshakes for the floor',
+      check: positiveInteger,
+    },
+    storage: {
+      value: 'sqlite|postgres',
+      default: 'sqlite',
+      help: 'keyferryd storage',
+      check: oneOf('sqlite', 'postgres'),
+    },
+    'postgres-url': {
+      value: 'URL',
+      help: 'with --storage postgres: an empty database to use (default: a throwaway local cluster)',
+      check: (t) => (/^postgres(ql)?:\/\//.test(t) ? undefined : 'takes a postgres:// URL'),
+    },
   },
-});
-const count = (name: 'devices' | 'concurrency' | 'csrs') => {
-  const n = Number(values[name]);
-  if (!(Number.isInteger(n) && n > 0))
-    throw new TypeError(`--${name} takes a positive integer, not ${values[name]}`);
-  return n;
-};
-const devices = count('devices');
-const concurrency = count('concurrency');
-const csrCount = count('csrs');
-const seconds = Number(values.seconds);
-if (!(seconds > 0)) throw new TypeError(`--seconds takes a positive number, not ${values.seconds}`);
+);
+const n = (name: keyof typeof options) => Number(options[name]);
+if (options['postgres-url'] && options.storage !== 'postgres') {
+  console.error('--postgres-url needs --storage postgres\nRun with --help for the options.');
+  process.exit(2);
+}
 
-// Throughput anchors of REFERENCE.md.
-const AZURE_DPS_PER_S = 1000 / 60;
-const AWS_REGISTER_THING_PER_S = 10;
+const say = (line: string) => console.error(`[bench] ${line}`);
+const f1 = (x: number) => x.toFixed(1);
+const f2 = (x: number) => x.toFixed(2);
+const pinning = choosePinning();
+const serverCore = 'none' in pinning ? undefined : pinning.server;
+pin(process.pid, 'none' in pinning ? undefined : pinning.client);
 
 const work = mkdtempSync(join(tmpdir(), 'keyferry-bench-'));
-const rows: [string, string, string][] = [];
-const fmt = (n: number) => (n >= 100 ? n.toFixed(0) : n.toFixed(1));
-const ratio = (a: number, b: number) => `${(a / b).toFixed(a / b >= 10 ? 0 : 2)}x`;
+let cluster: PostgresCluster | undefined;
+let fleet: Fleet | undefined;
+let failed = 0;
 try {
-  console.log(`keyferry provisioning bench — node ${process.version}, ${devices} devices, ${csrCount} CSRs`);
-
-  // (a) the raw crypto ceiling, one core
-  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const tbs = new Uint8Array(400);
-  const sig = sign('sha256', tbs, { key: privateKey, dsaEncoding: 'der' });
-  const signRate = await measure(seconds, () => sign('sha256', tbs, { key: privateKey, dsaEncoding: 'der' }));
-  const verifyRate = await measure(seconds, () =>
-    verify('sha256', tbs, { key: publicKey, dsaEncoding: 'der' }, sig),
-  );
-  const enrollCeiling = 1 / (2 / verifyRate + 1 / signRate);
-  rows.push(['P-256 sign (node:crypto, 1 core)', `${fmt(signRate)} /s`, '']);
-  rows.push(['P-256 verify (node:crypto, 1 core)', `${fmt(verifyRate)} /s`, '']);
-  rows.push(['ceiling: 1 enrollment = 2 verify + 1 sign', `${fmt(enrollCeiling)} /s`, '']);
-
-  // (b) issuance alone on the same CSRs: keyferry fast path, generic path, cfssl
-  const setup = await issuanceSetup();
-  const csrs = await Promise.all(
-    Array.from({ length: csrCount }, () => createCsr({ subject: { CN: 'device' }, signer: newSigner() })),
-  );
-  const issue = (generic: boolean) => (i: number) => {
-    const csr = parseAndVerifyCsr(csrs[i % csrs.length]!);
-    const device = {
-      deviceId: setup.devices[i % setup.devices.length]!.deviceId,
-      publicKeySpki: csr.publicKeySpki,
-    };
-    return generic
-      ? deviceCertificateGeneric({
-          issuerCert: setup.issuerCert,
-          factory: 'bench',
-          signer: setup.caSigner,
-          ...device,
-        })
-      : deviceCertificate({ template: setup.template, signer: setup.caSigner, ...device });
-  };
-  const templateOnly = await measure(seconds, (i) =>
-    deviceCertificate({
-      template: setup.template,
-      signer: setup.caSigner,
-      ...setup.devices[i % setup.devices.length]!,
-    }),
-  );
-  const fast = await measure(seconds, issue(false));
-  const generic = await measure(seconds, issue(true));
-  let peer: number | undefined;
-  let peerNote = 'skipped (--no-peer)';
-  if (!values['no-peer']) {
-    const found = ensureCfssl();
-    if ('skipped' in found) peerNote = `skipped: ${found.skipped}`;
-    else {
-      const pems = csrs.map((der) => toPem(der, 'CERTIFICATE REQUEST'));
-      peer = await cfsslSignRate(found.bin, work, pems, 16);
-      peerNote = `cfssl ${cfsslVersion(found.bin)} serve, GOMAXPROCS=1, HTTP loopback, 16 in flight`;
+  say(`node ${process.version}; ${describePinning(pinning)}`);
+  let storageUrl: string | undefined;
+  if (options.storage === 'postgres') {
+    storageUrl = options['postgres-url'];
+    if (!storageUrl) {
+      say('starting a throwaway PostgreSQL cluster');
+      cluster = await startPostgres();
+      storageUrl = await createDatabase(cluster.url, 'keyferry_bench');
     }
   }
-  const vsPeer = (rate: number) => (peer === undefined ? 'vs cfssl: n/a' : `vs cfssl: ${ratio(rate, peer)}`);
-  const issueCeiling = 1 / (1 / verifyRate + 1 / signRate); // CSR verify + one signature
-  rows.push([
-    'issue: keyferry fast (CSR verify + template)',
-    `${fmt(fast)} /s`,
-    `${vsPeer(fast)}; ${((fast / issueCeiling) * 100).toFixed(0)}% of verify+sign ceiling (${fmt(issueCeiling)}/s)`,
-  ]);
-  rows.push([
-    'issue: keyferry template only (no CSR)',
-    `${fmt(templateOnly)} /s`,
-    `${((templateOnly / signRate) * 100).toFixed(0)}% of the raw signature rate`,
-  ]);
-  rows.push([
-    'issue: keyferry generic ASN.1 path',
-    `${fmt(generic)} /s`,
-    `${vsPeer(generic)}; fast is ${ratio(fast, generic)}`,
-  ]);
-  rows.push(['issue: cfssl (peer CA)', peer === undefined ? 'n/a' : `${fmt(peer)} /s`, peerNote]);
+  const dataDir = join(work, 'data');
+  fleet = await startFleet(dataDir, {
+    ...(storageUrl ? { storageUrl } : {}),
+    ...(serverCore === undefined ? {} : { core: serverCore }),
+  });
+  const total = n('warmup') + n('service-devices') + n('devices');
+  say(`keyferryd pid ${fleet.pid} (${options.storage}); making and allow-listing ${total} devices`);
+  const all = await makeDevices(fleet, total);
+  const warm = all.slice(0, n('warmup'));
+  const service = all.slice(warm.length, warm.length + n('service-devices'));
+  const load = all.slice(warm.length + service.length);
+  const check = (what: string, run: { failures: { count: number; lines(): string[] } }) => {
+    failed += run.failures.count;
+    if (run.failures.count > 0)
+      say(`${what}: ${run.failures.count} failed\n${run.failures.lines().join('\n')}`);
+  };
 
-  // the real device-link
-  const load = await deviceLinkLoad(join(work, 'data'), devices, concurrency);
-  const p = (x: { p50: number; p90: number; p99: number }) =>
-    `${x.p50.toFixed(1)} / ${x.p90.toFixed(1)} / ${x.p99.toFixed(1)} ms`;
-  rows.push([
-    `device-link: provisioned devices (${load.concurrency} in flight)`,
-    `${fmt(load.devicesPerSecond)} /s`,
-    `${((load.devicesPerSecond / enrollCeiling) * 100).toFixed(1)}% of ceiling; Azure DPS unit ${ratio(load.devicesPerSecond, AZURE_DPS_PER_S)}; AWS RegisterThing ${ratio(load.devicesPerSecond, AWS_REGISTER_THING_PER_S)}`,
-  ]);
-  rows.push([
-    'device-link: per device p50/p90/p99',
-    p(load.device),
-    'TLS handshake + manifest + enroll + report',
-  ]);
-  rows.push([
-    'device-link: simpleenroll p50/p90/p99',
-    p(load.enroll),
-    `${load.devices} devices in ${load.seconds.toFixed(1)} s`,
-  ]);
-
-  const widths = [0, 1, 2].map((c) =>
-    Math.max(...[['MEASURE', 'FIGURE', 'COMPARISON'], ...rows].map((r) => r[c]!.length)),
+  say(`warm-up: ${warm.length} devices`);
+  check('warm-up', await provision(fleet, warm, n('concurrency')));
+  say(`service time: ${service.length} devices one at a time`);
+  const alone = await provision(fleet, service, 1);
+  check('service time', alone);
+  const concurrency = Math.min(n('concurrency'), load.length);
+  say(`load: ${load.length} devices, ${concurrency} in flight`);
+  const run = await provision(fleet, load, concurrency, (done) =>
+    say(`  load: ${done}/${load.length} devices`),
   );
-  const line = (r: string[]) =>
-    r
-      .map((cell, c) => (c < 2 ? cell.padEnd(widths[c]!) : cell))
-      .join('  ')
-      .trimEnd();
-  console.log('');
-  console.log(line(['MEASURE', 'FIGURE', 'COMPARISON']));
-  for (const r of rows) console.log(line(r));
+  check('load', run);
+  const rss = peakRssMb(fleet.pid);
+  say(`floor: ${n('handshakes')} mTLS handshakes against a minimal Node HTTPS server`);
+  const floor = await measureFloor({
+    dataDir,
+    host: fleet.host,
+    devices: load as SimDevice[],
+    handshakes: n('handshakes'),
+    concurrency,
+    core: serverCore,
+  });
+  check('floor', floor);
+
+  const lat = percentiles(run.deviceMs);
+  const svc = percentiles(alone.deviceMs);
+  const perDevice = run.serverCpuMs / run.provisioned;
+  const clientPerDevice = run.clientCpuMs / run.provisioned;
+  const rate = run.provisioned / run.seconds;
+  const ratio = perDevice / floor.serverMsPerHandshake;
   console.log(
-    `\nanchors (REFERENCE.md): Azure DPS ${fmt(AZURE_DPS_PER_S)}/s per unit, AWS RegisterThing ~${AWS_REGISTER_THING_PER_S}/s`,
+    `keyferry device-link bench — node ${process.version}, ${options.storage}, ${describePinning(pinning)}`,
+  );
+  console.log(
+    `load:     ${run.provisioned} devices provisioned (${run.failures.count} failed) in ${f1(run.seconds)} s, ${concurrency} in flight: ${f1(rate)} devices/s`,
+  );
+  console.log(
+    `server:   ${f2(perDevice)} ms CPU per device (keyferryd, /proc/${fleet.pid}/stat), peak RSS ${f1(rss)} MB`,
+  );
+  console.log(
+    `client:   ${f2(clientPerDevice)} ms CPU per device (load generator), ${((run.clientCpuMs / (run.seconds * 1000)) * 100).toFixed(0)}% of its core`,
+  );
+  console.log(
+    `latency:  per device (handshake + manifest + enroll + report) p50/p90/p99 ${f1(lat.p50)} / ${f1(lat.p90)} / ${f1(lat.p99)} ms`,
+  );
+  console.log(
+    `service:  one device at a time p50/p90/p99 ${f1(svc.p50)} / ${f1(svc.p90)} / ${f1(svc.p99)} ms; queueing at ${concurrency} in flight ≈ ${f1(Math.max(0, lat.p50 - svc.p50))} ms (p50)`,
+  );
+  console.log(
+    `floor:    ${floor.handshakes} mTLS handshakes, ${f1(floor.perSecond)}/s, ${f2(floor.serverMsPerHandshake)} ms server CPU each; keyferry per device / floor = ${f2(ratio)}`,
+  );
+  if (failed > 0) console.log(`failed:   ${failed} (see stderr)`);
+  console.log(
+    `RESULT devices=${run.provisioned} devices_per_s=${f1(rate)} server_ms_per_device=${f2(perDevice)} client_ms_per_device=${f2(clientPerDevice)} floor_ms_per_handshake=${f2(floor.serverMsPerHandshake)} floor_ratio=${f2(ratio)} p50_ms=${f1(lat.p50)} p99_ms=${f1(lat.p99)} service_p99_ms=${f1(svc.p99)} rss_mb=${f1(rss)} workers=1 storage=${options.storage}`,
   );
 } finally {
+  await fleet?.daemon.stop();
+  cluster?.stop();
   rmSync(work, { recursive: true, force: true });
 }
+if (failed > 0) process.exitCode = 1;

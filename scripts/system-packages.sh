@@ -11,6 +11,7 @@ declare -A PROBES=(
   [libengine-pkcs11-openssl]=/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so
   [openssl]=/usr/bin/openssl
   [curl]=/usr/bin/curl
+  [golang-cfssl]=/usr/bin/cfssl
 )
 
 missing=()

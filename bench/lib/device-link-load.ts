@@ -1,86 +1,86 @@
 /**
- * Provisioning through the real device-link: a real keyferryd process (SQLite, port-0
- * listeners, real TLS on loopback), N simulated SE05x identities signed by keyferry-sim's
- * vendor CA code, allow-listed over the management API, then each device — with bounded
- * concurrency — opens one TLS connection with its identity and does manifest → EST
- * simpleenroll → report, as the agent does.
+ * Provisioning through the real device-link: a real keyferryd process (port-0 listeners, real
+ * TLS on loopback, SQLite or PostgreSQL), N simulated SE05x identities signed by keyferry-sim's
+ * vendor CA code and allow-listed over the management API; each device opens one keep-alive
+ * TLS connection with its identity and does manifest → EST simpleenroll → report, as the agent
+ * does. Everything a device brings (keys, identity certificate, CSR, TLS context) is made
+ * before the clock starts.
  */
 import { generateKeyPairSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { Agent, request } from 'node:https';
+import { Agent } from 'node:https';
 import { join } from 'node:path';
+import { createSecureContext, type SecureContext } from 'node:tls';
 import { createCsr, softSigner, toPem } from '@keyferry/core';
 import { identityCertificate, loadOrCreateVendorCa, randomUid } from '@keyferry/sim';
 import { setupDeviceGateway } from '../../test/support/device-link.ts';
-import { startKeyferryd } from '../../test/support/processes.ts';
+import { type DaemonProcess, startKeyferryd } from '../../test/support/processes.ts';
+import { Failures, runPool, send } from './keep-alive-client.ts';
+import { ownCpuMs, pin, processCpuMs } from './process-stats.ts';
 
 const SE050 = '935389312472';
-const OBJECT = 'fio-device-gateway-ca';
+export const GATEWAY_OBJECT = 'fio-device-gateway-ca';
+const ALLOWLIST_BATCH = 1000;
+const REPORT = JSON.stringify({ results: [{ name: GATEWAY_OBJECT, status: 'SUCCESS' }] });
 
-export interface LoadResult {
-  devices: number;
-  concurrency: number;
-  seconds: number;
-  devicesPerSecond: number;
-  /** Whole provisioning of one device (TLS handshake, manifest, enroll, report), ms. */
-  device: Percentiles;
-  /** The EST simpleenroll request alone, ms. */
-  enroll: Percentiles;
-}
-export interface Percentiles {
-  p50: number;
-  p90: number;
-  p99: number;
-}
-
-interface SimDevice {
+export interface SimDevice {
   hex: string;
-  key: string;
-  cert: string;
-  csrBase64: string;
+  secureContext: SecureContext;
+  csrDer: Uint8Array;
 }
 
-function percentiles(ms: number[]): Percentiles {
-  const s = [...ms].sort((a, b) => a - b);
-  const at = (q: number) => s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)] ?? Number.NaN;
-  return { p50: at(0.5), p90: at(0.9), p99: at(0.99) };
+export interface Fleet {
+  daemon: DaemonProcess;
+  pid: number;
+  /** The factory's device-link host name (SNI). */
+  host: string;
+  address: string;
+  port: number;
+  serviceCa: string;
+  dataDir: string;
+  api: (method: string, path: string, body?: unknown) => Promise<unknown>;
 }
 
-async function api(base: string, token: string, method: string, path: string, body?: unknown) {
-  const res = await fetch(base + path, {
-    method,
-    headers: { 'osf-token': token, 'content-type': 'application/json' },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+/** Starts keyferryd in `dataDir` (pinned to `core`), with the device gateway CA set up. */
+export async function startFleet(
+  dataDir: string,
+  options: { storageUrl?: string; core?: number },
+): Promise<Fleet> {
+  const daemon = await startKeyferryd(dataDir, {
+    env: options.storageUrl ? { KEYFERRY_STORAGE_URL: options.storageUrl } : {},
   });
-  if (!res.ok) throw new Error(`${method} ${path} answered ${res.status}: ${await res.text()}`);
-  return res.json() as Promise<{ subdomain: string }>;
-}
-
-function call(agent: Agent, host: string, method: string, path: string, body?: string) {
-  const headers: Record<string, string> =
-    body === undefined
-      ? {}
-      : path.endsWith('/report')
-        ? { 'content-type': 'application/json' }
-        : { 'content-type': 'application/pkcs10', 'content-transfer-encoding': 'base64' };
-  return new Promise<string>((resolve, reject) => {
-    const req = request({ agent, method, path, headers, servername: host }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        if (res.statusCode !== 200)
-          reject(new Error(`${method} ${path} answered ${res.statusCode}: ${text}`));
-        else resolve(text);
-      });
+  const pid = daemon.child.pid!;
+  pin(pid, options.core);
+  const base = daemon.listen.api;
+  const token = readFileSync(join(dataDir, 'demo.token'), 'utf8').trim();
+  const api = async (method: string, path: string, body?: unknown) => {
+    const res = await fetch(base + path, {
+      method,
+      headers: { 'osf-token': token, 'content-type': 'application/json' },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
-    req.on('error', reject);
-    req.end(body);
-  });
+    if (!res.ok) throw new Error(`${method} ${path} answered ${res.status}: ${await res.text()}`);
+    return res.json();
+  };
+  await setupDeviceGateway(base, token);
+  // the overview's subdomain is the whole device-link host name, as `el2g status` prints it
+  const { subdomain } = (await api('GET', '/ota/factories/demo/el2g/overview/')) as { subdomain: string };
+  const link = daemon.listen.deviceLink!;
+  return {
+    daemon,
+    pid,
+    host: subdomain,
+    address: link.slice(0, link.lastIndexOf(':')),
+    port: Number(link.slice(link.lastIndexOf(':') + 1)),
+    serviceCa: readFileSync(join(dataDir, 'service-ca.pem'), 'utf8'),
+    dataDir,
+    api,
+  };
 }
 
-async function makeDevices(dataDir: string, n: number): Promise<SimDevice[]> {
-  const vendor = await loadOrCreateVendorCa(join(dataDir, 'sim'));
+/** Makes `n` devices (identity, gateway key CSR, TLS context) and allow-lists them. */
+export async function makeDevices(fleet: Fleet, n: number): Promise<SimDevice[]> {
+  const vendor = await loadOrCreateVendorCa(join(fleet.dataDir, 'sim'));
   const out: SimDevice[] = [];
   for (let i = 0; i < n; i++) {
     const identity = generateKeyPairSync('ec', { namedCurve: 'P-256' });
@@ -91,78 +91,112 @@ async function makeDevices(dataDir: string, n: number): Promise<SimDevice[]> {
       product: SE050,
       publicKeySpki: new Uint8Array(identity.publicKey.export({ format: 'der', type: 'spki' })),
     });
-    // the gateway key the device generates in its SE, and its CSR (device-side work, made up front)
-    const csr = await createCsr({
+    // the gateway key the device generates in its SE, and its CSR (device-side work)
+    const csrDer = await createCsr({
       subject: { CN: 'device' },
       signer: softSigner(generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey),
     });
     out.push({
       hex: uid.hex,
-      key: identity.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
-      cert: toPem(der, 'CERTIFICATE'),
-      csrBase64: Buffer.from(csr).toString('base64'),
+      secureContext: createSecureContext({
+        ca: fleet.serviceCa,
+        key: identity.privateKey.export({ format: 'pem', type: 'pkcs8' }),
+        cert: toPem(der, 'CERTIFICATE'),
+      }),
+      csrDer,
     });
+  }
+  for (let i = 0; i < out.length; i += ALLOWLIST_BATCH) {
+    const ids = out.slice(i, i + ALLOWLIST_BATCH).map((d) => `0x${d.hex}`);
+    await fleet.api('POST', '/ota/factories/demo/el2g/devices/', { 'product-id': SE050, devices: ids });
   }
   return out;
 }
 
-/** Runs the load against a fresh keyferryd in `dataDir`; stops the daemon before it returns. */
-export async function deviceLinkLoad(dataDir: string, n: number, concurrency: number): Promise<LoadResult> {
-  const devices = await makeDevices(dataDir, n);
-  const daemon = await startKeyferryd(dataDir);
-  try {
-    const base = daemon.listen.api;
-    const token = readFileSync(join(dataDir, 'demo.token'), 'utf8').trim();
-    await setupDeviceGateway(base, token);
-    const prefix = '/ota/factories/demo/el2g';
-    for (let i = 0; i < devices.length; i += 1000) {
-      const ids = devices.slice(i, i + 1000).map((d) => `0x${d.hex}`);
-      await api(base, token, 'POST', `${prefix}/devices/`, { 'product-id': SE050, devices: ids });
-    }
-    // the overview's subdomain is the whole device-link host name, as `el2g status` prints it
-    const host = (await api(base, token, 'GET', `${prefix}/overview/`)).subdomain;
-    const [address, port] = daemon.listen.deviceLink!.split(':');
-    const ca = readFileSync(join(dataDir, 'service-ca.pem'), 'utf8');
+/** One device's keep-alive connection (its TLS handshake happens on the first request). */
+export function deviceAgent(fleet: Fleet, device: SimDevice): Agent {
+  return new Agent({
+    host: fleet.address,
+    port: fleet.port,
+    secureContext: device.secureContext,
+    keepAlive: true,
+    maxSockets: 1,
+  });
+}
 
-    const deviceMs: number[] = [];
-    const enrollMs: number[] = [];
-    const report = JSON.stringify({ results: [{ name: OBJECT, status: 'SUCCESS' }] });
-    let next = 0;
-    const worker = async () => {
-      for (let i = next++; i < devices.length; i = next++) {
-        const d = devices[i]!;
-        // one keep-alive connection per device: one TLS handshake for its three requests
-        const agent = new Agent({
-          host: address,
-          port: Number(port),
-          ca,
-          key: d.key,
-          cert: d.cert,
-          keepAlive: true,
-          maxSockets: 1,
-        });
+export const manifest = (fleet: Fleet, agent: Agent) =>
+  send({ agent, tls: true, servername: fleet.host, method: 'GET', path: '/device-link/v1/manifest' });
+
+export const simpleenroll = (fleet: Fleet, agent: Agent, device: SimDevice) =>
+  send({
+    agent,
+    tls: true,
+    servername: fleet.host,
+    method: 'POST',
+    path: `/.well-known/est/${GATEWAY_OBJECT}/simpleenroll`,
+    headers: { 'content-type': 'application/pkcs10', 'content-transfer-encoding': 'base64' },
+    body: Buffer.from(device.csrDer).toString('base64'),
+  });
+
+const report = (fleet: Fleet, agent: Agent) =>
+  send({
+    agent,
+    tls: true,
+    servername: fleet.host,
+    method: 'POST',
+    path: '/device-link/v1/report',
+    headers: { 'content-type': 'application/json' },
+    body: REPORT,
+  });
+
+export interface LoadRun {
+  provisioned: number;
+  failures: Failures;
+  seconds: number;
+  /** Per provisioned device: TLS handshake + manifest + enroll + report, ms. */
+  deviceMs: number[];
+  serverCpuMs: number;
+  clientCpuMs: number;
+}
+
+/** Provisions every device, `concurrency` in flight; failed devices are counted, not fatal. */
+export async function provision(
+  fleet: Fleet,
+  devices: readonly SimDevice[],
+  concurrency: number,
+  progress?: (done: number) => void,
+): Promise<LoadRun> {
+  const deviceMs: number[] = [];
+  const failures = new Failures();
+  const server0 = processCpuMs(fleet.pid);
+  const client0 = ownCpuMs();
+  const start = performance.now();
+  await runPool(
+    devices.length,
+    concurrency,
+    async (i) => {
+      const d = devices[i]!;
+      const agent = deviceAgent(fleet, d);
+      try {
         const t0 = performance.now();
-        await call(agent, host, 'GET', '/device-link/v1/manifest');
-        const t1 = performance.now();
-        await call(agent, host, 'POST', `/.well-known/est/${OBJECT}/simpleenroll`, d.csrBase64);
-        enrollMs.push(performance.now() - t1);
-        await call(agent, host, 'POST', '/device-link/v1/report', report);
+        await manifest(fleet, agent);
+        await simpleenroll(fleet, agent, d);
+        await report(fleet, agent);
         deviceMs.push(performance.now() - t0);
+      } finally {
         agent.destroy();
       }
-    };
-    const start = performance.now();
-    await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));
-    const seconds = (performance.now() - start) / 1000;
-    return {
-      devices: n,
-      concurrency: Math.min(concurrency, n),
-      seconds,
-      devicesPerSecond: n / seconds,
-      device: percentiles(deviceMs),
-      enroll: percentiles(enrollMs),
-    };
-  } finally {
-    await daemon.stop();
-  }
+    },
+    failures,
+    progress,
+  );
+  const seconds = (performance.now() - start) / 1000;
+  return {
+    provisioned: deviceMs.length,
+    failures,
+    seconds,
+    deviceMs,
+    serverCpuMs: processCpuMs(fleet.pid) - server0,
+    clientCpuMs: ownCpuMs() - client0,
+  };
 }

@@ -1,31 +1,96 @@
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { REPO_ROOT } from '../support/processes.ts';
+import { REPO_ROOT, type RunResult } from '../support/processes.ts';
 
 /**
- * `npm run bench` must not rot: it runs end to end with tiny counts (a real keyferryd, a few
- * devices through the device-link) and prints its table. No figure is asserted — a bench is not a test.
+ * `npm run bench` and `npm run bench:issue` must not rot: they run end to end with tiny counts
+ * (a real keyferryd, a few devices through the device-link, the floor server, cfssl) and end
+ * with their RESULT line; --help and nonsense parameters behave. No figure is asserted — a
+ * bench is not a test.
  */
+function bench(script: string, args: string[]): Promise<RunResult> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', `bench/${script}`, ...args], {
+      cwd: REPO_ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('close', (code) => resolve({ status: code ?? -1, stdout, stderr }));
+  });
+}
+
+const NUMBER = '[0-9]+(?:\\.[0-9]+)?';
+const PROVISIONING_RESULT = new RegExp(
+  `^RESULT devices=[0-9]+ devices_per_s=${NUMBER} server_ms_per_device=${NUMBER} client_ms_per_device=${NUMBER} ` +
+    `floor_ms_per_handshake=${NUMBER} floor_ratio=${NUMBER} p50_ms=${NUMBER} p99_ms=${NUMBER} ` +
+    `service_p99_ms=${NUMBER} rss_mb=${NUMBER} workers=[0-9]+ storage=(sqlite|postgres)$`,
+  'm',
+);
+const ISSUE_RESULT = new RegExp(
+  `^RESULT keyferry_certs_per_s=${NUMBER} cfssl_certs_per_s=(${NUMBER}|n/a) ratio=(${NUMBER}|n/a)$`,
+  'm',
+);
+
 describe('npm run bench (smoke, tiny counts)', () => {
-  it('exits 0 and prints the table with every row', () => {
-    const run = spawnSync(
-      'npx',
-      ['tsx', 'bench/provisioning.ts', '--devices', '5', '--csrs', '5', '--seconds', '0.05', '--no-peer'],
-      { cwd: REPO_ROOT, encoding: 'utf8', timeout: 60_000 },
-    );
+  it('provisions every device and ends with the RESULT line', { timeout: 180_000 }, async () => {
+    const run = await bench('provisioning.ts', [
+      '--devices',
+      '6',
+      '--concurrency',
+      '3',
+      '--service-devices',
+      '2',
+      '--warmup',
+      '2',
+      '--handshakes',
+      '6',
+    ]);
     expect(run.status, run.stderr).toBe(0);
-    expect(run.stdout).toMatch(/^MEASURE +FIGURE +COMPARISON$/m);
-    for (const row of [
-      'P-256 sign (node:crypto, 1 core)',
-      'ceiling: 1 enrollment = 2 verify + 1 sign',
-      'issue: keyferry fast (CSR verify + template)',
-      'issue: cfssl (peer CA)',
-      'device-link: provisioned devices (5 in flight)',
-      'device-link: simpleenroll p50/p90/p99',
-    ]) {
-      expect(run.stdout).toContain(row);
-    }
-    expect(run.stdout).toContain('skipped (--no-peer)');
-    expect(run.stdout).toContain('5 devices in');
+    expect(run.stdout).toMatch(PROVISIONING_RESULT);
+    expect(run.stdout).toMatch(/^RESULT devices=6 .* workers=1 storage=sqlite$/m);
+    expect(run.stdout).toContain('6 devices provisioned (0 failed)');
+    expect(run.stdout).toMatch(/^floor: +6 mTLS handshakes/m);
+    // progress goes to stderr, so a silent run cannot pass for a slow one
+    expect(run.stderr).toContain('[bench] load: 6 devices, 3 in flight');
+  });
+
+  it('bench:issue issues for both CAs and ends with the RESULT line', { timeout: 180_000 }, async () => {
+    const run = await bench('issue.ts', ['--csrs', '5', '--connections', '5', '--seconds', '0.05']);
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(ISSUE_RESULT);
+    expect(run.stdout).toMatch(/^keyferry +[0-9.]+ certificates\/s, .* 5 issued, 0 failed/m);
+    expect(run.stdout).toMatch(/^in-process keyferry alone \(no network, no TLS, no storage/m);
+  });
+
+  it('--help prints the options and exits 0', { timeout: 60_000 }, async () => {
+    const run = await bench('provisioning.ts', ['--help']);
+    expect(run.status).toBe(0);
+    expect(run.stdout).toMatch(/^Usage: npm run bench/);
+    for (const option of ['--devices N', '--concurrency N', '--handshakes N', '--storage sqlite|postgres'])
+      expect(run.stdout).toContain(option);
+  });
+
+  it('refuses nonsense parameters with exit 2, naming what was wrong', { timeout: 60_000 }, async () => {
+    const cases: [string[], string][] = [
+      [['--devices', 'abc'], '--devices takes a positive integer, not "abc"'],
+      [['--concurrency', '0'], '--concurrency takes a positive integer, not "0"'],
+      [['--storage', 'mysql'], '--storage takes one of sqlite, postgres, not "mysql"'],
+      [['--bogus'], "Unknown option '--bogus'"],
+      [['500'], "Unexpected argument '500'"],
+      [['--postgres-url', 'postgres://x/y'], '--postgres-url needs --storage postgres'],
+    ];
+    const runs = await Promise.all(cases.map(([args]) => bench('provisioning.ts', args)));
+    runs.forEach((run, i) => {
+      expect(run.status).toBe(2);
+      expect(run.stderr).toContain(cases[i]![1]);
+      expect(run.stderr).toContain('Run with --help for the options.');
+      expect(run.stdout).toBe('');
+    });
+    const issue = await bench('issue.ts', ['--seconds', 'soon']);
+    expect(issue.status).toBe(2);
+    expect(issue.stderr).toContain('--seconds takes a positive number, not "soon"');
   });
 });

@@ -12,6 +12,7 @@ import {
   ecdsaRawToDer,
   factoryRootProfile,
   intermediateCaFromCsr,
+  issueDeviceCertificate,
   issuerFromCertificate,
   KeyferryError,
   parseCertificate,
@@ -242,5 +243,23 @@ describe('fast path = generic path', () => {
       serials.add(hex);
     }
     expect(serials.size).toBe(200);
+  });
+
+  it('issueDeviceCertificate reports the serial and validity the DER holds (the enrollment parses nothing back)', async () => {
+    const template = deviceCertificateTemplate({ issuerCert, factory: 'acme', validity: { days: 90 } });
+    for (let i = 0; i < 20; i++) {
+      const now = new Date(Date.UTC(2027, 0, 1, 0, 0, i, 500));
+      const issued = await issueDeviceCertificate({
+        template,
+        signer: caSigner,
+        deviceId,
+        publicKeySpki: newSigner().publicKeySpki,
+        now,
+      });
+      const parsed = parseCertificate(issued.der);
+      expect(issued.serialHex).toBe(parsed.serialHex);
+      expect(issued.notBefore.toISOString()).toBe(parsed.notBefore.toISOString());
+      expect(issued.notAfter.toISOString()).toBe(parsed.notAfter.toISOString());
+    }
   });
 });

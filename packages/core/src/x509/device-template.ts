@@ -14,7 +14,7 @@ import { buildExtensions } from './extensions.ts';
 import { issuerFromCertificate, LEAF_SERIAL_BITS } from './issue.ts';
 import { encodeName } from './name.ts';
 import { keyIdentifier, publicKeysEqual } from './public-key.ts';
-import { randomSerial, serialContent } from './serial.ts';
+import { randomSerial, serialContent, serialToHex } from './serial.ts';
 import { ECDSA_WITH_SHA256_DER, signedStructure } from './signature.ts';
 import { type ValidityPeriod, validityFor } from './validity.ts';
 
@@ -86,6 +86,28 @@ export interface DeviceCertificateOptions extends DeviceCertificateRequest {
 export async function deviceCertificate(options: DeviceCertificateOptions): Promise<Uint8Array> {
   const tbs = deviceTbsCertificate(options);
   return signedStructure(tbs, await options.signer.sign(tbs));
+}
+
+/** A device certificate with the fields the service stores beside it. */
+export interface IssuedDeviceCertificate {
+  readonly der: Uint8Array;
+  readonly serialHex: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+}
+
+/**
+ * {@link deviceCertificate} with its serial and validity, chosen here rather than read back
+ * from the DER: the enrollment path then parses nothing it has just built.
+ */
+export async function issueDeviceCertificate(
+  options: DeviceCertificateOptions,
+): Promise<IssuedDeviceCertificate> {
+  const serial = options.serial ?? randomSerial(LEAF_SERIAL_BITS);
+  const now = options.now ?? new Date();
+  const { notBefore, notAfter } = validityFor(now, options.template.validity);
+  const der = await deviceCertificate({ ...options, serial, now });
+  return { der, serialHex: serialToHex(serialContent(serial)), notBefore, notAfter };
 }
 
 /** The TBSCertificate {@link deviceCertificate} signs. */

@@ -15,6 +15,7 @@ export {
   type NameAttribute,
   parseName,
 } from './name.ts';
+export * from './native-chain.ts';
 export * from './oids.ts';
 export * from './pem.ts';
 export * from './pkcs7.ts';

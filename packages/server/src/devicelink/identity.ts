@@ -1,3 +1,4 @@
+import { createHash, X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import {
   type DeviceId,
@@ -6,6 +7,7 @@ import {
   parseCertificate,
   tryParseDeviceId,
   verifyChain,
+  verifyIssuedByAnchor,
 } from '@keyferry/core';
 import type { TrustAnchors } from './trust-anchors.ts';
 
@@ -35,6 +37,29 @@ export function peerChain(socket: TLSSocket): Uint8Array[] {
   return out;
 }
 
+/**
+ * Identities verified on a TLS connection: a device sends manifest, enroll and report on one
+ * connection, and its certificate cannot change on it (the listener disables renegotiation).
+ */
+const verifiedSockets = new WeakMap<TLSSocket, DeviceIdentity>();
+
+/** The identity of the device on `socket`, verified on its first request and kept for the rest. */
+export function socketIdentity(
+  socket: TLSSocket,
+  anchors: TrustAnchors,
+  claim: IdentityClaim,
+  now = new Date(),
+): DeviceIdentity {
+  let identity = verifiedSockets.get(socket);
+  if (!identity) {
+    identity = verifyIdentity(peerChain(socket), anchors, claim, now);
+    verifiedSockets.set(socket, identity);
+  }
+  claim.deviceId = identity.deviceId.decimal;
+  claim.nc12 = identity.nc12;
+  return identity;
+}
+
 /** What a refused identity looked like, for the audit log. */
 export interface IdentityClaim {
   deviceId?: string;
@@ -60,7 +85,8 @@ export function verifyIdentity(
     );
   }
   // Read the claim before trusting it, only to pick the anchors and to name the device in the log.
-  const subject = readSubject(leaf);
+  const x509 = readLeaf(leaf);
+  const subject = subjectOf(x509) ?? readSubject(leaf);
   const uid =
     subject.CN !== undefined && /^[0-9a-f]{36}$/i.test(subject.CN)
       ? tryParseDeviceId(`0x${subject.CN}`)
@@ -82,12 +108,18 @@ export function verifyIdentity(
   const nc12 = subject.OU;
   const attempt = (refresh: boolean) =>
     verifyChain(leaf, intermediates, anchors.anchors(nc12, refresh), now, { purpose: 'clientAuth' });
-  let parsed: ReturnType<typeof verifyChain>;
+  // The SE05x shape (leaf under a vendor CA) is decided natively; anything else, and every
+  // refusal with its reason, by the full verifier, after reading the anchor files again.
+  const native =
+    intermediates.length === 0 &&
+    verifyIssuedByAnchor(x509, leaf, anchors.nativeAnchors(nc12), now, 'clientAuth');
   try {
-    try {
-      parsed = attempt(false);
-    } catch {
-      parsed = attempt(true);
+    if (!native) {
+      try {
+        attempt(false);
+      } catch {
+        attempt(true);
+      }
     }
   } catch (error) {
     const why = isKeyferryError(error) ? error.message : String(error);
@@ -99,23 +131,47 @@ export function verifyIdentity(
   if (!uid) {
     throw new KeyferryError('untrusted_identity', 'the identity certificate CN is not a UID (36 hex digits)');
   }
-  const leafCert = parsed[0]!;
   return {
     deviceId: uid,
     nc12: subject.OU,
-    fingerprint: leafCert.fingerprintSha256,
-    publicKeySpki: leafCert.spki,
+    fingerprint: createHash('sha256').update(leaf).digest('hex'),
+    // canonical SPKI DER, as the CSR key check compares it
+    publicKeySpki: new Uint8Array(x509.publicKey.export({ format: 'der', type: 'spki' })),
   };
 }
+
+function readLeaf(der: Uint8Array): X509Certificate {
+  try {
+    return new X509Certificate(der);
+  } catch {
+    throw unreadable();
+  }
+}
+
+/**
+ * CN and OU from OpenSSL's one-attribute-a-line rendering of the subject; undefined when a
+ * line is not plain `KEY=value` or an attribute repeats, which the full parser then reads.
+ */
+function subjectOf(x509: X509Certificate): { CN?: string | undefined; OU?: string | undefined } | undefined {
+  const seen = new Map<string, string>();
+  for (const line of x509.subject.split('\n')) {
+    const at = line.indexOf('=');
+    const key = line.slice(0, at);
+    const value = line.slice(at + 1);
+    if (at < 1 || seen.has(key) || /[\\+"]/.test(value)) return undefined;
+    seen.set(key, value);
+  }
+  return { CN: seen.get('CN'), OU: seen.get('OU') };
+}
+
+const unreadable = () =>
+  new KeyferryError('untrusted_identity', 'the client certificate is not a readable X.509 certificate');
 
 function readSubject(der: Uint8Array): { CN?: string | undefined; OU?: string | undefined } {
   try {
     const cert = parseCertificate(der);
     return { CN: cert.subjectAttributes.CN, OU: cert.subjectAttributes.OU };
   } catch {
-    throw new KeyferryError(
-      'untrusted_identity',
-      'the client certificate is not a readable X.509 certificate',
-    );
+    throw unreadable();
   }
 }

@@ -1,12 +1,11 @@
 import { createHash } from 'node:crypto';
 import {
-  deviceCertificate,
   fromPem,
   isKeyferryError,
+  issueDeviceCertificate,
   KeyferryError,
   type ParsedCsr,
   parseAndVerifyCsr,
-  parseCertificate,
   toPem,
 } from '@keyferry/core';
 import { recordAudit } from '../audit/audit-log.ts';
@@ -119,14 +118,14 @@ export async function enrollDevice(
         `${object.name} has no certificate to renew for this device; enroll it first with simpleenroll`,
       );
     }
-    const der = await deviceCertificate({
+    const cert = await issueDeviceCertificate({
       template: ca.template,
       deviceId: session.identity.deviceId,
       publicKeySpki: csr.publicKeySpki,
       signer: ca.signer,
       now,
     });
-    const cert = parseCertificate(der);
+    const der = cert.der;
     await trx
       .insertInto('certificates')
       .values({

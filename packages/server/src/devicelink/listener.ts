@@ -5,11 +5,12 @@ import { listenOn } from '../http/listen.ts';
 import { IssuingCas } from './issuing-cas.ts';
 import { deviceLinkHandler } from './router.ts';
 import { deviceLinkTls } from './tls-material.ts';
+import { DEVICE_LINK_HANDSHAKE_TIMEOUT_MS, deviceLinkTlsOptions } from './tls-options.ts';
 import { TrustAnchors } from './trust-anchors.ts';
 
 /** Slow or idle clients are cut off after these (a device needs far less). */
 export const DEVICE_LINK_LIMITS = {
-  handshakeTimeoutMs: 10_000,
+  handshakeTimeoutMs: DEVICE_LINK_HANDSHAKE_TIMEOUT_MS,
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 30_000,
   keepAliveTimeoutMs: 5_000,
@@ -26,9 +27,9 @@ export interface DeviceLinkListener {
 }
 
 /**
- * The device-link listener (docs/device-link.md): HTTPS with a client certificate requested. TLS does
- * not reject a missing or unknown certificate itself: the service verifies the vendor
- * identity per product so it can answer with a precise problem code.
+ * The device-link listener (docs/device-link.md): HTTPS with a client certificate requested
+ * (tls-options.ts). TLS does not reject a missing or unknown certificate itself: the service
+ * verifies the vendor identity per product so it can answer with a precise problem code.
  */
 export async function startDeviceLink(
   ctx: ServiceContext,
@@ -38,14 +39,7 @@ export async function startDeviceLink(
   const tls = await deviceLinkTls(ctx.config);
   const anchors = new TrustAnchors(ctx.config, options.embeddedDefaults, log);
   const server: Server = createServer(
-    {
-      cert: tls.cert,
-      key: tls.key,
-      requestCert: true,
-      rejectUnauthorized: false,
-      minVersion: 'TLSv1.2',
-      handshakeTimeout: DEVICE_LINK_LIMITS.handshakeTimeoutMs,
-    },
+    deviceLinkTlsOptions(tls),
     deviceLinkHandler({
       db: ctx.database.db,
       domain: ctx.config.domain,
@@ -60,6 +54,8 @@ export async function startDeviceLink(
   server.keepAliveTimeout = DEVICE_LINK_LIMITS.keepAliveTimeoutMs;
   server.maxConnections = DEVICE_LINK_LIMITS.maxConnections;
   server.setTimeout(DEVICE_LINK_LIMITS.idleTimeoutMs);
+  // A device's certificate is verified once per connection (identity.ts): it must not change on it.
+  server.on('secureConnection', (socket) => socket.disableRenegotiation());
   server.on('tlsClientError', (err) => log.debug({ err }, 'device-link TLS handshake failed'));
   const address = await listenOn(server, ctx.config.deviceLink.listen);
   return {

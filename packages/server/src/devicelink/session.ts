@@ -4,7 +4,7 @@ import type { Factory } from '../factories/factories.ts';
 import type { Db } from '../storage/database.ts';
 import { type DeviceRecord, findActiveDevice } from './device-records.ts';
 import { factoryForHost } from './factory-host.ts';
-import { type DeviceIdentity, type IdentityClaim, peerChain, verifyIdentity } from './identity.ts';
+import { type DeviceIdentity, type IdentityClaim, socketIdentity } from './identity.ts';
 import type { TrustAnchors } from './trust-anchors.ts';
 
 /** An authenticated, allow-listed device on one factory's device-link. */
@@ -34,7 +34,7 @@ export async function authenticateDevice(
   const servername = typeof socket.servername === 'string' ? socket.servername : undefined;
   const factory = await factoryForHost(db, servername, domain);
   trace.factory = factory;
-  const identity = verifyIdentity(peerChain(socket), anchors, trace.claim);
+  const identity = socketIdentity(socket, anchors, trace.claim);
   const device = await findActiveDevice(db, factory.id, identity.deviceId.decimal);
   if (!device) {
     throw new KeyferryError(

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { splitPemBundle } from '@keyferry/core';
+import { type NativeAnchor, nativeAnchor, splitPemBundle } from '@keyferry/core';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { BUILTIN_PRODUCTS, type Product, productCatalogue } from '../el2g/products.ts';
@@ -19,7 +19,7 @@ export function simVendorCaFile(dataDir: string): string {
 export class TrustAnchors {
   readonly #catalogue: Map<string, Product>;
   readonly #files = new Map<string, string[]>();
-  readonly #cache = new Map<string, { anchors: Uint8Array[]; stamp: string }>();
+  readonly #cache = new Map<string, { anchors: Uint8Array[]; native: NativeAnchor[]; stamp: string }>();
   readonly #log: Logger;
   #warned = false;
 
@@ -44,13 +44,25 @@ export class TrustAnchors {
    * disappeared or changed since (a stat per file, so failing clients cost no file reads).
    */
   anchors(nc12: string, refresh = false): Uint8Array[] {
+    return this.#load(nc12, refresh).anchors;
+  }
+
+  /**
+   * The same anchors judged and with their keys imported once, for the native check of a leaf
+   * they issued directly (the device-link's hot path); an anchor that may not issue is left out.
+   */
+  nativeAnchors(nc12: string): NativeAnchor[] {
+    return this.#load(nc12, false).native;
+  }
+
+  #load(nc12: string, refresh: boolean) {
     const cached = this.#cache.get(nc12);
-    if (cached && !refresh) return cached.anchors;
+    if (cached && !refresh) return cached;
     const files = this.#files.get(nc12) ?? [];
     const stamp = files
       .map((file) => (existsSync(file) ? `${file}@${statSync(file).mtimeMs}` : ''))
       .join('|');
-    if (cached && cached.stamp === stamp) return cached.anchors;
+    if (cached && cached.stamp === stamp) return cached;
     const anchors: Uint8Array[] = [];
     for (const file of files) {
       if (!existsSync(file)) continue;
@@ -67,7 +79,12 @@ export class TrustAnchors {
         this.#log.error({ file, err: error }, 'cannot read a trust anchor file; skipping it');
       }
     }
-    this.#cache.set(nc12, { anchors, stamp });
-    return anchors;
+    const loaded = {
+      anchors,
+      native: anchors.map(nativeAnchor).filter((a): a is NativeAnchor => a !== undefined),
+      stamp,
+    };
+    this.#cache.set(nc12, loaded);
+    return loaded;
   }
 }

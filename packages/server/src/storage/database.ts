@@ -5,6 +5,7 @@ import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
 import pg from 'pg';
 import type { Config } from '../config/schema.ts';
 import { type Dialect, migrate } from './migrate.ts';
+import { withStatementCache } from './statement-cache.ts';
 import type { Tables } from './tables.ts';
 
 export type Db = Kysely<Tables>;
@@ -25,7 +26,7 @@ export async function openDatabase(storage: Config['storage'], dataDir: string):
     sqlite.pragma('synchronous = NORMAL');
     sqlite.pragma('foreign_keys = ON');
     sqlite.pragma('busy_timeout = 5000');
-    const db = new Kysely<Tables>({ dialect: new SqliteDialect({ database: sqlite }) });
+    const db = new Kysely<Tables>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
     await migrate(db as Kysely<unknown>, 'sqlite');
     return { db, dialect: 'sqlite', close: () => db.destroy() };
   }

@@ -1,0 +1,169 @@
+/**
+ * `npm run bench:issue`: certificate issuance alone, keyferry against cfssl over the wire
+ * (docs/performance.md). Both servers in turn on the same pinned core, the same CSRs, the same
+ * keep-alive node:http(s) client and concurrency: keyferry's EST simpleenroll on device
+ * connections opened (TLS handshake and manifest) before the clock, cfssl's /api/v1/cfssl/sign
+ * on plain HTTP. keyferry's in-process issuance (no network, TLS or storage) is printed
+ * separately. Ends with `RESULT keyferry_certs_per_s=… cfssl_certs_per_s=… ratio=…`.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { deviceCertificate, parseAndVerifyCsr, toPem } from '@keyferry/core';
+import { cfsslIssue, cfsslVersion, findCfssl, type IssueRun } from './lib/cfssl-peer.ts';
+import {
+  deviceAgent,
+  type Fleet,
+  makeDevices,
+  manifest,
+  type SimDevice,
+  simpleenroll,
+  startFleet,
+} from './lib/device-link-load.ts';
+import { issuanceSetup, measure } from './lib/issuance-setup.ts';
+import { Failures, runPool } from './lib/keep-alive-client.ts';
+import { benchOptions, positiveInteger } from './lib/options.ts';
+import { choosePinning, describePinning, pin, processCpuMs } from './lib/process-stats.ts';
+
+const options = benchOptions(
+  'Usage: npm run bench:issue [-- options]\n\nIssues certificates for the same CSRs with keyferry (EST simpleenroll) and cfssl (serve), each\nserver pinned to one core, through the same keep-alive client; ends with a RESULT line.',
+  {
+    csrs: { value: 'N', default: '2000', help: 'CSRs (devices) issued by each CA', check: positiveInteger },
+    concurrency: { value: 'N', default: '16', help: 'requests in flight', check: positiveInteger },
+    connections: {
+      value: 'N',
+      default: '250',
+      help: 'device connections opened before each timed batch',
+      check: positiveInteger,
+    },
+    seconds: {
+      value: 'S',
+      default: '2',
+      help: 'seconds of in-process issuance',
+      check: (t) => (/^[0-9]+(\.[0-9]+)?$/.test(t) && Number(t) > 0 ? undefined : 'takes a positive number'),
+    },
+    'no-cfssl': { value: '', help: 'skip cfssl' },
+  },
+);
+const WARM_UP = 100;
+const csrCount = Number(options.csrs);
+const concurrency = Number(options.concurrency);
+const say = (line: string) => console.error(`[bench:issue] ${line}`);
+const pinning = choosePinning();
+const serverCore = 'none' in pinning ? undefined : pinning.server;
+pin(process.pid, 'none' in pinning ? undefined : pinning.client);
+
+/**
+ * keyferry's simpleenroll, one device (key, CSR) each: in batches, each batch's connections
+ * opened unclocked (handshake + manifest), then only the enrollments timed, since an idle
+ * device connection is closed after 5 s.
+ */
+async function keyferryIssue(fleet: Fleet, devices: readonly SimDevice[]): Promise<IssueRun> {
+  const failures = new Failures();
+  let seconds = 0;
+  let cpu = 0;
+  const batch = Number(options.connections);
+  for (let from = 0; from < devices.length; from += batch) {
+    const part = devices.slice(from, from + batch);
+    const agents = part.map((d) => deviceAgent(fleet, d));
+    const open = new Set<number>();
+    await runPool(
+      part.length,
+      concurrency,
+      (i) => manifest(fleet, agents[i]!).then(() => void open.add(i)),
+      failures,
+    );
+    const cpu0 = processCpuMs(fleet.pid);
+    const start = performance.now();
+    await runPool(
+      part.length,
+      concurrency,
+      async (i) => {
+        if (open.has(i)) await simpleenroll(fleet, agents[i]!, part[i]!);
+      },
+      failures,
+    );
+    seconds += (performance.now() - start) / 1000;
+    cpu += processCpuMs(fleet.pid) - cpu0;
+    for (const agent of agents) agent.destroy();
+    if (devices.length > batch)
+      say(`  keyferry: ${Math.min(from + batch, devices.length)}/${devices.length}`);
+  }
+  const issued = devices.length - failures.count;
+  return { issued, failures, perSecond: issued / seconds, serverMsPerCert: cpu / issued };
+}
+
+const f1 = (x: number) => x.toFixed(1);
+const f2 = (x: number) => x.toFixed(2);
+const work = mkdtempSync(join(tmpdir(), 'keyferry-bench-issue-'));
+let fleet: Fleet | undefined;
+let failed = 0;
+const report = (what: string, run: IssueRun) => {
+  failed += run.failures.count;
+  if (run.failures.count > 0)
+    say(`${what}: ${run.failures.count} failed\n${run.failures.lines().join('\n')}`);
+};
+try {
+  say(`node ${process.version}; ${describePinning(pinning)}`);
+  fleet = await startFleet(join(work, 'data'), serverCore === undefined ? {} : { core: serverCore });
+  const warmCount = Math.min(WARM_UP, csrCount);
+  say(`keyferryd pid ${fleet.pid}; making and allow-listing ${warmCount + csrCount} devices`);
+  const all = await makeDevices(fleet, warmCount + csrCount);
+  const timed = all.slice(warmCount);
+  report('keyferry warm-up', await keyferryIssue(fleet, all.slice(0, warmCount)));
+  say(`keyferry: ${csrCount} simpleenroll, ${concurrency} in flight`);
+  const kf = await keyferryIssue(fleet, timed);
+  report('keyferry', kf);
+  await fleet.daemon.stop();
+  fleet = undefined;
+
+  let peer: IssueRun | undefined;
+  let peerNote = 'skipped (--no-cfssl)';
+  if (options['no-cfssl'] !== 'true') {
+    const found = findCfssl();
+    if ('skipped' in found) peerNote = `skipped: ${found.skipped}`;
+    else {
+      peerNote = `cfssl ${cfsslVersion(found.bin)} serve, GOMAXPROCS=1, plain HTTP`;
+      say(`${peerNote}: the same ${csrCount} CSRs, ${concurrency} in flight`);
+      const pems = timed.map((d) => toPem(d.csrDer, 'CERTIFICATE REQUEST'));
+      peer = await cfsslIssue({ bin: found.bin, dir: work, csrPems: pems, concurrency, core: serverCore });
+      report('cfssl', peer);
+    }
+  }
+
+  say(`in process: ${options.seconds} s of CSR verify + certificate`);
+  const setup = await issuanceSetup('demo', 1);
+  const inProcess = await measure(Number(options.seconds), (i) => {
+    const device = timed[i % timed.length]!;
+    const csr = parseAndVerifyCsr(device.csrDer);
+    return deviceCertificate({
+      template: setup.template,
+      signer: setup.caSigner,
+      deviceId: setup.devices[0]!.deviceId,
+      publicKeySpki: csr.publicKeySpki,
+    });
+  });
+
+  const line = (name: string, run: IssueRun | undefined, note: string) =>
+    console.log(
+      run === undefined
+        ? `${name.padEnd(10)} n/a (${note})`
+        : `${name.padEnd(10)} ${f1(run.perSecond)} certificates/s, ${f2(run.serverMsPerCert)} ms server CPU each, ${run.issued} issued, ${run.failures.count} failed (${note})`,
+    );
+  console.log(`keyferry issuance bench — node ${process.version}, ${describePinning(pinning)}`);
+  line('keyferry', kf, `EST simpleenroll over mutual TLS on open keep-alive connections, SQLite`);
+  line('cfssl', peer, peerNote);
+  const ratio = peer === undefined ? undefined : kf.perSecond / peer.perSecond;
+  if (ratio !== undefined)
+    console.log(`ratio      keyferry / cfssl = ${f2(ratio)} (over the wire, one core each)`);
+  console.log(
+    `in-process keyferry alone (no network, no TLS, no storage; not comparable to the lines above): ${inProcess.toFixed(0)} certificates/s`,
+  );
+  console.log(
+    `RESULT keyferry_certs_per_s=${f1(kf.perSecond)} cfssl_certs_per_s=${peer === undefined ? 'n/a' : f1(peer.perSecond)} ratio=${ratio === undefined ? 'n/a' : f2(ratio)}`,
+  );
+} finally {
+  await fleet?.daemon.stop();
+  rmSync(work, { recursive: true, force: true });
+}
+if (failed > 0) process.exitCode = 1;

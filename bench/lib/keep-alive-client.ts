@@ -1,0 +1,109 @@
+/**
+ * The one HTTP client every bench case uses: node:http(s) `request` on a keep-alive agent, the
+ * answer read whole. keyferry's device-link (TLS) and cfssl (plain HTTP) get the same code.
+ */
+import type { Agent as HttpAgent } from 'node:http';
+import { request as httpRequest } from 'node:http';
+import type { Agent as HttpsAgent } from 'node:https';
+import { request as httpsRequest } from 'node:https';
+
+export interface Call {
+  agent: HttpAgent | HttpsAgent;
+  tls: boolean;
+  method: string;
+  path: string;
+  headers?: Record<string, string>;
+  /** SNI, for the device-link's factory host name. */
+  servername?: string;
+  body?: string;
+}
+
+/** Sends one request; resolves with the body of a 200 answer, rejects naming anything else. */
+export function send(call: Call): Promise<string> {
+  const request = call.tls ? httpsRequest : httpRequest;
+  return new Promise<string>((resolve, reject) => {
+    const req = request(
+      {
+        agent: call.agent,
+        method: call.method,
+        path: call.path,
+        headers: call.headers ?? {},
+        ...(call.servername ? { servername: call.servername } : {}),
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          if (res.statusCode !== 200)
+            reject(
+              new Error(`${call.method} ${call.path} answered ${res.statusCode}: ${text.slice(0, 200)}`),
+            );
+          else resolve(text);
+        });
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(call.body);
+  });
+}
+
+export interface Percentiles {
+  p50: number;
+  p90: number;
+  p99: number;
+}
+
+export function percentiles(ms: readonly number[]): Percentiles {
+  const s = [...ms].sort((a, b) => a - b);
+  const at = (q: number) => s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)] ?? Number.NaN;
+  return { p50: at(0.5), p90: at(0.9), p99: at(0.99) };
+}
+
+/** Failures by message (first 120 characters), so a report shows each cause once with its count. */
+export class Failures {
+  readonly #byReason = new Map<string, number>();
+  count = 0;
+
+  add(error: unknown): void {
+    this.count++;
+    const reason = (error instanceof Error ? error.message : String(error)).slice(0, 120);
+    this.#byReason.set(reason, (this.#byReason.get(reason) ?? 0) + 1);
+  }
+
+  lines(): string[] {
+    return [...this.#byReason].map(([reason, n]) => `  ${n} × ${reason}`);
+  }
+}
+
+/**
+ * Runs `one(i)` for i in [0, n) with `concurrency` in flight; a failure is counted, not thrown.
+ * `progress` is called about every 2 s with how many are done.
+ */
+export async function runPool(
+  n: number,
+  concurrency: number,
+  one: (i: number) => Promise<void>,
+  failures: Failures,
+  progress?: (done: number) => void,
+): Promise<void> {
+  let next = 0;
+  let done = 0;
+  const timer = progress ? setInterval(() => progress(done), 2000) : undefined;
+  const worker = async () => {
+    for (let i = next++; i < n; i = next++) {
+      try {
+        await one(i);
+      } catch (error) {
+        failures.add(error);
+      }
+      done++;
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));
+  } finally {
+    if (timer) clearInterval(timer);
+  }
+}

@@ -1,0 +1,26 @@
+import { constants } from 'node:crypto';
+import type { ServerOptions } from 'node:https';
+import type { DeviceLinkTls } from './tls-material.ts';
+
+/** A TLS handshake that takes longer than this is cut off (a device needs far less). */
+export const DEVICE_LINK_HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/**
+ * The device-link's TLS server options (DESIGN §5), shared with the bench's floor server so
+ * the floor costs what the listener's TLS costs. A client certificate is requested but not
+ * judged by TLS: the service verifies the vendor identity per product and answers with a
+ * precise problem code. SSL_OP_NO_TICKET: a device makes one connection per run, so the
+ * encrypted session tickets OpenSSL would mint after each handshake (~0.3 ms of server CPU
+ * each) are never used; with the option OpenSSL keeps a small server-side session cache instead.
+ */
+export function deviceLinkTlsOptions(tls: Pick<DeviceLinkTls, 'cert' | 'key'>): ServerOptions {
+  return {
+    cert: tls.cert,
+    key: tls.key,
+    requestCert: true,
+    rejectUnauthorized: false,
+    minVersion: 'TLSv1.2',
+    secureOptions: constants.SSL_OP_NO_TICKET,
+    handshakeTimeout: DEVICE_LINK_HANDSHAKE_TIMEOUT_MS,
+  };
+}

@@ -1,0 +1,72 @@
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TLSSocket } from 'node:tls';
+import { identityCertificate, loadOrCreateVendorCa, randomUid } from '@keyferry/sim';
+import pino from 'pino';
+import { describe, expect, it } from 'vitest';
+import { type IdentityClaim, socketIdentity } from '../../src/devicelink/identity.ts';
+import { TrustAnchors } from '../../src/devicelink/trust-anchors.ts';
+
+const dataDir = mkdtempSync(join(tmpdir(), 'keyferry-identity-'));
+const vendor = await loadOrCreateVendorCa(join(dataDir, 'sim'));
+const anchors = new TrustAnchors({ dataDir, products: [] }, true, pino({ level: 'silent' }));
+
+async function identity(signer = vendor) {
+  const uid = randomUid();
+  const der = await identityCertificate({
+    vendor: signer,
+    uid,
+    product: '935389312472',
+    publicKeySpki: new Uint8Array(
+      generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'der', type: 'spki' }),
+    ),
+  });
+  return { uid, der };
+}
+
+/** A TLS socket as the handler sees it, counting how often its peer certificate is read. */
+function socketWith(der: Uint8Array) {
+  const reads = { count: 0 };
+  const socket = {
+    getPeerCertificate() {
+      reads.count++;
+      return { raw: Buffer.from(der), issuerCertificate: undefined };
+    },
+  } as unknown as TLSSocket;
+  return { socket, reads };
+}
+
+describe('device-link identity, verified once per TLS connection', () => {
+  it('verifies on the first request and reuses the result for the next ones on that connection', async () => {
+    const { uid, der } = await identity();
+    const { socket, reads } = socketWith(der);
+    const claims: IdentityClaim[] = [{}, {}, {}];
+    const first = socketIdentity(socket, anchors, claims[0]!);
+    expect(first.deviceId.hex).toBe(uid.hex);
+    expect(socketIdentity(socket, anchors, claims[1]!)).toBe(first);
+    expect(socketIdentity(socket, anchors, claims[2]!)).toBe(first);
+    expect(reads.count).toBe(1);
+    // every request's audit trail still names the device
+    for (const claim of claims) expect(claim).toEqual({ deviceId: uid.decimal, nc12: '935389312472' });
+    // another connection is verified on its own
+    const other = socketWith(der);
+    expect(socketIdentity(other.socket, anchors, {})).not.toBe(first);
+    expect(other.reads.count).toBe(1);
+  });
+
+  it('keeps no refusal: an untrusted identity is refused on every request of its connection', async () => {
+    const stranger = await loadOrCreateVendorCa(join(dataDir, 'stranger'));
+    const { der } = await identity(stranger);
+    const { socket, reads } = socketWith(der);
+    for (let i = 0; i < 2; i++) {
+      const claim: IdentityClaim = {};
+      expect(() => socketIdentity(socket, anchors, claim)).toThrow(
+        /does not verify for product 935389312472/,
+      );
+      expect(claim.nc12).toBe('935389312472');
+    }
+    expect(reads.count).toBe(2);
+  });
+});
