@@ -448,8 +448,8 @@ describe('keyferry-agent auto-register against the real keyferryd (SoftHSM2 toke
     it('provisions again: the agent enrolls its key anew, the gateway takes the new certificate', {
       timeout: 180_000,
     }, async () => {
-      const seDir = join(work, 'device-e-se');
-      const device = await makeDevice('device-e', seDir);
+      const seDir = join(work, 'device-r-se');
+      const device = await makeDevice('device-r', seDir);
       const agent = () => runAgentAsync(['auto-register', '--env-file', device.envFile]);
       const cliAsync = (args: string[]) =>
         runBinAsync('keyferry', ['--server', daemon.listen.api, '-t', adminToken, '-f', 'demo', ...args], {

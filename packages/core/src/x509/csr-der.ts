@@ -7,7 +7,7 @@
  */
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { Extensions } from '@peculiar/asn1-x509';
-import { childrenOf, DerError, readTlv, type Tlv } from './der.ts';
+import { childrenOf, DerError, oidBytes, readTlv, type Tlv } from './der.ts';
 import { summarizeExtensions } from './extensions.ts';
 import { type DistinguishedName, describeRdns, parseName, type RawAttribute } from './name.ts';
 import { OID } from './oids.ts';
@@ -181,18 +181,4 @@ function sameBytes(der: Uint8Array, tlv: Tlv, expected: Uint8Array): boolean {
   if (tlv.end - tlv.start !== expected.length) return false;
   for (let i = 0; i < expected.length; i++) if (der[tlv.start + i] !== expected[i]) return false;
   return true;
-}
-
-/** The whole DER of an OID TLV (short OIDs only). */
-function oidBytes(dotted: string): Uint8Array {
-  const arcs = dotted.split('.').map(Number);
-  const body: number[] = [];
-  const push = (n: number): void => {
-    const chunk = [n & 0x7f];
-    for (let v = Math.floor(n / 128); v > 0; v = Math.floor(v / 128)) chunk.unshift((v & 0x7f) | 0x80);
-    body.push(...chunk);
-  };
-  push(arcs[0]! * 40 + arcs[1]!);
-  for (const arc of arcs.slice(2)) push(arc);
-  return Uint8Array.of(0x06, body.length, ...body);
 }

@@ -170,3 +170,17 @@ export function u8(buffer: ArrayBuffer | ArrayBufferView): Uint8Array {
 function hex2(n: number): string {
   return n.toString(16).padStart(2, '0');
 }
+
+/** The whole DER of an OID TLV (short OIDs only). */
+export function oidBytes(dotted: string): Uint8Array {
+  const arcs = dotted.split('.').map(Number);
+  const body: number[] = [];
+  const push = (n: number): void => {
+    const chunk = [n & 0x7f];
+    for (let v = Math.floor(n / 128); v > 0; v = Math.floor(v / 128)) chunk.unshift((v & 0x7f) | 0x80);
+    body.push(...chunk);
+  };
+  push(arcs[0]! * 40 + arcs[1]!);
+  for (const arc of arcs.slice(2)) push(arc);
+  return Uint8Array.of(0x06, body.length, ...body);
+}

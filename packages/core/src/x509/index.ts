@@ -3,6 +3,7 @@ export * from './chain.ts';
 export * from './crl.ts';
 export * from './crl-parse.ts';
 export * from './csr.ts';
+export * from './csr-attributes.ts';
 export * from './device-profile.ts';
 export * from './device-template.ts';
 export type { ExtensionsSpec, KeyUsageName } from './extensions.ts';

@@ -9,7 +9,20 @@ export const MAX_DEVICE_LINK_BODY = Math.ceil(MAX_CSR_BYTES / 3) * 4 * 1.05 + 51
 /** A refused oversized body is read and dropped up to this size (so the client sees the answer). */
 const DRAIN_LIMIT = 4 * 1024 * 1024;
 
-export const CORRELATION_HEADER = 'x-correlation-id';
+/**
+ * Header names are written in their canonical case (RFC 9110 spells them so): HTTP says case
+ * does not matter, but EST clients such as libest compare names byte for byte.
+ */
+export const CORRELATION_HEADER = 'X-Correlation-Id';
+
+/**
+ * The challenge of every 401: the device-link authenticates by TLS client certificate only
+ * (RFC 7235 requires a challenge; there is no HTTP authentication scheme to offer).
+ */
+export const WWW_AUTHENTICATE = 'TLS-Client-Certificate realm="keyferry device-link"';
+
+/** Seconds a rate-limited client is told to wait. */
+const RETRY_AFTER_SECONDS = 60;
 
 /**
  * Reads the whole body, refusing one larger than the limit (before reading it when its
@@ -64,7 +77,7 @@ export function discardRest(req: IncomingMessage, res: ServerResponse): void {
     if (seen > DRAIN_LIMIT) req.socket.destroy();
   });
   req.resume();
-  res.setHeader('connection', 'close');
+  res.setHeader('Connection', 'close');
 }
 
 export function sendJson(
@@ -74,20 +87,25 @@ export function sendJson(
   type = 'application/json',
 ): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(text) });
+  res.writeHead(status, { 'Content-Type': type, 'Content-Length': Buffer.byteLength(text) });
   res.end(text);
 }
 
 /** An EST answer: certs-only PKCS#7, base64 with line breaks (RFC 7030 §4.1.3, §4.2.3). */
 export function sendCertsOnly(res: ServerResponse, der: Uint8Array): void {
+  sendBase64(res, der, 'application/pkcs7-mime; smime-type=certs-only');
+}
+
+/** An EST body: the DER in base64, 64-column lines (RFC 7030 §4, RFC 8951). */
+export function sendBase64(res: ServerResponse, der: Uint8Array, type: string): void {
   const b64 = Buffer.from(der)
     .toString('base64')
     .replace(/(.{64})/g, '$1\n');
   const text = b64.endsWith('\n') ? b64 : `${b64}\n`;
   res.writeHead(200, {
-    'content-type': 'application/pkcs7-mime; smime-type=certs-only',
-    'content-transfer-encoding': 'base64',
-    'content-length': Buffer.byteLength(text),
+    'Content-Type': type,
+    'Content-Transfer-Encoding': 'base64',
+    'Content-Length': Buffer.byteLength(text),
   });
   res.end(text);
 }
@@ -105,6 +123,9 @@ export function sendProblem(res: ServerResponse, error: KeyferryError, correlati
     correlationId,
   };
   if (error.expose && error.detail) body.info = error.detail;
-  if (error.code === 'rate_limited') res.setHeader('retry-after', '60');
+  if (error.code === 'rate_limited') res.setHeader('Retry-After', String(RETRY_AFTER_SECONDS));
+  if (error.status === 401) res.setHeader('WWW-Authenticate', WWW_AUTHENTICATE);
+  const allow = error.code === 'method_not_allowed' ? error.detail?.allow : undefined;
+  if (typeof allow === 'string') res.setHeader('Allow', allow);
   sendJson(res, error.status, body, 'application/problem+json');
 }

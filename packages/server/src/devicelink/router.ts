@@ -4,22 +4,25 @@ import type { TLSSocket } from 'node:tls';
 import { encodeCertsOnly, isKeyferryError, KeyferryError } from '@keyferry/core';
 import type { Logger } from 'pino';
 import { recordAudit } from '../audit/audit-log.ts';
+import type { Factory } from '../factories/factories.ts';
 import { parseBody } from '../http/validate.ts';
 import type { KeyCustody } from '../keys/custody.ts';
 import type { Db } from '../storage/database.ts';
-import { deviceLinkObjects } from './device-records.ts';
 import { checkCsrHeaders, decodeCsrBody } from './est-body.ts';
+import { factoryForHost } from './factory-host.ts';
 import {
   CORRELATION_HEADER,
   discardRest,
   readBody,
+  sendBase64,
   sendCertsOnly,
   sendJson,
   sendProblem,
 } from './http-io.ts';
-import { certificateObject, type EnrollMode, enrollDevice } from './issuance.ts';
+import { type EnrollMode, enrollDevice } from './issuance.ts';
 import type { IssuingCas } from './issuing-cas.ts';
 import { deviceManifest } from './manifest.ts';
+import { CSR_ATTRIBUTES, DEFAULT_EST_LABEL, factoryCertificateObject } from './public-est.ts';
 import { recordReport, reportSchema } from './report.ts';
 import { authenticateDevice, type CallerTrace, type DeviceSession } from './session.ts';
 import type { TrustAnchors } from './trust-anchors.ts';
@@ -34,7 +37,8 @@ export interface DeviceLinkDeps {
   log: Logger;
 }
 
-type Handler = (
+/** A call by an authenticated, allow-listed device. */
+type DeviceHandler = (
   deps: DeviceLinkDeps,
   session: DeviceSession,
   req: IncomingMessage,
@@ -43,17 +47,37 @@ type Handler = (
   label: string,
 ) => Promise<void>;
 
-const EST = /^\/\.well-known\/est\/([A-Za-z0-9._-]{1,128})\/(cacerts|simpleenroll|simplereenroll)$/;
+/** A call any EST client may make, client certificate or not: it names only the factory. */
+type PublicHandler = (
+  deps: DeviceLinkDeps,
+  factory: Factory,
+  res: ServerResponse,
+  label: string,
+) => Promise<void>;
+
+type Route = { method: string; label: string } & (
+  | { device: DeviceHandler; public?: never }
+  | { public: PublicHandler; device?: never }
+);
+
+/** RFC 7030 §3.2.2: `/.well-known/est[/<label>]/<operation>`; without a label, the default object. */
+const EST =
+  /^\/\.well-known\/est(?:\/([A-Za-z0-9._-]{1,128}))?\/(cacerts|csrattrs|simpleenroll|simplereenroll)$/;
 
 /** Picks the handler of a path (docs/device-link.md); undefined for a path the device-link does not have. */
-function route(path: string): { handler: Handler; label: string; method: string } | undefined {
-  if (path === '/device-link/v1/manifest') return { handler: manifest, label: '', method: 'GET' };
-  if (path === '/device-link/v1/report') return { handler: report, label: '', method: 'POST' };
+function route(path: string): Route | undefined {
+  if (path === '/device-link/v1/manifest') return { device: manifest, label: '', method: 'GET' };
+  if (path === '/device-link/v1/report') return { device: report, label: '', method: 'POST' };
   const est = EST.exec(path);
   if (!est) return undefined;
-  const [, label = '', op] = est;
-  if (op === 'cacerts') return { handler: cacerts, label, method: 'GET' };
-  return { handler: (d, s, q, r, c, l) => enroll(d, s, q, r, c, l, op as EnrollMode), label, method: 'POST' };
+  const [, label = DEFAULT_EST_LABEL, op] = est;
+  if (op === 'cacerts') return { public: cacerts, label, method: 'GET' };
+  if (op === 'csrattrs') return { public: csrattrs, label, method: 'GET' };
+  return {
+    device: (d, s, q, r, c, l) => enroll(d, s, q, r, c, l, op as EnrollMode),
+    label,
+    method: 'POST',
+  };
 }
 
 /** The device-link request handler: correlation id, routing, device authentication, problems. */
@@ -68,7 +92,15 @@ export function deviceLinkHandler(deps: DeviceLinkDeps) {
       if (!found)
         throw new KeyferryError('not_found', `no device-link endpoint ${path}; see docs/device-link.md`);
       if (req.method !== found.method) {
-        throw new KeyferryError('not_found', `${path} takes ${found.method}, not ${req.method}`);
+        throw new KeyferryError('method_not_allowed', `${path} takes ${found.method}, not ${req.method}`, {
+          detail: { allow: found.method },
+        });
+      }
+      if (found.public) {
+        const socket = req.socket as TLSSocket;
+        const servername = typeof socket.servername === 'string' ? socket.servername : undefined;
+        trace.factory = await factoryForHost(deps.db, servername, deps.domain);
+        return await found.public(deps, trace.factory, res, found.label);
       }
       const session = await authenticateDevice(
         deps.db,
@@ -77,7 +109,7 @@ export function deviceLinkHandler(deps: DeviceLinkDeps) {
         deps.anchors,
         trace,
       );
-      await found.handler(deps, session, req, res, correlationId, found.label);
+      await found.device(deps, session, req, res, correlationId, found.label);
     })().catch(async (err: unknown) => {
       const error = isKeyferryError(err)
         ? err
@@ -116,16 +148,21 @@ async function auditRefusal(
   });
 }
 
-const manifest: Handler = async (deps, session, _req, res, correlationId) => {
+const manifest: DeviceHandler = async (deps, session, _req, res, correlationId) => {
   sendJson(res, 200, await deviceManifest(deps.db, session, { correlationId }));
 };
 
-const cacerts: Handler = async (deps, session, _req, res, _correlationId, label) => {
-  const object = certificateObject(await deviceLinkObjects(deps.db, session.device), label);
+const cacerts: PublicHandler = async (deps, factory, res, label) => {
+  const object = await factoryCertificateObject(deps.db, factory, label);
   if (object.caId === null)
     throw new KeyferryError('internal', `certificate object ${object.name} has no CA`);
-  const ca = await deps.issuingCas.get(session.factory, object.caId, object.validityDays);
+  const ca = await deps.issuingCas.get(factory, object.caId, object.validityDays);
   sendCertsOnly(res, encodeCertsOnly(ca.root ? [ca.certificate, ca.root] : [ca.certificate]));
+};
+
+const csrattrs: PublicHandler = async (deps, factory, res, label) => {
+  await factoryCertificateObject(deps.db, factory, label);
+  sendBase64(res, CSR_ATTRIBUTES, 'application/csrattrs');
 };
 
 async function enroll(
@@ -148,7 +185,7 @@ async function enroll(
   sendCertsOnly(res, encodeCertsOnly([certificate]));
 }
 
-const report: Handler = async (deps, session, req, res, correlationId) => {
+const report: DeviceHandler = async (deps, session, req, res, correlationId) => {
   const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
   if (type !== 'application/json') {
     throw new KeyferryError('unsupported_media_type', 'send the report as application/json');

@@ -244,6 +244,7 @@ describe.each(BACKENDS)('POST el2g/aws-iot/ on %s', (backend) => {
       keyObjectId: '83000044',
       label: 'SE_83000045',
       state: 'GENERATION_TRIGGERED',
+      certificateSerial: null,
     });
     const cacerts = await f.call(device, { path: `${AWS_EST}/cacerts` });
     expect(certsOf(cacerts.text).map((der) => toPem(der, 'CERTIFICATE'))).toEqual([caPem]);
