@@ -31,21 +31,23 @@ export const MIGRATIONS: readonly Migration[] = [
 ];
 
 /**
- * Applies pending migrations, each in its own transaction. On PostgreSQL an advisory lock
- * keeps several keyferryd starting at once from racing.
+ * Applies pending migrations, each in its own transaction. On PostgreSQL an advisory lock,
+ * taken before anything else, keeps several keyferryd starting at once from racing.
  */
 export async function migrate(db: Kysely<unknown>, dialect: Dialect): Promise<string[]> {
   const ctx: MigrationContext = { dialect, serial: dialect === 'sqlite' ? 'integer' : 'serial' };
-  await db.schema
-    .createTable('keyferry_migrations')
-    .ifNotExists()
-    .addColumn('name', 'text', (c) => c.primaryKey())
-    .addColumn('applied_at', 'text', (c) => c.notNull())
-    .execute();
   const applied: string[] = [];
   await db.connection().execute(async (conn) => {
+    // The lock comes before any DDL: two PostgreSQL sessions racing on CREATE TABLE IF NOT
+    // EXISTS can both try to create it and one fails on the catalog's unique index.
     if (dialect === 'postgres') await sql`select pg_advisory_lock(7402351)`.execute(conn);
     try {
+      await conn.schema
+        .createTable('keyferry_migrations')
+        .ifNotExists()
+        .addColumn('name', 'text', (c) => c.primaryKey())
+        .addColumn('applied_at', 'text', (c) => c.notNull())
+        .execute();
       const rows = await sql<{ name: string }>`select name from keyferry_migrations`.execute(conn);
       const done = new Set(rows.rows.map((r) => r.name));
       for (const m of MIGRATIONS) {
