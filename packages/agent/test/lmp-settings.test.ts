@@ -139,6 +139,14 @@ describe('where the settings come from', () => {
     expect(error.kind).toBe('env_file_missing');
   });
 
+  it('build-time defaults that cannot be read are named as such', () => {
+    const error = refusal(() => settingSource(empty, CONNECTION, false, { buildDefaults: dir }));
+    expect(error.kind).toBe('env_file_missing');
+    expect(error.message).toBe(
+      `the image's build-time defaults ${dir} cannot be read (EISDIR); make the file readable, or remove it (it is optional)`,
+    );
+  });
+
   it('EL2GO_HOSTNAME may come from the build-time defaults, below the env file and the environment', () => {
     const buildDefaults = file('EL2GO_HOSTNAME=built0000000000a.device-link.example.com\n');
     const envFile = file('REPOID=abcdef1234\n');

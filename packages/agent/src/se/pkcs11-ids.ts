@@ -2,6 +2,8 @@ import { GATEWAY_CERT_ID, GATEWAY_KEY_ID } from './port.ts';
 
 /** The first PKCS#11 "slot" LmP gives a generic key pair: 01 and 03 are the gateway pair's. */
 const FIRST_GENERIC_SLOT = 4;
+/** The last slot with two decimal digits (settings allow no more generic pairs than fit). */
+const LAST_GENERIC_SLOT = 99;
 
 /**
  * LmP's CKA_ID for a slot number: the number written as two decimal digits (`f"{slot:02d}"`)
@@ -26,7 +28,7 @@ export function pkcs11IdFor(objectId: number, genericKeypairs: readonly number[]
   const generic = genericKeypairs.filter((id) => id !== GATEWAY_KEY_ID);
   for (const [index, keyId] of generic.entries()) {
     const slot = FIRST_GENERIC_SLOT + 2 * index;
-    if (slot + 1 > 99) break;
+    if (slot + 1 > LAST_GENERIC_SLOT) break;
     if (objectId === keyId) return lmpSlotId(slot);
     if (objectId === keyId + 1) return lmpSlotId(slot + 1);
   }

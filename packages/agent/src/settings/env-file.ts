@@ -140,7 +140,14 @@ export function parseEnvFile(text: string): Map<string, string> {
  * unit's `EnvironmentFile=-…`: systemd has then put the settings in the environment, if any).
  * A missing required file is `env_file_missing`, naming the path.
  */
-export function readEnvFile(path: string, required: boolean): Map<string, string> | undefined {
+export function readEnvFile(
+  path: string,
+  required: boolean,
+  what: { readonly name: string; readonly fix: string } = {
+    name: 'env file',
+    fix: 'create it (it must set REPOID) or name another with --env-file',
+  },
+): Map<string, string> | undefined {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -148,11 +155,7 @@ export function readEnvFile(path: string, required: boolean): Map<string, string
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' && !required) return undefined;
     const why = code === 'ENOENT' ? 'does not exist' : `cannot be read (${code ?? String(error)})`;
-    throw new AgentError(
-      'env_file_missing',
-      `env file ${path} ${why}; create it (it must set REPOID) or name another with --env-file`,
-      { cause: error },
-    );
+    throw new AgentError('env_file_missing', `${what.name} ${path} ${why}; ${what.fix}`, { cause: error });
   }
   return parseEnvFile(text);
 }

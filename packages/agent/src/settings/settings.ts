@@ -109,7 +109,10 @@ export function settingSource(
 ): SettingSource {
   const path = envFile ?? DEFAULT_ENV_FILE;
   const file = readEnvFile(path, required || envFile !== undefined);
-  const built = readEnvFile(options.buildDefaults ?? BUILD_DEFAULTS_FILE, false);
+  const built = readEnvFile(options.buildDefaults ?? BUILD_DEFAULTS_FILE, false, {
+    name: "the image's build-time defaults",
+    fix: 'make the file readable, or remove it (it is optional)',
+  });
   return {
     envFile: path,
     envFileFound: file !== undefined,
