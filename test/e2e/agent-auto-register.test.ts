@@ -6,7 +6,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXIT_CODES } from '../../packages/agent/src/agent-error.ts';
 import { runAgent, runAgentAsync } from '../../packages/agent/test/support/agent-bin.ts';
-import { type DaemonProcess, type RunResult, runBin, startKeyferryd } from '../support/processes.ts';
+import {
+  type DaemonProcess,
+  PROCESS_TEST_TIMEOUT_MS,
+  type RunResult,
+  runBin,
+  startKeyferryd,
+} from '../support/processes.ts';
 import { createSofthsmEnv, type SofthsmEnv } from '../support/softhsm.ts';
 
 const PRODUCT = '935389312472';
@@ -23,7 +29,9 @@ interface Device {
   pkcs11Tool(args: string[]): string;
 }
 
-describe('keyferry-agent auto-register against the real keyferryd (SoftHSM2 token made by keyferry-sim)', () => {
+describe('keyferry-agent auto-register against the real keyferryd (SoftHSM2 token made by keyferry-sim)', {
+  timeout: PROCESS_TEST_TIMEOUT_MS,
+}, () => {
   let work: string;
   let dataDir: string;
   let daemon: DaemonProcess;
