@@ -1,4 +1,4 @@
-import { readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { build, type Plugin } from 'esbuild';
@@ -58,16 +58,22 @@ function sourceImportMeta(outdir: string): Plugin {
   };
 }
 
-/** Builds every program from scratch (esbuild takes well under a second for all four). */
+/**
+ * Builds every program (esbuild takes well under a second for all four) and writes only the
+ * files whose content changed, each by an atomic rename, then removes what the build no longer
+ * makes (chunks of older builds). So a build beside running programs or tests (a second vitest
+ * run in the same checkout) never shows them a half-written file, and an unchanged build
+ * changes nothing on disk.
+ */
 export async function buildAll(): Promise<void> {
   await Promise.all(
     PROGRAMS.map(async ({ pkg }) => {
       const dir = join(REPO_ROOT, 'packages', pkg);
       const outdir = join(dir, 'dist');
-      rmSync(outdir, { recursive: true, force: true }); // no chunk of an older build stays behind
-      await build({
+      const { outputFiles } = await build({
         entryPoints: [join(dir, 'src/main.ts')],
         outdir,
+        write: false,
         bundle: true,
         splitting: true,
         format: 'esm',
@@ -77,6 +83,17 @@ export async function buildAll(): Promise<void> {
         plugins: [keepNpmImports, sourceImportMeta(outdir)],
         logLevel: 'warning',
       });
+      mkdirSync(outdir, { recursive: true });
+      for (const file of outputFiles) {
+        if (existsSync(file.path) && readFileSync(file.path).equals(file.contents)) continue;
+        const temporary = `${file.path}.${process.pid}.tmp`;
+        writeFileSync(temporary, file.contents);
+        renameSync(temporary, file.path);
+      }
+      const made = new Set(outputFiles.map((file) => file.path));
+      for (const name of readdirSync(outdir)) {
+        if (!made.has(join(outdir, name))) rmSync(join(outdir, name), { recursive: true, force: true });
+      }
     }),
   );
 }

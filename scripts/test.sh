@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `npm test`: every test, on a fresh clone too. Installs the Debian packages the tests use
-# (as root) and the npm dependencies when node_modules is missing or stale, then runs vitest.
+# (as root) and the npm dependencies when node_modules is missing or stale, then runs vitest,
+# whose global setup (test/support/global-setup.ts) first runs the build (`npm run build`, well
+# under a second), so the programs the tests run are never a stale packages/*/dist.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -10,6 +10,7 @@ import { runAgent, runAgentAsync } from '../../packages/agent/test/support/agent
 import { startLikeSystemd } from '../../packages/agent/test/support/systemd-unit.ts';
 import {
   type DaemonProcess,
+  PROCESS_TEST_TIMEOUT_MS,
   type RunResult,
   runBin,
   runBinAsync,
@@ -31,7 +32,9 @@ interface Device {
   pkcs11Tool(args: string[]): string;
 }
 
-describe('keyferry-agent auto-register against the real keyferryd (SoftHSM2 token made by keyferry-sim)', () => {
+describe('keyferry-agent auto-register against the real keyferryd (SoftHSM2 token made by keyferry-sim)', {
+  timeout: PROCESS_TEST_TIMEOUT_MS,
+}, () => {
   let work: string;
   let dataDir: string;
   let daemon: DaemonProcess;

@@ -9,14 +9,20 @@ import {
   sequentialIds,
 } from '../../packages/server/test/allowlist/fixtures.ts';
 import { startTestService, type TestService } from '../../packages/server/test/support/service.ts';
-import { type DaemonProcess, runBin, runBinAsync, startKeyferryd } from '../support/processes.ts';
+import {
+  type DaemonProcess,
+  PROCESS_TEST_TIMEOUT_MS,
+  runBin,
+  runBinAsync,
+  startKeyferryd,
+} from '../support/processes.ts';
 
 const GUIDE_HEX = '0x04005001eee3ba1ee96e60047e57da0f6880';
 const GUIDE_DEC = '348555492004256518532939906410866457667712';
 const FORMS = '0x followed by 36 hex digits, or 42 decimal digits';
 
 /** The guide's "Enlisting devices" with keyferry in place of fioctl: real keyferryd, real CLI. */
-describe('keyferry el2g devices against the keyferryd process', () => {
+describe('keyferry el2g devices against the keyferryd process', { timeout: PROCESS_TEST_TIMEOUT_MS }, () => {
   let work: string;
   let daemon: DaemonProcess;
   let cli: (args: string[]) => ReturnType<typeof runBin>;
@@ -137,7 +143,7 @@ describe('keyferry el2g devices against the keyferryd process', () => {
 });
 
 /** 51,000 ids from a file on a commercial 50,000 plan: progress, counts, and the 51st thousand refused. */
-describe('keyferry el2g devices add --file at fleet scale', () => {
+describe('keyferry el2g devices add --file at fleet scale', { timeout: PROCESS_TEST_TIMEOUT_MS }, () => {
   let svc: TestService;
   let work: string;
   const cli = (args: string[]) =>

@@ -27,7 +27,13 @@ import { EXIT_CODES } from '../../packages/agent/src/agent-error.ts';
 import { runAgent, runAgentAsync } from '../../packages/agent/test/support/agent-bin.ts';
 import { DEFAULT_CREDENTIALS } from '../../packages/sim/src/aws-iot/sigv4.ts';
 import { type AwsIotProcess, startAwsIotProcess } from '../support/aws-iot-process.ts';
-import { type DaemonProcess, type RunResult, runBin, startKeyferryd } from '../support/processes.ts';
+import {
+  type DaemonProcess,
+  PROCESS_TEST_TIMEOUT_MS,
+  type RunResult,
+  runBin,
+  startKeyferryd,
+} from '../support/processes.ts';
 import { createSofthsmEnv, type SofthsmEnv } from '../support/softhsm.ts';
 
 const PRODUCT = '935389312472';
@@ -136,7 +142,9 @@ async function subscribe(account: Account, received: string[]): Promise<mqtt.Mqt
   return client;
 }
 
-describe('AWS IoT end to end: keyferryd, CLI, SoftHSM2 device, agent, AWS IoT emulator', () => {
+describe('AWS IoT end to end: keyferryd, CLI, SoftHSM2 device, agent, AWS IoT emulator', {
+  timeout: PROCESS_TEST_TIMEOUT_MS,
+}, () => {
   let work: string;
   let dataDir: string;
   let daemon: DaemonProcess;

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { REPO_ROOT, type RunResult } from '../support/processes.ts';
+import { PROCESS_TEST_TIMEOUT_MS, REPO_ROOT, type RunResult, runCommand } from '../support/processes.ts';
 
 /**
  * `npm run bench` and `npm run bench:issue` must not rot: they run end to end with tiny counts
@@ -92,5 +93,21 @@ describe('npm run bench (smoke, tiny counts)', () => {
     const issue = await bench('issue.ts', ['--seconds', 'soon']);
     expect(issue.status).toBe(2);
     expect(issue.stderr).toContain('--seconds takes a positive number, not "soon"');
+  });
+});
+
+const TSX = join(REPO_ROOT, 'node_modules/tsx/dist/cli.mjs');
+
+describe('npm run bench:startup (smoke, one run)', { timeout: PROCESS_TEST_TIMEOUT_MS }, () => {
+  it('prints built and tsx figures for the three programs, and the agent target line', async () => {
+    const run = await runCommand(process.execPath, [TSX, 'bench/startup.ts', '--runs', '1']);
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/^PROGRAM +BUILT \(bin\/, dist\/\) +TSX \(source\) +TARGET$/m);
+    const figure = String.raw`\d+\.\d\d s +\d+ MB`;
+    for (const label of ['keyferry-agent --help', 'keyferry --help', 'keyferryd until listen.json']) {
+      expect(run.stdout).toMatch(new RegExp(`^${label} +${figure} +${figure}`, 'm'));
+    }
+    // the figures are not asserted (a bench is not a test), only that the target is judged
+    expect(run.stdout).toMatch(/^keyferry-agent --help .*≤ 0\.4 s, ≤ 60 MB: (met|NOT met)$/m);
   });
 });

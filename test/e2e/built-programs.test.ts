@@ -1,10 +1,9 @@
-import { spawn } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { PROGRAMS } from '../../scripts/build.ts';
-import { BINS, REPO_ROOT, runBinAsync } from '../support/processes.ts';
+import { BINS, PROCESS_TEST_TIMEOUT_MS, REPO_ROOT, runBinAsync, runCommand } from '../support/processes.ts';
 
 const TRACE_HOOK = join(REPO_ROOT, 'test/support/module-trace/register.mjs');
 const BIN_OF = {
@@ -13,9 +12,6 @@ const BIN_OF = {
   'keyferry-agent': 'agent',
   'keyferry-sim': 'sim',
 } as const;
-
-/** Each test runs a program or two; generous, because the machine may be busy with others. */
-const PROGRAM_RUN_TIMEOUT_MS = 120_000;
 
 const work = mkdtempSync(join(tmpdir(), 'keyferry-built-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -32,7 +28,7 @@ async function helpLoads(bin: keyof typeof BINS): Promise<string[]> {
 }
 
 /** Issue 13 §1: the programs run the JavaScript that `npm run build` wrote, not TypeScript through tsx. */
-describe('the bin/ entries run the built programs', { timeout: PROGRAM_RUN_TIMEOUT_MS }, () => {
+describe('the bin/ entries run the built programs', { timeout: PROCESS_TEST_TIMEOUT_MS }, () => {
   it.each(PROGRAMS.map((p) => [p.bin, p.pkg] as const))(
     '%s --help loads packages/%s/dist and no TypeScript, no tsx',
     async (name, pkg) => {
@@ -52,12 +48,10 @@ describe('the bin/ entries run the built programs', { timeout: PROGRAM_RUN_TIMEO
     const pkgDir = join(work, 'unbuilt');
     mkdirSync(join(pkgDir, 'bin'), { recursive: true });
     copyFileSync(BINS.keyferry, join(pkgDir, 'bin/keyferry.js'));
-    const child = spawn(process.execPath, [join(pkgDir, 'bin/keyferry.js'), '--help'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    child.stderr.on('data', (d) => (stderr += d));
-    const status = await new Promise<number | null>((r) => child.on('close', r));
+    const { status, stderr } = await runCommand(process.execPath, [
+      join(pkgDir, 'bin/keyferry.js'),
+      '--help',
+    ]);
     expect(status).toBe(1);
     expect(stderr).toBe('ERROR: keyferry is not built (no packages/cli/dist/main.js): run `npm run build`\n');
   });

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { opensslEngineKeyUri } from '@keyferry/pkcs11';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setupDeviceGateway } from '../support/device-link.ts';
-import { type DaemonProcess, runBin, startKeyferryd } from '../support/processes.ts';
+import { type DaemonProcess, PROCESS_TEST_TIMEOUT_MS, runBin, startKeyferryd } from '../support/processes.ts';
 import { createSofthsmEnv, type SofthsmEnv } from '../support/softhsm.ts';
 
 const SE050 = '935389312472';
@@ -16,7 +16,9 @@ const PIN = '87654321';
  * by keyferry-sim on a SoftHSM2 token, and the device played by standard tools only —
  * pkcs11-tool, `openssl req -engine pkcs11`, `curl --engine pkcs11`, `openssl pkcs7`/`verify`.
  */
-describe('device-link interop: keyferry-sim token + openssl + curl against keyferryd', () => {
+describe('device-link interop: keyferry-sim token + openssl + curl against keyferryd', {
+  timeout: PROCESS_TEST_TIMEOUT_MS,
+}, () => {
   let work: string;
   let hsm: SofthsmEnv;
   let daemon: DaemonProcess;
@@ -211,8 +213,8 @@ describe('device-link interop: keyferry-sim token + openssl + curl against keyfe
     // no config file: the simulated vendor CA was trusted, and the log said so
     // (the sync tool runs above kept this process from reading the daemon's output until now)
     const warning = 'trusting the simulated SE05x vendor CA';
-    for (let i = 0; i < 200 && !daemon.stdout().includes(warning); i++)
-      await new Promise((r) => setTimeout(r, 25));
+    // (no deadline of its own: the test's time limit ends a wait that never comes)
+    while (!daemon.stdout().includes(warning)) await new Promise((r) => setTimeout(r, 25));
     expect(daemon.stdout()).toContain(warning);
     const listed = cli(['el2g', 'devices']);
     expect(listed.stdout).toMatch(new RegExp(`fio-935389312472 +${manifest.device} +\\d{4}-\\d\\d-\\d\\dT`));

@@ -5,7 +5,13 @@ import { DescribeCACertificateCommand, IoTClient, ListCACertificatesCommand } fr
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_CREDENTIALS } from '../../packages/sim/src/aws-iot/sigv4.ts';
 import { type AwsIotProcess, startAwsIotProcess } from '../support/aws-iot-process.ts';
-import { type DaemonProcess, type RunResult, runBin, startKeyferryd } from '../support/processes.ts';
+import {
+  type DaemonProcess,
+  PROCESS_TEST_TIMEOUT_MS,
+  type RunResult,
+  runBin,
+  startKeyferryd,
+} from '../support/processes.ts';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
 const ROLE = 'arn:aws:iam::123456789012:role/JITPRole';
@@ -78,7 +84,9 @@ afterAll(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-describe('keyferry el2g config-aws-iot against keyferry-sim aws-iot', () => {
+describe('keyferry el2g config-aws-iot against keyferry-sim aws-iot', {
+  timeout: PROCESS_TEST_TIMEOUT_MS,
+}, () => {
   it('refuses bad input before touching AWS or the service', async () => {
     const half = cli(['--jitp-template', join(work, 'template.json')]);
     expect(half).toMatchObject({ status: 1, stdout: '' });

@@ -5,7 +5,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type DaemonProcess, type RunResult, runBin, startKeyferryd } from '../support/processes.ts';
+import {
+  type DaemonProcess,
+  PROCESS_TEST_TIMEOUT_MS,
+  type RunResult,
+  runBin,
+  startKeyferryd,
+} from '../support/processes.ts';
 import { createSofthsmEnv, initTestToken, type SofthsmEnv } from '../support/softhsm.ts';
 
 function openssl(args: string[]): string {
@@ -101,7 +107,9 @@ async function configureAndCheck(s: Setup, pkiArgs: string[]): Promise<string> {
   return pki;
 }
 
-describe('el2g config-device-gateway + status: root key in a file, soft custody', () => {
+describe('el2g config-device-gateway + status: root key in a file, soft custody', {
+  timeout: PROCESS_TEST_TIMEOUT_MS,
+}, () => {
   let s: Setup;
   let pki: string;
   beforeAll(async () => {
@@ -205,7 +213,9 @@ describe('el2g config-device-gateway + status: root key in a file, soft custody'
   });
 });
 
-describe('el2g config-device-gateway + status: root key on a SoftHSM2 token, pkcs11 custody', () => {
+describe('el2g config-device-gateway + status: root key on a SoftHSM2 token, pkcs11 custody', {
+  timeout: PROCESS_TEST_TIMEOUT_MS,
+}, () => {
   let hsm: SofthsmEnv;
   let s: Setup;
   let filePki: Setup;

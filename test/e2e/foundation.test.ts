@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, wri
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type DaemonProcess, runBin, startKeyferryd } from '../support/processes.ts';
+import { type DaemonProcess, PROCESS_TEST_TIMEOUT_MS, runBin, startKeyferryd } from '../support/processes.ts';
 import { createSofthsmEnv, initTestToken, type SofthsmEnv } from '../support/softhsm.ts';
 
 function openssl(args: string[], input?: string): string {
@@ -15,7 +15,9 @@ function openssl(args: string[], input?: string): string {
 }
 
 /** The foundation "Done when": real keyferryd process, real CLI, openssl as the independent checker. */
-describe('keyferryd + keyferry CLI: factories and the factory PKI', () => {
+describe('keyferryd + keyferry CLI: factories and the factory PKI', {
+  timeout: PROCESS_TEST_TIMEOUT_MS,
+}, () => {
   let work: string;
   let daemon: DaemonProcess;
   let token: string;
@@ -141,7 +143,7 @@ describe('keyferryd + keyferry CLI: factories and the factory PKI', () => {
   });
 });
 
-describe('keys ca create with the root key on a SoftHSM2 token', () => {
+describe('keys ca create with the root key on a SoftHSM2 token', { timeout: PROCESS_TEST_TIMEOUT_MS }, () => {
   let work: string;
   let hsm: SofthsmEnv;
   let daemon: DaemonProcess;

@@ -1,8 +1,11 @@
-import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { buildScript, extractSteps, REPO_ROOT, WALKTHROUGH } from '../../scripts/walkthrough.ts';
+import { PROGRAM_TIMEOUT_MS, runCommand } from '../support/processes.ts';
+
+/** One whole demo: keyferryd, a PKI, three devices, each run a few dozen programs (minutes when busy). */
+const DEMO_TIMEOUT_MS = 900_000;
 
 /**
  * Issue 7's acceptance: the walkthrough's commands, extracted from docs/walkthrough.md, run
@@ -39,18 +42,21 @@ describe('docs/walkthrough.md', () => {
     ['soft secure elements', 'soft', /^Secure elements: soft \(directories\)/m],
   ])(
     'runs end to end as `npm run demo` with %s: three devices provisioned, three gateway calls',
-    (_name, se, says) => {
-      const res = spawnSync(
+    { timeout: DEMO_TIMEOUT_MS + PROGRAM_TIMEOUT_MS },
+    async (_name, se, says) => {
+      const res = await runCommand(
         process.execPath,
         [join(REPO_ROOT, 'node_modules/tsx/dist/cli.mjs'), 'scripts/demo.ts'],
         {
-          cwd: REPO_ROOT,
-          encoding: 'utf8',
-          timeout: 240_000,
+          timeoutMs: DEMO_TIMEOUT_MS,
           env: { ...process.env, KEYFERRY_DEBUG: '', KEYFERRY_DEMO_SE: se as string },
         },
       );
       const out = res.stdout + res.stderr;
+      expect(
+        res.signal,
+        `the demo did not finish within ${DEMO_TIMEOUT_MS} ms:\n${out.slice(-3000)}`,
+      ).toBeNull();
       expect(out).toMatch(says as RegExp);
       expect(out, out.slice(-3000)).toContain('Demo complete; scratch directory removed.');
       expect(res.status).toBe(0);

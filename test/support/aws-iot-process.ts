@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { BINS, REPO_ROOT } from './processes.ts';
+import { BINS, READY_TIMEOUT_MS, REPO_ROOT } from './processes.ts';
 
 /** What `keyferry-sim aws-iot` writes to <state dir>/endpoints.json. */
 export interface AwsIotEndpointsFile {
@@ -37,7 +37,7 @@ export async function startAwsIotProcess(stateDir: string, args: string[] = []):
   child.stdout.on('data', (d) => (stdout += d));
   child.stderr.on('data', (d) => (stderr += d));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  const deadline = Date.now() + 60_000;
+  const deadline = Date.now() + READY_TIMEOUT_MS;
   // endpoints.json is written just before the "control plane:" lines are printed.
   while (!existsSync(file) || !stdout.includes('endpoints:')) {
     if (child.exitCode !== null)

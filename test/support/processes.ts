@@ -10,13 +10,55 @@ export const BINS = {
   sim: join(REPO_ROOT, 'packages/sim/bin/keyferry-sim.js'),
 } as const;
 
+/*
+ * Time limits for tests that run programs. They only catch a hang: on this 2-core machine,
+ * shared with other jobs, one CLI run can take seconds and a keyferryd start tens of seconds,
+ * so no test may count on a speed, and each limit is far above what a loaded machine needs.
+ * A program's own limit is below its test's, so a hang fails with the program's output.
+ */
+/** One program run to completion (a CLI command, an agent run); then it is killed. */
+export const PROGRAM_TIMEOUT_MS = 120_000;
+/** Until a started process says it is ready (keyferryd's listen.json, an emulator's endpoints). */
+export const READY_TIMEOUT_MS = 120_000;
+/** A test that runs programs or starts keyferryd: `describe(name, { timeout: … }, …)`. */
+export const PROCESS_TEST_TIMEOUT_MS = 600_000;
+
 export interface RunResult {
   status: number;
   stdout: string;
   stderr: string;
 }
 
-/** Runs one of the four programs to completion, as a user would from a shell. */
+/**
+ * Runs a command to completion without blocking the test's process (its servers, timers and
+ * vitest's own time limit keep running). Killed after `timeoutMs`; `signal` then says so.
+ */
+export function runCommand(
+  command: string,
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number } = {},
+): Promise<RunResult & { signal: NodeJS.Signals | null }> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(command, args, {
+      env: options.env ?? process.env,
+      cwd: options.cwd ?? REPO_ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: options.timeoutMs ?? PROGRAM_TIMEOUT_MS,
+      killSignal: 'SIGKILL',
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolvePromise({ status: code ?? -1, signal, stdout, stderr }));
+  });
+}
+
+/**
+ * Runs one of the four programs to completion, as a user would from a shell. It blocks the
+ * test's process: for the quick commands only (and never against a server in this process).
+ */
 export function runBin(
   bin: keyof typeof BINS,
   args: string[],
@@ -27,29 +69,22 @@ export function runBin(
     env: { ...process.env, KEYFERRY_DEBUG: '', ...options.env },
     cwd: options.cwd ?? REPO_ROOT,
     input: options.input ?? '',
-    timeout: 120_000,
+    timeout: PROGRAM_TIMEOUT_MS,
   });
   return { status: res.status ?? -1, stdout: res.stdout, stderr: res.stderr };
 }
 
 /** Async variant for programs that must run while the test keeps control (same result shape). */
-export function runBinAsync(
+export async function runBinAsync(
   bin: keyof typeof BINS,
   args: string[],
   options: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
 ): Promise<RunResult> {
-  return new Promise((resolvePromise) => {
-    const child = spawn(process.execPath, [BINS[bin], ...args], {
-      env: { ...process.env, KEYFERRY_DEBUG: '', ...options.env },
-      cwd: options.cwd ?? REPO_ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('close', (code) => resolvePromise({ status: code ?? -1, stdout, stderr }));
+  const { status, stdout, stderr } = await runCommand(process.execPath, [BINS[bin], ...args], {
+    env: { ...process.env, KEYFERRY_DEBUG: '', ...options.env },
+    ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
   });
+  return { status, stdout, stderr };
 }
 
 export interface DaemonProcess {
@@ -88,7 +123,7 @@ export async function startKeyferryd(
   child.stdout!.on('data', (d) => (stdout += d));
   child.stderr!.on('data', (d) => (stderr += d));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  const deadline = Date.now() + 60_000;
+  const deadline = Date.now() + READY_TIMEOUT_MS;
   // listen.json appears when the listeners are bound; the printed addresses come right after
   while (!existsSync(listenFile) || !stdout.includes('Management API:')) {
     if (child.exitCode !== null) throw new Error(`keyferryd exited ${child.exitCode}: ${stderr}${stdout}`);

@@ -14,6 +14,7 @@ import { releaseModule } from '@keyferry/pkcs11';
 import { createSecureElement, loadOrCreateVendorCa } from '@keyferry/sim';
 import type { MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PROCESS_TEST_TIMEOUT_MS } from '../../../test/support/processes.ts';
 import { createSofthsmEnv, type SofthsmEnv } from '../../../test/support/softhsm.ts';
 import {
   connectMqtt,
@@ -137,7 +138,7 @@ afterAll(async () => {
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
-describe('keyferry-agent aws-demo against the AWS IoT emulator', () => {
+describe('keyferry-agent aws-demo against the AWS IoT emulator', { timeout: PROCESS_TEST_TIMEOUT_MS }, () => {
   it('JITP (PKCS#11 key through the OpenSSL engine): hung up once, says so, retries, publishes; the Thing is the CN', async () => {
     const vendor = await loadOrCreateVendorCa(join(work, 'vendor'));
     await createSecureElement({

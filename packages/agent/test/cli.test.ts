@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { createServer, type Server } from 'node:tls';
 import { toPem } from '@keyferry/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PROCESS_TEST_TIMEOUT_MS } from '../../../test/support/processes.ts';
 import { initTestToken } from '../../../test/support/softhsm.ts';
 import { EXIT_CODES } from '../src/agent-error.ts';
 import { runAgent, runAgentAsync } from './support/agent-bin.ts';
@@ -44,7 +45,7 @@ afterAll(() => fx?.cleanup());
 
 const agent = (args: string[], env: NodeJS.ProcessEnv = {}) => runAgent(args, { ...seEnv, ...env });
 
-describe('keyferry-agent uid', () => {
+describe('keyferry-agent uid', { timeout: PROCESS_TEST_TIMEOUT_MS }, () => {
   it('prints the UID as ssscli did, from the PKCS#11 token', () => {
     const res = agent(['uid', '--env-file', envFile]);
     expect(res.stderr).toBe('');
@@ -59,7 +60,9 @@ describe('keyferry-agent uid', () => {
   });
 });
 
-describe('refusals: one ERROR line, a distinct exit code, no sota.toml', () => {
+describe('refusals: one ERROR line, a distinct exit code, no sota.toml', {
+  timeout: PROCESS_TEST_TIMEOUT_MS,
+}, () => {
   afterAll(() => expect(readdirSync(sotaDir)).toEqual([]));
 
   it.each([

@@ -4,13 +4,13 @@ import { join } from 'node:path';
 import { GetRegistrationCodeCommand, IoTClient } from '@aws-sdk/client-iot';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startAwsIotProcess } from '../../../test/support/aws-iot-process.ts';
-import { runBin } from '../../../test/support/processes.ts';
+import { PROCESS_TEST_TIMEOUT_MS, runBin } from '../../../test/support/processes.ts';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
 const dir = mkdtempSync(join(tmpdir(), 'keyferry-aws-iot-cli-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-describe('keyferry-sim aws-iot', () => {
+describe('keyferry-sim aws-iot', { timeout: PROCESS_TEST_TIMEOUT_MS }, () => {
   it('prints and writes its endpoints, takes its own credentials, and stops on SIGTERM', async () => {
     const credentials = { accessKeyId: 'AKIACLITEST', secretAccessKey: 'cli-test-secret' };
     const sim = await startAwsIotProcess(dir, [

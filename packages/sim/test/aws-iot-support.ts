@@ -20,6 +20,9 @@ import type { ConnectionOutcome } from '../src/aws-iot/data-plane.ts';
 import { type AwsIotEmulator, startAwsIotEmulator } from '../src/aws-iot/emulator.ts';
 import { DEFAULT_CREDENTIALS } from '../src/aws-iot/sigv4.ts';
 
+/** Only against a hang: a TLS + MQTT connect on a busy machine can take seconds. */
+const MQTT_CONNECT_TIMEOUT_MS = 60_000;
+
 // The pinned SDK supports Node 20; its notice about later releases is noise here.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
 
@@ -113,7 +116,7 @@ export function connectMqtt(
       key: leaf.keyPem,
       clientId,
       reconnectPeriod: 0,
-      connectTimeout: 10_000,
+      connectTimeout: MQTT_CONNECT_TIMEOUT_MS,
       protocolVersion: 4,
     });
     let done = false;

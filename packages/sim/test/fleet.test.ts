@@ -3,9 +3,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setupDeviceGateway } from '../../../test/support/device-link.ts';
-import { type DaemonProcess, runBinAsync, startKeyferryd } from '../../../test/support/processes.ts';
+import {
+  type DaemonProcess,
+  PROCESS_TEST_TIMEOUT_MS,
+  runBinAsync,
+  startKeyferryd,
+} from '../../../test/support/processes.ts';
 
-describe('keyferry-sim fleet against the real keyferryd', () => {
+describe('keyferry-sim fleet against the real keyferryd', { timeout: PROCESS_TEST_TIMEOUT_MS }, () => {
   let work: string;
   let dataDir: string;
   let daemon: DaemonProcess;

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fromPem, parseCertificate } from '@keyferry/core';
 import { openToken } from '@keyferry/pkcs11';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runBin } from '../../../test/support/processes.ts';
+import { PROCESS_TEST_TIMEOUT_MS, runBin } from '../../../test/support/processes.ts';
 import { createSofthsmEnv, type SofthsmEnv } from '../../../test/support/softhsm.ts';
 
 let work: string;
@@ -26,7 +26,7 @@ afterAll(() => {
   rmSync(work, { recursive: true, force: true });
 });
 
-describe('keyferry-sim se05x create --dir', () => {
+describe('keyferry-sim se05x create --dir', { timeout: PROCESS_TEST_TIMEOUT_MS }, () => {
   it('makes a soft SE (0600 files) whose identity follows the §7 profile and chains to the vendor CA', () => {
     const dir = join(work, 'se-dir');
     const res = sim([
@@ -94,7 +94,7 @@ describe('keyferry-sim se05x create --dir', () => {
   });
 });
 
-describe('keyferry-sim se05x create --pkcs11', () => {
+describe('keyferry-sim se05x create --pkcs11', { timeout: PROCESS_TEST_TIMEOUT_MS }, () => {
   it('makes token aktualizr with the UID object, a sensitive non-extractable identity key and its certificate', () => {
     const res = sim(['--product', '935389312472', '--pkcs11']);
     expect(res.stderr).toBe('');

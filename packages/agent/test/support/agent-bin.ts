@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { BINS, REPO_ROOT, type RunResult } from '../../../../test/support/processes.ts';
+import { BINS, PROGRAM_TIMEOUT_MS, REPO_ROOT, type RunResult } from '../../../../test/support/processes.ts';
 
 // `node --` as the bin's shebang does: Node 20 would otherwise take `--env-file` for itself.
 const argv = (args: string[]) => ['--', BINS.agent, ...args];
@@ -11,7 +11,7 @@ export function runAgent(args: string[], env: NodeJS.ProcessEnv = {}): RunResult
     env: { ...process.env, KEYFERRY_DEBUG: '', ...env },
     cwd: REPO_ROOT,
     input: '',
-    timeout: 120_000,
+    timeout: PROGRAM_TIMEOUT_MS,
   });
   return { status: res.status ?? -1, stdout: res.stdout, stderr: res.stderr };
 }

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { issueCertificate, parseDeviceId, softSigner, toPem } from '@keyferry/core';
 import { opensslEngineKeyUri, openToken } from '@keyferry/pkcs11';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runBinAsync } from '../../../../test/support/processes.ts';
+import { PROCESS_TEST_TIMEOUT_MS, runBinAsync } from '../../../../test/support/processes.ts';
 import { createSofthsmEnv, initTestToken, type SofthsmEnv } from '../../../../test/support/softhsm.ts';
 import { startTestService, type TestService } from '../support/service.ts';
 import {
@@ -23,7 +23,9 @@ import {
  * is generated on a SoftHSM2 token like the agent's SE_83000042, the certificate is issued by
  * the factory's fio-device-gateway-ca, and the server is checked with root.crt.
  */
-describe('device gateway with curl + the OpenSSL PKCS#11 engine', () => {
+describe('device gateway with curl + the OpenSSL PKCS#11 engine', {
+  timeout: PROCESS_TEST_TIMEOUT_MS,
+}, () => {
   let hsm: SofthsmEnv;
   let svc: TestService;
   let demo: GatewayFactory;

@@ -12,10 +12,18 @@ import { type GatewayFactory, issueDeviceCert, setupGatewayFactory } from './fix
  * gateway keeps the defaults): half a ClientHello, a connection that never speaks, more
  * connections than the cap. Each time the server cuts the offender off and keeps serving.
  */
+/** The time limits the tests wait out. */
+const SHORT_LIMIT_MS = 300;
+/** Limits that no test runs into, however busy the machine. */
+const PATIENT = { handshakeTimeoutMs: 600_000, idleTimeoutMs: 600_000 };
+const portOf = (listener: GatewayListener) => Number(listener.address.split(':').pop());
+
 describe('device gateway limits', () => {
   let svc: TestService;
   let demo: GatewayFactory;
   let gateway: GatewayListener;
+  let noHandshake: GatewayListener;
+  let noRequest: GatewayListener;
   let capped: GatewayListener;
   let port: number;
   let device: { key: string; cert: string };
@@ -23,11 +31,21 @@ describe('device gateway limits', () => {
   beforeAll(async () => {
     svc = await startTestService('sqlite');
     demo = await setupGatewayFactory(svc, 'demo');
-    gateway = (await startGateway(svc.service.ctx, {
+    // Each time limit under test gets a listener of its own, the others patient: on a busy
+    // machine a whole valid call (TLS handshake, request) may take longer than 300 ms.
+    gateway = (await startGateway(svc.service.ctx, { listen: '127.0.0.1:0', limits: PATIENT }))!;
+    noHandshake = (await startGateway(svc.service.ctx, {
       listen: '127.0.0.1:0',
-      limits: { handshakeTimeoutMs: 300, idleTimeoutMs: 300 },
+      limits: { ...PATIENT, handshakeTimeoutMs: SHORT_LIMIT_MS },
     }))!;
-    capped = (await startGateway(svc.service.ctx, { listen: '127.0.0.1:0', limits: { maxConnections: 2 } }))!;
+    noRequest = (await startGateway(svc.service.ctx, {
+      listen: '127.0.0.1:0',
+      limits: { ...PATIENT, idleTimeoutMs: SHORT_LIMIT_MS },
+    }))!;
+    capped = (await startGateway(svc.service.ctx, {
+      listen: '127.0.0.1:0',
+      limits: { ...PATIENT, maxConnections: 2 },
+    }))!;
     port = Number(gateway.address.split(':').pop());
     const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const { pem } = await issueDeviceCert(svc, demo, {
@@ -37,6 +55,8 @@ describe('device gateway limits', () => {
   });
   afterAll(async () => {
     await gateway?.close();
+    await noHandshake?.close();
+    await noRequest?.close();
     await capped?.close();
     await svc?.stop();
   });
@@ -87,7 +107,7 @@ describe('device gateway limits', () => {
     });
   }
 
-  it('serves a valid call through the limited listener', async () => {
+  it('serves a valid call', async () => {
     const answer = await getDevice();
     expect(answer.status).toBe(200);
     expect(answer.body.factory).toBe('demo');
@@ -99,7 +119,7 @@ describe('device gateway limits', () => {
   });
 
   it('drops a truncated TLS handshake (half a ClientHello) and keeps serving', async () => {
-    const socket = await open();
+    const socket = await open(portOf(noHandshake));
     // TLS record header announcing 512 bytes of handshake, then a ClientHello cut short.
     const hello = Buffer.alloc(64);
     Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]).copy(hello);
@@ -110,7 +130,7 @@ describe('device gateway limits', () => {
   });
 
   it('closes a connection that never sends anything after the handshake timeout', async () => {
-    const socket = await open();
+    const socket = await open(portOf(noHandshake));
     await closedByServer(socket);
     expect(socket.bytesRead).toBe(0);
     expect((await getDevice()).status).toBe(200);
@@ -119,7 +139,7 @@ describe('device gateway limits', () => {
   it('closes a TLS connection that never sends its request after the idle timeout', async () => {
     const socket = tlsConnect({
       host: '127.0.0.1',
-      port,
+      port: portOf(noRequest),
       servername: demo.host,
       ca: demo.rootPem,
       ...device,
@@ -138,11 +158,11 @@ describe('device gateway limits', () => {
   });
 
   it('enforces the connection cap and serves again once connections go', async () => {
-    const cappedPort = Number(capped.address.split(':').pop());
+    const cappedPort = portOf(capped);
     const held = [await open(cappedPort), await open(cappedPort)];
     while ((await capped.connections()) < 2) await new Promise((resolve) => setImmediate(resolve));
     // Past the cap the server closes a connection as it arrives; this listener's handshake
-    // timeout is the default 10 s, so nothing else closes it while the test runs.
+    // timeout is patient, so nothing else closes the held ones while the test runs.
     const extra = await open(cappedPort);
     await closedByServer(extra);
     expect(extra.bytesRead).toBe(0);

@@ -4,12 +4,12 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
-import { startKeyferryd } from '../../../../test/support/processes.ts';
+import { PROCESS_TEST_TIMEOUT_MS, startKeyferryd } from '../../../../test/support/processes.ts';
 import { createSofthsmEnv, initTestToken } from '../../../../test/support/softhsm.ts';
 import { startGateway } from '../../src/gateway/listener.ts';
 import { startTestService } from '../support/service.ts';
 
-describe('device gateway start-up', () => {
+describe('device gateway start-up', { timeout: PROCESS_TEST_TIMEOUT_MS }, () => {
   const dirs: string[] = [];
   afterAll(() => {
     for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
