@@ -4,7 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type DaemonProcess, runBinAsync, startKeyferryd } from '../support/processes.ts';
+import {
+  type DaemonProcess,
+  PROCESS_TEST_TIMEOUT_MS,
+  runBinAsync,
+  startKeyferryd,
+} from '../support/processes.ts';
 
 const run = promisify(execFile);
 
@@ -101,7 +106,9 @@ async function deployment(work: string, api: Record<string, unknown>) {
   return { daemon, token, tokenFile, dataDir, config };
 }
 
-describe('management API over TLS, tokens from keyferryd admin and keyferry tokens', () => {
+describe('management API over TLS, tokens from keyferryd admin and keyferry tokens', {
+  timeout: PROCESS_TEST_TIMEOUT_MS,
+}, () => {
   let work: string;
   let tls: Awaited<ReturnType<typeof makeTlsMaterial>>;
   let d: Awaited<ReturnType<typeof deployment>>;
@@ -116,7 +123,7 @@ describe('management API over TLS, tokens from keyferryd admin and keyferry toke
     tls = await makeTlsMaterial(work);
     d = await deployment(work, { tls: { cert: tls.cert, key: tls.key } });
     daemon = d.daemon;
-  }, 180_000);
+  });
   afterAll(async () => {
     await daemon?.stop();
     if (work) rmSync(work, { recursive: true, force: true });
@@ -225,7 +232,7 @@ describe('management API over TLS, tokens from keyferryd admin and keyferry toke
   });
 });
 
-describe('management API with mutual TLS (api.tls.clientCa)', () => {
+describe('management API with mutual TLS (api.tls.clientCa)', { timeout: PROCESS_TEST_TIMEOUT_MS }, () => {
   let work: string;
   let tls: Awaited<ReturnType<typeof makeTlsMaterial>>;
   let d: Awaited<ReturnType<typeof deployment>>;
@@ -234,7 +241,7 @@ describe('management API with mutual TLS (api.tls.clientCa)', () => {
     work = mkdtempSync(join(tmpdir(), 'keyferry-e2e-apimtls-'));
     tls = await makeTlsMaterial(work);
     d = await deployment(work, { tls: { cert: tls.cert, key: tls.key, clientCa: tls.ca } });
-  }, 180_000);
+  });
   afterAll(async () => {
     await d?.daemon.stop();
     if (work) rmSync(work, { recursive: true, force: true });
