@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Config } from './config/schema.ts';
 import type { KeyCustody } from './keys/custody.ts';
+import type { ServiceMetrics } from './metrics/service-metrics.ts';
 import type { Database } from './storage/database.ts';
 
 /** What request handlers and domain services share for the life of the process. */
@@ -9,4 +10,6 @@ export interface ServiceContext {
   database: Database;
   custody: KeyCustody;
   log: Logger;
+  /** Prometheus metrics of this service (GET /metrics); absent in tools that serve nothing. */
+  metrics?: ServiceMetrics;
 }

@@ -14,6 +14,7 @@ import { isLoopbackHost, managementApiTls } from './http/api-tls.ts';
 import { buildManagementApi } from './http/app.ts';
 import { bindListener } from './http/listen.ts';
 import { openCustody } from './keys/open-custody.ts';
+import { ServiceMetrics } from './metrics/service-metrics.ts';
 import { openDatabase } from './storage/database.ts';
 import { createApiToken } from './tokens/api-tokens.ts';
 
@@ -56,8 +57,17 @@ export async function startService(options: StartOptions): Promise<RunningServic
     const custody = await openCustody({ ...config, dataDir }, database);
     closers.unshift(() => custody.close());
     // the demo factory defaults to on with the embedded defaults only
-    const demoFactory = { ...config.demoFactory, enabled: config.demoFactory.enabled ?? options.embeddedDefaults };
-    const ctx: ServiceContext = { config: { ...config, dataDir, demoFactory }, database, custody, log };
+    const demoFactory = {
+      ...config.demoFactory,
+      enabled: config.demoFactory.enabled ?? options.embeddedDefaults,
+    };
+    const ctx: ServiceContext = {
+      config: { ...config, dataDir, demoFactory },
+      database,
+      custody,
+      log,
+      metrics: new ServiceMetrics(database),
+    };
     const demo = await ensureDemoFactory(ctx);
     const api = await buildManagementApi(ctx, https);
     closers.unshift(() => api.close());

@@ -47,6 +47,7 @@ export async function startDeviceLink(
       issuingCas: new IssuingCas(ctx.database.db, ctx.custody),
       custody: ctx.custody,
       log,
+      metrics: ctx.metrics,
     }),
   );
   server.headersTimeout = DEVICE_LINK_LIMITS.headersTimeoutMs;

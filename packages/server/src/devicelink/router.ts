@@ -7,6 +7,8 @@ import { recordAudit } from '../audit/audit-log.ts';
 import type { Factory } from '../factories/factories.ts';
 import { parseBody } from '../http/validate.ts';
 import type { KeyCustody } from '../keys/custody.ts';
+import { observeRequest } from '../metrics/observe-request.ts';
+import type { ServiceMetrics } from '../metrics/service-metrics.ts';
 import type { Db } from '../storage/database.ts';
 import { checkCsrHeaders, decodeCsrBody } from './est-body.ts';
 import { factoryForHost } from './factory-host.ts';
@@ -35,6 +37,7 @@ export interface DeviceLinkDeps {
   /** Re-signs CRLs after a rotation revokes a certificate. */
   custody: KeyCustody;
   log: Logger;
+  metrics?: ServiceMetrics | undefined;
 }
 
 /** A call by an authenticated, allow-listed device. */
@@ -80,6 +83,13 @@ function route(path: string): Route | undefined {
   };
 }
 
+/** A path as metrics label it: the EST label folded, so labels stay few. */
+function routeTemplate(path: string): string {
+  const est = EST.exec(path);
+  if (est) return `/.well-known/est/{label}/${est[2]}`;
+  return route(path) ? path : 'unmatched';
+}
+
 /** The device-link request handler: correlation id, routing, device authentication, problems. */
 export function deviceLinkHandler(deps: DeviceLinkDeps) {
   return (req: IncomingMessage, res: ServerResponse): void => {
@@ -87,6 +97,7 @@ export function deviceLinkHandler(deps: DeviceLinkDeps) {
     res.setHeader(CORRELATION_HEADER, correlationId);
     const trace: CallerTrace = { claim: {} };
     const path = (req.url ?? '/').split('?')[0]!;
+    if (deps.metrics) observeRequest(deps.metrics, 'device-link', req, res, routeTemplate(path));
     void (async () => {
       const found = route(path);
       if (!found)
@@ -114,6 +125,7 @@ export function deviceLinkHandler(deps: DeviceLinkDeps) {
       const error = isKeyferryError(err)
         ? err
         : new KeyferryError('internal', 'internal error', { cause: err });
+      deps.metrics?.refused('device-link', error.code);
       if (error.expose)
         deps.log.info({ correlationId, code: error.code, msg: error.message, path }, 'device-link refused');
       else deps.log.error({ correlationId, err, path }, 'device-link request failed');
@@ -182,6 +194,7 @@ async function enroll(
     return decodeCsrBody(body);
   };
   const { certificate } = await enrollDevice(deps, session, label, csr, mode, { correlationId });
+  deps.metrics?.enrolled(label);
   sendCertsOnly(res, encodeCertsOnly([certificate]));
 }
 

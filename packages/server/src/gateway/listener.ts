@@ -75,7 +75,7 @@ export async function startGateway(
         );
       },
     },
-    gatewayHandler({ db: ctx.database.db, contexts, log }),
+    gatewayHandler({ db: ctx.database.db, contexts, log, metrics: ctx.metrics }),
   );
   https.headersTimeout = limits.headersTimeoutMs;
   https.requestTimeout = limits.requestTimeoutMs;

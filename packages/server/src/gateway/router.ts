@@ -5,6 +5,8 @@ import { isKeyferryError, KeyferryError } from '@keyferry/core';
 import type { Logger } from 'pino';
 import { CORRELATION_HEADER, sendJson, sendProblem } from '../devicelink/http-io.ts';
 import { peerChain } from '../devicelink/identity.ts';
+import { observeRequest } from '../metrics/observe-request.ts';
+import type { ServiceMetrics } from '../metrics/service-metrics.ts';
 import type { Db } from '../storage/database.ts';
 import {
   assertDeviceCaTrusted,
@@ -19,6 +21,7 @@ export interface GatewayDeps {
   db: Db;
   contexts: GatewayTlsContexts;
   log: Logger;
+  metrics?: ServiceMetrics | undefined;
 }
 
 /**
@@ -32,6 +35,8 @@ export function gatewayHandler(deps: GatewayDeps) {
     const correlationId = randomUUID();
     res.setHeader(CORRELATION_HEADER, correlationId);
     const path = (req.url ?? '/').split('?')[0]!;
+    if (deps.metrics)
+      observeRequest(deps.metrics, 'gateway', req, res, path === '/device' ? path : 'unmatched');
     void (async () => {
       const socket = req.socket as TLSSocket;
       const { factory } = await deps.contexts.forServername(socket.servername);
@@ -53,6 +58,7 @@ export function gatewayHandler(deps: GatewayDeps) {
       const error = isKeyferryError(err)
         ? err
         : new KeyferryError('internal', 'internal error', { cause: err });
+      deps.metrics?.refused('gateway', error.code);
       if (error.expose)
         deps.log.info({ correlationId, code: error.code, msg: error.message, path }, 'gateway refused');
       else deps.log.error({ correlationId, err, path }, 'gateway request failed');

@@ -4,7 +4,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { BulkJobRunner } from '../allowlist/bulk-jobs.ts';
 import type { ServiceContext } from '../context.ts';
 import { authorizeFactory } from './auth.ts';
-import { sendProblem } from './problem.ts';
+import { sendProblem, toKeyferryError } from './problem.ts';
 import { recordRoutes } from './route-table.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { certsRoutes } from './routes/certs.ts';
@@ -38,7 +38,15 @@ export async function buildManagementApi(
   app.addHook('onRequest', async (request, reply) => {
     reply.header(CORRELATION_HEADER, request.id);
   });
-  app.setErrorHandler((err, request, reply) => sendProblem(request, reply, err));
+  app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url ?? 'unmatched';
+    ctx.metrics?.request('api', route, request.method, reply.statusCode, reply.elapsedTime / 1000);
+  });
+  app.setErrorHandler((err, request, reply) => {
+    const error = toKeyferryError(err);
+    ctx.metrics?.refused('api', error.code);
+    return sendProblem(request, reply, error);
+  });
   app.setNotFoundHandler((request, reply) =>
     sendProblem(request, reply, Object.assign(new Error('not found'), { statusCode: 404 })),
   );

@@ -14,6 +14,8 @@ export interface Database {
   db: Db;
   dialect: Dialect;
   close(): Promise<void>;
+  /** PostgreSQL only: connections of the pool and requests waiting for one (metrics). */
+  poolStats?: () => { total: number; idle: number; waiting: number };
 }
 
 /** Opens the configured backend and brings its schema up to date. */
@@ -33,5 +35,10 @@ export async function openDatabase(storage: Config['storage'], dataDir: string):
   const pool = new pg.Pool({ connectionString: storage.url, max: storage.poolSize });
   const db = new Kysely<Tables>({ dialect: new PostgresDialect({ pool }) });
   await migrate(db as Kysely<unknown>, 'postgres');
-  return { db, dialect: 'postgres', close: () => db.destroy() };
+  return {
+    db,
+    dialect: 'postgres',
+    close: () => db.destroy(),
+    poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
+  };
 }

@@ -1,0 +1,104 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type DeviceLinkFixture, freshCsr, startDeviceLinkFixture } from '../devicelink/fixture.ts';
+import { BACKENDS } from '../support/databases.ts';
+
+const EST = '/.well-known/est/fio-device-gateway-ca';
+
+/** `name{labels} value` lines of the Prometheus text, as a map. */
+function samples(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const at = line.lastIndexOf(' ');
+    out.set(line.slice(0, at), Number(line.slice(at + 1)));
+  }
+  return out;
+}
+
+describe.each(BACKENDS)('GET /metrics on %s after a provisioning run', (backend) => {
+  let f: DeviceLinkFixture;
+  beforeAll(async () => {
+    f = await startDeviceLinkFixture(backend);
+  });
+  afterAll(async () => {
+    await f?.svc.stop();
+  });
+
+  it('has every documented metric with the run in it', async () => {
+    const device = await f.device();
+    expect((await f.call(device, { path: '/device-link/v1/manifest' })).status).toBe(200);
+    const csr = await freshCsr();
+    const enroll = await f.call(device, {
+      method: 'POST',
+      path: `${EST}/simpleenroll`,
+      headers: { 'content-type': 'application/pkcs10' },
+      body: csr.base64,
+    });
+    expect(enroll.status, enroll.text).toBe(200);
+    const report = await f.call(device, {
+      method: 'POST',
+      path: '/device-link/v1/report',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        results: [
+          { name: 'fio-device-gateway-ca-kp', status: 'SUCCESS' },
+          { name: 'fio-device-gateway-ca', status: 'SUCCESS' },
+        ],
+      }),
+    });
+    expect(report.status, report.text).toBe(200);
+    const stranger = await f.device({ allowList: false });
+    expect((await f.call(stranger, { path: '/device-link/v1/manifest' })).json.code).toBe(
+      'device_not_allowlisted',
+    );
+    expect(
+      (await f.svc.call('GET', '/ota/factories/demo/el2g/overview/', { headers: { 'osf-token': 'nope' } }))
+        .status,
+    ).toBe(401);
+
+    const res = await fetch(`${f.svc.url}/metrics`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
+    const text = await res.text();
+    for (const name of [
+      'keyferry_http_requests_total',
+      'keyferry_http_request_duration_seconds',
+      'keyferry_enrollments_total',
+      'keyferry_refusals_total',
+      'keyferry_device_objects',
+      'keyferry_allowlist_devices',
+      'keyferry_plan_devices_used',
+      'keyferry_plan_devices_max',
+      'keyferry_crl_age_seconds',
+      'keyferry_db_pool_connections',
+    ]) {
+      expect(text, name).toContain(`# TYPE ${name} `);
+    }
+    const s = samples(text);
+    expect(s.get('keyferry_enrollments_total{object="fio-device-gateway-ca"}')).toBe(1);
+    expect(s.get('keyferry_device_objects{factory="demo",state="PROVISIONING_COMPLETED"}')).toBe(2);
+    expect(s.get('keyferry_allowlist_devices{factory="demo"}')).toBe(1);
+    expect(s.get('keyferry_plan_devices_used{factory="demo"}')).toBe(1);
+    expect(s.get('keyferry_plan_devices_max{factory="demo"}')).toBe(50_000);
+    expect(s.get('keyferry_refusals_total{listener="device-link",code="device_not_allowlisted"}')).toBe(1);
+    expect(s.get('keyferry_refusals_total{listener="api",code="unauthenticated"}')).toBe(1);
+    expect(
+      s.get(
+        'keyferry_http_requests_total{listener="device-link",route="/.well-known/est/{label}/simpleenroll",method="POST",status="200"}',
+      ),
+    ).toBe(1);
+    expect(
+      s.get(
+        'keyferry_http_requests_total{listener="api",route="/ota/factories/:factory/el2g/overview/",method="GET",status="401"}',
+      ),
+    ).toBe(1);
+    expect(
+      s.get(
+        'keyferry_http_request_duration_seconds_count{listener="device-link",route="/device-link/v1/manifest"}',
+      ),
+    ).toBe(2);
+    expect(s.get('keyferry_db_pool_connections{state="total"}')).toBeGreaterThanOrEqual(1);
+    // raw URLs never become labels: one series per route template
+    expect(text).not.toContain(device.uid.decimal);
+  });
+});
