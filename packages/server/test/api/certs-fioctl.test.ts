@@ -222,6 +222,11 @@ describe.each(BACKENDS)('certs/ as fioctl v0.42 speaks it, on %s', (backend) => 
     expect([res.status, res.json.code]).toEqual([409, 'conflict']);
     expect(res.json.detail).toContain(`online device CA 1 (serial ${serialToDecimal(serialOf(onlinePem))})`);
     expect(await snapshot()).toEqual(before);
+    // aws-iot-ca is held by the service but never trusted at the gateway: not "left out"
+    const aws = await svc.call('POST', '/ota/factories/demo/el2g/aws-iot/', {
+      body: { 'registration-code': 'a1b2c3d4' },
+    });
+    expect(aws.status, JSON.stringify(aws.json)).toBeLessThan(300);
     // leaving out the operator's own local CA is theirs to decide (fioctl keys ca update)
     const dropLocal = await fioctl('PATCH', caCerts({ ca: onlinePem }));
     expect(dropLocal.status).toBe(200);
