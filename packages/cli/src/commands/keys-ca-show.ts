@@ -45,10 +45,11 @@ async function showCa(ctx: CommandContext, opts: ShowOptions): Promise<void> {
     return printJson(out, pick ? { [pick]: certs[pick] } : certs);
   }
   const cert = (pem: string) => `${opts.pretty ? prettyBundle(pem) : pem}\n`;
-  // --just-root is for `> root.crt`: the PEM alone, nothing after it.
-  if (opts.justRoot) return out.write(opts.pretty ? prettyBundle(certs['root-crt']) : certs['root-crt']);
-  if (opts.justTls) return out.write(opts.pretty ? prettyBundle(certs['tls-crt']) : certs['tls-crt']);
-  if (opts.justDeviceCas) return out.write(cert(certs['ca-crt']) + disabledSection(certs));
+  // The --just-* forms are for `> root.crt` and pipes: the PEM alone, no blank line after it.
+  const alone = (pem: string) => (opts.pretty ? prettyBundle(pem) : pem);
+  if (opts.justRoot) return out.write(alone(certs['root-crt']));
+  if (opts.justTls) return out.write(alone(certs['tls-crt']));
+  if (opts.justDeviceCas) return out.write(alone(certs['ca-crt']) + disabledSection(certs));
   const meta = certs['change-meta'] ?? {};
   const lines = ['## Change Metadata', `Created at: ${meta['created-at'] ?? ''}`];
   if (meta['created-by']) lines.push(`Created by: ${meta['created-by']}`);

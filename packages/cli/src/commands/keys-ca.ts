@@ -77,7 +77,7 @@ export function registerKeys(program: Command): void {
           .default(true)
           .argParser(parseBool('--local-ca')),
       ),
-    'Create',
+    'make the root CA key on a PKCS#11 token',
   ).action(async (pkiDir: string, opts: CreateOptions, command: Command) => {
     await createCa(commandContext(command), resolve(pkiDir), hsmFromOptions(opts), opts);
   });

@@ -25,9 +25,9 @@ export const ROOT_KEY_FILE = 'factory_ca.key';
 export const ROOT_CERT_FILE = 'factory_ca.pem';
 
 /** fioctl's --hsm-* flags, on every keys ca command that signs with the root. */
-export function addHsmOptions(command: Command, verb = 'Load'): Command {
+export function addHsmOptions(command: Command, use = 'the root CA key is on a PKCS#11 token'): Command {
   return command
-    .option('--hsm-module <path>', `${verb} the root CA key from a PKCS#11 token through this module`)
+    .option('--hsm-module <path>', `${use}: the PKCS#11 module to load`)
     .option('--hsm-pin <pin>', 'the PKCS#11 user PIN of that token')
     .option('--hsm-token-label <label>', 'the label of that token');
 }

@@ -43,26 +43,27 @@ export async function serviceHeldCas(db: Db, factoryId: number): Promise<Service
 
 /**
  * Refuses a new ca-crt that would silently take trust away: an empty bundle while device CAs
- * are trusted, or one that leaves out a CA the service holds the key of (devices holding its
- * certificates would be refused by the gateway). `removeDeviceCas` is the operator saying so.
- * Revoked CAs are gone on purpose and not counted.
+ * are trusted, or one that leaves out a trusted CA the service holds the key of (devices holding
+ * its certificates would be refused by the gateway). `remove-device-cas` is the operator saying
+ * so; revoked CAs already left ca-crt on purpose.
  */
 export async function assertNoSilentRemoval(
   db: Db,
   factoryId: number,
   current: readonly Uint8Array[],
   next: readonly Uint8Array[],
-  revoked: readonly Uint8Array[],
 ): Promise<void> {
-  const has = (der: Uint8Array) => next.some((n) => Buffer.from(n).equals(der));
+  const within = (bundle: readonly Uint8Array[], der: Uint8Array) =>
+    bundle.some((entry) => Buffer.from(entry).equals(der));
   if (next.length === 0 && current.length > 0) {
     throw new KeyferryError(
       'conflict',
       `ca-crt is empty: that would remove all ${current.length} device CA(s) and the gateway would refuse every device; send the full bundle (keyferry keys ca show --just-device-cas), or add "remove-device-cas": true (keyferry keys ca update --remove-device-cas) if you mean it`,
     );
   }
+  // Only what is trusted now can be dropped: aws-iot-ca, say, is held but never in ca-crt.
   const dropped = (await serviceHeldCas(db, factoryId)).filter(
-    (ca) => !has(ca.cert.der) && !revoked.some((r) => Buffer.from(r).equals(ca.cert.der)),
+    (ca) => within(current, ca.cert.der) && !within(next, ca.cert.der),
   );
   if (dropped.length > 0) {
     const names = dropped.map((ca) => `${ca.what} (serial ${serialToDecimal(ca.cert.serialHex)})`).join(', ');

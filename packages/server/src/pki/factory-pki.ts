@@ -196,7 +196,7 @@ export async function updateFactoryPki(
         verifyChain(ca, [], [root], now);
         return cert;
       });
-      if (!patch['remove-device-cas']) await assertNoSilentRemoval(trx, factory.id, bundle, next, revoked);
+      if (!patch['remove-device-cas']) await assertNoSilentRemoval(trx, factory.id, bundle, next);
       await completeOnlineCas(trx, factory.id, cas, now);
       // A revoked CA sent again is trusted again (fioctl: "re-add it with keys ca update").
       revoked = revoked.filter((r) => !next.some((n) => Buffer.from(n).equals(r)));

@@ -129,6 +129,19 @@ describe.each(BACKENDS)('certs/ as fioctl v0.42 speaks it, on %s', (backend) => 
     expectGoDecodes(res.json, CA_CERTS);
   });
 
+  it('refuses rotate-tls or add-device-ca before the PKI exists, and a malformed change-meta', async () => {
+    const before = await snapshot();
+    const early = await fioctl('POST', caCreateOptions({ init: false, ca: true, est: false, tls: true }));
+    expect([early.status, early.json.code]).toEqual([409, 'pki_missing']);
+    expect(early.json.detail).toContain('keyferry keys ca create');
+    const meta = await fioctl('PATCH', '{"change-meta":"yesterday"}');
+    expect([meta.status, meta.json.code]).toEqual([400, 'invalid_request']);
+    expect(meta.json.detail).toContain('change-meta');
+    const est = await fioctl('PATCH', '{"est-tls-crt":"x","change-meta":{}}');
+    expect([est.status, est.json.code]).toEqual([400, 'invalid_request']);
+    expect(await snapshot()).toEqual(before);
+  });
+
   it('POST certs/ first-time-init answers the TLS and online CA CSRs, and no EST CSR', async () => {
     const before = await snapshot();
     const est = await fioctl('POST', caCreateOptions({ init: true, ca: true, est: true, tls: true }));
@@ -209,6 +222,11 @@ describe.each(BACKENDS)('certs/ as fioctl v0.42 speaks it, on %s', (backend) => 
     expect([res.status, res.json.code]).toEqual([409, 'conflict']);
     expect(res.json.detail).toContain(`online device CA 1 (serial ${serialToDecimal(serialOf(onlinePem))})`);
     expect(await snapshot()).toEqual(before);
+    // aws-iot-ca is held by the service but never trusted at the gateway: not "left out"
+    const aws = await svc.call('POST', '/ota/factories/demo/el2g/aws-iot/', {
+      body: { 'registration-code': 'a1b2c3d4' },
+    });
+    expect(aws.status, JSON.stringify(aws.json)).toBeLessThan(300);
     // leaving out the operator's own local CA is theirs to decide (fioctl keys ca update)
     const dropLocal = await fioctl('PATCH', caCerts({ ca: onlinePem }));
     expect(dropLocal.status).toBe(200);

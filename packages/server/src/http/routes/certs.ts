@@ -7,6 +7,8 @@ import { parseBody } from '../validate.ts';
 
 const MAX_PEM_CHARS = 64 * 1024;
 const MAX_CHANGE_META_CHARS = 256;
+/** fioctl's ChangeMeta has four fields; a little room for other clients, no more. */
+const MAX_CHANGE_META_FIELDS = 8;
 const pem = z.string().max(MAX_PEM_CHARS, `at most ${MAX_PEM_CHARS} characters of PEM`);
 const patchSchema = z.strictObject({
   'root-crt': pem.optional(),
@@ -17,7 +19,10 @@ const patchSchema = z.strictObject({
   // fioctl's ChangeMeta, sent with every PATCH; the service keeps its own (GET shows it).
   'change-meta': z
     .record(z.string().max(64), z.string().max(MAX_CHANGE_META_CHARS))
-    .refine((meta) => Object.keys(meta).length <= 8, 'at most 8 change-meta fields')
+    .refine(
+      (meta) => Object.keys(meta).length <= MAX_CHANGE_META_FIELDS,
+      `at most ${MAX_CHANGE_META_FIELDS} change-meta fields`,
+    )
     .optional(),
   'remove-device-cas': z.boolean().optional(),
 });
