@@ -12,6 +12,7 @@ declare -A PROBES=(
   [openssl]=/usr/bin/openssl
   [curl]=/usr/bin/curl
   [golang-cfssl]=/usr/bin/cfssl
+  [systemd]=/usr/bin/systemd-analyze
 )
 
 missing=()

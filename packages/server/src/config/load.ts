@@ -55,6 +55,8 @@ export function loadConfig(options: { file?: string | undefined; env?: NodeJS.Pr
     if (value !== undefined && value !== '') setPath(raw, path, value);
   }
   if (env.KEYFERRY_STORAGE_URL) raw.storage = { kind: 'postgres', url: env.KEYFERRY_STORAGE_URL };
+  if (env.KEYFERRY_MASTER_KEY_FILE)
+    setMasterKeyFile(raw, env.KEYFERRY_MASTER_KEY_FILE, file ?? 'the environment');
   return { config: validateConfig(raw, file ?? 'the environment'), file: file ? resolve(file) : undefined };
 }
 
@@ -80,6 +82,21 @@ function describeIssues(error: z.ZodError): string {
       return `${at}: ${issue.message}`;
     })
     .join('; ');
+}
+
+/**
+ * KEYFERRY_MASTER_KEY_FILE (set by keyferryd.service to its systemd credential) names the soft
+ * custody's master key; with any other custody it is a mistake worth stopping for.
+ */
+function setMasterKeyFile(raw: Record<string, unknown>, path: string, source: string): void {
+  const custody = (raw.keyCustody ?? { kind: 'soft' }) as Record<string, unknown>;
+  if (typeof custody !== 'object' || custody === null || custody.kind !== 'soft') {
+    throw new KeyferryError(
+      'config_invalid',
+      `KEYFERRY_MASTER_KEY_FILE is set but keyCustody.kind in ${source} is not soft: unset it, or use soft custody`,
+    );
+  }
+  raw.keyCustody = { ...custody, masterKeyFile: path };
 }
 
 function setPath(target: Record<string, unknown>, path: readonly string[], value: string): void {
