@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { DURATION_FORMAT, KeyferryError, parseDuration } from '@keyferry/core';
 import pino from 'pino';
@@ -36,6 +36,23 @@ export async function withAdminContext<T>(
 }
 
 const ADMIN_CHANGE = () => ({ actor: 'admin:keyferryd', correlationId: randomUUID() });
+
+/**
+ * A consistent copy of the SQLite database while keyferryd may be running. The master key is
+ * not in it: back that up apart (docs/deployment.md).
+ */
+export async function adminBackup(ctx: ServiceContext, file: string): Promise<void> {
+  if (!ctx.database.backupTo) {
+    throw new KeyferryError(
+      'invalid_request',
+      'keyferryd admin backup copies SQLite databases; back up PostgreSQL with pg_dump --format=custom',
+    );
+  }
+  if (existsSync(file)) {
+    throw new KeyferryError('conflict', `${file} exists already: name a new file, a backup never overwrites`);
+  }
+  await ctx.database.backupTo(file);
+}
 
 export async function adminCreateFactory(ctx: ServiceContext, name: string): Promise<Factory> {
   return createFactory(ctx, name, ADMIN_CHANGE());

@@ -4,6 +4,7 @@ import { endQuietlyWhenOutputCloses, KeyferryError } from '@keyferry/core';
 import { Command, Option } from 'commander';
 import packageJson from '../package.json' with { type: 'json' };
 import {
+  adminBackup,
   adminCreateFactory,
   adminCreateToken,
   adminListTokens,
@@ -108,10 +109,9 @@ async function admin<T>(command: Command, work: Parameters<typeof withAdminConte
     const { config } = loadConfig({ file: command.optsWithGlobals<{ config?: string }>().config });
     return await withAdminContext(config, work);
   } catch (err) {
-    fail(
-      err,
-      `keyferryd ${command.parent?.parent?.name() === 'admin' ? `admin ${command.parent.name()} ${command.name()}` : command.name()}`,
-    );
+    const names: string[] = [];
+    for (let c: Command | null = command; c; c = c.parent) names.unshift(c.name());
+    fail(err, names.join(' '));
   }
 }
 
@@ -142,6 +142,16 @@ function registerAdmin(program: Command): void {
   const adminCmd = program
     .command('admin')
     .description('administer factories and API tokens directly on the database the config names');
+  adminCmd
+    .command('backup <file>')
+    .description(
+      'copy the SQLite database consistently while keyferryd runs (not the master key: keep that apart)',
+    )
+    .action(async (file: string, _opts, command: Command) => {
+      await admin(command, (ctx) => adminBackup(ctx, file));
+      process.stdout.write(`Backed up the database to ${file}\n`);
+      process.stderr.write('The master key is not in it: back it up apart, once (docs/deployment.md).\n');
+    });
   const factory = adminCmd.command('factory').description('factories');
   factory
     .command('create <name>')

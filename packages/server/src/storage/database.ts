@@ -14,6 +14,11 @@ export interface Database {
   db: Db;
   dialect: Dialect;
   close(): Promise<void>;
+  /**
+   * SQLite only: a consistent copy of the database into `file` while it is in use (SQLite's
+   * online backup, WAL included). PostgreSQL is backed up with pg_dump.
+   */
+  backupTo?: (file: string) => Promise<void>;
   /** PostgreSQL only: connections of the pool and requests waiting for one (metrics). */
   poolStats?: () => { total: number; idle: number; waiting: number };
 }
@@ -30,7 +35,14 @@ export async function openDatabase(storage: Config['storage'], dataDir: string):
     sqlite.pragma('busy_timeout = 5000');
     const db = new Kysely<Tables>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
     await migrate(db as Kysely<unknown>, 'sqlite');
-    return { db, dialect: 'sqlite', close: () => db.destroy() };
+    return {
+      db,
+      dialect: 'sqlite',
+      close: () => db.destroy(),
+      backupTo: async (file) => {
+        await sqlite.backup(file);
+      },
+    };
   }
   const pool = new pg.Pool({ connectionString: storage.url, max: storage.poolSize });
   const db = new Kysely<Tables>({ dialect: new PostgresDialect({ pool }) });
