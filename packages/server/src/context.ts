@@ -1,12 +1,15 @@
 import type { Logger } from 'pino';
 import type { Config } from './config/schema.ts';
-import type { KeyCustody } from './keys/custody.ts';
+import type { KeyCustody, TlsKeyStore } from './keys/custody.ts';
 import type { Database } from './storage/database.ts';
 
 /** What request handlers and domain services share for the life of the process. */
 export interface ServiceContext {
   config: Config;
   database: Database;
+  /** CA keys (and, with soft custody, everything). */
   custody: KeyCustody;
+  /** Keys of TLS servers in this process: the device gateway's tls-crt key. */
+  tlsKeys: TlsKeyStore;
   log: Logger;
 }

@@ -53,11 +53,21 @@ export async function startService(options: StartOptions): Promise<RunningServic
   const database = await openDatabase(config.storage, dataDir);
   const closers: Array<() => Promise<void>> = [() => database.close()];
   try {
-    const custody = await openCustody({ ...config, dataDir }, database);
-    closers.unshift(() => custody.close());
+    const keys = await openCustody({ ...config, dataDir }, database);
+    closers.unshift(() => keys.close());
+    const { custody, tlsKeys } = keys;
     // the demo factory defaults to on with the embedded defaults only
-    const demoFactory = { ...config.demoFactory, enabled: config.demoFactory.enabled ?? options.embeddedDefaults };
-    const ctx: ServiceContext = { config: { ...config, dataDir, demoFactory }, database, custody, log };
+    const demoFactory = {
+      ...config.demoFactory,
+      enabled: config.demoFactory.enabled ?? options.embeddedDefaults,
+    };
+    const ctx: ServiceContext = {
+      config: { ...config, dataDir, demoFactory },
+      database,
+      custody,
+      tlsKeys,
+      log,
+    };
     const demo = await ensureDemoFactory(ctx);
     const api = await buildManagementApi(ctx, https);
     closers.unshift(() => api.close());
@@ -83,10 +93,8 @@ export async function startService(options: StartOptions): Promise<RunningServic
     }
     if (config.gateway.enabled) {
       const gateway = await bindListener('gateway.listen', config.gateway.listen, () => startGateway(ctx));
-      if (gateway) {
-        closers.unshift(() => gateway.close());
-        addresses.gateway = gateway.address;
-      }
+      closers.unshift(() => gateway.close());
+      addresses.gateway = gateway.address;
     }
     writeAtomically(listenFile, JSON.stringify(addresses) + '\n', 0o600);
     closers.unshift(async () => rmSync(listenFile, { force: true }));
