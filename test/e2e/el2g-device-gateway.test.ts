@@ -1,18 +1,22 @@
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createDecipheriv, createPrivateKey } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runAgentAsync } from '../../packages/agent/test/support/agent-bin.ts';
 import {
   type DaemonProcess,
   PROCESS_TEST_TIMEOUT_MS,
   type RunResult,
   runBin,
+  runBinAsync,
   startKeyferryd,
 } from '../support/processes.ts';
 import { createSofthsmEnv, initTestToken, type SofthsmEnv } from '../support/softhsm.ts';
+
+const PRODUCT = '935389312472';
 
 function openssl(args: string[]): string {
   return execFileSync('openssl', args, { encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
@@ -214,12 +218,14 @@ describe('el2g config-device-gateway + status: root key in a file, soft custody'
   });
 });
 
-describe('el2g config-device-gateway + status: root key on a SoftHSM2 token, pkcs11 custody', {
+describe('el2g config-device-gateway + status + device gateway: root key on a SoftHSM2 token, pkcs11 custody', {
   timeout: PROCESS_TEST_TIMEOUT_MS,
 }, () => {
   let hsm: SofthsmEnv;
   let s: Setup;
   let filePki: Setup;
+  /** A simulated device's soft secure element; keyferry-sim keeps its vendor CA beside it. */
+  let device: { dir: string; uid: string };
   const rootFlags = () => [
     '--hsm-module',
     hsm.module,
@@ -234,6 +240,14 @@ describe('el2g config-device-gateway + status: root key on a SoftHSM2 token, pkc
     initTestToken(hsm.conf, { label: 'factory-root', userPin: '1234' });
     initTestToken(hsm.conf, { label: 'keyferryd', userPin: '4321' });
     const work = mkdtempSync(join(tmpdir(), 'keyferry-e2e-el2g-conf-'));
+    const deviceDir = mkdtempSync(join(tmpdir(), 'keyferry-e2e-el2g-device-'));
+    const created = await runBinAsync(
+      'sim',
+      ['se05x', 'create', '--product', PRODUCT, '--dir', join(deviceDir, 'se')],
+      { env: { KEYFERRY_DATA_DIR: deviceDir } },
+    );
+    expect(created.stderr).toBe('');
+    device = { dir: deviceDir, uid: created.stdout.trim() };
     const configFile = join(work, 'keyferryd.json');
     writeFileSync(
       configFile,
@@ -241,6 +255,14 @@ describe('el2g config-device-gateway + status: root key on a SoftHSM2 token, pkc
         keyCustody: { kind: 'pkcs11', module: hsm.module, tokenLabel: 'keyferryd', pin: '4321' },
         // a config file turns the demo factory off unless it says otherwise
         demoFactory: { enabled: true },
+        // and trusts no simulated vendor CA unless it names it
+        products: [
+          {
+            nc12: PRODUCT,
+            name: 'SE050C2HQ1/Z01V3',
+            trustAnchors: [join(deviceDir, 'sim', 'vendor-ca.pem')],
+          },
+        ],
       }),
     );
     s = await setup('keyferry-e2e-el2g-hsm-', { SOFTHSM2_CONF: hsm.conf }, ['--config', configFile]);
@@ -253,13 +275,16 @@ describe('el2g config-device-gateway + status: root key on a SoftHSM2 token, pkc
     await s?.daemon.stop();
     await filePki?.daemon.stop();
     for (const x of [s, filePki]) if (x) rmSync(x.work, { recursive: true, force: true });
+    if (device) rmSync(device.dir, { recursive: true, force: true });
     hsm?.cleanup();
   });
 
-  it('prints the same status and the CA key is a non-extractable key on the service token', async () => {
-    expect(existsSync(join(s.work, 'data', 'master.key'))).toBe(false);
+  it('prints the same status with the root key on a token', async () => {
     const pki = await configureAndCheck(s, rootFlags());
     expect(existsSync(join(pki, 'factory_ca.key'))).toBe(false);
+  });
+
+  it('the CA key is a non-extractable key on the service token; the gateway TLS key is not on it', () => {
     const objects = execFileSync(
       'pkcs11-tool',
       [
@@ -276,10 +301,85 @@ describe('el2g config-device-gateway + status: root key on a SoftHSM2 token, pkc
       ],
       { encoding: 'utf8', env: { ...process.env, SOFTHSM2_CONF: hsm.conf } },
     );
-    // the gateway TLS key and the intermediate CA key, both never extractable
+    const sqlite = new SqliteDatabase(join(s.work, 'data', 'keyferry.db'), { readonly: true });
+    const rows = sqlite
+      .prepare('select id, backend, material, purpose from custody_keys order by backend, purpose')
+      .all() as Array<{ id: string; backend: string; material: string; purpose: string }>;
+    const gatewayKey = sqlite.prepare('select tls_key_ref from factory_pki').pluck().get() as string;
+    sqlite.close();
+    // every key on the token is a CA key (the EL2GO intermediate and whatever device CA keys
+    // ca create made), never extractable; the gateway TLS key is wrapped by the master key
+    const onToken = rows.filter((r) => r.backend === 'pkcs11');
+    expect(onToken.map((r) => r.purpose)).toContain('intermediate-ca:demo:fio-device-gateway-ca');
+    for (const row of onToken) expect(row.purpose).toMatch(/^(intermediate-ca|online-ca):/);
     const keys = objects.split('Private Key Object').slice(1);
-    expect(keys).toHaveLength(2);
-    for (const key of keys) expect(key).toMatch(/label:\s+key_[0-9a-f]{24}[\s\S]*never extractable/);
+    expect(keys).toHaveLength(onToken.length);
+    for (const row of onToken) {
+      const listed = keys.find((k) => new RegExp(`label:\\s+${row.material}\\n`).test(k));
+      expect(listed, row.purpose).toMatch(/never extractable/);
+    }
+    expect(rows.filter((r) => r.backend === 'soft')).toEqual([
+      expect.objectContaining({ id: gatewayKey, purpose: 'gateway-tls:demo' }),
+    ]);
+    expect(objects).not.toContain(gatewayKey);
+    expect(statSync(join(s.work, 'data', 'master.key')).mode & 0o777).toBe(0o600);
+  });
+
+  it('the gateway runs: a device provisioned over the device-link gets its record (curl with its certificate)', async () => {
+    expect(s.daemon.listen.gateway).toMatch(/^127\.0\.0\.1:\d+$/);
+    const dataDir = join(s.work, 'data');
+    const seDir = join(device.dir, 'se');
+    const sotaDir = join(device.dir, 'sota');
+    mkdirSync(sotaDir, { recursive: true });
+    const added = s.cli(['el2g', 'devices', 'add', PRODUCT, device.uid]);
+    expect(added.stderr).toBe('');
+    writeFileSync(join(device.dir, 'root.crt'), s.cli(['keys', 'ca', 'show', '--just-root']).stdout);
+    const subdomain = (await s.api<{ subdomain: string }>('el2g/overview/')).subdomain;
+    const repoId = /^demo {2}(\S+)$/m.exec(s.cli(['factories']).stdout)?.[1];
+    const envFile = join(device.dir, 'lmp-el2go-auto-register');
+    writeFileSync(
+      envFile,
+      [
+        `REPOID=${repoId}`,
+        `EL2GO_HOSTNAME=${subdomain}`,
+        `EL2GO_CONNECT_ADDR=${s.daemon.listen.deviceLink}`,
+        `DEVICE_LINK_CA=${join(dataDir, 'service-ca.pem')}`,
+        `ROOT_CRT=${join(device.dir, 'root.crt')}`,
+        'SE_BACKEND=soft',
+        `SE_DIR=${seDir}`,
+        `SOTA_DIR=${sotaDir}`,
+        'AKLITE_START_CMD=true',
+        '',
+      ].join('\n'),
+    );
+    const agent = await runAgentAsync(['auto-register', '--once', '--env-file', envFile]);
+    expect(agent.stderr).toBe('');
+    expect(agent.stdout).toContain('Provisioning complete\n');
+
+    // aktualizr-lite's call, played by curl: the device's key and certificate, root.crt
+    const host = `${repoId}.ota-lite.localhost`;
+    const curl = await new Promise<{ stdout: string; stderr: string }>((resolve) => {
+      execFile(
+        'curl',
+        [
+          '--silent',
+          '--show-error',
+          '--key',
+          join(seDir, 'SE_83000042.key.pem'),
+          '--cert',
+          join(seDir, 'SE_83000043.pem'),
+          '--cacert',
+          join(device.dir, 'root.crt'),
+          '--connect-to',
+          `${host}:443:${s.daemon.listen.gateway}`,
+          `https://${host}/device`,
+        ],
+        { encoding: 'utf8' },
+        (_error, stdout, stderr) => resolve({ stdout, stderr }),
+      );
+    });
+    expect(curl.stderr).toBe('');
+    expect(JSON.parse(curl.stdout)).toMatchObject({ name: device.uid.slice(2), factory: 'demo' });
   });
 
   it('refuses a wrong HSM PIN for the root key', async () => {

@@ -23,12 +23,12 @@ export async function withAdminContext<T>(
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const database = await openDatabase(config.storage, dataDir);
   try {
-    const custody = await openCustody({ ...config, dataDir }, database);
+    const { custody, tlsKeys, close } = await openCustody({ ...config, dataDir }, database);
     try {
       const log = pino({ level: 'silent' });
-      return await work({ config: { ...config, dataDir }, database, custody, log });
+      return await work({ config: { ...config, dataDir }, database, custody, tlsKeys, log });
     } finally {
-      await custody.close();
+      await close();
     }
   } finally {
     await database.close();

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { Config } from './config/schema.ts';
-import type { KeyCustody } from './keys/custody.ts';
+import type { KeyCustody, TlsKeyStore } from './keys/custody.ts';
 import type { ServiceMetrics } from './metrics/service-metrics.ts';
 import type { Database } from './storage/database.ts';
 
@@ -8,7 +8,10 @@ import type { Database } from './storage/database.ts';
 export interface ServiceContext {
   config: Config;
   database: Database;
+  /** CA keys (and, with soft custody, everything). */
   custody: KeyCustody;
+  /** Keys of TLS servers in this process: the device gateway's tls-crt key. */
+  tlsKeys: TlsKeyStore;
   log: Logger;
   /** Prometheus metrics of this service (GET /metrics); absent in tools that serve nothing. */
   metrics?: ServiceMetrics;

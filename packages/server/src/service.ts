@@ -54,8 +54,9 @@ export async function startService(options: StartOptions): Promise<RunningServic
   const database = await openDatabase(config.storage, dataDir);
   const closers: Array<() => Promise<void>> = [() => database.close()];
   try {
-    const custody = await openCustody({ ...config, dataDir }, database);
-    closers.unshift(() => custody.close());
+    const keys = await openCustody({ ...config, dataDir }, database);
+    closers.unshift(() => keys.close());
+    const { custody, tlsKeys } = keys;
     // the demo factory defaults to on with the embedded defaults only
     const demoFactory = {
       ...config.demoFactory,
@@ -65,6 +66,7 @@ export async function startService(options: StartOptions): Promise<RunningServic
       config: { ...config, dataDir, demoFactory },
       database,
       custody,
+      tlsKeys,
       log,
       metrics: new ServiceMetrics(database),
     };
@@ -93,10 +95,8 @@ export async function startService(options: StartOptions): Promise<RunningServic
     }
     if (config.gateway.enabled) {
       const gateway = await bindListener('gateway.listen', config.gateway.listen, () => startGateway(ctx));
-      if (gateway) {
-        closers.unshift(() => gateway.close());
-        addresses.gateway = gateway.address;
-      }
+      closers.unshift(() => gateway.close());
+      addresses.gateway = gateway.address;
     }
     writeAtomically(listenFile, JSON.stringify(addresses) + '\n', 0o600);
     closers.unshift(async () => rmSync(listenFile, { force: true }));

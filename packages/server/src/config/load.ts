@@ -85,18 +85,14 @@ function describeIssues(error: z.ZodError): string {
 }
 
 /**
- * KEYFERRY_MASTER_KEY_FILE (set by keyferryd.service to its systemd credential) names the soft
- * custody's master key; with any other custody it is a mistake worth stopping for.
+ * KEYFERRY_MASTER_KEY_FILE (set by keyferryd.service to its systemd credential) names the master
+ * key of either custody: soft custody wraps every key with it, pkcs11 the gateway TLS keys.
  */
-function setMasterKeyFile(raw: Record<string, unknown>, path: string, source: string): void {
-  const custody = (raw.keyCustody ?? { kind: 'soft' }) as Record<string, unknown>;
-  if (typeof custody !== 'object' || custody === null || custody.kind !== 'soft') {
-    throw new KeyferryError(
-      'config_invalid',
-      `KEYFERRY_MASTER_KEY_FILE is set but keyCustody.kind in ${source} is not soft: unset it, or use soft custody`,
-    );
-  }
-  raw.keyCustody = { ...custody, masterKeyFile: path };
+function setMasterKeyFile(raw: Record<string, unknown>, path: string): void {
+  const custody = raw.keyCustody;
+  const spec =
+    typeof custody === 'object' && custody !== null ? (custody as Record<string, unknown>) : { kind: 'soft' };
+  raw.keyCustody = { ...spec, masterKeyFile: path };
 }
 
 function setPath(target: Record<string, unknown>, path: readonly string[], value: string): void {

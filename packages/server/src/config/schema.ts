@@ -31,6 +31,11 @@ const pkcs11Custody = z.strictObject({
   module: z.string().min(1),
   tokenLabel: z.string().min(1),
   pin: z.string().min(1),
+  /**
+   * Master key (hex) file wrapping the device gateway's TLS keys, which stay off the token:
+   * Node's TLS server needs the key itself. Made 0600 on first start. Default `<dataDir>/master.key`.
+   */
+  masterKeyFile: z.string().min(1).optional(),
 });
 
 const product = z.strictObject({

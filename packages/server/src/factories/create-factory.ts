@@ -9,14 +9,14 @@ import { type Factory, insertFactory } from './factories.ts';
  * TLS key and CSR) in one transaction.
  */
 export async function createFactory(
-  ctx: Pick<ServiceContext, 'database' | 'custody' | 'config'>,
+  ctx: Pick<ServiceContext, 'database' | 'tlsKeys' | 'config'>,
   name: string,
   context: { actor: string; correlationId: string },
 ): Promise<Factory> {
   const now = new Date();
   return ctx.database.db.transaction().execute(async (trx) => {
     const factory = await insertFactory(trx, name, now);
-    await setupFactoryPki(trx, ctx.custody, factory, ctx.config.domain, now);
+    await setupFactoryPki(trx, ctx.tlsKeys, factory, ctx.config.domain, now);
     await enableEl2g(trx, ctx.config, factory, now);
     await recordAudit(
       trx,

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { ServiceContext } from '../context.ts';
 import { listenOn } from '../http/listen.ts';
 import { gatewayHandler } from './router.ts';
-import { GatewayTlsContexts } from './tls-contexts.ts';
+import { factoriesWithTlsKeyOnHsm, GatewayTlsContexts, keyOnHsmAdvice } from './tls-contexts.ts';
 
 /** Bounds against slow or idle clients; a device needs far less. */
 export interface GatewayLimits {
@@ -41,24 +41,17 @@ export interface GatewayListener {
  * factory's tls-crt; a TCP front accepts each connection paused, brings the default context
  * (clients that send no SNI) up to date with the factory PKI, then hands it to TLS. The client
  * certificate is requested but judged by the service (client-auth.ts), never by OpenSSL alone.
- *
- * Returns undefined when the key custody cannot give Node's TLS server the gateway key
- * (pkcs11 backend): keyferryd then runs without a gateway and says so in its log.
+ * The TLS keys come from the TLS key store, whatever holds the CA keys.
  */
 export async function startGateway(
   ctx: ServiceContext,
   options: { log?: Logger; limits?: Partial<GatewayLimits>; listen?: string } = {},
-): Promise<GatewayListener | undefined> {
+): Promise<GatewayListener> {
   const log = options.log ?? ctx.log.child({ listener: 'gateway' });
-  if (!ctx.custody.tlsServerKey) {
-    log.warn(
-      { custody: ctx.custody.backend },
-      'device gateway not started: its TLS keys are in the pkcs11 key custody and Node TLS servers cannot sign with a PKCS#11 key; set gateway.enabled: false to silence this, or run the gateway with soft custody (docs/architecture.md)',
-    );
-    return undefined;
-  }
+  const onHsm = await factoriesWithTlsKeyOnHsm(ctx.database.db, ctx.tlsKeys);
+  if (onHsm.length > 0) log.warn({ factories: onHsm }, keyOnHsmAdvice(onHsm));
   const limits = { ...GATEWAY_LIMITS, ...options.limits };
-  const contexts = new GatewayTlsContexts(ctx.database.db, ctx.custody, ctx.config.domain);
+  const contexts = new GatewayTlsContexts(ctx.database.db, ctx.tlsKeys, ctx.config.domain);
   const https = createHttpsServer(
     {
       requestCert: true,

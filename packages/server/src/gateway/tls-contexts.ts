@@ -1,10 +1,10 @@
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { KeyferryError } from '@keyferry/core';
 import { type Factory, toFactory } from '../factories/factories.ts';
-import type { KeyCustody } from '../keys/custody.ts';
+import type { TlsKeyStore } from '../keys/custody.ts';
 import type { Db } from '../storage/database.ts';
 
-/** The TLS material a factory's gateway host presents: its tls-crt and the custody key. */
+/** The TLS material a factory's gateway host presents: its tls-crt and its key. */
 export interface FactoryTls {
   factory: Factory;
   /** Changes whenever the factory PKI does (PATCH certs/). */
@@ -26,7 +26,7 @@ export class GatewayTlsContexts {
 
   constructor(
     private readonly db: Db,
-    private readonly custody: KeyCustody,
+    private readonly tlsKeys: TlsKeyStore,
     private readonly domain: string,
   ) {}
 
@@ -88,13 +88,8 @@ export class GatewayTlsContexts {
       .selectAll()
       .where('id', '=', pki.tls_key_ref)
       .executeTakeFirstOrThrow();
-    if (!this.custody.tlsServerKey) {
-      throw new KeyferryError(
-        'key_custody_error',
-        `the ${this.custody.backend} key custody cannot serve TLS keys`,
-      );
-    }
-    const key = String((await this.custody.tlsServerKey(keyRow)).export({ format: 'pem', type: 'pkcs8' }));
+    if (keyRow.backend !== this.tlsKeys.backend) throw keyOnHsm(factory, keyRow.id);
+    const key = String((await this.tlsKeys.tlsServerKey(keyRow)).export({ format: 'pem', type: 'pkcs8' }));
     const options = { cert: pki.tls_crt, key };
     const material: FactoryTls = {
       factory,
@@ -105,4 +100,30 @@ export class GatewayTlsContexts {
     this.#cache.set(factory.id, material);
     return material;
   }
+}
+
+/**
+ * Factories whose gateway TLS key in use is outside the TLS key store: made on the HSM by a
+ * keyferry from before the store, with pkcs11 custody. The gateway cannot present them.
+ */
+export async function factoriesWithTlsKeyOnHsm(db: Db, tlsKeys: TlsKeyStore): Promise<string[]> {
+  const rows = await db
+    .selectFrom('factory_pki')
+    .innerJoin('factories', 'factories.id', 'factory_pki.factory_id')
+    .innerJoin('custody_keys', 'custody_keys.id', 'factory_pki.tls_key_ref')
+    .select('factories.name')
+    .where('factory_pki.tls_crt', 'is not', null)
+    .where('custody_keys.backend', '!=', tlsKeys.backend)
+    .orderBy('factories.name')
+    .execute();
+  return rows.map((r) => r.name);
+}
+
+/** What to do about such a factory; also logged once at start-up. */
+export function keyOnHsmAdvice(names: readonly string[]): string {
+  return `the device gateway TLS key of factory ${names.join(', ')} is on the HSM (made before keyferry kept TLS keys in soft custody) and Node's TLS server cannot present it: run keyferry keys ca rotate-tls <pki-dir> for the factory to move it into soft custody`;
+}
+
+function keyOnHsm(factory: Factory, keyId: string): KeyferryError {
+  return new KeyferryError('key_custody_error', `${keyOnHsmAdvice([factory.name])} (key ${keyId})`);
 }

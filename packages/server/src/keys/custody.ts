@@ -27,16 +27,31 @@ export interface KeyCustody {
   readonly backend: 'soft' | 'pkcs11';
   generate(purpose: string): Promise<CustodyKey>;
   signer(key: CustodyKeysTable): Promise<CustodySigner>;
-  /**
-   * The private key itself, for a TLS server inside this process (the device gateway presents
-   * the factory's tls-crt). Only backends whose keys live in memory have it (soft); no API
-   * ever returns it. Node's TLS server cannot sign through a PKCS#11 engine key, so the pkcs11
-   * backend leaves it out and the gateway does not serve such factories (docs/architecture.md).
-   */
-  tlsServerKey?(key: CustodyKeysTable): Promise<KeyObject>;
   /** Start-up check that the backend can use the keys already stored. */
   verifyAccess(db: Db): Promise<void>;
   close(): Promise<void>;
+}
+
+/**
+ * A custody backend that can also hand a TLS server inside this process its private key:
+ * Node's TLS server needs the key itself and cannot sign through a PKCS#11 token, so only a
+ * backend whose keys live in memory is one (soft). With pkcs11 custody the CA keys stay on
+ * the token and a soft store beside it, under its own master key file, keeps these keys
+ * (the device gateway's tls-crt key). No API ever returns the key.
+ */
+export interface TlsKeyStore {
+  readonly backend: 'soft';
+  generate(purpose: string): Promise<CustodyKey>;
+  signer(key: CustodyKeysTable): Promise<CustodySigner>;
+  tlsServerKey(key: CustodyKeysTable): Promise<KeyObject>;
+  verifyAccess(db: Db): Promise<void>;
+}
+
+/** Purpose of a factory's device gateway TLS key; the prefix tells TLS keys from CA keys. */
+export const GATEWAY_TLS_PURPOSE_PREFIX = 'gateway-tls:';
+
+export function gatewayTlsPurpose(factoryName: string): string {
+  return `${GATEWAY_TLS_PURPOSE_PREFIX}${factoryName}`;
 }
 
 export function custodyKeyRow(key: CustodyKey, now: Date): CustodyKeysTable {

@@ -1,35 +1,70 @@
 import { KeyferryError } from '@keyferry/core';
 import type { Config } from '../config/schema.ts';
-import type { Database } from '../storage/database.ts';
-import type { KeyCustody } from './custody.ts';
+import type { Database, Db } from '../storage/database.ts';
+import { GATEWAY_TLS_PURPOSE_PREFIX, type KeyCustody, type TlsKeyStore } from './custody.ts';
 import { SoftCustody } from './soft-custody.ts';
 
-/** Opens the configured key custody backend and proves it can use the keys already stored. */
-export async function openCustody(config: Config, database: Database): Promise<KeyCustody> {
+/**
+ * The configured custody of CA keys and the store of TLS server keys: one soft backend for
+ * both, or the PKCS#11 token for CA keys with a soft store beside it for TLS keys.
+ */
+export interface KeyStores {
+  custody: KeyCustody;
+  tlsKeys: TlsKeyStore;
+  close(): Promise<void>;
+}
+
+/** Opens the configured key custody and proves it can use the keys already stored. */
+export async function openCustody(config: Config, database: Database): Promise<KeyStores> {
   const { db } = database;
-  const stored = await db
+  const spec = config.keyCustody;
+  await refuseForeignKeys(db, spec.kind);
+  const masterKeyFile = spec.masterKeyFile ?? `${config.dataDir}/master.key`;
+  const softKeys = await db
+    .selectFrom('custody_keys')
+    .select((eb) => eb.fn.countAll().as('n'))
+    .where('backend', '=', 'soft')
+    .executeTakeFirstOrThrow();
+  const openSoft = () => SoftCustody.open(masterKeyFile, { create: Number(softKeys.n) === 0 });
+  if (spec.kind === 'soft') {
+    const custody = openSoft();
+    await custody.verifyAccess(db);
+    return { custody, tlsKeys: custody, close: () => custody.close() };
+  }
+  const { Pkcs11Custody } = await import('./pkcs11-custody.ts');
+  const custody = await Pkcs11Custody.open(spec);
+  try {
+    await custody.verifyAccess(db);
+    const tlsKeys = openSoft();
+    await tlsKeys.verifyAccess(db);
+    return {
+      custody,
+      tlsKeys,
+      close: async () => {
+        await tlsKeys.close();
+        await custody.close();
+      },
+    };
+  } catch (err) {
+    await custody.close();
+    throw err;
+  }
+}
+
+/**
+ * Keys of the other backend mean the database was made with it. Beside pkcs11 custody, soft
+ * keys are expected when they are TLS keys (the soft store keeps those).
+ */
+async function refuseForeignKeys(db: Db, kind: KeyCustody['backend']): Promise<void> {
+  let query = db
     .selectFrom('custody_keys')
     .select(['backend', (eb) => eb.fn.countAll().as('n')])
-    .groupBy('backend')
-    .execute();
-  const counts = new Map(stored.map((r) => [r.backend, Number(r.n)]));
-  const spec = config.keyCustody;
-  let custody: KeyCustody;
-  if (spec.kind === 'soft') {
-    const file = spec.masterKeyFile ?? `${config.dataDir}/master.key`;
-    custody = SoftCustody.open(file, { create: (counts.get('soft') ?? 0) === 0 });
-  } else {
-    const { Pkcs11Custody } = await import('./pkcs11-custody.ts');
-    custody = await Pkcs11Custody.open(spec);
+    .where('backend', '!=', kind);
+  if (kind === 'pkcs11') query = query.where('purpose', 'not like', `${GATEWAY_TLS_PURPOSE_PREFIX}%`);
+  for (const { backend, n } of await query.groupBy('backend').execute()) {
+    throw new KeyferryError(
+      'key_custody_error',
+      `the database holds ${Number(n)} key(s) of the ${backend} backend but keyCustody.kind is ${kind}; configure the ${backend} backend`,
+    );
   }
-  for (const [backend, n] of counts) {
-    if (backend !== custody.backend) {
-      throw new KeyferryError(
-        'key_custody_error',
-        `the database holds ${n} key(s) of the ${backend} backend but keyCustody.kind is ${custody.backend}; configure the ${backend} backend`,
-      );
-    }
-  }
-  await custody.verifyAccess(db);
-  return custody;
 }

@@ -13,7 +13,7 @@ import { dirname } from 'node:path';
 import { KeyferryError } from '@keyferry/core';
 import type { Db } from '../storage/database.ts';
 import type { CustodyKeysTable } from '../storage/tables.ts';
-import type { CustodyKey, CustodySigner, KeyCustody } from './custody.ts';
+import type { CustodyKey, CustodySigner, KeyCustody, TlsKeyStore } from './custody.ts';
 
 const MASTER_KEY_BYTES = 32;
 const IV_BYTES = 12;
@@ -24,7 +24,7 @@ const TAG_BYTES = 16;
  * The key id is the GCM associated data, so a wrapped key copied onto another row fails to
  * open instead of signing under the wrong name.
  */
-export class SoftCustody implements KeyCustody {
+export class SoftCustody implements KeyCustody, TlsKeyStore {
   readonly backend = 'soft' as const;
   readonly #masterKey: Buffer;
   readonly #masterKeyFile: string;

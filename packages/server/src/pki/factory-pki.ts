@@ -12,9 +12,9 @@ import {
 import type { Updateable } from 'kysely';
 import { recordAudit } from '../audit/audit-log.ts';
 import type { Factory } from '../factories/factories.ts';
-import { insertCustodyKey, type KeyCustody } from '../keys/custody.ts';
+import { custodyKeyRow, gatewayTlsPurpose, type TlsKeyStore } from '../keys/custody.ts';
 import type { Db } from '../storage/database.ts';
-import type { FactoryPkiTable } from '../storage/tables.ts';
+import type { CustodyKeysTable, FactoryPkiTable } from '../storage/tables.ts';
 import { applyCaRevokeCrl } from './device-ca-revocation.ts';
 import { assertNoSilentRemoval, completeOnlineCas } from './device-cas.ts';
 
@@ -56,34 +56,45 @@ export function gatewayHostname(factory: Factory, domain: string): string {
 }
 
 /**
- * Makes the device gateway's TLS key in custody and its CSR. Runs in the transaction that
- * creates the factory, so a factory never exists without it.
+ * A new device gateway TLS key in the TLS key store (never on an HSM: Node's TLS server needs
+ * the key itself) and its CSR. The caller stores the row with whatever points at it.
+ */
+export async function newGatewayTlsKey(
+  tlsKeys: TlsKeyStore,
+  factory: Factory,
+  domain: string,
+  now: Date,
+): Promise<{ row: CustodyKeysTable; csrPem: string }> {
+  const key = await tlsKeys.generate(gatewayTlsPurpose(factory.name));
+  const row = custodyKeyRow(key, now);
+  const host = gatewayHostname(factory, domain);
+  const csr = await createCsr({
+    subject: { CN: host, OU: factory.name },
+    dnsNames: [host],
+    signer: await tlsKeys.signer(row),
+  });
+  return { row, csrPem: toPem(csr, 'CERTIFICATE REQUEST') };
+}
+
+/**
+ * Makes the device gateway's TLS key and its CSR. Runs in the transaction that creates the
+ * factory, so a factory never exists without it.
  */
 export async function setupFactoryPki(
   db: Db,
-  custody: KeyCustody,
+  tlsKeys: TlsKeyStore,
   factory: Factory,
   domain: string,
   now = new Date(),
 ): Promise<void> {
-  const key = await custody.generate(`gateway-tls:${factory.name}`);
-  await insertCustodyKey(db, key, now);
-  const signer = await custody.signer({
-    id: key.id,
-    backend: key.backend,
-    purpose: key.purpose,
-    public_key: Buffer.from(key.publicKeySpki).toString('base64'),
-    material: key.material,
-    created_at: now.toISOString(),
-  });
-  const host = gatewayHostname(factory, domain);
-  const csr = await createCsr({ subject: { CN: host, OU: factory.name }, dnsNames: [host], signer });
+  const { row, csrPem } = await newGatewayTlsKey(tlsKeys, factory, domain, now);
+  await db.insertInto('custody_keys').values(row).execute();
   await db
     .insertInto('factory_pki')
     .values({
       factory_id: factory.id,
-      tls_key_ref: key.id,
-      tls_csr: toPem(csr, 'CERTIFICATE REQUEST'),
+      tls_key_ref: row.id,
+      tls_csr: csrPem,
       root_crt: null,
       tls_crt: null,
       ca_crt: null,

@@ -1,9 +1,10 @@
 import { createCsr, KeyferryError, toPem } from '@keyferry/core';
 import { recordAudit } from '../audit/audit-log.ts';
 import type { Factory } from '../factories/factories.ts';
-import { custodyKeyRow, type KeyCustody } from '../keys/custody.ts';
+import { custodyKeyRow, type KeyCustody, type TlsKeyStore } from '../keys/custody.ts';
 import type { Db } from '../storage/database.ts';
-import { gatewayHostname } from './factory-pki.ts';
+import type { FactoryPkiTable } from '../storage/tables.ts';
+import { newGatewayTlsKey } from './factory-pki.ts';
 
 /** POST certs/ as fioctl sends it (`CaCreateOptions`). */
 export interface PkiCsrRequest {
@@ -37,7 +38,7 @@ interface Context {
  */
 export async function requestPkiCsrs(
   db: Db,
-  custody: KeyCustody,
+  keys: { custody: KeyCustody; tlsKeys: TlsKeyStore },
   factory: Factory,
   domain: string,
   request: PkiCsrRequest,
@@ -74,8 +75,8 @@ export async function requestPkiCsrs(
     );
   }
   const answer: PkiCsrs = {};
-  if (request['tls-csr']) answer['tls-csr'] = await tlsCsr(db, custody, factory, domain, pki, now);
-  if (request['ca-csr']) answer['ca-csr'] = await onlineCaCsr(db, custody, factory, now);
+  if (request['tls-csr']) answer['tls-csr'] = await tlsCsr(db, keys.tlsKeys, factory, domain, pki, now);
+  if (request['ca-csr']) answer['ca-csr'] = await onlineCaCsr(db, keys.custody, factory, now);
   await recordAudit(
     db,
     {
@@ -93,35 +94,42 @@ export async function requestPkiCsrs(
 
 async function tlsCsr(
   db: Db,
-  custody: KeyCustody,
+  tlsKeys: TlsKeyStore,
   factory: Factory,
   domain: string,
-  pki: { tls_crt: string | null; tls_csr: string; pending_tls_csr: string | null },
+  pki: Pick<
+    FactoryPkiTable,
+    'tls_key_ref' | 'tls_csr' | 'tls_crt' | 'pending_tls_key_ref' | 'pending_tls_csr'
+  >,
   now: Date,
 ): Promise<string> {
-  // Before the first tls-crt the key made with the factory is still waiting: answer its CSR.
-  if (!pki.tls_crt) return pki.tls_csr;
-  if (pki.pending_tls_csr) return pki.pending_tls_csr;
-  const key = await custody.generate(`gateway-tls:${factory.name}`);
-  const row = custodyKeyRow(key, now);
-  const host = gatewayHostname(factory, domain);
-  const csr = toPem(
-    await createCsr({
-      subject: { CN: host, OU: factory.name },
-      dnsNames: [host],
-      signer: await custody.signer(row),
-    }),
-    'CERTIFICATE REQUEST',
-  );
+  // An unanswered CSR is answered again, unless its key is one the gateway cannot present: a
+  // keyferry before the TLS key store made gateway keys on the HSM with pkcs11 custody.
+  if (!pki.tls_crt) {
+    if (await inTlsKeyStore(db, tlsKeys, pki.tls_key_ref)) return pki.tls_csr;
+  } else if (pki.pending_tls_csr && pki.pending_tls_key_ref) {
+    if (await inTlsKeyStore(db, tlsKeys, pki.pending_tls_key_ref)) return pki.pending_tls_csr;
+  }
+  const { row, csrPem } = await newGatewayTlsKey(tlsKeys, factory, domain, now);
+  // Before the first tls-crt the new key replaces the waiting one; after it, it waits for its
+  // certificate (PATCH tls-crt makes it the key in use).
+  const columns = pki.tls_crt
+    ? { pending_tls_key_ref: row.id, pending_tls_csr: csrPem }
+    : { tls_key_ref: row.id, tls_csr: csrPem };
   await db.transaction().execute(async (trx) => {
     await trx.insertInto('custody_keys').values(row).execute();
-    await trx
-      .updateTable('factory_pki')
-      .set({ pending_tls_key_ref: key.id, pending_tls_csr: csr })
-      .where('factory_id', '=', factory.id)
-      .execute();
+    await trx.updateTable('factory_pki').set(columns).where('factory_id', '=', factory.id).execute();
   });
-  return csr;
+  return csrPem;
+}
+
+async function inTlsKeyStore(db: Db, tlsKeys: TlsKeyStore, keyId: string): Promise<boolean> {
+  const row = await db
+    .selectFrom('custody_keys')
+    .select('backend')
+    .where('id', '=', keyId)
+    .executeTakeFirst();
+  return row?.backend === tlsKeys.backend;
 }
 
 async function onlineCaCsr(db: Db, custody: KeyCustody, factory: Factory, now: Date): Promise<string> {

@@ -59,15 +59,21 @@ describe('the shipped keyferryd.service and example config', () => {
     expect(config.storage.kind).toBe('postgres');
   });
 
-  it('refuses KEYFERRY_MASTER_KEY_FILE with HSM custody, naming both', () => {
+  it('takes KEYFERRY_MASTER_KEY_FILE with HSM custody too (it wraps the gateway TLS keys)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'keyferry-cfg-'));
     const file = join(dir, 'k.yaml');
     writeFileSync(
       file,
       'keyCustody:\n  kind: pkcs11\n  module: /usr/lib/softhsm/libsofthsm2.so\n  tokenLabel: k\n  pin: "1"\n',
     );
-    expect(() => loadConfig({ file, env: { KEYFERRY_MASTER_KEY_FILE: '/x' } })).toThrow(
-      /KEYFERRY_MASTER_KEY_FILE is set but keyCustody\.kind in .*k\.yaml is not soft/,
-    );
+    const { config } = loadConfig({
+      file,
+      env: { KEYFERRY_MASTER_KEY_FILE: '/run/credentials/k/master.key' },
+    });
+    expect(config.keyCustody).toMatchObject({
+      kind: 'pkcs11',
+      tokenLabel: 'k',
+      masterKeyFile: '/run/credentials/k/master.key',
+    });
   });
 });

@@ -32,6 +32,11 @@ afterAll(() => {
 
 type Db = Awaited<ReturnType<typeof freshDatabase>>;
 
+/** The custody of CA keys alone, as most of the contract is about it. */
+async function openCa(c: ReturnType<typeof config>, db: Db): Promise<KeyCustody> {
+  return (await openCustody(c, db)).custody;
+}
+
 function config(keyCustody: ConfigInput['keyCustody'], dataDir = work) {
   return validateConfig({ dataDir, keyCustody });
 }
@@ -67,7 +72,7 @@ describe.each(Object.keys(BACKENDS) as Array<keyof typeof BACKENDS>)('key custod
   beforeAll(async () => {
     dir = mkdtempSync(join(work, `${kind}-`));
     db = await freshDatabase('sqlite');
-    custody = await openCustody(BACKENDS[kind](dir), db);
+    custody = await openCa(BACKENDS[kind](dir), db);
   });
   afterAll(async () => {
     await custody?.close();
@@ -101,7 +106,7 @@ describe.each(Object.keys(BACKENDS) as Array<keyof typeof BACKENDS>)('key custod
     const key = await custody.generate('test:restart');
     await insertCustodyKey(db.db, key);
     await custody.close();
-    custody = await openCustody(BACKENDS[kind](dir), db);
+    custody = await openCa(BACKENDS[kind](dir), db);
     const row = await db.db
       .selectFrom('custody_keys')
       .selectAll()
@@ -154,7 +159,7 @@ describe.each(Object.keys(BACKENDS) as Array<keyof typeof BACKENDS>)('key custod
       kind === 'soft'
         ? config({ kind: 'pkcs11', module: hsm.module, tokenLabel: 'custody', pin: PIN }, dir)
         : config({ kind: 'soft', masterKeyFile: join(dir, 'other-master.key') }, dir);
-    const { code, message } = await refusal(() => openCustody(other, db));
+    const { code, message } = await refusal(() => openCa(other, db));
     expect(code).toBe('key_custody_error');
     expect(message).toMatch(
       new RegExp(`the database holds \\d+ key\\(s\\) of the ${kind} backend but keyCustody.kind is`),
@@ -170,7 +175,7 @@ describe('soft custody start-up refusals', () => {
   beforeAll(async () => {
     dir = mkdtempSync(join(work, 'soft-refusals-'));
     db = await freshDatabase('sqlite');
-    const custody = await openCustody(soft(), db);
+    const custody = await openCa(soft(), db);
     expect(statSync(join(dir, 'master.key')).mode & 0o777).toBe(0o600);
     await insertCustodyKey(db.db, await custody.generate('test:stored'));
     await custody.close();
@@ -183,7 +188,7 @@ describe('soft custody start-up refusals', () => {
     const saved = readFileSync(join(dir, 'master.key'), 'utf8');
     rmSync(join(dir, 'master.key'));
     try {
-      const { code, message } = await refusal(() => openCustody(soft(), db));
+      const { code, message } = await refusal(() => openCa(soft(), db));
       expect(code).toBe('key_custody_error');
       expect(message).toBe(
         `master key file ${join(dir, 'master.key')} is missing but the database holds keys wrapped with it; restore the file from backup`,
@@ -198,23 +203,23 @@ describe('soft custody start-up refusals', () => {
     const saved = readFileSync(file, 'utf8');
     try {
       writeFileSync(file, `${randomBytes(32).toString('hex')}\n`);
-      const wrong = await refusal(() => openCustody(soft(), db));
+      const wrong = await refusal(() => openCa(soft(), db));
       expect(wrong.code).toBe('key_custody_error');
       expect(wrong.message).toMatch(
         /does not open stored key key_[0-9a-f]{24}: it is not the master key this database was made with/,
       );
       chmodSync(file, 0o644);
-      const open = await refusal(() => openCustody(soft(), db));
+      const open = await refusal(() => openCa(soft(), db));
       expect(open.message).toMatch(/is readable by others \(mode 644\); run chmod 600 on it$/);
       chmodSync(file, 0o600);
       writeFileSync(file, 'not hex\n');
-      const garbage = await refusal(() => openCustody(soft(), db));
+      const garbage = await refusal(() => openCa(soft(), db));
       expect(garbage.message).toMatch(/must hold 32 bytes as 64 hex digits$/);
     } finally {
       writeFileSync(file, saved);
       chmodSync(file, 0o600);
     }
-    const custody = await openCustody(soft(), db);
+    const custody = await openCa(soft(), db);
     await custody.close();
   });
 });
@@ -224,10 +229,7 @@ describe('pkcs11 custody start-up refusals', () => {
     const db = await freshDatabase('sqlite');
     try {
       const { code, message } = await refusal(() =>
-        openCustody(
-          config({ kind: 'pkcs11', module: hsm.module, tokenLabel: 'custody-pin', pin: '0000' }),
-          db,
-        ),
+        openCa(config({ kind: 'pkcs11', module: hsm.module, tokenLabel: 'custody-pin', pin: '0000' }), db),
       );
       expect(code).toBe('key_custody_error');
       expect(message).toMatch(/^wrong PIN for token 'custody-pin'/);
@@ -240,7 +242,7 @@ describe('pkcs11 custody start-up refusals', () => {
     const db = await freshDatabase('sqlite');
     try {
       const { code, message } = await refusal(() =>
-        openCustody(config({ kind: 'pkcs11', module: hsm.module, tokenLabel: 'absent', pin: PIN }), db),
+        openCa(config({ kind: 'pkcs11', module: hsm.module, tokenLabel: 'absent', pin: PIN }), db),
       );
       expect(code).toBe('key_custody_error');
       expect(message).toMatch(/^no token labelled 'absent' in PKCS#11 module .*tokens present: .*'custody'/);
@@ -252,22 +254,64 @@ describe('pkcs11 custody start-up refusals', () => {
   it('a token that lacks the keys the database names', async () => {
     const db = await freshDatabase('sqlite');
     try {
-      const custody = await openCustody(
+      const custody = await openCa(
         config({ kind: 'pkcs11', module: hsm.module, tokenLabel: 'custody', pin: PIN }),
         db,
       );
       await insertCustodyKey(db.db, await custody.generate('test:elsewhere'));
       await custody.close();
       const { code, message } = await refusal(() =>
-        openCustody(
-          config({ kind: 'pkcs11', module: hsm.module, tokenLabel: 'custody-other', pin: PIN }),
-          db,
-        ),
+        openCa(config({ kind: 'pkcs11', module: hsm.module, tokenLabel: 'custody-other', pin: PIN }), db),
       );
       expect(code).toBe('key_custody_error');
       expect(message).toMatch(
         /^key key_[0-9a-f]{24} is not on token custody-other: is keyCustody pointing at the token/,
       );
+    } finally {
+      await db.dispose();
+    }
+  });
+
+  it('keeps TLS keys in soft custody beside the token, under its own master key file', async () => {
+    const db = await freshDatabase('sqlite');
+    const dir = mkdtempSync(join(work, 'pkcs11-tls-'));
+    const masterKeyFile = join(dir, 'tls-master.key');
+    const pkcs11 = () =>
+      config({ kind: 'pkcs11', module: hsm.module, tokenLabel: 'custody', pin: PIN, masterKeyFile }, dir);
+    try {
+      const keys = await openCustody(pkcs11(), db);
+      expect(keys.custody.backend).toBe('pkcs11');
+      expect(keys.tlsKeys.backend).toBe('soft');
+      expect(statSync(masterKeyFile).mode & 0o777).toBe(0o600);
+      const tls = await keys.tlsKeys.generate('gateway-tls:demo');
+      await insertCustodyKey(db.db, tls);
+      const row = custodyKeyRow(tls, new Date());
+      const key = await keys.tlsKeys.tlsServerKey(row);
+      expect(createPublicKey(key).export({ format: 'der', type: 'spki' }).toString('base64')).toBe(
+        row.public_key,
+      );
+      await keys.close();
+
+      // soft TLS keys are expected beside pkcs11 custody; their master key must be there
+      await (await openCustody(pkcs11(), db)).close();
+      const saved = readFileSync(masterKeyFile, 'utf8');
+      rmSync(masterKeyFile);
+      const missing = await refusal(() => openCustody(pkcs11(), db));
+      expect(missing).toEqual({
+        code: 'key_custody_error',
+        message: `master key file ${masterKeyFile} is missing but the database holds keys wrapped with it; restore the file from backup`,
+      });
+      writeFileSync(masterKeyFile, saved, { mode: 0o600 });
+      // a soft key that is not a TLS key means the database was made with soft custody
+      const soft = await openCustody(config({ kind: 'soft', masterKeyFile }, dir), db);
+      await insertCustodyKey(db.db, await soft.custody.generate('online-ca:demo'));
+      await soft.close();
+      const foreign = await refusal(() => openCustody(pkcs11(), db));
+      expect(foreign).toEqual({
+        code: 'key_custody_error',
+        message:
+          'the database holds 1 key(s) of the soft backend but keyCustody.kind is pkcs11; configure the soft backend',
+      });
     } finally {
       await db.dispose();
     }

@@ -42,14 +42,10 @@ export async function certsRoutes(app: FastifyInstance, ctx: ServiceContext): Pr
   });
   app.post('/certs/', async (request, reply) => {
     const body = parseBody(postSchema, request.body);
-    const csrs = await requestPkiCsrs(
-      ctx.database.db,
-      ctx.custody,
-      request.factory!,
-      ctx.config.domain,
-      body,
-      { actor: `token:${request.principal!.tokenId}`, correlationId: request.id },
-    );
+    const csrs = await requestPkiCsrs(ctx.database.db, ctx, request.factory!, ctx.config.domain, body, {
+      actor: `token:${request.principal!.tokenId}`,
+      correlationId: request.id,
+    });
     return reply.code(201).send(csrs);
   });
   app.patch('/certs/', async (request) => {
