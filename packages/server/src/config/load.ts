@@ -55,8 +55,7 @@ export function loadConfig(options: { file?: string | undefined; env?: NodeJS.Pr
     if (value !== undefined && value !== '') setPath(raw, path, value);
   }
   if (env.KEYFERRY_STORAGE_URL) raw.storage = { kind: 'postgres', url: env.KEYFERRY_STORAGE_URL };
-  if (env.KEYFERRY_MASTER_KEY_FILE)
-    setMasterKeyFile(raw, env.KEYFERRY_MASTER_KEY_FILE, file ?? 'the environment');
+  if (env.KEYFERRY_MASTER_KEY_FILE) setMasterKeyFile(raw, env.KEYFERRY_MASTER_KEY_FILE);
   return { config: validateConfig(raw, file ?? 'the environment'), file: file ? resolve(file) : undefined };
 }
 
