@@ -11,6 +11,8 @@ declare -A PROBES=(
   [libengine-pkcs11-openssl]=/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so
   [openssl]=/usr/bin/openssl
   [curl]=/usr/bin/curl
+  # the web console's browser tests drive it with playwright-core (never a downloaded browser)
+  [chromium]=/usr/bin/chromium
 )
 
 missing=()

@@ -93,7 +93,11 @@ export async function latestFailures(
   }));
 }
 
-/** Devices that reported an object PROVISIONING_COMPLETED, per minute (oldest first). */
+/**
+ * Devices that finished provisioning, per minute (oldest first): a device counts in the minute
+ * of its last object's PROVISIONING_COMPLETED, once all its objects are there (a device whose
+ * key pair succeeded but whose certificate failed is not provisioned).
+ */
 export interface RateSeries {
   /** ISO minute (`YYYY-MM-DDTHH:MM`) of the first bucket. */
   from: string;
@@ -107,14 +111,21 @@ export async function provisioningRate(
   minutes = RATE_WINDOW_MINUTES,
 ): Promise<RateSeries> {
   const first = new Date(Math.floor(now.getTime() / 60_000) * 60_000 - (minutes - 1) * 60_000);
-  const minute = sql<string>`SUBSTR(device_objects.updated_at, 1, 16)`;
-  const rows = await db
+  const done = db
     .selectFrom('device_objects')
     .innerJoin('devices', 'devices.id', 'device_objects.device_row_id')
-    .select([minute.as('minute'), sql<number>`COUNT(DISTINCT device_objects.device_row_id)`.as('n')])
+    .select((eb) => eb.fn.max('device_objects.updated_at').as('done_at'))
     .where('devices.factory_id', '=', factoryId)
-    .where('device_objects.state', '=', 'PROVISIONING_COMPLETED')
-    .where('device_objects.updated_at', '>=', first.toISOString())
+    .groupBy('device_objects.device_row_id')
+    .having(
+      sql<SqlBool>`SUM(CASE WHEN device_objects.state = 'PROVISIONING_COMPLETED' THEN 0 ELSE 1 END) = 0`,
+    )
+    .having((eb) => eb.fn.max('device_objects.updated_at'), '>=', first.toISOString())
+    .as('done');
+  const minute = sql<string>`SUBSTR(done.done_at, 1, 16)`;
+  const rows = await db
+    .selectFrom(done)
+    .select([minute.as('minute'), (eb) => eb.fn.countAll<number>().as('n')])
     .groupBy('minute')
     .execute();
   const perMinute = new Array<number>(minutes).fill(0);
