@@ -2,6 +2,7 @@ import { type Kysely, sql } from 'kysely';
 import * as foundation from './migrations/001-foundation.ts';
 import * as el2g from './migrations/002-el2g.ts';
 import * as gateway from './migrations/003-gateway.ts';
+import * as deviceState from './migrations/004-device-state.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -22,6 +23,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { name: '001-foundation', up: foundation.up },
   { name: '002-el2g', up: el2g.up },
   { name: '003-gateway', up: gateway.up },
+  { name: '004-device-state', up: deviceState.up },
 ];
 
 /**
