@@ -1,6 +1,7 @@
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApiToken } from '../../src/tokens/api-tokens.ts';
 import { startTestService, type TestService } from '../support/service.ts';
 
 /** Every log line keyferryd writes, at debug level, to search for secrets. */
@@ -60,6 +61,55 @@ describe('console sessions', () => {
     expect(res.status).toBe(403);
     expect(res.headers.get('set-cookie')).toBeNull();
     expect(await res.text()).toContain('this request came from another site');
+  });
+
+  it('refuses a token without the read scope at sign-in', async () => {
+    const db = svc.service.ctx.database.db;
+    const factory = await db
+      .selectFrom('factories')
+      .select('id')
+      .where('name', '=', 'demo')
+      .executeTakeFirstOrThrow();
+    const { token } = await createApiToken(db, {
+      factoryId: factory.id,
+      scopes: ['write'],
+      description: 'write only',
+    });
+    const res = await signIn(token);
+    expect(res.status).toBe(403);
+    expect(res.headers.get('set-cookie')).toBeNull();
+    expect(await res.text()).toContain('lacks the &quot;read&quot; scope the console needs');
+  });
+
+  it('refuses an import of an unknown product or an empty file, and adds nothing', async () => {
+    const ok = await signIn(svc.token);
+    const cookie = ok.headers.get('set-cookie')!.split(';')[0]!;
+    const page = await (await fetch(`${svc.url}/console/import`, { headers: { cookie } })).text();
+    const csrf = /name="csrf-token" content="([^"]+)"/.exec(page)![1]!;
+    const upload = (product: string, body: string) =>
+      fetch(`${svc.url}/console/import?product=${product}`, {
+        method: 'POST',
+        headers: {
+          cookie,
+          'x-csrf-token': csrf,
+          'content-type': 'application/octet-stream',
+          'x-file-name': 'ids.txt',
+        },
+        body,
+      });
+    const before = (await svc.call('GET', '/ota/factories/demo/el2g/plan/')).json.devices.used;
+    const unknown = await upload('000000000000', `0x${'04'.padEnd(36, '1')}\n`);
+    expect(unknown.status).toBe(400);
+    expect(await unknown.json()).toMatchObject({
+      code: 'unknown_product',
+      detail: expect.stringContaining('not in the catalogue'),
+    });
+    const empty = await upload('935389312472', '\n \n');
+    expect(empty.status).toBe(400);
+    expect(((await empty.json()) as { detail: string }).detail).toContain(
+      'ids.txt is empty: put one device id a line',
+    );
+    expect((await svc.call('GET', '/ota/factories/demo/el2g/plan/')).json.devices.used).toBe(before);
   });
 
   it('ends the session when its token is revoked', async () => {
