@@ -1,24 +1,12 @@
 import { DEVICE_ID_FORMS, KeyferryError, tryParseDeviceId } from '@keyferry/core';
-import { type SqlBool, sql } from 'kysely';
+import { sql } from 'kysely';
 import type { Db } from '../storage/database.ts';
 import type { ProvisioningState } from '../storage/tables.ts';
+import { DEVICE_STATES, type DeviceState, stateRank } from './device-state.ts';
 
-/**
- * A device's provisioning state as one value: the least advanced of its objects' states, a
- * failure winning over everything. A device with no device_objects row has not connected yet
- * (GENERATION_ON_CONNECTION). The order below is that ranking; SQL computes it as the minimum
- * rank over the device's rows so that counting and filtering 50,000 devices stays in the database.
- */
-export const DEVICE_STATES = [
-  'GENERATION_FAILED',
-  'PROVISIONING_FAILED',
-  'GENERATION_ON_CONNECTION',
-  'GENERATION_TRIGGERED',
-  'GENERATION_COMPLETED',
-  'PROVISIONING_COMPLETED',
-] as const satisfies readonly ProvisioningState[];
-const NOT_CONNECTED_RANK = DEVICE_STATES.indexOf('GENERATION_ON_CONNECTION');
-const FAILED_STATES: ProvisioningState[] = ['GENERATION_FAILED', 'PROVISIONING_FAILED'];
+export { DEVICE_STATES, type DeviceState } from './device-state.ts';
+
+const FAILED_STATES = ['GENERATION_FAILED', 'PROVISIONING_FAILED'] as const satisfies readonly DeviceState[];
 
 /** Devices a console page shows at once. */
 export const DEVICE_SEARCH_PAGE = 50;
@@ -27,29 +15,17 @@ export const LATEST_FAILURES = 10;
 /** Minutes the provisioning-rate chart covers. */
 export const RATE_WINDOW_MINUTES = 30;
 
-function rankOf() {
-  const cases = DEVICE_STATES.map((s, i) => sql`WHEN ${s} THEN ${sql.lit(i)}`);
-  return sql<number>`CASE device_objects.state ${sql.join(cases, sql` `)} END`;
-}
-
-/** The rank of `devices.id`'s state, computed by a lookup on device_objects' primary key. */
-function deviceRank() {
-  return sql<number>`COALESCE((SELECT MIN(${rankOf()}) FROM device_objects WHERE device_objects.device_row_id = devices.id), ${sql.lit(NOT_CONNECTED_RANK)})`;
-}
-
-export type DeviceState = (typeof DEVICE_STATES)[number];
-
 /** Active devices of a factory counted by {@link DEVICE_STATES}; every state is present. */
 export async function devicesByState(db: Db, factoryId: number): Promise<Record<DeviceState, number>> {
   const rows = await db
     .selectFrom('devices')
-    .select([deviceRank().as('rank'), (eb) => eb.fn.countAll<number>().as('n')])
-    .where('devices.factory_id', '=', factoryId)
-    .where('devices.deleted_at', 'is', null)
-    .groupBy('rank')
+    .select(['state_rank', (eb) => eb.fn.countAll<number>().as('n')])
+    .where('factory_id', '=', factoryId)
+    .where('deleted_at', 'is', null)
+    .groupBy('state_rank')
     .execute();
   const counts = Object.fromEntries(DEVICE_STATES.map((s) => [s, 0])) as Record<DeviceState, number>;
-  for (const r of rows) counts[DEVICE_STATES[Number(r.rank)]!] += Number(r.n);
+  for (const r of rows) counts[DEVICE_STATES[Number(r.state_rank)]!] += Number(r.n);
   return counts;
 }
 
@@ -61,25 +37,35 @@ export interface ObjectFailure {
   at: string;
 }
 
-/** The newest failed objects of active devices, with the reason the device or service gave. */
+/**
+ * The newest failed objects of active devices, with the reason the device or service gave:
+ * the latest failed devices come from the state index, then their failed objects.
+ */
 export async function latestFailures(
   db: Db,
   factoryId: number,
   limit = LATEST_FAILURES,
 ): Promise<ObjectFailure[]> {
+  const failed = db
+    .selectFrom('devices')
+    .select(['devices.id', 'devices.device_id'])
+    .where('devices.factory_id', '=', factoryId)
+    .where('devices.deleted_at', 'is', null)
+    .where('devices.state_rank', 'in', FAILED_STATES.map(stateRank))
+    .orderBy('devices.state_at', 'desc')
+    .limit(limit)
+    .as('failed');
   const rows = await db
-    .selectFrom('device_objects')
-    .innerJoin('devices', 'devices.id', 'device_objects.device_row_id')
+    .selectFrom(failed)
+    .innerJoin('device_objects', 'device_objects.device_row_id', 'failed.id')
     .innerJoin('secure_objects', 'secure_objects.id', 'device_objects.secure_object_id')
     .select([
-      'devices.device_id',
+      'failed.device_id',
       'secure_objects.name',
       'device_objects.state',
       'device_objects.reason',
       'device_objects.updated_at',
     ])
-    .where('devices.factory_id', '=', factoryId)
-    .where('devices.deleted_at', 'is', null)
     .where('device_objects.state', 'in', FAILED_STATES)
     .orderBy('device_objects.updated_at', 'desc')
     .limit(limit)
@@ -93,7 +79,11 @@ export async function latestFailures(
   }));
 }
 
-/** Devices that reported an object PROVISIONING_COMPLETED, per minute (oldest first). */
+/**
+ * Devices that finished provisioning, per minute (oldest first): a device counts in the minute
+ * of its last object's PROVISIONING_COMPLETED, once all its objects are there (a device whose
+ * key pair succeeded but whose certificate failed is not provisioned).
+ */
 export interface RateSeries {
   /** ISO minute (`YYYY-MM-DDTHH:MM`) of the first bucket. */
   from: string;
@@ -107,14 +97,14 @@ export async function provisioningRate(
   minutes = RATE_WINDOW_MINUTES,
 ): Promise<RateSeries> {
   const first = new Date(Math.floor(now.getTime() / 60_000) * 60_000 - (minutes - 1) * 60_000);
-  const minute = sql<string>`SUBSTR(device_objects.updated_at, 1, 16)`;
+  const minute = sql<string>`SUBSTR(devices.state_at, 1, 16)`;
   const rows = await db
-    .selectFrom('device_objects')
-    .innerJoin('devices', 'devices.id', 'device_objects.device_row_id')
-    .select([minute.as('minute'), sql<number>`COUNT(DISTINCT device_objects.device_row_id)`.as('n')])
+    .selectFrom('devices')
+    .select([minute.as('minute'), (eb) => eb.fn.countAll<number>().as('n')])
     .where('devices.factory_id', '=', factoryId)
-    .where('device_objects.state', '=', 'PROVISIONING_COMPLETED')
-    .where('device_objects.updated_at', '>=', first.toISOString())
+    .where('devices.deleted_at', 'is', null)
+    .where('devices.state_rank', '=', stateRank('PROVISIONING_COMPLETED'))
+    .where('devices.state_at', '>=', first.toISOString())
     .groupBy('minute')
     .execute();
   const perMinute = new Array<number>(minutes).fill(0);
@@ -164,7 +154,7 @@ export async function searchDevices(
       'devices.nc12',
       'devices.last_connection',
       'device_groups.name as group',
-      deviceRank().as('rank'),
+      'devices.state_rank',
     ])
     .where('devices.factory_id', '=', factoryId)
     .where('devices.deleted_at', 'is', null);
@@ -181,8 +171,7 @@ export async function searchDevices(
   if (filter.group !== undefined) query = query.where('device_groups.name', '=', filter.group);
   if (filter.nc12 !== undefined) query = query.where('devices.nc12', '=', filter.nc12);
   if (filter.state !== undefined) {
-    const rank = DEVICE_STATES.indexOf(filter.state);
-    query = query.where(sql<SqlBool>`${deviceRank()} = ${sql.lit(rank)}`);
+    query = query.where('devices.state_rank', '=', stateRank(filter.state));
   }
   if (page.after !== undefined) query = query.where('devices.id', '>', page.after);
   const rows = await query
@@ -196,7 +185,7 @@ export async function searchDevices(
       deviceId: r.device_id,
       group: r.group,
       nc12: r.nc12,
-      state: DEVICE_STATES[Number(r.rank)]!,
+      state: DEVICE_STATES[Number(r.state_rank)]!,
       lastConnection: r.last_connection,
     })),
     next: rows.length > limit ? shown[shown.length - 1]!.row : null,

@@ -1,3 +1,4 @@
+import { refreshDeviceState } from '../allowlist/device-state.ts';
 import { type AssignedObject, assignedObjects } from '../el2g/assigned-objects.ts';
 import type { Db } from '../storage/database.ts';
 import type { DevicesTable, ProvisioningState } from '../storage/tables.ts';
@@ -37,7 +38,7 @@ export function deviceLinkObjects(db: Db, device: DeviceRecord): Promise<Assigne
   return assignedObjects(db, device, 'keypairs-first');
 }
 
-/** Sets a device's state of one object (insert or update). */
+/** Sets a device's state of one object (insert or update), and the device's own state with it. */
 export async function setObjectState(
   db: Db,
   deviceRowId: number,
@@ -61,6 +62,7 @@ export async function setObjectState(
         .doUpdateSet({ state, reason, updated_at: now.toISOString() }),
     )
     .execute();
+  await refreshDeviceState(db, deviceRowId, now);
 }
 
 /**

@@ -5,6 +5,7 @@ import * as gateway from './migrations/003-gateway.ts';
 import * as tokenLifecycle from './migrations/004-token-lifecycle.ts';
 import * as oneOpenCaRequest from './migrations/005-one-open-ca-request.ts';
 import * as pkiDeviceCas from './migrations/006-pki-device-cas.ts';
+import * as deviceState from './migrations/007-device-state.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -28,6 +29,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { name: '004-token-lifecycle', up: tokenLifecycle.up },
   { name: '005-one-open-ca-request', up: oneOpenCaRequest.up },
   { name: '006-pki-device-cas', up: pkiDeviceCas.up },
+  { name: '007-device-state', up: deviceState.up },
 ];
 
 /**

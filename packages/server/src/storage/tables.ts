@@ -177,6 +177,10 @@ export interface DevicesTable {
   added_at: string;
   deleted_at: string | null;
   last_connection: string | null;
+  /** Index into DEVICE_STATES (allowlist/device-state.ts); kept by setObjectState. */
+  state_rank: Generated<number>;
+  /** When state_rank last changed (the newest device_objects.updated_at). */
+  state_at: Generated<string | null>;
 }
 
 export interface DeviceObjectsTable {

@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Logger } from 'pino';
 import { inject } from 'vitest';
 import { createDatabase } from '../../../../test/support/postgres.ts';
 import { validateConfig } from '../../src/config/load.ts';
@@ -28,6 +29,7 @@ let counter = 0;
 export async function startTestService(
   backend: BackendName = 'sqlite',
   overrides: ConfigInput = {},
+  options: { log?: Logger } = {},
 ): Promise<TestService> {
   const dataDir = mkdtempSync(join(tmpdir(), 'keyferry-svc-'));
   const storage =
@@ -46,7 +48,7 @@ export async function startTestService(
     log: { level: 'silent' },
     ...overrides,
   });
-  const service = await startService({ config, embeddedDefaults: true });
+  const service = await startService({ config, embeddedDefaults: true, ...options });
   if (!service.demo) throw new Error('expected a demo factory on a fresh database');
   const token = service.demo.token;
   const url = service.addresses.api;

@@ -54,7 +54,7 @@ ${v.error ? html`<p class="error" role="alert">${v.error}</p>` : ''}
 <caption id="devices-caption">${v.devices.length === 0 ? 'No device matches.' : `${v.devices.length} devices on this page, in allow-list order.`}</caption>
 <thead><tr><th scope="col">Device id (hex)</th><th scope="col">Decimal</th><th scope="col">Group</th><th scope="col">Product</th><th scope="col">State</th><th scope="col">Last connection</th></tr></thead>
 <tbody>${v.devices.map((d) => {
-      const hex = parseDeviceId(d.deviceId).hex;
+      const hex = `0x${parseDeviceId(d.deviceId).hex}`;
       return html`<tr><td><a class="id" href="/console/devices/${d.deviceId}">${hex}</a></td><td class="id">${d.deviceId}</td><td>${d.group}</td><td>${d.nc12}</td><td>${d.state}</td><td>${formatTime(d.lastConnection)}</td></tr>`;
     })}</tbody>
 </table>
@@ -91,7 +91,7 @@ function stepDetail(entry: AuditRecord): SafeHtml {
 }
 
 export function devicePage(viewer: Viewer, v: DeviceView): SafeHtml {
-  const hex = parseDeviceId(v.deviceId).hex;
+  const hex = `0x${parseDeviceId(v.deviceId).hex}`;
   return page(
     viewer,
     'devices',

@@ -102,7 +102,7 @@ ${rate.perMinute.map((n, i) => {
   return html`<rect x="${i * w + 1}" y="${h - bh}" width="${w - 2}" height="${bh}"><title>${n} devices</title></rect>`;
 })}
 </svg>
-<figcaption id="rate-caption">Devices provisioned per minute over the last ${rate.perMinute.length} minutes (from ${rate.from} UTC); this minute: <strong data-field="rate-now">${last}</strong>/min, peak <span data-field="rate-peak">${Math.max(...rate.perMinute)}</span>/min. <span class="live" data-field="live-status">Live updates start when the page has loaded.</span></figcaption>
+<figcaption id="rate-caption">Devices provisioned per minute over the last ${rate.perMinute.length} minutes (from ${rate.from} UTC); this minute: <strong data-field="rate-now">${last}</strong>/min, peak <span data-field="rate-peak">${Math.max(...rate.perMinute)}</span>/min, <span data-field="rate-total">${rate.perMinute.reduce((a, b) => a + b, 0)}</span> devices in all. <span class="live" data-field="live-status">Live updates start when the page has loaded.</span></figcaption>
 </figure>`;
 }
 

@@ -110,7 +110,8 @@ export async function consoleRoutes(
       c.addHook('onRequest', async (_request, reply) => {
         reply.header('content-security-policy', CSP);
         reply.header('x-content-type-options', 'nosniff');
-        reply.header('referrer-policy', 'no-referrer');
+        // not no-referrer: under it a browser sends `Origin: null` even on same-origin forms
+        reply.header('referrer-policy', 'same-origin');
         reply.header('cache-control', 'no-store');
       });
       c.setErrorHandler((err, request, reply) => {

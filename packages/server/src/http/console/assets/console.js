@@ -33,6 +33,10 @@ function drawRate(svg, rate) {
   });
   setField('rate-now', rate.perMinute[rate.perMinute.length - 1] ?? 0);
   setField('rate-peak', Math.max(...rate.perMinute));
+  setField(
+    'rate-total',
+    rate.perMinute.reduce((a, b) => a + b, 0),
+  );
 }
 
 function followLive() {

@@ -1,0 +1,57 @@
+import { sql } from 'kysely';
+import type { Db } from '../storage/database.ts';
+import type { ProvisioningState } from '../storage/tables.ts';
+
+/**
+ * A device's provisioning state as one value: the least advanced of its objects' states, a
+ * failure winning over everything. A device with no device_objects row has not connected yet
+ * (GENERATION_ON_CONNECTION). `devices.state_rank` holds the index into this list, kept up to
+ * date by {@link refreshDeviceState} whenever an object's state changes.
+ */
+export const DEVICE_STATES = [
+  'GENERATION_FAILED',
+  'PROVISIONING_FAILED',
+  'GENERATION_ON_CONNECTION',
+  'GENERATION_TRIGGERED',
+  'GENERATION_COMPLETED',
+  'PROVISIONING_COMPLETED',
+] as const satisfies readonly ProvisioningState[];
+export type DeviceState = (typeof DEVICE_STATES)[number];
+export const NOT_CONNECTED_RANK = DEVICE_STATES.indexOf('GENERATION_ON_CONNECTION');
+
+export function stateRank(state: DeviceState): number {
+  return DEVICE_STATES.indexOf(state);
+}
+
+/** The rank of devices.id's state computed from its device_objects rows. */
+function computedRank() {
+  const cases = DEVICE_STATES.map((s, i) => sql`WHEN ${sql.lit(s)} THEN ${sql.lit(i)}`);
+  const rank = sql`CASE device_objects.state ${sql.join(cases, sql` `)} END`;
+  return sql<number>`COALESCE((SELECT MIN(${rank}) FROM device_objects WHERE device_objects.device_row_id = devices.id), ${sql.lit(NOT_CONNECTED_RANK)})`;
+}
+
+/** Recomputes one device's state after one of its objects changed (same transaction). */
+export async function refreshDeviceState(db: Db, deviceRowId: number, now: Date): Promise<void> {
+  await db
+    .updateTable('devices')
+    .set({ state_rank: computedRank(), state_at: now.toISOString() })
+    .where('id', '=', deviceRowId)
+    .execute();
+}
+
+/**
+ * Recomputes every device of a factory from its rows, for code that writes device_objects in
+ * bulk (the console benchmark seeds 50,000 devices' states that way).
+ */
+export async function recomputeDeviceStates(db: Db, factoryId: number): Promise<void> {
+  await db
+    .updateTable('devices')
+    .set({
+      state_rank: computedRank(),
+      state_at: sql<
+        string | null
+      >`(SELECT MAX(device_objects.updated_at) FROM device_objects WHERE device_objects.device_row_id = devices.id)`,
+    })
+    .where('factory_id', '=', factoryId)
+    .execute();
+}
