@@ -216,7 +216,7 @@ describe('device-link interop: keyferry-sim token + openssl + curl against keyfe
     // (no deadline of its own: the test's time limit ends a wait that never comes)
     while (!daemon.stdout().includes(warning)) await new Promise((r) => setTimeout(r, 25));
     expect(daemon.stdout()).toContain(warning);
-    const listed = cli(['el2g', 'devices']);
+    const listed = cli(['el2g', 'devices', '--wide']);
     expect(listed.stdout).toMatch(new RegExp(`fio-935389312472 +${manifest.device} +\\d{4}-\\d\\d-\\d\\dT`));
   });
 });

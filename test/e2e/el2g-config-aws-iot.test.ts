@@ -1,4 +1,6 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DescribeCACertificateCommand, IoTClient, ListCACertificatesCommand } from '@aws-sdk/client-iot';
@@ -74,6 +76,12 @@ beforeAll(async () => {
     region: 'us-east-1',
     credentials: DEFAULT_CREDENTIALS,
     maxAttempts: 1,
+    // no kept-alive sockets: while runBin's spawnSync blocks this process, the emulator may
+    // close an idle one, and the next call would reuse it before seeing the close (hang up)
+    requestHandler: {
+      httpAgent: new HttpAgent({ keepAlive: false }),
+      httpsAgent: new HttpsAgent({ keepAlive: false }),
+    },
   });
   writeFileSync(join(work, 'template.json'), TEMPLATE);
 });

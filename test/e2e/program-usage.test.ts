@@ -41,6 +41,8 @@ describe("commander's messages say what the user most likely meant", () => {
     });
     const gateway = await keyferry(['devices', 'lsit']);
     expect(gateway.stderr).toBe("ERROR: unknown subcommand 'lsit'; did you mean 'list'?\n");
+    const explicit = await keyferry(['el2g', 'devices', 'list', UID]);
+    expect(explicit.stderr).toBe(`ERROR: 'list' takes no arguments, got '${UID}'\n`);
     const far = await keyferry(['el2g', 'devices', 'frobnicate']);
     expect(far.stderr).toBe("ERROR: unknown subcommand 'frobnicate'; --help lists them\n");
   });

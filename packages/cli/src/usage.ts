@@ -24,7 +24,14 @@ export function usageError(text: string): string {
 export function wordlessDefault(cmd: Command): Command {
   return cmd.allowExcessArguments(true).hook('preAction', (_hooked, action) => {
     if (action.args.length === 0) return;
+    const parent = action.parent as Command;
+    if (parent.args[0] === action.name()) {
+      action.error(`error: '${action.name()}' takes no arguments, got '${action.args.join(' ')}'`, {
+        code: 'commander.excessArguments',
+        exitCode: 2,
+      });
+    }
     // commander's own refusal, with its "did you mean" from the parent's subcommands
-    (action.parent as unknown as { unknownCommand(): never }).unknownCommand();
+    (parent as unknown as { unknownCommand(): never }).unknownCommand();
   });
 }

@@ -48,7 +48,8 @@ export function registerEl2gDevices(el2g: Command): void {
   devices
     .command('add')
     .description(
-      `allow-list devices of a product: ids as arguments or --file (one id a line, or CSV with an id column); an id is ${DEVICE_ID_FORMS}`,
+      `allow-list devices of a product: ids as arguments or --file (one id a line, or CSV with an id column); an id is ${DEVICE_ID_FORMS}. ` +
+        'With one id it prints nothing on success (as fioctl), with several a line per id',
     )
     .argument('<12nc>', 'product id, e.g. 935389312472')
     .argument('[device-ids...]', `device ids: ${DEVICE_ID_FORMS}`)
@@ -68,7 +69,8 @@ export function registerEl2gDevices(el2g: Command): void {
   devices
     .command('delete')
     .description(
-      'remove devices from the allow-list: they can no longer enroll and their certificates are revoked',
+      'remove devices from the allow-list: they can no longer enroll and their certificates are revoked. ' +
+        'With one id it prints nothing on success (as fioctl), with several a line per id',
     )
     .argument('<12nc>', 'product id, e.g. 935389312472')
     // optional for commander, so that a missing 12NC is told as such (checkNc12), not as a missing id
