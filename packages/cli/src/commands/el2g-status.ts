@@ -3,6 +3,9 @@ import type { ApiClient } from '../api-client.ts';
 import { type CommandContext, commandContext } from '../context.ts';
 import { formatTable, printJson } from '../output.ts';
 
+/** A 12NC has 12 decimal digits; as a JSON number it loses leading zeros. */
+const NC12_DIGITS = 12;
+
 export interface Product {
   nc12: string;
   commercialName: string;
@@ -10,7 +13,8 @@ export interface Product {
 
 export interface El2gOverview {
   subdomain: string;
-  'product-ids': string[];
+  /** 12NCs as JSON numbers (fioctl's `[]int`). */
+  'product-ids': number[];
   plan?: Record<string, unknown>;
 }
 
@@ -56,7 +60,10 @@ export async function fetchEl2gStatus(api: ApiClient): Promise<El2gStatus> {
 /** The four sections of CLI.md, each ending in a newline: Subdomain, Product IDs, Secure Objects, Intermediate CAs. */
 export function el2gStatusSections(status: El2gStatus): string[] {
   const names = new Map(status.products.map((p) => [p.nc12, p.commercialName]));
-  const products = status.overview['product-ids'].map((id) => [id, names.get(id) ?? '']);
+  const products = status.overview['product-ids'].map((id) => {
+    const nc12 = String(id).padStart(NC12_DIGITS, '0');
+    return [nc12, names.get(nc12) ?? ''];
+  });
   const objects = status.secureObjects.map((o) => [o.type, o.name, o['object-id']]);
   const cas = status.intermediateCas.map(
     (ca) => `Name: ${ca.name}\nAlgorithm: ${ca.algorithm}\nID: ${ca.id}\n${ensureNewline(ca.value)}`,

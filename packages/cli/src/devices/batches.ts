@@ -1,4 +1,4 @@
-import type { ApiClient } from '../api-client.ts';
+import { type ApiClient, ApiError } from '../api-client.ts';
 
 /** Ids a CLI request carries (the server takes up to 10,000; smaller batches show progress sooner). */
 export const IDS_PER_REQUEST = 1_000;
@@ -44,7 +44,7 @@ export async function sendInBatches(
   const out: Array<{ sent: SentId; answer: DeviceAnswer }> = [];
   for (let i = 0; i < ids.length; i += IDS_PER_REQUEST) {
     const part = ids.slice(i, i + IDS_PER_REQUEST);
-    const answer = await api.call<BatchAnswer>(method, api.factoryPath('el2g/devices/'), {
+    const answer = await batchAnswer(api, method, {
       'product-id': request.nc12,
       devices: part.map((p) => p.text),
       production: request.production,
@@ -55,4 +55,18 @@ export async function sendInBatches(
     onBatch(i + part.length);
   }
   return out;
+}
+
+/**
+ * One request's per-device answer. A batch in which no device ended as asked is a 4xx refusal
+ * that carries the same answer in `info`: its devices are reported like any other.
+ */
+async function batchAnswer(api: ApiClient, method: 'POST' | 'DELETE', body: unknown): Promise<BatchAnswer> {
+  try {
+    return await api.call<BatchAnswer>(method, api.factoryPath('el2g/devices/'), body);
+  } catch (err) {
+    const info = err instanceof ApiError ? err.problem.info : undefined;
+    if (info && Array.isArray(info.results)) return info as unknown as BatchAnswer;
+    throw err;
+  }
 }

@@ -1,4 +1,4 @@
-import { DEVICE_ID_FORMS, KeyferryError, tryParseDeviceId } from '@keyferry/core';
+import { invalidDeviceIdMessage, KeyferryError, tryParseDeviceId } from '@keyferry/core';
 import { type AuditEntry, recordAuditBatch } from '../audit/audit-log.ts';
 import type { ServiceContext } from '../context.ts';
 import { addFactoryProduct } from '../el2g/enablement.ts';
@@ -205,7 +205,7 @@ function parseRequest<S extends string>(
         id: text,
         status: 'invalid',
         code: 'invalid_device_id',
-        reason: `invalid device id ${JSON.stringify(text)}: use ${DEVICE_ID_FORMS}`,
+        reason: invalidDeviceIdMessage(text),
       });
       return;
     }

@@ -70,7 +70,9 @@ describe.each(BACKENDS)('plan limits on %s', (backend) => {
     });
     expect(del.json.results[0].status).toBe('deleted');
     const res = await add(sequentialIds(1, 2));
-    expect(res.json.results[0]).toMatchObject({ status: 'refused', usage: 5, max: 5 });
+    expect(res.status).toBe(403);
+    expect(res.json.code).toBe('device_quota_exceeded');
+    expect(res.json.info.results[0]).toMatchObject({ status: 'refused', usage: 5, max: 5 });
     expect(await rowCount()).toBe(5);
     const plan = await svc.call('GET', `${BASE}/el2g/plan/`);
     expect(plan.json).toMatchObject({
