@@ -82,6 +82,21 @@ describe.each(BACKENDS)('plan limits on %s', (backend) => {
     });
   });
 
+  it('a batch refused by the quota for every device left a new product behind: the refusal undoes it', async () => {
+    const products = () =>
+      db.selectFrom('factory_products').select('nc12').where('factory_id', '=', demo).execute();
+    const groups = () =>
+      db.selectFrom('device_groups').select('name').where('factory_id', '=', demo).execute();
+    const before = { products: await products(), groups: await groups(), devices: await rowCount() };
+    const res = await svc.call('POST', `${BASE}/el2g/devices/`, {
+      body: { 'product-id': '935414457472', devices: sequentialIds(2, 40) },
+    });
+    expect(res.status).toBe(403);
+    expect(res.json.code).toBe('device_quota_exceeded');
+    expect(res.json.info.results.map((r: { status: string }) => r.status)).toEqual(['refused', 'refused']);
+    expect({ products: await products(), groups: await groups(), devices: await rowCount() }).toEqual(before);
+  });
+
   it('counts only the current subscription year', async () => {
     const aYearAgo = new Date(Date.now() - 366 * DAY).toISOString();
     await db

@@ -13,7 +13,7 @@ import {
   listDevices,
   MAX_DEVICE_PAGE,
 } from '../../allowlist/device-listing.ts';
-import { ADD_SETTLED, DELETE_SETTLED, refuseIfNoneSettled } from '../../allowlist/device-results.ts';
+import { DELETE_SETTLED, refuseIfNoneSettled } from '../../allowlist/device-results.ts';
 import { planUsage } from '../../allowlist/plan.ts';
 import type { ServiceContext } from '../../context.ts';
 import { jsonArrayStream } from '../json-stream.ts';
@@ -88,8 +88,9 @@ export async function el2gDevicesRoutes(app: FastifyInstance, ctx: ServiceContex
 
   app.post('/el2g/devices/', async (request) => {
     const body = parseBody(batchSchema, request.body);
-    const answer = await addDevices(ctx, request.factory!, toBatch(body), change(request));
-    return refuseIfNoneSettled(answer, ADD_SETTLED, 'added');
+    return addDevices(ctx, request.factory!, toBatch(body), change(request), new Date(), {
+      refuseIfNoneAdded: true,
+    });
   });
 
   app.delete('/el2g/devices/', async (request) => {
