@@ -103,6 +103,29 @@ describe('keyferry el2g devices against the keyferryd process', { timeout: PROCE
     expect(nc.stderr).toMatch(/^ERROR: invalid product id "93538931247": a 12NC is 12 decimal digits/);
   });
 
+  it('an id of the right form but too large a value is told that its value does not fit, not to use the form it used', async () => {
+    const big = '0xff005001eee3ba1ee96e60047e57da0f6880';
+    const res = cli(['el2g', 'devices', 'add', '935389312472', big, '0x12']);
+    expect(res.status).toBe(2);
+    expect(res.stderr).toBe(
+      `ERROR: invalid device id "${big}": its value does not fit the 42-digit decimal form EdgeLock 2GO ids use (the largest is 0x0b7abc627050305adf14a3d9e3ffffffffff); SE05x UIDs start 0x04: read the UID again (keyferry-agent uid); invalid device id "0x12": use ${FORMS}\n`,
+    );
+    expect(res.stderr).not.toContain(`"${big}": use`);
+    const show = cli(['el2g', 'devices', 'show', big]);
+    expect(show.stderr).toMatch(
+      /^ERROR: invalid device id "0xff0050\w+": its value does not fit the 42-digit/,
+    );
+    // the API says the same to a client that does not check first
+    const token = readFileSync(join(work, 'data', 'demo.token'), 'utf8').trim();
+    const api = await fetch(`${daemon.listen.api}/ota/factories/demo/el2g-proxy/devices/${big}/product`, {
+      headers: { 'osf-token': token },
+    });
+    expect(api.status).toBe(400);
+    expect(((await api.json()) as { detail: string }).detail).toContain(
+      'its value does not fit the 42-digit decimal form',
+    );
+  });
+
   it('says when a device is in the other group, and exits non-zero', () => {
     const res = cli(['el2g', 'devices', 'add', '--production', '935389312472', GUIDE_HEX]);
     expect(res.stdout).toBe('');

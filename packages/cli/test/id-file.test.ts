@@ -1,10 +1,13 @@
+import { DEVICE_ID_TOO_LARGE } from '@keyferry/core';
 import { describe, expect, it } from 'vitest';
-import { parseIdFile, splitCsvLine } from '../src/devices/id-file.ts';
+import { parseIdFile } from '../src/devices/id-file.ts';
 import { createProgress } from '../src/devices/progress.ts';
+import { formatImportSummary, summarize } from '../src/devices/summary.ts';
 
 const HEX = '0x04005001eee3ba1ee96e60047e57da0f6880';
 const DEC = '348555492004256518532939906410866457667712';
 const enc = (s: string) => new TextEncoder().encode(s);
+const FORM = 'use 0x followed by 36 hex digits, or 42 decimal digits';
 
 describe('device id files', () => {
   it('reads one id a line with a BOM and CRLF, skipping blank lines and counting duplicates in either form', () => {
@@ -18,15 +21,53 @@ describe('device id files', () => {
       [3, '0x04005001eee3ba1ee96e60047e57da0f6881'],
     ]);
     expect(f.duplicates).toEqual([{ line: 4, firstLine: 1 }]);
-    expect(f.invalid).toEqual([{ line: 5, text: '0x12' }]);
+    expect(f.invalid).toEqual([{ line: 5, text: '0x12', reason: FORM }]);
   });
 
   it('reads the id column of a CSV, quoted cells included', () => {
     const f = parseIdFile('ids.csv', enc(`name,"ID",site\n"a, b",${HEX},x\nc,"${DEC.slice(1)}",y\n`));
     expect(f.format).toBe('csv');
     expect(f.ids.map((i) => i.line)).toEqual([2]);
-    expect(f.invalid).toEqual([{ line: 3, text: DEC.slice(1) }]);
-    expect(splitCsvLine('"a ""q"", b",c')).toEqual(['a "q", b', 'c']);
+    expect(f.invalid).toEqual([{ line: 3, text: DEC.slice(1), reason: FORM }]);
+    const q = parseIdFile('q.csv', enc(`site,id\n"a ""q"", b",${HEX}\n`));
+    expect(q.ids.map((i) => [i.line, i.text])).toEqual([[2, HEX]]);
+  });
+
+  it('the CSV reader split lines before parsing: quoted cells with newlines keep the rows after them, each at the line it starts on', () => {
+    const next = '0x04005001eee3ba1ee96e60047e57da0f6881';
+    const last = '0x04005001eee3ba1ee96e60047e57da0f6882';
+    const text = [
+      'note,id,site', // 1
+      `"first line`, // 2
+      `second, with a comma",${HEX},a`, // 3
+      '', // 4
+      `plain,${next},b`, // 5
+      `"crlf\r\ninside\r\n""quoted""",0x12,c`, // 6-8
+      `x,"${last}",d`, // 9
+    ].join('\r\n');
+    const f = parseIdFile('fleet.csv', enc(`\uFEFF${text}\r\n`));
+    expect(f.format).toBe('csv');
+    expect(f.ids.map((i) => [i.line, i.text])).toEqual([
+      [2, HEX],
+      [5, next],
+      [9, last],
+    ]);
+    expect(f.invalid).toEqual([{ line: 6, text: '0x12', reason: FORM }]);
+    expect(() => parseIdFile('open.csv', enc(`id,note\n${HEX},"never closed\n${next},x\n`))).toThrow(
+      /^open\.csv is not well-formed CSV \(line \d\): .*Quote Not Closed.*; quote a cell that holds commas, quotes or line breaks/,
+    );
+  });
+
+  it('an id too large for 42 decimal digits is named in the summary with its line and what is wrong', () => {
+    const big = '0xff005001eee3ba1ee96e60047e57da0f6880';
+    const f = parseIdFile('ids.txt', enc(`${HEX}\n0x12\n${big}\n`));
+    expect(f.invalid).toEqual([
+      { line: 2, text: '0x12', reason: FORM },
+      { line: 3, text: big, reason: DEVICE_ID_TOO_LARGE },
+    ]);
+    expect(formatImportSummary(summarize(f, []))).toContain(
+      `Invalid: 2 (lines 2, 3; line 3: ${DEVICE_ID_TOO_LARGE})\n`,
+    );
   });
 
   it('refuses an empty file, a blank one, a binary one and non-UTF-8 text, saying what to give', () => {

@@ -10,6 +10,9 @@ const MAX_UID = 10n ** 42n - 1n;
 
 export const DEVICE_ID_FORMS = '0x followed by 36 hex digits, or 42 decimal digits';
 
+/** What is wrong with a hex id of the right form whose value is past 42 decimal digits. */
+export const DEVICE_ID_TOO_LARGE = `its value does not fit the 42-digit decimal form EdgeLock 2GO ids use (the largest is 0x${MAX_UID.toString(16).padStart(DEVICE_UID_BYTES * 2, '0')}); SE05x UIDs start 0x04: read the UID again (keyferry-agent uid)`;
+
 /**
  * A device id: the secure element's 18-byte UID. `decimal` is the canonical form used in
  * APIs (the UID's integer value, 42 digits with leading zeros); `hex` is 36 lowercase hex
@@ -36,15 +39,30 @@ export function tryParseDeviceId(text: string): DeviceId | undefined {
   return deviceIdFromBigInt(value);
 }
 
-/** Parses a device id or throws `invalid_device_id` naming the id and the accepted forms. */
+/**
+ * Why `text` is not a device id, as a clause that says what to do: the accepted forms, or
+ * {@link DEVICE_ID_TOO_LARGE} for an id of the right form whose value has no 42-digit decimal
+ * form. Undefined when `text` is a device id.
+ */
+export function deviceIdProblem(text: string): string | undefined {
+  if (typeof text === 'string' && (HEX_FORM.test(text) || DECIMAL_FORM.test(text))) {
+    return BigInt(text) > MAX_UID ? DEVICE_ID_TOO_LARGE : undefined;
+  }
+  return `use ${DEVICE_ID_FORMS}`;
+}
+
+/** `invalid device id "<text>": <what is wrong>`, the one wording of every refusal of an id. */
+export function invalidDeviceIdMessage(text: string): string {
+  const problem = deviceIdProblem(text);
+  if (problem === undefined) throw new TypeError(`${JSON.stringify(text)} is a valid device id`);
+  return `invalid device id ${JSON.stringify(text)}: ${problem}`;
+}
+
+/** Parses a device id or throws `invalid_device_id` naming the id and what is wrong with it. */
 export function parseDeviceId(text: string): DeviceId {
   const id = tryParseDeviceId(text);
   if (id === undefined) {
-    throw new KeyferryError(
-      'invalid_device_id',
-      `invalid device id ${JSON.stringify(text)}: use ${DEVICE_ID_FORMS}`,
-      { detail: { id: text } },
-    );
+    throw new KeyferryError('invalid_device_id', invalidDeviceIdMessage(text), { detail: { id: text } });
   }
   return id;
 }

@@ -1,9 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import {
+  DEVICE_ID_TOO_LARGE,
   DEVICE_UID_BYTES,
   deviceIdFromUid,
+  deviceIdProblem,
   deviceIdToUid,
+  invalidDeviceIdMessage,
   isDeviceId,
   parseDeviceId,
   tryParseDeviceId,
@@ -74,7 +77,6 @@ describe('device ids', () => {
       '',
       '0x',
       '9'.repeat(42).replace(/^9/, 'a'),
-      `0x${'f'.repeat(36)}`, // beyond 42 decimal digits: no canonical form
       // what files and spreadsheets produce
       GUIDE_HEX + '\n',
       GUIDE_HEX + '\r',
@@ -100,6 +102,23 @@ describe('device ids', () => {
         expect((err as Error).message).toContain(JSON.stringify(bad));
       }
     }
+  });
+
+  it('an id of the right form but too large a value is told its value does not fit 42 decimal digits, not the form it used', () => {
+    const largest = `0x${(10n ** 42n - 1n).toString(16).padStart(36, '0')}`;
+    expect(parseDeviceId(largest).decimal).toBe('9'.repeat(42));
+    const justOver = `0x${(10n ** 42n).toString(16).padStart(36, '0')}`;
+    for (const bad of ['0xff005001eee3ba1ee96e60047e57da0f6880', `0x${'f'.repeat(36)}`, justOver]) {
+      expect(isDeviceId(bad), bad).toBe(false);
+      expect(deviceIdProblem(bad)).toBe(DEVICE_ID_TOO_LARGE);
+      expect(() => parseDeviceId(bad)).toThrowError(
+        `invalid device id "${bad}": its value does not fit the 42-digit decimal form EdgeLock 2GO ids use (the largest is ${largest}); SE05x UIDs start 0x04: read the UID again (keyferry-agent uid)`,
+      );
+      expect(invalidDeviceIdMessage(bad)).not.toContain('36 hex digits');
+    }
+    expect(deviceIdProblem('0x12')).toBe('use 0x followed by 36 hex digits, or 42 decimal digits');
+    expect(deviceIdProblem(GUIDE_HEX)).toBeUndefined();
+    expect(() => invalidDeviceIdMessage(GUIDE_HEX)).toThrow(TypeError);
   });
 
   it('keeps leading zeros in the canonical decimal form', () => {

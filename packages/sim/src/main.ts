@@ -1,4 +1,9 @@
-import { DEVICE_ID_FORMS, endQuietlyWhenOutputCloses, tryParseDeviceId } from '@keyferry/core';
+import {
+  DEVICE_ID_FORMS,
+  deviceIdProblem,
+  endQuietlyWhenOutputCloses,
+  tryParseDeviceId,
+} from '@keyferry/core';
 import { Command, CommanderError, Option } from 'commander';
 import packageJson from '../package.json' with { type: 'json' };
 import { registerAwsIotCommand } from './aws-iot/command.ts';
@@ -53,7 +58,8 @@ export function buildProgram(): Command {
       let uid: ReturnType<typeof tryParseDeviceId>;
       if (opts.uid !== undefined) {
         uid = tryParseDeviceId(opts.uid);
-        if (uid === undefined) throw new Error(`--uid ${opts.uid} is not a UID: use ${DEVICE_ID_FORMS}`);
+        if (uid === undefined)
+          throw new Error(`--uid ${opts.uid} is not a UID: ${deviceIdProblem(opts.uid)}`);
       }
       const vendor = await loadOrCreateVendorCa(simDir());
       const made = await createSecureElement({

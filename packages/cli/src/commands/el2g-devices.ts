@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { DEVICE_ID_FORMS, tryParseDeviceId } from '@keyferry/core';
+import { DEVICE_ID_FORMS, deviceIdProblem, tryParseDeviceId } from '@keyferry/core';
 import type { Command } from 'commander';
 import { CliError } from '../cli-error.ts';
 import { type CommandContext, commandContext } from '../context.ts';
@@ -124,12 +124,21 @@ function checkNc12(nc12: string, command: 'add' | 'delete'): void {
   );
 }
 
-/** Refuses bad ids before any request, naming each and the two accepted forms. */
+/** Refuses bad ids before any request, naming each and what is wrong with it. */
 function checkIds(ids: readonly string[]): SentId[] {
-  const bad = ids.filter((id) => tryParseDeviceId(id) === undefined);
-  if (bad.length > 0) {
-    const names = bad.map((b) => JSON.stringify(b)).join(', ');
-    throw new CliError(`invalid device id${bad.length > 1 ? 's' : ''} ${names}: use ${DEVICE_ID_FORMS}`, 2);
+  const byProblem = new Map<string, string[]>();
+  for (const id of ids) {
+    const problem = deviceIdProblem(id);
+    if (problem !== undefined) byProblem.set(problem, [...(byProblem.get(problem) ?? []), id]);
+  }
+  if (byProblem.size > 0) {
+    const message = [...byProblem]
+      .map(
+        ([problem, bad]) =>
+          `invalid device id${bad.length > 1 ? 's' : ''} ${bad.map((b) => JSON.stringify(b)).join(', ')}: ${problem}`,
+      )
+      .join('; ');
+    throw new CliError(message, 2);
   }
   return ids.map((text) => ({ text }));
 }

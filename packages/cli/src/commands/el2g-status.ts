@@ -3,8 +3,11 @@ import type { ApiClient } from '../api-client.ts';
 import { type CommandContext, commandContext } from '../context.ts';
 import { formatTable, printJson } from '../output.ts';
 
-/** 12NCs arrive as strings or as JSON numbers (fioctl decoded `product-ids` as `[]int`). */
+/** 12NCs arrive as JSON numbers (fioctl decoded `product-ids` as `[]int`) or strings. */
 export type Nc12 = string | number;
+
+/** A 12NC has 12 decimal digits; as a JSON number it loses leading zeros. */
+const NC12_DIGITS = 12;
 
 export interface Product {
   nc12: Nc12;
@@ -13,6 +16,7 @@ export interface Product {
 
 export interface El2gOverview {
   subdomain: string;
+  /** 12NCs as JSON numbers (fioctl's `[]int`). */
   'product-ids': Nc12[];
   plan?: Record<string, unknown>;
 }
@@ -58,8 +62,13 @@ export async function fetchEl2gStatus(api: ApiClient): Promise<El2gStatus> {
 
 /** fioctl's four sections, each ending in a newline: Subdomain, Product IDs, Secure Objects, Intermediate CAs. */
 export function el2gStatusSections(status: El2gStatus): string[] {
-  const names = new Map(status.products.map((p) => [String(p.nc12), p.commercialName]));
-  const products = status.overview['product-ids'].map(String).map((id) => [id, names.get(id) ?? '']);
+  const names = new Map(
+    status.products.map((p) => [String(p.nc12).padStart(NC12_DIGITS, '0'), p.commercialName]),
+  );
+  const products = status.overview['product-ids'].map((id) => {
+    const nc12 = String(id).padStart(NC12_DIGITS, '0');
+    return [nc12, names.get(nc12) ?? ''];
+  });
   const objects = status.secureObjects.map((o) => [o.type, o.name, o['object-id']]);
   const cas = status.intermediateCas.map(
     (ca) => `Name: ${ca.name}\nAlgorithm: ${ca.algorithm}\nID: ${ca.id}\n${ensureNewline(ca.value)}`,

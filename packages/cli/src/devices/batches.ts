@@ -44,13 +44,11 @@ export async function sendInBatches(
   const out: Array<{ sent: SentId; answer: DeviceAnswer }> = [];
   for (let i = 0; i < ids.length; i += IDS_PER_REQUEST) {
     const part = ids.slice(i, i + IDS_PER_REQUEST);
-    const answer = await refusedBatchAsAnswer(
-      api.call<BatchAnswer>(method, api.factoryPath('el2g/devices/'), {
-        'product-id': request.nc12,
-        devices: part.map((p) => p.text),
-        production: request.production,
-      }),
-    );
+    const answer = await batchAnswer(api, method, {
+      'product-id': request.nc12,
+      devices: part.map((p) => p.text),
+      production: request.production,
+    });
     answer.results.forEach((result, j) => {
       out.push({ sent: part[j] ?? { text: result.id }, answer: result });
     });
@@ -60,17 +58,15 @@ export async function sendInBatches(
 }
 
 /**
- * A batch in which no device changed is a 4xx (fioctl takes any 2xx for success), its problem
- * body carrying the same per-device results; those are answers like any other.
+ * One request's per-device answer. A batch in which no device ended as asked is a 4xx refusal
+ * that carries the same answer in `info`: its devices are reported like any other.
  */
-async function refusedBatchAsAnswer(call: Promise<BatchAnswer>): Promise<Pick<BatchAnswer, 'results'>> {
+async function batchAnswer(api: ApiClient, method: 'POST' | 'DELETE', body: unknown): Promise<BatchAnswer> {
   try {
-    return await call;
+    return await api.call<BatchAnswer>(method, api.factoryPath('el2g/devices/'), body);
   } catch (err) {
-    if (!(err instanceof ApiError)) throw err;
-    const problem = err.problem as unknown as { results?: unknown; info?: { results?: unknown } };
-    const results = problem.results ?? problem.info?.results;
-    if (!Array.isArray(results)) throw err;
-    return { results: results as DeviceAnswer[] };
+    const info = err instanceof ApiError ? err.problem.info : undefined;
+    if (info && Array.isArray(info.results)) return info as unknown as BatchAnswer;
+    throw err;
   }
 }

@@ -1,3 +1,4 @@
+import { DEVICE_ID_FORMS } from '@keyferry/core';
 import type { DeviceAnswer, SentId } from './batches.ts';
 import type { IdFile } from './id-file.ts';
 
@@ -49,9 +50,14 @@ export function formatImportSummary(s: ImportSummary): string {
         ? ` (${listed(s.duplicates.map((d) => `line ${d.line} repeats line ${d.firstLine}`))})`
         : ''),
   );
+  // Ids of the wrong form are told so by the count; any other reason (an id whose value does
+  // not fit 42 decimal digits) is named with its lines.
+  const unusual = [...groupBy(s.invalid.filter((i) => i.reason && !i.reason.includes(DEVICE_ID_FORMS)))];
   out.push(
     `Invalid: ${s.invalid.length}` +
-      (s.invalid.length > 0 ? ` (${lines(s.invalid.map((i) => i.line))})` : ''),
+      (s.invalid.length > 0
+        ? ` (${[lines(s.invalid.map((i) => i.line)), ...unusual.map(([why, at]) => `${lines(at)}: ${why}`)].join('; ')})`
+        : ''),
   );
   const groups = countBy(s.inOtherGroup.map((d) => d.group));
   out.push(
@@ -95,6 +101,12 @@ function lines(numbers: ReadonlyArray<number | undefined>): string {
 function listed(items: string[]): string {
   if (items.length <= MAX_LISTED_LINES) return items.join(', ');
   return `${items.slice(0, MAX_LISTED_LINES).join(', ')} …and ${items.length - MAX_LISTED_LINES} more`;
+}
+
+function groupBy(invalid: ImportSummary['invalid']): Map<string, Array<number | undefined>> {
+  const m = new Map<string, Array<number | undefined>>();
+  for (const i of invalid) m.set(i.reason!, [...(m.get(i.reason!) ?? []), i.line]);
+  return m;
 }
 
 function countBy(keys: string[]): Map<string, number> {

@@ -1,4 +1,4 @@
-import { DEVICE_ID_FORMS, KeyferryError, tryParseDeviceId } from '@keyferry/core';
+import { invalidDeviceIdMessage, KeyferryError, tryParseDeviceId } from '@keyferry/core';
 import { type AuditEntry, recordAuditBatch } from '../audit/audit-log.ts';
 import type { ServiceContext } from '../context.ts';
 import { addFactoryProduct } from '../el2g/enablement.ts';
@@ -7,6 +7,7 @@ import type { Factory } from '../factories/factories.ts';
 import { type RefreshDeps, refreshCrls } from '../revocation/refresh.ts';
 import type { Db } from '../storage/database.ts';
 import {
+  ADD_SETTLED,
   ADD_STATUSES,
   type AddStatus,
   type BatchAnswer,
@@ -16,6 +17,7 @@ import {
   type DeleteStatus,
   type DeviceResult,
   type ParsedRequestId,
+  refuseIfNoneSettled,
 } from './device-results.ts';
 import { type ActiveRow, activeRows, insertDevices, STATEMENT_ROWS } from './device-rows.ts';
 import {
@@ -58,9 +60,13 @@ export async function addDevices(
   request: BatchRequest,
   change: Change,
   now = new Date(),
+  options: { refuseIfNoneAdded?: boolean } = {},
 ): Promise<BatchAnswer<AddStatus>> {
   const { results, parsed } = parseRequest<AddStatus>(ctx, request);
   const groupName = deviceGroupName(request.nc12, request.production);
+  // Checked inside the transaction too: a refusal must also undo a product it added
+  const settle = (a: BatchAnswer<AddStatus>) =>
+    options.refuseIfNoneAdded ? refuseIfNoneSettled(a, ADD_SETTLED, 'added') : a;
   if (parsed.length > 0) {
     await ctx.database.db.transaction().execute(async (trx) => {
       // PostgreSQL: the plan row lock serializes adds per factory, so the quota holds under
@@ -106,9 +112,10 @@ export async function addDevices(
           ),
         now,
       );
+      settle(answer(request, groupName, ADD_STATUSES, results));
     });
   }
-  return answer(request, groupName, ADD_STATUSES, results);
+  return settle(answer(request, groupName, ADD_STATUSES, results));
 }
 
 /**
@@ -205,7 +212,7 @@ function parseRequest<S extends string>(
         id: text,
         status: 'invalid',
         code: 'invalid_device_id',
-        reason: `invalid device id ${JSON.stringify(text)}: use ${DEVICE_ID_FORMS}`,
+        reason: invalidDeviceIdMessage(text),
       });
       return;
     }

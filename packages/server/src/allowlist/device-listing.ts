@@ -2,6 +2,8 @@ import type { Db } from '../storage/database.ts';
 
 export const DEFAULT_DEVICE_PAGE = 1_000;
 export const MAX_DEVICE_PAGE = 10_000;
+/** Rows read per query while the whole allow-list streams out (memory stays flat). */
+export const DEVICE_STREAM_BATCH = 1_000;
 
 /** One allow-list row as `GET el2g/devices/` shows it (fioctl's shape). */
 export interface ListedDevice {
@@ -45,6 +47,27 @@ export async function listDevices(
     })),
     next: rows.length === options.limit && last ? last.row : null,
   };
+}
+
+/**
+ * Every active device, read page by page (keyset, as {@link listDevices}) so that an
+ * allow-list of any length streams out without being held in memory.
+ */
+export async function* allDevices(
+  db: Db,
+  factoryId: number,
+  batch = DEVICE_STREAM_BATCH,
+): AsyncGenerator<ListedDevice> {
+  let after: number | undefined;
+  for (;;) {
+    const page = await listDevices(db, factoryId, {
+      limit: batch,
+      ...(after === undefined ? {} : { after }),
+    });
+    yield* page.devices;
+    if (page.next === null) return;
+    after = page.next;
+  }
 }
 
 /** Names of the groups that hold active devices (lets a streaming client size its columns). */

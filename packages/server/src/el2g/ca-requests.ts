@@ -64,7 +64,8 @@ export async function requestCaKey(
       return { id: request.id, csrPem, created: true };
     });
   } catch (error) {
-    // Two first POSTs at once: the one that lost the unique index answers the winner's request.
+    // Two first POSTs at once: the one that lost the unique index answers the winner's request;
+    // its own key was never stored (a PKCS#11 token keeps the unused object).
     const winner =
       error instanceof KeyferryError ? undefined : await pendingCaRequest(db, factory.id, caName);
     if (winner) return { ...winner, created: false };

@@ -11,7 +11,11 @@ export function deviceLinkHostname(factory: Pick<Factory, 'subdomain'>, domain: 
 export interface El2gOverview {
   /** The full device-link host name (what EL2GO_HOSTNAME must be set to). */
   subdomain: string;
-  'product-ids': string[];
+  /**
+   * The factory's 12NCs as JSON numbers, as fioctl decodes them (`[]int`); a 12NC (12 digits)
+   * is far below 2^53, so the number is exact. Clients pad it back to 12 digits.
+   */
+  'product-ids': number[];
   plan: {
     kind: 'evaluation' | 'commercial';
     'enabled-at': string;
@@ -39,7 +43,7 @@ export async function el2gOverview(db: Db, factory: Factory, domain: string): Pr
   if (!plan) throw new KeyferryError('internal', `factory ${factory.name} has no EdgeLock 2GO plan row`);
   return {
     subdomain: deviceLinkHostname(factory, domain),
-    'product-ids': products.map((p) => p.nc12),
+    'product-ids': products.map((p) => Number(p.nc12)),
     plan: {
       kind: plan.plan,
       'enabled-at': plan.enabled_at,

@@ -1,5 +1,7 @@
+import { parseDeviceId } from '@keyferry/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REVOCATION_REASON } from '../../src/allowlist/allow-list.ts';
+import { MAX_DEVICE_PAGE } from '../../src/allowlist/device-listing.ts';
 import type { Db } from '../../src/storage/database.ts';
 import { BACKENDS } from '../support/databases.ts';
 import { startTestService, type TestService } from '../support/service.ts';
@@ -87,7 +89,8 @@ describe.each(BACKENDS)('allow-list API on %s', (backend) => {
   it('refuses a device already in the other group of the product, naming it, and changes nothing', async () => {
     const before = await rowCount();
     const res = await add([GUIDE_HEX], { production: true });
-    expect(res.json.results[0]).toMatchObject({ status: 'in-other-group', group: 'fio-935389312472' });
+    expect(res.status).toBe(409);
+    expect(res.json.info.results[0]).toMatchObject({ status: 'in-other-group', group: 'fio-935389312472' });
     expect(await rowCount()).toBe(before);
     const rows = await db
       .selectFrom('devices')
@@ -95,6 +98,49 @@ describe.each(BACKENDS)('allow-list API on %s', (backend) => {
       .where('device_id', '=', GUIDE_DEC)
       .execute();
     expect(rows).toHaveLength(1);
+  });
+
+  it('a batch in which no device was added or deleted answered 200 (fioctl took it for success): it is a 4xx naming each device', async () => {
+    const before = await rowCount();
+    const big = '0xff005001eee3ba1ee96e60047e57da0f6880';
+    // every device in the other group: the other group's code and status
+    const other = await add([GUIDE_HEX, GUIDE_DEC], { production: true });
+    expect(other.status).toBe(409);
+    expect(other.json).toMatchObject({
+      code: 'device_in_other_group',
+      detail: `no device added: ${GUIDE_HEX} is in group fio-935389312472: remove it there first; ${GUIDE_DEC} is in group fio-935389312472: remove it there first`,
+    });
+    expect(other.json.info.results).toEqual([
+      { id: GUIDE_HEX, 'device-id': GUIDE_DEC, status: 'in-other-group', group: 'fio-935389312472' },
+      { id: GUIDE_DEC, 'device-id': GUIDE_DEC, status: 'in-other-group', group: 'fio-935389312472' },
+    ]);
+    expect(other.json.info.counts['in-other-group']).toBe(2);
+    // only invalid ids: 400, the too-large one told what is wrong with its value
+    const invalid = await add(['0x12', big]);
+    expect(invalid.status).toBe(400);
+    expect(invalid.json.code).toBe('invalid_device_id');
+    expect(invalid.json.info.results[1].reason).toBe(
+      `invalid device id "${big}": its value does not fit the 42-digit decimal form EdgeLock 2GO ids use (the largest is 0x0b7abc627050305adf14a3d9e3ffffffffff); SE05x UIDs start 0x04: read the UID again (keyferry-agent uid)`,
+    );
+    // mixed reasons: conflict, every device in info
+    const mixed = await add(['0x12', GUIDE_HEX], { production: true });
+    expect(mixed.status).toBe(409);
+    expect(mixed.json.code).toBe('conflict');
+    expect(mixed.json.info.results.map((r: { status: string }) => r.status)).toEqual([
+      'invalid',
+      'in-other-group',
+    ]);
+    // delete: nothing deleted (other group, invalid) is refused; not-present is already so (200)
+    const wrongGroup = await del([GUIDE_HEX], { production: true });
+    expect(wrongGroup.status).toBe(409);
+    expect(wrongGroup.json.detail).toMatch(/^no device deleted: /);
+    expect((await del([big])).status).toBe(400);
+    expect((await del([sequentialIds(1, 77)[0]])).status).toBe(200);
+    // partly successful stays 200 with per-device results
+    const partial = await add([sequentialIds(1, 78)[0], big]);
+    expect(partial.status).toBe(200);
+    expect(partial.json.results.map((r: { status: string }) => r.status)).toEqual(['added', 'invalid']);
+    expect(await rowCount()).toBe(before + 1);
   });
 
   it('refuses an unknown product, non-string ids and unknown fields before storing anything', async () => {
@@ -183,7 +229,10 @@ describe.each(BACKENDS)('allow-list API on %s', (backend) => {
     });
 
     const wrongGroup = await del([id], { production: true });
-    expect(wrongGroup.json.results[0]).toMatchObject({ status: 'in-other-group', group: 'fio-935389312472' });
+    expect(wrongGroup.json.info.results[0]).toMatchObject({
+      status: 'in-other-group',
+      group: 'fio-935389312472',
+    });
     const cert0 = await db
       .selectFrom('certificates')
       .selectAll()
@@ -287,4 +336,35 @@ describe.each(BACKENDS)('allow-list API on %s', (backend) => {
     expect(unknown.json.code).toBe('unknown_product');
     expect(await rowCount()).toBe(before + 2_500);
   });
+
+  it('GET el2g/devices/ without paging answered only the first page (fioctl does not page): it streams every device', async () => {
+    await add(sequentialIds(MAX_DEVICE_PAGE, 11));
+    await add(sequentialIds(500, 12));
+    const active = Number(
+      (
+        await db
+          .selectFrom('devices')
+          .select((eb) => eb.fn.countAll().as('n'))
+          .where('deleted_at', 'is', null)
+          .executeTakeFirstOrThrow()
+      ).n,
+    );
+    expect(active).toBeGreaterThan(MAX_DEVICE_PAGE);
+    const res = await svc.call('GET', `${BASE}/el2g/devices/`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^application\/json/);
+    // written as it is read, not measured first as one buffer
+    expect(res.headers.get('transfer-encoding')).toBe('chunked');
+    expect(res.headers.get('content-length')).toBeNull();
+    expect(res.headers.get('x-next-cursor')).toBeNull();
+    expect(res.json).toHaveLength(active);
+    const ids = res.json.map((d: { id: string }) => d.id);
+    expect(new Set(ids).size).toBe(active);
+    expect(ids).toContain(parseDeviceId(sequentialIds(500, 12)[499]!).decimal);
+    // with a paging parameter it is paged as before
+    const paged = await svc.call('GET', `${BASE}/el2g/devices/?limit=1000`);
+    expect(paged.json).toHaveLength(1000);
+    expect(paged.json).toEqual(res.json.slice(0, 1000));
+    expect(paged.headers.get('x-next-cursor')).not.toBeNull();
+  }, 120_000);
 });

@@ -70,7 +70,9 @@ describe.each(BACKENDS)('plan limits on %s', (backend) => {
     });
     expect(del.json.results[0].status).toBe('deleted');
     const res = await add(sequentialIds(1, 2));
-    expect(res.json.results[0]).toMatchObject({ status: 'refused', usage: 5, max: 5 });
+    expect(res.status).toBe(403);
+    expect(res.json.code).toBe('device_quota_exceeded');
+    expect(res.json.info.results[0]).toMatchObject({ status: 'refused', usage: 5, max: 5 });
     expect(await rowCount()).toBe(5);
     const plan = await svc.call('GET', `${BASE}/el2g/plan/`);
     expect(plan.json).toMatchObject({
@@ -78,6 +80,21 @@ describe.each(BACKENDS)('plan limits on %s', (backend) => {
       devices: { used: 5, max: 5 },
       evaluationEndsAt: null,
     });
+  });
+
+  it('a batch refused by the quota for every device left a new product behind: the refusal undoes it', async () => {
+    const products = () =>
+      db.selectFrom('factory_products').select('nc12').where('factory_id', '=', demo).execute();
+    const groups = () =>
+      db.selectFrom('device_groups').select('name').where('factory_id', '=', demo).execute();
+    const before = { products: await products(), groups: await groups(), devices: await rowCount() };
+    const res = await svc.call('POST', `${BASE}/el2g/devices/`, {
+      body: { 'product-id': '935414457472', devices: sequentialIds(2, 40) },
+    });
+    expect(res.status).toBe(403);
+    expect(res.json.code).toBe('device_quota_exceeded');
+    expect(res.json.info.results.map((r: { status: string }) => r.status)).toEqual(['refused', 'refused']);
+    expect({ products: await products(), groups: await groups(), devices: await rowCount() }).toEqual(before);
   });
 
   it('counts only the current subscription year', async () => {

@@ -80,7 +80,7 @@ describe.each(BACKENDS)('el2g device gateway CA on %s', (backend) => {
     expect((await svc.call('GET', `${F}/el2g/secure-objects/`)).json).toEqual([]);
     const overview = (await svc.call('GET', `${F}/el2g/overview/`)).json;
     expect(overview.subdomain).toMatch(/^[a-z0-9]{16}\.device-link\.localhost$/);
-    expect(overview['product-ids']).toEqual(['935389312472']);
+    expect(overview['product-ids']).toEqual([935389312472]);
     expect(overview.plan).toMatchObject({ 'max-keypairs': 2, 'max-certificates': 2 });
     const groups = (await svc.call('GET', `${F}/el2g-proxy/device-groups`)).json.content;
     expect(groups.map((g: { name: string }) => g.name)).toEqual([
@@ -385,8 +385,7 @@ describe.each(BACKENDS)('el2g device gateway CA on %s', (backend) => {
       ]);
     }
     expect((await svc.call('GET', `${F}/el2g/overview/`)).json['product-ids']).toEqual([
-      '935389312472',
-      '935414457472',
+      935389312472, 935414457472,
     ]);
   });
 

@@ -47,11 +47,11 @@ export class ManagementApi {
       json = undefined;
     }
     if (!res.ok) {
-      const problem = json as { detail?: string; code?: string } | undefined;
+      const problem = json as Problem | undefined;
       const detail = problem?.detail
         ? `${problem.detail} (${problem.code ?? res.status})`
         : `HTTP ${res.status}`;
-      throw new Error(`${method} ${path}: ${detail}`);
+      throw new ProblemError(`${method} ${path}: ${detail}`, problem);
     }
     return json as T;
   }
@@ -85,15 +85,31 @@ export class ManagementApi {
 
   /** `el2g devices add <12nc> <ids…>` (not production): one result per id, in order. */
   async allowList(product: string, ids: readonly string[]): Promise<AllowListResult[]> {
-    const answer = await this.#call<{ results: AllowListResult[] }>(
-      'POST',
-      this.#factoryPath('el2g/devices/'),
-      {
-        'product-id': product,
-        devices: ids,
-        production: false,
-      },
-    );
-    return answer.results;
+    const body = { 'product-id': product, devices: ids, production: false };
+    try {
+      return (
+        await this.#call<{ results: AllowListResult[] }>('POST', this.#factoryPath('el2g/devices/'), body)
+      ).results;
+    } catch (error) {
+      // no device added: the refusal carries the same per-device answer
+      const results = error instanceof ProblemError ? error.problem?.info?.results : undefined;
+      if (Array.isArray(results)) return results as AllowListResult[];
+      throw error;
+    }
+  }
+}
+
+interface Problem {
+  detail?: string;
+  code?: string;
+  info?: { results?: unknown };
+}
+
+/** A refusal of the management API, with its problem body. */
+class ProblemError extends Error {
+  readonly problem: Problem | undefined;
+  constructor(message: string, problem: Problem | undefined) {
+    super(message);
+    this.problem = problem;
   }
 }

@@ -7,13 +7,16 @@ import {
   MAX_DEVICES_PER_REQUEST,
 } from '../../allowlist/allow-list.ts';
 import {
+  allDevices,
   DEFAULT_DEVICE_PAGE,
   groupsWithDevices,
   listDevices,
   MAX_DEVICE_PAGE,
 } from '../../allowlist/device-listing.ts';
+import { DELETE_SETTLED, refuseIfNoneSettled } from '../../allowlist/device-results.ts';
 import { planUsage } from '../../allowlist/plan.ts';
 import type { ServiceContext } from '../../context.ts';
+import { jsonArrayStream } from '../json-stream.ts';
 import { parseBody } from '../validate.ts';
 
 /** Longest string accepted where a device id goes (a valid one has 38 or 42 characters). */
@@ -38,6 +41,9 @@ const listQuery = z
   })
   .refine((q) => q.after === undefined || q.page === undefined, 'use either after= or page=, not both');
 
+/** Without any of these, `GET el2g/devices/` answers the whole allow-list (streamed). */
+const PAGING_PARAMETERS = ['limit', 'after', 'page'] as const;
+
 /** Header naming the keyset cursor of the next page (also given as a `Link: rel="next"`). */
 export const NEXT_CURSOR_HEADER = 'x-next-cursor';
 /** Header on a first page: the groups holding devices, so a streaming table can size its columns. */
@@ -58,6 +64,11 @@ export async function el2gDevicesRoutes(app: FastifyInstance, ctx: ServiceContex
   app.get('/el2g/devices/', async (request, reply) => {
     const q = parseBody(listQuery, request.query, 'query string');
     const factoryId = request.factory!.id;
+    if (!PAGING_PARAMETERS.some((name) => name in (request.query as object))) {
+      // fioctl asks once, without paging, and expects every device
+      reply.header(DEVICE_GROUPS_HEADER, (await groupsWithDevices(db, factoryId)).join(','));
+      return reply.type('application/json').send(jsonArrayStream(allDevices(db, factoryId)));
+    }
     const page = await listDevices(db, factoryId, {
       limit: q.limit,
       ...(q.after !== undefined ? { after: q.after } : {}),
@@ -77,12 +88,15 @@ export async function el2gDevicesRoutes(app: FastifyInstance, ctx: ServiceContex
 
   app.post('/el2g/devices/', async (request) => {
     const body = parseBody(batchSchema, request.body);
-    return addDevices(ctx, request.factory!, toBatch(body), change(request));
+    return addDevices(ctx, request.factory!, toBatch(body), change(request), new Date(), {
+      refuseIfNoneAdded: true,
+    });
   });
 
   app.delete('/el2g/devices/', async (request) => {
     const body = parseBody(batchSchema, request.body);
-    return deleteDevices(ctx, request.factory!, toBatch(body), change(request));
+    const answer = await deleteDevices(ctx, request.factory!, toBatch(body), change(request));
+    return refuseIfNoneSettled(answer, DELETE_SETTLED, 'deleted');
   });
 
   app.get('/el2g/plan/', async (request) => planUsage(db, request.factory!.id));
