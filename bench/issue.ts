@@ -32,7 +32,7 @@ const options = benchOptions(
     concurrency: { value: 'N', default: '16', help: 'requests in flight', check: positiveInteger },
     connections: {
       value: 'N',
-      default: '250',
+      default: '64',
       help: 'device connections opened before each timed batch',
       check: positiveInteger,
     },
