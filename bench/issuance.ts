@@ -1,6 +1,6 @@
 /**
  * Device-certificate issuance, fast path against generic path against the raw signature
- * that both must pay (DESIGN §11). Run: `npx tsx bench/issuance.ts [seconds per case]`.
+ * that both must pay (docs/performance.md). Run: `npx tsx bench/issuance.ts [seconds per case]`.
  * One process, one core: each case runs for the same time after a warm-up.
  */
 import { generateKeyPairSync, sign } from 'node:crypto';

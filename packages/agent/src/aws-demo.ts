@@ -14,7 +14,7 @@ import { hexId, type SecureElement, seLabel, type TlsKeyOptions } from './se/por
 import { SoftSecureElement } from './se/soft-se.ts';
 import type { SeSettings } from './settings/settings.ts';
 
-/** The AWS IoT pair EdgeLock 2GO provisions (DESIGN.md §3). */
+/** The AWS IoT pair EdgeLock 2GO provisions (objects 83000044/83000045, docs/api.md). */
 export const AWS_KEY_ID = 0x83000044;
 export const AWS_CERT_ID = 0x83000045;
 /** What the awsiot-optee container did: keep-alive 30 s (and 5 s before the one retry, aws-demo-defaults.ts). */

@@ -49,7 +49,7 @@ export interface RegisterSummary {
 }
 
 /**
- * One auto-register attempt (DESIGN.md §8): connect with the SE identity, fetch the manifest,
+ * One auto-register attempt (packages/agent/README.md): connect with the SE identity, fetch the manifest,
  * provision every assigned pair, report, write sota.toml. The caller retries transient
  * failures and then starts aktualizr-lite.
  */

@@ -1,6 +1,6 @@
 import type { ConnectionOptions } from 'node:tls';
 
-/** The vendor-injected objects of an SE05x (DESIGN.md §3). */
+/** The vendor-injected objects of an SE05x (identity key 0xF0000000, certificate 0xF0000001). */
 export const IDENTITY_KEY_ID = 0xf0000000;
 export const IDENTITY_CERT_ID = 0xf0000001;
 export const UID_OBJECT_ID = 0x7fff0206;

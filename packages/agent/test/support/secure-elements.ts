@@ -5,7 +5,7 @@ import { releaseModule } from '@keyferry/pkcs11';
 import { createSecureElement, loadOrCreateVendorCa } from '@keyferry/sim';
 import { createSofthsmEnv, type SofthsmEnv } from '../../../../test/support/softhsm.ts';
 
-/** The UID the fixtures give their secure element (DESIGN.md's example). */
+/** The UID the fixtures give their secure element (the example id of the README). */
 export const FIXTURE_UID = '04005001eee3ba1ee96e60047e57da0f6880';
 export const PRODUCT = '935389312472';
 

@@ -6,7 +6,7 @@ import type { DeviceLinkTls } from './tls-material.ts';
 export const DEVICE_LINK_HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /**
- * The device-link's TLS server options (DESIGN §5), shared with the bench's floor server so
+ * The device-link's TLS server options (docs/device-link.md), shared with the bench's floor server so
  * the floor costs what the listener's TLS costs. A client certificate is requested but not
  * judged by TLS: the service verifies the vendor identity per product and answers with a
  * precise problem code. SSL_OP_NO_TICKET: a device makes one connection per run, so the
