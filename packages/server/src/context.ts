@@ -13,6 +13,8 @@ export interface ServiceContext {
   /** Keys of TLS servers in this process: the device gateway's tls-crt key. */
   tlsKeys: TlsKeyStore;
   log: Logger;
+  /** Set by the running service: true while every listener is bound (GET /readyz). */
+  lifecycle?: { serving: boolean };
   /** Prometheus metrics of this service (GET /metrics); absent in tools that serve nothing. */
   metrics?: ServiceMetrics;
 }

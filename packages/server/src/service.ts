@@ -69,6 +69,7 @@ export async function startService(options: StartOptions): Promise<RunningServic
       tlsKeys,
       log,
       metrics: new ServiceMetrics(database),
+      lifecycle: { serving: false },
     };
     const demo = await ensureDemoFactory(ctx);
     const api = await buildManagementApi(ctx, https);
@@ -100,6 +101,11 @@ export async function startService(options: StartOptions): Promise<RunningServic
     }
     writeAtomically(listenFile, JSON.stringify(addresses) + '\n', 0o600);
     closers.unshift(async () => rmSync(listenFile, { force: true }));
+    // readiness goes first on shutdown, so a balancer stops sending before listeners close
+    ctx.lifecycle!.serving = true;
+    closers.unshift(async () => {
+      ctx.lifecycle!.serving = false;
+    });
     log.info({ addresses, storage: database.dialect, custody: custody.backend }, 'keyferryd ready');
     let closed = false;
     return {

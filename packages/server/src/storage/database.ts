@@ -45,6 +45,13 @@ export async function openDatabase(storage: Config['storage'], dataDir: string):
     };
   }
   const pool = new pg.Pool({ connectionString: storage.url, max: storage.poolSize });
+  // A connection PostgreSQL drops (restart, failover, network) is reported as an 'error' event,
+  // on the pool for an idle connection and on the client itself otherwise; unhandled, either
+  // would end the whole process. A query running on it fails with its own error; the pool
+  // discards the connection and the next query opens a new one; GET /readyz says the database
+  // is not reachable meanwhile.
+  pool.on('error', () => {});
+  pool.on('connect', (client) => client.on('error', () => {}));
   const db = new Kysely<Tables>({ dialect: new PostgresDialect({ pool }) });
   await migrate(db as Kysely<unknown>, 'postgres');
   return {
