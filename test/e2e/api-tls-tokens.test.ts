@@ -165,21 +165,21 @@ describe('management API over TLS, tokens from keyferryd admin and keyferry toke
     expect(v13.stdout).toMatch(/TLSv1\.3/);
   });
 
-  it('keyferry reads the token from --token-file and the CA from --ca-file, and says which is missing', async () => {
-    const ok = await cli(['--token-file', d.tokenFile, '--ca-file', tls.ca, 'factories']);
+  it('keyferry reads the token from --token-file and the CA from --server-ca, and says which is missing', async () => {
+    const ok = await cli(['--token-file', d.tokenFile, '--server-ca', tls.ca, 'factories']);
     expect(ok.stderr).toBe('');
     expect(ok.stdout).toMatch(/^NAME {2}REPO ID\n---- {2}-------\nacme {2}[a-z0-9]{10}\n$/);
     const noCa = await cli(['--token-file', d.tokenFile, 'factories']);
     expect(noCa.status).not.toBe(0);
-    expect(noCa.stderr).toMatch(/^ERROR: cannot verify keyferryd's TLS certificate .* --ca-file FILE/);
-    const env = await cli(['factories'], { KEYFERRY_TOKEN_FILE: d.tokenFile, KEYFERRY_CA_FILE: tls.ca });
+    expect(noCa.stderr).toMatch(/^ERROR: cannot verify keyferryd's TLS certificate .* --server-ca FILE/);
+    const env = await cli(['factories'], { KEYFERRY_TOKEN_FILE: d.tokenFile, KEYFERRY_SERVER_CA: tls.ca });
     expect(env.stdout).toContain('acme');
     const missing = await cli(['--token-file', join(work, 'nope'), 'factories']);
     expect(missing.stderr).toBe(`ERROR: cannot read the token file ${join(work, 'nope')}: ENOENT\n`);
   });
 
   it('keyferry tokens create / list / revoke: a revoked token is refused at once', async () => {
-    const base = ['--token-file', d.tokenFile, '--ca-file', tls.ca, '-f', 'acme'];
+    const base = ['--token-file', d.tokenFile, '--server-ca', tls.ca, '-f', 'acme'];
     const created = await cli([
       ...base,
       ...'tokens create --scope read --expires 7d --description dashboard'.split(' '),
@@ -193,7 +193,7 @@ describe('management API over TLS, tokens from keyferryd admin and keyferry toke
     expect(listed.stdout.split('\n')[0]).toMatch(/^ID +SCOPES +CREATED +STATE +DESCRIPTION$/);
     expect(listed.stdout).toMatch(new RegExp(`${id} +read +\\S+ +expires \\S+ +dashboard`));
     expect(listed.stdout).not.toContain(token.split('_')[2]);
-    const asNew = ['--ca-file', tls.ca, '-t', token];
+    const asNew = ['--server-ca', tls.ca, '-t', token];
     expect((await cli([...asNew, 'factories'])).status).toBe(0);
     const readOnly = await cli([
       ...asNew,
@@ -271,7 +271,7 @@ describe('management API with mutual TLS (api.tls.clientCa)', { timeout: PROCESS
       [
         '--server',
         d.daemon.listen.api,
-        '--ca-file',
+        '--server-ca',
         tls.ca,
         '--client-cert',
         tls.clientCert,

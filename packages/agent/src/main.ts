@@ -1,5 +1,6 @@
 import { basename } from 'node:path';
-import { endQuietlyWhenOutputCloses } from '@keyferry/core';
+// the subpath, not the package index: --help must not load the X.509 code (start-up time)
+import { endQuietlyWhenOutputCloses } from '@keyferry/core/closed-output';
 import { Command, CommanderError } from 'commander';
 import packageJson from '../package.json' with { type: 'json' };
 import { AgentError, EXIT_CODES } from './agent-error.ts';

@@ -20,7 +20,7 @@ export class ApiError extends CliError {
   }
 }
 
-/** Certificate errors that a --ca-file fixes. */
+/** Certificate errors that a --server-ca fixes. */
 const TLS_TRUST_ERRORS = new Set([
   'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
   'DEPTH_ZERO_SELF_SIGNED_CERT',
@@ -40,10 +40,10 @@ function readPem(flag: string, file: string): Buffer {
 
 /** An undici agent for a private CA or a client certificate; undefined keeps the default. */
 function tlsAgent(tls: TlsSettings): Agent | undefined {
-  if (!tls.caFile && !tls.clientCert) return undefined;
+  if (!tls.serverCa && !tls.clientCert) return undefined;
   return new Agent({
     connect: {
-      ...(tls.caFile ? { ca: readPem('--ca-file', tls.caFile) } : {}),
+      ...(tls.serverCa ? { ca: readPem('--server-ca', tls.serverCa) } : {}),
       ...(tls.clientCert ? { cert: readPem('--client-cert', tls.clientCert) } : {}),
       ...(tls.clientKey ? { key: readPem('--client-key', tls.clientKey) } : {}),
     },
@@ -102,7 +102,7 @@ export class ApiClient {
         (err as { cause?: { code?: string }; code?: string }).cause?.code ?? (err as { code?: string }).code;
       if (typeof cause === 'string' && TLS_TRUST_ERRORS.has(cause)) {
         throw new CliError(
-          `cannot verify keyferryd's TLS certificate at ${this.server} (${cause}): pass the CA that signed it with --ca-file FILE (or KEYFERRY_CA_FILE)`,
+          `cannot verify keyferryd's TLS certificate at ${this.server} (${cause}): pass the CA that signed it with --server-ca FILE (or KEYFERRY_SERVER_CA)`,
         );
       }
       throw new CliError(

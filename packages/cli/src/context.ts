@@ -8,7 +8,7 @@ export interface GlobalOptions {
   factory?: string;
   token?: string;
   tokenFile?: string;
-  caFile?: string;
+  serverCa?: string;
   clientCert?: string;
   clientKey?: string;
   json?: boolean;

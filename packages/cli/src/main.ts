@@ -20,7 +20,7 @@ export function buildProgram(): Command {
       'API token (env KEYFERRY_TOKEN); prefer --token-file, a command line is visible to others',
     )
     .option('--token-file <file>', 'read the API token from this file (env KEYFERRY_TOKEN_FILE)')
-    .option('--ca-file <file>', 'CA certificate(s) that verify an HTTPS keyferryd (env KEYFERRY_CA_FILE)')
+    .option('--server-ca <file>', 'CA certificate(s) that verify an HTTPS keyferryd (env KEYFERRY_SERVER_CA)')
     .option(
       '--client-cert <file>',
       'client certificate for a keyferryd that wants mutual TLS (env KEYFERRY_CLIENT_CERT)',

@@ -42,7 +42,7 @@ export function writeSettingsFile(settings: Settings, env = process.env): string
 
 /** How the CLI reaches an HTTPS management API: the CA that signed it, and a client certificate for mTLS. */
 export interface TlsSettings {
-  caFile?: string | undefined;
+  serverCa?: string | undefined;
   clientCert?: string | undefined;
   clientKey?: string | undefined;
 }
@@ -80,10 +80,10 @@ export function resolveSettings(
   };
 }
 
-/** --ca-file / --client-cert / --client-key, else KEYFERRY_CA_FILE / KEYFERRY_CLIENT_CERT / KEYFERRY_CLIENT_KEY. */
+/** --server-ca / --client-cert / --client-key, else KEYFERRY_SERVER_CA / KEYFERRY_CLIENT_CERT / KEYFERRY_CLIENT_KEY. */
 export function resolveTlsSettings(flags: TlsSettings, env = process.env): TlsSettings {
   const tls = {
-    caFile: flags.caFile ?? env.KEYFERRY_CA_FILE,
+    serverCa: flags.serverCa ?? env.KEYFERRY_SERVER_CA,
     clientCert: flags.clientCert ?? env.KEYFERRY_CLIENT_CERT,
     clientKey: flags.clientKey ?? env.KEYFERRY_CLIENT_KEY,
   };

@@ -65,8 +65,11 @@ async function batchAnswer(api: ApiClient, method: 'POST' | 'DELETE', body: unkn
   try {
     return await api.call<BatchAnswer>(method, api.factoryPath('el2g/devices/'), body);
   } catch (err) {
-    const info = err instanceof ApiError ? err.problem.info : undefined;
-    if (info && Array.isArray(info.results)) return info as unknown as BatchAnswer;
-    throw err;
+    if (!(err instanceof ApiError)) throw err;
+    // keyferryd sends the answer in `info`; a proxy or an older server may put `results` on top
+    const problem = err.problem as unknown as { results?: unknown; info?: { results?: unknown } };
+    const results = problem.info?.results ?? problem.results;
+    if (!Array.isArray(results)) throw err;
+    return { ...(problem.info as object), results } as BatchAnswer;
   }
 }
