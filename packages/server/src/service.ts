@@ -13,6 +13,7 @@ import { startGateway } from './gateway/listener.ts';
 import { isLoopbackHost, managementApiTls } from './http/api-tls.ts';
 import { buildManagementApi } from './http/app.ts';
 import { bindListener } from './http/listen.ts';
+import { reportOpenFileLimit } from './http/open-file-limit.ts';
 import { openCustody } from './keys/open-custody.ts';
 import { openDatabase } from './storage/database.ts';
 import { createApiToken } from './tokens/api-tokens.ts';
@@ -46,6 +47,7 @@ export async function startService(options: StartOptions): Promise<RunningServic
   const dataDir = resolve(config.dataDir);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   warnIfShared(log, dataDir);
+  reportOpenFileLimit(config, log);
   // listen.json says "ready at these addresses": it must exist only while this process
   // serves them, or whoever waits for it goes on against a dead or foreign listener.
   const listenFile = join(dataDir, LISTEN_FILE);
@@ -56,7 +58,10 @@ export async function startService(options: StartOptions): Promise<RunningServic
     const custody = await openCustody({ ...config, dataDir }, database);
     closers.unshift(() => custody.close());
     // the demo factory defaults to on with the embedded defaults only
-    const demoFactory = { ...config.demoFactory, enabled: config.demoFactory.enabled ?? options.embeddedDefaults };
+    const demoFactory = {
+      ...config.demoFactory,
+      enabled: config.demoFactory.enabled ?? options.embeddedDefaults,
+    };
     const ctx: ServiceContext = { config: { ...config, dataDir, demoFactory }, database, custody, log };
     const demo = await ensureDemoFactory(ctx);
     const api = await buildManagementApi(ctx, https);

@@ -12,6 +12,7 @@ import { checkCsrHeaders, decodeCsrBody } from './est-body.ts';
 import { factoryForHost } from './factory-host.ts';
 import {
   CORRELATION_HEADER,
+  clientWentAway,
   discardRest,
   readBody,
   sendBase64,
@@ -111,6 +112,14 @@ export function deviceLinkHandler(deps: DeviceLinkDeps) {
       );
       await found.device(deps, session, req, res, correlationId, found.label);
     })().catch(async (err: unknown) => {
+      // any client can hang up mid-request: that fills neither the log nor the audit
+      if (clientWentAway(err, req)) {
+        deps.log.debug(
+          { correlationId, path, code: (err as NodeJS.ErrnoException).code },
+          'client went away',
+        );
+        return void res.destroy();
+      }
       const error = isKeyferryError(err)
         ? err
         : new KeyferryError('internal', 'internal error', { cause: err });
@@ -176,6 +185,8 @@ async function enroll(
 ): Promise<void> {
   // Read first, judge inside the issuance: a refused body then also marks the object failed.
   const body = await readBody(req).catch((e: unknown) => e as Error);
+  // a client that hung up has nothing to judge: its object is not marked failed
+  if (body instanceof Error && clientWentAway(body, req)) throw body;
   const csr = () => {
     if (body instanceof Error) throw body;
     checkCsrHeaders(req.headers);

@@ -2,31 +2,15 @@ import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createTcpServer, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { ServiceContext } from '../context.ts';
+import { answerClientErrorsAsProblems } from '../http/client-errors.ts';
+import {
+  applyConnectionLimits,
+  type ConnectionLimits,
+  serverTimeoutOptions,
+} from '../http/connection-limits.ts';
 import { listenOn } from '../http/listen.ts';
 import { gatewayHandler } from './router.ts';
 import { GatewayTlsContexts } from './tls-contexts.ts';
-
-/** Bounds against slow or idle clients; a device needs far less. */
-export interface GatewayLimits {
-  /** A TCP connection must finish its TLS handshake within this (also: half a ClientHello). */
-  handshakeTimeoutMs: number;
-  headersTimeoutMs: number;
-  requestTimeoutMs: number;
-  keepAliveTimeoutMs: number;
-  /** An established connection with no traffic is closed after this. */
-  idleTimeoutMs: number;
-  /** Connections past this are closed as they arrive. */
-  maxConnections: number;
-}
-
-export const GATEWAY_LIMITS: Readonly<GatewayLimits> = {
-  handshakeTimeoutMs: 10_000,
-  headersTimeoutMs: 10_000,
-  requestTimeoutMs: 30_000,
-  keepAliveTimeoutMs: 5_000,
-  idleTimeoutMs: 30_000,
-  maxConnections: 2_048,
-};
 
 export interface GatewayListener {
   /** `host:port` actually bound. */
@@ -47,7 +31,7 @@ export interface GatewayListener {
  */
 export async function startGateway(
   ctx: ServiceContext,
-  options: { log?: Logger; limits?: Partial<GatewayLimits>; listen?: string } = {},
+  options: { log?: Logger; limits?: Partial<ConnectionLimits>; listen?: string } = {},
 ): Promise<GatewayListener | undefined> {
   const log = options.log ?? ctx.log.child({ listener: 'gateway' });
   if (!ctx.custody.tlsServerKey) {
@@ -57,7 +41,8 @@ export async function startGateway(
     );
     return undefined;
   }
-  const limits = { ...GATEWAY_LIMITS, ...options.limits };
+  // gateway.limits (defaults GATEWAY_LIMITS); a test may narrow them for one extra listener
+  const limits = { ...ctx.config.gateway.limits, ...options.limits };
   const contexts = new GatewayTlsContexts(ctx.database.db, ctx.custody, ctx.config.domain);
   const https = createHttpsServer(
     {
@@ -65,6 +50,7 @@ export async function startGateway(
       rejectUnauthorized: false,
       minVersion: 'TLSv1.2',
       handshakeTimeout: limits.handshakeTimeoutMs,
+      ...serverTimeoutOptions(limits),
       SNICallback: (servername, done) => {
         contexts.forServername(servername).then(
           (material) => done(null, material.context),
@@ -77,10 +63,7 @@ export async function startGateway(
     },
     gatewayHandler({ db: ctx.database.db, contexts, log }),
   );
-  https.headersTimeout = limits.headersTimeoutMs;
-  https.requestTimeout = limits.requestTimeoutMs;
-  https.keepAliveTimeout = limits.keepAliveTimeoutMs;
-  https.setTimeout(limits.idleTimeoutMs);
+  answerClientErrorsAsProblems(https, limits, log);
   https.on('tlsClientError', (err) => log.debug({ err }, 'gateway TLS handshake failed'));
 
   let defaultVersion: string | undefined;
@@ -114,7 +97,7 @@ export async function startGateway(
         if (!socket.destroyed) https.emit('connection', socket);
       });
   });
-  tcp.maxConnections = limits.maxConnections;
+  applyConnectionLimits(https, limits, log, tcp);
   const address = await listenOn(tcp, options.listen ?? ctx.config.gateway.listen);
   return {
     address,
