@@ -69,16 +69,6 @@ function tooLarge(limit: number): KeyferryError {
   );
 }
 
-/**
- * True when a failure only means the client went away (closed or reset the connection
- * mid-request): nothing to answer, nothing to audit, and nothing wrong with the service.
- */
-export function clientWentAway(err: unknown, req: IncomingMessage): boolean {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'ERR_STREAM_PREMATURE_CLOSE') return true;
-  return req.destroyed && !req.complete;
-}
-
 /** Reads and drops what is left of a refused body (bounded), so the answer reaches the client. */
 export function discardRest(req: IncomingMessage, res: ServerResponse): void {
   if (req.readableEnded) return;

@@ -5,6 +5,7 @@ import { encodeCertsOnly, isKeyferryError, KeyferryError } from '@keyferry/core'
 import type { Logger } from 'pino';
 import { recordAudit } from '../audit/audit-log.ts';
 import type { Factory } from '../factories/factories.ts';
+import { clientWentAway } from '../http/client-errors.ts';
 import { parseBody } from '../http/validate.ts';
 import type { KeyCustody } from '../keys/custody.ts';
 import type { Db } from '../storage/database.ts';
@@ -12,7 +13,6 @@ import { checkCsrHeaders, decodeCsrBody } from './est-body.ts';
 import { factoryForHost } from './factory-host.ts';
 import {
   CORRELATION_HEADER,
-  clientWentAway,
   discardRest,
   readBody,
   sendBase64,

@@ -6,6 +6,16 @@ import type { Logger } from 'pino';
 import type { ConnectionLimits } from './connection-limits.ts';
 import { problemBody } from './problem.ts';
 
+/**
+ * True when a failure only means the client went away (closed or reset the connection
+ * mid-request): nothing to answer, nothing to audit, and nothing wrong with the service.
+ */
+export function clientWentAway(err: unknown, req: IncomingMessage): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'ERR_STREAM_PREMATURE_CLOSE') return true;
+  return req.destroyed && !req.complete;
+}
+
 /** Node's limit on the request line and headers together (--max-http-header-size). */
 const MAX_HEADER_BYTES = 16 * 1024;
 

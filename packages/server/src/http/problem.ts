@@ -1,5 +1,6 @@
 import { KeyferryError } from '@keyferry/core';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { clientWentAway } from './client-errors.ts';
 
 /** Fastify's own request errors mapped onto keyferry codes, so clients see one vocabulary. */
 const FASTIFY_CODES: Record<string, [KeyferryError['code'], string]> = {
@@ -56,6 +57,12 @@ export function problemBody(error: KeyferryError, correlationId: string): Record
 
 /** Renders an error as application/problem+json; the log gets the whole error. */
 export function sendProblem(request: FastifyRequest, reply: FastifyReply, err: unknown): FastifyReply {
+  // a client that hung up (or was cut off by a timeout) is no fault of the service, and any
+  // client can cause it: debug only, and nothing to answer
+  if (clientWentAway(err, request.raw)) {
+    request.log.debug({ code: (err as NodeJS.ErrnoException).code }, 'client went away');
+    return reply.code(400).send();
+  }
   const error = toKeyferryError(err);
   if (error.expose) request.log.info({ code: error.code, msg: error.message }, 'request refused');
   else request.log.error({ err: err instanceof Error ? err : new Error(String(err)) }, 'request failed');
