@@ -10,6 +10,11 @@ export const ERROR_CODES = {
   unknown_field: 400,
   body_too_large: 413,
   unsupported_media_type: 415,
+  // refused by the HTTP parser or the connection limits, before any route runs
+  request_timeout: 408,
+  url_too_long: 414,
+  expectation_failed: 417,
+  headers_too_large: 431,
   // identity and access
   unauthenticated: 401,
   forbidden: 403,

@@ -13,6 +13,7 @@ import { startGateway } from './gateway/listener.ts';
 import { isLoopbackHost, managementApiTls } from './http/api-tls.ts';
 import { buildManagementApi } from './http/app.ts';
 import { bindListener } from './http/listen.ts';
+import { reportOpenFileLimit } from './http/open-file-limit.ts';
 import { openCustody } from './keys/open-custody.ts';
 import { ServiceMetrics } from './metrics/service-metrics.ts';
 import { openDatabase } from './storage/database.ts';
@@ -47,6 +48,7 @@ export async function startService(options: StartOptions): Promise<RunningServic
   const dataDir = resolve(config.dataDir);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   warnIfShared(log, dataDir);
+  reportOpenFileLimit(config, log);
   // listen.json says "ready at these addresses": it must exist only while this process
   // serves them, or whoever waits for it goes on against a dead or foreign listener.
   const listenFile = join(dataDir, LISTEN_FILE);

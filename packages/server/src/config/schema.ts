@@ -1,4 +1,10 @@
 import { z } from 'zod';
+import {
+  API_LIMITS,
+  connectionLimitsSchema,
+  DEVICE_LINK_LIMITS,
+  GATEWAY_LIMITS,
+} from '../http/connection-limits.ts';
 
 /**
  * keyferryd's configuration. Every option has its default beside it; docs/configuration.md
@@ -94,6 +100,8 @@ export const configSchema = z.strictObject({
         .min(1024)
         .max(64 * 1024 * 1024)
         .default(8 * 1024 * 1024),
+      /** Timeouts and connection caps (docs/configuration.md, docs/reliability.md). */
+      limits: connectionLimitsSchema(API_LIMITS),
     })
     .prefault({}),
   deviceLink: z
@@ -101,12 +109,14 @@ export const configSchema = z.strictObject({
       enabled: z.boolean().default(true),
       listen: listen.default('127.0.0.1:9443'),
       tls: tlsFiles.optional(),
+      limits: connectionLimitsSchema(DEVICE_LINK_LIMITS),
     })
     .prefault({}),
   gateway: z
     .strictObject({
       enabled: z.boolean().default(true),
       listen: listen.default('127.0.0.1:8443'),
+      limits: connectionLimitsSchema(GATEWAY_LIMITS),
     })
     .prefault({}),
   /** Products beyond the built-in SE050/SE051, or built-ins with their vendor trust anchors. */

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { KeyferryError, MAX_CSR_BYTES } from '@keyferry/core';
+import { problemBody } from '../http/problem.ts';
 
 /**
  * Largest device-link request body: a maximal CSR in base64 with line breaks, with room to
@@ -110,22 +111,11 @@ export function sendBase64(res: ServerResponse, der: Uint8Array, type: string): 
   res.end(text);
 }
 
-/** application/problem+json with the stable code; server faults expose only the correlation id. */
+/** application/problem+json with the stable code (the body every listener renders, problem.ts). */
 export function sendProblem(res: ServerResponse, error: KeyferryError, correlationId: string): void {
-  const body: Record<string, unknown> = {
-    type: `urn:keyferry:problem:${error.code}`,
-    title: error.code,
-    status: error.status,
-    code: error.code,
-    detail: error.expose
-      ? error.message
-      : `internal error; quote correlation id ${correlationId} when reporting it`,
-    correlationId,
-  };
-  if (error.expose && error.detail) body.info = error.detail;
   if (error.code === 'rate_limited') res.setHeader('Retry-After', String(RETRY_AFTER_SECONDS));
   if (error.status === 401) res.setHeader('WWW-Authenticate', WWW_AUTHENTICATE);
   const allow = error.code === 'method_not_allowed' ? error.detail?.allow : undefined;
   if (typeof allow === 'string') res.setHeader('Allow', allow);
-  sendJson(res, error.status, body, 'application/problem+json');
+  sendJson(res, error.status, problemBody(error, correlationId), 'application/problem+json');
 }

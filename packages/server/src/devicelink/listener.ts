@@ -1,22 +1,14 @@
 import { createServer, type Server } from 'node:https';
 import type { Logger } from 'pino';
 import type { ServiceContext } from '../context.ts';
+import { answerClientErrorsAsProblems } from '../http/client-errors.ts';
+import { applyConnectionLimits, serverTimeoutOptions } from '../http/connection-limits.ts';
 import { listenOn } from '../http/listen.ts';
 import { IssuingCas } from './issuing-cas.ts';
 import { deviceLinkHandler } from './router.ts';
 import { deviceLinkTls } from './tls-material.ts';
-import { DEVICE_LINK_HANDSHAKE_TIMEOUT_MS, deviceLinkTlsOptions } from './tls-options.ts';
+import { deviceLinkTlsOptions } from './tls-options.ts';
 import { TrustAnchors } from './trust-anchors.ts';
-
-/** Slow or idle clients are cut off after these (a device needs far less). */
-export const DEVICE_LINK_LIMITS = {
-  handshakeTimeoutMs: DEVICE_LINK_HANDSHAKE_TIMEOUT_MS,
-  headersTimeoutMs: 10_000,
-  requestTimeoutMs: 30_000,
-  keepAliveTimeoutMs: 5_000,
-  idleTimeoutMs: 30_000,
-  maxConnections: 2_048,
-} as const;
 
 export interface DeviceLinkListener {
   /** `host:port` actually bound. */
@@ -38,8 +30,10 @@ export async function startDeviceLink(
   const log = options.log ?? ctx.log.child({ listener: 'device-link' });
   const tls = await deviceLinkTls(ctx.config);
   const anchors = new TrustAnchors(ctx.config, options.embeddedDefaults, log);
+  // deviceLink.limits, defaults DEVICE_LINK_LIMITS: slow or idle clients are cut off after these
+  const { limits } = ctx.config.deviceLink;
   const server: Server = createServer(
-    deviceLinkTlsOptions(tls),
+    { ...deviceLinkTlsOptions(tls, limits.handshakeTimeoutMs), ...serverTimeoutOptions(limits) },
     deviceLinkHandler({
       db: ctx.database.db,
       domain: ctx.config.domain,
@@ -50,11 +44,8 @@ export async function startDeviceLink(
       metrics: ctx.metrics,
     }),
   );
-  server.headersTimeout = DEVICE_LINK_LIMITS.headersTimeoutMs;
-  server.requestTimeout = DEVICE_LINK_LIMITS.requestTimeoutMs;
-  server.keepAliveTimeout = DEVICE_LINK_LIMITS.keepAliveTimeoutMs;
-  server.maxConnections = DEVICE_LINK_LIMITS.maxConnections;
-  server.setTimeout(DEVICE_LINK_LIMITS.idleTimeoutMs);
+  applyConnectionLimits(server, limits, log);
+  answerClientErrorsAsProblems(server, limits, log);
   // A device's certificate is verified once per connection (identity.ts): it must not change on it.
   server.on('secureConnection', (socket) => socket.disableRenegotiation());
   server.on('tlsClientError', (err) => log.debug({ err }, 'device-link TLS handshake failed'));

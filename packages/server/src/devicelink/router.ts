@@ -5,6 +5,7 @@ import { encodeCertsOnly, isKeyferryError, KeyferryError } from '@keyferry/core'
 import type { Logger } from 'pino';
 import { recordAudit } from '../audit/audit-log.ts';
 import type { Factory } from '../factories/factories.ts';
+import { clientWentAway } from '../http/client-errors.ts';
 import { parseBody } from '../http/validate.ts';
 import type { KeyCustody } from '../keys/custody.ts';
 import { observeRequest } from '../metrics/observe-request.ts';
@@ -122,6 +123,14 @@ export function deviceLinkHandler(deps: DeviceLinkDeps) {
       );
       await found.device(deps, session, req, res, correlationId, found.label);
     })().catch(async (err: unknown) => {
+      // any client can hang up mid-request: that fills neither the log nor the audit
+      if (clientWentAway(err, req)) {
+        deps.log.debug(
+          { correlationId, path, code: (err as NodeJS.ErrnoException).code },
+          'client went away',
+        );
+        return void res.destroy();
+      }
       const error = isKeyferryError(err)
         ? err
         : new KeyferryError('internal', 'internal error', { cause: err });
@@ -188,6 +197,8 @@ async function enroll(
 ): Promise<void> {
   // Read first, judge inside the issuance: a refused body then also marks the object failed.
   const body = await readBody(req).catch((e: unknown) => e as Error);
+  // a client that hung up has nothing to judge: its object is not marked failed
+  if (body instanceof Error && clientWentAway(body, req)) throw body;
   const csr = () => {
     if (body instanceof Error) throw body;
     checkCsrHeaders(req.headers);

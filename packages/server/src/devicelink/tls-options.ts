@@ -1,9 +1,7 @@
 import { constants } from 'node:crypto';
 import type { ServerOptions } from 'node:https';
+import { DEVICE_LINK_LIMITS } from '../http/connection-limits.ts';
 import type { DeviceLinkTls } from './tls-material.ts';
-
-/** A TLS handshake that takes longer than this is cut off (a device needs far less). */
-export const DEVICE_LINK_HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /**
  * The device-link's TLS server options (docs/device-link.md), shared with the bench's floor server so
@@ -13,7 +11,10 @@ export const DEVICE_LINK_HANDSHAKE_TIMEOUT_MS = 10_000;
  * encrypted session tickets OpenSSL would mint after each handshake (~0.3 ms of server CPU
  * each) are never used; with the option OpenSSL keeps a small server-side session cache instead.
  */
-export function deviceLinkTlsOptions(tls: Pick<DeviceLinkTls, 'cert' | 'key'>): ServerOptions {
+export function deviceLinkTlsOptions(
+  tls: Pick<DeviceLinkTls, 'cert' | 'key'>,
+  handshakeTimeoutMs = DEVICE_LINK_LIMITS.handshakeTimeoutMs,
+): ServerOptions {
   return {
     cert: tls.cert,
     key: tls.key,
@@ -21,6 +22,6 @@ export function deviceLinkTlsOptions(tls: Pick<DeviceLinkTls, 'cert' | 'key'>): 
     rejectUnauthorized: false,
     minVersion: 'TLSv1.2',
     secureOptions: constants.SSL_OP_NO_TICKET,
-    handshakeTimeout: DEVICE_LINK_HANDSHAKE_TIMEOUT_MS,
+    handshakeTimeout: handshakeTimeoutMs,
   };
 }

@@ -2,31 +2,15 @@ import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createTcpServer, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { ServiceContext } from '../context.ts';
+import { answerClientErrorsAsProblems } from '../http/client-errors.ts';
+import {
+  applyConnectionLimits,
+  type ConnectionLimits,
+  serverTimeoutOptions,
+} from '../http/connection-limits.ts';
 import { listenOn } from '../http/listen.ts';
 import { gatewayHandler } from './router.ts';
 import { factoriesWithTlsKeyOnHsm, GatewayTlsContexts, keyOnHsmAdvice } from './tls-contexts.ts';
-
-/** Bounds against slow or idle clients; a device needs far less. */
-export interface GatewayLimits {
-  /** A TCP connection must finish its TLS handshake within this (also: half a ClientHello). */
-  handshakeTimeoutMs: number;
-  headersTimeoutMs: number;
-  requestTimeoutMs: number;
-  keepAliveTimeoutMs: number;
-  /** An established connection with no traffic is closed after this. */
-  idleTimeoutMs: number;
-  /** Connections past this are closed as they arrive. */
-  maxConnections: number;
-}
-
-export const GATEWAY_LIMITS: Readonly<GatewayLimits> = {
-  handshakeTimeoutMs: 10_000,
-  headersTimeoutMs: 10_000,
-  requestTimeoutMs: 30_000,
-  keepAliveTimeoutMs: 5_000,
-  idleTimeoutMs: 30_000,
-  maxConnections: 2_048,
-};
 
 export interface GatewayListener {
   /** `host:port` actually bound. */
@@ -45,12 +29,13 @@ export interface GatewayListener {
  */
 export async function startGateway(
   ctx: ServiceContext,
-  options: { log?: Logger; limits?: Partial<GatewayLimits>; listen?: string } = {},
+  options: { log?: Logger; limits?: Partial<ConnectionLimits>; listen?: string } = {},
 ): Promise<GatewayListener> {
   const log = options.log ?? ctx.log.child({ listener: 'gateway' });
   const onHsm = await factoriesWithTlsKeyOnHsm(ctx.database.db, ctx.tlsKeys);
   if (onHsm.length > 0) log.warn({ factories: onHsm }, keyOnHsmAdvice(onHsm));
-  const limits = { ...GATEWAY_LIMITS, ...options.limits };
+  // gateway.limits (defaults GATEWAY_LIMITS); a test may narrow them for one extra listener
+  const limits = { ...ctx.config.gateway.limits, ...options.limits };
   const contexts = new GatewayTlsContexts(ctx.database.db, ctx.tlsKeys, ctx.config.domain);
   const https = createHttpsServer(
     {
@@ -58,6 +43,7 @@ export async function startGateway(
       rejectUnauthorized: false,
       minVersion: 'TLSv1.2',
       handshakeTimeout: limits.handshakeTimeoutMs,
+      ...serverTimeoutOptions(limits),
       SNICallback: (servername, done) => {
         contexts.forServername(servername).then(
           (material) => done(null, material.context),
@@ -70,10 +56,7 @@ export async function startGateway(
     },
     gatewayHandler({ db: ctx.database.db, contexts, log, metrics: ctx.metrics }),
   );
-  https.headersTimeout = limits.headersTimeoutMs;
-  https.requestTimeout = limits.requestTimeoutMs;
-  https.keepAliveTimeout = limits.keepAliveTimeoutMs;
-  https.setTimeout(limits.idleTimeoutMs);
+  answerClientErrorsAsProblems(https, limits, log);
   https.on('tlsClientError', (err) => log.debug({ err }, 'gateway TLS handshake failed'));
 
   let defaultVersion: string | undefined;
@@ -107,7 +90,7 @@ export async function startGateway(
         if (!socket.destroyed) https.emit('connection', socket);
       });
   });
-  tcp.maxConnections = limits.maxConnections;
+  applyConnectionLimits(https, limits, log, tcp);
   const address = await listenOn(tcp, options.listen ?? ctx.config.gateway.listen);
   return {
     address,

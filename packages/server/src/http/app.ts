@@ -4,6 +4,8 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { BulkJobRunner } from '../allowlist/bulk-jobs.ts';
 import type { ServiceContext } from '../context.ts';
 import { authorizeFactory } from './auth.ts';
+import { answerClientErrorsAsProblems } from './client-errors.ts';
+import { applyConnectionLimits, serverTimeoutOptions } from './connection-limits.ts';
 import { sendProblem, toKeyferryError } from './problem.ts';
 import { recordRoutes } from './route-table.ts';
 import { auditRoutes } from './routes/audit.ts';
@@ -27,13 +29,27 @@ export async function buildManagementApi(
   ctx: ServiceContext,
   https?: TlsOptions | undefined,
 ): Promise<FastifyInstance> {
+  const { limits } = ctx.config.api;
+  const log = ctx.log.child({ listener: 'api' });
+  const timeouts = serverTimeoutOptions(limits);
   const app = Fastify({
-    ...(https ? { https } : {}),
-    loggerInstance: ctx.log.child({ listener: 'api' }) as FastifyBaseLogger,
+    ...(https ? { https: { ...https, ...timeouts, handshakeTimeout: limits.handshakeTimeoutMs } } : {}),
+    http: timeouts,
+    connectionTimeout: limits.idleTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    loggerInstance: log as FastifyBaseLogger,
     bodyLimit: ctx.config.api.bodyLimitBytes,
     genReqId: () => randomUUID(),
     routerOptions: { ignoreTrailingSlash: true },
+    // bad percent-encoding, over-long path segments: the same problems as every other refusal
+    frameworkErrors: (err, request, reply) => {
+      reply.header(CORRELATION_HEADER, request.id);
+      return sendProblem(request, reply, err);
+    },
   }) as unknown as FastifyInstance;
+  applyConnectionLimits(app.server, limits, log);
+  answerClientErrorsAsProblems(app.server, limits, log);
   recordRoutes(app);
   app.addHook('onRequest', async (request, reply) => {
     reply.header(CORRELATION_HEADER, request.id);

@@ -1,5 +1,6 @@
 import { KeyferryError } from '@keyferry/core';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { clientWentAway } from './client-errors.ts';
 
 /** Fastify's own request errors mapped onto keyferry codes, so clients see one vocabulary. */
 const FASTIFY_CODES: Record<string, [KeyferryError['code'], string]> = {
@@ -11,6 +12,15 @@ const FASTIFY_CODES: Record<string, [KeyferryError['code'], string]> = {
     'unsupported Content-Type: send application/json',
   ],
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: ['invalid_request', 'Content-Length does not match the body'],
+  FST_ERR_BAD_URL: [
+    'invalid_request',
+    'the URL is not valid percent-encoding: encode reserved and non-ASCII characters as %XX',
+  ],
+  FST_ERR_MAX_PARAM_LENGTH: [
+    'url_too_long',
+    'a path segment is longer than 100 characters; no keyferry id or name is that long',
+  ],
+  FST_ERR_ASYNC_CONSTRAINT: ['invalid_request', 'the request does not match any route constraint'],
 };
 
 export function toKeyferryError(err: unknown): KeyferryError {
@@ -26,13 +36,11 @@ export function toKeyferryError(err: unknown): KeyferryError {
 }
 
 /**
- * Renders an error as application/problem+json. Server faults expose nothing but the
- * correlation id; the log gets the whole error.
+ * The application/problem+json body of a refusal, the same on every listener (management API,
+ * device-link, gateway, and the parser-level refusals of client-errors.ts). Server faults
+ * expose nothing but the correlation id.
  */
-export function sendProblem(request: FastifyRequest, reply: FastifyReply, err: unknown): FastifyReply {
-  const error = toKeyferryError(err);
-  if (error.expose) request.log.info({ code: error.code, msg: error.message }, 'request refused');
-  else request.log.error({ err: err instanceof Error ? err : new Error(String(err)) }, 'request failed');
+export function problemBody(error: KeyferryError, correlationId: string): Record<string, unknown> {
   const body: Record<string, unknown> = {
     type: `urn:keyferry:problem:${error.code}`,
     title: error.code,
@@ -40,9 +48,23 @@ export function sendProblem(request: FastifyRequest, reply: FastifyReply, err: u
     code: error.code,
     detail: error.expose
       ? error.message
-      : `internal error; quote correlation id ${request.id} when reporting it`,
-    correlationId: request.id,
+      : `internal error; quote correlation id ${correlationId} when reporting it`,
+    correlationId,
   };
-  if (error.expose && error.detail) Object.assign(body, { info: error.detail });
-  return reply.code(error.status).type('application/problem+json').send(body);
+  if (error.expose && error.detail) body.info = error.detail;
+  return body;
+}
+
+/** Renders an error as application/problem+json; the log gets the whole error. */
+export function sendProblem(request: FastifyRequest, reply: FastifyReply, err: unknown): FastifyReply {
+  // a client that hung up (or was cut off by a timeout) is no fault of the service, and any
+  // client can cause it: debug only, and nothing to answer
+  if (clientWentAway(err, request.raw)) {
+    request.log.debug({ code: (err as NodeJS.ErrnoException).code }, 'client went away');
+    return reply.code(400).send();
+  }
+  const error = toKeyferryError(err);
+  if (error.expose) request.log.info({ code: error.code, msg: error.message }, 'request refused');
+  else request.log.error({ err: err instanceof Error ? err : new Error(String(err)) }, 'request failed');
+  return reply.code(error.status).type('application/problem+json').send(problemBody(error, request.id));
 }

@@ -17,6 +17,7 @@ import {
   type GatewayPki,
   setupDeviceGateway,
 } from '../../../../test/support/device-link.ts';
+import type { ConfigInput } from '../../src/config/schema.ts';
 import type { BackendName } from '../support/databases.ts';
 import { startTestService, type TestService } from '../support/service.ts';
 
@@ -50,11 +51,16 @@ export interface DeviceLinkFixture {
   states(device: TestDevice): Promise<Record<string, { state: string; reason: string | null }>>;
 }
 
-export async function startDeviceLinkFixture(backend: BackendName = 'sqlite'): Promise<DeviceLinkFixture> {
+export async function startDeviceLinkFixture(
+  backend: BackendName = 'sqlite',
+  /** More config for the service (e.g. narrower listener limits). */
+  overrides: ConfigInput = {},
+): Promise<DeviceLinkFixture> {
   const work = mkdtempSync(join(tmpdir(), 'keyferry-dl-'));
   const otherVendor = await loadOrCreateVendorCa(join(work, 'other-vendor'));
   const svc = await startTestService(backend, {
     products: [{ nc12: SE051, name: 'SE051', trustAnchors: [otherVendor.certificateFile] }],
+    ...overrides,
   });
   // Made after keyferryd started, as keyferry-sim would: the service reads it on demand.
   const vendor = await loadOrCreateVendorCa(join(svc.dataDir, 'sim'));
