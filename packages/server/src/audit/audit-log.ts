@@ -1,3 +1,4 @@
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Selectable } from 'kysely';
 import type { Db } from '../storage/database.ts';
 import type { AuditLogTable } from '../storage/tables.ts';
@@ -68,6 +69,8 @@ export async function recordAuditBatch(
   const at = now.toISOString();
   // 7 bound values a row; 500 rows stay far below SQLite's and PostgreSQL's parameter limits
   for (let i = 0; i < entries.length; i += 500) {
+    // a turn for other requests between statements (SQLite runs each one synchronously)
+    if (i > 0) await nextTurn();
     await db
       .insertInto('audit_log')
       .values(

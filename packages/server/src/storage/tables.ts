@@ -212,6 +212,7 @@ export interface BulkJobsTable {
   id: string;
   factory_id: number;
   status: 'queued' | 'running' | 'done' | 'failed';
+  /** JSON `{nc12, production}`; older rows also hold the deviceIds, which are never read. */
   request: string;
   total: number;
   processed: number;
