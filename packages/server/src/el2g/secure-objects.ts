@@ -20,13 +20,24 @@ export interface SecureObject {
   keypairId: number | null;
   /** Validity of issued certificates in days; null = the default (20 years). */
   validityDays: number | null;
+  /** Validity of renewed certificates (simplereenroll) in days; null = the default (365). */
+  renewalValidityDays: number | null;
+  /** Devices renew from this many days before expiry; null = the default (30). */
+  renewalWindowDays: number | null;
 }
 
 export const OBJECT_ID = /^[0-9a-f]{8}$/;
 
 type Row = Pick<
   SecureObjectsTable,
-  'name' | 'type' | 'object_id' | 'ca_id' | 'keypair_id' | 'validity_days'
+  | 'name'
+  | 'type'
+  | 'object_id'
+  | 'ca_id'
+  | 'keypair_id'
+  | 'validity_days'
+  | 'renewal_validity_days'
+  | 'renewal_window_days'
 > & {
   id: number;
 };
@@ -40,6 +51,8 @@ export function toSecureObject(row: Row): SecureObject {
     caId: row.ca_id,
     keypairId: row.keypair_id,
     validityDays: row.validity_days,
+    renewalValidityDays: row.renewal_validity_days,
+    renewalWindowDays: row.renewal_window_days,
   };
 }
 
@@ -73,6 +86,8 @@ export interface NewSecureObject {
   caId?: number | null | undefined;
   keypairId?: number | null | undefined;
   validityDays?: number | null | undefined;
+  renewalValidityDays?: number | null | undefined;
+  renewalWindowDays?: number | null | undefined;
 }
 
 /**
@@ -141,6 +156,8 @@ export async function ensureSecureObject(
       ca_id: caId,
       keypair_id: keypairId,
       validity_days: spec.type === 'CERTIFICATE' ? (spec.validityDays ?? null) : null,
+      renewal_validity_days: spec.type === 'CERTIFICATE' ? (spec.renewalValidityDays ?? null) : null,
+      renewal_window_days: spec.type === 'CERTIFICATE' ? (spec.renewalWindowDays ?? null) : null,
       created_at: now.toISOString(),
     })
     .returningAll()

@@ -345,4 +345,54 @@ describe('simplereenroll authenticated by the current device certificate (curl +
     );
     expect(await snapshot()).toEqual(before);
   });
+
+  it("renews for the object's configured renewal validity; the provisioning API takes and shows it", async () => {
+    const created = await f.svc.call('POST', '/ota/factories/demo/el2g-proxy/secure-objects', {
+      body: { name: 'renew-demo-kp', type: 'KEYPAIR', objectId: '83000050' },
+    });
+    expect(created.status, JSON.stringify(created.json)).toBe(201);
+    const cert = await f.svc.call('POST', '/ota/factories/demo/el2g-proxy/secure-objects', {
+      body: {
+        name: 'renew-demo',
+        type: 'CERTIFICATE',
+        objectId: '83000051',
+        keypairId: created.json.id,
+        caId: (
+          await db()
+            .selectFrom('secure_objects')
+            .select('ca_id')
+            .where('name', '=', LABEL)
+            .executeTakeFirstOrThrow()
+        ).ca_id,
+        renewalValidityDays: 90,
+        renewalWindowDays: 10,
+      },
+    });
+    expect(cert.status, JSON.stringify(cert.json)).toBe(201);
+    expect(cert.json).toMatchObject({ renewalValidityDays: 90, renewalWindowDays: 10, validityDays: null });
+    const listed = await f.svc.call('GET', '/ota/factories/demo/el2g-proxy/secure-objects');
+    expect(listed.json.content.find((o: { name: string }) => o.name === LABEL)).toMatchObject({
+      renewalValidityDays: null,
+      renewalWindowDays: null,
+    });
+
+    // the gateway object with a renewal validity of 30 days: the next renewal lives 30 days
+    await db()
+      .updateTable('secure_objects')
+      .set({ renewal_validity_days: 30 })
+      .where('name', '=', LABEL)
+      .execute();
+    try {
+      const short = await est('simplereenroll', IDENTITY, 'gw2', 'short');
+      const days = (short.notAfter.getTime() - Date.now()) / DAY_MS;
+      expect(days).toBeGreaterThan(29);
+      expect(days).toBeLessThan(31);
+    } finally {
+      await db()
+        .updateTable('secure_objects')
+        .set({ renewal_validity_days: null })
+        .where('name', '=', LABEL)
+        .execute();
+    }
+  });
 });
