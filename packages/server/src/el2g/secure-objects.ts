@@ -1,5 +1,6 @@
 import { KeyferryError } from '@keyferry/core';
 import { recordAudit } from '../audit/audit-log.ts';
+import { renewalPolicy } from '../devicelink/renewal-policy.ts';
 import type { Db } from '../storage/database.ts';
 import type { SecureObjectsTable, SecureObjectType } from '../storage/tables.ts';
 
@@ -20,9 +21,9 @@ export interface SecureObject {
   keypairId: number | null;
   /** Validity of issued certificates in days; null = the default (20 years). */
   validityDays: number | null;
-  /** Validity of renewed certificates (simplereenroll) in days; null = the default (365). */
+  /** CERTIFICATE: validity of renewed certificates (simplereenroll) in days (default 365); KEYPAIR: null. */
   renewalValidityDays: number | null;
-  /** Devices renew from this many days before expiry; null = the default (30). */
+  /** CERTIFICATE: devices renew from this many days before expiry (default 30); KEYPAIR: null. */
   renewalWindowDays: number | null;
 }
 
@@ -43,6 +44,13 @@ type Row = Pick<
 };
 
 export function toSecureObject(row: Row): SecureObject {
+  const renewal =
+    row.type === 'CERTIFICATE'
+      ? renewalPolicy({
+          renewalValidityDays: row.renewal_validity_days,
+          renewalWindowDays: row.renewal_window_days,
+        })
+      : undefined;
   return {
     id: row.id,
     name: row.name,
@@ -51,8 +59,8 @@ export function toSecureObject(row: Row): SecureObject {
     caId: row.ca_id,
     keypairId: row.keypair_id,
     validityDays: row.validity_days,
-    renewalValidityDays: row.renewal_validity_days,
-    renewalWindowDays: row.renewal_window_days,
+    renewalValidityDays: renewal?.validityDays ?? null,
+    renewalWindowDays: renewal?.windowDays ?? null,
   };
 }
 

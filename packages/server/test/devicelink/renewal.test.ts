@@ -239,6 +239,24 @@ describe('simplereenroll authenticated by the current device certificate (curl +
     expect(onCrl).toEqual(expect.arrayContaining([first.serial, renewed.serial]));
     expect(onCrl).not.toContain(rekeyed.serial);
     expect((await f.states(device))[LABEL]?.state).toBe('PROVISIONING_COMPLETED');
+    // el2g devices show's source: the newest certificate, when it expires and when to renew it
+    const shown = await f.svc.call(
+      'GET',
+      `/ota/factories/demo/el2g-proxy/rtp/devices/${device.uid.decimal}/secure-object-provisionings`,
+    );
+    const gateway = shown.json.content.find(
+      (o: { secureObjectName: string }) => o.secureObjectName === LABEL,
+    );
+    expect(gateway.renewal).toEqual({
+      notAfter: rekeyed.notAfter.toISOString(),
+      renewFrom: new Date(rekeyed.notAfter.getTime() - 30 * DAY_MS).toISOString(),
+      renewedValidityDays: 365,
+    });
+    expect(gateway.certificate).toBe(
+      readFileSync(join(work, 'rekeyed.pem'), 'utf8')
+        .replace(/^(subject|issuer)=.*\n/gm, '')
+        .trim() + '\n',
+    );
 
     // a superseded certificate renews nothing any more
     const before = await snapshot();
@@ -371,9 +389,10 @@ describe('simplereenroll authenticated by the current device certificate (curl +
     expect(cert.status, JSON.stringify(cert.json)).toBe(201);
     expect(cert.json).toMatchObject({ renewalValidityDays: 90, renewalWindowDays: 10, validityDays: null });
     const listed = await f.svc.call('GET', '/ota/factories/demo/el2g-proxy/secure-objects');
+    // unset: the defaults, a year and 30 days
     expect(listed.json.content.find((o: { name: string }) => o.name === LABEL)).toMatchObject({
-      renewalValidityDays: null,
-      renewalWindowDays: null,
+      renewalValidityDays: 365,
+      renewalWindowDays: 30,
     });
 
     // the gateway object with a renewal validity of 30 days: the next renewal lives 30 days
