@@ -28,6 +28,22 @@ export interface CallerTrace {
 }
 
 /**
+ * Per connection, the client certificate when it claims to be one of the factory's device
+ * certificates, else null: decided once, so a vendor identity's requests parse nothing more.
+ */
+const renewalLeaves = new WeakMap<TLSSocket, Uint8Array | null>();
+
+function renewalLeaf(socket: TLSSocket, factory: Factory): Uint8Array | null {
+  let leaf = renewalLeaves.get(socket);
+  if (leaf === undefined) {
+    const presented = peerChain(socket)[0];
+    leaf = presented && claimsDeviceCertificate(presented, factory) ? presented : null;
+    renewalLeaves.set(socket, leaf);
+  }
+  return leaf;
+}
+
+/**
  * Authenticates a device-link call: factory from SNI, vendor identity verified for its
  * product, device on that factory's allow-list (in a group of the identity's product) — or,
  * for a renewal, a live device certificate the factory issued (device-certificate.ts).
@@ -42,8 +58,8 @@ export async function authenticateDevice(
   const servername = typeof socket.servername === 'string' ? socket.servername : undefined;
   const factory = await factoryForHost(db, servername, domain);
   trace.factory = factory;
-  const leaf = peerChain(socket)[0];
-  if (leaf && claimsDeviceCertificate(leaf, factory)) {
+  const leaf = renewalLeaf(socket, factory);
+  if (leaf) {
     const renewed = await verifyDeviceCertificate(db, factory, leaf);
     trace.claim.deviceId = renewed.device.deviceId;
     trace.claim.nc12 = renewed.device.nc12;
