@@ -148,6 +148,15 @@ describe('keyferry el2g devices against the keyferryd process', { timeout: PROCE
     expect(res.status).toBe(0);
     const plan = res.stdout.indexOf('# Plan\n');
     expect(plan).toBeGreaterThan(res.stdout.indexOf('# Intermediate CAs'));
+    // how each certificate object renews, between fioctl's sections and the plan
+    const renewal = res.stdout.indexOf('# Certificate Renewal\n');
+    expect(renewal).toBeGreaterThan(res.stdout.indexOf('# Intermediate CAs'));
+    expect(res.stdout.slice(renewal, plan)).toBe(
+      '# Certificate Renewal\n' +
+        '\tNAME                   RENEWED VALIDITY  RENEW FROM\n' +
+        '\t----                   ----------------  ----------\n' +
+        '\tfio-device-gateway-ca  365 days          30 days before expiry\n\n',
+    );
     expect(res.stdout.slice(plan)).toMatch(
       /^# Plan\nKind: evaluation\nEvaluation: 30 days from \d{4}-\d\d-\d\d, ends \S+\nSubscription year: \S+ to \S+\nDevices: 1 of 50000 used this subscription year\nPer device: at most 2 key pairs and 2 certificates\n$/,
     );

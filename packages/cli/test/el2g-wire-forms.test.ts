@@ -32,6 +32,7 @@ const ROUTES: Record<string, [number, unknown]> = {
   'GET el2g/secure-objects/': [200, []],
   'GET el2g/intermediate-cas/': [200, [{ id: 1, name: 'ca', algorithm: 'NIST_P256', value: PEM }]],
   'GET el2g/plan/': [200, PLAN],
+  'GET el2g-proxy/secure-objects': [200, { content: [] }],
   'GET el2g/devices/': [
     200,
     `[{"device-group":"fio-935389312472","id":"${DEC}","last-connection":null},` +

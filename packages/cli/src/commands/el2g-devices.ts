@@ -6,7 +6,14 @@ import { type CommandContext, commandContext } from '../context.ts';
 import { type DeviceAnswer, type SentId, sendInBatches } from '../devices/batches.ts';
 import { parseIdFile } from '../devices/id-file.ts';
 import { createProgress } from '../devices/progress.ts';
-import { formatDeviceShow, formatPlanSection, type PlanUsage, StreamingTable } from '../devices/render.ts';
+import {
+  formatDeviceShow,
+  formatPlanSection,
+  formatRenewalSection,
+  type PlanUsage,
+  type RenewalSettings,
+  StreamingTable,
+} from '../devices/render.ts';
 import { formatDeviceLine, formatImportSummary, summarize } from '../devices/summary.ts';
 import { printJson } from '../output.ts';
 import { wordlessDefault } from '../usage.ts';
@@ -104,6 +111,13 @@ export function registerEl2gDevices(el2g: Command): void {
       out.write(formatDeviceShow(product, provisionings.content));
     });
 }
+
+/** The renewal section of `el2g status` (after fioctl's four, before the plan). */
+export const renewalStatusSection: StatusSection = async ({ api }) =>
+  formatRenewalSection(
+    (await api.call<{ content: RenewalSettings[] }>('GET', api.factoryPath('el2g-proxy/secure-objects')))
+      .content,
+  );
 
 /** The plan section of `el2g status` (after fioctl's four). */
 export const planStatusSection: StatusSection = async ({ api }) =>

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { registerEl2gConfigAwsIot } from './el2g-config-aws-iot.ts';
 import { registerEl2gConfigDeviceGateway } from './el2g-config-device-gateway.ts';
-import { planStatusSection, registerEl2gDevices } from './el2g-devices.ts';
+import { planStatusSection, registerEl2gDevices, renewalStatusSection } from './el2g-devices.ts';
 import { registerEl2gStatus } from './el2g-status.ts';
 
 /**
@@ -12,7 +12,7 @@ export function registerEl2g(program: Command): Command {
   const el2g = program
     .command('el2g')
     .description('EdgeLock 2GO-compatible provisioning: status, CAs, allow-list');
-  registerEl2gStatus(el2g, [planStatusSection]);
+  registerEl2gStatus(el2g, [renewalStatusSection, planStatusSection]);
   registerEl2gConfigDeviceGateway(el2g);
   registerEl2gConfigAwsIot(el2g);
   registerEl2gDevices(el2g);

@@ -35,6 +35,7 @@ export function formatDeviceShow(
     secureObjectType: string;
     provisioningState: string;
     certificate: string | null;
+    renewal?: { notAfter: string; renewFrom: string; renewedValidityDays: number };
   }>,
 ): string {
   let text = `Hardware Type: ${product.commercialName}\nHardware 12NC: ${product.nc12}\nSecure Objects:\n`;
@@ -51,7 +52,40 @@ export function formatDeviceShow(
       text += `# ${o.secureObjectName}\n${pem.endsWith('\n') ? pem : `${pem}\n`}`;
     }
   }
+  const renewals = objects.filter((o) => o.renewal);
+  if (renewals.length > 0) {
+    text += 'Renewal:\n';
+    text += formatTable(
+      ['NAME', 'EXPIRES', 'RENEW FROM', 'RENEWED VALIDITY'],
+      renewals.map((o) => [
+        o.secureObjectName,
+        o.renewal!.notAfter,
+        o.renewal!.renewFrom,
+        `${o.renewal!.renewedValidityDays} days`,
+      ]),
+      '\t',
+    );
+  }
   return text;
+}
+
+/** A CERTIFICATE object as the provisioning API lists it, with its renewal settings. */
+export interface RenewalSettings {
+  name: string;
+  type: string;
+  renewalValidityDays: number | null;
+  renewalWindowDays: number | null;
+}
+
+/** The renewal section of `el2g status` (after fioctl's four): per certificate object, how it renews. */
+export function formatRenewalSection(objects: readonly RenewalSettings[]): string {
+  const certs = objects.filter((o) => o.type === 'CERTIFICATE' && o.renewalValidityDays !== null);
+  if (certs.length === 0) return '';
+  return `# Certificate Renewal\n${formatTable(
+    ['NAME', 'RENEWED VALIDITY', 'RENEW FROM'],
+    certs.map((o) => [o.name, `${o.renewalValidityDays} days`, `${o.renewalWindowDays} days before expiry`]),
+    '\t',
+  )}`;
 }
 
 /** GET el2g/plan/ */

@@ -1,9 +1,12 @@
 import { KeyferryError, parseDeviceId } from '@keyferry/core';
 import type { Config } from '../config/schema.ts';
+import { renewalPolicy } from '../devicelink/renewal-policy.ts';
 import { assignedObjects } from '../el2g/assigned-objects.ts';
 import { productCatalogue } from '../el2g/products.ts';
 import type { Db } from '../storage/database.ts';
 import type { ProvisioningState, SecureObjectType } from '../storage/tables.ts';
+
+const DAY_MS = 24 * 3600 * 1000;
 
 export interface AllowListedDevice {
   row: number;
@@ -60,6 +63,11 @@ export interface SecureObjectProvisioning {
   certificate: string | null;
   /** Why a *_FAILED state failed. */
   reason: string | null;
+  /**
+   * CERTIFICATE with a current certificate: when it expires, from when the device renews it
+   * (the object's renewal window before that), and how long a renewed one lives.
+   */
+  renewal?: { notAfter: string; renewFrom: string; renewedValidityDays: number };
 }
 
 /**
@@ -73,20 +81,34 @@ export async function deviceProvisionings(
   const objects = await assignedObjects(db, { rowId: device.row, groupId: device.groupId }, 'object-id');
   const certificates = await db
     .selectFrom('certificates')
-    .select(['secure_object_id', 'pem'])
+    .select(['secure_object_id', 'pem', 'not_after'])
     .where('device_row_id', '=', device.row)
     .where('revoked_at', 'is', null)
     .orderBy('id')
     .execute();
-  // the newest non-revoked certificate of each object wins (rotation leaves older ones revoked)
-  const pemByObject = new Map(certificates.map((c) => [c.secure_object_id, c.pem]));
-  return objects.map((o) => ({
-    secureObjectName: o.name,
-    secureObjectType: o.type,
-    provisioningState: o.state,
-    certificate: o.type === 'CERTIFICATE' ? (pemByObject.get(o.id) ?? null) : null,
-    reason: o.reason,
-  }));
+  // the newest non-revoked certificate of each object wins (a renewal leaves the older one
+  // live until the device reports the new one stored)
+  const byObject = new Map(certificates.map((c) => [c.secure_object_id, c]));
+  return objects.map((o) => {
+    const current = o.type === 'CERTIFICATE' ? byObject.get(o.id) : undefined;
+    const policy = renewalPolicy(o);
+    return {
+      secureObjectName: o.name,
+      secureObjectType: o.type,
+      provisioningState: o.state,
+      certificate: current?.pem ?? null,
+      reason: o.reason,
+      ...(current
+        ? {
+            renewal: {
+              notAfter: current.not_after,
+              renewFrom: new Date(Date.parse(current.not_after) - policy.windowDays * DAY_MS).toISOString(),
+              renewedValidityDays: policy.validityDays,
+            },
+          }
+        : {}),
+    };
+  });
 }
 
 /** A certificate issued to a device, as the console lists it. */

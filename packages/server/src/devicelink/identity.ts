@@ -16,8 +16,11 @@ export interface DeviceIdentity {
   readonly deviceId: DeviceId;
   readonly nc12: string;
   readonly fingerprint: string;
-  /** The identity key's SubjectPublicKeyInfo: no CSR may ask to certify it for another use. */
-  readonly publicKeySpki: Uint8Array;
+  /**
+   * The identity key's SubjectPublicKeyInfo: no CSR may ask to certify it for another use.
+   * Undefined when the caller authenticated with a device certificate (a renewal).
+   */
+  readonly publicKeySpki: Uint8Array | undefined;
 }
 
 /** At most this many certificates are taken from the client's chain. */

@@ -14,7 +14,9 @@ import type { Db } from '../storage/database.ts';
 import { type AssignedObject, deviceLinkObjects, setObjectState, touchDevice } from './device-records.ts';
 import type { IssuingCas } from './issuing-cas.ts';
 import { assertPlanAllowsEnrollment } from './plan-gate.ts';
+import { renewalPolicy } from './renewal-policy.ts';
 import type { DeviceSession } from './session.ts';
+import { revokeAsSuperseded } from './supersede.ts';
 
 export type EnrollMode = 'simpleenroll' | 'simplereenroll';
 
@@ -43,8 +45,12 @@ export function certificateObject(objects: readonly AssignedObject[], label: str
 
 /**
  * Issues (or returns again) the device certificate for one CERTIFICATE object (docs/device-link.md):
- * the CSR proves the device holds a P-256 key; the subject comes from the service. The same
- * key gets the same certificate; a new key gets a new one and the superseded one is revoked.
+ * the CSR proves the device holds a P-256 key; the subject comes from the service. For
+ * `simpleenroll` the same key gets the same certificate; a new key gets a new one and the
+ * superseded one is revoked. `simplereenroll` (renewal, same key or new) always issues a new
+ * certificate with the object's renewal validity and revokes nothing: the superseded one stays
+ * valid until the device reports the new one stored (report.ts), so a device that loses power
+ * mid-rotation still holds a working credential.
  * A refused CSR leaves an object without a live certificate GENERATION_FAILED with the
  * reason (one with a live certificate keeps its state). One transaction; after
  * it commits, a rotation re-signs the CRLs of the superseded certificates' CAs (best effort).
@@ -72,10 +78,10 @@ export async function enrollDevice(
     if (isKeyferryError(error)) await failObject(db, session, object, error, now);
     throw error;
   }
+  const renewing = mode === 'simplereenroll';
+  const validityDays = renewing ? renewalPolicy(object).validityDays : object.validityDays;
   const ca =
-    object.caId === null
-      ? undefined
-      : await deps.issuingCas.get(session.factory, object.caId, object.validityDays);
+    object.caId === null ? undefined : await deps.issuingCas.get(session.factory, object.caId, validityDays);
   if (!ca) throw new KeyferryError('internal', `certificate object ${object.name} has no issuing CA`);
   const actor = `device:${session.device.deviceId}`;
   const superseded: number[] = [];
@@ -87,8 +93,9 @@ export async function enrollDevice(
       .where('device_row_id', '=', session.device.rowId)
       .where('secure_object_id', '=', object.id)
       .where('revoked_at', 'is', null)
+      .orderBy('id', 'desc')
       .execute();
-    const same = current.find((c) => c.public_key_sha256 === keyHash);
+    const same = renewing ? undefined : current.find((c) => c.public_key_sha256 === keyHash);
     const audit = (action: string, detail: Record<string, unknown>) =>
       recordAudit(
         trx,
@@ -112,7 +119,7 @@ export async function enrollDevice(
       });
       return { certificate: fromPem(same.pem, 'CERTIFICATE'), reused: true };
     }
-    if (mode === 'simplereenroll' && current.length === 0) {
+    if (renewing && current.length === 0) {
       throw new KeyferryError(
         'object_not_issued',
         `${object.name} has no certificate to renew for this device; enroll it first with simpleenroll`,
@@ -144,16 +151,8 @@ export async function enrollDevice(
         revocation_reason: null,
       })
       .execute();
-    if (current.length > 0) {
-      await trx
-        .updateTable('certificates')
-        .set({ revoked_at: now.toISOString(), revocation_reason: 'superseded' })
-        .where(
-          'id',
-          'in',
-          current.map((c) => c.id),
-        )
-        .execute();
+    if (!renewing) {
+      await revokeAsSuperseded(trx, current, now);
       superseded.push(...current.map((c) => c.ca_id));
     }
     await setCompleted(trx, session, objects, object, false, now);
@@ -162,7 +161,9 @@ export async function enrollDevice(
       serial: cert.serialHex,
       reused: false,
       device: session.device.deviceId,
-      superseded: current.map((c) => c.serial_hex),
+      ...(renewing
+        ? { supersededOnReport: current.map((c) => c.serial_hex) }
+        : { superseded: current.map((c) => c.serial_hex) }),
     });
     return { certificate: der, reused: false };
   });
@@ -214,7 +215,8 @@ async function assertKeyOfThisObjectOnly(
   const useInstead = keypair
     ? `make the CSR with the key at 0x${keypair.objectId} (${keypair.name})`
     : 'make the CSR with the key of this object';
-  if (keyHash === publicKeyHash(session.identity.publicKeySpki)) {
+  const identityKey = session.identity.publicKeySpki;
+  if (identityKey && keyHash === publicKeyHash(identityKey)) {
     throw new KeyferryError(
       'csr_key_reused',
       `the CSR's key is the secure element's vendor identity key (0xF0000000), which is not certified for ${object.name}; ${useInstead}`,

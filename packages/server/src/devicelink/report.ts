@@ -1,12 +1,13 @@
 import { KeyferryError } from '@keyferry/core';
 import { z } from 'zod';
 import { recordAudit } from '../audit/audit-log.ts';
-import type { Db } from '../storage/database.ts';
+import { type RefreshDeps, refreshCrls } from '../revocation/refresh.ts';
 import type { ProvisioningState } from '../storage/tables.ts';
 import { deviceLinkObjects, setObjectState, touchDevice } from './device-records.ts';
 import { notAllowListed } from './issuance.ts';
 import { isIssued } from './plan-gate.ts';
 import type { DeviceSession } from './session.ts';
+import { revokeAllButNewest } from './supersede.ts';
 
 export const reportSchema = z.strictObject({
   results: z
@@ -28,14 +29,17 @@ export type Report = z.output<typeof reportSchema>;
  * (key generation, CSR signing) reports FAILED for an object never issued (still generating,
  * or a retry failing again) → GENERATION_FAILED with its detail. Every name must be an object
  * assigned to the device, and issued to it for SUCCESS; otherwise nothing changes.
+ * SUCCESS for a CERTIFICATE object that was renewed ends the rotation: the certificates the
+ * newest one superseded are revoked (`superseded`) now that the device holds the new one.
  */
 export async function recordReport(
-  db: Db,
+  deps: RefreshDeps,
   session: DeviceSession,
   report: Report,
   change: { correlationId: string },
   now = new Date(),
 ): Promise<{ objects: { name: string; state: ProvisioningState }[] }> {
+  const { db } = deps;
   const objects = await deviceLinkObjects(db, session.device);
   const updates = report.results.map((result) => {
     const object = objects.find((o) => o.name === result.name);
@@ -63,10 +67,18 @@ export async function recordReport(
       reason: result.status === 'FAILED' ? (result.detail ?? 'the device reported a failure') : null,
     };
   });
+  const revokedCas: number[] = [];
   await db.transaction().execute(async (trx) => {
     if (!(await touchDevice(trx, session.device.rowId, now))) throw notAllowListed(session);
-    for (const u of updates)
+    const superseded: string[] = [];
+    for (const u of updates) {
       await setObjectState(trx, session.device.rowId, u.object.id, u.state, u.reason, now);
+      if (u.state !== 'PROVISIONING_COMPLETED' || u.object.type !== 'CERTIFICATE') continue;
+      for (const old of await revokeAllButNewest(trx, session.device.rowId, u.object.id, now)) {
+        superseded.push(old.serial_hex);
+        revokedCas.push(old.ca_id);
+      }
+    }
     await recordAudit(
       trx,
       {
@@ -74,11 +86,15 @@ export async function recordReport(
         actor: `device:${session.device.deviceId}`,
         action: 'device-link.report',
         object: `device:${session.device.deviceId}`,
-        detail: { results: updates.map((u) => ({ name: u.object.name, state: u.state, reason: u.reason })) },
+        detail: {
+          results: updates.map((u) => ({ name: u.object.name, state: u.state, reason: u.reason })),
+          ...(superseded.length > 0 ? { superseded } : {}),
+        },
         correlationId: change.correlationId,
       },
       now,
     );
   });
+  await refreshCrls(deps, revokedCas);
   return { objects: updates.map((u) => ({ name: u.object.name, state: u.state })) };
 }

@@ -11,6 +11,7 @@ import type { KeyCustody } from '../keys/custody.ts';
 import { observeRequest } from '../metrics/observe-request.ts';
 import type { ServiceMetrics } from '../metrics/service-metrics.ts';
 import type { Db } from '../storage/database.ts';
+import { assertRenewalScope } from './device-certificate.ts';
 import { checkCsrHeaders, decodeCsrBody } from './est-body.ts';
 import { factoryForHost } from './factory-host.ts';
 import {
@@ -59,7 +60,8 @@ type PublicHandler = (
   label: string,
 ) => Promise<void>;
 
-type Route = { method: string; label: string } & (
+/** `operation` names the call to a device certificate that may only renew (device-certificate.ts). */
+type Route = { method: string; label: string; operation: string } & (
   | { device: DeviceHandler; public?: never }
   | { public: PublicHandler; device?: never }
 );
@@ -70,17 +72,20 @@ const EST =
 
 /** Picks the handler of a path (docs/device-link.md); undefined for a path the device-link does not have. */
 function route(path: string): Route | undefined {
-  if (path === '/device-link/v1/manifest') return { device: manifest, label: '', method: 'GET' };
-  if (path === '/device-link/v1/report') return { device: report, label: '', method: 'POST' };
+  if (path === '/device-link/v1/manifest')
+    return { device: manifest, label: '', method: 'GET', operation: path };
+  if (path === '/device-link/v1/report')
+    return { device: report, label: '', method: 'POST', operation: path };
   const est = EST.exec(path);
   if (!est) return undefined;
   const [, label = DEFAULT_EST_LABEL, op] = est;
-  if (op === 'cacerts') return { public: cacerts, label, method: 'GET' };
-  if (op === 'csrattrs') return { public: csrattrs, label, method: 'GET' };
+  if (op === 'cacerts') return { public: cacerts, label, method: 'GET', operation: op };
+  if (op === 'csrattrs') return { public: csrattrs, label, method: 'GET', operation: op };
   return {
     device: (d, s, q, r, c, l) => enroll(d, s, q, r, c, l, op as EnrollMode),
     label,
     method: 'POST',
+    operation: op!,
   };
 }
 
@@ -121,6 +126,7 @@ export function deviceLinkHandler(deps: DeviceLinkDeps) {
         deps.anchors,
         trace,
       );
+      if (session.renewal) assertRenewalScope(session.renewal, found.operation, found.label);
       await found.device(deps, session, req, res, correlationId, found.label);
     })().catch(async (err: unknown) => {
       // any client can hang up mid-request: that fills neither the log nor the audit
@@ -222,5 +228,5 @@ const report: DeviceHandler = async (deps, session, req, res, correlationId) => 
     throw new KeyferryError('invalid_json', 'the report is not valid JSON');
   }
   const body = parseBody(reportSchema, json, 'report');
-  sendJson(res, 200, await recordReport(deps.db, session, body, { correlationId }));
+  sendJson(res, 200, await recordReport(deps, session, body, { correlationId }));
 };

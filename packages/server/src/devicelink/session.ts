@@ -2,9 +2,14 @@ import type { TLSSocket } from 'node:tls';
 import { KeyferryError } from '@keyferry/core';
 import type { Factory } from '../factories/factories.ts';
 import type { Db } from '../storage/database.ts';
+import {
+  claimsDeviceCertificate,
+  type RenewalCredential,
+  verifyDeviceCertificate,
+} from './device-certificate.ts';
 import { type DeviceRecord, findActiveDevice } from './device-records.ts';
 import { factoryForHost } from './factory-host.ts';
-import { type DeviceIdentity, type IdentityClaim, socketIdentity } from './identity.ts';
+import { type DeviceIdentity, type IdentityClaim, peerChain, socketIdentity } from './identity.ts';
 import type { TrustAnchors } from './trust-anchors.ts';
 
 /** An authenticated, allow-listed device on one factory's device-link. */
@@ -12,6 +17,8 @@ export interface DeviceSession {
   factory: Factory;
   identity: DeviceIdentity;
   device: DeviceRecord;
+  /** Set when the caller authenticated with a device certificate: it may only renew that one. */
+  renewal?: RenewalCredential;
 }
 
 /** What is known about a caller so far; the router audits refusals with it. */
@@ -21,8 +28,25 @@ export interface CallerTrace {
 }
 
 /**
+ * Per connection, the client certificate when it claims to be one of the factory's device
+ * certificates, else null: decided once, so a vendor identity's requests parse nothing more.
+ */
+const renewalLeaves = new WeakMap<TLSSocket, Uint8Array | null>();
+
+function renewalLeaf(socket: TLSSocket, factory: Factory): Uint8Array | null {
+  let leaf = renewalLeaves.get(socket);
+  if (leaf === undefined) {
+    const presented = peerChain(socket)[0];
+    leaf = presented && claimsDeviceCertificate(presented, factory) ? presented : null;
+    renewalLeaves.set(socket, leaf);
+  }
+  return leaf;
+}
+
+/**
  * Authenticates a device-link call: factory from SNI, vendor identity verified for its
- * product, device on that factory's allow-list (in a group of the identity's product).
+ * product, device on that factory's allow-list (in a group of the identity's product) — or,
+ * for a renewal, a live device certificate the factory issued (device-certificate.ts).
  */
 export async function authenticateDevice(
   db: Db,
@@ -34,6 +58,13 @@ export async function authenticateDevice(
   const servername = typeof socket.servername === 'string' ? socket.servername : undefined;
   const factory = await factoryForHost(db, servername, domain);
   trace.factory = factory;
+  const leaf = renewalLeaf(socket, factory);
+  if (leaf) {
+    const renewed = await verifyDeviceCertificate(db, factory, leaf);
+    trace.claim.deviceId = renewed.device.deviceId;
+    trace.claim.nc12 = renewed.device.nc12;
+    return { factory, identity: renewed.identity, device: renewed.device, renewal: renewed.credential };
+  }
   const identity = socketIdentity(socket, anchors, trace.claim);
   const device = await findActiveDevice(db, factory.id, identity.deviceId.decimal);
   if (!device) {

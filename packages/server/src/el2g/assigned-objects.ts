@@ -10,6 +10,8 @@ export interface AssignedObject {
   caId: number | null;
   keypairId: number | null;
   validityDays: number | null;
+  renewalValidityDays: number | null;
+  renewalWindowDays: number | null;
   state: ProvisioningState;
   reason: string | null;
 }
@@ -40,6 +42,8 @@ export async function assignedObjects(
       'secure_objects.ca_id',
       'secure_objects.keypair_id',
       'secure_objects.validity_days',
+      'secure_objects.renewal_validity_days',
+      'secure_objects.renewal_window_days',
       'device_objects.state',
       'device_objects.reason',
     ])
@@ -57,6 +61,8 @@ export async function assignedObjects(
     caId: r.ca_id,
     keypairId: r.keypair_id,
     validityDays: r.validity_days,
+    renewalValidityDays: r.renewal_validity_days,
+    renewalWindowDays: r.renewal_window_days,
     state: r.state ?? 'GENERATION_ON_CONNECTION',
     reason: r.reason ?? null,
   }));

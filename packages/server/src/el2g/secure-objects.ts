@@ -1,5 +1,6 @@
 import { KeyferryError } from '@keyferry/core';
 import { recordAudit } from '../audit/audit-log.ts';
+import { renewalPolicy } from '../devicelink/renewal-policy.ts';
 import type { Db } from '../storage/database.ts';
 import type { SecureObjectsTable, SecureObjectType } from '../storage/tables.ts';
 
@@ -20,18 +21,36 @@ export interface SecureObject {
   keypairId: number | null;
   /** Validity of issued certificates in days; null = the default (20 years). */
   validityDays: number | null;
+  /** CERTIFICATE: validity of renewed certificates (simplereenroll) in days (default 365); KEYPAIR: null. */
+  renewalValidityDays: number | null;
+  /** CERTIFICATE: devices renew from this many days before expiry (default 30); KEYPAIR: null. */
+  renewalWindowDays: number | null;
 }
 
 export const OBJECT_ID = /^[0-9a-f]{8}$/;
 
 type Row = Pick<
   SecureObjectsTable,
-  'name' | 'type' | 'object_id' | 'ca_id' | 'keypair_id' | 'validity_days'
+  | 'name'
+  | 'type'
+  | 'object_id'
+  | 'ca_id'
+  | 'keypair_id'
+  | 'validity_days'
+  | 'renewal_validity_days'
+  | 'renewal_window_days'
 > & {
   id: number;
 };
 
 export function toSecureObject(row: Row): SecureObject {
+  const renewal =
+    row.type === 'CERTIFICATE'
+      ? renewalPolicy({
+          renewalValidityDays: row.renewal_validity_days,
+          renewalWindowDays: row.renewal_window_days,
+        })
+      : undefined;
   return {
     id: row.id,
     name: row.name,
@@ -40,6 +59,8 @@ export function toSecureObject(row: Row): SecureObject {
     caId: row.ca_id,
     keypairId: row.keypair_id,
     validityDays: row.validity_days,
+    renewalValidityDays: renewal?.validityDays ?? null,
+    renewalWindowDays: renewal?.windowDays ?? null,
   };
 }
 
@@ -73,6 +94,8 @@ export interface NewSecureObject {
   caId?: number | null | undefined;
   keypairId?: number | null | undefined;
   validityDays?: number | null | undefined;
+  renewalValidityDays?: number | null | undefined;
+  renewalWindowDays?: number | null | undefined;
 }
 
 /**
@@ -141,6 +164,8 @@ export async function ensureSecureObject(
       ca_id: caId,
       keypair_id: keypairId,
       validity_days: spec.type === 'CERTIFICATE' ? (spec.validityDays ?? null) : null,
+      renewal_validity_days: spec.type === 'CERTIFICATE' ? (spec.renewalValidityDays ?? null) : null,
+      renewal_window_days: spec.type === 'CERTIFICATE' ? (spec.renewalWindowDays ?? null) : null,
       created_at: now.toISOString(),
     })
     .returningAll()

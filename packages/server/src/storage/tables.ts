@@ -159,6 +159,10 @@ export interface SecureObjectsTable {
   ca_id: number | null;
   keypair_id: number | null;
   validity_days: number | null;
+  /** Validity of a renewed certificate (simplereenroll); NULL = 365 days. */
+  renewal_validity_days: number | null;
+  /** Days before expiry from which devices renew; NULL = 30. */
+  renewal_window_days: number | null;
   created_at: string;
 }
 

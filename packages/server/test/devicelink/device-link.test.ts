@@ -119,24 +119,39 @@ describe.each(BACKENDS)('device-link on %s: the provisioning flow of one device'
     expect(rotated.status, rotated.text).toBe(200);
     const [renewed] = certsOf(rotated.text);
     expect(renewed).not.toEqual(issued);
-    const rows = await f.svc.service.ctx.database.db
-      .selectFrom('certificates')
-      .select(['serial_hex', 'ca_id', 'revoked_at', 'revocation_reason'])
-      .where('subject_cn', '=', device.uid.hex)
-      .orderBy('id')
-      .execute();
+    const certRows = () =>
+      f.svc.service.ctx.database.db
+        .selectFrom('certificates')
+        .select(['serial_hex', 'ca_id', 'revoked_at', 'revocation_reason'])
+        .where('subject_cn', '=', device.uid.hex)
+        .orderBy('id')
+        .execute();
+    // a renewal revokes nothing until the device reports the new certificate stored
+    expect((await certRows()).map((r) => [r.serial_hex, r.revocation_reason])).toEqual([
+      [cert.serialHex, null],
+      [parseCertificate(renewed!).serialHex, null],
+    ]);
+    expect((await states(device))['fio-device-gateway-ca']!.state).toBe('GENERATION_COMPLETED');
+    const stored = await f.call(device, {
+      method: 'POST',
+      path: '/device-link/v1/report',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ results: [{ name: 'fio-device-gateway-ca', status: 'SUCCESS' }] }),
+    });
+    expect(stored.status, stored.text).toBe(200);
+    const rows = await certRows();
     expect(rows.map((r) => [r.serial_hex, r.revocation_reason])).toEqual([
       [cert.serialHex, 'superseded'],
       [parseCertificate(renewed!).serialHex, null],
     ]);
-    // the rotation re-signed the CA's CRL right after it committed, before anyone fetched it
+    // the report re-signed the CA's CRL right after it committed, before anyone fetched it
     const crl = await f.svc.service.ctx.database.db
       .selectFrom('crls')
       .select(['revoked_count', 'revoked_latest'])
       .where('ca_id', '=', rows[0]!.ca_id)
       .executeTakeFirst();
     expect(crl).toEqual({ revoked_count: 1, revoked_latest: rows[0]!.revoked_at });
-    expect((await states(device))['fio-device-gateway-ca']!.state).toBe('GENERATION_COMPLETED');
+    expect((await states(device))['fio-device-gateway-ca']!.state).toBe('PROVISIONING_COMPLETED');
 
     const listed = await f.svc.call('GET', '/ota/factories/demo/audit/?limit=50');
     const actions = listed.json.entries

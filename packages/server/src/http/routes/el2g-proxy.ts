@@ -32,6 +32,8 @@ const createObjectSchema = z.strictObject({
   caId: z.number().int().positive().optional(),
   keypairId: z.number().int().positive().optional(),
   validityDays: z.number().int().min(1).max(36_525).optional(),
+  renewalValidityDays: z.number().int().min(1).max(36_525).optional(),
+  renewalWindowDays: z.number().int().min(1).max(36_525).optional(),
 });
 const assignSchema = z.strictObject({
   deviceGroupIds: z.array(z.number().int().positive()).min(1).max(100),

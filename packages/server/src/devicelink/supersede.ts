@@ -1,0 +1,48 @@
+import type { Db } from '../storage/database.ts';
+
+/** A live certificate that a newer one of the same object replaces. */
+export interface SupersededCertificate {
+  id: number;
+  serial_hex: string;
+  ca_id: number;
+}
+
+/** Revokes certificates as `superseded` (RFC 5280 reason); the caller re-signs their CAs' CRLs after commit. */
+export async function revokeAsSuperseded(
+  db: Db,
+  certificates: readonly SupersededCertificate[],
+  now: Date,
+): Promise<void> {
+  if (certificates.length === 0) return;
+  await db
+    .updateTable('certificates')
+    .set({ revoked_at: now.toISOString(), revocation_reason: 'superseded' })
+    .where(
+      'id',
+      'in',
+      certificates.map((c) => c.id),
+    )
+    .execute();
+}
+
+/**
+ * Ends a rotation once the device reported the new certificate stored: every live certificate
+ * of the object except the newest is revoked. Returns those revoked.
+ */
+export async function revokeAllButNewest(
+  db: Db,
+  deviceRowId: number,
+  secureObjectId: number,
+  now: Date,
+): Promise<SupersededCertificate[]> {
+  const [, ...older] = await db
+    .selectFrom('certificates')
+    .select(['id', 'serial_hex', 'ca_id'])
+    .where('device_row_id', '=', deviceRowId)
+    .where('secure_object_id', '=', secureObjectId)
+    .where('revoked_at', 'is', null)
+    .orderBy('id', 'desc')
+    .execute();
+  await revokeAsSuperseded(db, older, now);
+  return older;
+}
