@@ -218,6 +218,12 @@ export interface BulkJobsTable {
   result: string;
   created_at: string;
   finished_at: string | null;
+  /** Who submitted the job; the node that runs it records the change under this actor. */
+  actor: string;
+  correlation_id: string;
+  /** The node holding the job while it runs, and until when; an expired lease is claimable. */
+  lease_owner: string | null;
+  lease_until: string | null;
 }
 
 export interface El2gTables {
