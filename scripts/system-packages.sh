@@ -13,6 +13,8 @@ declare -A PROBES=(
   [curl]=/usr/bin/curl
   [golang-cfssl]=/usr/bin/cfssl
   [systemd]=/usr/bin/systemd-analyze
+  # the several-nodes test puts HAProxy in front of three keyferryd
+  [haproxy]=/usr/sbin/haproxy
   # the web console's browser tests drive it with playwright-core (never a downloaded browser)
   [chromium]=/usr/bin/chromium
 )

@@ -3,6 +3,7 @@ import { chmodSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } fro
 import { join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
+import type { JobRunnerOptions } from './allowlist/bulk-jobs.ts';
 import { parseListen } from './config/load.ts';
 import type { Config } from './config/schema.ts';
 import type { ServiceContext } from './context.ts';
@@ -37,6 +38,8 @@ export interface StartOptions {
   /** True when keyferryd runs without a config file (development defaults apply). */
   embeddedDefaults: boolean;
   log?: Logger;
+  /** Bulk job lease and chunk sizes; tests shorten them, keyferryd uses the defaults. */
+  jobs?: JobRunnerOptions;
 }
 
 export async function startService(options: StartOptions): Promise<RunningService> {
@@ -74,7 +77,7 @@ export async function startService(options: StartOptions): Promise<RunningServic
       lifecycle: { serving: false },
     };
     const demo = await ensureDemoFactory(ctx);
-    const api = await buildManagementApi(ctx, https);
+    const api = await buildManagementApi(ctx, https, options.jobs);
     closers.unshift(() => api.close());
     await bindListener('api.listen', config.api.listen, () => api.listen({ host, port }));
     const bound = api.server.address();

@@ -1,11 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { KeyferryError } from '@keyferry/core';
+import type { ExpressionBuilder } from 'kysely';
 import type { ServiceContext } from '../context.ts';
 import { productCatalogue } from '../el2g/products.ts';
-import type { Factory } from '../factories/factories.ts';
+import { type Factory, findFactoryById } from '../factories/factories.ts';
 import type { Db } from '../storage/database.ts';
-import type { BulkJobsTable } from '../storage/tables.ts';
+import type { BulkJobsTable, Tables } from '../storage/tables.ts';
 import { type AllowListContext, addDevices, type Change } from './allow-list.ts';
 import { ADD_STATUSES, type AddStatus, chunks, type DeviceResult } from './device-results.ts';
 
@@ -57,20 +58,52 @@ export interface BulkJobView {
   finishedAt: string | null;
 }
 
-/**
- * Runs bulk registrations in the background of the process that accepted them, a chunk per
- * transaction. On shutdown a running job stops between chunks and is marked failed (adding is
- * idempotent, so resubmitting the same ids finishes it).
- */
+/** How long a claimed job stays with its node without news; each chunk renews it. */
+export const JOB_LEASE_MS = 60_000;
+/** How often an idle node looks for queued jobs and jobs whose lease ran out. */
+export const JOB_POLL_MS = 2_000;
+
 export type JobContext = AllowListContext & Pick<ServiceContext, 'log'>;
 
+/** Tunables for tests; production uses the constants above. */
+export interface JobRunnerOptions {
+  leaseMs?: number;
+  pollMs?: number;
+  chunk?: number;
+}
+
+/**
+ * Runs bulk registrations in the background, a chunk per transaction. A job is a row that any
+ * keyferryd on the same database may claim: the claim takes a lease (`FOR UPDATE SKIP LOCKED`
+ * on PostgreSQL, so two nodes never take the same row; SQLite serializes writers), every chunk
+ * renews it, and a node writes progress only while it still holds the lease. A job whose node
+ * died is claimed again once its lease runs out and resumes after the last recorded chunk;
+ * adding is idempotent, so the chunk that was in flight is safe to add again (its ids then
+ * count as already present). On shutdown a node stops between chunks and hands the job back
+ * to the queue for another node, or for itself on its next start.
+ */
 export class BulkJobRunner {
   readonly #ctx: JobContext;
-  readonly #running = new Set<Promise<void>>();
+  readonly #node = randomUUID();
+  readonly #leaseMs: number;
+  readonly #chunk: number;
+  readonly #timer: NodeJS.Timeout;
+  #active: Promise<void> | null = null;
+  #again = false;
   #stopping = false;
 
-  constructor(ctx: JobContext) {
+  constructor(ctx: JobContext, options: JobRunnerOptions = {}) {
     this.#ctx = ctx;
+    this.#leaseMs = options.leaseMs ?? JOB_LEASE_MS;
+    this.#chunk = options.chunk ?? JOB_CHUNK;
+    this.#timer = setInterval(() => this.#wake(), options.pollMs ?? JOB_POLL_MS);
+    this.#timer.unref();
+    this.#wake();
+  }
+
+  /** This node's lease owner id, as `bulk_jobs.lease_owner` shows it. */
+  get node(): string {
+    return this.#node;
   }
 
   async submit(factory: Factory, request: JobRequest, change: Change): Promise<BulkJobView> {
@@ -93,66 +126,155 @@ export class BulkJobRunner {
         status: 'queued',
         // Not the ids: they are never read back (a stopped job is resubmitted), and parsing
         // megabytes of them on every status poll blocked the process
-        request: JSON.stringify({ nc12: request.nc12, production: request.production }),
+        // the ids too: whichever node claims the job (or resumes it after a crash) reads them here
+        request: JSON.stringify(request),
         total: request.deviceIds.length,
         processed: 0,
         result: JSON.stringify(result),
         created_at: new Date().toISOString(),
         finished_at: null,
+        actor: change.actor,
+        correlation_id: change.correlationId,
+        lease_owner: null,
+        lease_until: null,
       })
       .execute();
-    const run = this.#run(factory, id, request, change, result).finally(() => this.#running.delete(run));
-    this.#running.add(run);
-    return getBulkJob(this.#ctx.database.db, factory.id, id);
+    const view = await getBulkJob(this.#ctx.database.db, factory.id, id);
+    this.#wake();
+    return view;
   }
 
-  /** Stops taking chunks and waits for the running jobs to record where they stopped. */
+  /** Stops taking chunks, hands the running job back to the queue and waits until it has. */
   async close(): Promise<void> {
     this.#stopping = true;
-    await Promise.allSettled([...this.#running]);
+    clearInterval(this.#timer);
+    await this.#active;
   }
 
-  async #run(
-    factory: Factory,
-    id: string,
-    request: JobRequest,
-    change: Change,
-    result: JobResult,
-  ): Promise<void> {
-    const db = this.#ctx.database.db;
-    let processed = 0;
+  /** Starts draining claimable jobs unless this node is already at it (then it looks again after). */
+  #wake(): void {
+    if (this.#stopping) return;
+    if (this.#active) {
+      this.#again = true;
+      return;
+    }
+    this.#active = this.#drain()
+      .catch((err: unknown) => this.#ctx.log.error({ err }, 'could not claim a bulk job'))
+      .finally(() => {
+        this.#active = null;
+        if (this.#again) {
+          this.#again = false;
+          this.#wake();
+        }
+      });
+  }
+
+  async #drain(): Promise<void> {
+    for (;;) {
+      this.#again = false;
+      if (this.#stopping) return;
+      const row = await this.#claim();
+      if (!row) return;
+      await this.#run(row);
+    }
+  }
+
+  /** Takes the oldest queued job, or one whose lease ran out, with a fresh lease for this node. */
+  async #claim(): Promise<BulkJobsTable | undefined> {
+    const { db, dialect } = this.#ctx.database;
+    const now = new Date();
+    const claimable = (eb: ExpressionBuilder<Tables, 'bulk_jobs'>) =>
+      eb.or([
+        eb('status', '=', 'queued'),
+        eb.and([eb('status', '=', 'running'), eb('lease_until', '<', now.toISOString())]),
+      ]);
+    return db.transaction().execute(async (trx) => {
+      let pick = trx.selectFrom('bulk_jobs').select('id').where(claimable).orderBy('created_at').limit(1);
+      if (dialect === 'postgres') pick = pick.forUpdate().skipLocked();
+      const candidate = await pick.executeTakeFirst();
+      if (!candidate) return undefined;
+      // The condition again: on SQLite another process may have claimed the row since the read.
+      return trx
+        .updateTable('bulk_jobs')
+        .set({ status: 'running', lease_owner: this.#node, lease_until: this.#leaseEnd() })
+        .where('id', '=', candidate.id)
+        .where(claimable)
+        .returningAll()
+        .executeTakeFirst();
+    });
+  }
+
+  async #run(row: BulkJobsTable): Promise<void> {
+    const request = JSON.parse(row.request) as JobRequest;
+    const result = JSON.parse(row.result) as JobResult;
+    const change: Change = { actor: row.actor, correlationId: row.correlation_id };
+    let processed = row.processed;
     try {
-      await db.updateTable('bulk_jobs').set({ status: 'running' }).where('id', '=', id).execute();
-      for (const part of chunks(request.deviceIds, JOB_CHUNK)) {
+      const factory = await findFactoryById(this.#ctx.database.db, row.factory_id);
+      if (!factory)
+        throw new KeyferryError('not_found', `factory ${row.factory_id} of the job no longer exists`);
+      for (const part of chunks(request.deviceIds.slice(processed), this.#chunk)) {
         // Each chunk is one event-loop turn (better-sqlite3 is synchronous and the awaits
         // between its statements are only microtasks): yield so requests run between chunks
         await nextTurn();
         if (this.#stopping) {
-          throw new KeyferryError(
-            'unavailable',
-            'keyferryd stopped during the job: submit the same ids again',
-          );
+          await this.#record(row.id, {
+            status: 'queued',
+            processed,
+            result,
+            lease_owner: null,
+            lease_until: null,
+          });
+          return;
         }
         const answer = await addDevices(this.#ctx, factory, { ...request, ids: part }, change);
         for (const s of ADD_STATUSES) result.counts[s] += answer.counts[s];
         for (const r of answer.results) recordFailure(result, r);
         processed += part.length;
-        await db
-          .updateTable('bulk_jobs')
-          .set({ processed, result: JSON.stringify(result) })
-          .where('id', '=', id)
-          .execute();
+        if (!(await this.#record(row.id, { processed, result, lease_until: this.#leaseEnd() }))) {
+          this.#ctx.log.warn({ job: row.id }, 'bulk job lease lost to another node; it continues there');
+          return;
+        }
       }
-      await finish(db, id, 'done', processed, result);
+      await this.#finish(row.id, 'done', processed, result);
     } catch (err) {
       result.error =
         err instanceof KeyferryError && err.expose
           ? { code: err.code, message: err.message }
           : { code: 'internal', message: 'internal error; see the keyferryd log' };
       if (!(err instanceof KeyferryError && err.expose))
-        this.#ctx.log.error({ err, job: id }, 'bulk job failed');
-      await finish(db, id, 'failed', processed, result).catch(() => {});
+        this.#ctx.log.error({ err, job: row.id }, 'bulk job failed');
+      await this.#finish(row.id, 'failed', processed, result).catch(() => {});
     }
+  }
+
+  #finish(id: string, status: 'done' | 'failed', processed: number, result: JobResult): Promise<boolean> {
+    return this.#record(id, {
+      status,
+      processed,
+      result,
+      finished_at: new Date().toISOString(),
+      lease_owner: null,
+      lease_until: null,
+    });
+  }
+
+  /** Writes the job's row if this node still holds its lease; false when it no longer does. */
+  async #record(
+    id: string,
+    set: Partial<Omit<BulkJobsTable, 'result'>> & { result: JobResult },
+  ): Promise<boolean> {
+    const updated = await this.#ctx.database.db
+      .updateTable('bulk_jobs')
+      .set({ ...set, result: JSON.stringify(set.result) })
+      .where('id', '=', id)
+      .where('lease_owner', '=', this.#node)
+      .executeTakeFirst();
+    return updated.numUpdatedRows > 0n;
+  }
+
+  #leaseEnd(): string {
+    return new Date(Date.now() + this.#leaseMs).toISOString();
   }
 }
 
@@ -167,20 +289,6 @@ function recordFailure(result: JobResult, r: DeviceResult<AddStatus>): void {
   if (r.code !== undefined) failure.code = r.code;
   if (r.reason !== undefined) failure.reason = r.reason;
   result.failures.push(failure);
-}
-
-async function finish(
-  db: Db,
-  id: string,
-  status: 'done' | 'failed',
-  processed: number,
-  result: JobResult,
-): Promise<void> {
-  await db
-    .updateTable('bulk_jobs')
-    .set({ status, processed, result: JSON.stringify(result), finished_at: new Date().toISOString() })
-    .where('id', '=', id)
-    .execute();
 }
 
 function zeroCounts(): Record<AddStatus, number> {

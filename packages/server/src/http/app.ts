@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { TlsOptions } from 'node:tls';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import { BulkJobRunner } from '../allowlist/bulk-jobs.ts';
+import { BulkJobRunner, type JobRunnerOptions } from '../allowlist/bulk-jobs.ts';
 import type { ServiceContext } from '../context.ts';
 import { authorizeFactory } from './auth.ts';
 import { answerClientErrorsAsProblems } from './client-errors.ts';
@@ -28,6 +28,7 @@ export const CORRELATION_HEADER = 'x-correlation-id';
 export async function buildManagementApi(
   ctx: ServiceContext,
   https?: TlsOptions | undefined,
+  jobOptions: JobRunnerOptions = {},
 ): Promise<FastifyInstance> {
   const { limits } = ctx.config.api;
   const log = ctx.log.child({ listener: 'api' });
@@ -68,7 +69,7 @@ export async function buildManagementApi(
   );
 
   // One runner for the API's bulk jobs and the console's file imports; closing the app stops both.
-  const jobs = new BulkJobRunner(ctx);
+  const jobs = new BulkJobRunner(ctx, jobOptions);
   app.addHook('onClose', async () => jobs.close());
 
   await healthRoutes(app, ctx);

@@ -7,6 +7,7 @@ import * as oneOpenCaRequest from './migrations/005-one-open-ca-request.ts';
 import * as pkiDeviceCas from './migrations/006-pki-device-cas.ts';
 import * as deviceState from './migrations/007-device-state.ts';
 import * as certificateRenewal from './migrations/008-certificate-renewal.ts';
+import * as bulkJobLeases from './migrations/009-bulk-job-leases.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -32,6 +33,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { name: '006-pki-device-cas', up: pkiDeviceCas.up },
   { name: '007-device-state', up: deviceState.up },
   { name: '008-certificate-renewal', up: certificateRenewal.up },
+  { name: '009-bulk-job-leases', up: bulkJobLeases.up },
 ];
 
 /**

@@ -216,13 +216,19 @@ export interface BulkJobsTable {
   id: string;
   factory_id: number;
   status: 'queued' | 'running' | 'done' | 'failed';
-  /** JSON `{nc12, production}`; older rows also hold the deviceIds, which are never read. */
+  /** JSON `{nc12, production, deviceIds}`: the node that claims the job (or resumes it) reads the ids here. */
   request: string;
   total: number;
   processed: number;
   result: string;
   created_at: string;
   finished_at: string | null;
+  /** Who submitted the job; the node that runs it records the change under this actor. */
+  actor: string;
+  correlation_id: string;
+  /** The node holding the job while it runs, and until when; an expired lease is claimable. */
+  lease_owner: string | null;
+  lease_until: string | null;
 }
 
 export interface El2gTables {

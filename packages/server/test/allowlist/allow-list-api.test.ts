@@ -6,6 +6,7 @@ import type { Db } from '../../src/storage/database.ts';
 import { BACKENDS } from '../support/databases.ts';
 import { startTestService, type TestService } from '../support/service.ts';
 import {
+  deviceRowCount,
   factoryId,
   issueCertificate,
   seedGatewayObjects,
@@ -28,15 +29,7 @@ describe.each(BACKENDS)('allow-list API on %s', (backend) => {
     svc.call('POST', `${BASE}/el2g/devices/`, { body: { 'product-id': SE050, devices, ...extra } });
   const del = (devices: unknown[], extra: Record<string, unknown> = {}) =>
     svc.call('DELETE', `${BASE}/el2g/devices/`, { body: { 'product-id': SE050, devices, ...extra } });
-  const rowCount = async () =>
-    Number(
-      (
-        await db
-          .selectFrom('devices')
-          .select((eb) => eb.fn.countAll().as('n'))
-          .executeTakeFirstOrThrow()
-      ).n,
-    );
+  const rowCount = () => deviceRowCount(db);
 
   beforeAll(async () => {
     svc = await startTestService(backend);

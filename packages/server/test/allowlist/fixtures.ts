@@ -143,3 +143,12 @@ export async function issueCertificate(
     .execute();
   return row.id;
 }
+
+/** How many device rows the allow-list holds, across factories. */
+export async function deviceRowCount(db: Db): Promise<number> {
+  const row = await db
+    .selectFrom('devices')
+    .select((eb) => eb.fn.countAll().as('n'))
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
+}

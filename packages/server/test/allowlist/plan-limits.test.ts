@@ -3,7 +3,7 @@ import { subscriptionYear } from '../../src/allowlist/plan.ts';
 import type { Db } from '../../src/storage/database.ts';
 import { BACKENDS } from '../support/databases.ts';
 import { startTestService, type TestService } from '../support/service.ts';
-import { factoryId, sequentialIds } from './fixtures.ts';
+import { deviceRowCount, factoryId, sequentialIds } from './fixtures.ts';
 
 const BASE = '/ota/factories/demo';
 const DAY = 86_400_000;
@@ -25,15 +25,7 @@ describe.each(BACKENDS)('plan limits on %s', (backend) => {
   let demo: number;
   const add = (devices: string[]) =>
     svc.call('POST', `${BASE}/el2g/devices/`, { body: { 'product-id': '935389312472', devices } });
-  const rowCount = async () =>
-    Number(
-      (
-        await db
-          .selectFrom('devices')
-          .select((eb) => eb.fn.countAll().as('n'))
-          .executeTakeFirstOrThrow()
-      ).n,
-    );
+  const rowCount = () => deviceRowCount(db);
 
   beforeAll(async () => {
     svc = await startTestService(backend, { el2g: { plan: { kind: 'commercial', maxDevicesPerYear: 5 } } });
