@@ -5,6 +5,7 @@ import {
   DEVICE_LINK_LIMITS,
   GATEWAY_LIMITS,
 } from '../http/connection-limits.ts';
+import { API_RATE_LIMITS, bucketLimitSchema, DEVICE_LINK_RATE_LIMITS } from '../http/rate-limit.ts';
 
 /**
  * keyferryd's configuration. Every option has its default beside it; docs/configuration.md
@@ -102,6 +103,8 @@ export const configSchema = z.strictObject({
         .default(8 * 1024 * 1024),
       /** Timeouts and connection caps (docs/configuration.md, docs/reliability.md). */
       limits: connectionLimitsSchema(API_LIMITS),
+      /** Token buckets per API token (docs/configuration.md "Rate limits"). */
+      rateLimits: z.strictObject({ perToken: bucketLimitSchema(API_RATE_LIMITS.perToken) }).prefault({}),
     })
     .prefault({}),
   deviceLink: z
@@ -110,6 +113,13 @@ export const configSchema = z.strictObject({
       listen: listen.default('127.0.0.1:9443'),
       tls: tlsFiles.optional(),
       limits: connectionLimitsSchema(DEVICE_LINK_LIMITS),
+      /** Token buckets per vendor identity and per client address (docs/configuration.md "Rate limits"). */
+      rateLimits: z
+        .strictObject({
+          perIdentity: bucketLimitSchema(DEVICE_LINK_RATE_LIMITS.perIdentity),
+          perAddress: bucketLimitSchema(DEVICE_LINK_RATE_LIMITS.perAddress),
+        })
+        .prefault({}),
     })
     .prefault({}),
   gateway: z

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { recordAudit } from '../audit/audit-log.ts';
 import type { Factory } from '../factories/factories.ts';
 import { clientWentAway } from '../http/client-errors.ts';
+import type { TokenBuckets } from '../http/rate-limit.ts';
 import { parseBody } from '../http/validate.ts';
 import type { KeyCustody } from '../keys/custody.ts';
 import { observeRequest } from '../metrics/observe-request.ts';
@@ -39,6 +40,20 @@ export interface DeviceLinkDeps {
   custody: KeyCustody;
   log: Logger;
   metrics?: ServiceMetrics | undefined;
+  /** deviceLink.rateLimits; none in tests that build the handler alone. */
+  rateLimits?: { perIdentity: TokenBuckets; perAddress: TokenBuckets } | undefined;
+}
+
+/**
+ * Takes a token per client address and, when the client shows a certificate, per vendor
+ * identity (its SHA-256 fingerprint, which Node computes during the handshake): before any
+ * database work, so a flood costs the service no more than the refusal.
+ */
+function admit(deps: DeviceLinkDeps, socket: TLSSocket): void {
+  if (!deps.rateLimits) return;
+  deps.rateLimits.perAddress.admit(socket.remoteAddress ?? '', 'deviceLink.rateLimits.perAddress');
+  const fingerprint = socket.getPeerCertificate?.()?.fingerprint256;
+  if (fingerprint) deps.rateLimits.perIdentity.admit(fingerprint, 'deviceLink.rateLimits.perIdentity');
 }
 
 /** A call by an authenticated, allow-listed device. */
@@ -100,6 +115,7 @@ export function deviceLinkHandler(deps: DeviceLinkDeps) {
     const path = (req.url ?? '/').split('?')[0]!;
     if (deps.metrics) observeRequest(deps.metrics, 'device-link', req, res, routeTemplate(path));
     void (async () => {
+      admit(deps, req.socket as TLSSocket);
       const found = route(path);
       if (!found)
         throw new KeyferryError('not_found', `no device-link endpoint ${path}; see docs/device-link.md`);
