@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { encodeCertsOnly, isKeyferryError, KeyferryError } from '@keyferry/core';
 import type { Logger } from 'pino';
-import { recordAudit } from '../audit/audit-log.ts';
+import { recordCountedAudit } from '../audit/audit-log.ts';
 import type { Factory } from '../factories/factories.ts';
 import { clientWentAway } from '../http/client-errors.ts';
 import type { TokenBuckets } from '../http/rate-limit.ts';
@@ -154,8 +154,8 @@ export function deviceLinkHandler(deps: DeviceLinkDeps) {
       if (error.expose)
         deps.log.info({ correlationId, code: error.code, msg: error.message, path }, 'device-link refused');
       else deps.log.error({ correlationId, err, path }, 'device-link request failed');
-      await auditRefusal(deps.db, trace, error, path, correlationId).catch((e: unknown) =>
-        deps.log.error({ correlationId, err: e }, 'cannot write the audit log'),
+      await auditRefusal(deps.db, trace, error, path, correlationId, req.socket as TLSSocket).catch(
+        (e: unknown) => deps.log.error({ correlationId, err: e }, 'cannot write the audit log'),
       );
       if (res.headersSent) return void res.destroy();
       if (error.code === 'body_too_large') discardRest(req, res);
@@ -164,25 +164,39 @@ export function deviceLinkHandler(deps: DeviceLinkDeps) {
   };
 }
 
+/**
+ * One counted audit row per caller, reason, path and minute (recordCountedAudit): any client
+ * can be refused in a loop, and one row per refusal let one client add gigabytes a day. The
+ * caller is its claimed device id and its certificate (fingerprint), or its address without one.
+ */
 async function auditRefusal(
   db: Db,
   trace: CallerTrace,
   error: KeyferryError,
   path: string,
   correlationId: string,
+  socket: TLSSocket,
 ) {
-  await recordAudit(db, {
-    factoryId: trace.factory?.id ?? null,
-    actor: `device:${trace.claim.deviceId ?? 'unknown'}`,
-    action: 'device-link.refused',
-    object: `path:${path}`,
-    detail: {
-      code: error.code,
-      reason: error.expose ? error.message : 'internal error',
-      product: trace.claim.nc12 ?? null,
+  const fingerprint = socket.getPeerCertificate?.()?.fingerprint256;
+  const actor = `device:${trace.claim.deviceId ?? 'unknown'}`;
+  const caller = fingerprint ? `cert:${fingerprint}` : `address:${socket.remoteAddress ?? ''}`;
+  const factoryId = trace.factory?.id ?? null;
+  await recordCountedAudit(
+    db,
+    {
+      factoryId,
+      actor,
+      action: 'device-link.refused',
+      object: `path:${path}`,
+      detail: {
+        code: error.code,
+        reason: error.expose ? error.message : 'internal error',
+        product: trace.claim.nc12 ?? null,
+      },
+      correlationId,
     },
-    correlationId,
-  });
+    JSON.stringify([factoryId, actor, caller, error.code, path]),
+  );
 }
 
 const manifest: DeviceHandler = async (deps, session, _req, res, correlationId) => {

@@ -6,6 +6,7 @@ import * as tokenLifecycle from './migrations/004-token-lifecycle.ts';
 import * as oneOpenCaRequest from './migrations/005-one-open-ca-request.ts';
 import * as pkiDeviceCas from './migrations/006-pki-device-cas.ts';
 import * as deviceState from './migrations/007-device-state.ts';
+import * as auditCounts from './migrations/008-audit-counts.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -30,6 +31,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { name: '005-one-open-ca-request', up: oneOpenCaRequest.up },
   { name: '006-pki-device-cas', up: pkiDeviceCas.up },
   { name: '007-device-state', up: deviceState.up },
+  { name: '008-audit-counts', up: auditCounts.up },
 ];
 
 /**
