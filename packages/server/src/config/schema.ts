@@ -64,6 +64,9 @@ const plan = z.strictObject({
 
 const tlsFiles = z.strictObject({ cert: z.string().min(1), key: z.string().min(1) });
 
+/** Default of `audit.retentionDays`: a year of audit history. */
+export const AUDIT_RETENTION_DAYS = 365;
+
 export const configSchema = z.strictObject({
   /** Where SQLite, the master key, the demo token and listen.json live. */
   dataDir: z.string().min(1).default('./data'),
@@ -145,6 +148,12 @@ export const configSchema = z.strictObject({
    */
   demoFactory: z
     .strictObject({ enabled: z.boolean().optional(), name: z.string().min(1).default('demo') })
+    .prefault({}),
+  audit: z
+    .strictObject({
+      /** Audit entries older than this are deleted (hourly, and at start). */
+      retentionDays: z.number().int().min(1).max(36_500).default(AUDIT_RETENTION_DAYS),
+    })
     .prefault({}),
   log: z
     .strictObject({
