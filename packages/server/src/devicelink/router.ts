@@ -167,7 +167,8 @@ export function deviceLinkHandler(deps: DeviceLinkDeps) {
 /**
  * One counted audit row per caller, reason, path and minute (recordCountedAudit): any client
  * can be refused in a loop, and one row per refusal let one client add gigabytes a day. The
- * caller is its claimed device id and its certificate (fingerprint), or its address without one.
+ * caller is the device whose identity verified; before that, what a certificate claims costs
+ * nothing to vary (a fresh self-signed one per request), so the caller is its address.
  */
 async function auditRefusal(
   db: Db,
@@ -177,9 +178,8 @@ async function auditRefusal(
   correlationId: string,
   socket: TLSSocket,
 ) {
-  const fingerprint = socket.getPeerCertificate?.()?.fingerprint256;
   const actor = `device:${trace.claim.deviceId ?? 'unknown'}`;
-  const caller = fingerprint ? `cert:${fingerprint}` : `address:${socket.remoteAddress ?? ''}`;
+  const caller = trace.verified ? actor : `address:${socket.remoteAddress ?? ''}`;
   const factoryId = trace.factory?.id ?? null;
   await recordCountedAudit(
     db,
@@ -195,7 +195,7 @@ async function auditRefusal(
       },
       correlationId,
     },
-    JSON.stringify([factoryId, actor, caller, error.code, path]),
+    JSON.stringify([factoryId, caller, error.code, path]),
   );
 }
 

@@ -18,6 +18,8 @@ export interface DeviceSession {
 export interface CallerTrace {
   factory?: Factory;
   claim: IdentityClaim;
+  /** Set once the identity verified: only then is the claimed device id the caller's own. */
+  verified?: boolean;
 }
 
 /**
@@ -35,6 +37,7 @@ export async function authenticateDevice(
   const factory = await factoryForHost(db, servername, domain);
   trace.factory = factory;
   const identity = socketIdentity(socket, anchors, trace.claim);
+  trace.verified = true;
   const device = await findActiveDevice(db, factory.id, identity.deviceId.decimal);
   if (!device) {
     throw new KeyferryError(

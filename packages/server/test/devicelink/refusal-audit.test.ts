@@ -56,21 +56,41 @@ describe.each(BACKENDS)(
       expect(await f.count('certificates')).toBe(0);
     });
 
-    it('keeps callers and reasons apart: another identity, or the same one refused for another reason, gets its own row', async () => {
-      const a = await forgedIdentity(undefined);
-      const b = await forgedIdentity(undefined);
+    it('a fresh self-signed identity per request still adds one row a minute: unverified callers count by address', async () => {
+      const before = await f.svc.service.ctx.database.db
+        .selectFrom('audit_log')
+        .select(['id', 'count'])
+        .where('action', '=', 'device-link.refused')
+        .execute();
+      const started = Date.now();
+      for (let i = 0; i < 40; i++) {
+        const res = await f.call(await forgedIdentity(undefined), { path: '/device-link/v1/manifest' });
+        expect(res.json.code).toBe('untrusted_identity');
+      }
+      const minutes = Math.floor(Date.now() / 60_000) - Math.floor(started / 60_000);
+      const counts = new Map(before.map((r) => [r.id, r.count]));
+      const changed = (
+        await f.svc.service.ctx.database.db
+          .selectFrom('audit_log')
+          .selectAll()
+          .where('action', '=', 'device-link.refused')
+          .execute()
+      ).filter((r) => r.count !== counts.get(r.id));
+      expect(changed.length).toBeLessThanOrEqual(minutes + 1);
+      expect(changed.reduce((sum, r) => sum + r.count - (counts.get(r.id) ?? 0), 0)).toBe(40);
+    });
+
+    it('keeps verified callers and reasons apart: each device, and each reason of one, has its own row', async () => {
+      const a = await f.device({ allowList: false });
+      const b = await f.device({ allowList: false });
       for (const who of [a, a, b]) await f.call(who, { path: '/device-link/v1/manifest' });
-      await f.call(a, { path: '/device-link/v1/nothing-here' });
+      await f.call(a, { path: '/device-link/v1/report', method: 'POST', body: '{}' });
       const rowsA = await refusalRows(`device:${a.uid.decimal}`);
       const rowsB = await refusalRows(`device:${b.uid.decimal}`);
       expect(rowsA.map((r) => [JSON.parse(r.detail).code, r.object, r.count])).toEqual([
-        ['untrusted_identity', 'path:/device-link/v1/manifest', 2],
+        ['device_not_allowlisted', 'path:/device-link/v1/manifest', 2],
+        ['device_not_allowlisted', 'path:/device-link/v1/report', 1],
       ]);
-      // an unknown path is refused before the identity is read: its own row, for an unknown device
-      const unknown = (await refusalRows('device:unknown')).filter(
-        (r) => r.object === 'path:/device-link/v1/nothing-here',
-      );
-      expect(unknown.map((r) => [JSON.parse(r.detail).code, r.count])).toEqual([['not_found', 1]]);
       expect(rowsB.map((r) => r.count)).toEqual([1]);
     });
   },
