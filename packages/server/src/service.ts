@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
 import type { JobRunnerOptions } from './allowlist/bulk-jobs.ts';
+import { startAuditRetention } from './audit/retention.ts';
 import { parseListen } from './config/load.ts';
 import type { Config } from './config/schema.ts';
 import type { ServiceContext } from './context.ts';
@@ -76,6 +77,9 @@ export async function startService(options: StartOptions): Promise<RunningServic
       metrics: new ServiceMetrics(database),
       lifecycle: { serving: false },
     };
+    // audit.retentionDays: pruned once now, then hourly
+    const stopRetention = await startAuditRetention(database.db, config.audit.retentionDays, log);
+    closers.unshift(async () => stopRetention());
     const demo = await ensureDemoFactory(ctx);
     const api = await buildManagementApi(ctx, https, options.jobs);
     closers.unshift(() => api.close());

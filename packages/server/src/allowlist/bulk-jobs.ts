@@ -124,8 +124,6 @@ export class BulkJobRunner {
         id,
         factory_id: factory.id,
         status: 'queued',
-        // Not the ids: they are never read back (a stopped job is resubmitted), and parsing
-        // megabytes of them on every status poll blocked the process
         // the ids too: whichever node claims the job (or resumes it after a crash) reads them here
         request: JSON.stringify(request),
         total: request.deviceIds.length,

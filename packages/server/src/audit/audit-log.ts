@@ -1,5 +1,5 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import type { Selectable } from 'kysely';
+import { type Selectable, sql } from 'kysely';
 import type { Db } from '../storage/database.ts';
 import type { AuditLogTable } from '../storage/tables.ts';
 
@@ -16,21 +16,47 @@ export interface AuditEntry {
 export interface AuditRecord extends Required<AuditEntry> {
   id: number;
   at: string;
+  /** How many times it happened: above 1 only for counted refusals (recordCountedAudit). */
+  count: number;
 }
 
 /** Appends to the audit log; callers pass their transaction so the entry commits with the change. */
 export async function recordAudit(db: Db, entry: AuditEntry, now = new Date()): Promise<void> {
+  await db.insertInto('audit_log').values(auditRow(entry, now.toISOString())).execute();
+}
+
+/** The row of one entry, as every writer of the audit log inserts it. */
+function auditRow(entry: AuditEntry, at: string) {
+  return {
+    at,
+    factory_id: entry.factoryId,
+    actor: entry.actor,
+    action: entry.action,
+    object: entry.object,
+    detail: JSON.stringify(entry.detail ?? {}),
+    correlation_id: entry.correlationId,
+  };
+}
+
+/**
+ * Appends an entry that repeats (a refusal): entries of the same `key` (who, why, what)
+ * within one UTC minute share one row, whose `count` grows. The row keeps the first
+ * occurrence's time, detail and correlation id; one client refused 2,000 times a minute adds
+ * one row, not 2,000. One upsert, atomic on both backends.
+ */
+export async function recordCountedAudit(
+  db: Db,
+  entry: AuditEntry,
+  key: string,
+  now = new Date(),
+): Promise<void> {
+  const at = now.toISOString();
   await db
     .insertInto('audit_log')
-    .values({
-      at: now.toISOString(),
-      factory_id: entry.factoryId,
-      actor: entry.actor,
-      action: entry.action,
-      object: entry.object,
-      detail: JSON.stringify(entry.detail ?? {}),
-      correlation_id: entry.correlationId,
-    })
+    .values({ ...auditRow(entry, at), aggregate_key: `${at.slice(0, 16)} ${key}` })
+    .onConflict((oc) =>
+      oc.column('aggregate_key').doUpdateSet({ count: sql<number>`${sql.ref('audit_log.count')} + 1` }),
+    )
     .execute();
 }
 
@@ -57,6 +83,7 @@ function toAuditRecord(r: Selectable<AuditLogTable>): AuditRecord {
     object: r.object,
     detail: JSON.parse(r.detail) as Record<string, unknown>,
     correlationId: r.correlation_id,
+    count: r.count,
   };
 }
 
@@ -73,17 +100,7 @@ export async function recordAuditBatch(
     if (i > 0) await nextTurn();
     await db
       .insertInto('audit_log')
-      .values(
-        entries.slice(i, i + 500).map((e) => ({
-          at,
-          factory_id: e.factoryId,
-          actor: e.actor,
-          action: e.action,
-          object: e.object,
-          detail: JSON.stringify(e.detail ?? {}),
-          correlation_id: e.correlationId,
-        })),
-      )
+      .values(entries.slice(i, i + 500).map((e) => auditRow(e, at)))
       .execute();
   }
 }

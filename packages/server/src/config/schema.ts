@@ -5,6 +5,7 @@ import {
   DEVICE_LINK_LIMITS,
   GATEWAY_LIMITS,
 } from '../http/connection-limits.ts';
+import { API_RATE_LIMITS, bucketLimitSchema, DEVICE_LINK_RATE_LIMITS } from '../http/rate-limit.ts';
 
 /**
  * keyferryd's configuration. Every option has its default beside it; docs/configuration.md
@@ -63,6 +64,9 @@ const plan = z.strictObject({
 
 const tlsFiles = z.strictObject({ cert: z.string().min(1), key: z.string().min(1) });
 
+/** Default of `audit.retentionDays`: a year of audit history. */
+export const AUDIT_RETENTION_DAYS = 365;
+
 export const configSchema = z.strictObject({
   /** Where SQLite, the master key, the demo token and listen.json live. */
   dataDir: z.string().min(1).default('./data'),
@@ -102,6 +106,8 @@ export const configSchema = z.strictObject({
         .default(8 * 1024 * 1024),
       /** Timeouts and connection caps (docs/configuration.md, docs/reliability.md). */
       limits: connectionLimitsSchema(API_LIMITS),
+      /** Token buckets per API token (docs/configuration.md "Rate limits"). */
+      rateLimits: z.strictObject({ perToken: bucketLimitSchema(API_RATE_LIMITS.perToken) }).prefault({}),
     })
     .prefault({}),
   deviceLink: z
@@ -110,6 +116,13 @@ export const configSchema = z.strictObject({
       listen: listen.default('127.0.0.1:9443'),
       tls: tlsFiles.optional(),
       limits: connectionLimitsSchema(DEVICE_LINK_LIMITS),
+      /** Token buckets per vendor identity and per client address (docs/configuration.md "Rate limits"). */
+      rateLimits: z
+        .strictObject({
+          perIdentity: bucketLimitSchema(DEVICE_LINK_RATE_LIMITS.perIdentity),
+          perAddress: bucketLimitSchema(DEVICE_LINK_RATE_LIMITS.perAddress),
+        })
+        .prefault({}),
     })
     .prefault({}),
   gateway: z
@@ -135,6 +148,12 @@ export const configSchema = z.strictObject({
    */
   demoFactory: z
     .strictObject({ enabled: z.boolean().optional(), name: z.string().min(1).default('demo') })
+    .prefault({}),
+  audit: z
+    .strictObject({
+      /** Audit entries older than this are deleted (hourly, and at start). */
+      retentionDays: z.number().int().min(1).max(36_500).default(AUDIT_RETENTION_DAYS),
+    })
     .prefault({}),
   log: z
     .strictObject({

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { KeyferryError, MAX_CSR_BYTES } from '@keyferry/core';
 import { problemBody } from '../http/problem.ts';
+import { retryAfterHeader } from '../http/rate-limit.ts';
 
 /**
  * Largest device-link request body: a maximal CSR in base64 with line breaks, with room to
@@ -21,9 +22,6 @@ export const CORRELATION_HEADER = 'X-Correlation-Id';
  * (RFC 7235 requires a challenge; there is no HTTP authentication scheme to offer).
  */
 export const WWW_AUTHENTICATE = 'TLS-Client-Certificate realm="keyferry device-link"';
-
-/** Seconds a rate-limited client is told to wait. */
-const RETRY_AFTER_SECONDS = 60;
 
 /**
  * Reads the whole body, refusing one larger than the limit (before reading it when its
@@ -113,7 +111,8 @@ export function sendBase64(res: ServerResponse, der: Uint8Array, type: string): 
 
 /** application/problem+json with the stable code (the body every listener renders, problem.ts). */
 export function sendProblem(res: ServerResponse, error: KeyferryError, correlationId: string): void {
-  if (error.code === 'rate_limited') res.setHeader('Retry-After', String(RETRY_AFTER_SECONDS));
+  const retryAfter = retryAfterHeader(error);
+  if (retryAfter) res.setHeader('Retry-After', retryAfter);
   if (error.status === 401) res.setHeader('WWW-Authenticate', WWW_AUTHENTICATE);
   const allow = error.code === 'method_not_allowed' ? error.detail?.allow : undefined;
   if (typeof allow === 'string') res.setHeader('Allow', allow);

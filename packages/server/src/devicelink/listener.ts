@@ -4,6 +4,7 @@ import type { ServiceContext } from '../context.ts';
 import { answerClientErrorsAsProblems } from '../http/client-errors.ts';
 import { applyConnectionLimits, serverTimeoutOptions } from '../http/connection-limits.ts';
 import { listenOn } from '../http/listen.ts';
+import { TokenBuckets } from '../http/rate-limit.ts';
 import { IssuingCas } from './issuing-cas.ts';
 import { deviceLinkHandler } from './router.ts';
 import { deviceLinkTls } from './tls-material.ts';
@@ -31,7 +32,7 @@ export async function startDeviceLink(
   const tls = await deviceLinkTls(ctx.config);
   const anchors = new TrustAnchors(ctx.config, options.embeddedDefaults, log);
   // deviceLink.limits, defaults DEVICE_LINK_LIMITS: slow or idle clients are cut off after these
-  const { limits } = ctx.config.deviceLink;
+  const { limits, rateLimits } = ctx.config.deviceLink;
   const server: Server = createServer(
     { ...deviceLinkTlsOptions(tls, limits.handshakeTimeoutMs), ...serverTimeoutOptions(limits) },
     deviceLinkHandler({
@@ -42,6 +43,10 @@ export async function startDeviceLink(
       custody: ctx.custody,
       log,
       metrics: ctx.metrics,
+      rateLimits: {
+        perIdentity: new TokenBuckets(rateLimits.perIdentity),
+        perAddress: new TokenBuckets(rateLimits.perAddress),
+      },
     }),
   );
   applyConnectionLimits(server, limits, log);

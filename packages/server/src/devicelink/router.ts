@@ -3,9 +3,10 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { encodeCertsOnly, isKeyferryError, KeyferryError } from '@keyferry/core';
 import type { Logger } from 'pino';
-import { recordAudit } from '../audit/audit-log.ts';
+import { recordCountedAudit } from '../audit/audit-log.ts';
 import type { Factory } from '../factories/factories.ts';
 import { clientWentAway } from '../http/client-errors.ts';
+import type { TokenBuckets } from '../http/rate-limit.ts';
 import { parseBody } from '../http/validate.ts';
 import type { KeyCustody } from '../keys/custody.ts';
 import { observeRequest } from '../metrics/observe-request.ts';
@@ -40,6 +41,20 @@ export interface DeviceLinkDeps {
   custody: KeyCustody;
   log: Logger;
   metrics?: ServiceMetrics | undefined;
+  /** deviceLink.rateLimits; none in tests that build the handler alone. */
+  rateLimits?: { perIdentity: TokenBuckets; perAddress: TokenBuckets } | undefined;
+}
+
+/**
+ * Takes a token per client address and, when the client shows a certificate, per vendor
+ * identity (its SHA-256 fingerprint, which Node computes during the handshake): before any
+ * database work, so a flood costs the service no more than the refusal.
+ */
+function admit(deps: DeviceLinkDeps, socket: TLSSocket): void {
+  if (!deps.rateLimits) return;
+  deps.rateLimits.perAddress.admit(socket.remoteAddress ?? '', 'deviceLink.rateLimits.perAddress');
+  const fingerprint = socket.getPeerCertificate?.()?.fingerprint256;
+  if (fingerprint) deps.rateLimits.perIdentity.admit(fingerprint, 'deviceLink.rateLimits.perIdentity');
 }
 
 /** A call by an authenticated, allow-listed device. */
@@ -105,6 +120,7 @@ export function deviceLinkHandler(deps: DeviceLinkDeps) {
     const path = (req.url ?? '/').split('?')[0]!;
     if (deps.metrics) observeRequest(deps.metrics, 'device-link', req, res, routeTemplate(path));
     void (async () => {
+      admit(deps, req.socket as TLSSocket);
       const found = route(path);
       if (!found)
         throw new KeyferryError('not_found', `no device-link endpoint ${path}; see docs/device-link.md`);
@@ -144,8 +160,8 @@ export function deviceLinkHandler(deps: DeviceLinkDeps) {
       if (error.expose)
         deps.log.info({ correlationId, code: error.code, msg: error.message, path }, 'device-link refused');
       else deps.log.error({ correlationId, err, path }, 'device-link request failed');
-      await auditRefusal(deps.db, trace, error, path, correlationId).catch((e: unknown) =>
-        deps.log.error({ correlationId, err: e }, 'cannot write the audit log'),
+      await auditRefusal(deps.db, trace, error, path, correlationId, req.socket as TLSSocket).catch(
+        (e: unknown) => deps.log.error({ correlationId, err: e }, 'cannot write the audit log'),
       );
       if (res.headersSent) return void res.destroy();
       if (error.code === 'body_too_large') discardRest(req, res);
@@ -154,25 +170,39 @@ export function deviceLinkHandler(deps: DeviceLinkDeps) {
   };
 }
 
+/**
+ * One counted audit row per caller, reason, path and minute (recordCountedAudit): any client
+ * can be refused in a loop, and one row per refusal let one client add gigabytes a day. The
+ * caller is the device whose identity verified; before that, what a certificate claims costs
+ * nothing to vary (a fresh self-signed one per request), so the caller is its address.
+ */
 async function auditRefusal(
   db: Db,
   trace: CallerTrace,
   error: KeyferryError,
   path: string,
   correlationId: string,
+  socket: TLSSocket,
 ) {
-  await recordAudit(db, {
-    factoryId: trace.factory?.id ?? null,
-    actor: `device:${trace.claim.deviceId ?? 'unknown'}`,
-    action: 'device-link.refused',
-    object: `path:${path}`,
-    detail: {
-      code: error.code,
-      reason: error.expose ? error.message : 'internal error',
-      product: trace.claim.nc12 ?? null,
+  const actor = `device:${trace.claim.deviceId ?? 'unknown'}`;
+  const caller = trace.verified ? actor : `address:${socket.remoteAddress ?? ''}`;
+  const factoryId = trace.factory?.id ?? null;
+  await recordCountedAudit(
+    db,
+    {
+      factoryId,
+      actor,
+      action: 'device-link.refused',
+      object: `path:${path}`,
+      detail: {
+        code: error.code,
+        reason: error.expose ? error.message : 'internal error',
+        product: trace.claim.nc12 ?? null,
+      },
+      correlationId,
     },
-    correlationId,
-  });
+    JSON.stringify([factoryId, caller, error.code, path]),
+  );
 }
 
 const manifest: DeviceHandler = async (deps, session, _req, res, correlationId) => {

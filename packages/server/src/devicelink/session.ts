@@ -25,6 +25,8 @@ export interface DeviceSession {
 export interface CallerTrace {
   factory?: Factory;
   claim: IdentityClaim;
+  /** Set once the identity verified: only then is the claimed device id the caller's own. */
+  verified?: boolean;
 }
 
 /**
@@ -66,6 +68,7 @@ export async function authenticateDevice(
     return { factory, identity: renewed.identity, device: renewed.device, renewal: renewed.credential };
   }
   const identity = socketIdentity(socket, anchors, trace.claim);
+  trace.verified = true;
   const device = await findActiveDevice(db, factory.id, identity.deviceId.decimal);
   if (!device) {
     throw new KeyferryError(

@@ -1,12 +1,13 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { TlsOptions } from 'node:tls';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { BulkJobRunner, type JobRunnerOptions } from '../allowlist/bulk-jobs.ts';
 import type { ServiceContext } from '../context.ts';
-import { authorizeFactory } from './auth.ts';
+import { authorizeFactory, presentedToken } from './auth.ts';
 import { answerClientErrorsAsProblems } from './client-errors.ts';
 import { applyConnectionLimits, serverTimeoutOptions } from './connection-limits.ts';
 import { sendProblem, toKeyferryError } from './problem.ts';
+import { TokenBuckets } from './rate-limit.ts';
 import { recordRoutes } from './route-table.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { certsRoutes } from './routes/certs.ts';
@@ -52,8 +53,15 @@ export async function buildManagementApi(
   applyConnectionLimits(app.server, limits, log);
   answerClientErrorsAsProblems(app.server, limits, log);
   recordRoutes(app);
+  // api.rateLimits.perToken, keyed by a hash of whatever token is presented (valid or not),
+  // before the token is looked up: guessing tokens is limited too
+  const perToken = new TokenBuckets(ctx.config.api.rateLimits.perToken);
   app.addHook('onRequest', async (request, reply) => {
     reply.header(CORRELATION_HEADER, request.id);
+    const token = presentedToken(request);
+    if (token !== undefined) {
+      perToken.admit(createHash('sha256').update(token).digest('base64'), 'api.rateLimits.perToken');
+    }
   });
   app.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unmatched';

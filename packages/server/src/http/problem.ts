@@ -1,6 +1,7 @@
 import { KeyferryError } from '@keyferry/core';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { clientWentAway } from './client-errors.ts';
+import { retryAfterHeader } from './rate-limit.ts';
 
 /** Fastify's own request errors mapped onto keyferry codes, so clients see one vocabulary. */
 const FASTIFY_CODES: Record<string, [KeyferryError['code'], string]> = {
@@ -66,5 +67,7 @@ export function sendProblem(request: FastifyRequest, reply: FastifyReply, err: u
   const error = toKeyferryError(err);
   if (error.expose) request.log.info({ code: error.code, msg: error.message }, 'request refused');
   else request.log.error({ err: err instanceof Error ? err : new Error(String(err)) }, 'request failed');
+  const retryAfter = retryAfterHeader(error);
+  if (retryAfter) reply.header('Retry-After', retryAfter);
   return reply.code(error.status).type('application/problem+json').send(problemBody(error, request.id));
 }

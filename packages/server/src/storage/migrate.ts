@@ -8,6 +8,7 @@ import * as pkiDeviceCas from './migrations/006-pki-device-cas.ts';
 import * as deviceState from './migrations/007-device-state.ts';
 import * as certificateRenewal from './migrations/008-certificate-renewal.ts';
 import * as bulkJobLeases from './migrations/009-bulk-job-leases.ts';
+import * as auditCounts from './migrations/010-audit-counts.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -34,6 +35,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { name: '007-device-state', up: deviceState.up },
   { name: '008-certificate-renewal', up: certificateRenewal.up },
   { name: '009-bulk-job-leases', up: bulkJobLeases.up },
+  { name: '010-audit-counts', up: auditCounts.up },
 ];
 
 /**

@@ -83,6 +83,10 @@ export interface AuditLogTable {
   object: string;
   detail: string;
   correlation_id: string;
+  /** How many times the entry happened (counted refusals, recordCountedAudit); 1 otherwise. */
+  count: Generated<number>;
+  /** Counted entries only: caller, reason, object and minute; NULL for every other entry. */
+  aggregate_key: string | null;
 }
 
 export interface Tables extends El2gTables, GatewayTables {

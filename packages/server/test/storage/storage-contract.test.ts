@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { listAudit, recordAudit } from '../../src/audit/audit-log.ts';
+import { listAudit, recordAudit, recordCountedAudit } from '../../src/audit/audit-log.ts';
 import { countFactories, findFactoryByName, insertFactory } from '../../src/factories/factories.ts';
 import { migrate } from '../../src/storage/migrate.ts';
 import { authenticateToken, createApiToken } from '../../src/tokens/api-tokens.ts';
@@ -99,6 +99,32 @@ describe.each(BACKENDS)('storage contract on %s', (backend) => {
     expect(
       (await listAudit(database.db, f.id, { limit: 10, correlationId: 'c3' })).map((e) => e.object),
     ).toEqual(['o3']);
+  });
+
+  it('counts repeated entries: one row per key and minute, keeping the first detail', async () => {
+    const f = await insertFactory(database.db, 'contract-counted', new Date());
+    const entry = (i: number) => ({
+      factoryId: f.id,
+      actor: 'device:1',
+      action: 'test.refused',
+      object: 'path:/x',
+      detail: { i },
+      correlationId: `k${i}`,
+    });
+    const minute = new Date('2026-01-01T10:00:05Z');
+    // concurrent upserts of one key must neither fail on the unique key nor lose a count
+    await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        recordCountedAudit(database.db, entry(i), 'a', new Date(minute.getTime() + i * 1000)),
+      ),
+    );
+    await recordCountedAudit(database.db, entry(100), 'b', minute);
+    await recordCountedAudit(database.db, entry(200), 'a', new Date('2026-01-01T10:01:00Z'));
+    const rows = await listAudit(database.db, f.id, { limit: 10 });
+    expect(rows.map((r) => r.count).sort((x, y) => x - y)).toEqual([1, 1, 20]);
+    const counted = rows.find((r) => r.count === 20)!;
+    expect(counted.detail).toEqual({ i: Number(counted.correlationId.slice(1)) });
+    expect(rows.find((r) => r.correlationId === 'k200')!.at).toBe('2026-01-01T10:01:00.000Z');
   });
 
   it('reports its dialect and answers a trivial query', async () => {
