@@ -49,6 +49,14 @@ export async function main(argv: string[]): Promise<void> {
 
 /** Starts the service; answers how to stop it. */
 async function runService(configFile: string | undefined): Promise<(reason: string) => Promise<void>> {
+  // Handlers first: listen.json appears inside startService, and whoever waits for it may
+  // signal at once; a signal during the start stops the service as soon as it is up.
+  let stopRequested: string | undefined;
+  let stop: (reason: string) => Promise<void> = async (reason) => {
+    stopRequested = reason;
+  };
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  process.once('SIGINT', () => void stop('SIGINT'));
   let service: RunningService;
   try {
     const { config, file } = loadConfig({ file: configFile });
@@ -56,16 +64,17 @@ async function runService(configFile: string | undefined): Promise<(reason: stri
   } catch (err) {
     fail(err, 'keyferryd cannot start');
   }
-  // before anything is printed: whoever waits for the printed addresses may signal at once
-  let stop: (reason: string) => Promise<void> = async (reason) => {
+  stop = async (reason) => {
     stop = async () => {};
     service.ctx.log.info({ reason }, 'shutting down');
     await service.close();
     process.exit(0);
   };
-  process.once('SIGTERM', () => void stop('SIGTERM'));
-  process.once('SIGINT', () => void stop('SIGINT'));
-  process.stdout.write(startBanner(service));
+  if (stopRequested) {
+    await stop(stopRequested);
+  } else {
+    process.stdout.write(startBanner(service));
+  }
   return (reason) => stop(reason);
 }
 
