@@ -212,9 +212,6 @@ export class BulkJobRunner {
       if (!factory)
         throw new KeyferryError('not_found', `factory ${row.factory_id} of the job no longer exists`);
       for (const part of chunks(request.deviceIds.slice(processed), this.#chunk)) {
-        // Each chunk is one event-loop turn (better-sqlite3 is synchronous and the awaits
-        // between its statements are only microtasks): yield so requests run between chunks
-        await nextTurn();
         if (this.#stopping) {
           await this.#record(row.id, {
             status: 'queued',
@@ -233,6 +230,9 @@ export class BulkJobRunner {
           this.#ctx.log.warn({ job: row.id }, 'bulk job lease lost to another node; it continues there');
           return;
         }
+        // Each chunk is one event-loop turn (better-sqlite3 is synchronous and the awaits
+        // between its statements are only microtasks): yield so requests run between chunks
+        await nextTurn();
       }
       await this.#finish(row.id, 'done', processed, result);
     } catch (err) {
