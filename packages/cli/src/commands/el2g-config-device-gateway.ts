@@ -1,5 +1,4 @@
-import { readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import {
   fromPem,
   intermediateCaFromCsr,
@@ -14,7 +13,8 @@ import type { Command } from 'commander';
 import { CliError } from '../cli-error.ts';
 import { type CommandContext, commandContext } from '../context.ts';
 import { printJson } from '../output.ts';
-import { type Hsm, type HsmOptions, hsmFromOptions, openRootKey, ROOT_CERT_FILE } from '../pki/root-key.ts';
+import { openPkiRoot } from '../pki/pki-dir.ts';
+import { type Hsm, type HsmOptions, hsmFromOptions } from '../pki/root-key.ts';
 import type { FactoryCerts } from './keys-ca.ts';
 
 interface PutAnswer {
@@ -46,33 +46,16 @@ async function configDeviceGateway(ctx: CommandContext, pkiDir: string, hsm: Hsm
   const step = (text: string) => {
     if (!out.json) out.write(`${text}\n`);
   };
-  const rootFile = join(pkiDir, ROOT_CERT_FILE);
-  let rootDer: Uint8Array;
-  try {
-    rootDer = fromPem(readFileSync(rootFile, 'utf8'), 'CERTIFICATE');
-  } catch (err) {
-    throw new CliError(
-      `cannot read the root certificate ${rootFile}: ${(err as Error).message}; pass the PKI dir keys ca create wrote`,
-    );
-  }
   const certs = await api.call<FactoryCerts>('GET', api.factoryPath('certs/'));
   if (certs['root-crt'].trim() === '') {
     throw new CliError(
       `factory ${api.factory} has no root CA yet: run keyferry keys ca create <pki-dir> first`,
     );
   }
-  if (Buffer.compare(Buffer.from(fromPem(certs['root-crt'], 'CERTIFICATE')), Buffer.from(rootDer)) !== 0) {
-    throw new CliError(
-      `${rootFile} is not the root CA of factory ${api.factory}: pass the PKI dir made for this factory (or -f the factory it belongs to)`,
-    );
-  }
-  const root = await openRootKey(pkiDir, hsm);
+  // the root certificate of the dir must be the factory's, and the key must be the root's
+  const root = await openPkiRoot(pkiDir, hsm, certs['root-crt'], api.factory ?? '');
+  const rootDer = root.der;
   try {
-    if (!publicKeysEqual(root.signer.publicKeySpki, parseCertificate(rootDer).spki)) {
-      throw new CliError(
-        `the root key does not belong to ${rootFile}: is this the key (or token) keys ca create used?`,
-      );
-    }
     // fioctl's four steps, in its order, one line each; what keyferry adds comes after
     step('Requesting CSR from keyferry');
     const request = await api.call<{ id: number; value: string }>(

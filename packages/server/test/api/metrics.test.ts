@@ -1,8 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type DeviceLinkFixture, freshCsr, startDeviceLinkFixture } from '../devicelink/fixture.ts';
+import {
+  type DeviceLinkFixture,
+  provisionOverDeviceLink,
+  startDeviceLinkFixture,
+} from '../devicelink/fixture.ts';
 import { BACKENDS } from '../support/databases.ts';
-
-const EST = '/.well-known/est/fio-device-gateway-ca';
 
 /** `name{labels} value` lines of the Prometheus text, as a map. */
 function samples(text: string): Map<string, number> {
@@ -26,27 +28,7 @@ describe.each(BACKENDS)('GET /metrics on %s after a provisioning run', (backend)
 
   it('has every documented metric with the run in it', async () => {
     const device = await f.device();
-    expect((await f.call(device, { path: '/device-link/v1/manifest' })).status).toBe(200);
-    const csr = await freshCsr();
-    const enroll = await f.call(device, {
-      method: 'POST',
-      path: `${EST}/simpleenroll`,
-      headers: { 'content-type': 'application/pkcs10' },
-      body: csr.base64,
-    });
-    expect(enroll.status, enroll.text).toBe(200);
-    const report = await f.call(device, {
-      method: 'POST',
-      path: '/device-link/v1/report',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        results: [
-          { name: 'fio-device-gateway-ca-kp', status: 'SUCCESS' },
-          { name: 'fio-device-gateway-ca', status: 'SUCCESS' },
-        ],
-      }),
-    });
-    expect(report.status, report.text).toBe(200);
+    await provisionOverDeviceLink(f.call, device);
     const stranger = await f.device({ allowList: false });
     expect((await f.call(stranger, { path: '/device-link/v1/manifest' })).json.code).toBe(
       'device_not_allowlisted',

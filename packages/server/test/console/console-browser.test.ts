@@ -8,14 +8,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiToken } from '../../src/tokens/api-tokens.ts';
 import {
   type DeviceLinkFixture,
-  freshCsr,
+  provisionOverDeviceLink,
   SE050,
   startDeviceLinkFixture,
   type TestDevice,
 } from '../devicelink/fixture.ts';
 import { ARTIFACTS, launchChromium } from './browser.ts';
 
-const EST = '/.well-known/est/fio-device-gateway-ca';
 const STATES = [
   'GENERATION_FAILED',
   'PROVISIONING_FAILED',
@@ -35,29 +34,7 @@ const FAILURE = 'writing SE_83000043 failed: no space left in the secure element
 
 /** What keyferry-agent does over the device-link: manifest, enroll, report (success unless told). */
 async function provision(device: TestDevice, failure?: string): Promise<string> {
-  expect((await f.call(device, { path: '/device-link/v1/manifest' })).status).toBe(200);
-  const csr = await freshCsr();
-  const enrolled = await f.call(device, {
-    method: 'POST',
-    path: `${EST}/simpleenroll`,
-    headers: { 'content-type': 'application/pkcs10', 'content-transfer-encoding': 'base64' },
-    body: csr.base64,
-  });
-  expect(enrolled.status, enrolled.text).toBe(200);
-  const report = await f.call(device, {
-    method: 'POST',
-    path: '/device-link/v1/report',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({
-      results: [
-        { name: 'fio-device-gateway-ca-kp', status: 'SUCCESS' },
-        failure
-          ? { name: 'fio-device-gateway-ca', status: 'FAILED', detail: failure }
-          : { name: 'fio-device-gateway-ca', status: 'SUCCESS' },
-      ],
-    }),
-  });
-  expect(report.status, report.text).toBe(200);
+  const report = await provisionOverDeviceLink(f.call, device, failure);
   return String(report.headers['x-correlation-id']);
 }
 

@@ -164,3 +164,40 @@ export function writeTemp(name: string, text: string): string {
   writeFileSync(path, text);
   return path;
 }
+
+/**
+ * What keyferry-agent does over the device-link for the gateway pair: manifest, enroll a fresh
+ * key, report (success, or the certificate FAILED with `failure`). `call` may be another node's.
+ * Answers the report, whose correlation id the audit log keeps.
+ */
+export async function provisionOverDeviceLink(
+  call: DeviceLinkFixture['call'],
+  device: TestDevice,
+  failure?: string,
+): Promise<DeviceLinkAnswer> {
+  const manifest = await call(device, { path: '/device-link/v1/manifest' });
+  if (manifest.status !== 200) throw new Error(`manifest: ${manifest.status} ${manifest.text}`);
+  const csr = await freshCsr();
+  const enrolled = await call(device, {
+    method: 'POST',
+    path: '/.well-known/est/fio-device-gateway-ca/simpleenroll',
+    headers: { 'content-type': 'application/pkcs10', 'content-transfer-encoding': 'base64' },
+    body: csr.base64,
+  });
+  if (enrolled.status !== 200) throw new Error(`simpleenroll: ${enrolled.status} ${enrolled.text}`);
+  const report = await call(device, {
+    method: 'POST',
+    path: '/device-link/v1/report',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      results: [
+        { name: 'fio-device-gateway-ca-kp', status: 'SUCCESS' },
+        failure
+          ? { name: 'fio-device-gateway-ca', status: 'FAILED', detail: failure }
+          : { name: 'fio-device-gateway-ca', status: 'SUCCESS' },
+      ],
+    }),
+  });
+  if (report.status !== 200) throw new Error(`report: ${report.status} ${report.text}`);
+  return report;
+}

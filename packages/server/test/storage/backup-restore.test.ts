@@ -8,18 +8,10 @@ import { validateConfig } from '../../src/config/load.ts';
 import { type RunningService, startService } from '../../src/service.ts';
 import {
   type DeviceLinkFixture,
-  freshCsr,
+  provisionOverDeviceLink,
   startDeviceLinkFixture,
   type TestDevice,
 } from '../devicelink/fixture.ts';
-
-const EST = '/.well-known/est/fio-device-gateway-ca';
-const REPORT = JSON.stringify({
-  results: [
-    { name: 'fio-device-gateway-ca-kp', status: 'SUCCESS' },
-    { name: 'fio-device-gateway-ca', status: 'SUCCESS' },
-  ],
-});
 
 /** What a backup is made of: the database copy, and apart from it the master key. */
 interface Backup {
@@ -39,22 +31,8 @@ describe('backup with keyferryd admin backup, restore into a fresh node', {
   let firstSerial: string;
   let backup: Backup;
 
-  async function provision(call: DeviceLinkFixture['call'], device: TestDevice) {
-    expect((await call(device, { path: '/device-link/v1/manifest' })).status).toBe(200);
-    const csr = await freshCsr();
-    const enroll = await call(device, {
-      method: 'POST',
-      path: `${EST}/simpleenroll`,
-      headers: { 'content-type': 'application/pkcs10' },
-      body: csr.base64,
-    });
-    expect(enroll.status, enroll.text).toBe(200);
-    const method = 'POST';
-    const headers = { 'content-type': 'application/json' };
-    expect(
-      (await call(device, { method, path: '/device-link/v1/report', headers, body: REPORT })).status,
-    ).toBe(200);
-  }
+  const provision = (call: DeviceLinkFixture['call'], device: TestDevice) =>
+    provisionOverDeviceLink(call, device);
 
   beforeAll(async () => {
     work = mkdtempSync(join(tmpdir(), 'keyferry-backup-'));
