@@ -217,6 +217,37 @@ describe('management API over TLS, tokens from keyferryd admin and keyferry toke
     expect(daemon.stdout() + daemon.stderr()).not.toContain(d.token.slice('kf_0123456789abcdef_'.length));
   });
 
+  it('keyferryd admin refuses an unknown factory, a bad duration or scope and a taken name, and changes nothing', async () => {
+    const admin = (args: string[]) =>
+      runBinAsync('keyferryd', ['-c', d.config, 'admin', ...args], { env: { KEYFERRY_DATA_DIR: d.dataDir } });
+    const tokensBefore = (await admin(['token', 'list', '--factory', 'acme'])).stdout;
+    const cases: [string[], string][] = [
+      [
+        ['token', 'create', '--factory', 'nope', '--scope', 'read'],
+        'ERROR: keyferryd admin token create: factory nope not found: create it with keyferryd admin factory create nope\n',
+      ],
+      [
+        ['token', 'create', '--factory', 'acme', '--scope', 'read', '--expires', '3x'],
+        'ERROR: keyferryd admin token create: --expires "3x" is not a duration: use a whole number and a unit: s, m, h, d, w or y (e.g. 30d, 12h, 1y)\n',
+      ],
+      [['factory', 'create', 'acme'], 'ERROR: keyferryd admin factory create: factory acme already exists\n'],
+      [['token', 'revoke', '0123456789abcdef', '--factory', 'acme'], 'not found in this factory'],
+    ];
+    for (const [args, message] of cases) {
+      const res = await admin(args);
+      expect(res.status, args.join(' ')).not.toBe(0);
+      expect(res.stdout, args.join(' ')).toBe('');
+      if (message.endsWith('\n')) expect(res.stderr).toBe(message);
+      else expect(res.stderr).toContain(message);
+    }
+    const scope = await admin(['token', 'create', '--factory', 'acme', '--scope', 'admin']);
+    expect(scope.status).not.toBe(0);
+    expect(scope.stderr).toContain("argument 'admin' is invalid. Allowed choices are read, write");
+    expect((await admin(['token', 'list', '--factory', 'acme'])).stdout).toBe(tokensBefore);
+    const factories = await cli(['--token-file', d.tokenFile, '--server-ca', tls.ca, 'factories']);
+    expect(factories.stdout.match(/^acme /gm)).toHaveLength(1);
+  });
+
   it('refuses plain HTTP on a non-loopback address unless api.insecure, and leaves nothing behind', async () => {
     const other = join(work, 'plain');
     const config = join(work, 'plain.json');
