@@ -9,6 +9,7 @@ import {
   serverTimeoutOptions,
 } from '../http/connection-limits.ts';
 import { listenOn } from '../http/listen.ts';
+import { SERVER_TLS_POLICY } from '../http/tls-policy.ts';
 import { gatewayHandler } from './router.ts';
 import { factoriesWithTlsKeyOnHsm, GatewayTlsContexts, keyOnHsmAdvice } from './tls-contexts.ts';
 
@@ -41,7 +42,7 @@ export async function startGateway(
     {
       requestCert: true,
       rejectUnauthorized: false,
-      minVersion: 'TLSv1.2',
+      ...SERVER_TLS_POLICY,
       handshakeTimeout: limits.handshakeTimeoutMs,
       ...serverTimeoutOptions(limits),
       SNICallback: (servername, done) => {
@@ -73,13 +74,13 @@ export async function startGateway(
         (material) => {
           const version = `${material.factory.id}|${material.version}`;
           if (version !== defaultVersion) {
-            https.setSecureContext({ minVersion: 'TLSv1.2', ...material.options });
+            https.setSecureContext({ ...SERVER_TLS_POLICY, ...material.options });
             defaultVersion = version;
           }
         },
         () => {
           if (defaultVersion !== undefined) {
-            https.setSecureContext({ minVersion: 'TLSv1.2' });
+            https.setSecureContext({ ...SERVER_TLS_POLICY });
             defaultVersion = undefined;
           }
         },

@@ -1,6 +1,7 @@
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { KeyferryError } from '@keyferry/core';
 import { type Factory, toFactory } from '../factories/factories.ts';
+import { SERVER_TLS_POLICY } from '../http/tls-policy.ts';
 import type { TlsKeyStore } from '../keys/custody.ts';
 import type { Db } from '../storage/database.ts';
 
@@ -12,8 +13,6 @@ export interface FactoryTls {
   options: { cert: string; key: string };
   context: SecureContext;
 }
-
-const SERVER_OPTIONS = { minVersion: 'TLSv1.2' } as const;
 
 /**
  * Resolves the factory a gateway connection is for and its TLS material. The SNI name
@@ -95,7 +94,7 @@ export class GatewayTlsContexts {
       factory,
       version,
       options,
-      context: createSecureContext({ ...SERVER_OPTIONS, ...options }),
+      context: createSecureContext({ ...SERVER_TLS_POLICY, ...options }),
     };
     this.#cache.set(factory.id, material);
     return material;

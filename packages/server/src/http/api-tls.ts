@@ -1,28 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import type { SecureContextOptions, TlsOptions } from 'node:tls';
+import type { TlsOptions } from 'node:tls';
 import { KeyferryError } from '@keyferry/core';
 import type { Config } from '../config/schema.ts';
-
-/**
- * TLS 1.2 only with ECDHE key exchange and AEAD ciphers (no CBC, SHA-1 or CCM8); TLS 1.3 with
- * its standard suites. The management API uses it; see docs/configuration.md.
- */
-export const SERVER_TLS_POLICY = {
-  minVersion: 'TLSv1.2',
-  ciphers: [
-    'TLS_AES_256_GCM_SHA384',
-    'TLS_CHACHA20_POLY1305_SHA256',
-    'TLS_AES_128_GCM_SHA256',
-    'ECDHE-ECDSA-AES128-GCM-SHA256',
-    'ECDHE-RSA-AES128-GCM-SHA256',
-    'ECDHE-ECDSA-AES256-GCM-SHA384',
-    'ECDHE-RSA-AES256-GCM-SHA384',
-    'ECDHE-ECDSA-CHACHA20-POLY1305',
-    'ECDHE-RSA-CHACHA20-POLY1305',
-  ].join(':'),
-  honorCipherOrder: true,
-} as const satisfies SecureContextOptions;
+import { SERVER_TLS_POLICY } from './tls-policy.ts';
 
 /** `localhost`, 127.0.0.0/8 and ::1: addresses no other machine can reach. */
 export function isLoopbackHost(host: string): boolean {
