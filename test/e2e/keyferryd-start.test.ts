@@ -109,23 +109,27 @@ describe('keyferryd start and stop, as the walkthrough waits for them', () => {
     expect(output).not.toContain('"api":"http://127.0.0.1:1"');
   });
 
-  it('a restarted keyferryd says where the demo token is and what to run next, without the token', {
+  it('keyferryd says where the demo token is and what to run next, never the token itself', {
     timeout: 120_000,
   }, async () => {
     const dataDir = join(work, 'restart');
     const first = await startKeyferryd(dataDir);
     await first.stop();
     const token = readFileSync(join(dataDir, 'demo.token'), 'utf8').trim();
-    expect(first.stdout()).toContain(`Admin token: ${token}\n`);
+    const tokenFile = join(dataDir, 'demo.token');
+    expect(first.stdout()).toContain(`Demo factory: demo (created; its admin token is in ${tokenFile})\n`);
+    expect(first.stdout()).toContain(
+      `Next: keyferry login --server ${first.listen.api} --token-file ${tokenFile}\n`,
+    );
+    expect(first.stdout() + first.stderr()).not.toContain(token.slice('kf_0123456789abcdef_'.length));
     const second = await startKeyferryd(dataDir);
     try {
       while (!second.stdout().includes('Device gateway:')) await new Promise((r) => setTimeout(r, 20));
-      const tokenFile = join(dataDir, 'demo.token');
-      expect(second.stdout()).toContain(`Demo factory: demo; its admin token is in ${tokenFile}\n`);
+      expect(second.stdout()).toContain(`Demo factory: demo (its admin token is in ${tokenFile})\n`);
       expect(second.stdout()).toContain(
-        `Next: keyferry login --server ${second.listen.api} -t "$(cat ${tokenFile})"\n`,
+        `Next: keyferry login --server ${second.listen.api} --token-file ${tokenFile}\n`,
       );
-      expect(second.stdout()).not.toContain(token);
+      expect(second.stdout() + second.stderr()).not.toContain(token.slice('kf_0123456789abcdef_'.length));
     } finally {
       await second.stop();
     }

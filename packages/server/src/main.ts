@@ -79,26 +79,22 @@ async function runService(configFile: string | undefined): Promise<(reason: stri
 }
 
 /**
- * What keyferryd prints once it serves: the demo factory's token on the first start only
- * (shown once), on every start where it is kept and the command that uses it, then the
- * addresses bound.
+ * What keyferryd prints once it serves: where the demo factory's token is kept (never the
+ * token itself: a console or journal is read by more people than the 0600 file) and the
+ * command that uses it, then the addresses bound.
  */
 function startBanner(service: RunningService): string {
   const { config } = service.ctx;
   const lines: string[] = [];
   const tokenFile = join(config.dataDir, `${config.demoFactory.name}.token`);
   const tokenKept = service.demo !== undefined || (config.demoFactory.enabled && existsSync(tokenFile));
-  if (service.demo) {
+  if (tokenKept) {
+    const made = service.demo ? 'created; ' : '';
     lines.push(
-      `Demo factory: ${service.demo.factory}`,
-      `Admin token: ${service.demo.token}`,
-      `(shown once; also saved in ${tokenFile})`,
+      `Demo factory: ${config.demoFactory.name} (${made}its admin token is in ${tokenFile})`,
+      `Next: keyferry login --server ${service.addresses.api} --token-file ${tokenFile}`,
     );
-  } else if (tokenKept) {
-    lines.push(`Demo factory: ${config.demoFactory.name}; its admin token is in ${tokenFile}`);
   }
-  if (tokenKept)
-    lines.push(`Next: keyferry login --server ${service.addresses.api} -t "$(cat ${tokenFile})"`);
   lines.push(`Management API: ${service.addresses.api}`);
   if (service.addresses.deviceLink) lines.push(`Device-link: ${service.addresses.deviceLink}`);
   if (service.addresses.gateway) lines.push(`Device gateway: ${service.addresses.gateway}`);
