@@ -151,7 +151,7 @@ describe('el2g config-device-gateway + status: root key in a file, soft custody'
     const res = s.cli(['el2g', 'config-device-gateway', '--pki-dir', pki, '--hsm-module', '/x.so']);
     expect(res.status).not.toBe(0);
     expect(res.stderr).toBe(
-      'ERROR: --hsm-pin and --hsm-token-label missing: the HSM flags --hsm-module, --hsm-pin and --hsm-token-label go together\n',
+      'ERROR: --hsm-pin and --hsm-token-label missing: the HSM flags --hsm-module, --hsm-pin (or --hsm-pin-file) and --hsm-token-label go together\n',
     );
     expect((await s.api('audit/?limit=500')).entries.length).toBe(audit);
   });

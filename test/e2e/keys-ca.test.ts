@@ -330,7 +330,10 @@ describe('keyferry keys ca with the root key on a SoftHSM2 token', () => {
     initTestToken(hsm.conf, { label: 'factory-root', userPin: '1234' });
     s = await setup('keyferry-e2e-keys-ca-hsm-', { SOFTHSM2_CONF: hsm.conf });
     pki = join(s.work, 'pki');
-    flags = ['--hsm-module', hsm.module, '--hsm-pin', '1234', '--hsm-token-label', 'factory-root'];
+    // the PIN from a file, never on the command line (ps shows a command line to every user)
+    const pinFile = join(s.work, 'hsm.pin');
+    writeFileSync(pinFile, '1234\n', { mode: 0o600 });
+    flags = ['--hsm-module', hsm.module, '--hsm-pin-file', pinFile, '--hsm-token-label', 'factory-root'];
   });
   afterAll(async () => {
     await s?.daemon.stop();

@@ -47,19 +47,24 @@ export interface TlsSettings {
   clientKey?: string | undefined;
 }
 
-/** Reads a token kept in a file (first line, surrounding white space dropped), so it never sits on a command line. */
-export function readTokenFile(path: string): string {
+/**
+ * Reads a secret kept in a file (first line, surrounding white space dropped), so it never
+ * sits on a command line where `ps` shows it to every user: the API token (--token-file) and
+ * the HSM PIN (--hsm-pin-file).
+ */
+export function readSecretFile(path: string, what: 'token' | 'PIN'): string {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
     throw new CliError(
-      `cannot read the token file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      `cannot read the ${what} file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
     );
   }
-  const token = text.split(/\r?\n/)[0]?.trim() ?? '';
-  if (token === '') throw new CliError(`the token file ${path} is empty: put the token on its first line`);
-  return token;
+  const secret = text.split(/\r?\n/)[0]?.trim() ?? '';
+  if (secret === '')
+    throw new CliError(`the ${what} file ${path} is empty: put the ${what} on its first line`);
+  return secret;
 }
 
 /**
@@ -72,7 +77,7 @@ export function resolveSettings(
 ): Settings {
   const file = readSettingsFile(env);
   const tokenFile = flags.tokenFile ?? env.KEYFERRY_TOKEN_FILE;
-  const fromFile = flags.token === undefined && tokenFile ? readTokenFile(tokenFile) : undefined;
+  const fromFile = flags.token === undefined && tokenFile ? readSecretFile(tokenFile, 'token') : undefined;
   return {
     server: flags.server ?? env.KEYFERRY_SERVER ?? file.server ?? 'http://127.0.0.1:8080',
     factory: flags.factory ?? env.KEYFERRY_FACTORY ?? file.factory,

@@ -14,7 +14,7 @@ import { CliError } from '../cli-error.ts';
 import { type CommandContext, commandContext } from '../context.ts';
 import { printJson } from '../output.ts';
 import { openPkiRoot } from '../pki/pki-dir.ts';
-import { type Hsm, type HsmOptions, hsmFromOptions } from '../pki/root-key.ts';
+import { addHsmOptions, type Hsm, type HsmOptions, hsmFromOptions } from '../pki/root-key.ts';
 import type { FactoryCerts } from './keys-ca.ts';
 
 interface PutAnswer {
@@ -27,18 +27,15 @@ interface PutAnswer {
 
 /** `keyferry el2g config-device-gateway --pki-dir DIR [--hsm-*]`. */
 export function registerEl2gConfigDeviceGateway(el2g: Command): void {
-  el2g
+  const command = el2g
     .command('config-device-gateway')
     .description(
       'have the service make the fio-device-gateway-ca key, sign its CSR with the factory root (locally), and trust the new CA at the device gateway',
     )
-    .requiredOption('--pki-dir <dir>', 'the PKI dir keys ca create wrote (factory_ca.pem, factory_ca.key)')
-    .option('--hsm-module <path>', 'PKCS#11 module when the root key is on a token')
-    .option('--hsm-pin <pin>', 'user PIN of that token')
-    .option('--hsm-token-label <label>', 'label of that token')
-    .action(async (opts: HsmOptions & { pkiDir: string }, command: Command) => {
-      await configDeviceGateway(commandContext(command), resolve(opts.pkiDir), hsmFromOptions(opts));
-    });
+    .requiredOption('--pki-dir <dir>', 'the PKI dir keys ca create wrote (factory_ca.pem, factory_ca.key)');
+  addHsmOptions(command).action(async (opts: HsmOptions & { pkiDir: string }, command: Command) => {
+    await configDeviceGateway(commandContext(command), resolve(opts.pkiDir), hsmFromOptions(opts));
+  });
 }
 
 async function configDeviceGateway(ctx: CommandContext, pkiDir: string, hsm: Hsm | undefined): Promise<void> {

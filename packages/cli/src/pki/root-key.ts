@@ -4,11 +4,13 @@ import { join } from 'node:path';
 import { type Signer, softSigner } from '@keyferry/core';
 import type { Command } from 'commander';
 import { CliError } from '../cli-error.ts';
+import { readSecretFile } from '../settings.ts';
 
 /** Where the root key lives: a file in the PKI dir, or a PKCS#11 token (fioctl's --hsm-* flags). */
 export interface HsmOptions {
   hsmModule?: string;
   hsmPin?: string;
+  hsmPinFile?: string;
   hsmTokenLabel?: string;
 }
 
@@ -28,25 +30,37 @@ export const ROOT_CERT_FILE = 'factory_ca.pem';
 export function addHsmOptions(command: Command, use = 'the root CA key is on a PKCS#11 token'): Command {
   return command
     .option('--hsm-module <path>', `${use}: the PKCS#11 module to load`)
-    .option('--hsm-pin <pin>', 'the PKCS#11 user PIN of that token')
+    .option('--hsm-pin <pin>', 'the PKCS#11 user PIN of that token; prefer --hsm-pin-file')
+    .option(
+      '--hsm-pin-file <file>',
+      'read the PIN from this file (env KEYFERRY_HSM_PIN_FILE); a command line is visible to others',
+    )
     .option('--hsm-token-label <label>', 'the label of that token');
 }
 
-/** The three HSM flags go together: none (key file) or all (token). */
-export function hsmFromOptions(opts: HsmOptions): Hsm | undefined {
+/**
+ * The three HSM flags go together: none (key file) or all (token). The PIN is --hsm-pin, or
+ * read from --hsm-pin-file / KEYFERRY_HSM_PIN_FILE (the env only counts beside --hsm-module).
+ */
+export function hsmFromOptions(opts: HsmOptions, env = process.env): Hsm | undefined {
+  if (opts.hsmPin !== undefined && opts.hsmPinFile !== undefined) {
+    throw new CliError('--hsm-pin and --hsm-pin-file both given: pass the PIN one way (prefer the file)');
+  }
+  const pinFile = opts.hsmPinFile ?? (opts.hsmModule ? env.KEYFERRY_HSM_PIN_FILE : undefined);
+  const pin = opts.hsmPin ?? (pinFile ? readSecretFile(pinFile, 'PIN') : undefined);
   const given = {
     '--hsm-module': opts.hsmModule,
-    '--hsm-pin': opts.hsmPin,
+    '--hsm-pin': pin,
     '--hsm-token-label': opts.hsmTokenLabel,
   };
   const missing = Object.entries(given).filter(([, v]) => !v);
   if (missing.length === 3) return undefined;
   if (missing.length > 0) {
     throw new CliError(
-      `${missing.map(([k]) => k).join(' and ')} missing: the HSM flags --hsm-module, --hsm-pin and --hsm-token-label go together`,
+      `${missing.map(([k]) => k).join(' and ')} missing: the HSM flags --hsm-module, --hsm-pin (or --hsm-pin-file) and --hsm-token-label go together`,
     );
   }
-  return { module: opts.hsmModule!, pin: opts.hsmPin!, tokenLabel: opts.hsmTokenLabel! };
+  return { module: opts.hsmModule!, pin: pin!, tokenLabel: opts.hsmTokenLabel! };
 }
 
 export interface RootKey {
