@@ -115,6 +115,11 @@ export const configSchema = z.strictObject({
       enabled: z.boolean().default(true),
       listen: listen.default('127.0.0.1:9443'),
       tls: tlsFiles.optional(),
+      /**
+       * Where the keys of the TLS material keyferryd makes (without `tls`) are kept: `files` in
+       * the data dir (0600), or `custody`, wrapped by the master key in the database.
+       */
+      tlsKeys: z.enum(['files', 'custody']).default('files'),
       limits: connectionLimitsSchema(DEVICE_LINK_LIMITS),
       /** Token buckets per vendor identity and per client address (docs/configuration.md "Rate limits"). */
       rateLimits: z
@@ -123,6 +128,11 @@ export const configSchema = z.strictObject({
           perAddress: bucketLimitSchema(DEVICE_LINK_RATE_LIMITS.perAddress),
         })
         .prefault({}),
+    })
+    .refine((d) => !(d.tls && d.tlsKeys === 'custody'), {
+      path: ['tlsKeys'],
+      message:
+        'custody keeps the keys of the TLS material keyferryd makes, but deviceLink.tls names your own files: drop one of the two',
     })
     .prefault({}),
   gateway: z

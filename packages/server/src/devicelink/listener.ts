@@ -29,7 +29,7 @@ export async function startDeviceLink(
   options: { embeddedDefaults: boolean; log?: Logger },
 ): Promise<DeviceLinkListener> {
   const log = options.log ?? ctx.log.child({ listener: 'device-link' });
-  const tls = await deviceLinkTls(ctx.config);
+  const tls = await deviceLinkTls(ctx.config, { db: ctx.database.db, tlsKeys: ctx.tlsKeys });
   const anchors = new TrustAnchors(ctx.config, options.embeddedDefaults, log);
   // deviceLink.limits, defaults DEVICE_LINK_LIMITS: slow or idle clients are cut off after these
   const { limits, rateLimits } = ctx.config.deviceLink;

@@ -54,6 +54,16 @@ export function gatewayTlsPurpose(factoryName: string): string {
   return `${GATEWAY_TLS_PURPOSE_PREFIX}${factoryName}`;
 }
 
+/**
+ * Purposes of the device-link's own keys when `deviceLink.tlsKeys: custody` keeps them in the
+ * TLS key store: its service CA and its server certificate's key.
+ */
+export const DEVICE_LINK_KEY_PURPOSES = {
+  'service-ca': 'device-link-service-ca',
+  'device-link-tls': 'device-link-tls',
+} as const;
+export type DeviceLinkKeyPurpose = keyof typeof DEVICE_LINK_KEY_PURPOSES;
+
 export function custodyKeyRow(key: CustodyKey, now: Date): CustodyKeysTable {
   return {
     id: key.id,

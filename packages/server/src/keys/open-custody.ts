@@ -1,7 +1,12 @@
 import { KeyferryError } from '@keyferry/core';
 import type { Config } from '../config/schema.ts';
 import type { Database, Db } from '../storage/database.ts';
-import { GATEWAY_TLS_PURPOSE_PREFIX, type KeyCustody, type TlsKeyStore } from './custody.ts';
+import {
+  DEVICE_LINK_KEY_PURPOSES,
+  GATEWAY_TLS_PURPOSE_PREFIX,
+  type KeyCustody,
+  type TlsKeyStore,
+} from './custody.ts';
 import { SoftCustody } from './soft-custody.ts';
 
 /**
@@ -53,14 +58,19 @@ export async function openCustody(config: Config, database: Database): Promise<K
 
 /**
  * Keys of the other backend mean the database was made with it. Beside pkcs11 custody, soft
- * keys are expected when they are TLS keys (the soft store keeps those).
+ * keys are expected when they are TLS keys (the soft store keeps those: the gateway's, and the
+ * device-link's with deviceLink.tlsKeys: custody).
  */
 async function refuseForeignKeys(db: Db, kind: KeyCustody['backend']): Promise<void> {
   let query = db
     .selectFrom('custody_keys')
     .select(['backend', (eb) => eb.fn.countAll().as('n')])
     .where('backend', '!=', kind);
-  if (kind === 'pkcs11') query = query.where('purpose', 'not like', `${GATEWAY_TLS_PURPOSE_PREFIX}%`);
+  if (kind === 'pkcs11') {
+    query = query
+      .where('purpose', 'not like', `${GATEWAY_TLS_PURPOSE_PREFIX}%`)
+      .where('purpose', 'not in', Object.values(DEVICE_LINK_KEY_PURPOSES));
+  }
   for (const { backend, n } of await query.groupBy('backend').execute()) {
     throw new KeyferryError(
       'key_custody_error',
