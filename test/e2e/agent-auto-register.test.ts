@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXIT_CODES } from '../../packages/agent/src/agent-error.ts';
 import { runAgent, runAgentAsync } from '../../packages/agent/test/support/agent-bin.ts';
 import { startLikeSystemd } from '../../packages/agent/test/support/systemd-unit.ts';
+import { writeAgentEnvFile } from '../support/device-link.ts';
 import {
   type DaemonProcess,
   PROCESS_TEST_TIMEOUT_MS,
@@ -60,22 +61,17 @@ describe('keyferry-agent auto-register against the real keyferryd (SoftHSM2 toke
     mkdirSync(sotaDir, { recursive: true });
     const akliteLog = join(work, name, 'aklite.log');
     const envFile = join(work, name, 'lmp-el2go-auto-register');
-    writeFileSync(
-      envFile,
-      [
-        `REPOID=${repoId}`,
-        `EL2GO_HOSTNAME=${subdomain}`,
-        `EL2GO_CONNECT_ADDR=${daemon.listen.deviceLink}`,
-        `DEVICE_LINK_CA=${join(dataDir, 'service-ca.pem')}`,
-        `PKCS11_MODULE=${softhsm.module}`,
-        `SOTA_DIR=${sotaDir}`,
-        `ROOT_CRT=${join(work, 'root.crt')}`,
-        'DAEMON_INTERVAL=1',
-        `AKLITE_START_CMD="echo started >> ${akliteLog}"`,
-        ...(seDir === undefined ? [] : ['SE_BACKEND=soft', `SE_DIR=${seDir}`]),
-        '',
-      ].join('\n'),
-    );
+    writeAgentEnvFile(envFile, {
+      repoId,
+      subdomain,
+      deviceLinkAddress: daemon.listen.deviceLink!,
+      dataDir,
+      pkcs11Module: softhsm.module,
+      sotaDir,
+      rootCrt: join(work, 'root.crt'),
+      akliteStartCmd: `"echo started >> ${akliteLog}"`,
+      extra: seDir === undefined ? [] : ['SE_BACKEND=soft', `SE_DIR=${seDir}`],
+    });
     const device: Device = {
       softhsm,
       uid,

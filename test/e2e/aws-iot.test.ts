@@ -27,6 +27,7 @@ import { EXIT_CODES } from '../../packages/agent/src/agent-error.ts';
 import { runAgent, runAgentAsync } from '../../packages/agent/test/support/agent-bin.ts';
 import { DEFAULT_CREDENTIALS } from '../../packages/sim/src/aws-iot/sigv4.ts';
 import { type AwsIotProcess, startAwsIotProcess } from '../support/aws-iot-process.ts';
+import { writeAgentEnvFile } from '../support/device-link.ts';
 import {
   type DaemonProcess,
   PROCESS_TEST_TIMEOUT_MS,
@@ -205,21 +206,15 @@ describe('AWS IoT end to end: keyferryd, CLI, SoftHSM2 device, agent, AWS IoT em
     const sotaDir = join(work, 'sota');
     mkdirSync(sotaDir);
     envFile = join(work, 'lmp-el2go-auto-register');
-    writeFileSync(
-      envFile,
-      [
-        `REPOID=${repoId}`,
-        `EL2GO_HOSTNAME=${subdomain}`,
-        `EL2GO_CONNECT_ADDR=${daemon.listen.deviceLink}`,
-        `DEVICE_LINK_CA=${join(dataDir, 'service-ca.pem')}`,
-        `PKCS11_MODULE=${softhsm.module}`,
-        `SOTA_DIR=${sotaDir}`,
-        `ROOT_CRT=${join(work, 'root.crt')}`,
-        'DAEMON_INTERVAL=1',
-        'AKLITE_START_CMD=true',
-        '',
-      ].join('\n'),
-    );
+    writeAgentEnvFile(envFile, {
+      repoId,
+      subdomain,
+      deviceLinkAddress: daemon.listen.deviceLink!,
+      dataDir,
+      pkcs11Module: softhsm.module,
+      sotaDir,
+      rootCrt: join(work, 'root.crt'),
+    });
     ok(cli(['el2g', 'devices', 'add', PRODUCT, uid]), 'devices add');
     ok(agent(['auto-register']), 'first auto-register');
 

@@ -2,8 +2,12 @@ import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import SqliteDatabase from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runAgent } from '../../packages/agent/test/support/agent-bin.ts';
+import { SoftCustody } from '../../packages/server/src/keys/soft-custody.ts';
+import type { CustodyKeysTable } from '../../packages/server/src/storage/tables.ts';
+import { writeAgentEnvFile } from '../support/device-link.ts';
 import {
   type DaemonProcess,
   PROCESS_TEST_TIMEOUT_MS,
@@ -113,22 +117,16 @@ describe('no secret in any log of a full provisioning run', { timeout: PROCESS_T
     const sotaDir = join(work, 'sota');
     mkdirSync(sotaDir);
     const envFile = join(work, 'agent.env');
-    writeFileSync(
-      envFile,
-      [
-        `REPOID=${repoId}`,
-        `EL2GO_HOSTNAME=${subdomain}`,
-        `EL2GO_CONNECT_ADDR=${daemon.listen.deviceLink}`,
-        `DEVICE_LINK_CA=${join(dataDir, 'service-ca.pem')}`,
-        `PKCS11_MODULE=${softhsm.module}`,
-        `PKCS11_PIN=${SE_PIN}`,
-        `SOTA_DIR=${sotaDir}`,
-        `ROOT_CRT=${join(work, 'root.crt')}`,
-        'DAEMON_INTERVAL=1',
-        'AKLITE_START_CMD=true',
-        '',
-      ].join('\n'),
-    );
+    writeAgentEnvFile(envFile, {
+      repoId: repoId!,
+      subdomain: subdomain!,
+      deviceLinkAddress: daemon.listen.deviceLink!,
+      dataDir,
+      pkcs11Module: softhsm.module,
+      sotaDir,
+      rootCrt: join(work, 'root.crt'),
+      extra: [`PKCS11_PIN=${SE_PIN}`],
+    });
     const agent = (args: string[]) =>
       runAgent([...args, '--env-file', envFile], { SOFTHSM2_CONF: softhsm.conf, KEYFERRY_DEBUG: '1' });
     expect(keep('agent before allow-list', agent(['auto-register', '--once'])).status).not.toBe(0);
@@ -178,6 +176,18 @@ describe('no secret in any log of a full provisioning run', { timeout: PROCESS_T
       join(dataDir, 'device-link-tls.key'),
     ]) {
       secrets.push(...keyForms(file, readFileSync(file, 'utf8')));
+    }
+    // every key in custody: the EdgeLock 2GO intermediate, the online device CA, the gateway TLS key
+    const sqlite = new SqliteDatabase(join(dataDir, 'keyferry.db'), { readonly: true });
+    const rows = sqlite
+      .prepare("select * from custody_keys where backend = 'soft'")
+      .all() as CustodyKeysTable[];
+    sqlite.close();
+    expect(rows.length).toBeGreaterThanOrEqual(3);
+    const soft = SoftCustody.open(join(dataDir, 'master.key'), { create: false });
+    for (const row of rows) {
+      const pem = String((await soft.tlsServerKey(row)).export({ format: 'pem', type: 'pkcs8' }));
+      secrets.push(...keyForms(`custody key ${row.purpose}`, pem));
     }
     // the simulated vendor CA's key, and the device identity keys keyferry-sim wrote
     for (const name of readdirSync(join(dataDir, 'sim')).filter((f) => f.endsWith('.key'))) {

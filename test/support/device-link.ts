@@ -1,5 +1,7 @@
 import { generateKeyPairSync } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { request } from 'node:https';
+import { join } from 'node:path';
 import { factoryRootProfile, fromPem, intermediateCaFromCsr, softSigner, toPem } from '@keyferry/core';
 import type { Db } from '../../packages/server/src/storage/database.ts';
 
@@ -129,4 +131,40 @@ export function deviceLinkCall(options: {
     req.on('error', reject);
     req.end(options.body);
   });
+}
+
+/** What a test device's agent env file names: the factory, the keyferryd it reaches, its SE. */
+export interface AgentEnv {
+  repoId: string;
+  /** `<sub>.device-link.localhost`, the SNI name (EL2GO_HOSTNAME). */
+  subdomain: string;
+  deviceLinkAddress: string;
+  /** keyferryd's data dir: its service-ca.pem verifies the device-link. */
+  dataDir: string;
+  pkcs11Module: string;
+  sotaDir: string;
+  rootCrt: string;
+  /** More `NAME=value` lines (PKCS11_PIN, SE_BACKEND, …). */
+  extra?: string[];
+  akliteStartCmd?: string;
+}
+
+/** Writes an /etc/default/lmp-el2go-auto-register-style file for keyferry-agent --env-file. */
+export function writeAgentEnvFile(path: string, env: AgentEnv): void {
+  writeFileSync(
+    path,
+    [
+      `REPOID=${env.repoId}`,
+      `EL2GO_HOSTNAME=${env.subdomain}`,
+      `EL2GO_CONNECT_ADDR=${env.deviceLinkAddress}`,
+      `DEVICE_LINK_CA=${join(env.dataDir, 'service-ca.pem')}`,
+      `PKCS11_MODULE=${env.pkcs11Module}`,
+      `SOTA_DIR=${env.sotaDir}`,
+      `ROOT_CRT=${env.rootCrt}`,
+      'DAEMON_INTERVAL=1',
+      `AKLITE_START_CMD=${env.akliteStartCmd ?? 'true'}`,
+      ...(env.extra ?? []),
+      '',
+    ].join('\n'),
+  );
 }
