@@ -33,17 +33,25 @@ const softCustody = z.strictObject({
   /** 32-byte master key (hex) file; made 0600 on first start. Default `<dataDir>/master.key`. */
   masterKeyFile: z.string().min(1).optional(),
 });
-const pkcs11Custody = z.strictObject({
-  kind: z.literal('pkcs11'),
-  module: z.string().min(1),
-  tokenLabel: z.string().min(1),
-  pin: z.string().min(1),
-  /**
-   * Master key (hex) file wrapping the device gateway's TLS keys, which stay off the token:
-   * Node's TLS server needs the key itself. Made 0600 on first start. Default `<dataDir>/master.key`.
-   */
-  masterKeyFile: z.string().min(1).optional(),
-});
+const pkcs11Custody = z
+  .strictObject({
+    kind: z.literal('pkcs11'),
+    module: z.string().min(1),
+    tokenLabel: z.string().min(1),
+    /** The user PIN, or `pinFile`: a file whose first line is the PIN (systemd LoadCredential=). */
+    pin: z.string().min(1).optional(),
+    pinFile: z.string().min(1).optional(),
+    /**
+     * Master key (hex) file wrapping the device gateway's TLS keys, which stay off the token:
+     * Node's TLS server needs the key itself. Made 0600 on first start. Default `<dataDir>/master.key`.
+     */
+    masterKeyFile: z.string().min(1).optional(),
+  })
+  .refine((c) => (c.pin === undefined) !== (c.pinFile === undefined), {
+    path: ['pin'],
+    message:
+      'give the token user PIN as keyCustody.pin or keyCustody.pinFile (a file keeps it out of the config): exactly one of the two',
+  });
 
 const product = z.strictObject({
   /** 12NC, 12 decimal digits. */

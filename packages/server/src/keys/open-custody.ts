@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { KeyferryError } from '@keyferry/core';
 import type { Config } from '../config/schema.ts';
 import type { Database, Db } from '../storage/database.ts';
@@ -37,7 +38,11 @@ export async function openCustody(config: Config, database: Database): Promise<K
     return { custody, tlsKeys: custody, close: () => custody.close() };
   }
   const { Pkcs11Custody } = await import('./pkcs11-custody.ts');
-  const custody = await Pkcs11Custody.open(spec);
+  const custody = await Pkcs11Custody.open({
+    module: spec.module,
+    tokenLabel: spec.tokenLabel,
+    pin: spec.pin ?? readPinFile(spec.pinFile!),
+  });
   try {
     await custody.verifyAccess(db);
     const tlsKeys = openSoft();
@@ -77,4 +82,24 @@ async function refuseForeignKeys(db: Db, kind: KeyCustody['backend']): Promise<v
       `the database holds ${Number(n)} key(s) of the ${backend} backend but keyCustody.kind is ${kind}; configure the ${backend} backend`,
     );
   }
+}
+
+/** keyCustody.pinFile: the PIN on the file's first line, surrounding white space dropped. */
+function readPinFile(file: string): string {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new KeyferryError(
+      'config_invalid',
+      `cannot read keyCustody.pinFile ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+    );
+  }
+  const pin = text.split(/\r?\n/)[0]?.trim() ?? '';
+  if (pin === '')
+    throw new KeyferryError(
+      'config_invalid',
+      `keyCustody.pinFile ${file} is empty: put the PIN on its first line`,
+    );
+  return pin;
 }

@@ -224,6 +224,42 @@ describe('soft custody start-up refusals', () => {
   });
 });
 
+describe('pkcs11 custody PIN from keyCustody.pinFile', () => {
+  const pinFile = (name: string, text: string) => {
+    const path = join(work, name);
+    writeFileSync(path, text, { mode: 0o600 });
+    return path;
+  };
+
+  it('opens the token with the first line of the file', async () => {
+    const db = await freshDatabase('sqlite');
+    try {
+      const spec = { kind: 'pkcs11', module: hsm.module, tokenLabel: 'custody' } as const;
+      const custody = await openCa(config({ ...spec, pinFile: pinFile('pin', `${PIN}\n`) }), db);
+      expect(custody.backend).toBe('pkcs11');
+      await custody.close();
+      const wrong = await refusal(() =>
+        openCa(config({ ...spec, pinFile: pinFile('pin-wrong', '0000\n') }), db),
+      );
+      expect(wrong.message).toMatch(/^wrong PIN for token 'custody'/);
+      const empty = await refusal(() => openCa(config({ ...spec, pinFile: pinFile('pin-empty', '\n') }), db));
+      expect(empty).toEqual({
+        code: 'config_invalid',
+        message: `keyCustody.pinFile ${join(work, 'pin-empty')} is empty: put the PIN on its first line`,
+      });
+    } finally {
+      await db.dispose();
+    }
+  });
+
+  it('takes exactly one of pin and pinFile', () => {
+    const spec = { kind: 'pkcs11', module: hsm.module, tokenLabel: 'custody' } as const;
+    for (const both of [spec, { ...spec, pin: PIN, pinFile: '/run/credentials/keyferryd/pin' }]) {
+      expect(() => config(both)).toThrow(/keyCustody\.pin.*exactly one of the two/);
+    }
+  });
+});
+
 describe('pkcs11 custody start-up refusals', () => {
   it('a wrong PIN', async () => {
     const db = await freshDatabase('sqlite');
