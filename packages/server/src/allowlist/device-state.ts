@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+import { compiledOnce } from '../storage/compiled-query.ts';
 import type { Db } from '../storage/database.ts';
 import type { ProvisioningState } from '../storage/tables.ts';
 
@@ -32,12 +33,12 @@ function computedRank() {
 
 /** Recomputes one device's state after one of its objects changed (same transaction). */
 export async function refreshDeviceState(db: Db, deviceRowId: number, now: Date): Promise<void> {
-  await db
-    .updateTable('devices')
-    .set({ state_rank: computedRank(), state_at: now.toISOString() })
-    .where('id', '=', deviceRowId)
-    .execute();
+  await refreshRank(db, now.toISOString(), deviceRowId);
 }
+
+const refreshRank = compiledOnce((db, [at, deviceRowId]: [string, number]) =>
+  db.updateTable('devices').set({ state_rank: computedRank(), state_at: at }).where('id', '=', deviceRowId),
+);
 
 /**
  * Recomputes every device of a factory from its rows, for code that writes device_objects in

@@ -1,4 +1,5 @@
 import { KeyferryError } from '@keyferry/core';
+import { compiledOnce } from '../storage/compiled-query.ts';
 import type { Db } from '../storage/database.ts';
 import type { FactoryEl2gTable } from '../storage/tables.ts';
 
@@ -22,10 +23,15 @@ export interface PlanUsage {
   maxCertificatesPerDevice: number;
 }
 
+const planRow = compiledOnce((db, [factoryId]: [number]) =>
+  db.selectFrom('factory_el2g').selectAll().where('factory_id', '=', factoryId),
+);
+const planRowForUpdate = compiledOnce((db, [factoryId]: [number]) =>
+  db.selectFrom('factory_el2g').selectAll().where('factory_id', '=', factoryId).forUpdate(),
+);
+
 export async function loadPlanRow(db: Db, factoryId: number, forUpdate = false): Promise<FactoryEl2gTable> {
-  let query = db.selectFrom('factory_el2g').selectAll().where('factory_id', '=', factoryId);
-  if (forUpdate) query = query.forUpdate();
-  const row = await query.executeTakeFirst();
+  const row = (await (forUpdate ? planRowForUpdate : planRow)(db, factoryId)).rows[0];
   if (!row) throw new KeyferryError('internal', `factory ${factoryId} has no EdgeLock 2GO plan row`);
   return row;
 }

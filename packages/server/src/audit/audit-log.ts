@@ -1,5 +1,6 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { type Selectable, sql } from 'kysely';
+import { compiledOnce } from '../storage/compiled-query.ts';
 import type { Db } from '../storage/database.ts';
 import type { AuditLogTable } from '../storage/tables.ts';
 
@@ -22,8 +23,33 @@ export interface AuditRecord extends Required<AuditEntry> {
 
 /** Appends to the audit log; callers pass their transaction so the entry commits with the change. */
 export async function recordAudit(db: Db, entry: AuditEntry, now = new Date()): Promise<void> {
-  await db.insertInto('audit_log').values(auditRow(entry, now.toISOString())).execute();
+  const r = auditRow(entry, now.toISOString());
+  await insertAudit(db, r.at, r.factory_id, r.actor, r.action, r.object, r.detail, r.correlation_id);
 }
+
+const insertAudit = compiledOnce(
+  (
+    db,
+    [at, factoryId, actor, action, object, detail, correlationId]: [
+      string,
+      number | null,
+      string,
+      string,
+      string,
+      string,
+      string,
+    ],
+  ) =>
+    db.insertInto('audit_log').values({
+      at,
+      factory_id: factoryId,
+      actor,
+      action,
+      object,
+      detail,
+      correlation_id: correlationId,
+    }),
+);
 
 /** The row of one entry, as every writer of the audit log inserts it. */
 function auditRow(entry: AuditEntry, at: string) {

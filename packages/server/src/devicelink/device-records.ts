@@ -1,5 +1,6 @@
 import { refreshDeviceState } from '../allowlist/device-state.ts';
 import { type AssignedObject, assignedObjects } from '../el2g/assigned-objects.ts';
+import { compiledOnce } from '../storage/compiled-query.ts';
 import type { Db } from '../storage/database.ts';
 import type { DevicesTable, ProvisioningState } from '../storage/tables.ts';
 
@@ -14,20 +15,23 @@ export interface DeviceRecord {
   groupName: string;
 }
 
+const activeDevice = compiledOnce((db, [factoryId, deviceId]: [number, string]) =>
+  db
+    .selectFrom('devices')
+    .innerJoin('device_groups', 'device_groups.id', 'devices.group_id')
+    .select(['devices.id', 'devices.device_id', 'devices.nc12', 'devices.group_id', 'device_groups.name'])
+    .where('devices.factory_id', '=', factoryId)
+    .where('devices.device_id', '=', deviceId)
+    .where('devices.deleted_at', 'is', null),
+);
+
 /** The device's active allow-list row in this factory, or undefined. */
 export async function findActiveDevice(
   db: Db,
   factoryId: number,
   deviceId: string,
 ): Promise<DeviceRecord | undefined> {
-  const row = await db
-    .selectFrom('devices')
-    .innerJoin('device_groups', 'device_groups.id', 'devices.group_id')
-    .select(['devices.id', 'devices.device_id', 'devices.nc12', 'devices.group_id', 'device_groups.name'])
-    .where('devices.factory_id', '=', factoryId)
-    .where('devices.device_id', '=', deviceId)
-    .where('devices.deleted_at', 'is', null)
-    .executeTakeFirst();
+  const row = (await activeDevice(db, factoryId, deviceId)).rows[0];
   return row
     ? { rowId: row.id, deviceId: row.device_id, nc12: row.nc12, groupId: row.group_id, groupName: row.name }
     : undefined;
@@ -38,6 +42,25 @@ export function deviceLinkObjects(db: Db, device: DeviceRecord): Promise<Assigne
   return assignedObjects(db, device, 'keypairs-first');
 }
 
+const upsertObjectState = compiledOnce(
+  (
+    db,
+    [deviceRowId, secureObjectId, state, reason, at]: [
+      number,
+      number,
+      ProvisioningState,
+      string | null,
+      string,
+    ],
+  ) =>
+    db
+      .insertInto('device_objects')
+      .values({ device_row_id: deviceRowId, secure_object_id: secureObjectId, state, reason, updated_at: at })
+      .onConflict((oc) =>
+        oc.columns(['device_row_id', 'secure_object_id']).doUpdateSet({ state, reason, updated_at: at }),
+      ),
+);
+
 /** Sets a device's state of one object (insert or update), and the device's own state with it. */
 export async function setObjectState(
   db: Db,
@@ -47,34 +70,23 @@ export async function setObjectState(
   reason: string | null,
   now: Date,
 ): Promise<void> {
-  await db
-    .insertInto('device_objects')
-    .values({
-      device_row_id: deviceRowId,
-      secure_object_id: secureObjectId,
-      state,
-      reason,
-      updated_at: now.toISOString(),
-    })
-    .onConflict((oc) =>
-      oc
-        .columns(['device_row_id', 'secure_object_id'])
-        .doUpdateSet({ state, reason, updated_at: now.toISOString() }),
-    )
-    .execute();
+  await upsertObjectState(db, deviceRowId, secureObjectId, state, reason, now.toISOString());
   await refreshDeviceState(db, deviceRowId, now);
 }
+
+const touchRow = compiledOnce((db, [at, rowId]: [string, number]) =>
+  db
+    .updateTable('devices')
+    .set({ last_connection: at } satisfies Partial<DevicesTable>)
+    .where('id', '=', rowId)
+    .where('deleted_at', 'is', null),
+);
 
 /**
  * Records the device's connection; false when its row was deleted meanwhile (the allow-list
  * changed under a running request), so the caller refuses instead of issuing.
  */
 export async function touchDevice(db: Db, rowId: number, now: Date): Promise<boolean> {
-  const result = await db
-    .updateTable('devices')
-    .set({ last_connection: now.toISOString() } satisfies Partial<DevicesTable>)
-    .where('id', '=', rowId)
-    .where('deleted_at', 'is', null)
-    .executeTakeFirst();
-  return Number(result.numUpdatedRows) === 1;
+  const result = await touchRow(db, now.toISOString(), rowId);
+  return Number(result.numAffectedRows) === 1;
 }

@@ -1,5 +1,6 @@
 import { KeyferryError } from '@keyferry/core';
 import { type Factory, toFactory } from '../factories/factories.ts';
+import { compiledOnce } from '../storage/compiled-query.ts';
 import type { Db } from '../storage/database.ts';
 
 /**
@@ -7,6 +8,10 @@ import type { Db } from '../storage/database.ts';
  * Without SNI, or with `localhost`/`device-link.<domain>` (IP addresses send no SNI), the one
  * factory is used when exactly one exists: local development needs no DNS.
  */
+const factoryBySubdomain = compiledOnce((db, [sub]: [string]) =>
+  db.selectFrom('factories').selectAll().where('subdomain', '=', sub),
+);
+
 export async function factoryForHost(
   db: Db,
   servername: string | undefined,
@@ -16,9 +21,7 @@ export async function factoryForHost(
   const suffix = `.device-link.${domain}`;
   if (host.endsWith(suffix) && host.length > suffix.length) {
     const sub = host.slice(0, -suffix.length);
-    const row = /^[a-z0-9]{1,63}$/.test(sub)
-      ? await db.selectFrom('factories').selectAll().where('subdomain', '=', sub).executeTakeFirst()
-      : undefined;
+    const row = /^[a-z0-9]{1,63}$/.test(sub) ? (await factoryBySubdomain(db, sub)).rows[0] : undefined;
     if (!row) {
       throw new KeyferryError(
         'not_found',

@@ -8,9 +8,12 @@ import {
   parseAndVerifyCsr,
   toPem,
 } from '@keyferry/core';
+import type { Insertable } from 'kysely';
 import { recordAudit } from '../audit/audit-log.ts';
 import { type RefreshDeps, refreshCrls } from '../revocation/refresh.ts';
+import { compiledOnce } from '../storage/compiled-query.ts';
 import type { Db } from '../storage/database.ts';
+import type { CertificatesTable } from '../storage/tables.ts';
 import { type AssignedObject, deviceLinkObjects, setObjectState, touchDevice } from './device-records.ts';
 import type { IssuingCas } from './issuing-cas.ts';
 import { assertPlanAllowsEnrollment } from './plan-gate.ts';
@@ -87,14 +90,7 @@ export async function enrollDevice(
   const superseded: number[] = [];
   const enrollment = await db.transaction().execute(async (trx): Promise<Enrollment> => {
     if (!(await touchDevice(trx, session.device.rowId, now))) throw notAllowListed(session);
-    const current = await trx
-      .selectFrom('certificates')
-      .select(['id', 'ca_id', 'pem', 'serial_hex', 'public_key_sha256'])
-      .where('device_row_id', '=', session.device.rowId)
-      .where('secure_object_id', '=', object.id)
-      .where('revoked_at', 'is', null)
-      .orderBy('id', 'desc')
-      .execute();
+    const { rows: current } = await liveCertificates(trx, session.device.rowId, object.id);
     const same = renewing ? undefined : current.find((c) => c.public_key_sha256 === keyHash);
     const audit = (action: string, detail: Record<string, unknown>) =>
       recordAudit(
@@ -133,24 +129,21 @@ export async function enrollDevice(
       now,
     });
     const der = cert.der;
-    await trx
-      .insertInto('certificates')
-      .values({
-        factory_id: session.factory.id,
-        device_row_id: session.device.rowId,
-        secure_object_id: object.id,
-        ca_id: ca.id,
-        serial_hex: cert.serialHex,
-        public_key_sha256: keyHash,
-        subject_cn: session.identity.deviceId.hex,
-        pem: toPem(der, 'CERTIFICATE'),
-        not_before: cert.notBefore.toISOString(),
-        not_after: cert.notAfter.toISOString(),
-        issued_at: now.toISOString(),
-        revoked_at: null,
-        revocation_reason: null,
-      })
-      .execute();
+    await insertCertificate(trx, {
+      factory_id: session.factory.id,
+      device_row_id: session.device.rowId,
+      secure_object_id: object.id,
+      ca_id: ca.id,
+      serial_hex: cert.serialHex,
+      public_key_sha256: keyHash,
+      subject_cn: session.identity.deviceId.hex,
+      pem: toPem(der, 'CERTIFICATE'),
+      not_before: cert.notBefore.toISOString(),
+      not_after: cert.notAfter.toISOString(),
+      issued_at: now.toISOString(),
+      revoked_at: null,
+      revocation_reason: null,
+    });
     if (!renewing) {
       await revokeAsSuperseded(trx, current, now);
       superseded.push(...current.map((c) => c.ca_id));
@@ -169,6 +162,53 @@ export async function enrollDevice(
   });
   await refreshCrls(deps, superseded);
   return enrollment;
+}
+
+const liveCertificates = compiledOnce((db, [deviceRowId, objectId]: [number, number]) =>
+  db
+    .selectFrom('certificates')
+    .select(['id', 'ca_id', 'pem', 'serial_hex', 'public_key_sha256'])
+    .where('device_row_id', '=', deviceRowId)
+    .where('secure_object_id', '=', objectId)
+    .where('revoked_at', 'is', null)
+    .orderBy('id', 'desc'),
+);
+
+const keyOfAnotherObject = compiledOnce((db, [deviceRowId, keyHash, objectId]: [number, string, number]) =>
+  db
+    .selectFrom('certificates')
+    .innerJoin('secure_objects', 'secure_objects.id', 'certificates.secure_object_id')
+    .select('secure_objects.name')
+    .where('certificates.device_row_id', '=', deviceRowId)
+    .where('certificates.public_key_sha256', '=', keyHash)
+    .where('certificates.secure_object_id', '!=', objectId)
+    .limit(1),
+);
+
+const CERTIFICATE_COLUMNS = [
+  'factory_id',
+  'device_row_id',
+  'secure_object_id',
+  'ca_id',
+  'serial_hex',
+  'public_key_sha256',
+  'subject_cn',
+  'pem',
+  'not_before',
+  'not_after',
+  'issued_at',
+  'revoked_at',
+  'revocation_reason',
+] as const satisfies readonly (keyof Insertable<CertificatesTable>)[];
+const certificateInsert = compiledOnce((db, values: unknown[]) =>
+  db
+    .insertInto('certificates')
+    .values(
+      Object.fromEntries(CERTIFICATE_COLUMNS.map((c, i) => [c, values[i]])) as Insertable<CertificatesTable>,
+    ),
+);
+function insertCertificate(db: Db, row: Insertable<CertificatesTable>) {
+  return certificateInsert(db, ...CERTIFICATE_COLUMNS.map((c) => row[c]));
 }
 
 export function notAllowListed(session: DeviceSession): KeyferryError {
@@ -222,14 +262,7 @@ async function assertKeyOfThisObjectOnly(
       `the CSR's key is the secure element's vendor identity key (0xF0000000), which is not certified for ${object.name}; ${useInstead}`,
     );
   }
-  const other = await db
-    .selectFrom('certificates')
-    .innerJoin('secure_objects', 'secure_objects.id', 'certificates.secure_object_id')
-    .select('secure_objects.name')
-    .where('certificates.device_row_id', '=', session.device.rowId)
-    .where('certificates.public_key_sha256', '=', keyHash)
-    .where('certificates.secure_object_id', '!=', object.id)
-    .executeTakeFirst();
+  const other = (await keyOfAnotherObject(db, session.device.rowId, keyHash, object.id)).rows[0];
   if (other) {
     throw new KeyferryError(
       'csr_key_reused',

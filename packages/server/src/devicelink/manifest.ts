@@ -1,4 +1,5 @@
 import { recordAudit } from '../audit/audit-log.ts';
+import { compiledOnce } from '../storage/compiled-query.ts';
 import type { Db } from '../storage/database.ts';
 import type { ProvisioningState, SecureObjectType } from '../storage/tables.ts';
 import { deviceLinkObjects, setObjectState, touchDevice } from './device-records.ts';
@@ -87,12 +88,15 @@ export async function deviceManifest(
 
 /** Secure object id → serial of the device's live (unrevoked) certificate of it. */
 async function liveSerials(db: Db, deviceRowId: number): Promise<Map<number | null, string>> {
-  const rows = await db
+  const { rows } = await liveCertificates(db, deviceRowId);
+  return new Map(rows.map((r) => [r.secure_object_id, r.serial_hex]));
+}
+
+const liveCertificates = compiledOnce((db, [deviceRowId]: [number]) =>
+  db
     .selectFrom('certificates')
     .select(['secure_object_id', 'serial_hex'])
     .where('device_row_id', '=', deviceRowId)
     .where('revoked_at', 'is', null)
-    .orderBy('id')
-    .execute();
-  return new Map(rows.map((r) => [r.secure_object_id, r.serial_hex]));
-}
+    .orderBy('id'),
+);

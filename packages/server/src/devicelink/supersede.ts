@@ -1,3 +1,4 @@
+import { compiledOnce } from '../storage/compiled-query.ts';
 import type { Db } from '../storage/database.ts';
 
 /** A live certificate that a newer one of the same object replaces. */
@@ -25,6 +26,16 @@ export async function revokeAsSuperseded(
     .execute();
 }
 
+const liveOfObject = compiledOnce((db, [deviceRowId, secureObjectId]: [number, number]) =>
+  db
+    .selectFrom('certificates')
+    .select(['id', 'serial_hex', 'ca_id'])
+    .where('device_row_id', '=', deviceRowId)
+    .where('secure_object_id', '=', secureObjectId)
+    .where('revoked_at', 'is', null)
+    .orderBy('id', 'desc'),
+);
+
 /**
  * Ends a rotation once the device reported the new certificate stored: every live certificate
  * of the object except the newest is revoked. Returns those revoked.
@@ -35,14 +46,7 @@ export async function revokeAllButNewest(
   secureObjectId: number,
   now: Date,
 ): Promise<SupersededCertificate[]> {
-  const [, ...older] = await db
-    .selectFrom('certificates')
-    .select(['id', 'serial_hex', 'ca_id'])
-    .where('device_row_id', '=', deviceRowId)
-    .where('secure_object_id', '=', secureObjectId)
-    .where('revoked_at', 'is', null)
-    .orderBy('id', 'desc')
-    .execute();
+  const [, ...older] = (await liveOfObject(db, deviceRowId, secureObjectId)).rows;
   await revokeAsSuperseded(db, older, now);
   return older;
 }

@@ -1,3 +1,4 @@
+import { compiledOnce } from '../storage/compiled-query.ts';
 import type { Db } from '../storage/database.ts';
 import type { ProvisioningState, SecureObjectType } from '../storage/tables.ts';
 
@@ -16,23 +17,14 @@ export interface AssignedObject {
   reason: string | null;
 }
 
-/**
- * The objects of a device's group with their state for that device; a missing device_objects
- * row means GENERATION_ON_CONNECTION (assigned, device not seen yet). `object-id` orders as
- * `el2g devices show` lists them; `keypairs-first` is the order the device-link works in.
- */
-export async function assignedObjects(
-  db: Db,
-  device: { rowId: number; groupId: number },
-  order: 'object-id' | 'keypairs-first',
-): Promise<AssignedObject[]> {
-  let query = db
+function objectsQuery(db: Db, deviceRowId: number, groupId: number) {
+  return db
     .selectFrom('group_objects')
     .innerJoin('secure_objects', 'secure_objects.id', 'group_objects.secure_object_id')
     .leftJoin('device_objects', (join) =>
       join
         .onRef('device_objects.secure_object_id', '=', 'secure_objects.id')
-        .on('device_objects.device_row_id', '=', device.rowId),
+        .on('device_objects.device_row_id', '=', deviceRowId),
     )
     .select([
       'secure_objects.id',
@@ -47,12 +39,30 @@ export async function assignedObjects(
       'device_objects.state',
       'device_objects.reason',
     ])
-    .where('group_objects.group_id', '=', device.groupId);
-  query =
-    order === 'object-id'
-      ? query.orderBy('secure_objects.object_id')
-      : query.orderBy('secure_objects.type', 'desc').orderBy('secure_objects.name');
-  const rows = await query.execute();
+    .where('group_objects.group_id', '=', groupId);
+}
+const byObjectId = compiledOnce((db, [rowId, groupId]: [number, number]) =>
+  objectsQuery(db, rowId, groupId).orderBy('secure_objects.object_id'),
+);
+const keypairsFirst = compiledOnce((db, [rowId, groupId]: [number, number]) =>
+  objectsQuery(db, rowId, groupId).orderBy('secure_objects.type', 'desc').orderBy('secure_objects.name'),
+);
+
+/**
+ * The objects of a device's group with their state for that device; a missing device_objects
+ * row means GENERATION_ON_CONNECTION (assigned, device not seen yet). `object-id` orders as
+ * `el2g devices show` lists them; `keypairs-first` is the order the device-link works in.
+ */
+export async function assignedObjects(
+  db: Db,
+  device: { rowId: number; groupId: number },
+  order: 'object-id' | 'keypairs-first',
+): Promise<AssignedObject[]> {
+  const { rows } = await (order === 'object-id' ? byObjectId : keypairsFirst)(
+    db,
+    device.rowId,
+    device.groupId,
+  );
   return rows.map((r) => ({
     id: r.id,
     name: r.name,
