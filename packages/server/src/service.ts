@@ -9,6 +9,7 @@ import { parseListen } from './config/load.ts';
 import type { Config } from './config/schema.ts';
 import type { ServiceContext } from './context.ts';
 import { startDeviceLink } from './devicelink/listener.ts';
+import { deviceLinkTls } from './devicelink/tls-material.ts';
 import { createFactory } from './factories/create-factory.ts';
 import { countFactories } from './factories/factories.ts';
 import { startGateway } from './gateway/listener.ts';
@@ -94,7 +95,12 @@ export async function startService(options: StartOptions): Promise<RunningServic
       closers.unshift(async () => stopRetention());
       demo = await ensureDemoFactory(ctx);
     }
-    if (role === 'primary') return preparedPrimary(ctx, demo, closers);
+    if (role === 'primary') {
+      // the device-link's service CA and certificate are files made on first start: made here
+      // once, or each worker would make its own and overwrite the others'
+      if (config.deviceLink.enabled) await deviceLinkTls(ctx.config);
+      return preparedPrimary(ctx, demo, closers);
+    }
     const api = await buildManagementApi(ctx, https, options.jobs);
     closers.unshift(() => api.close());
     await bindListener('api.listen', config.api.listen, () => api.listen({ host, port }));
