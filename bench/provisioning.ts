@@ -40,6 +40,12 @@ const options = benchOptions(
       help: 'mTLS handshakes for the floor',
       check: positiveInteger,
     },
+    workers: {
+      value: 'N',
+      default: '1',
+      help: 'keyferryd worker processes (workers: N); above 1 nothing is pinned',
+      check: positiveInteger,
+    },
     storage: {
       value: 'sqlite|postgres',
       default: 'sqlite',
@@ -62,7 +68,7 @@ if (options['postgres-url'] && options.storage !== 'postgres') {
 const say = (line: string) => console.error(`[bench] ${line}`);
 const f1 = (x: number) => x.toFixed(1);
 const f2 = (x: number) => x.toFixed(2);
-const pinning = choosePinning();
+const pinning = n('workers') > 1 ? { none: `${n('workers')} workers share the cores` } : choosePinning();
 const serverCore = 'none' in pinning ? undefined : pinning.server;
 pin(process.pid, 'none' in pinning ? undefined : pinning.client);
 
@@ -85,6 +91,7 @@ try {
   fleet = await startFleet(dataDir, {
     ...(storageUrl ? { storageUrl } : {}),
     ...(serverCore === undefined ? {} : { core: serverCore }),
+    workers: n('workers'),
   });
   const total = n('warmup') + n('service-devices') + n('devices');
   say(`keyferryd pid ${fleet.pid} (${options.storage}); making and allow-listing ${total} devices`);
@@ -109,7 +116,8 @@ try {
     say(`  load: ${done}/${load.length} devices`),
   );
   check('load', run);
-  const rss = peakRssMb(fleet.pid);
+  const rssEach = fleet.pids.map(peakRssMb);
+  const rss = rssEach.reduce((a, b) => a + b, 0);
   say(`floor: ${n('handshakes')} mTLS handshakes against a minimal Node HTTPS server`);
   const floor = await measureFloor({
     dataDir,
@@ -134,7 +142,7 @@ try {
     `load:     ${run.provisioned} devices provisioned (${run.failures.count} failed) in ${f1(run.seconds)} s, ${concurrency} in flight: ${f1(rate)} devices/s`,
   );
   console.log(
-    `server:   ${f2(perDevice)} ms CPU per device (keyferryd, /proc/${fleet.pid}/stat), peak RSS ${f1(rss)} MB`,
+    `server:   ${f2(perDevice)} ms CPU per device (keyferryd, /proc/<pid>/stat of ${fleet.pids.join(', ')}), peak RSS ${f1(rss)} MB in all, ${f1(Math.max(...rssEach))} MB the largest process`,
   );
   console.log(
     `client:   ${f2(clientPerDevice)} ms CPU per device (load generator), ${((run.clientCpuMs / (run.seconds * 1000)) * 100).toFixed(0)}% of its core`,
@@ -150,7 +158,7 @@ try {
   );
   if (failed > 0) console.log(`failed:   ${failed} (see stderr)`);
   console.log(
-    `RESULT devices=${run.provisioned} devices_per_s=${f1(rate)} server_ms_per_device=${f2(perDevice)} client_ms_per_device=${f2(clientPerDevice)} floor_ms_per_handshake=${f2(floor.serverMsPerHandshake)} floor_ratio=${f2(ratio)} p50_ms=${f1(lat.p50)} p99_ms=${f1(lat.p99)} service_p99_ms=${f1(svc.p99)} rss_mb=${f1(rss)} workers=1 storage=${options.storage}`,
+    `RESULT devices=${run.provisioned} devices_per_s=${f1(rate)} server_ms_per_device=${f2(perDevice)} client_ms_per_device=${f2(clientPerDevice)} floor_ms_per_handshake=${f2(floor.serverMsPerHandshake)} floor_ratio=${f2(ratio)} p50_ms=${f1(lat.p50)} p99_ms=${f1(lat.p99)} service_p99_ms=${f1(svc.p99)} rss_mb=${f1(rss)} workers=${n('workers')} storage=${options.storage}`,
   );
 } finally {
   await fleet?.daemon.stop();

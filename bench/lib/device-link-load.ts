@@ -16,7 +16,7 @@ import { identityCertificate, loadOrCreateVendorCa, randomUid } from '@keyferry/
 import { setupDeviceGateway } from '../../test/support/device-link.ts';
 import { type DaemonProcess, startKeyferryd } from '../../test/support/processes.ts';
 import { Failures, runPool, send } from './keep-alive-client.ts';
-import { ownCpuMs, pin, processCpuMs } from './process-stats.ts';
+import { ownCpuMs, pin, processTree, treeCpuMs } from './process-stats.ts';
 
 const SE050 = '935389312472';
 export const GATEWAY_OBJECT = 'fio-device-gateway-ca';
@@ -32,6 +32,8 @@ export interface SimDevice {
 export interface Fleet {
   daemon: DaemonProcess;
   pid: number;
+  /** keyferryd's processes: the primary and, with workers > 1, its workers. */
+  pids: number[];
   /** The factory's device-link host name (SNI). */
   host: string;
   address: string;
@@ -44,13 +46,17 @@ export interface Fleet {
 /** Starts keyferryd in `dataDir` (pinned to `core`), with the device gateway CA set up. */
 export async function startFleet(
   dataDir: string,
-  options: { storageUrl?: string; core?: number },
+  options: { storageUrl?: string; core?: number; workers?: number },
 ): Promise<Fleet> {
   const daemon = await startKeyferryd(dataDir, {
-    env: options.storageUrl ? { KEYFERRY_STORAGE_URL: options.storageUrl } : {},
+    env: {
+      KEYFERRY_WORKERS: String(options.workers ?? 1),
+      ...(options.storageUrl ? { KEYFERRY_STORAGE_URL: options.storageUrl } : {}),
+    },
   });
   const pid = daemon.child.pid!;
-  pin(pid, options.core);
+  const pids = processTree(pid);
+  for (const p of pids) pin(p, options.core);
   const base = daemon.listen.api;
   const token = readFileSync(join(dataDir, 'demo.token'), 'utf8').trim();
   const api = async (method: string, path: string, body?: unknown) => {
@@ -69,6 +75,7 @@ export async function startFleet(
   return {
     daemon,
     pid,
+    pids,
     host: subdomain,
     address: link.slice(0, link.lastIndexOf(':')),
     port: Number(link.slice(link.lastIndexOf(':') + 1)),
@@ -168,7 +175,7 @@ export async function provision(
 ): Promise<LoadRun> {
   const deviceMs: number[] = [];
   const failures = new Failures();
-  const server0 = processCpuMs(fleet.pid);
+  const server0 = treeCpuMs(fleet.pids);
   const client0 = ownCpuMs();
   const start = performance.now();
   await runPool(
@@ -196,7 +203,7 @@ export async function provision(
     failures,
     seconds,
     deviceMs,
-    serverCpuMs: processCpuMs(fleet.pid) - server0,
+    serverCpuMs: treeCpuMs(fleet.pids) - server0,
     clientCpuMs: ownCpuMs() - client0,
   };
 }

@@ -3,7 +3,7 @@
  * when other work shares the machine, and peak resident memory; and core pinning with taskset.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 
 /** /proc/<pid>/stat counts in clock ticks; Linux reports them at USER_HZ, 100 on every arch Node runs on. */
@@ -18,6 +18,25 @@ export function processCpuMs(pid: number): number {
   const stime = Number(fields[12]);
   return ((utime + stime) * 1000) / USER_HZ;
 }
+
+/** A keyferryd and its worker processes (its children, from /proc), as they are now. */
+export function processTree(pid: number): number[] {
+  const kids = readdirSync('/proc')
+    .filter((d) => /^[0-9]+$/.test(d))
+    .filter((d) => {
+      try {
+        const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid;
+      } catch {
+        return false; // gone meanwhile
+      }
+    })
+    .map(Number);
+  return [pid, ...kids];
+}
+
+/** CPU ms summed over processes. */
+export const treeCpuMs = (pids: readonly number[]) => pids.reduce((sum, p) => sum + processCpuMs(p), 0);
 
 /** Peak resident set (VmHWM) of a process in MB. */
 export function peakRssMb(pid: number): number {

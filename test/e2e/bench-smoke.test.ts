@@ -70,7 +70,13 @@ describe('npm run bench (smoke, tiny counts)', () => {
     const run = await bench('provisioning.ts', ['--help']);
     expect(run.status).toBe(0);
     expect(run.stdout).toMatch(/^Usage: npm run bench/);
-    for (const option of ['--devices N', '--concurrency N', '--handshakes N', '--storage sqlite|postgres'])
+    for (const option of [
+      '--devices N',
+      '--concurrency N',
+      '--handshakes N',
+      '--workers N',
+      '--storage sqlite|postgres',
+    ])
       expect(run.stdout).toContain(option);
   });
 

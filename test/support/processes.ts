@@ -96,7 +96,7 @@ export interface DaemonProcess {
 }
 
 /**
- * Starts the real keyferryd process with all listeners on free ports (port 0) and waits for
+ * Starts the real keyferryd process (one worker unless `env.KEYFERRY_WORKERS` says more) with all listeners on free ports (port 0) and waits for
  * `<dataDir>/listen.json`, which it writes once every listener is ready.
  */
 export async function startKeyferryd(
@@ -113,6 +113,8 @@ export async function startKeyferryd(
       KEYFERRY_DEVICE_LINK_LISTEN: '127.0.0.1:0',
       KEYFERRY_GATEWAY_LISTEN: '127.0.0.1:0',
       KEYFERRY_LOG_LEVEL: 'warn',
+      // one process unless a test asks for more (KEYFERRY_WORKERS): the machine is small
+      KEYFERRY_WORKERS: '1',
       ...options.env,
     },
     cwd: REPO_ROOT,

@@ -11,7 +11,9 @@ import {
   adminRevokeToken,
   withAdminContext,
 } from './admin.ts';
+import { isClusterWorker, startClusterPrimary, startClusterWorker } from './cluster.ts';
 import { loadConfig } from './config/load.ts';
+import { workerCount } from './config/schema.ts';
 import { type RunningService, startService } from './service.ts';
 import { scopesOfFlag, type TokenInfo } from './tokens/api-tokens.ts';
 
@@ -55,12 +57,24 @@ async function runService(configFile: string | undefined): Promise<(reason: stri
   let stop: (reason: string) => Promise<void> = async (reason) => {
     stopRequested = reason;
   };
-  process.once('SIGTERM', () => void stop('SIGTERM'));
-  process.once('SIGINT', () => void stop('SIGINT'));
-  let service: RunningService;
+  // a worker of several stops when its primary says so (cluster.ts), not on signals
+  if (!isClusterWorker()) {
+    process.once('SIGTERM', () => void stop('SIGTERM'));
+    process.once('SIGINT', () => void stop('SIGINT'));
+  }
+  let service: Banner & { close(): Promise<void> };
   try {
     const { config, file } = loadConfig({ file: configFile });
-    service = await startService({ config, embeddedDefaults: file === undefined });
+    const embeddedDefaults = file === undefined;
+    const workers = workerCount(config, embeddedDefaults);
+    if (isClusterWorker()) {
+      service = await startClusterWorker({ config, embeddedDefaults, onStop: (reason) => void stop(reason) });
+    } else if (workers > 1) {
+      const primary = await startClusterPrimary({ config, embeddedDefaults, workers });
+      service = { ...primary.primary, addresses: primary.addresses, close: () => primary.stop() };
+    } else {
+      service = await startService({ config, embeddedDefaults });
+    }
   } catch (err) {
     fail(err, 'keyferryd cannot start');
   }
@@ -72,18 +86,21 @@ async function runService(configFile: string | undefined): Promise<(reason: stri
   };
   if (stopRequested) {
     await stop(stopRequested);
-  } else {
+  } else if (!isClusterWorker()) {
+    // the primary prints for all its workers
     process.stdout.write(startBanner(service));
   }
   return (reason) => stop(reason);
 }
+
+type Banner = Pick<RunningService, 'ctx' | 'demo' | 'addresses'>;
 
 /**
  * What keyferryd prints once it serves: where the demo factory's token is kept (never the
  * token itself: a console or journal is read by more people than the 0600 file) and the
  * command that uses it, then the addresses bound.
  */
-function startBanner(service: RunningService): string {
+function startBanner(service: Banner): string {
   const { config } = service.ctx;
   const lines: string[] = [];
   const tokenFile = join(config.dataDir, `${config.demoFactory.name}.token`);

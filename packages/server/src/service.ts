@@ -9,6 +9,7 @@ import { parseListen } from './config/load.ts';
 import type { Config } from './config/schema.ts';
 import type { ServiceContext } from './context.ts';
 import { startDeviceLink } from './devicelink/listener.ts';
+import { deviceLinkTls } from './devicelink/tls-material.ts';
 import { createFactory } from './factories/create-factory.ts';
 import { countFactories } from './factories/factories.ts';
 import { startGateway } from './gateway/listener.ts';
@@ -41,22 +42,32 @@ export interface StartOptions {
   log?: Logger;
   /** Bulk job lease and chunk sizes; tests shorten them, keyferryd uses the defaults. */
   jobs?: JobRunnerOptions;
+  /**
+   * `alone` (default): one process does everything. With `workers` > 1 (cluster.ts) the
+   * `primary` prepares the data dir, database, custody and demo factory and runs the timers
+   * (audit retention) but binds nothing, and each `worker` binds the listeners without writing
+   * listen.json (the primary writes it once every worker listens) and without timers.
+   */
+  role?: 'alone' | 'primary' | 'worker';
 }
 
 export async function startService(options: StartOptions): Promise<RunningService> {
   const { config } = options;
+  const role = options.role ?? 'alone';
   const log = options.log ?? pino({ level: config.log.level, base: { service: 'keyferryd' } });
   // checked before anything is written: a refused start leaves no trace
   const { host, port } = parseListen(config.api.listen);
   const https = managementApiTls(config.api, host);
   const dataDir = resolve(config.dataDir);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  warnIfShared(log, dataDir);
-  reportOpenFileLimit(config, log);
+  if (role !== 'worker') {
+    warnIfShared(log, dataDir);
+    reportOpenFileLimit(config, log);
+  }
   // listen.json says "ready at these addresses": it must exist only while this process
   // serves them, or whoever waits for it goes on against a dead or foreign listener.
   const listenFile = join(dataDir, LISTEN_FILE);
-  rmSync(listenFile, { force: true });
+  if (role !== 'worker') rmSync(listenFile, { force: true });
   const database = await openDatabase(config.storage, dataDir);
   const closers: Array<() => Promise<void>> = [() => database.close()];
   try {
@@ -77,10 +88,19 @@ export async function startService(options: StartOptions): Promise<RunningServic
       metrics: new ServiceMetrics(database),
       lifecycle: { serving: false },
     };
-    // audit.retentionDays: pruned once now, then hourly
-    const stopRetention = await startAuditRetention(database.db, config.audit.retentionDays, log);
-    closers.unshift(async () => stopRetention());
-    const demo = await ensureDemoFactory(ctx);
+    let demo: RunningService['demo'];
+    if (role !== 'worker') {
+      // audit.retentionDays: pruned once now, then hourly
+      const stopRetention = await startAuditRetention(database.db, config.audit.retentionDays, log);
+      closers.unshift(async () => stopRetention());
+      demo = await ensureDemoFactory(ctx);
+    }
+    if (role === 'primary') {
+      // the device-link's service CA and certificate are files made on first start: made here
+      // once, or each worker would make its own and overwrite the others'
+      if (config.deviceLink.enabled) await deviceLinkTls(ctx.config, { db: ctx.database.db, tlsKeys: ctx.tlsKeys });
+      return preparedPrimary(ctx, demo, closers);
+    }
     const api = await buildManagementApi(ctx, https, options.jobs);
     closers.unshift(() => api.close());
     await bindListener('api.listen', config.api.listen, () => api.listen({ host, port }));
@@ -108,8 +128,10 @@ export async function startService(options: StartOptions): Promise<RunningServic
       closers.unshift(() => gateway.close());
       addresses.gateway = gateway.address;
     }
-    writeAtomically(listenFile, JSON.stringify(addresses) + '\n', 0o600);
-    closers.unshift(async () => rmSync(listenFile, { force: true }));
+    if (role === 'alone') {
+      writeAtomically(listenFile, JSON.stringify(addresses) + '\n', 0o600);
+      closers.unshift(async () => rmSync(listenFile, { force: true }));
+    }
     // readiness goes first on shutdown, so a balancer stops sending before listeners close
     ctx.lifecycle!.serving = true;
     closers.unshift(async () => {
@@ -130,9 +152,36 @@ export async function startService(options: StartOptions): Promise<RunningServic
     };
   } catch (err) {
     for (const close of closers) await close().catch(() => {});
-    rmSync(listenFile, { force: true });
+    if (role !== 'worker') rmSync(listenFile, { force: true });
     throw err;
   }
+}
+
+/** What the primary of several workers holds: database, custody and timers, no listener. */
+export type PreparedPrimary = Pick<RunningService, 'ctx' | 'demo' | 'close'>;
+
+export function startPrimary(options: Omit<StartOptions, 'role'>): Promise<PreparedPrimary> {
+  return startService({ ...options, role: 'primary' });
+}
+
+function preparedPrimary(
+  ctx: ServiceContext,
+  demo: RunningService['demo'],
+  closers: Array<() => Promise<void>>,
+): RunningService {
+  let closed = false;
+  // only startPrimary sees this, as a PreparedPrimary: the primary binds no listener
+  return {
+    ctx,
+    api: undefined as unknown as FastifyInstance,
+    addresses: { api: '' },
+    demo,
+    async close() {
+      if (closed) return;
+      closed = true;
+      for (const close of closers) await close();
+    },
+  };
 }
 
 /** On the first start of an empty database, make the demo factory and its admin token. */
@@ -165,7 +214,7 @@ function warnIfShared(log: Logger, dataDir: string): void {
   );
 }
 
-function writeAtomically(path: string, text: string, mode: number): void {
+export function writeAtomically(path: string, text: string, mode: number): void {
   const tmp = `${path}.${process.pid}.tmp`;
   writeFileSync(tmp, text, { mode });
   chmodSync(tmp, mode);

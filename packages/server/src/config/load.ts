@@ -54,6 +54,9 @@ export function loadConfig(options: { file?: string | undefined; env?: NodeJS.Pr
     const value = env[name];
     if (value !== undefined && value !== '') setPath(raw, path, value);
   }
+  // a number in the schema: digits become one, anything else is left for it to refuse
+  if (env.KEYFERRY_WORKERS)
+    raw.workers = /^[0-9]+$/.test(env.KEYFERRY_WORKERS) ? Number(env.KEYFERRY_WORKERS) : env.KEYFERRY_WORKERS;
   if (env.KEYFERRY_STORAGE_URL) raw.storage = { kind: 'postgres', url: env.KEYFERRY_STORAGE_URL };
   if (env.KEYFERRY_MASTER_KEY_FILE) setMasterKeyFile(raw, env.KEYFERRY_MASTER_KEY_FILE);
   return { config: validateConfig(raw, file ?? 'the environment'), file: file ? resolve(file) : undefined };

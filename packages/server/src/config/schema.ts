@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import {
   API_LIMITS,
@@ -78,6 +79,11 @@ export const AUDIT_RETENTION_DAYS = 365;
 export const configSchema = z.strictObject({
   /** Where SQLite, the master key, the demo token and listen.json live. */
   dataDir: z.string().min(1).default('./data'),
+  /**
+   * Processes serving the listeners (node:cluster), all on the one database. Default: the
+   * number of CPUs with a config file; 1 with the embedded defaults (the demo).
+   */
+  workers: z.number().int().min(1).max(256).optional(),
   /** DNS domain of the device-facing names: `<sub>.device-link.<domain>`, `<repoid>.ota-lite.<domain>`. */
   domain: z
     .string()
@@ -179,6 +185,15 @@ export const configSchema = z.strictObject({
     })
     .prefault({}),
 });
+
+/**
+ * How many worker processes keyferryd runs: `workers`, else one per CPU for a configured
+ * service, else 1 for the embedded defaults, a try-out where N copies of the process would
+ * only multiply its memory.
+ */
+export function workerCount(config: Config, embeddedDefaults: boolean): number {
+  return config.workers ?? (embeddedDefaults ? 1 : availableParallelism());
+}
 
 export type Config = z.output<typeof configSchema>;
 export type ConfigInput = z.input<typeof configSchema>;

@@ -49,6 +49,7 @@ export class ServiceMetrics {
     });
     new Gauge({
       name: 'keyferry_device_objects',
+      aggregator: 'first',
       help: 'Secure objects of allow-listed devices by factory and provisioning state',
       labelNames: ['factory', 'state'],
       registers,
@@ -67,6 +68,7 @@ export class ServiceMetrics {
     });
     new Gauge({
       name: 'keyferry_allowlist_devices',
+      aggregator: 'first',
       help: 'Devices on the allow-list, by factory',
       labelNames: ['factory'],
       registers,
@@ -90,6 +92,7 @@ export class ServiceMetrics {
       new Gauge({
         name,
         help,
+        aggregator: 'first',
         labelNames: ['factory'],
         registers,
         async collect() {
@@ -110,6 +113,7 @@ export class ServiceMetrics {
     );
     new Gauge({
       name: 'keyferry_crl_age_seconds',
+      aggregator: 'first',
       help: 'Seconds since the current CRL of each intermediate CA was signed (thisUpdate)',
       labelNames: ['factory', 'ca'],
       registers,
@@ -154,8 +158,20 @@ export class ServiceMetrics {
     this.#enrollments.inc({ object });
   }
 
+  #cluster: (() => Promise<string>) | undefined;
+
+  /**
+   * With several workers: the text comes from `aggregate` (the primary's prom-client
+   * AggregatorRegistry over every worker's registry: request counts summed, figures read from
+   * the database taken once), not from this worker alone.
+   */
+  aggregateWith(aggregate: () => Promise<string>): void {
+    this.#cluster = aggregate;
+  }
+
   /** Prometheus text exposition. */
   async text(): Promise<{ contentType: string; body: string }> {
-    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+    const body = this.#cluster ? await this.#cluster() : await this.registry.metrics();
+    return { contentType: this.registry.contentType, body };
   }
 }
