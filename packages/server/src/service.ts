@@ -98,7 +98,8 @@ export async function startService(options: StartOptions): Promise<RunningServic
     if (role === 'primary') {
       // the device-link's service CA and certificate are files made on first start: made here
       // once, or each worker would make its own and overwrite the others'
-      if (config.deviceLink.enabled) await deviceLinkTls(ctx.config, { db: ctx.database.db, tlsKeys: ctx.tlsKeys });
+      if (config.deviceLink.enabled)
+        await deviceLinkTls(ctx.config, { db: ctx.database.db, tlsKeys: ctx.tlsKeys });
       return preparedPrimary(ctx, demo, closers);
     }
     const api = await buildManagementApi(ctx, https, options.jobs);
