@@ -18,6 +18,8 @@ import { bindListener } from './http/listen.ts';
 import { reportOpenFileLimit } from './http/open-file-limit.ts';
 import { openCustody } from './keys/open-custody.ts';
 import { ServiceMetrics } from './metrics/service-metrics.ts';
+import { setCrlTiming } from './revocation/crl-store.ts';
+import { startCrlResign } from './revocation/resign.ts';
 import { openDatabase } from './storage/database.ts';
 import { createApiToken } from './tokens/api-tokens.ts';
 
@@ -80,6 +82,13 @@ export async function startService(options: StartOptions): Promise<RunningServic
     // audit.retentionDays: pruned once now, then hourly
     const stopRetention = await startAuditRetention(database.db, config.audit.retentionDays, log);
     closers.unshift(async () => stopRetention());
+    // crl.*: CRLs are re-signed before their nextUpdate even when nothing is revoked
+    setCrlTiming({ validityMs: config.crl.validity, renewBeforeMs: config.crl.renewBefore });
+    const stopCrlResign = await startCrlResign(
+      { db: database.db, dialect: database.dialect, custody, log },
+      config.crl.checkInterval,
+    );
+    closers.unshift(async () => stopCrlResign());
     const demo = await ensureDemoFactory(ctx);
     const api = await buildManagementApi(ctx, https, options.jobs);
     closers.unshift(() => api.close());

@@ -9,6 +9,7 @@ import * as deviceState from './migrations/007-device-state.ts';
 import * as certificateRenewal from './migrations/008-certificate-renewal.ts';
 import * as bulkJobLeases from './migrations/009-bulk-job-leases.ts';
 import * as auditCounts from './migrations/010-audit-counts.ts';
+import * as certificateRotation from './migrations/012-certificate-rotation.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -36,6 +37,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { name: '008-certificate-renewal', up: certificateRenewal.up },
   { name: '009-bulk-job-leases', up: bulkJobLeases.up },
   { name: '010-audit-counts', up: auditCounts.up },
+  { name: '012-certificate-rotation', up: certificateRotation.up },
 ];
 
 /**
