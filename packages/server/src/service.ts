@@ -19,6 +19,8 @@ import { bindListener } from './http/listen.ts';
 import { reportOpenFileLimit } from './http/open-file-limit.ts';
 import { openCustody } from './keys/open-custody.ts';
 import { ServiceMetrics } from './metrics/service-metrics.ts';
+import { setCrlTiming } from './revocation/crl-store.ts';
+import { startCrlResign } from './revocation/resign.ts';
 import { openDatabase } from './storage/database.ts';
 import { createApiToken } from './tokens/api-tokens.ts';
 
@@ -88,11 +90,20 @@ export async function startService(options: StartOptions): Promise<RunningServic
       metrics: new ServiceMetrics(database),
       lifecycle: { serving: false },
     };
+    // crl.*: every process signs CRLs (on revocation) with the same timing
+    setCrlTiming({ validityMs: config.crl.validity, renewBeforeMs: config.crl.renewBefore });
     let demo: RunningService['demo'];
     if (role !== 'worker') {
       // audit.retentionDays: pruned once now, then hourly
       const stopRetention = await startAuditRetention(database.db, config.audit.retentionDays, log);
       closers.unshift(async () => stopRetention());
+      // CRLs are re-signed before their nextUpdate even when nothing is revoked (claimed
+      // through the database, so one node of several does it)
+      const stopCrlResign = await startCrlResign(
+        { db: database.db, dialect: database.dialect, custody, log },
+        config.crl.checkInterval,
+      );
+      closers.unshift(async () => stopCrlResign());
       demo = await ensureDemoFactory(ctx);
     }
     if (role === 'primary') {

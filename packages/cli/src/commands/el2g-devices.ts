@@ -30,12 +30,18 @@ interface ListedDevice {
   'last-connection': string | null;
 }
 
+interface RotateOptions {
+  group?: string;
+  all?: boolean;
+  object?: string;
+}
+
 interface AddOptions {
   production?: boolean;
   file?: string;
 }
 
-/** `keyferry el2g devices [list] | add | delete | show`: the allow-list. */
+/** `keyferry el2g devices [list] | add | delete | rotate | show`: the allow-list. */
 export function registerEl2gDevices(el2g: Command): void {
   const devices = el2g
     .command('devices')
@@ -88,6 +94,38 @@ export function registerEl2gDevices(el2g: Command): void {
       checkNc12(nc12, 'delete');
       if (ids.length === 0) throw new CliError('name at least one device id after the 12NC', 2);
       return changeDevices(ctx, 'DELETE', nc12, opts.production === true, checkIds(ids));
+    });
+
+  devices
+    .command('rotate')
+    .description(
+      'mark device certificates for rotation: each device learns it from its manifest (rotate: true) on its next check, ' +
+        'enrolls a new certificate, and the old one is revoked when it reports the new one. Prints the counts',
+    )
+    .argument('[device-ids...]', `device ids: ${DEVICE_ID_FORMS}`)
+    .option('--group <group>', 'every device of this group (e.g. fio-935389312472)')
+    .option('--all', 'every device of the factory')
+    .option('--object <name>', 'only this CERTIFICATE object (default: every one)')
+    .action(async (ids: string[], opts: RotateOptions, command: Command) => {
+      const { api, out } = commandContext(command);
+      const chosen = [ids.length > 0, opts.group !== undefined, opts.all === true].filter(Boolean).length;
+      if (chosen !== 1)
+        throw new CliError('select the devices to rotate: device ids, --group G or --all (exactly one)', 2);
+      if (ids.length > 0) checkIds(ids);
+      const answer = await api.call<{ devices: number; marked: number; alreadyMarked: number }>(
+        'POST',
+        api.factoryPath('el2g/devices/rotate'),
+        {
+          ...(ids.length > 0 ? { devices: ids } : {}),
+          ...(opts.group !== undefined ? { group: opts.group } : {}),
+          ...(opts.all ? { all: true } : {}),
+          ...(opts.object !== undefined ? { object: opts.object } : {}),
+        },
+      );
+      if (out.json) return printJson(out, answer);
+      out.write(
+        `Devices selected: ${answer.devices}\nCertificates marked for rotation: ${answer.marked}\nAlready marked: ${answer.alreadyMarked}\n`,
+      );
     });
 
   devices

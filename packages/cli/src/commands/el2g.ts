@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { registerEl2gCerts } from './el2g-certs.ts';
 import { registerEl2gConfigAwsIot } from './el2g-config-aws-iot.ts';
 import { registerEl2gConfigDeviceGateway } from './el2g-config-device-gateway.ts';
 import { planStatusSection, registerEl2gDevices, renewalStatusSection } from './el2g-devices.ts';
@@ -16,5 +17,6 @@ export function registerEl2g(program: Command): Command {
   registerEl2gConfigDeviceGateway(el2g);
   registerEl2gConfigAwsIot(el2g);
   registerEl2gDevices(el2g);
+  registerEl2gCerts(el2g);
   return el2g;
 }

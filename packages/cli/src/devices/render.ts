@@ -35,7 +35,12 @@ export function formatDeviceShow(
     secureObjectType: string;
     provisioningState: string;
     certificate: string | null;
-    renewal?: { notAfter: string; renewFrom: string; renewedValidityDays: number };
+    renewal?: {
+      notAfter: string;
+      renewFrom: string;
+      renewedValidityDays: number;
+      rotationRequestedAt?: string | null;
+    };
   }>,
 ): string {
   let text = `Hardware Type: ${product.commercialName}\nHardware 12NC: ${product.nc12}\nSecure Objects:\n`;
@@ -56,12 +61,13 @@ export function formatDeviceShow(
   if (renewals.length > 0) {
     text += 'Renewal:\n';
     text += formatTable(
-      ['NAME', 'EXPIRES', 'RENEW FROM', 'RENEWED VALIDITY'],
+      ['NAME', 'EXPIRES', 'RENEW FROM', 'RENEWED VALIDITY', 'ROTATION'],
       renewals.map((o) => [
         o.secureObjectName,
         o.renewal!.notAfter,
         o.renewal!.renewFrom,
         `${o.renewal!.renewedValidityDays} days`,
+        o.renewal!.rotationRequestedAt ? `requested ${o.renewal!.rotationRequestedAt}` : '-',
       ]),
       '\t',
     );

@@ -67,7 +67,13 @@ export interface SecureObjectProvisioning {
    * CERTIFICATE with a current certificate: when it expires, from when the device renews it
    * (the object's renewal window before that), and how long a renewed one lives.
    */
-  renewal?: { notAfter: string; renewFrom: string; renewedValidityDays: number };
+  renewal?: {
+    notAfter: string;
+    renewFrom: string;
+    renewedValidityDays: number;
+    /** When an operator marked this certificate for rotation (el2g devices rotate); null if not marked. */
+    rotationRequestedAt: string | null;
+  };
 }
 
 /**
@@ -81,7 +87,7 @@ export async function deviceProvisionings(
   const objects = await assignedObjects(db, { rowId: device.row, groupId: device.groupId }, 'object-id');
   const certificates = await db
     .selectFrom('certificates')
-    .select(['secure_object_id', 'pem', 'not_after'])
+    .select(['secure_object_id', 'pem', 'not_after', 'rotation_requested_at'])
     .where('device_row_id', '=', device.row)
     .where('revoked_at', 'is', null)
     .orderBy('id')
@@ -104,6 +110,7 @@ export async function deviceProvisionings(
               notAfter: current.not_after,
               renewFrom: new Date(Date.parse(current.not_after) - policy.windowDays * DAY_MS).toISOString(),
               renewedValidityDays: policy.validityDays,
+              rotationRequestedAt: current.rotation_requested_at,
             },
           }
         : {}),

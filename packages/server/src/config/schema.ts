@@ -1,4 +1,5 @@
 import { availableParallelism } from 'node:os';
+import { DURATION_FORMAT, parseDuration } from '@keyferry/core';
 import { z } from 'zod';
 import {
   API_LIMITS,
@@ -72,6 +73,12 @@ const plan = z.strictObject({
 });
 
 const tlsFiles = z.strictObject({ cert: z.string().min(1), key: z.string().min(1) });
+
+/** A duration in config (`7d`, `1h`, `30s`) as milliseconds. */
+const crlDuration = z
+  .string()
+  .refine((t) => parseDuration(t) !== undefined, `a duration: ${DURATION_FORMAT}`)
+  .transform((t) => parseDuration(t)! * 1000);
 
 /** Default of `audit.retentionDays`: a year of audit history. */
 export const AUDIT_RETENTION_DAYS = 365;
@@ -178,6 +185,15 @@ export const configSchema = z.strictObject({
       /** Audit entries older than this are deleted (hourly, and at start). */
       retentionDays: z.number().int().min(1).max(36_500).default(AUDIT_RETENTION_DAYS),
     })
+    .prefault({}),
+  /** CRL timing: validity of a signed CRL, how long before nextUpdate it is re-signed, how often keyferryd checks. */
+  crl: z
+    .strictObject({
+      validity: crlDuration.prefault('7d'),
+      renewBefore: crlDuration.prefault('1d'),
+      checkInterval: crlDuration.prefault('5m'),
+    })
+    .refine((c) => c.renewBefore < c.validity, 'crl.renewBefore must be shorter than crl.validity')
     .prefault({}),
   log: z
     .strictObject({

@@ -24,6 +24,8 @@ export interface ManifestObject {
    * deleted and added again). A device holding another certificate enrolls again.
    */
   certificateSerial?: string | null;
+  /** CERTIFICATE only: an operator marked the live certificate for rotation (el2g devices rotate). */
+  rotate?: boolean;
 }
 
 export interface Manifest {
@@ -80,22 +82,29 @@ export async function deviceManifest(
         label: `SE_${o.objectId}`,
         state,
         ...(o.reason ? { reason: o.reason } : {}),
-        ...(o.type === 'CERTIFICATE' ? { certificateSerial: live.get(o.id) ?? null } : {}),
+        ...(o.type === 'CERTIFICATE'
+          ? { certificateSerial: live.get(o.id)?.serial ?? null, rotate: live.get(o.id)?.rotate ?? false }
+          : {}),
       };
     }),
   };
 }
 
-/** Secure object id → serial of the device's live (unrevoked) certificate of it. */
-async function liveSerials(db: Db, deviceRowId: number): Promise<Map<number | null, string>> {
+/** Secure object id → serial of the device's live (unrevoked) certificate of it, and whether it is marked for rotation. */
+async function liveSerials(
+  db: Db,
+  deviceRowId: number,
+): Promise<Map<number | null, { serial: string; rotate: boolean }>> {
   const { rows } = await liveCertificates(db, deviceRowId);
-  return new Map(rows.map((r) => [r.secure_object_id, r.serial_hex]));
+  return new Map(
+    rows.map((r) => [r.secure_object_id, { serial: r.serial_hex, rotate: r.rotation_requested_at !== null }]),
+  );
 }
 
 const liveCertificates = compiledOnce((db, [deviceRowId]: [number]) =>
   db
     .selectFrom('certificates')
-    .select(['secure_object_id', 'serial_hex'])
+    .select(['secure_object_id', 'serial_hex', 'rotation_requested_at'])
     .where('device_row_id', '=', deviceRowId)
     .where('revoked_at', 'is', null)
     .orderBy('id'),

@@ -7,6 +7,33 @@ import type { CrlsTable } from '../storage/gateway-tables.ts';
 export const CRL_VALIDITY_MS = 7 * 24 * 3600 * 1000;
 export const CRL_RENEW_BEFORE_MS = 24 * 3600 * 1000;
 
+/** How long a signed CRL is valid and how long before its nextUpdate it is re-signed (config `crl`). */
+export interface CrlTiming {
+  validityMs: number;
+  renewBeforeMs: number;
+}
+
+let timing: CrlTiming = { validityMs: CRL_VALIDITY_MS, renewBeforeMs: CRL_RENEW_BEFORE_MS };
+
+/**
+ * Sets the CRL timing of this process (keyferryd calls it once at start from config `crl`):
+ * every path that signs a CRL (revocation, a read, the re-sign timer) uses the same values.
+ */
+export function setCrlTiming(next: CrlTiming): void {
+  if (next.renewBeforeMs >= next.validityMs) {
+    throw new KeyferryError(
+      'config_invalid',
+      'crl.renewBefore must be shorter than crl.validity, or every CRL would be re-signed on every read',
+    );
+  }
+  timing = { ...next };
+}
+
+/** The CRL timing in force. */
+export function crlTiming(): CrlTiming {
+  return timing;
+}
+
 /** What building a CRL needs: the database and the custody holding the CA keys. */
 export interface RevocationDeps {
   db: Db;
@@ -76,7 +103,7 @@ function storedCrl(db: Db, caId: number): Promise<CrlsTable | undefined> {
 
 function stale(stored: CrlsTable, state: RevokedState, now: Date): boolean {
   if (stored.revoked_count !== state.count || stored.revoked_latest !== state.latest) return true;
-  return Date.parse(stored.next_update) - now.getTime() < CRL_RENEW_BEFORE_MS;
+  return Date.parse(stored.next_update) - now.getTime() < timing.renewBeforeMs;
 }
 
 /**
@@ -105,7 +132,7 @@ async function rebuildCrl(deps: RevocationDeps, caId: number, now: Date): Promis
       return { serialHex: r.serial_hex, revokedAt: new Date(r.revoked_at!), ...(reason ? { reason } : {}) };
     });
     const crlNumber = (previous?.crl_number ?? 0) + 1;
-    const nextUpdate = new Date(now.getTime() + CRL_VALIDITY_MS);
+    const nextUpdate = new Date(now.getTime() + timing.validityMs);
     const der = await buildCrl({
       issuerCert: fromPem(ca.certificate, 'CERTIFICATE'),
       signer: await custodySignerById(db, deps.custody, ca.key_ref),

@@ -10,6 +10,7 @@ import * as certificateRenewal from './migrations/008-certificate-renewal.ts';
 import * as bulkJobLeases from './migrations/009-bulk-job-leases.ts';
 import * as auditCounts from './migrations/010-audit-counts.ts';
 import * as deviceGroupIndex from './migrations/011-device-group-index.ts';
+import * as certificateRotation from './migrations/012-certificate-rotation.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -38,6 +39,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { name: '009-bulk-job-leases', up: bulkJobLeases.up },
   { name: '010-audit-counts', up: auditCounts.up },
   { name: '011-device-group-index', up: deviceGroupIndex.up },
+  { name: '012-certificate-rotation', up: certificateRotation.up },
 ];
 
 /**

@@ -214,6 +214,8 @@ export interface CertificatesTable {
   issued_at: string;
   revoked_at: string | null;
   revocation_reason: string | null;
+  /** When an operator marked this (live) certificate for rotation (el2g devices rotate). */
+  rotation_requested_at: Generated<string | null>;
 }
 
 export interface BulkJobsTable {

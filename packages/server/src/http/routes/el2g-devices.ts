@@ -1,3 +1,4 @@
+import { DURATION_FORMAT, parseDuration } from '@keyferry/core';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import {
@@ -16,6 +17,8 @@ import {
 import { DELETE_SETTLED, refuseIfNoneSettled } from '../../allowlist/device-results.ts';
 import { planUsage } from '../../allowlist/plan.ts';
 import type { ServiceContext } from '../../context.ts';
+import { expiringCertificates } from '../../el2g/expiring.ts';
+import { MAX_ROTATE_IDS, markForRotation } from '../../el2g/rotation.ts';
 import { jsonArrayStream } from '../json-stream.ts';
 import { parseBody } from '../validate.ts';
 
@@ -40,6 +43,23 @@ const listQuery = z
     page: z.coerce.number().int().min(1).max(1_000_000).optional(),
   })
   .refine((q) => q.after === undefined || q.page === undefined, 'use either after= or page=, not both');
+
+const rotateSchema = z.strictObject({
+  devices: z
+    .array(z.string().max(MAX_ID_CHARS, `a device id has at most ${MAX_ID_CHARS} characters`))
+    .min(1, 'name at least one device')
+    .max(MAX_ROTATE_IDS, `at most ${MAX_ROTATE_IDS} devices a request: rotate a group or all instead`)
+    .optional(),
+  group: z.string().min(1).max(128).optional(),
+  all: z.literal(true).optional(),
+  object: z.string().min(1).max(128).optional(),
+});
+const expiringQuery = z.strictObject({
+  within: z
+    .string()
+    .max(16)
+    .refine((t) => parseDuration(t) !== undefined, `within is a duration: ${DURATION_FORMAT}`),
+});
 
 /** Without any of these, `GET el2g/devices/` answers the whole allow-list (streamed). */
 const PAGING_PARAMETERS = ['limit', 'after', 'page'] as const;
@@ -100,4 +120,20 @@ export async function el2gDevicesRoutes(app: FastifyInstance, ctx: ServiceContex
   });
 
   app.get('/el2g/plan/', async (request) => planUsage(db, request.factory!.id));
+
+  app.post('/el2g/devices/rotate', async (request) => {
+    const body = parseBody(rotateSchema, request.body);
+    return markForRotation(db, request.factory!.id, body, change(request));
+  });
+
+  app.get('/el2g/certificates/expiring', async (request) => {
+    const q = parseBody(expiringQuery, request.query, 'query string');
+    const now = new Date();
+    const until = new Date(now.getTime() + parseDuration(q.within)! * 1000);
+    return {
+      within: q.within,
+      until: until.toISOString(),
+      ...(await expiringCertificates(db, request.factory!.id, until)),
+    };
+  });
 }
