@@ -9,8 +9,9 @@ import { setupDeviceGateway } from '../test/support/device-link.ts';
 import { createDatabase, freePort, type PostgresCluster, startPostgres } from '../test/support/postgres.ts';
 import { BINS, type DaemonProcess, runCommand, startKeyferryd } from '../test/support/processes.ts';
 import { completedDevices, custodyDigest, provisioningCounts } from '../test/support/provisioning-checks.ts';
+import { buildAll } from './build.ts';
 
-const USAGE = `Usage: npm run chaos -- [--storage sqlite|postgres] --devices N --kills K [--seed S] [--concurrency C] [--keep]
+const USAGE = `Usage: npm run chaos -- [--storage sqlite|postgres] --devices N --kills K [--seed S] [--concurrency C] [--keep] [--no-build]
 
 SIGKILLs a fresh keyferryd K times at random points while N simulated devices provision
 (keyferry-sim fleet, which runs the agent's auto-register for each), starts it again each
@@ -27,6 +28,7 @@ and still signing (the agent devices enroll after the last kill).
   --seed S                   seed of the kill points, 0 to 4294967295 (default: random, printed)
   --concurrency C            the fleet's auto-register runs in flight (default 16)
   --keep                     keep the scratch directory (data dir, logs) instead of removing it
+  --no-build                 do not build the programs first (npm run build has, as in the tests)
 
 Prints RESULT kills=… devices=… completed=… duplicate_live_certs=… audit_gaps=… agent_kills=…
 agent_converged=… ca_keys_intact=yes|no; exits 1 when any check fails, 2 on bad options.
@@ -55,6 +57,7 @@ function parse() {
       seed: { type: 'string' },
       concurrency: { type: 'string', default: '16' },
       keep: { type: 'boolean', default: false },
+      'no-build': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -106,6 +109,8 @@ let daemon: DaemonProcess | undefined;
 let exitCode = 1;
 try {
   say(`storage ${storageKind}, ${DEVICES} devices, ${KILLS} kills, seed ${SEED}, in ${work}`);
+  // the programs run from their build: never a stale one (the test suite has built them)
+  if (!parsed.values['no-build']) await buildAll();
   const storageEnv: NodeJS.ProcessEnv = {};
   let storage: Parameters<typeof openDatabase>[0] = { kind: 'sqlite' };
   if (storageKind === 'postgres') {
