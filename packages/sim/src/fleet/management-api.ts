@@ -10,18 +10,51 @@ export interface AllowListResult {
   readonly group?: string;
 }
 
+/** How long a call keeps retrying while the service is down or answers 5xx/429 (a restart). */
+export const RETRY_FOR_MS = 120_000;
+
+/**
+ * Every call the fleet makes is idempotent (reads, and an allow-list add that answers
+ * `already-present` the second time), so a transient failure — no connection, 5xx, 429 — is
+ * retried until `retryForMs` has passed: one keyferryd restart must not leave the fleet unprovisioned.
+ */
 export class ManagementApi {
   readonly #server: string;
   readonly #factory: string;
   readonly #token: string;
+  readonly #retryForMs: number;
+  readonly #retryDelayMs: number;
 
-  constructor(options: { server: string; factory: string; token: string }) {
+  constructor(options: {
+    server: string;
+    factory: string;
+    token: string;
+    retryForMs?: number;
+    /** First pause between attempts; it doubles up to 10 s, or is the answer's Retry-After. */
+    retryDelayMs?: number;
+  }) {
     this.#server = options.server.replace(/\/+$/, '');
     this.#factory = options.factory;
     this.#token = options.token;
+    this.#retryForMs = options.retryForMs ?? RETRY_FOR_MS;
+    this.#retryDelayMs = options.retryDelayMs ?? 250;
   }
 
   async #call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const deadline = Date.now() + this.#retryForMs;
+    for (let delay = this.#retryDelayMs; ; delay = Math.min(delay * 2, 10_000)) {
+      try {
+        return await this.#callOnce<T>(method, path, body);
+      } catch (error) {
+        if (!(error instanceof TransientError)) throw error;
+        const wait = error.retryAfterMs ?? delay;
+        if (Date.now() + wait > deadline) throw new Error(error.message);
+        await new Promise((resolve) => setTimeout(resolve, wait));
+      }
+    }
+  }
+
+  async #callOnce<T>(method: string, path: string, body?: unknown): Promise<T> {
     const url = `${this.#server}${path}`;
     let res: Response;
     try {
@@ -37,9 +70,16 @@ export class ManagementApi {
     } catch (error) {
       const why =
         error instanceof Error ? ((error.cause as Error | undefined)?.message ?? error.message) : error;
-      throw new Error(`cannot reach the service at ${this.#server} (${String(why)}); check --server`);
+      throw new TransientError(
+        `cannot reach the service at ${this.#server} (${String(why)}); check --server`,
+      );
     }
-    const text = await res.text();
+    let text: string;
+    try {
+      text = await res.text();
+    } catch (error) {
+      throw new TransientError(`${method} ${path}: the answer broke off (${String(error)})`);
+    }
     let json: unknown;
     try {
       json = JSON.parse(text);
@@ -51,6 +91,13 @@ export class ManagementApi {
       const detail = problem?.detail
         ? `${problem.detail} (${problem.code ?? res.status})`
         : `HTTP ${res.status}`;
+      if (res.status >= 500 || res.status === 429) {
+        const after = Number(res.headers.get('retry-after'));
+        throw new TransientError(
+          `${method} ${path}: ${detail}`,
+          Number.isFinite(after) && after > 0 ? Math.min(after, 10) * 1000 : undefined,
+        );
+      }
       throw new ProblemError(`${method} ${path}: ${detail}`, problem);
     }
     return json as T;
@@ -111,5 +158,14 @@ class ProblemError extends Error {
   constructor(message: string, problem: Problem | undefined) {
     super(message);
     this.problem = problem;
+  }
+}
+
+/** No connection, a 5xx or a 429: worth another attempt. */
+class TransientError extends Error {
+  readonly retryAfterMs: number | undefined;
+  constructor(message: string, retryAfterMs?: number) {
+    super(message);
+    this.retryAfterMs = retryAfterMs;
   }
 }

@@ -26,8 +26,11 @@ export interface FleetTarget {
   readonly rootCrt: string;
 }
 
-/** Attempts per device; transient failures (5xx, 429, network) are retried after a short pause. */
-const ATTEMPTS = 3;
+/**
+ * How long a device keeps retrying transient failures (5xx, 429, network), as the agent's
+ * service loop would: long enough to outlast a keyferryd restart.
+ */
+const RETRY_FOR_MS = 120_000;
 const silent: Log = { info: () => {}, warn: () => {} };
 
 interface Device {
@@ -58,15 +61,16 @@ async function register(target: FleetTarget, device: Device): Promise<number> {
   mkdirSync(settings.sotaDir, { recursive: true });
   const se = openSecureElement(settings);
   const started = performance.now();
+  const deadline = Date.now() + RETRY_FOR_MS;
   try {
-    for (let attempt = 1; ; attempt++) {
+    for (;;) {
       try {
         await registerOnce({ settings, se, log: silent });
         return performance.now() - started;
       } catch (error) {
-        if (!(error instanceof AgentError) || !error.transient || attempt >= ATTEMPTS) throw error;
-        const wait = Math.min(Math.max(1, error.retryAfter ?? 1), 10);
-        await new Promise((resolve) => setTimeout(resolve, wait * 1000));
+        const wait = Math.min(Math.max(1, (error as AgentError).retryAfter ?? 1), 10) * 1000;
+        if (!(error instanceof AgentError) || !error.transient || Date.now() + wait > deadline) throw error;
+        await new Promise((resolve) => setTimeout(resolve, wait));
       }
     }
   } finally {
