@@ -3,6 +3,7 @@ import type { Db } from '../storage/database.ts';
 import type { ProvisioningState, SecureObjectType } from '../storage/tables.ts';
 import { deviceLinkObjects, setObjectState, touchDevice } from './device-records.ts';
 import { notAllowListed } from './issuance.ts';
+import { type RenewalPolicy, renewalPolicy } from './renewal-policy.ts';
 import type { DeviceSession } from './session.ts';
 
 /** One entry of the manifest (docs/device-link.md). */
@@ -23,6 +24,10 @@ export interface ManifestObject {
    * deleted and added again). A device holding another certificate enrolls again.
    */
   certificateSerial?: string | null;
+  /** CERTIFICATE only: expiry (ISO 8601) of that live certificate, null when there is none. */
+  notAfter?: string | null;
+  /** CERTIFICATE only: validity of a renewed certificate and how long before expiry devices renew. */
+  renewal?: RenewalPolicy;
 }
 
 export interface Manifest {
@@ -79,20 +84,34 @@ export async function deviceManifest(
         label: `SE_${o.objectId}`,
         state,
         ...(o.reason ? { reason: o.reason } : {}),
-        ...(o.type === 'CERTIFICATE' ? { certificateSerial: live.get(o.id) ?? null } : {}),
+        ...(o.type === 'CERTIFICATE'
+          ? {
+              certificateSerial: live.get(o.id)?.serial ?? null,
+              notAfter: live.get(o.id)?.notAfter ?? null,
+              renewal: renewalPolicy(o),
+            }
+          : {}),
       };
     }),
   };
 }
 
-/** Secure object id → serial of the device's live (unrevoked) certificate of it. */
-async function liveSerials(db: Db, deviceRowId: number): Promise<Map<number | null, string>> {
+/** Secure object id → serial and expiry of the device's newest live (unrevoked) certificate of it. */
+async function liveSerials(
+  db: Db,
+  deviceRowId: number,
+): Promise<Map<number | null, { serial: string; notAfter: string }>> {
   const rows = await db
     .selectFrom('certificates')
-    .select(['secure_object_id', 'serial_hex'])
+    .select(['secure_object_id', 'serial_hex', 'not_after'])
     .where('device_row_id', '=', deviceRowId)
     .where('revoked_at', 'is', null)
     .orderBy('id')
     .execute();
-  return new Map(rows.map((r) => [r.secure_object_id, r.serial_hex]));
+  return new Map(
+    rows.map((r) => [
+      r.secure_object_id,
+      { serial: r.serial_hex, notAfter: new Date(r.not_after).toISOString() },
+    ]),
+  );
 }
