@@ -143,7 +143,9 @@ export async function renewOnce(options: RenewOptions): Promise<RenewSummary> {
       }
       const dueAt = renewalDueAt(primary, inUse.cert.notAfter, options.jitter);
       const rotate = primary.certificate.rotate;
-      const due = options.force === true || rotate || now() >= dueAt;
+      // A key in the free slot without its certificate: a run died between keygen and store.
+      const inProgress = fresh.spki !== undefined && fresh.cert === undefined;
+      const due = options.force === true || rotate || inProgress || now() >= dueAt;
       if (!due) {
         // A run that died after the switch or the report leaves the old objects in the free
         // slot: report again (the service keeps only the newest) and delete them.
