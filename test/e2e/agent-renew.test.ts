@@ -28,7 +28,7 @@ interface Device {
   uid: string;
   seDir: string;
   sotaDir: string;
-  agent(args: string[], env?: NodeJS.ProcessEnv): Promise<RunResult>;
+  agent(args: string[], env?: NodeJS.ProcessEnv): ReturnType<typeof runAgentAsync>;
 }
 
 describe('keyferry-agent renew: two-slot rotation of the gateway pair against the real keyferryd', {
