@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CRASH_POINTS } from '../../packages/agent/src/register/crash-point.ts';
-import { runAgentAsync } from '../../packages/agent/test/support/agent-bin.ts';
+import { runAgentAsync, spawnAgent } from '../../packages/agent/test/support/agent-bin.ts';
 import {
   type DaemonProcess,
   PROCESS_TEST_TIMEOUT_MS,
@@ -28,6 +28,7 @@ interface Device {
   uid: string;
   seDir: string;
   sotaDir: string;
+  envFile: string;
   agent(args: string[], env?: NodeJS.ProcessEnv): ReturnType<typeof runAgentAsync>;
 }
 
@@ -71,6 +72,7 @@ describe('keyferry-agent renew: two-slot rotation of the gateway pair against th
       uid,
       seDir,
       sotaDir,
+      envFile,
       agent: (args, env = {}) => runAgentAsync([...args, '--env-file', envFile], env),
     };
     expect((await cli(['el2g', 'devices', 'add', PRODUCT, uid])).status).toBe(0);
@@ -212,4 +214,38 @@ describe('keyferry-agent renew: two-slot rotation of the gateway pair against th
       await expectConverged(device, old);
     });
   }
+
+  it('daemon mode finishes a rotation a crashed run began, then keeps the new pair; SIGTERM ends it', async () => {
+    const device = await provisionedDevice('device-daemon');
+    const old = keepCopy(device, 'device-daemon-old');
+    const crashed = await device.agent(['renew', '--force', '--once'], {
+      KEYFERRY_AGENT_CRASH_AT: 'after-enroll',
+    });
+    expect(crashed.signal).toBe('SIGKILL');
+    const child = spawnAgent(['daemon', '--env-file', device.envFile]);
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.on('data', (d) => (stdout += d));
+    child.stderr?.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    try {
+      // wait for state, not for time: the daemon's log says the rotation is complete
+      for (let i = 0; i < 600 && !stdout.includes('Rotation complete\n'); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      expect(stdout, stderr).toContain('fio-device-gateway-ca: finishing the rotation a previous run began');
+      expect(stdout).toContain('Rotation complete\n');
+      await expectConverged(device, old);
+      // the next check finds nothing due
+      for (let i = 0; i < 600 && !/renewal due from .*\n[\s\S]*renewal due from/.test(stdout); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      expect(stdout).toMatch(/renewal due from/);
+    } finally {
+      child.kill('SIGTERM');
+    }
+    expect(await exited).toBe(0);
+    expect(stderr).toBe('');
+    expect(sotaPair(device).key).toContain('SE_83010042');
+  });
 });

@@ -165,7 +165,9 @@ export async function renewOnce(options: RenewOptions): Promise<RenewSummary> {
             ? 'rotation forced'
             : rotate
               ? 'the service asks for a rotation'
-              : 'inside the renewal window'
+              : inProgress
+                ? 'finishing the rotation a previous run began'
+                : 'inside the renewal window'
         }; new key in ${seLabel(free.keyId)}`,
       );
       await enrollInFreeSlot({
