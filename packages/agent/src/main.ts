@@ -6,17 +6,21 @@ import packageJson from '../package.json' with { type: 'json' };
 import { AgentError, EXIT_CODES } from './agent-error.ts';
 import { registerAutoRegister } from './commands/auto-register.ts';
 import { registerAwsDemo } from './commands/aws-demo.ts';
+import { registerRenew } from './commands/renew.ts';
 import { registerUid } from './commands/uid.ts';
 
 export function buildProgram(): Command {
   const program = new Command('keyferry-agent')
-    .description('keyferry device agent: secure element UID, boot-time credential provisioning, AWS IoT demo')
+    .description(
+      'keyferry device agent: secure element UID, boot-time credential provisioning, certificate renewal, AWS IoT demo',
+    )
     .version(packageJson.version, '-V, --version', 'print the version')
     .showHelpAfterError(false)
     .configureOutput({ outputError: (text, write) => write(`ERROR: ${text.replace(/^error: /, '')}`) })
     .exitOverride();
   registerUid(program);
   registerAutoRegister(program);
+  registerRenew(program);
   registerAwsDemo(program);
   return program;
 }

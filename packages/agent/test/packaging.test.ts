@@ -23,6 +23,22 @@ describe('dist-files', () => {
     expect(unit).not.toMatch(/^(Restart|RestartSec|RestartPreventExitStatus|Type)=/m);
   });
 
+  it('the renew timer starts a oneshot `renew --once` at a randomised time, after provisioning', () => {
+    const service = readFileSync(join(dist, 'keyferry-agent-renew.service'), 'utf8').split('\n');
+    for (const line of [
+      'Type=oneshot',
+      'ConditionPathExists=/var/sota/sota.toml',
+      'EnvironmentFile=-/etc/default/lmp-el2go-auto-register',
+      'ExecStart=/usr/bin/keyferry-agent renew --once',
+    ]) {
+      expect(service).toContain(line);
+    }
+    const timer = readFileSync(join(dist, 'keyferry-agent-renew.timer'), 'utf8').split('\n');
+    for (const line of ['RandomizedDelaySec=12h', 'Persistent=true', 'WantedBy=timers.target']) {
+      expect(timer).toContain(line);
+    }
+  });
+
   it('default.env parses, needs only REPOID and EL2GO_HOSTNAME, and states the defaults', () => {
     const file = join(dist, 'default.env');
     let refused: unknown;

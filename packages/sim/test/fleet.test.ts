@@ -1,4 +1,4 @@
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -67,6 +67,29 @@ describe('keyferry-sim fleet against the real keyferryd', { timeout: PROCESS_TES
     ]);
     expect(readFileSync(join(dir, 'device-1', 'sota', 'sota.toml'), 'utf8')).toContain('tls_pkey_path');
   }, 30_000);
+
+  it('--renew: a pass rotates nobody outside the window; with --force every device into the other slot', async () => {
+    const dir = join(work, 'fleet');
+    const idle = await runBinAsync('sim', ['fleet', '--renew', '--dir', dir], { env: env() });
+    expect(idle.stderr).toBe('');
+    expect(idle.status).toBe(0);
+    expect(idle.stdout).toMatch(/^Renewed: 5 of 5 devices\nFailed: 0\n[\s\S]*\nRotated: 0\n$/);
+    const res = await runBinAsync(
+      'sim',
+      ['fleet', '--renew', '--force', '--dir', dir, '--concurrency', '3'],
+      {
+        env: env(),
+      },
+    );
+    expect(res.stderr).toBe('');
+    expect(res.status).toBe(0);
+    expect(res.stdout).toMatch(/\nRotated: 5\n$/);
+    for (const home of readdirSync(dir).filter((d) => d.startsWith('device-'))) {
+      const sota = readFileSync(join(dir, home, 'sota', 'sota.toml'), 'utf8');
+      expect(sota, home).toContain('SE_83010042.key.pem');
+      expect(existsSync(join(dir, home, 'se', 'SE_83000042.key.pem')), home).toBe(false);
+    }
+  }, 60_000);
 
   it('refuses without a token: one ERROR line naming what to set, nothing allow-listed or made', async () => {
     const before = (await api('el2g/devices/')) as unknown[];

@@ -17,6 +17,28 @@ export interface ManifestObject {
    * when the service does not say.
    */
   readonly certificateSerial: string | null | undefined;
+  /** For a CERTIFICATE: the operator asked for a rotation (new key in the other slot). */
+  readonly rotate: boolean;
+  /** For a CERTIFICATE: how renewed certificates live and when to renew, when the service says. */
+  readonly renewal: RenewalSettings | undefined;
+}
+
+/** The manifest's `renewal` of a CERTIFICATE: the window is what the agent acts on. */
+export interface RenewalSettings {
+  readonly validityDays: number;
+  readonly windowDays: number;
+  /** Finer than days (short-lived certificates); when given it wins over windowDays. */
+  readonly windowSeconds: number | undefined;
+}
+
+function renewalOf(value: unknown): RenewalSettings | undefined {
+  const r = value as Record<string, unknown> | null | undefined;
+  if (!r || typeof r !== 'object') return undefined;
+  const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : undefined);
+  const validityDays = num(r.validityDays);
+  const windowDays = num(r.windowDays);
+  if (validityDays === undefined || windowDays === undefined) return undefined;
+  return { validityDays, windowDays, windowSeconds: num(r.windowSeconds) };
 }
 
 export interface Manifest {
@@ -74,6 +96,8 @@ export function parseManifest(body: Buffer, where: string): Manifest {
         typeof o.certificateSerial === 'string' || o.certificateSerial === null
           ? (o.certificateSerial?.toLowerCase() ?? null)
           : undefined,
+      rotate: o.rotate === true,
+      renewal: renewalOf(o.renewal),
     };
   });
   const text = (v: unknown) => (typeof v === 'string' ? v : '');

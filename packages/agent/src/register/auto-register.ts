@@ -7,7 +7,7 @@ import type { Log } from '../log.ts';
 import { GATEWAY_CERT_ID, GATEWAY_KEY_ID, type SecureElement } from '../se/port.ts';
 import { SoftSecureElement } from '../se/soft-se.ts';
 import type { AgentSettings } from '../settings/settings.ts';
-import { writeSotaToml } from '../sota-toml.ts';
+import { activeGatewaySlot, type GatewaySlot, writeSotaToml } from '../sota-toml.ts';
 import { crashPoint } from './crash-point.ts';
 import { type PairOutcome, provisionPair } from './provision-pair.ts';
 
@@ -98,8 +98,11 @@ export async function registerOnce(options: {
           "the operator must run 'keyferry el2g config-device-gateway'",
       );
     }
+    // After a rotation the gateway pair lives in the slot sota.toml names (keyferry-agent renew).
+    const slot = activeGatewaySlot(settings);
     const outcomes: PairOutcome[] = [];
-    for (const pair of pairs) {
+    for (const assigned of pairs) {
+      const pair = assigned.key.objectId === GATEWAY_KEY_ID ? inSlot(assigned, slot) : assigned;
       try {
         outcomes.push(await provisionPair({ pair, se, client, uidHex: uid.hex, log, now }));
       } catch (error) {
@@ -120,21 +123,34 @@ export async function registerOnce(options: {
       );
       crashPoint('after-report');
     }
-    const sotaToml = writeSota(settings, se, log);
+    const sotaToml = writeSota(settings, se, log, slot);
     return { changed: outcomes.some((o) => o.generated || o.enrolled), outcomes, sotaToml };
   } finally {
     client.close();
   }
 }
 
-function writeSota(settings: AgentSettings, se: SecureElement, log: Log): 'written' | 'unchanged' {
+/** The gateway pair with the SE object ids of `slot` (the manifest names the primary ones). */
+export function inSlot(pair: AssignedPair, slot: GatewaySlot): AssignedPair {
+  return {
+    key: { ...pair.key, objectId: slot.keyId },
+    certificate: { ...pair.certificate, objectId: slot.certId, keyObjectId: slot.keyId },
+  };
+}
+
+export function writeSota(
+  settings: AgentSettings,
+  se: SecureElement,
+  log: Log,
+  slot: GatewaySlot,
+): 'written' | 'unchanged' {
   const soft =
     se instanceof SoftSecureElement
-      ? { keyPath: se.keyPath(GATEWAY_KEY_ID), certificatePath: se.certificatePath(GATEWAY_CERT_ID) }
+      ? { keyPath: se.keyPath(slot.keyId), certificatePath: se.certificatePath(slot.certId) }
       : undefined;
   let result: 'written' | 'unchanged';
   try {
-    result = writeSotaToml(settings, soft);
+    result = writeSotaToml(settings, soft, slot);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code ?? String(error);
     throw new AgentError(

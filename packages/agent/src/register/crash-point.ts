@@ -1,5 +1,12 @@
-/** The points between steps where a test can make the agent die (KEYFERRY_AGENT_CRASH_AT). */
-export const CRASH_POINTS = ['after-keygen', 'after-enroll', 'after-store', 'after-report'] as const;
+/** The points between steps where a test can make the agent die (KEYFERRY_AGENT_CRASH_AT); `after-switch` and `after-delete` are rotation's. */
+export const CRASH_POINTS = [
+  'after-keygen',
+  'after-enroll',
+  'after-store',
+  'after-switch',
+  'after-report',
+  'after-delete',
+] as const;
 export type CrashPoint = (typeof CRASH_POINTS)[number];
 
 /**

@@ -12,6 +12,7 @@ import {
   type SeIdentity,
   type SeObject,
   seLabel,
+  type TlsKeyOptions,
   UID_OBJECT_ID,
 } from './port.ts';
 
@@ -81,21 +82,22 @@ export class Pkcs11SecureElement implements SecureElement {
           'the secure element must hold the identity injected at chip manufacture',
       );
     }
+    return { certificateChain: [Uint8Array.from(cert)], tls: this.tlsKey(IDENTITY_KEY_ID) };
+  }
+
+  tlsKey(objectId: number): TlsKeyOptions {
     // libp11 inside this process loads the module from here; Node's TLS passes it nothing else.
     process.env.PKCS11_MODULE_PATH = this.token.module;
     // Named by id, found in OPENSSL_ENGINES: given a path, OpenSSL first tries the path as an
     // id and libp11 prints "bad engine id" to stderr on every connection before it loads.
     process.env.OPENSSL_ENGINES = dirname(this.run(() => findOpensslPkcs11Engine()));
     return {
-      certificateChain: [Uint8Array.from(cert)],
-      tls: {
-        privateKeyEngine: 'pkcs11',
-        privateKeyIdentifier: opensslEngineKeyUri({
-          tokenLabel: this.options.tokenLabel,
-          objectLabel: keyLabel,
-          pin: this.options.pin,
-        }),
-      },
+      privateKeyEngine: 'pkcs11',
+      privateKeyIdentifier: opensslEngineKeyUri({
+        tokenLabel: this.options.tokenLabel,
+        objectLabel: seLabel(objectId),
+        pin: this.options.pin,
+      }),
     };
   }
 

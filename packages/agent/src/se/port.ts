@@ -6,6 +6,17 @@ export const IDENTITY_CERT_ID = 0xf0000001;
 export const UID_OBJECT_ID = 0x7fff0206;
 export const GATEWAY_KEY_ID = 0x83000042;
 export const GATEWAY_CERT_ID = 0x83000043;
+/**
+ * Key rotation keeps two slots per pair: an object id and its alternate (bit 16 flipped, so
+ * 0x83000042 ⇄ 0x83010042 and 0x83000043 ⇄ 0x83010043). The new key is made in the slot not
+ * in use; the old one is deleted once the service has the report.
+ */
+export const ALTERNATE_SLOT_BIT = 0x00010000;
+
+/** The object id of the other rotation slot of `objectId`. */
+export function alternateObjectId(objectId: number): number {
+  return (objectId ^ ALTERNATE_SLOT_BIT) >>> 0;
+}
 
 /** `SE_<8 lowercase hex>`: how aktualizr-lite and the AWS demo name secure element objects. */
 export function seLabel(objectId: number): string {
@@ -54,6 +65,8 @@ export interface SecureElement {
   /** The 18-byte UID (object 0x7FFF0206). */
   uid(): Uint8Array;
   identity(): SeIdentity;
+  /** The key at `objectId` for node:tls (a client certificate of that key is the caller's). */
+  tlsKey(objectId: number): TlsKeyOptions;
   /** Generates a P-256 key pair at `objectId`; refuses when the id already holds a key. Returns the SPKI (DER). */
   generateKeyPair(objectId: number): Uint8Array;
   /** The SPKI (DER) of the key at `objectId`, undefined when there is none; throws `se_foreign_key` for a key not generated there. */

@@ -12,6 +12,7 @@ import {
   type SeIdentity,
   type SeObject,
   seLabel,
+  type TlsKeyOptions,
 } from './port.ts';
 import { signDigestP256 } from './soft-ecdsa.ts';
 
@@ -134,6 +135,14 @@ export class SoftSecureElement implements SecureElement {
       );
     }
     return { certificateChain: chain, tls: { key } };
+  }
+
+  tlsKey(objectId: number): TlsKeyOptions {
+    const key = this.read(this.keyPath(objectId));
+    if (key === undefined) {
+      throw new AgentError('se_error', `${this.description} has no key ${seLabel(objectId)} to connect with`);
+    }
+    return { key };
   }
 
   generateKeyPair(objectId: number): Uint8Array {

@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { BINS, PROGRAM_TIMEOUT_MS, REPO_ROOT, type RunResult } from '../../../../test/support/processes.ts';
 
 // `node --` as the bin's shebang does: Node 20 would otherwise take `--env-file` for itself.
@@ -39,5 +39,14 @@ export function runAgentAsync(
       onStderr?.(stderr);
     });
     child.on('close', (code, signal) => resolve({ status: code ?? -1, signal, stdout, stderr }));
+  });
+}
+
+/** Starts keyferry-agent (e.g. `daemon`) and returns the child, for a test that stops it itself. */
+export function spawnAgent(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
+  return spawn(process.execPath, argv(args), {
+    env: { ...process.env, KEYFERRY_DEBUG: '', ...env },
+    cwd: REPO_ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
 }

@@ -4,6 +4,7 @@ import type { Db } from '../storage/database.ts';
 import type { ProvisioningState, SecureObjectType } from '../storage/tables.ts';
 import { deviceLinkObjects, setObjectState, touchDevice } from './device-records.ts';
 import { notAllowListed } from './issuance.ts';
+import { type RenewalPolicy, renewalPolicy } from './renewal-policy.ts';
 import type { DeviceSession } from './session.ts';
 
 /** One entry of the manifest (docs/device-link.md). */
@@ -26,6 +27,10 @@ export interface ManifestObject {
   certificateSerial?: string | null;
   /** CERTIFICATE only: an operator marked the live certificate for rotation (el2g devices rotate). */
   rotate?: boolean;
+  /** CERTIFICATE only: expiry (ISO 8601) of that live certificate, null when there is none. */
+  notAfter?: string | null;
+  /** CERTIFICATE only: validity of a renewed certificate and how long before expiry devices renew. */
+  renewal?: RenewalPolicy;
 }
 
 export interface Manifest {
@@ -83,28 +88,43 @@ export async function deviceManifest(
         state,
         ...(o.reason ? { reason: o.reason } : {}),
         ...(o.type === 'CERTIFICATE'
-          ? { certificateSerial: live.get(o.id)?.serial ?? null, rotate: live.get(o.id)?.rotate ?? false }
+          ? {
+              certificateSerial: live.get(o.id)?.serial ?? null,
+              notAfter: live.get(o.id)?.notAfter ?? null,
+              renewal: renewalPolicy(o),
+              rotate: live.get(o.id)?.rotate ?? false,
+            }
           : {}),
       };
     }),
   };
 }
 
-/** Secure object id → serial of the device's live (unrevoked) certificate of it, and whether it is marked for rotation. */
+/**
+ * Secure object id → serial and expiry of the device's newest live (unrevoked) certificate of
+ * it, and whether an operator marked it for rotation.
+ */
 async function liveSerials(
   db: Db,
   deviceRowId: number,
-): Promise<Map<number | null, { serial: string; rotate: boolean }>> {
+): Promise<Map<number | null, { serial: string; notAfter: string; rotate: boolean }>> {
   const { rows } = await liveCertificates(db, deviceRowId);
   return new Map(
-    rows.map((r) => [r.secure_object_id, { serial: r.serial_hex, rotate: r.rotation_requested_at !== null }]),
+    rows.map((r) => [
+      r.secure_object_id,
+      {
+        serial: r.serial_hex,
+        notAfter: new Date(r.not_after).toISOString(),
+        rotate: r.rotation_requested_at !== null,
+      },
+    ]),
   );
 }
 
 const liveCertificates = compiledOnce((db, [deviceRowId]: [number]) =>
   db
     .selectFrom('certificates')
-    .select(['secure_object_id', 'serial_hex', 'rotation_requested_at'])
+    .select(['secure_object_id', 'serial_hex', 'not_after', 'rotation_requested_at'])
     .where('device_row_id', '=', deviceRowId)
     .where('revoked_at', 'is', null)
     .orderBy('id'),

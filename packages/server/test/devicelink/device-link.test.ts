@@ -56,6 +56,8 @@ describe.each(BACKENDS)('device-link on %s: the provisioning flow of one device'
           label: 'SE_83000043',
           state: 'GENERATION_TRIGGERED',
           certificateSerial: null,
+          notAfter: null,
+          renewal: { validityDays: 365, windowDays: 30 },
         },
       ],
     });

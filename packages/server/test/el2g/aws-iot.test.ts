@@ -245,6 +245,8 @@ describe.each(BACKENDS)('POST el2g/aws-iot/ on %s', (backend) => {
       label: 'SE_83000045',
       state: 'GENERATION_TRIGGERED',
       certificateSerial: null,
+      notAfter: null,
+      renewal: { validityDays: 365, windowDays: 30 },
     });
     const cacerts = await f.call(device, { path: `${AWS_EST}/cacerts` });
     expect(certsOf(cacerts.text).map((der) => toPem(der, 'CERTIFICATE'))).toEqual([caPem]);

@@ -3,11 +3,13 @@ import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { loadOrCreateVendorCa, simDir } from '../se05x/vendor-ca.ts';
 import { ManagementApi } from './management-api.ts';
-import { runFleet } from './run.ts';
+import { runFleet, runRenewal } from './run.ts';
 import { formatSummary } from './stats.ts';
 
 interface FleetOptions {
-  devices: string;
+  devices?: string;
+  renew?: boolean;
+  force?: boolean;
   product: string;
   server?: string;
   factory?: string;
@@ -53,7 +55,13 @@ export function registerFleetCommand(program: Command): void {
       'provision N simulated devices against a service: make N soft secure elements, allow-list ' +
         'them (1000 a request), run the agent’s auto-register for each, print counts, devices/s and latency',
     )
-    .requiredOption('--devices <n>', `how many devices, 1 to ${MAX_DEVICES}`)
+    .option('--devices <n>', `how many devices, 1 to ${MAX_DEVICES} (needed unless --renew)`)
+    .option(
+      '--renew',
+      'instead of provisioning: a rotation pass over the fleet already in --dir, the agent’s renew for each device ' +
+        '(rotates when the manifest says rotate or the certificate is inside its renewal window)',
+    )
+    .option('--force', 'with --renew: rotate every device, due or not')
     .option('--product <12nc>', 'product 12NC of the simulated secure elements', '935389312472')
     .option('--server <url>', 'management API (default KEYFERRY_SERVER, then <data dir>/listen.json)')
     .option('-f, --factory <name>', 'factory (default KEYFERRY_FACTORY)')
@@ -72,7 +80,11 @@ export function registerFleetCommand(program: Command): void {
         '\nExits 1 when any device failed.',
     )
     .action(async (opts: FleetOptions) => {
-      const count = integer(opts.devices, '--devices', 1, MAX_DEVICES);
+      if (opts.renew && opts.dir === undefined)
+        throw new Error('--renew needs --dir DIR: the fleet to rotate');
+      if (!opts.renew && opts.devices === undefined)
+        throw new Error('pass --devices N (or --renew --dir DIR)');
+      const count = opts.renew ? 0 : integer(opts.devices ?? '', '--devices', 1, MAX_DEVICES);
       const concurrency = integer(opts.concurrency, '--concurrency', 1, 1000);
       if (!/^[0-9]{12}$/.test(opts.product))
         throw new Error(`--product ${opts.product} is not a 12NC (12 digits)`);
@@ -113,8 +125,21 @@ export function registerFleetCommand(program: Command): void {
       mkdirSync(dir, { recursive: true, mode: 0o700 });
       const rootCrt = join(dir, 'root.crt');
       writeFileSync(rootCrt, root ?? '', { mode: 0o644 });
+      const target = { api, product: opts.product, repoId, subdomain, deviceLink, deviceLinkCa, rootCrt };
+      if (opts.renew) {
+        const renewal = await runRenewal({ target, dir, concurrency, force: opts.force === true });
+        process.stdout.write(
+          opts.json
+            ? `${JSON.stringify(renewal, null, 2)}\n`
+            : `${formatSummary(renewal, 'Renewed')}Rotated: ${renewal.rotated}\n`,
+        );
+        if (renewal.failed > 0) {
+          throw new Error(`${renewal.failed} of ${renewal.devices} devices failed; the summary lists why`);
+        }
+        return;
+      }
       const summary = await runFleet({
-        target: { api, product: opts.product, repoId, subdomain, deviceLink, deviceLinkCa, rootCrt },
+        target,
         vendor: await loadOrCreateVendorCa(simDir()),
         count,
         dir,

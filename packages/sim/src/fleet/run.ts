@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   AgentError,
@@ -7,6 +7,8 @@ import {
   type Log,
   openSecureElement,
   registerOnce,
+  renewOnce,
+  type SecureElement,
   type SettingSource,
 } from '@keyferry/agent';
 import { createSecureElement } from '../se05x/create.ts';
@@ -56,7 +58,18 @@ function deviceSettings(target: FleetTarget, home: string): AgentSettings {
 }
 
 /** One device's auto-register run (the agent's registerOnce), milliseconds it took. */
-async function register(target: FleetTarget, device: Device): Promise<number> {
+function register(target: FleetTarget, device: Device): Promise<number> {
+  return withRetries(target, device, async (settings, se) => {
+    await registerOnce({ settings, se, log: silent });
+  });
+}
+
+/** `run` for one device with its settings and secure element, transient failures retried; milliseconds it took. */
+async function withRetries(
+  target: FleetTarget,
+  device: Device,
+  run: (settings: AgentSettings, se: SecureElement) => Promise<void>,
+): Promise<number> {
   const settings = deviceSettings(target, device.home);
   mkdirSync(settings.sotaDir, { recursive: true });
   const se = openSecureElement(settings);
@@ -65,7 +78,7 @@ async function register(target: FleetTarget, device: Device): Promise<number> {
   try {
     for (;;) {
       try {
-        await registerOnce({ settings, se, log: silent });
+        await run(settings, se);
         return performance.now() - started;
       } catch (error) {
         const wait = Math.min(Math.max(1, (error as AgentError).retryAfter ?? 1), 10) * 1000;
@@ -143,4 +156,52 @@ export async function runFleet(options: {
     seconds: (performance.now() - started) / 1000,
     dir,
   });
+}
+
+/**
+ * A rotation pass over a fleet `runFleet` made under `dir`: the agent's renew (renewOnce) for
+ * every device, at most `concurrency` in flight. A device rotates its gateway key into the
+ * other slot when its manifest says `rotate`, its certificate is inside the renewal window, or
+ * with `force`; `rotated` counts those that did.
+ */
+export async function runRenewal(options: {
+  readonly target: FleetTarget;
+  readonly dir: string;
+  readonly concurrency: number;
+  readonly force?: boolean;
+}): Promise<FleetSummary & { readonly rotated: number }> {
+  const { target, dir } = options;
+  const started = performance.now();
+  const latencies: number[] = [];
+  const failures: DeviceFailure[] = [];
+  let rotated = 0;
+  const homes = readdirSync(dir, { withFileTypes: true })
+    .filter((e) => e.isDirectory() && e.name.startsWith('device-'))
+    .map((e) => join(dir, e.name))
+    .sort();
+  let next = 0;
+  const worker = async () => {
+    while (next < homes.length) {
+      const home = homes[next++] as string;
+      try {
+        latencies.push(
+          await withRetries(target, { uid: home, home }, async (settings, se) => {
+            const summary = await renewOnce({ settings, se, log: silent, force: options.force === true });
+            if (summary.rotated) rotated++;
+          }),
+        );
+      } catch (error) {
+        failures.push({ uid: home, reason: error instanceof Error ? error.message : String(error) });
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(options.concurrency, homes.length) }, worker));
+  const summary = summarize({
+    devices: homes.length,
+    latencies,
+    failures,
+    seconds: (performance.now() - started) / 1000,
+    dir,
+  });
+  return { ...summary, rotated };
 }

@@ -49,10 +49,11 @@ export function summarize(options: {
 /** Most failures listed one by one; the rest are counted. */
 const LISTED_FAILURES = 20;
 
-export function formatSummary(s: FleetSummary): string {
+/** `done` names what each device went through: `Provisioned` (default) or, for a rotation pass, `Renewed`. */
+export function formatSummary(s: FleetSummary, done = 'Provisioned'): string {
   const ms = (v: number | null) => (v === null ? '-' : `${v} ms`);
   const lines = [
-    `Provisioned: ${s.provisioned} of ${s.devices} devices`,
+    `${done}: ${s.provisioned} of ${s.devices} devices`,
     `Failed: ${s.failed}`,
     `Time: ${s.seconds.toFixed(3)} s (${s.devicesPerSecond} devices/s)`,
     `Latency: p50 ${ms(s.latencyMs.p50)}, p99 ${ms(s.latencyMs.p99)}`,

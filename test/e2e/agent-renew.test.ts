@@ -1,0 +1,251 @@
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { request as httpsRequest } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CRASH_POINTS } from '../../packages/agent/src/register/crash-point.ts';
+import { runAgentAsync, spawnAgent } from '../../packages/agent/test/support/agent-bin.ts';
+import {
+  type DaemonProcess,
+  PROCESS_TEST_TIMEOUT_MS,
+  type RunResult,
+  runBinAsync,
+  startKeyferryd,
+} from '../support/processes.ts';
+
+const PRODUCT = '935389312472';
+
+/** A simulated device with a soft secure element (files), provisioned by auto-register. */
+interface Device {
+  uid: string;
+  seDir: string;
+  sotaDir: string;
+  envFile: string;
+  agent(args: string[], env?: NodeJS.ProcessEnv): ReturnType<typeof runAgentAsync>;
+}
+
+describe('keyferry-agent renew: two-slot rotation of the gateway pair against the real keyferryd', {
+  timeout: PROCESS_TEST_TIMEOUT_MS,
+}, () => {
+  let work: string;
+  let dataDir: string;
+  let daemon: DaemonProcess;
+  let repoId: string;
+  let subdomain: string;
+  let cli: (args: string[]) => Promise<RunResult>;
+
+  async function provisionedDevice(name: string): Promise<Device> {
+    const seDir = join(work, name, 'se');
+    const created = await runBinAsync('sim', ['se05x', 'create', '--product', PRODUCT, '--dir', seDir], {
+      env: { KEYFERRY_DATA_DIR: dataDir },
+    });
+    expect(created.stderr).toBe('');
+    const uid = created.stdout.trim();
+    const sotaDir = join(work, name, 'sota');
+    mkdirSync(sotaDir, { recursive: true });
+    const envFile = join(work, name, 'env');
+    writeFileSync(
+      envFile,
+      [
+        `REPOID=${repoId}`,
+        `EL2GO_HOSTNAME=${subdomain}`,
+        `EL2GO_CONNECT_ADDR=${daemon.listen.deviceLink}`,
+        `DEVICE_LINK_CA=${join(dataDir, 'service-ca.pem')}`,
+        `SOTA_DIR=${sotaDir}`,
+        `ROOT_CRT=${join(work, 'root.crt')}`,
+        'DAEMON_INTERVAL=1',
+        'AKLITE_START_CMD=true',
+        'SE_BACKEND=soft',
+        `SE_DIR=${seDir}`,
+        '',
+      ].join('\n'),
+    );
+    const device: Device = {
+      uid,
+      seDir,
+      sotaDir,
+      envFile,
+      agent: (args, env = {}) => runAgentAsync([...args, '--env-file', envFile], env),
+    };
+    expect((await cli(['el2g', 'devices', 'add', PRODUCT, uid])).status).toBe(0);
+    const first = await device.agent(['auto-register', '--once']);
+    expect(first.stderr).toBe('');
+    expect(first.status).toBe(0);
+    return device;
+  }
+
+  /** The key and certificate files sota.toml names now. */
+  function sotaPair(device: Device): { key: string; cert: string } {
+    const toml = readFileSync(join(device.sotaDir, 'sota.toml'), 'utf8');
+    const key = /^tls_pkey_path = "(.*)"$/m.exec(toml)?.[1];
+    const cert = /^tls_clientcert_path = "(.*)"$/m.exec(toml)?.[1];
+    expect(key, toml).toBeDefined();
+    return { key: key!, cert: cert! };
+  }
+
+  /** GET /device at the device gateway with a key and certificate (PEM files). */
+  function gatewayCall(pair: { key: string; cert: string }): Promise<{ status: number; body: any }> {
+    const [host, port] = daemon.listen.gateway!.split(':') as [string, string];
+    return new Promise((resolve, reject) => {
+      const req = httpsRequest(
+        {
+          host,
+          port: Number(port),
+          path: '/device',
+          servername: `${repoId}.ota-lite.localhost`,
+          ca: readFileSync(join(work, 'root.crt')),
+          key: readFileSync(pair.key),
+          cert: readFileSync(pair.cert),
+          agent: false,
+        },
+        (res) => {
+          let text = '';
+          res.on('data', (d) => (text += d));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text || '{}') }));
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+  }
+
+  /** Copies of the pair in use, to try it at the gateway once it is replaced. */
+  function keepCopy(device: Device, name: string): { key: string; cert: string } {
+    const now = sotaPair(device);
+    const copy = { key: join(work, `${name}.key.pem`), cert: join(work, `${name}.pem`) };
+    copyFileSync(now.key, copy.key);
+    copyFileSync(now.cert, copy.cert);
+    return copy;
+  }
+
+  async function expectConverged(device: Device, old: { key: string; cert: string }): Promise<void> {
+    const pair = sotaPair(device);
+    expect(pair.key).toContain('SE_83010042');
+    // only the new slot is left in the secure element
+    expect(existsSync(join(device.seDir, 'SE_83000042.key.pem'))).toBe(false);
+    expect(existsSync(join(device.seDir, 'SE_83000043.pem'))).toBe(false);
+    const accepted = await gatewayCall(pair);
+    expect(accepted.status, JSON.stringify(accepted.body)).toBe(200);
+    const refused = await gatewayCall(old);
+    expect(refused.body.code).toBe('certificate_revoked');
+    const show = await cli(['el2g', 'devices', 'show', device.uid]);
+    expect(show.stdout).toMatch(/fio-device-gateway-ca {5}CERTIFICATE {2}PROVISIONING_COMPLETED\n/);
+  }
+
+  beforeAll(async () => {
+    work = mkdtempSync(join(tmpdir(), 'keyferry-e2e-renew-'));
+    dataDir = join(work, 'data');
+    daemon = await startKeyferryd(dataDir);
+    const token = readFileSync(join(dataDir, 'demo.token'), 'utf8').trim();
+    cli = (args) =>
+      runBinAsync('keyferry', ['--server', daemon.listen.api, '-t', token, '-f', 'demo', ...args], {
+        env: { HOME: work, XDG_CONFIG_HOME: join(work, 'xdg') },
+      });
+    const pki = join(work, 'pki');
+    for (const step of [
+      ['keys', 'ca', 'create', pki],
+      ['el2g', 'config-device-gateway', '--pki-dir', pki],
+    ]) {
+      const res = await cli(step);
+      expect(res.status, `${step.join(' ')}: ${res.stderr}`).toBe(0);
+    }
+    writeFileSync(join(work, 'root.crt'), (await cli(['keys', 'ca', 'show', '--just-root'])).stdout);
+    subdomain = /^# Subdomain: (\S+)$/m.exec((await cli(['el2g', 'status'])).stdout)?.[1] ?? '';
+    repoId = /^demo {2}(\S+)$/m.exec((await cli(['factories'])).stdout)?.[1] ?? '';
+    expect(repoId).not.toBe('');
+  });
+
+  afterAll(async () => {
+    await daemon?.stop();
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  it('outside the window it does nothing; --force rotates into the other slot, the old certificate is revoked', async () => {
+    const device = await provisionedDevice('device-a');
+    const idle = await device.agent(['renew', '--once']);
+    expect(idle.stderr).toBe('');
+    expect(idle.status).toBe(0);
+    expect(idle.stdout).toMatch(/renewal due from \d{4}-/);
+    expect(idle.stdout).toContain('Nothing to do: the certificate is not due for renewal\n');
+    const old = keepCopy(device, 'device-a-old');
+    expect((await gatewayCall(old)).status).toBe(200);
+
+    const res = await device.agent(['renew', '--force', '--once']);
+    expect(res.stderr).toBe('');
+    expect(res.status).toBe(0);
+    expect(res.stdout).toContain(
+      'fio-device-gateway-ca-kp: generated key SE_83010042 in the secure element\n',
+    );
+    expect(res.stdout).toMatch(
+      /fio-device-gateway-ca: renewed with the certificate in SE_83000043, certificate serial/,
+    );
+    expect(res.stdout).toContain('fio-device-gateway-ca: stored certificate as SE_83010043\n');
+    expect(res.stdout).toContain('Deleted the old SE_83000042 and SE_83000043\n');
+    expect(res.stdout).toContain('Rotation complete\n');
+    await expectConverged(device, old);
+
+    // a rotation back lands in the primary slot again
+    const back = await device.agent(['renew', '--force', '--once']);
+    expect(back.status).toBe(0);
+    expect(sotaPair(device).key).toContain('SE_83000042');
+    expect((await gatewayCall(sotaPair(device))).status).toBe(200);
+  });
+
+  for (const point of CRASH_POINTS) {
+    it(`SIGKILL ${point}: the device still connects with the pair sota.toml names, and the next run converges`, async () => {
+      const device = await provisionedDevice(`device-${point}`);
+      const old = keepCopy(device, `device-${point}-old`);
+      const crashed = await device.agent(['renew', '--force', '--once'], { KEYFERRY_AGENT_CRASH_AT: point });
+      expect(crashed.signal, crashed.stdout + crashed.stderr).toBe('SIGKILL');
+      const connects = await gatewayCall(sotaPair(device));
+      expect(connects.status, JSON.stringify(connects.body)).toBe(200);
+
+      const rerun = await device.agent(['renew', '--once']);
+      expect(rerun.stderr).toBe('');
+      expect(rerun.status).toBe(0);
+      await expectConverged(device, old);
+    });
+  }
+
+  it('daemon mode finishes a rotation a crashed run began, then keeps the new pair; SIGTERM ends it', async () => {
+    const device = await provisionedDevice('device-daemon');
+    const old = keepCopy(device, 'device-daemon-old');
+    const crashed = await device.agent(['renew', '--force', '--once'], {
+      KEYFERRY_AGENT_CRASH_AT: 'after-enroll',
+    });
+    expect(crashed.signal).toBe('SIGKILL');
+    const child = spawnAgent(['daemon', '--env-file', device.envFile]);
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.on('data', (d) => (stdout += d));
+    child.stderr?.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    try {
+      // wait for state, not for time: the daemon's log says the rotation is complete
+      for (let i = 0; i < 600 && !stdout.includes('Rotation complete\n'); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      expect(stdout, stderr).toContain('fio-device-gateway-ca: finishing the rotation a previous run began');
+      expect(stdout).toContain('Rotation complete\n');
+      await expectConverged(device, old);
+      // the next check finds nothing due
+      for (let i = 0; i < 600 && !/renewal due from .*\n[\s\S]*renewal due from/.test(stdout); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      expect(stdout).toMatch(/renewal due from/);
+    } finally {
+      child.kill('SIGTERM');
+    }
+    expect(await exited).toBe(0);
+    expect(stderr).toBe('');
+    expect(sotaPair(device).key).toContain('SE_83010042');
+  });
+});
