@@ -20,6 +20,7 @@ import {
   runBinAsync,
   startKeyferryd,
 } from '../support/processes.ts';
+import { createSofthsmEnv, type SofthsmEnv } from '../support/softhsm.ts';
 
 const PRODUCT = '935389312472';
 
@@ -41,6 +42,7 @@ describe('keyferry-agent renew: two-slot rotation of the gateway pair against th
   let repoId: string;
   let subdomain: string;
   let cli: (args: string[]) => Promise<RunResult>;
+  const tokens: SofthsmEnv[] = [];
 
   async function provisionedDevice(name: string): Promise<Device> {
     const seDir = join(work, name, 'se');
@@ -165,6 +167,7 @@ describe('keyferry-agent renew: two-slot rotation of the gateway pair against th
 
   afterAll(async () => {
     await daemon?.stop();
+    for (const t of tokens) t.cleanup();
     if (work) rmSync(work, { recursive: true, force: true });
   });
 
@@ -247,5 +250,61 @@ describe('keyferry-agent renew: two-slot rotation of the gateway pair against th
     expect(await exited).toBe(0);
     expect(stderr).toBe('');
     expect(sotaPair(device).key).toContain('SE_83010042');
+  });
+
+  it('on a PKCS#11 token (SoftHSM2): the new pair gets ids 06/07, sota.toml names them, then 01/03 again', async () => {
+    const softhsm = createSofthsmEnv({ setProcessEnv: false });
+    tokens.push(softhsm);
+    const created = await runBinAsync('sim', ['se05x', 'create', '--product', PRODUCT, '--pkcs11'], {
+      env: { SOFTHSM2_CONF: softhsm.conf, KEYFERRY_DATA_DIR: dataDir },
+    });
+    expect(created.stderr).toBe('');
+    const uid = created.stdout.trim();
+    const sotaDir = join(work, 'device-p11', 'sota');
+    mkdirSync(sotaDir, { recursive: true });
+    const envFile = join(work, 'device-p11', 'env');
+    writeFileSync(
+      envFile,
+      [
+        `REPOID=${repoId}`,
+        `EL2GO_HOSTNAME=${subdomain}`,
+        `EL2GO_CONNECT_ADDR=${daemon.listen.deviceLink}`,
+        `DEVICE_LINK_CA=${join(dataDir, 'service-ca.pem')}`,
+        `PKCS11_MODULE=${softhsm.module}`,
+        `SOTA_DIR=${sotaDir}`,
+        `ROOT_CRT=${join(work, 'root.crt')}`,
+        'DAEMON_INTERVAL=1',
+        'AKLITE_START_CMD=true',
+        '',
+      ].join('\n'),
+    );
+    const agent = (args: string[]) =>
+      runAgentAsync([...args, '--env-file', envFile], { SOFTHSM2_CONF: softhsm.conf });
+    expect((await cli(['el2g', 'devices', 'add', PRODUCT, uid])).status).toBe(0);
+    expect((await agent(['auto-register', '--once'])).status).toBe(0);
+    const sota = () => readFileSync(join(sotaDir, 'sota.toml'), 'utf8');
+    expect(sota()).toContain('tls_pkey_id = "01"\ntls_clientcert_id = "03"\n');
+
+    const res = await agent(['renew', '--force', '--once']);
+    expect(res.stderr).toBe('');
+    expect(res.status).toBe(0);
+    expect(res.stdout).toMatch(/renewed with the certificate in SE_83000043, certificate serial/);
+    expect(res.stdout).toContain('Deleted the old SE_83000042 and SE_83000043\n');
+    expect(sota()).toContain('tls_pkey_id = "06"\ntls_clientcert_id = "07"\n');
+    const show = await cli(['el2g', 'devices', 'show', uid]);
+    expect(show.stdout).toMatch(/fio-device-gateway-ca {5}CERTIFICATE {2}PROVISIONING_COMPLETED\n/);
+
+    // auto-register at the next boot keeps the rotated pair
+    const boot = await agent(['auto-register', '--once']);
+    expect(boot.status).toBe(0);
+    expect(boot.stdout).toContain(
+      'fio-device-gateway-ca-kp: key SE_83010042 already in the secure element, kept\n',
+    );
+    expect(sota()).toContain('tls_pkey_id = "06"\n');
+
+    const back = await agent(['renew', '--force', '--once']);
+    expect(back.status).toBe(0);
+    expect(back.stdout).toMatch(/renewed with the certificate in SE_83010043, certificate serial/);
+    expect(sota()).toContain('tls_pkey_id = "01"\ntls_clientcert_id = "03"\n');
   });
 });
