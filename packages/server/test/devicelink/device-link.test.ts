@@ -58,6 +58,7 @@ describe.each(BACKENDS)('device-link on %s: the provisioning flow of one device'
           certificateSerial: null,
           notAfter: null,
           renewal: { validityDays: 365, windowDays: 30 },
+          rotate: false,
         },
       ],
     });

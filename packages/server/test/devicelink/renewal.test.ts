@@ -251,6 +251,7 @@ describe('simplereenroll authenticated by the current device certificate (curl +
       notAfter: rekeyed.notAfter.toISOString(),
       renewFrom: new Date(rekeyed.notAfter.getTime() - 30 * DAY_MS).toISOString(),
       renewedValidityDays: 365,
+      rotationRequestedAt: null,
     });
     expect(gateway.certificate).toBe(
       readFileSync(join(work, 'rekeyed.pem'), 'utf8')

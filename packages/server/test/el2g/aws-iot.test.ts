@@ -247,6 +247,7 @@ describe.each(BACKENDS)('POST el2g/aws-iot/ on %s', (backend) => {
       certificateSerial: null,
       notAfter: null,
       renewal: { validityDays: 365, windowDays: 30 },
+      rotate: false,
     });
     const cacerts = await f.call(device, { path: `${AWS_EST}/cacerts` });
     expect(certsOf(cacerts.text).map((der) => toPem(der, 'CERTIFICATE'))).toEqual([caPem]);
