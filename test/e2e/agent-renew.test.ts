@@ -7,12 +7,12 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
-import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CRASH_POINTS } from '../../packages/agent/src/register/crash-point.ts';
 import { runAgentAsync, spawnAgent } from '../../packages/agent/test/support/agent-bin.ts';
+import { gatewayCall as gatewayCallWith, sotaPair as sotaPairOf } from '../support/device-link.ts';
 import {
   type DaemonProcess,
   PROCESS_TEST_TIMEOUT_MS,
@@ -85,39 +85,11 @@ describe('keyferry-agent renew: two-slot rotation of the gateway pair against th
   }
 
   /** The key and certificate files sota.toml names now. */
-  function sotaPair(device: Device): { key: string; cert: string } {
-    const toml = readFileSync(join(device.sotaDir, 'sota.toml'), 'utf8');
-    const key = /^tls_pkey_path = "(.*)"$/m.exec(toml)?.[1];
-    const cert = /^tls_clientcert_path = "(.*)"$/m.exec(toml)?.[1];
-    expect(key, toml).toBeDefined();
-    return { key: key!, cert: cert! };
-  }
+  const sotaPair = (device: Device) => sotaPairOf(device.sotaDir);
 
   /** GET /device at the device gateway with a key and certificate (PEM files). */
-  function gatewayCall(pair: { key: string; cert: string }): Promise<{ status: number; body: any }> {
-    const [host, port] = daemon.listen.gateway!.split(':') as [string, string];
-    return new Promise((resolve, reject) => {
-      const req = httpsRequest(
-        {
-          host,
-          port: Number(port),
-          path: '/device',
-          servername: `${repoId}.ota-lite.localhost`,
-          ca: readFileSync(join(work, 'root.crt')),
-          key: readFileSync(pair.key),
-          cert: readFileSync(pair.cert),
-          agent: false,
-        },
-        (res) => {
-          let text = '';
-          res.on('data', (d) => (text += d));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text || '{}') }));
-        },
-      );
-      req.on('error', reject);
-      req.end();
-    });
-  }
+  const gatewayCall = (pair: { key: string; cert: string }) =>
+    gatewayCallWith({ gateway: daemon.listen.gateway!, repoId, rootCrt: join(work, 'root.crt'), pair });
 
   /** Copies of the pair in use, to try it at the gateway once it is replaced. */
   function keepCopy(device: Device, name: string): { key: string; cert: string } {

@@ -1,5 +1,5 @@
 import { generateKeyPairSync } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
 import { factoryRootProfile, fromPem, intermediateCaFromCsr, softSigner, toPem } from '@keyferry/core';
@@ -167,4 +167,44 @@ export function writeAgentEnvFile(path: string, env: AgentEnv): void {
       '',
     ].join('\n'),
   );
+}
+
+/** The key and certificate files a device's sota.toml names (the pair aktualizr-lite uses). */
+export function sotaPair(sotaDir: string): { key: string; cert: string } {
+  const toml = readFileSync(join(sotaDir, 'sota.toml'), 'utf8');
+  const key = /^tls_pkey_path = "(.*)"$/m.exec(toml)?.[1];
+  const cert = /^tls_clientcert_path = "(.*)"$/m.exec(toml)?.[1];
+  if (key === undefined || cert === undefined) throw new Error(`no PEM pair in sota.toml:\n${toml}`);
+  return { key, cert };
+}
+
+/** GET /device at the device gateway (`host:port`) with a key and certificate (PEM files). */
+export function gatewayCall(options: {
+  gateway: string;
+  repoId: string;
+  rootCrt: string;
+  pair: { key: string; cert: string };
+}): Promise<{ status: number; body: any }> {
+  const [host, port] = options.gateway.split(':') as [string, string];
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        host,
+        port: Number(port),
+        path: '/device',
+        servername: `${options.repoId}.ota-lite.localhost`,
+        ca: readFileSync(options.rootCrt),
+        key: readFileSync(options.pair.key),
+        cert: readFileSync(options.pair.cert),
+        agent: false,
+      },
+      (res) => {
+        let text = '';
+        res.on('data', (d) => (text += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text || '{}') }));
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
 }
