@@ -167,7 +167,7 @@ async function measure(storage: 'sqlite' | 'postgres', nodes: number): Promise<v
     `load:     ${run.provisioned} devices provisioned (${run.failures.count} failed) in ${f1(run.seconds)} s, ${concurrency} in flight: ${f1(rate)} devices/s`,
   );
   console.log(
-    `server:   ${f2(perDevice)} ms CPU per device (keyferryd, /proc/<pid>/stat of ${rssEach.length} processes; PostgreSQL's own not counted), peak RSS ${f1(rss)} MB in all, ${f1(Math.max(...rssEach))} MB the largest process`,
+    `server:   ${f2(perDevice)} ms CPU per device (keyferryd, /proc/<pid>/stat of ${rssEach.length} process${rssEach.length === 1 ? '' : 'es'}; PostgreSQL's own not counted), peak RSS ${f1(rss)} MB in all, ${f1(Math.max(...rssEach))} MB the largest process`,
   );
   console.log(
     `client:   ${f2(clientPerDevice)} ms CPU per device (load generator), ${((run.clientCpuMs / (run.seconds * 1000)) * 100).toFixed(0)}% of its core`,
