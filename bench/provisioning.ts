@@ -4,7 +4,9 @@
  * load generator pinned to the other, CPU milliseconds per provisioned device of both (from
  * /proc and process.cpuUsage, robust to other work on the machine), latency split into
  * service time (one device at a time) and queueing, and the floor: a minimal Node HTTPS
- * server with the same TLS options, one mutual-TLS handshake per connection.
+ * server with the same TLS options, one mutual-TLS handshake per connection. With
+ * `--storage postgres` the run measures SQLite first and then PostgreSQL (`--nodes` keyferryd
+ * on one throwaway cluster, the devices alternating between them), one RESULT line each.
  * Progress goes to stderr; the figures and the closing RESULT line to stdout.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -49,8 +51,14 @@ const options = benchOptions(
     storage: {
       value: 'sqlite|postgres',
       default: 'sqlite',
-      help: 'keyferryd storage',
+      help: 'keyferryd storage; postgres measures SQLite first, then PostgreSQL',
       check: oneOf('sqlite', 'postgres'),
+    },
+    nodes: {
+      value: 'N',
+      default: '1',
+      help: 'with --storage postgres: keyferryd nodes on the one database',
+      check: positiveInteger,
     },
     'postgres-url': {
       value: 'URL',
@@ -64,11 +72,21 @@ if (options['postgres-url'] && options.storage !== 'postgres') {
   console.error('--postgres-url needs --storage postgres\nRun with --help for the options.');
   process.exit(2);
 }
+if (n('nodes') > 1 && options.storage !== 'postgres') {
+  console.error(
+    `--nodes ${n('nodes')} needs --storage postgres: several keyferryd share a PostgreSQL database, not a SQLite file\nRun with --help for the options.`,
+  );
+  process.exit(2);
+}
 
 const say = (line: string) => console.error(`[bench] ${line}`);
 const f1 = (x: number) => x.toFixed(1);
 const f2 = (x: number) => x.toFixed(2);
-const pinning = n('workers') > 1 ? { none: `${n('workers')} workers share the cores` } : choosePinning();
+const processes = n('workers') * n('nodes');
+const pinning =
+  processes > 1
+    ? { none: `${n('nodes')} node(s) × ${n('workers')} worker(s) share the cores` }
+    : choosePinning();
 const serverCore = 'none' in pinning ? undefined : pinning.server;
 pin(process.pid, 'none' in pinning ? undefined : pinning.client);
 
@@ -76,10 +94,11 @@ const work = mkdtempSync(join(tmpdir(), 'keyferry-bench-'));
 let cluster: PostgresCluster | undefined;
 let fleet: Fleet | undefined;
 let failed = 0;
-try {
-  say(`node ${process.version}; ${describePinning(pinning)}`);
+
+/** One storage's measurement: a fleet, its devices, the load, the floor; prints its RESULT line. */
+async function measure(storage: 'sqlite' | 'postgres', nodes: number): Promise<void> {
   let storageUrl: string | undefined;
-  if (options.storage === 'postgres') {
+  if (storage === 'postgres') {
     storageUrl = options['postgres-url'];
     if (!storageUrl) {
       say('starting a throwaway PostgreSQL cluster');
@@ -87,14 +106,17 @@ try {
       storageUrl = await createDatabase(cluster.url, 'keyferry_bench');
     }
   }
-  const dataDir = join(work, 'data');
+  const dataDir = join(work, `data-${storage}`);
   fleet = await startFleet(dataDir, {
     ...(storageUrl ? { storageUrl } : {}),
     ...(serverCore === undefined ? {} : { core: serverCore }),
     workers: n('workers'),
+    nodes,
   });
   const total = n('warmup') + n('service-devices') + n('devices');
-  say(`keyferryd pid ${fleet.pid} (${options.storage}); making and allow-listing ${total} devices`);
+  say(
+    `${storage}: keyferryd pid ${fleet.nodes.map((node) => node.pid).join(', ')}; making and allow-listing ${total} devices`,
+  );
   const all = await makeDevices(fleet, total);
   const warm = all.slice(0, n('warmup'));
   const service = all.slice(warm.length, warm.length + n('service-devices'));
@@ -128,6 +150,10 @@ try {
     core: serverCore,
   });
   check('floor', floor);
+  await fleet.stop();
+  fleet = undefined;
+  cluster?.stop();
+  cluster = undefined;
 
   const lat = percentiles(run.deviceMs);
   const svc = percentiles(alone.deviceMs);
@@ -135,14 +161,13 @@ try {
   const clientPerDevice = run.clientCpuMs / run.provisioned;
   const rate = run.provisioned / run.seconds;
   const ratio = perDevice / floor.serverMsPerHandshake;
-  console.log(
-    `keyferry device-link bench — node ${process.version}, ${options.storage}, ${describePinning(pinning)}`,
-  );
+  const where = nodes > 1 ? `${storage}, ${nodes} keyferryd nodes` : storage;
+  console.log(`keyferry device-link bench — node ${process.version}, ${where}, ${describePinning(pinning)}`);
   console.log(
     `load:     ${run.provisioned} devices provisioned (${run.failures.count} failed) in ${f1(run.seconds)} s, ${concurrency} in flight: ${f1(rate)} devices/s`,
   );
   console.log(
-    `server:   ${f2(perDevice)} ms CPU per device (keyferryd, /proc/<pid>/stat of ${fleet.pids.join(', ')}), peak RSS ${f1(rss)} MB in all, ${f1(Math.max(...rssEach))} MB the largest process`,
+    `server:   ${f2(perDevice)} ms CPU per device (keyferryd, /proc/<pid>/stat of ${rssEach.length} process${rssEach.length === 1 ? '' : 'es'}; PostgreSQL's own not counted), peak RSS ${f1(rss)} MB in all, ${f1(Math.max(...rssEach))} MB the largest process`,
   );
   console.log(
     `client:   ${f2(clientPerDevice)} ms CPU per device (load generator), ${((run.clientCpuMs / (run.seconds * 1000)) * 100).toFixed(0)}% of its core`,
@@ -156,12 +181,21 @@ try {
   console.log(
     `floor:    ${floor.handshakes} mTLS handshakes, ${f1(floor.perSecond)}/s, ${f2(floor.serverMsPerHandshake)} ms server CPU each; keyferry per device / floor = ${f2(ratio)}`,
   );
-  if (failed > 0) console.log(`failed:   ${failed} (see stderr)`);
   console.log(
-    `RESULT devices=${run.provisioned} devices_per_s=${f1(rate)} server_ms_per_device=${f2(perDevice)} client_ms_per_device=${f2(clientPerDevice)} floor_ms_per_handshake=${f2(floor.serverMsPerHandshake)} floor_ratio=${f2(ratio)} p50_ms=${f1(lat.p50)} p99_ms=${f1(lat.p99)} service_p99_ms=${f1(svc.p99)} rss_mb=${f1(rss)} workers=${n('workers')} storage=${options.storage}`,
+    `RESULT devices=${run.provisioned} devices_per_s=${f1(rate)} server_ms_per_device=${f2(perDevice)} client_ms_per_device=${f2(clientPerDevice)} floor_ms_per_handshake=${f2(floor.serverMsPerHandshake)} floor_ratio=${f2(ratio)} p50_ms=${f1(lat.p50)} p99_ms=${f1(lat.p99)} service_p99_ms=${f1(svc.p99)} rss_mb=${f1(rss)} workers=${n('workers')} storage=${storage} nodes=${nodes}`,
   );
+}
+
+try {
+  say(`node ${process.version}; ${describePinning(pinning)}`);
+  if (options.storage === 'postgres') {
+    say('SQLite first, then PostgreSQL, in this run');
+    await measure('sqlite', 1);
+    await measure('postgres', n('nodes'));
+  } else await measure('sqlite', 1);
+  if (failed > 0) console.log(`failed:   ${failed} (see stderr)`);
 } finally {
-  await fleet?.daemon.stop();
+  await fleet?.stop();
   cluster?.stop();
   rmSync(work, { recursive: true, force: true });
 }

@@ -7,7 +7,8 @@
  * before the clock starts.
  */
 import { generateKeyPairSync } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { request } from 'node:http';
 import { Agent } from 'node:https';
 import { join } from 'node:path';
 import { createSecureContext, type SecureContext } from 'node:tls';
@@ -29,60 +30,145 @@ export interface SimDevice {
   csrDer: Uint8Array;
 }
 
-export interface Fleet {
+/** One keyferryd of the fleet: its process, its workers, its device-link address. */
+export interface FleetNode {
   daemon: DaemonProcess;
   pid: number;
-  /** keyferryd's processes: the primary and, with workers > 1, its workers. */
+  /** The primary and, with workers > 1, its workers. */
+  pids: number[];
+  address: string;
+  port: number;
+}
+
+export interface Fleet {
+  /** The first node's keyferryd (it made the schema, the demo factory and the service CA). */
+  daemon: DaemonProcess;
+  pid: number;
+  /** Every keyferryd process of every node: the server CPU is summed over them. */
   pids: number[];
   /** The factory's device-link host name (SNI). */
   host: string;
   address: string;
   port: number;
+  /** The keyferryd nodes on one database (one unless `nodes` says more); devices alternate. */
+  nodes: FleetNode[];
   serviceCa: string;
   dataDir: string;
   api: (method: string, path: string, body?: unknown) => Promise<unknown>;
+  /** Stops every node. */
+  stop(): Promise<void>;
 }
 
-/** Starts keyferryd in `dataDir` (pinned to `core`), with the device gateway CA set up. */
+/**
+ * Starts keyferryd in `dataDir` (pinned to `core`), with the device gateway CA set up. With
+ * `nodes` > 1 (PostgreSQL only) more keyferryd join the first on the same database, each with
+ * its own data dir, the first's master key and its device-link service CA, as a deployment of
+ * several nodes does (docs/deployment.md).
+ */
 export async function startFleet(
   dataDir: string,
-  options: { storageUrl?: string; core?: number; workers?: number },
+  options: { storageUrl?: string; core?: number; workers?: number; nodes?: number },
 ): Promise<Fleet> {
-  const daemon = await startKeyferryd(dataDir, {
-    env: {
-      KEYFERRY_WORKERS: String(options.workers ?? 1),
-      ...(options.storageUrl ? { KEYFERRY_STORAGE_URL: options.storageUrl } : {}),
-    },
-  });
-  const pid = daemon.child.pid!;
-  const pids = processTree(pid);
-  for (const p of pids) pin(p, options.core);
-  const base = daemon.listen.api;
-  const token = readFileSync(join(dataDir, 'demo.token'), 'utf8').trim();
-  const api = async (method: string, path: string, body?: unknown) => {
-    const res = await fetch(base + path, {
-      method,
-      headers: { 'osf-token': token, 'content-type': 'application/json' },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    if (!res.ok) throw new Error(`${method} ${path} answered ${res.status}: ${await res.text()}`);
-    return res.json();
+  const count = options.nodes ?? 1;
+  if (count > 1 && !options.storageUrl) throw new Error('several nodes need PostgreSQL (storageUrl)');
+  const env = {
+    KEYFERRY_WORKERS: String(options.workers ?? 1),
+    ...(options.storageUrl ? { KEYFERRY_STORAGE_URL: options.storageUrl } : {}),
   };
+  const first = await startNode(dataDir, env, options.core);
+  const nodes = [first];
+  try {
+    // the devices' vendor CA (makeDevices), trusted by every node: each reads its data dir's
+    if (count > 1) await loadOrCreateVendorCa(join(dataDir, 'sim'));
+    for (let k = 2; k <= count; k++) {
+      const own = `${dataDir}-node${k}`;
+      mkdirSync(join(own, 'sim'), { recursive: true, mode: 0o700 });
+      for (const file of ['service-ca.pem', 'service-ca.key', join('sim', 'vendor-ca.pem')]) {
+        if (existsSync(join(dataDir, file))) copyFileSync(join(dataDir, file), join(own, file));
+      }
+      const shared = { ...env, KEYFERRY_MASTER_KEY_FILE: join(dataDir, 'master.key') };
+      nodes.push(await startNode(own, shared, options.core));
+    }
+  } catch (error) {
+    await Promise.all(nodes.map((n) => n.daemon.stop()));
+    throw error;
+  }
+  const base = first.daemon.listen.api;
+  const token = readFileSync(join(dataDir, 'demo.token'), 'utf8').trim();
+  const api = (method: string, path: string, body?: unknown) => apiCall(base, token, method, path, body);
   await setupDeviceGateway(base, token);
   // the overview's subdomain is the whole device-link host name, as `el2g status` prints it
   const { subdomain } = (await api('GET', '/ota/factories/demo/el2g/overview/')) as { subdomain: string };
+  return {
+    daemon: first.daemon,
+    pid: first.pid,
+    pids: nodes.flatMap((n) => n.pids),
+    host: subdomain,
+    address: first.address,
+    port: first.port,
+    nodes,
+    serviceCa: readFileSync(join(dataDir, 'service-ca.pem'), 'utf8'),
+    dataDir,
+    api,
+    async stop() {
+      await Promise.all(nodes.map((n) => n.daemon.stop()));
+    },
+  };
+}
+
+async function startNode(
+  dataDir: string,
+  env: NodeJS.ProcessEnv,
+  core: number | undefined,
+): Promise<FleetNode> {
+  const daemon = await startKeyferryd(dataDir, { env });
+  const pid = daemon.child.pid!;
+  const pids = processTree(pid);
+  for (const p of pids) pin(p, core);
   const link = daemon.listen.deviceLink!;
   return {
     daemon,
     pid,
     pids,
-    host: subdomain,
     address: link.slice(0, link.lastIndexOf(':')),
     port: Number(link.slice(link.lastIndexOf(':') + 1)),
-    serviceCa: readFileSync(join(dataDir, 'service-ca.pem'), 'utf8'),
-    dataDir,
-    api,
   };
+}
+
+/**
+ * One management API call on a connection of its own. Not keep-alive: making devices keeps the
+ * event loop busy for longer than the API's keep-alive timeout, so a pooled connection would
+ * be one the server has closed without this process having seen it yet, and the next request
+ * on it fails with "other side closed".
+ */
+function apiCall(
+  base: string,
+  token: string,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<unknown> {
+  const text = body === undefined ? undefined : JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const req = request(
+      new URL(path, base),
+      { method, agent: false, headers: { 'osf-token': token, 'content-type': 'application/json' } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', reject);
+        res.on('end', () => {
+          const answer = Buffer.concat(chunks).toString('utf8');
+          const status = res.statusCode ?? 0;
+          if (status < 200 || status > 299)
+            reject(new Error(`${method} ${path} answered ${status}: ${answer}`));
+          else resolve(answer === '' ? undefined : JSON.parse(answer));
+        });
+      },
+    );
+    req.on('error', reject);
+    req.end(text);
+  });
 }
 
 /** Makes `n` devices (identity, gateway key CSR, TLS context) and allow-lists them. */
@@ -120,11 +206,11 @@ export async function makeDevices(fleet: Fleet, n: number): Promise<SimDevice[]>
   return out;
 }
 
-/** One device's keep-alive connection (its TLS handshake happens on the first request). */
-export function deviceAgent(fleet: Fleet, device: SimDevice): Agent {
+/** One device's keep-alive connection (its TLS handshake happens on the first request) to `node`. */
+export function deviceAgent(fleet: Fleet, device: SimDevice, node: FleetNode = fleet.nodes[0]!): Agent {
   return new Agent({
-    host: fleet.address,
-    port: fleet.port,
+    host: node.address,
+    port: node.port,
     secureContext: device.secureContext,
     keepAlive: true,
     maxSockets: 1,
@@ -166,7 +252,10 @@ export interface LoadRun {
   clientCpuMs: number;
 }
 
-/** Provisions every device, `concurrency` in flight; failed devices are counted, not fatal. */
+/**
+ * Provisions every device, `concurrency` in flight, the devices alternating between the
+ * fleet's nodes; failed devices are counted, not fatal.
+ */
 export async function provision(
   fleet: Fleet,
   devices: readonly SimDevice[],
@@ -183,7 +272,7 @@ export async function provision(
     concurrency,
     async (i) => {
       const d = devices[i]!;
-      const agent = deviceAgent(fleet, d);
+      const agent = deviceAgent(fleet, d, fleet.nodes[i % fleet.nodes.length]);
       try {
         const t0 = performance.now();
         await manifest(fleet, agent);

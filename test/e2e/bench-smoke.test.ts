@@ -27,7 +27,7 @@ const NUMBER = '[0-9]+(?:\\.[0-9]+)?';
 const PROVISIONING_RESULT = new RegExp(
   `^RESULT devices=[0-9]+ devices_per_s=${NUMBER} server_ms_per_device=${NUMBER} client_ms_per_device=${NUMBER} ` +
     `floor_ms_per_handshake=${NUMBER} floor_ratio=${NUMBER} p50_ms=${NUMBER} p99_ms=${NUMBER} ` +
-    `service_p99_ms=${NUMBER} rss_mb=${NUMBER} workers=[0-9]+ storage=(sqlite|postgres)$`,
+    `service_p99_ms=${NUMBER} rss_mb=${NUMBER} workers=[0-9]+ storage=(sqlite|postgres) nodes=[0-9]+$`,
   'm',
 );
 const ISSUE_RESULT = new RegExp(
@@ -35,27 +35,72 @@ const ISSUE_RESULT = new RegExp(
   'm',
 );
 
+const TINY = [
+  '--devices',
+  '6',
+  '--concurrency',
+  '3',
+  '--service-devices',
+  '2',
+  '--warmup',
+  '2',
+  '--handshakes',
+  '6',
+];
+
+/** The RESULT lines of a run, parsed: every field by name. */
+function results(stdout: string): Record<string, string>[] {
+  return stdout
+    .split('\n')
+    .filter((l) => l.startsWith('RESULT '))
+    .map((l) =>
+      Object.fromEntries(
+        l
+          .slice('RESULT '.length)
+          .split(' ')
+          .map((kv) => kv.split('=', 2)),
+      ),
+    );
+}
+
 describe('npm run bench (smoke, tiny counts)', () => {
   it('provisions every device and ends with the RESULT line', { timeout: 180_000 }, async () => {
-    const run = await bench('provisioning.ts', [
-      '--devices',
-      '6',
-      '--concurrency',
-      '3',
-      '--service-devices',
-      '2',
-      '--warmup',
-      '2',
-      '--handshakes',
-      '6',
-    ]);
+    const run = await bench('provisioning.ts', TINY);
     expect(run.status, run.stderr).toBe(0);
     expect(run.stdout).toMatch(PROVISIONING_RESULT);
-    expect(run.stdout).toMatch(/^RESULT devices=6 .* workers=1 storage=sqlite$/m);
+    expect(run.stdout).toMatch(/^RESULT devices=6 .* workers=1 storage=sqlite nodes=1$/m);
     expect(run.stdout).toContain('6 devices provisioned (0 failed)');
     expect(run.stdout).toMatch(/^floor: +6 mTLS handshakes/m);
     // progress goes to stderr, so a silent run cannot pass for a slow one
     expect(run.stderr).toContain('[bench] load: 6 devices, 3 in flight');
+  });
+
+  it('--workers 2 provisions through two worker processes, CPU read from all three', {
+    timeout: 240_000,
+  }, async () => {
+    const run = await bench('provisioning.ts', [...TINY, '--workers', '2']);
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(PROVISIONING_RESULT);
+    expect(results(run.stdout)).toMatchObject([
+      { devices: '6', workers: '2', storage: 'sqlite', nodes: '1' },
+    ]);
+    expect(run.stdout).toMatch(/^server: .*\/proc\/<pid>\/stat of 3 processes/m);
+  });
+
+  it('--storage postgres --nodes 2 measures SQLite, then PostgreSQL on two nodes', {
+    timeout: 360_000,
+  }, async () => {
+    const run = await bench('provisioning.ts', [...TINY, '--storage', 'postgres', '--nodes', '2']);
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stdout.match(new RegExp(PROVISIONING_RESULT, 'gm'))).toHaveLength(2);
+    expect(results(run.stdout)).toMatchObject([
+      { devices: '6', workers: '1', storage: 'sqlite', nodes: '1' },
+      { devices: '6', workers: '1', storage: 'postgres', nodes: '2' },
+    ]);
+    // every device of both measurements provisioned, none failed
+    expect(run.stdout.split('6 devices provisioned (0 failed)')).toHaveLength(3);
+    expect(run.stdout).toMatch(/^server: .*\/proc\/<pid>\/stat of 2 processes/m);
+    expect(run.stderr).toContain('[bench] starting a throwaway PostgreSQL cluster');
   });
 
   it('bench:issue issues for both CAs and ends with the RESULT line', { timeout: 180_000 }, async () => {
@@ -76,6 +121,7 @@ describe('npm run bench (smoke, tiny counts)', () => {
       '--handshakes N',
       '--workers N',
       '--storage sqlite|postgres',
+      '--nodes N',
     ])
       expect(run.stdout).toContain(option);
   });
@@ -88,6 +134,8 @@ describe('npm run bench (smoke, tiny counts)', () => {
       [['--bogus'], "Unknown option '--bogus'"],
       [['500'], "Unexpected argument '500'"],
       [['--postgres-url', 'postgres://x/y'], '--postgres-url needs --storage postgres'],
+      [['--nodes', '2'], '--nodes 2 needs --storage postgres'],
+      [['--storage', 'postgres', '--nodes', 'two'], '--nodes takes a positive integer, not "two"'],
     ];
     const runs = await Promise.all(cases.map(([args]) => bench('provisioning.ts', args)));
     runs.forEach((run, i) => {
