@@ -2,14 +2,16 @@
  * A direct DER reader for PKCS#10 requests (RFC 2986): the enrollment hot path reads every
  * field it needs with {@link readTlv} instead of building the ASN.1 library's object tree,
  * which cost ~20x the signature check. Rare shapes (a subject with a string type other than
- * UTF8/Printable/IA5String, extensions besides subjectAltName) go to the library readers, so
- * the answer is the same as theirs; test/x509-csr-fast.test.ts compares the two.
+ * UTF8/Printable/IA5String, extensions besides subjectAltName, attributes besides
+ * extensionRequest) go to the library readers through {@link parseExactDer}, so the answer is
+ * the same as theirs; test/x509-csr-fast.test.ts compares the two on valid requests and
+ * test/x509-csr-differential.test.ts on 20,000 mutated ones.
  */
 import { AsnConvert } from '@peculiar/asn1-schema';
-import { Extensions } from '@peculiar/asn1-x509';
-import { childrenOf, DerError, oidBytes, readTlv, type Tlv } from './der.ts';
+import { AlgorithmIdentifier, Attribute, Extensions, Name } from '@peculiar/asn1-x509';
+import { bytesEqual, childrenOf, DerError, oidBytes, readTlv, type Tlv, u8 } from './der.ts';
 import { summarizeExtensions } from './extensions.ts';
-import { type DistinguishedName, describeRdns, parseName, type RawAttribute } from './name.ts';
+import { type DistinguishedName, describeName, describeRdns, type RawAttribute } from './name.ts';
 import { OID } from './oids.ts';
 
 /** What the reader found; SAN decoding waits for {@link requestedDnsNames} ("content is malformed"). */
@@ -42,8 +44,15 @@ export function readCsrFields(der: Uint8Array, info: Tlv, algorithm: Tlv): CsrFi
     // RFC 2986 requires the [0] attributes; the library reader tolerated its absence, so this does.
     if ((attributes !== undefined && attributes.tag !== 0xa0) || extra)
       throw new CsrShapeError('only [0] attributes may follow the public key');
-    const [algorithmOid] = childrenOf(der, algorithm);
+    const [algorithmOid, parameters] = childrenOf(der, algorithm);
     if (algorithmOid?.tag !== 0x06) throw new CsrShapeError('signature algorithm has no OID');
+    // Parameters other than none or NULL (05 00) are rare: the library checks them.
+    if (parameters !== undefined && !(parameters.tag === 0x05 && parameters.end === parameters.valueStart))
+      parseExactDer(
+        der.subarray(algorithm.start, algorithm.end),
+        AlgorithmIdentifier,
+        'the signature algorithm',
+      );
     return {
       version: smallInteger(der, version),
       subject: readName(der, subject),
@@ -61,12 +70,17 @@ export function requestedDnsNames(values: readonly Uint8Array[]): string[] {
   const names: string[] = [];
   for (const value of values) {
     const fast = sanOnlyDnsNames(value);
-    names.push(...(fast ?? summarizeExtensions(AsnConvert.parse(value, Extensions)).dnsNames));
+    names.push(
+      ...(fast ?? summarizeExtensions(parseExactDer(value, Extensions, 'extensionRequest')).dnsNames),
+    );
   }
   return names;
 }
 
-/** dNSNames when `value` is Extensions holding only one subjectAltName; undefined otherwise. */
+/**
+ * dNSNames when `value` is Extensions holding only one subjectAltName of dNSNames; undefined
+ * otherwise (other GeneralName forms go to the library, which checks their encoding).
+ */
 function sanOnlyDnsNames(value: Uint8Array): string[] | undefined {
   const outer = readTlv(value, 0);
   if (outer.tag !== 0x30 || outer.end !== value.length) return undefined;
@@ -83,7 +97,7 @@ function sanOnlyDnsNames(value: Uint8Array): string[] | undefined {
   if (names.tag !== 0x30 || names.end !== octets.end) return undefined;
   const out: string[] = [];
   for (const name of childrenOf(value, names)) {
-    if (name.tag !== 0x82) continue; // dNSName [2] IMPLICIT IA5String
+    if (name.tag !== 0x82) return undefined; // dNSName [2] IMPLICIT IA5String
     const text = ascii(value, name);
     if (text === undefined) return undefined;
     out.push(text);
@@ -98,7 +112,12 @@ function readExtensionRequests(der: Uint8Array, attributes: Tlv): Uint8Array[] {
     if (attribute.tag !== 0x30 || type?.tag !== 0x06 || values?.tag !== 0x31 || extra) {
       throw new CsrShapeError('an attribute is not SEQUENCE { type, SET OF values }');
     }
-    if (!sameBytes(der, type, EXTENSION_REQUEST_OID)) continue;
+    oidText(der, type); // throws for an encoding that is no OID
+    if (!sameBytes(der, type, EXTENSION_REQUEST_OID)) {
+      // Another attribute (challengePassword, …): rare, so the library checks its values.
+      parseExactDer(der.subarray(attribute.start, attribute.end), Attribute, 'an attribute');
+      continue;
+    }
     for (const value of childrenOf(der, values)) out.push(der.subarray(value.start, value.end));
   }
   return out;
@@ -116,18 +135,30 @@ function readName(der: Uint8Array, name: Tlv): DistinguishedName {
       if (atv.tag !== 0x30 || type?.tag !== 0x06 || value === undefined || extra) {
         throw new CsrShapeError('subject attribute is not SEQUENCE { type, value }');
       }
-      const text =
-        value.tag === 0x0c
-          ? utf8(der, value)
-          : value.tag === 0x13 || value.tag === 0x16
-            ? ascii(der, value)
-            : undefined;
-      if (text === undefined) return parseName(bytes);
+      let text: string | undefined;
+      if (value.tag === 0x0c) {
+        text = utf8(der, value);
+        if (text === undefined) throw new CsrShapeError('a subject UTF8String is not valid UTF-8');
+      } else if (value.tag === 0x13 || value.tag === 0x16) text = ascii(der, value);
+      if (text === undefined) return describeName(parseExactDer(bytes, Name, 'the subject'), bytes);
       list.push({ oid: oidText(der, type), value: text, hex: false });
     }
     rdns.push(list);
   }
   return describeRdns(rdns, bytes);
+}
+
+/**
+ * The ASN.1 library's reading of `bytes` as `type`, refused unless it re-encodes to the same
+ * bytes: the library recovers from some non-DER input (a SEQUENCE tag changed to 0xb0, a
+ * wrong inner length, unused bits in a BIT STRING), which keyferry must refuse.
+ */
+export function parseExactDer<T>(bytes: Uint8Array, type: new () => T, what: string): T {
+  const value = AsnConvert.parse(bytes, type);
+  if (!bytesEqual(u8(AsnConvert.serialize(value)), bytes)) {
+    throw new CsrShapeError(`${what} is not DER (it does not re-encode to the same bytes)`);
+  }
+  return value;
 }
 
 function utf8(der: Uint8Array, tlv: Tlv): string | undefined {

@@ -1,7 +1,7 @@
 import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import { ECParameters } from '@peculiar/asn1-ecc';
-import { AsnConvert } from '@peculiar/asn1-schema';
 import { SubjectPublicKeyInfo } from '@peculiar/asn1-x509';
+import { parseExactDer } from './csr-der.ts';
 import { bytesEqual, childrenOf, DerError, readWhole, TAG, u8 } from './der.ts';
 import { OID } from './oids.ts';
 
@@ -28,7 +28,9 @@ const CURVES: Record<string, KeyAlgorithm> = {
 /** The algorithm of a DER SubjectPublicKeyInfo; `other` for anything keyferry does not name. */
 export function keyAlgorithmOf(spki: Uint8Array): KeyAlgorithm {
   if (isP256Spki(spki)) return 'P-256';
-  const info = AsnConvert.parse(spki, SubjectPublicKeyInfo);
+  // Strict where the library is lax: DER only, and no unused bits in the key's BIT STRING.
+  const info = parseExactDer(spki, SubjectPublicKeyInfo, 'the public key');
+  subjectPublicKeyBits(spki);
   switch (info.algorithm.algorithm) {
     case OID.rsaEncryption:
       return 'RSA';
@@ -37,7 +39,7 @@ export function keyAlgorithmOf(spki: Uint8Array): KeyAlgorithm {
     case OID.ecPublicKey: {
       const parameters = info.algorithm.parameters;
       if (!parameters) return 'other';
-      const curve = AsnConvert.parse(parameters, ECParameters).namedCurve;
+      const curve = parseExactDer(u8(parameters), ECParameters, 'the curve').namedCurve;
       return (curve !== undefined && CURVES[curve]) || 'other';
     }
     default:
