@@ -46,9 +46,10 @@ export interface Fleet {
 /** Starts keyferryd in `dataDir` (pinned to `core`), with the device gateway CA set up. */
 export async function startFleet(
   dataDir: string,
-  options: { storageUrl?: string; core?: number; workers?: number },
+  options: { storageUrl?: string; core?: number; workers?: number; args?: string[] },
 ): Promise<Fleet> {
   const daemon = await startKeyferryd(dataDir, {
+    ...(options.args ? { args: options.args } : {}),
     env: {
       KEYFERRY_WORKERS: String(options.workers ?? 1),
       ...(options.storageUrl ? { KEYFERRY_STORAGE_URL: options.storageUrl } : {}),
@@ -62,7 +63,7 @@ export async function startFleet(
   const api = async (method: string, path: string, body?: unknown) => {
     const res = await fetch(base + path, {
       method,
-      headers: { 'osf-token': token, 'content-type': 'application/json' },
+      headers: { 'osf-token': token, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
     if (!res.ok) throw new Error(`${method} ${path} answered ${res.status}: ${await res.text()}`);
