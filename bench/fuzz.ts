@@ -56,8 +56,17 @@ const SE050 = '935389312472';
 const HANG_MS = 15_000;
 /** Inputs per round; the database is compared across each round. */
 const ROUND = 40;
-/** Columns a refused request may move (none known so far). */
-const IGNORED_COLUMNS: Record<string, string[]> = {};
+/**
+ * Columns a refused request moves by design (docs/device-link.md): every authenticated call
+ * updates `devices.last_connection`, and a refused enrollment of an allow-listed device records
+ * GENERATION_FAILED with its reason on the object (and the device's state summary). Instead,
+ * at the end every object must still be in its first state or GENERATION_FAILED.
+ */
+const IGNORED_COLUMNS: Record<string, string[]> = {
+  devices: ['last_connection', 'state_rank', 'state_at'],
+  device_objects: ['state', 'reason', 'updated_at'],
+};
+const REFUSAL_STATE = 'GENERATION_FAILED';
 const isAuditTable = (name: string) => name.startsWith('audit');
 
 const opts = benchOptions(
@@ -188,16 +197,20 @@ const ODD_CONTENT_TYPES = [
 if (opts['no-build'] !== 'true') await buildAll();
 const work = mkdtempSync(join(tmpdir(), 'keyferry-fuzz-'));
 const configFile = join(work, 'keyferry.json');
+const dataDir = join(work, 'data');
+// with a config file only products[].trustAnchors are trusted: the simulated vendor CA, made first
+mkdirSync(dataDir, { mode: 0o700 });
+const simVendor = await loadOrCreateVendorCa(join(dataDir, 'sim'));
 const high = { burst: 1_000_000, perMinute: 1_000_000 };
 writeFileSync(
   configFile,
   JSON.stringify({
     demoFactory: { enabled: true },
+    products: [{ nc12: SE050, name: 'SE050', trustAnchors: [simVendor.certificateFile] }],
     api: { rateLimits: { perToken: high } },
     deviceLink: { rateLimits: { perIdentity: high, perAddress: high } },
   }),
 );
-const dataDir = join(work, 'data');
 let fleet: Fleet | undefined;
 let exitCode = 1;
 try {
@@ -297,6 +310,18 @@ async function run(fleet: Fleet): Promise<number> {
       req.end(body);
     });
 
+  // the device-link inputs mean something only if the allow-listed identity itself is served
+  const served = await sendInput({
+    listener: 'device-link',
+    identity: 'allow-listed',
+    kind: 'precondition',
+    method: 'GET',
+    path: '/device-link/v1/manifest',
+    headers: {},
+  });
+  if (typeof served !== 'object' || served instanceof Error || served.status !== 200)
+    throw new Error(`the allow-listed device's manifest was not served: ${JSON.stringify(served)}`);
+
   const failures: string[] = [];
   let tlsRefused = 0;
   let roundsCompared = 0;
@@ -352,20 +377,31 @@ async function run(fleet: Fleet): Promise<number> {
   )
     .map((t) => t.name)
     .filter((t) => !isAuditTable(t));
-  /** A digest of each table's rows (in any order), IGNORED_COLUMNS left out. */
-  const digests = () =>
-    new Map(
-      tables.map((table) => {
-        const ignored = IGNORED_COLUMNS[table] ?? [];
-        const rows = (db.prepare(`SELECT * FROM "${table}"`).all() as Record<string, unknown>[]).map(
-          (row) => {
-            for (const c of ignored) delete row[c];
-            return JSON.stringify(row, (_k, v) => (typeof v === 'bigint' ? String(v) : v));
-          },
+  const withoutRowid = new Set(
+    tables.filter((t) =>
+      /WITHOUT ROWID/i.test(
+        String((db.prepare('SELECT sql FROM sqlite_master WHERE name = ?').get(t) as { sql: string }).sql),
+      ),
+    ),
+  );
+  /** A digest of each column (`table.column`) in row order, IGNORED_COLUMNS left out. */
+  const digests = () => {
+    const out = new Map<string, string>();
+    for (const table of tables) {
+      const ignored = IGNORED_COLUMNS[table] ?? [];
+      const order = withoutRowid.has(table) ? '' : ' ORDER BY rowid';
+      const rows = db.prepare(`SELECT * FROM "${table}"${order}`).all() as Record<string, unknown>[];
+      const columns = rows[0] ? Object.keys(rows[0]).filter((c) => !ignored.includes(c)) : [];
+      out.set(`${table}.#rows`, String(rows.length));
+      for (const c of columns) {
+        const values = rows.map((r) =>
+          JSON.stringify(r[c], (_k, v) => (typeof v === 'bigint' ? String(v) : v)),
         );
-        return [table, createHash('sha256').update(rows.sort().join('\n')).digest('hex')];
-      }),
-    );
+        out.set(`${table}.${c}`, createHash('sha256').update(values.join('\n')).digest('hex'));
+      }
+    }
+    return out;
+  };
 
   const rng = new Random(seed);
   const make = inputMaker(rng, { token, revoked: revoked.token, csrDer: device!.csrDer, identities });
@@ -375,6 +411,13 @@ async function run(fleet: Fleet): Promise<number> {
       ? `fuzz: replaying ${corpus.length} inputs of ${opts.corpus}`
       : `fuzz: seed ${seed}, ${opts.seconds} s, ${opts.concurrency} in flight, keyferryd pid ${fleet.pid}`,
   );
+  const objectStates = () =>
+    new Set(
+      (db.prepare('SELECT DISTINCT state FROM device_objects').all() as { state: string }[]).map(
+        (r) => r.state,
+      ),
+    );
+  const statesBefore = objectStates();
   const issuedBefore = certificates();
   const start = performance.now();
   const end = start + Number(opts.seconds) * 1000;
@@ -426,9 +469,13 @@ async function run(fleet: Fleet): Promise<number> {
     console.log(`FAIL keyferryd exited: ${fleet.daemon.stderr().slice(-2000)}`);
   }
   const grown = certificates() - issuedBefore;
-  if (grown > 0) {
-    counts.issued += grown;
-    console.log(`FAIL ${grown} certificates issued for invalid inputs`);
+  if (grown > 0) console.log(`FAIL ${grown} certificates issued for invalid inputs`);
+  // an accepted enrollment is both a 2xx answer and a row: counted once
+  counts.issued = Math.max(counts.issued, grown);
+  const newStates = [...objectStates()].filter((st) => !statesBefore.has(st) && st !== REFUSAL_STATE);
+  if (newStates.length > 0) {
+    counts.db_changed++;
+    console.log(`FAIL device objects reached ${newStates.join(', ')} through refused requests`);
   }
   const integrity = db.pragma('integrity_check', { simple: true });
   db.close();
