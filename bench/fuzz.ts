@@ -50,6 +50,7 @@ import {
 } from './lib/device-link-load.ts';
 import { brokenJson, deepJson, mutateDer, oddId, oddJsonValue, Random } from './lib/fuzz-inputs.ts';
 import { benchOptions, positiveInteger } from './lib/options.ts';
+import { ownCpuMs, treeCpuMs } from './lib/process-stats.ts';
 
 const SE050 = '935389312472';
 /** No answer within this long is a hang. */
@@ -262,7 +263,18 @@ async function run(fleet: Fleet): Promise<number> {
   };
 
   /** An answer, a hang, 'tls-refused' (the handshake failed: a refusal of the certificate) or an error. */
-  const sendInput = (input: FuzzInput): Promise<Answer | 'hang' | 'tls-refused' | Error> =>
+  type Outcome = Answer | 'hang' | 'tls-refused' | Error;
+  /**
+   * Sends `input` once more on a new connection when a reused keep-alive connection was closed
+   * by the server's idle timeout just as the request went out (Node's documented race: the
+   * request never reached keyferryd, so it is no answer of keyferryd's).
+   */
+  const sendInput = async (input: FuzzInput): Promise<Outcome> => {
+    const first = await sendOnce(input);
+    return first instanceof StaleSocket ? sendOnce(input, true) : first;
+  };
+  class StaleSocket extends Error {}
+  const sendOnce = (input: FuzzInput, retried = false): Promise<Outcome> =>
     new Promise((resolveAnswer) => {
       const tls = input.listener !== 'api';
       const body = input.bodyBase64 === undefined ? undefined : Buffer.from(input.bodyBase64, 'base64');
@@ -304,7 +316,11 @@ async function run(fleet: Fleet): Promise<number> {
       // a refused client certificate ends the handshake with an alert (TLS 1.2) or right after it (TLS 1.3)
       req.on('error', (e: NodeJS.ErrnoException) =>
         settle(
-          tls && /before secure TLS connection|alert|SSL/i.test(`${e.code} ${e.message}`) ? 'tls-refused' : e,
+          tls && /before secure TLS connection|alert|SSL/i.test(`${e.code} ${e.message}`)
+            ? 'tls-refused'
+            : req.reusedSocket && !retried && e.code === 'ECONNRESET'
+              ? new StaleSocket(e.message)
+              : e,
         ),
       );
       req.end(body);
@@ -419,6 +435,8 @@ async function run(fleet: Fleet): Promise<number> {
     );
   const statesBefore = objectStates();
   const issuedBefore = certificates();
+  const server0 = treeCpuMs(fleet.pids);
+  const client0 = ownCpuMs();
   const start = performance.now();
   const end = start + Number(opts.seconds) * 1000;
   let lastProgress = start;
@@ -461,6 +479,8 @@ async function run(fleet: Fleet): Promise<number> {
     }
   }
   const seconds = (performance.now() - start) / 1000;
+  const serverCpu = treeCpuMs(fleet.pids) - server0;
+  const clientCpu = ownCpuMs() - client0;
   for (const agent of tlsAgents.values()) agent.destroy();
   apiAgent.destroy();
 
@@ -500,6 +520,11 @@ async function run(fleet: Fleet): Promise<number> {
       `gateway_accepted=${gateway_accepted} db_changed=${db_changed} integrity_errors=${counts.integrity}`,
   );
   const bad = Object.entries(counts).some(([k, v]) => k !== 'inputs' && v > 0);
+  const perInput = (ms: number) => (counts.inputs ? (ms / counts.inputs).toFixed(2) : '-');
+  console.log(
+    `(CPU: keyferryd ${(serverCpu / 1000).toFixed(1)} s, ${perInput(serverCpu)} ms per input; ` +
+      `the fuzzer ${(clientCpu / 1000).toFixed(1)} s, ${perInput(clientCpu)} ms per input; wall ${seconds.toFixed(1)} s)`,
+  );
   console.log(
     `(${tlsRefused} inputs refused in the TLS handshake, client certificates the listener does not take; ` +
       `the database compared across ${roundsCompared} rounds of ${ROUND} without an accepted change)`,
