@@ -67,7 +67,7 @@ export interface Fleet {
  */
 export async function startFleet(
   dataDir: string,
-  options: { storageUrl?: string; core?: number; workers?: number; nodes?: number },
+  options: { storageUrl?: string; core?: number; workers?: number; nodes?: number; args?: string[] },
 ): Promise<Fleet> {
   const count = options.nodes ?? 1;
   if (count > 1 && !options.storageUrl) throw new Error('several nodes need PostgreSQL (storageUrl)');
@@ -75,7 +75,7 @@ export async function startFleet(
     KEYFERRY_WORKERS: String(options.workers ?? 1),
     ...(options.storageUrl ? { KEYFERRY_STORAGE_URL: options.storageUrl } : {}),
   };
-  const first = await startNode(dataDir, env, options.core);
+  const first = await startNode(dataDir, env, options.core, options.args);
   const nodes = [first];
   try {
     // the devices' vendor CA (makeDevices), trusted by every node: each reads its data dir's
@@ -87,7 +87,7 @@ export async function startFleet(
         if (existsSync(join(dataDir, file))) copyFileSync(join(dataDir, file), join(own, file));
       }
       const shared = { ...env, KEYFERRY_MASTER_KEY_FILE: join(dataDir, 'master.key') };
-      nodes.push(await startNode(own, shared, options.core));
+      nodes.push(await startNode(own, shared, options.core, options.args));
     }
   } catch (error) {
     await Promise.all(nodes.map((n) => n.daemon.stop()));
@@ -120,8 +120,9 @@ async function startNode(
   dataDir: string,
   env: NodeJS.ProcessEnv,
   core: number | undefined,
+  args?: string[],
 ): Promise<FleetNode> {
-  const daemon = await startKeyferryd(dataDir, { env });
+  const daemon = await startKeyferryd(dataDir, { env, ...(args ? { args } : {}) });
   const pid = daemon.child.pid!;
   const pids = processTree(pid);
   for (const p of pids) pin(p, core);
@@ -152,7 +153,15 @@ function apiCall(
   return new Promise((resolve, reject) => {
     const req = request(
       new URL(path, base),
-      { method, agent: false, headers: { 'osf-token': token, 'content-type': 'application/json' } },
+      {
+        method,
+        agent: false,
+        // a body-less DELETE with a JSON content type is refused (invalid_json)
+        headers: {
+          'osf-token': token,
+          ...(text === undefined ? {} : { 'content-type': 'application/json' }),
+        },
+      },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));

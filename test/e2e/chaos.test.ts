@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { PROCESS_TEST_TIMEOUT_MS, REPO_ROOT, runCommand } from '../support/processes.ts';
+import {
+  PROCESS_TEST_TIMEOUT_MS,
+  REPO_ROOT,
+  resultCounters as result,
+  runCommand,
+} from '../support/processes.ts';
 
 /** The harness's own limit for a small run; a hang fails here with its output. */
 const CHAOS_TIMEOUT_MS = 540_000;
@@ -10,17 +15,6 @@ function chaos(args: string[]) {
     cwd: REPO_ROOT,
     timeoutMs: CHAOS_TIMEOUT_MS,
   });
-}
-
-/** The RESULT line's counters, by name. */
-function result(stdout: string): Record<string, string> {
-  const line = stdout.split('\n').find((l) => l.startsWith('RESULT ')) ?? '';
-  return Object.fromEntries(
-    line
-      .slice('RESULT '.length)
-      .split(' ')
-      .map((kv) => kv.split('=') as [string, string]),
-  );
 }
 
 /**

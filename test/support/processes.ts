@@ -55,6 +55,17 @@ export function runCommand(
   });
 }
 
+/** The counters of a harness's `RESULT a=1 b=2` line (npm run chaos, npm run fuzz), by name. */
+export function resultCounters(stdout: string): Record<string, string> {
+  const line = stdout.split('\n').find((l) => l.startsWith('RESULT ')) ?? '';
+  return Object.fromEntries(
+    line
+      .slice('RESULT '.length)
+      .split(' ')
+      .map((kv) => kv.split('=') as [string, string]),
+  );
+}
+
 /**
  * Runs one of the four programs to completion, as a user would from a shell. It blocks the
  * test's process: for the quick commands only (and never against a server in this process).
