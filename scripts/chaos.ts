@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { CRASH_POINTS } from '../packages/agent/src/register/crash-point.ts';
+import { REGISTER_CRASH_POINTS as CRASH_POINTS } from '../packages/agent/src/register/crash-point.ts';
 import { openDatabase } from '../packages/server/src/storage/database.ts';
 import { ManagementApi } from '../packages/sim/src/fleet/management-api.ts';
 import { setupDeviceGateway } from '../test/support/device-link.ts';

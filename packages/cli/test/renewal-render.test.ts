@@ -40,15 +40,23 @@ describe('renewal in el2g status and el2g devices show', () => {
         notAfter: '2027-12-02T07:00:00.000Z',
         renewFrom: '2027-11-02T07:00:00.000Z',
         renewedValidityDays: 365,
+        rotationRequestedAt: null as string | null,
       },
     };
     const text = formatDeviceShow(product, [issued]);
     expect(text.slice(text.indexOf('-----END CERTIFICATE-----'))).toBe(
       '-----END CERTIFICATE-----\n' +
         'Renewal:\n' +
-        '\tNAME                   EXPIRES                   RENEW FROM                RENEWED VALIDITY\n' +
-        '\t----                   -------                   ----------                ----------------\n' +
-        '\tfio-device-gateway-ca  2027-12-02T07:00:00.000Z  2027-11-02T07:00:00.000Z  365 days\n',
+        '\tNAME                   EXPIRES                   RENEW FROM                RENEWED VALIDITY  ROTATION\n' +
+        '\t----                   -------                   ----------                ----------------  --------\n' +
+        '\tfio-device-gateway-ca  2027-12-02T07:00:00.000Z  2027-11-02T07:00:00.000Z  365 days          -\n',
+    );
+    const marked = {
+      ...issued,
+      renewal: { ...issued.renewal, rotationRequestedAt: '2027-01-05T10:00:00.000Z' },
+    };
+    expect(formatDeviceShow(product, [marked])).toContain(
+      '  365 days          requested 2027-01-05T10:00:00.000Z\n',
     );
     const { renewal: _, ...notIssued } = { ...issued, certificate: null };
     expect(formatDeviceShow(product, [notIssued])).not.toContain('Renewal:');

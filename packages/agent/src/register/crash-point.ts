@@ -1,4 +1,6 @@
-/** The points between steps where a test can make the agent die (KEYFERRY_AGENT_CRASH_AT); `after-switch` and `after-delete` are rotation's. */
+/** The points between auto-register's steps where a test can make the agent die (KEYFERRY_AGENT_CRASH_AT). */
+export const REGISTER_CRASH_POINTS = ['after-keygen', 'after-enroll', 'after-store', 'after-report'] as const;
+/** A rotation's points (keyferry-agent renew): auto-register's, and the sota.toml switch and the old pair's delete. */
 export const CRASH_POINTS = [
   'after-keygen',
   'after-enroll',
