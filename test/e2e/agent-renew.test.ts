@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CRASH_POINTS } from '../../packages/agent/src/register/crash-point.ts';
 import { runAgentAsync, spawnAgent } from '../../packages/agent/test/support/agent-bin.ts';
+import { fromPem, parseCertificate } from '../../packages/core/src/index.ts';
 import { gatewayCall as gatewayCallWith, sotaPair as sotaPairOf } from '../support/device-link.ts';
 import {
   type DaemonProcess,
@@ -114,6 +115,30 @@ describe('keyferry-agent renew: two-slot rotation of the gateway pair against th
     expect(show.stdout).toMatch(/fio-device-gateway-ca {5}CERTIFICATE {2}PROVISIONING_COMPLETED\n/);
   }
 
+  /** `keyferry-agent daemon` for a device, its output collected; stop() ends it with SIGTERM. */
+  function startDaemon(device: Device) {
+    const child = spawnAgent(['daemon', '--env-file', device.envFile]);
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.on('data', (d) => (stdout += d));
+    child.stderr?.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    return {
+      stdout: () => stdout,
+      stderr: () => stderr,
+      /** Polls the output until `done` holds (state, not time); gives up after `limitMs`. */
+      async until(done: (out: string) => boolean, limitMs: number): Promise<void> {
+        for (let waited = 0; waited < limitMs && !done(stdout); waited += 100) {
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+      },
+      stop(): Promise<number | null> {
+        child.kill('SIGTERM');
+        return exited;
+      },
+    };
+  }
+
   beforeAll(async () => {
     work = mkdtempSync(join(tmpdir(), 'keyferry-e2e-renew-'));
     dataDir = join(work, 'data');
@@ -197,30 +222,22 @@ describe('keyferry-agent renew: two-slot rotation of the gateway pair against th
       KEYFERRY_AGENT_CRASH_AT: 'after-enroll',
     });
     expect(crashed.signal).toBe('SIGKILL');
-    const child = spawnAgent(['daemon', '--env-file', device.envFile]);
-    let stdout = '';
-    let stderr = '';
-    child.stdout?.on('data', (d) => (stdout += d));
-    child.stderr?.on('data', (d) => (stderr += d));
-    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    const run = startDaemon(device);
     try {
       // wait for state, not for time: the daemon's log says the rotation is complete
-      for (let i = 0; i < 600 && !stdout.includes('Rotation complete\n'); i++) {
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
-      expect(stdout, stderr).toContain('fio-device-gateway-ca: finishing the rotation a previous run began');
-      expect(stdout).toContain('Rotation complete\n');
+      await run.until((out) => out.includes('Rotation complete\n'), 60_000);
+      expect(run.stdout(), run.stderr()).toContain(
+        'fio-device-gateway-ca: finishing the rotation a previous run began',
+      );
+      expect(run.stdout()).toContain('Rotation complete\n');
       await expectConverged(device, old);
       // the next check finds nothing due
-      for (let i = 0; i < 600 && !/renewal due from .*\n[\s\S]*renewal due from/.test(stdout); i++) {
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
-      expect(stdout).toMatch(/renewal due from/);
+      await run.until((out) => /renewal due from .*\n[\s\S]*renewal due from/.test(out), 60_000);
+      expect(run.stdout()).toMatch(/renewal due from/);
     } finally {
-      child.kill('SIGTERM');
+      expect(await run.stop()).toBe(0);
     }
-    expect(await exited).toBe(0);
-    expect(stderr).toBe('');
+    expect(run.stderr()).toBe('');
     expect(sotaPair(device).key).toContain('SE_83010042');
   });
 
@@ -278,5 +295,45 @@ describe('keyferry-agent renew: two-slot rotation of the gateway pair against th
     expect(back.status).toBe(0);
     expect(back.stdout).toMatch(/renewed with the certificate in SE_83010043, certificate serial/);
     expect(sota()).toContain('tls_pkey_id = "01"\ntls_clientcert_id = "03"\n');
+  });
+
+  // last in this file: it makes the factory's gateway certificates short-lived
+  it('a device provisioned with a 2-minute certificate renews itself in daemon mode into the other slot; the old certificate is refused after the report', async () => {
+    const set = await cli([
+      'el2g',
+      'certs',
+      'set-validity',
+      'fio-device-gateway-ca',
+      '--validity',
+      '2m',
+      '--renewal-window',
+      '90s',
+    ]);
+    expect(set.stderr).toBe('');
+    expect(set.stdout).toBe(
+      'fio-device-gateway-ca: first certificates 120s, renewed 31536000s, renewal from 90s before expiry\n',
+    );
+    const device = await provisionedDevice('device-short');
+    const first = parseCertificate(fromPem(readFileSync(sotaPair(device).cert, 'utf8'), 'CERTIFICATE'));
+    // notBefore is backdated a minute; the certificate lives 2 minutes from its issuance
+    expect(first.notAfter.getTime() - first.notBefore.getTime()).toBe(180_000);
+    const old = keepCopy(device, 'device-short-old');
+    expect((await gatewayCall(old)).status).toBe(200);
+
+    const run = startDaemon(device);
+    try {
+      // wait for state, not for time: nothing forces it, the window comes and the daemon renews
+      await run.until((out) => out.includes('Rotation complete\n'), 150_000);
+      expect(run.stdout(), run.stderr()).toContain(
+        'fio-device-gateway-ca-kp: generated key SE_83010042 in the secure element\n',
+      );
+      expect(run.stdout()).toContain('Rotation complete\n');
+      await expectConverged(device, old);
+      const renewed = parseCertificate(fromPem(readFileSync(sotaPair(device).cert, 'utf8'), 'CERTIFICATE'));
+      expect(renewed.notAfter.getTime() - first.notAfter.getTime()).toBeGreaterThan(300 * 86_400_000);
+    } finally {
+      expect(await run.stop()).toBe(0);
+    }
+    expect(run.stderr()).toBe('');
   });
 });

@@ -91,6 +91,15 @@ describe('device certificate profile (docs/device-link.md)', () => {
     expect(verifyChain(der, [issuerCert], [root], new Date(), { purpose: 'clientAuth' })).toHaveLength(3);
   });
 
+  it('takes a validity in seconds, to whole seconds, notBefore backdated a minute', () => {
+    const v = validityFor(new Date('2026-12-02T14:00:00.750Z'), { seconds: 120 });
+    expect(v.notAfter.toISOString()).toBe('2026-12-02T14:02:00.000Z');
+    expect(v.notBefore.toISOString()).toBe('2026-12-02T13:59:00.000Z');
+    expect(() => validityFor(new Date(), { seconds: 0 })).toThrow(
+      'validity seconds must be a positive integer',
+    );
+  });
+
   it('uses the configured validity in days', async () => {
     const now = new Date('2030-01-01T00:00:00Z');
     const template = deviceCertificateTemplate({ issuerCert, factory: 'acme', validity: { days: 90 } });
@@ -151,7 +160,7 @@ describe('fast path = generic path', () => {
     id: string;
     serial?: Uint8Array;
     now: Date;
-    validity?: { years: number } | { days: number };
+    validity?: { years: number } | { days: number } | { seconds: number };
   }> = [
     {
       name: 'typical',
@@ -186,6 +195,13 @@ describe('fast path = generic path', () => {
       id: '0x040000000000000000000000000000000001',
       now: new Date('2049-12-31T23:59:59Z'),
       validity: { days: 1 },
+    },
+    {
+      name: 'seconds (a 2-minute certificate)',
+      factory: 'short-lived',
+      id: '0x040000000000000000000000000000000002',
+      now: new Date('2026-12-02T14:00:00.500Z'),
+      validity: { seconds: 120 },
     },
     {
       name: 'long factory name (multi-byte lengths)',

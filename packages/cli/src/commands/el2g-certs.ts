@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
+import { CliError } from '../cli-error.ts';
 import { commandContext } from '../context.ts';
 import { formatTable, printJson } from '../output.ts';
-import { durationFromNow } from './duration-flag.ts';
+import { durationFromNow, durationSeconds } from './duration-flag.ts';
 
 interface ExpiringAnswer {
   within: string;
@@ -39,6 +40,55 @@ export function registerEl2gCerts(el2g: Command): void {
       if (out.json) return printJson(out, answer);
       out.write(formatExpiring(answer));
     });
+  certs
+    .command('set-validity')
+    .description(
+      'set how long the certificates of a CERTIFICATE object live and when devices renew them, finer than a day (e.g. a 2-minute certificate renewed 90s before expiry)',
+    )
+    .argument('<object>', 'the CERTIFICATE secure object, e.g. fio-device-gateway-ca')
+    .option('--validity <duration>', 'validity of first certificates (e.g. 2m, 12h, 1y; at least 60s)')
+    .option('--renewal-validity <duration>', 'validity of renewed certificates (at least 60s)')
+    .option(
+      '--renewal-window <duration>',
+      'devices renew this long before expiry (shorter than the validity)',
+    )
+    .action(
+      async (
+        name: string,
+        opts: { validity?: string; renewalValidity?: string; renewalWindow?: string },
+        command: Command,
+      ) => {
+        const { api, out } = commandContext(command);
+        const body = {
+          ...(opts.validity === undefined
+            ? {}
+            : { validitySeconds: durationSeconds('--validity', opts.validity) }),
+          ...(opts.renewalValidity === undefined
+            ? {}
+            : { renewalValiditySeconds: durationSeconds('--renewal-validity', opts.renewalValidity) }),
+          ...(opts.renewalWindow === undefined
+            ? {}
+            : { renewalWindowSeconds: durationSeconds('--renewal-window', opts.renewalWindow) }),
+        };
+        const { content } = await api.call<{ content: Array<{ id: number; name: string }> }>(
+          'GET',
+          api.factoryPath('el2g-proxy/secure-objects'),
+        );
+        const object = content.find((o) => o.name === name);
+        if (!object)
+          throw new CliError(`no secure object ${name} in factory ${api.factory}; see keyferry el2g status`);
+        const answer = await api.call<{
+          name: string;
+          validitySeconds: number | null;
+          renewalValiditySeconds: number;
+          renewalWindowSeconds: number;
+        }>('PATCH', api.factoryPath(`el2g-proxy/secure-objects/${object.id}`), body);
+        if (out.json) return printJson(out, answer);
+        out.write(
+          `${answer.name}: first certificates ${answer.validitySeconds === null ? 'by days' : `${answer.validitySeconds}s`}, renewed ${answer.renewalValiditySeconds}s, renewal from ${answer.renewalWindowSeconds}s before expiry\n`,
+        );
+      },
+    );
 }
 
 /** The table form: one section per group, or a line saying none expire. */

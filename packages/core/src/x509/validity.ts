@@ -2,7 +2,10 @@ import { Time } from '@peculiar/asn1-x509';
 import { usesUtcTime } from './der.ts';
 
 /** How long a certificate is valid from its issuance. */
-export type ValidityPeriod = { readonly years: number } | { readonly days: number };
+export type ValidityPeriod =
+  | { readonly years: number }
+  | { readonly days: number }
+  | { readonly seconds: number };
 
 /** A certificate's validity window. */
 export interface Validity {
@@ -28,6 +31,10 @@ export function validityFor(now: Date, period: ValidityPeriod): Validity {
     if (!Number.isInteger(period.years) || period.years < 1)
       throw new TypeError('validity years must be a positive integer');
     notAfter.setUTCFullYear(notAfter.getUTCFullYear() + period.years);
+  } else if ('seconds' in period) {
+    if (!Number.isInteger(period.seconds) || period.seconds < 1)
+      throw new TypeError('validity seconds must be a positive integer');
+    notAfter.setTime(notAfter.getTime() + period.seconds * 1000);
   } else {
     if (!Number.isInteger(period.days) || period.days < 1)
       throw new TypeError('validity days must be a positive integer');

@@ -17,7 +17,7 @@ import type { CertificatesTable } from '../storage/tables.ts';
 import { type AssignedObject, deviceLinkObjects, setObjectState, touchDevice } from './device-records.ts';
 import type { IssuingCas } from './issuing-cas.ts';
 import { assertPlanAllowsEnrollment } from './plan-gate.ts';
-import { renewalPolicy } from './renewal-policy.ts';
+import { firstValidity, renewalPolicy } from './renewal-policy.ts';
 import type { DeviceSession } from './session.ts';
 import { revokeAsSuperseded } from './supersede.ts';
 
@@ -82,9 +82,9 @@ export async function enrollDevice(
     throw error;
   }
   const renewing = mode === 'simplereenroll';
-  const validityDays = renewing ? renewalPolicy(object).validityDays : object.validityDays;
+  const validity = renewing ? { seconds: renewalPolicy(object).validitySeconds } : firstValidity(object);
   const ca =
-    object.caId === null ? undefined : await deps.issuingCas.get(session.factory, object.caId, validityDays);
+    object.caId === null ? undefined : await deps.issuingCas.get(session.factory, object.caId, validity);
   if (!ca) throw new KeyferryError('internal', `certificate object ${object.name} has no issuing CA`);
   const actor = `device:${session.device.deviceId}`;
   const superseded: number[] = [];

@@ -6,6 +6,7 @@ import {
   parseCertificate,
   type Signer,
   splitPemBundle,
+  type ValidityPeriod,
 } from '@keyferry/core';
 import { type CustodySigner, custodySignerById, type KeyCustody } from '../keys/custody.ts';
 import type { Db } from '../storage/database.ts';
@@ -36,7 +37,7 @@ export class IssuingCas {
   async get(
     factory: { id: number; name: string },
     caId: number,
-    validityDays: number | null,
+    validity: ValidityPeriod | null,
   ): Promise<IssuingCa> {
     const row = await this.db
       .selectFrom('intermediate_cas')
@@ -53,7 +54,7 @@ export class IssuingCas {
       .executeTakeFirst();
     if (!row)
       throw new KeyferryError('internal', `intermediate CA ${caId} of factory ${factory.name} is missing`);
-    const key = `${row.id}|${row.updated_at}|${row.key_ref}|${validityDays ?? ''}|${row.root_crt?.length ?? 0}`;
+    const key = `${row.id}|${row.updated_at}|${row.key_ref}|${validity === null ? '' : JSON.stringify(validity)}|${row.root_crt?.length ?? 0}`;
     const cached = this.#templates.get(key);
     if (cached) return cached;
     let signer = this.#signers.get(row.key_ref);
@@ -71,7 +72,7 @@ export class IssuingCas {
       template: deviceCertificateTemplate({
         issuerCert: certificate,
         factory: factory.name,
-        ...(validityDays === null ? {} : { validity: { days: validityDays } }),
+        ...(validity === null ? {} : { validity }),
       }),
     };
     this.#templates.set(key, issuing);

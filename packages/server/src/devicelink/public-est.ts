@@ -12,6 +12,7 @@ export interface PublicCertificateObject {
   name: string;
   caId: number | null;
   validityDays: number | null;
+  validitySeconds: number | null;
 }
 
 /**
@@ -28,7 +29,7 @@ export async function factoryCertificateObject(
 ): Promise<PublicCertificateObject> {
   const rows = await db
     .selectFrom('secure_objects')
-    .select(['name', 'ca_id', 'validity_days'])
+    .select(['name', 'ca_id', 'validity_days', 'validity_seconds'])
     .where('factory_id', '=', factory.id)
     .where('type', '=', 'CERTIFICATE')
     .orderBy('name')
@@ -40,7 +41,12 @@ export async function factoryCertificateObject(
       `factory ${factory.name} has no certificate object ${JSON.stringify(label)}; it has: ${rows.map((r) => r.name).join(', ') || 'none'}`,
     );
   }
-  return { name: row.name, caId: row.ca_id, validityDays: row.validity_days };
+  return {
+    name: row.name,
+    caId: row.ca_id,
+    validityDays: row.validity_days,
+    validitySeconds: row.validity_seconds,
+  };
 }
 
 /** The CsrAttrs DER every device certificate object answers (one profile: P-256, ECDSA-SHA256). */

@@ -28,6 +28,7 @@ import { type EnrollMode, enrollDevice } from './issuance.ts';
 import type { IssuingCas } from './issuing-cas.ts';
 import { deviceManifest } from './manifest.ts';
 import { CSR_ATTRIBUTES, DEFAULT_EST_LABEL, factoryCertificateObject } from './public-est.ts';
+import { firstValidity } from './renewal-policy.ts';
 import { recordReport, reportSchema } from './report.ts';
 import { authenticateDevice, type CallerTrace, type DeviceSession } from './session.ts';
 import type { TrustAnchors } from './trust-anchors.ts';
@@ -226,7 +227,7 @@ const cacerts: PublicHandler = async (deps, factory, res, label) => {
   const object = await factoryCertificateObject(deps.db, factory, label);
   if (object.caId === null)
     throw new KeyferryError('internal', `certificate object ${object.name} has no CA`);
-  const ca = await deps.issuingCas.get(factory, object.caId, object.validityDays);
+  const ca = await deps.issuingCas.get(factory, object.caId, firstValidity(object));
   sendCertsOnly(res, encodeCertsOnly(ca.root ? [ca.certificate, ca.root] : [ca.certificate]));
 };
 

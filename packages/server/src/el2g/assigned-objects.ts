@@ -13,6 +13,9 @@ export interface AssignedObject {
   validityDays: number | null;
   renewalValidityDays: number | null;
   renewalWindowDays: number | null;
+  validitySeconds: number | null;
+  renewalValiditySeconds: number | null;
+  renewalWindowSeconds: number | null;
   state: ProvisioningState;
   reason: string | null;
 }
@@ -36,6 +39,9 @@ function objectsQuery(db: Db, deviceRowId: number, groupId: number) {
       'secure_objects.validity_days',
       'secure_objects.renewal_validity_days',
       'secure_objects.renewal_window_days',
+      'secure_objects.validity_seconds',
+      'secure_objects.renewal_validity_seconds',
+      'secure_objects.renewal_window_seconds',
       'device_objects.state',
       'device_objects.reason',
     ])
@@ -73,6 +79,9 @@ export async function assignedObjects(
     validityDays: r.validity_days,
     renewalValidityDays: r.renewal_validity_days,
     renewalWindowDays: r.renewal_window_days,
+    validitySeconds: r.validity_seconds,
+    renewalValiditySeconds: r.renewal_validity_seconds,
+    renewalWindowSeconds: r.renewal_window_seconds,
     state: r.state ?? 'GENERATION_ON_CONNECTION',
     reason: r.reason ?? null,
   }));

@@ -1,6 +1,6 @@
 import { KeyferryError } from '@keyferry/core';
 import { recordAudit } from '../audit/audit-log.ts';
-import { renewalPolicy } from '../devicelink/renewal-policy.ts';
+import { MIN_VALIDITY_SECONDS, renewalPolicy } from '../devicelink/renewal-policy.ts';
 import type { Db } from '../storage/database.ts';
 import type { SecureObjectsTable, SecureObjectType } from '../storage/tables.ts';
 
@@ -25,6 +25,19 @@ export interface SecureObject {
   renewalValidityDays: number | null;
   /** CERTIFICATE: devices renew from this many days before expiry (default 30); KEYPAIR: null. */
   renewalWindowDays: number | null;
+  /** Validity of issued certificates in seconds when set finer than days (wins over validityDays). */
+  validitySeconds: number | null;
+  /** CERTIFICATE: validity of renewed certificates in seconds (exact; the day field is rounded up). */
+  renewalValiditySeconds: number | null;
+  /** CERTIFICATE: devices renew from this many seconds before expiry (exact). */
+  renewalWindowSeconds: number | null;
+}
+
+/** Finer-than-a-day validity and renewal settings of a CERTIFICATE object, in seconds. */
+export interface CertificateTiming {
+  validitySeconds?: number | undefined;
+  renewalValiditySeconds?: number | undefined;
+  renewalWindowSeconds?: number | undefined;
 }
 
 export const OBJECT_ID = /^[0-9a-f]{8}$/;
@@ -39,6 +52,9 @@ type Row = Pick<
   | 'validity_days'
   | 'renewal_validity_days'
   | 'renewal_window_days'
+  | 'validity_seconds'
+  | 'renewal_validity_seconds'
+  | 'renewal_window_seconds'
 > & {
   id: number;
 };
@@ -49,6 +65,8 @@ export function toSecureObject(row: Row): SecureObject {
       ? renewalPolicy({
           renewalValidityDays: row.renewal_validity_days,
           renewalWindowDays: row.renewal_window_days,
+          renewalValiditySeconds: row.renewal_validity_seconds,
+          renewalWindowSeconds: row.renewal_window_seconds,
         })
       : undefined;
   return {
@@ -61,6 +79,9 @@ export function toSecureObject(row: Row): SecureObject {
     validityDays: row.validity_days,
     renewalValidityDays: renewal?.validityDays ?? null,
     renewalWindowDays: renewal?.windowDays ?? null,
+    validitySeconds: row.validity_seconds,
+    renewalValiditySeconds: renewal?.validitySeconds ?? null,
+    renewalWindowSeconds: renewal?.windowSeconds ?? null,
   };
 }
 
@@ -181,6 +202,70 @@ export async function ensureSecureObject(
     now,
   );
   return { object, created: true };
+}
+
+/**
+ * Sets a CERTIFICATE object's validity and renewal finer than a day (e.g. a 2-minute
+ * certificate renewed 90 s before expiry). Refused, changing nothing: a KEYPAIR, a validity
+ * under {@link MIN_VALIDITY_SECONDS}, or a window not shorter than the validity it applies to.
+ * Runs inside the caller's transaction.
+ */
+export async function setCertificateTiming(
+  db: Db,
+  factoryId: number,
+  id: number,
+  timing: CertificateTiming,
+  change: ChangeContext,
+  now: Date,
+): Promise<SecureObject> {
+  const current = await getSecureObject(db, factoryId, id);
+  if (current.type !== 'CERTIFICATE') {
+    throw new KeyferryError(
+      'invalid_request',
+      `secure object ${current.name} is a KEYPAIR; validity and renewal belong to its CERTIFICATE object`,
+    );
+  }
+  for (const [field, seconds] of Object.entries(timing)) {
+    if (seconds !== undefined && field !== 'renewalWindowSeconds' && seconds < MIN_VALIDITY_SECONDS) {
+      throw new KeyferryError(
+        'invalid_request',
+        `${field} ${seconds} is under ${MIN_VALIDITY_SECONDS} seconds; give at least ${MIN_VALIDITY_SECONDS}`,
+      );
+    }
+  }
+  const validity =
+    timing.validitySeconds ?? current.validitySeconds ?? (current.validityDays ?? 20 * 365) * 86_400;
+  const renewed = timing.renewalValiditySeconds ?? current.renewalValiditySeconds!;
+  const window = timing.renewalWindowSeconds ?? current.renewalWindowSeconds!;
+  const shortest = Math.min(validity, renewed);
+  if (window >= shortest) {
+    throw new KeyferryError(
+      'invalid_request',
+      `renewal window of ${window} seconds is not shorter than the certificate validity of ${shortest} seconds; give a shorter window or a longer validity`,
+    );
+  }
+  const set = {
+    ...(timing.validitySeconds === undefined ? {} : { validity_seconds: timing.validitySeconds }),
+    ...(timing.renewalValiditySeconds === undefined
+      ? {}
+      : { renewal_validity_seconds: timing.renewalValiditySeconds }),
+    ...(timing.renewalWindowSeconds === undefined
+      ? {}
+      : { renewal_window_seconds: timing.renewalWindowSeconds }),
+  };
+  if (Object.keys(set).length > 0) {
+    await db.updateTable('secure_objects').set(set).where('id', '=', id).execute();
+    await audit(
+      db,
+      factoryId,
+      change,
+      'secure-object.update',
+      `secure-object:${current.name}`,
+      { ...timing },
+      now,
+    );
+  }
+  return getSecureObject(db, factoryId, id);
 }
 
 async function checkCertificateLinks(

@@ -11,6 +11,7 @@ import * as bulkJobLeases from './migrations/009-bulk-job-leases.ts';
 import * as auditCounts from './migrations/010-audit-counts.ts';
 import * as deviceGroupIndex from './migrations/011-device-group-index.ts';
 import * as certificateRotation from './migrations/012-certificate-rotation.ts';
+import * as validitySeconds from './migrations/013-validity-seconds.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -40,6 +41,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { name: '010-audit-counts', up: auditCounts.up },
   { name: '011-device-group-index', up: deviceGroupIndex.up },
   { name: '012-certificate-rotation', up: certificateRotation.up },
+  { name: '013-validity-seconds', up: validitySeconds.up },
 ];
 
 /**

@@ -167,6 +167,12 @@ export interface SecureObjectsTable {
   renewal_validity_days: number | null;
   /** Days before expiry from which devices renew; NULL = 30. */
   renewal_window_days: number | null;
+  /** Validity of issued certificates in seconds; wins over validity_days when set. */
+  validity_seconds: number | null;
+  /** Validity of a renewed certificate in seconds; wins over renewal_validity_days when set. */
+  renewal_validity_seconds: number | null;
+  /** Seconds before expiry from which devices renew; wins over renewal_window_days when set. */
+  renewal_window_seconds: number | null;
   created_at: string;
 }
 

@@ -57,7 +57,12 @@ describe.each(BACKENDS)('device-link on %s: the provisioning flow of one device'
           state: 'GENERATION_TRIGGERED',
           certificateSerial: null,
           notAfter: null,
-          renewal: { validityDays: 365, windowDays: 30 },
+          renewal: {
+            validityDays: 365,
+            windowDays: 30,
+            validitySeconds: 31_536_000,
+            windowSeconds: 2_592_000,
+          },
           rotate: false,
         },
       ],

@@ -289,7 +289,7 @@ describe('simplereenroll authenticated by the current device certificate (curl +
       .selectAll()
       .where('name', '=', 'demo')
       .executeTakeFirstOrThrow();
-    const ca = await new IssuingCas(db(), f.svc.service.ctx.custody).get(factory, row.ca_id, 1);
+    const ca = await new IssuingCas(db(), f.svc.service.ctx.custody).get(factory, row.ca_id, { days: 1 });
     const pubkey = await run('openssl', [
       'pkey',
       '-in',
@@ -414,5 +414,57 @@ describe('simplereenroll authenticated by the current device certificate (curl +
         .where('name', '=', LABEL)
         .execute();
     }
+  });
+
+  it('PATCH sets validity and renewal in seconds; a validity under 60 s or a window not shorter than it is refused and changes nothing', async () => {
+    const listed = await f.svc.call('GET', '/ota/factories/demo/el2g-proxy/secure-objects');
+    const byName = (name: string) => listed.json.content.find((o: { name: string }) => o.name === name);
+    const path = `/ota/factories/demo/el2g-proxy/secure-objects/${byName('renew-demo').id}`;
+    const row = () =>
+      db()
+        .selectFrom('secure_objects')
+        .selectAll()
+        .where('name', '=', 'renew-demo')
+        .executeTakeFirstOrThrow();
+    const before = await row();
+    const refusals: Array<[Record<string, number>, RegExp]> = [
+      [{ validitySeconds: 30 }, /validitySeconds 30 is under 60 seconds/],
+      [
+        { validitySeconds: 120, renewalWindowSeconds: 120 },
+        /window of 120 seconds is not shorter than the certificate validity of 120 seconds/,
+      ],
+    ];
+    for (const [body, detail] of refusals) {
+      const refused = await f.svc.call('PATCH', path, { body });
+      expect(refused.status).toBe(400);
+      expect(refused.headers.get('content-type')).toContain('application/problem+json');
+      expect(refused.json).toMatchObject({ code: 'invalid_request' });
+      expect(refused.json.detail).toMatch(detail);
+      expect(await row()).toEqual(before);
+    }
+    const keypair = await f.svc.call(
+      'PATCH',
+      `/ota/factories/demo/el2g-proxy/secure-objects/${byName('renew-demo-kp').id}`,
+      { body: { validitySeconds: 120 } },
+    );
+    expect(keypair.status).toBe(400);
+    expect(keypair.json.detail).toMatch(
+      /is a KEYPAIR; validity and renewal belong to its CERTIFICATE object/,
+    );
+
+    const set = await f.svc.call('PATCH', path, { body: { validitySeconds: 120, renewalWindowSeconds: 90 } });
+    expect(set.status, JSON.stringify(set.json)).toBe(200);
+    expect(set.json).toMatchObject({
+      validitySeconds: 120,
+      renewalValiditySeconds: (90 * DAY_MS) / 1000,
+      renewalValidityDays: 90,
+      renewalWindowSeconds: 90,
+      renewalWindowDays: 1,
+    });
+    expect(await row()).toMatchObject({
+      validity_seconds: 120,
+      renewal_window_seconds: 90,
+      renewal_window_days: 10,
+    });
   });
 });

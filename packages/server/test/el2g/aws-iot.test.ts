@@ -246,7 +246,7 @@ describe.each(BACKENDS)('POST el2g/aws-iot/ on %s', (backend) => {
       state: 'GENERATION_TRIGGERED',
       certificateSerial: null,
       notAfter: null,
-      renewal: { validityDays: 365, windowDays: 30 },
+      renewal: { validityDays: 365, windowDays: 30, validitySeconds: 31_536_000, windowSeconds: 2_592_000 },
       rotate: false,
     });
     const cacerts = await f.call(device, { path: `${AWS_EST}/cacerts` });

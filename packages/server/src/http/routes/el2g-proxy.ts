@@ -1,3 +1,4 @@
+import { MAX_DURATION_SECONDS } from '@keyferry/core';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { ServiceContext } from '../../context.ts';
@@ -16,6 +17,7 @@ import {
   getSecureObject,
   listSecureObjects,
   OBJECT_ID,
+  setCertificateTiming,
 } from '../../el2g/secure-objects.ts';
 import { parseBody } from '../validate.ts';
 import { changeContext } from './el2g.ts';
@@ -34,6 +36,12 @@ const createObjectSchema = z.strictObject({
   validityDays: z.number().int().min(1).max(36_525).optional(),
   renewalValidityDays: z.number().int().min(1).max(36_525).optional(),
   renewalWindowDays: z.number().int().min(1).max(36_525).optional(),
+});
+const seconds = z.number().int().min(1).max(MAX_DURATION_SECONDS);
+const timingSchema = z.strictObject({
+  validitySeconds: seconds.optional(),
+  renewalValiditySeconds: seconds.optional(),
+  renewalWindowSeconds: seconds.optional(),
 });
 const assignSchema = z.strictObject({
   deviceGroupIds: z.array(z.number().int().positive()).min(1).max(100),
@@ -107,6 +115,14 @@ export async function el2gProxyRoutes(app: FastifyInstance, ctx: ServiceContext)
   app.get('/el2g-proxy/secure-objects/:id', async (request) =>
     getSecureObject(db, request.factory!.id, params(request.params)),
   );
+  app.patch('/el2g-proxy/secure-objects/:id', async (request) => {
+    const id = params(request.params);
+    const body = parseBody(timingSchema, request.body);
+    const change = changeContext(request);
+    return db
+      .transaction()
+      .execute((trx) => setCertificateTiming(trx, request.factory!.id, id, body, change, new Date()));
+  });
   app.delete('/el2g-proxy/secure-objects/:id', async (request, reply) => {
     const id = params(request.params);
     await db
