@@ -4,8 +4,6 @@ export default defineConfig({
   test: {
     include: ['packages/*/test/**/*.test.ts', 'test/**/*.test.ts'],
     globalSetup: ['test/support/global-setup.ts'],
-    // one connection per fetch (test/support/fresh-connections.ts says why)
-    setupFiles: ['test/support/fresh-connections.ts'],
     pool: 'forks',
     // Limits that only catch a hang. Tests that run programs set their own (test/support/processes.ts);
     // hooks start keyferryd and databases, which on a busy 2-core machine can take a minute.

@@ -1,6 +1,7 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { createDecipheriv, createPrivateKey } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { get as httpGet } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
@@ -54,12 +55,21 @@ async function setup(prefix: string, env: NodeJS.ProcessEnv, args: string[] = []
       runBin('keyferry', ['--server', daemon.listen.api, '-t', token, '-f', 'demo', ...cliArgs], {
         env: { HOME: work, XDG_CONFIG_HOME: join(work, 'xdg'), ...env },
       }),
-    api: async (path) => {
-      const res = await fetch(`${daemon.listen.api}/ota/factories/demo/${path}`, {
-        headers: { 'osf-token': token },
-      });
-      return (await res.json()) as any;
-    },
+    // a connection per call: runBin (spawnSync) keeps this process busy past the API's 5 s
+    // keep-alive timeout, and a pooled connection would be one keyferryd has closed
+    api: (path) =>
+      new Promise((resolve, reject) => {
+        httpGet(
+          `${daemon.listen.api}/ota/factories/demo/${path}`,
+          { headers: { 'osf-token': token }, agent: false },
+          (res) => {
+            let text = '';
+            res.on('data', (d) => (text += d));
+            res.on('end', () => resolve(JSON.parse(text)));
+            res.on('error', reject);
+          },
+        ).on('error', reject);
+      }),
   };
 }
 
