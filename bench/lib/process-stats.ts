@@ -19,9 +19,9 @@ export function processCpuMs(pid: number): number {
   return ((utime + stime) * 1000) / USER_HZ;
 }
 
-/** A keyferryd and its worker processes (its children, from /proc), as they are now. */
-export function processTree(pid: number): number[] {
-  const kids = readdirSync('/proc')
+/** The child processes of `pid` (a primary's workers), from /proc, as they are now. */
+export function childProcesses(pid: number): number[] {
+  return readdirSync('/proc')
     .filter((d) => /^[0-9]+$/.test(d))
     .filter((d) => {
       try {
@@ -32,8 +32,10 @@ export function processTree(pid: number): number[] {
       }
     })
     .map(Number);
-  return [pid, ...kids];
 }
+
+/** A keyferryd and its worker processes, as they are now. */
+export const processTree = (pid: number): number[] => [pid, ...childProcesses(pid)];
 
 /** CPU ms summed over processes. */
 export const treeCpuMs = (pids: readonly number[]) => pids.reduce((sum, p) => sum + processCpuMs(p), 0);

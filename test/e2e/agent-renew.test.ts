@@ -13,7 +13,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CRASH_POINTS } from '../../packages/agent/src/register/crash-point.ts';
 import { runAgentAsync, spawnAgent } from '../../packages/agent/test/support/agent-bin.ts';
 import { fromPem, parseCertificate } from '../../packages/core/src/index.ts';
-import { gatewayCall as gatewayCallWith, sotaPair as sotaPairOf } from '../support/device-link.ts';
+import {
+  gatewayCall as gatewayCallWith,
+  setUpFactoryPki,
+  sotaPair as sotaPairOf,
+} from '../support/device-link.ts';
 import {
   type DaemonProcess,
   PROCESS_TEST_TIMEOUT_MS,
@@ -148,14 +152,7 @@ describe('keyferry-agent renew: two-slot rotation of the gateway pair against th
       runBinAsync('keyferry', ['--server', daemon.listen.api, '-t', token, '-f', 'demo', ...args], {
         env: { HOME: work, XDG_CONFIG_HOME: join(work, 'xdg') },
       });
-    const pki = join(work, 'pki');
-    for (const step of [
-      ['keys', 'ca', 'create', pki],
-      ['el2g', 'config-device-gateway', '--pki-dir', pki],
-    ]) {
-      const res = await cli(step);
-      expect(res.status, `${step.join(' ')}: ${res.stderr}`).toBe(0);
-    }
+    await setUpFactoryPki(cli, join(work, 'pki'));
     writeFileSync(join(work, 'root.crt'), (await cli(['keys', 'ca', 'show', '--just-root'])).stdout);
     subdomain = /^# Subdomain: (\S+)$/m.exec((await cli(['el2g', 'status'])).stdout)?.[1] ?? '';
     repoId = /^demo {2}(\S+)$/m.exec((await cli(['factories'])).stdout)?.[1] ?? '';

@@ -2,7 +2,7 @@ import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { gatewayCall, sotaPair } from '../support/device-link.ts';
+import { gatewayCall, setUpFactoryPki, sotaPair } from '../support/device-link.ts';
 import {
   type DaemonProcess,
   PROCESS_TEST_TIMEOUT_MS,
@@ -89,14 +89,7 @@ describe(`el2g devices rotate --group: ${FLEET_DEVICES} devices`, {
           KEYFERRY_TOKEN: token,
         },
       });
-    const pki = join(work, 'pki');
-    for (const step of [
-      ['keys', 'ca', 'create', pki],
-      ['el2g', 'config-device-gateway', '--pki-dir', pki],
-    ]) {
-      const res = await cli(step);
-      expect(res.status, `${step.join(' ')}: ${res.stderr}`).toBe(0);
-    }
+    await setUpFactoryPki(cli, join(work, 'pki'));
     repoId = /^demo {2}(\S+)$/m.exec((await cli(['factories'])).stdout)?.[1] ?? '';
     expect(repoId).not.toBe('');
   });

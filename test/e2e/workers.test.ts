@@ -1,8 +1,9 @@
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { type Fleet, makeDevices, provision, startFleet } from '../../bench/lib/device-link-load.ts';
+import { childProcesses } from '../../bench/lib/process-stats.ts';
 import { stateRank } from '../../packages/server/src/allowlist/device-state.ts';
 import { openDatabase } from '../../packages/server/src/storage/database.ts';
 import { sequentialIds } from '../../packages/server/test/allowlist/fixtures.ts';
@@ -11,21 +12,6 @@ import { type DaemonProcess, PROCESS_TEST_TIMEOUT_MS, startKeyferryd } from '../
 
 const SE050 = '935389312472';
 const JOB_DEVICES = 1_200;
-
-/** The worker processes of a primary: its children, from /proc. */
-function children(pid: number): number[] {
-  return readdirSync('/proc')
-    .filter((d) => /^[0-9]+$/.test(d))
-    .filter((d) => {
-      try {
-        const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid;
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
-}
 
 async function until<T>(what: string, probe: () => T | undefined | Promise<T | undefined>): Promise<T> {
   for (let i = 0; i < 600; i++) {
@@ -78,7 +64,7 @@ describe('keyferryd with two workers', { timeout: PROCESS_TEST_TIMEOUT_MS }, () 
   });
 
   it('runs two workers behind one set of addresses, ready and counted together', async () => {
-    expect(children(primary)).toHaveLength(2);
+    expect(childProcesses(primary)).toHaveLength(2);
     const ready = await fetch(`${daemon.listen.api}/readyz`);
     expect(ready.status).toBe(200);
     // every request lands on one worker or the other; the aggregated count holds them all
@@ -107,10 +93,10 @@ describe('keyferryd with two workers', { timeout: PROCESS_TEST_TIMEOUT_MS }, () 
   });
 
   it('starts another worker when one is killed, on the same addresses', async () => {
-    const [victim] = children(primary);
+    const [victim] = childProcesses(primary);
     process.kill(victim!, 'SIGKILL');
     const now = await until('a replacement worker', () => {
-      const pids = children(primary);
+      const pids = childProcesses(primary);
       return pids.length === 2 && !pids.includes(victim!) ? pids : undefined;
     });
     expect(now).not.toContain(victim);
@@ -119,7 +105,7 @@ describe('keyferryd with two workers', { timeout: PROCESS_TEST_TIMEOUT_MS }, () 
   });
 
   it('stops every worker on SIGTERM and removes listen.json', async () => {
-    const workers = children(primary);
+    const workers = childProcesses(primary);
     expect(await daemon.stop()).toBe(0);
     expect(existsSync(join(work, 'data', 'listen.json'))).toBe(false);
     for (const pid of workers) expect(existsSync(`/proc/${pid}`)).toBe(false);

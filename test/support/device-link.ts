@@ -4,6 +4,7 @@ import { request } from 'node:https';
 import { join } from 'node:path';
 import { factoryRootProfile, fromPem, intermediateCaFromCsr, softSigner, toPem } from '@keyferry/core';
 import type { Db } from '../../packages/server/src/storage/database.ts';
+import type { RunResult } from './processes.ts';
 
 /** A factory root made in the test (the operator's offline root) and the intermediate the service holds. */
 export interface GatewayPki {
@@ -207,4 +208,21 @@ export function gatewayCall(options: {
     req.on('error', reject);
     req.end();
   });
+}
+
+/**
+ * The operator's one-time setup with the CLI (`cli` runs `keyferry` against the factory): the
+ * factory PKI in `pki`, then the device gateway's objects.
+ */
+export async function setUpFactoryPki(
+  cli: (args: string[]) => Promise<RunResult>,
+  pki: string,
+): Promise<void> {
+  for (const step of [
+    ['keys', 'ca', 'create', pki],
+    ['el2g', 'config-device-gateway', '--pki-dir', pki],
+  ]) {
+    const res = await cli(step);
+    if (res.status !== 0) throw new Error(`${step.join(' ')} exited ${res.status}: ${res.stderr}`);
+  }
 }

@@ -11,6 +11,21 @@ import { activeGatewaySlot, type GatewaySlot, writeSotaToml } from '../sota-toml
 import { crashPoint } from './crash-point.ts';
 import { type PairOutcome, provisionPair } from './provision-pair.ts';
 
+/** Where the device-link is and the CA its TLS certificate is checked against (DEVICE_LINK_CA). */
+export interface DeviceLinkTarget {
+  hostname: string;
+  connect: AgentSettings['el2goConnect'];
+  ca: string | undefined;
+}
+
+export function deviceLinkTarget(settings: AgentSettings): DeviceLinkTarget {
+  const ca =
+    settings.deviceLinkCa === undefined
+      ? undefined
+      : readCertificateFile(settings.deviceLinkCa, 'DEVICE_LINK_CA');
+  return { hostname: settings.el2goHostname, connect: settings.el2goConnect, ca };
+}
+
 /** Reads a PEM certificate file the settings name; unreadable or empty is `file_unreadable`. */
 export function readCertificateFile(path: string, setting: string): string {
   let text: string;
@@ -61,18 +76,9 @@ export async function registerOnce(options: {
 }): Promise<RegisterSummary> {
   const { settings, se, log } = options;
   const now = options.now ?? (() => new Date());
-  const ca =
-    settings.deviceLinkCa === undefined
-      ? undefined
-      : readCertificateFile(settings.deviceLinkCa, 'DEVICE_LINK_CA');
   const uid = deviceIdFromUid(se.uid());
   const identity = se.identity();
-  const client = new DeviceLinkClient({
-    hostname: settings.el2goHostname,
-    connect: settings.el2goConnect,
-    ca,
-    identity,
-  });
+  const client = new DeviceLinkClient({ ...deviceLinkTarget(settings), identity });
   try {
     log.info(`Connecting to ${client.where} as device 0x${uid.hex}`);
     let manifest: Awaited<ReturnType<DeviceLinkClient['manifest']>>;

@@ -3,7 +3,7 @@ import { AgentError } from '../agent-error.ts';
 import { DeviceLinkClient } from '../device-link/client.ts';
 import { type AssignedPair, assignedPairs, type Manifest } from '../device-link/manifest.ts';
 import type { Log } from '../log.ts';
-import { inSlot, readCertificateFile, writeSota } from '../register/auto-register.ts';
+import { type DeviceLinkTarget, deviceLinkTarget, inSlot, writeSota } from '../register/auto-register.ts';
 import { crashPoint } from '../register/crash-point.ts';
 import { seSigner } from '../register/provision-pair.ts';
 import { GATEWAY_CERT_ID, GATEWAY_KEY_ID, type SecureElement, seLabel } from '../se/port.ts';
@@ -101,11 +101,7 @@ function gatewayPair(manifest: Manifest): AssignedPair {
 export async function renewOnce(options: RenewOptions): Promise<RenewSummary> {
   const { settings, se, log } = options;
   const now = options.now ?? (() => new Date());
-  const ca =
-    settings.deviceLinkCa === undefined
-      ? undefined
-      : readCertificateFile(settings.deviceLinkCa, 'DEVICE_LINK_CA');
-  const link = { hostname: settings.el2goHostname, connect: settings.el2goConnect, ca };
+  const link = deviceLinkTarget(settings);
   const client = new DeviceLinkClient({ ...link, identity: se.identity() });
   try {
     const manifest = await client.manifest();
@@ -206,7 +202,7 @@ async function enrollInFreeSlot(o: {
   readonly free: GatewaySlot;
   readonly inUse: { slot: GatewaySlot; state: SlotState };
   readonly fresh: SlotState;
-  readonly link: { hostname: string; connect: AgentSettings['el2goConnect']; ca: string | undefined };
+  readonly link: DeviceLinkTarget;
   readonly now: () => Date;
   readonly uidHex: string;
 }): Promise<void> {
