@@ -60,6 +60,11 @@ const options = benchOptions(
       help: 'with --storage postgres: keyferryd nodes on the one database',
       check: positiveInteger,
     },
+    'cpu-prof': {
+      value: 'DIR',
+      help: 'write a CPU profile of every keyferryd process into DIR (node --cpu-prof)',
+      check: (t) => (t.length > 0 ? undefined : 'takes a directory'),
+    },
     'postgres-url': {
       value: 'URL',
       help: 'with --storage postgres: an empty database to use (default: a throwaway local cluster)',
@@ -112,6 +117,7 @@ async function measure(storage: 'sqlite' | 'postgres', nodes: number): Promise<v
     ...(serverCore === undefined ? {} : { core: serverCore }),
     workers: n('workers'),
     nodes,
+    ...(options['cpu-prof'] ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${options['cpu-prof']}`] } : {}),
   });
   const total = n('warmup') + n('service-devices') + n('devices');
   say(

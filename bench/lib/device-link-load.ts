@@ -67,7 +67,15 @@ export interface Fleet {
  */
 export async function startFleet(
   dataDir: string,
-  options: { storageUrl?: string; core?: number; workers?: number; nodes?: number; args?: string[] },
+  options: {
+    storageUrl?: string;
+    core?: number;
+    workers?: number;
+    nodes?: number;
+    args?: string[];
+    /** Node options for every keyferryd (the bench's --cpu-prof). */
+    nodeArgs?: string[];
+  },
 ): Promise<Fleet> {
   const count = options.nodes ?? 1;
   if (count > 1 && !options.storageUrl) throw new Error('several nodes need PostgreSQL (storageUrl)');
@@ -75,7 +83,8 @@ export async function startFleet(
     KEYFERRY_WORKERS: String(options.workers ?? 1),
     ...(options.storageUrl ? { KEYFERRY_STORAGE_URL: options.storageUrl } : {}),
   };
-  const first = await startNode(dataDir, env, options.core, options.args);
+  const start = { args: options.args ?? [], nodeArgs: options.nodeArgs ?? [] };
+  const first = await startNode(dataDir, env, options.core, start);
   const nodes = [first];
   try {
     // the devices' vendor CA (makeDevices), trusted by every node: each reads its data dir's
@@ -87,7 +96,7 @@ export async function startFleet(
         if (existsSync(join(dataDir, file))) copyFileSync(join(dataDir, file), join(own, file));
       }
       const shared = { ...env, KEYFERRY_MASTER_KEY_FILE: join(dataDir, 'master.key') };
-      nodes.push(await startNode(own, shared, options.core, options.args));
+      nodes.push(await startNode(own, shared, options.core, start));
     }
   } catch (error) {
     await Promise.all(nodes.map((n) => n.daemon.stop()));
@@ -120,9 +129,9 @@ async function startNode(
   dataDir: string,
   env: NodeJS.ProcessEnv,
   core: number | undefined,
-  args?: string[],
+  start: { args: string[]; nodeArgs: string[] },
 ): Promise<FleetNode> {
-  const daemon = await startKeyferryd(dataDir, { env, ...(args ? { args } : {}) });
+  const daemon = await startKeyferryd(dataDir, { env, ...start });
   const pid = daemon.child.pid!;
   const pids = processTree(pid);
   for (const p of pids) pin(p, core);

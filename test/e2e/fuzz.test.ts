@@ -49,6 +49,7 @@ describe('npm run fuzz', { timeout: PROCESS_TEST_TIMEOUT_MS }, () => {
     for (const [args, message] of [
       [['--seconds', 'ten'], '--seconds takes a positive integer, not "ten"'],
       [['--seed', 'abc'], '--seed takes a non-negative integer, not "abc"'],
+      [['--workers', '0'], '--workers takes a positive integer, not "0"'],
       [['--frobnicate'], "Unknown option '--frobnicate'"],
     ] as const) {
       const res = await fuzz([...args]);

@@ -112,25 +112,29 @@ export interface DaemonProcess {
  */
 export async function startKeyferryd(
   dataDir: string,
-  options: { env?: NodeJS.ProcessEnv; args?: string[] } = {},
+  options: { env?: NodeJS.ProcessEnv; args?: string[]; nodeArgs?: string[] } = {},
 ): Promise<DaemonProcess> {
   const listenFile = join(dataDir, 'listen.json');
   rmSync(listenFile, { force: true }); // a previous run's file must not pass for this one's
-  const child = spawn(process.execPath, [BINS.keyferryd, ...(options.args ?? [])], {
-    env: {
-      ...process.env,
-      KEYFERRY_DATA_DIR: dataDir,
-      KEYFERRY_API_LISTEN: '127.0.0.1:0',
-      KEYFERRY_DEVICE_LINK_LISTEN: '127.0.0.1:0',
-      KEYFERRY_GATEWAY_LISTEN: '127.0.0.1:0',
-      KEYFERRY_LOG_LEVEL: 'warn',
-      // one process unless a test asks for more (KEYFERRY_WORKERS): the machine is small
-      KEYFERRY_WORKERS: '1',
-      ...options.env,
+  const child = spawn(
+    process.execPath,
+    [...(options.nodeArgs ?? []), BINS.keyferryd, ...(options.args ?? [])],
+    {
+      env: {
+        ...process.env,
+        KEYFERRY_DATA_DIR: dataDir,
+        KEYFERRY_API_LISTEN: '127.0.0.1:0',
+        KEYFERRY_DEVICE_LINK_LISTEN: '127.0.0.1:0',
+        KEYFERRY_GATEWAY_LISTEN: '127.0.0.1:0',
+        KEYFERRY_LOG_LEVEL: 'warn',
+        // one process unless a test asks for more (KEYFERRY_WORKERS): the machine is small
+        KEYFERRY_WORKERS: '1',
+        ...options.env,
+      },
+      cwd: REPO_ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
     },
-    cwd: REPO_ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  );
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (d) => (stdout += d));

@@ -1,7 +1,15 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
-import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
+import {
+  CompiledQuery,
+  type DatabaseConnection,
+  Kysely,
+  PostgresDialect,
+  SqliteDialect,
+  type SqliteDialectConfig,
+  SqliteDriver,
+} from 'kysely';
 import pg from 'pg';
 import type { Config } from '../config/schema.ts';
 import { type Dialect, migrate } from './migrate.ts';
@@ -23,6 +31,30 @@ export interface Database {
   poolStats?: () => { total: number; idle: number; waiting: number };
 }
 
+/**
+ * SQLite whose transactions begin with `BEGIN IMMEDIATE`, taking the write lock up front. With
+ * several worker processes on one file (`workers: N`), a deferred transaction that has read
+ * and then writes cannot wait for another process's write: its snapshot is stale, so SQLite
+ * answers "database is locked" (SQLITE_BUSY_SNAPSHOT) at once and busy_timeout does not help.
+ * Taken at BEGIN, the lock is waited for (busy_timeout) before anything is read.
+ */
+class ImmediateSqliteDriver extends SqliteDriver {
+  override async beginTransaction(connection: DatabaseConnection): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw('begin immediate'));
+  }
+}
+
+class ImmediateSqliteDialect extends SqliteDialect {
+  readonly #config: SqliteDialectConfig;
+  constructor(config: SqliteDialectConfig) {
+    super(config);
+    this.#config = config;
+  }
+  override createDriver(): SqliteDriver {
+    return new ImmediateSqliteDriver(this.#config);
+  }
+}
+
 /** Opens the configured backend and brings its schema up to date. */
 export async function openDatabase(storage: Config['storage'], dataDir: string): Promise<Database> {
   if (storage.kind === 'sqlite') {
@@ -33,7 +65,9 @@ export async function openDatabase(storage: Config['storage'], dataDir: string):
     sqlite.pragma('synchronous = NORMAL');
     sqlite.pragma('foreign_keys = ON');
     sqlite.pragma('busy_timeout = 5000');
-    const db = new Kysely<Tables>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
+    const db = new Kysely<Tables>({
+      dialect: new ImmediateSqliteDialect({ database: withStatementCache(sqlite) }),
+    });
     await migrate(db as Kysely<unknown>, 'sqlite');
     return {
       db,
