@@ -1,6 +1,8 @@
+import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import {
+  canonicalP256Spki,
   type ExtensionsSpec,
   factoryRootProfile,
   issueCertificate,
@@ -92,5 +94,34 @@ describe('verifyIssuedByAnchor (the device-link identity hot path) against verif
     });
     expect(nativeAnchor(notCa)).toBeUndefined();
     expect(nativeAnchor(Uint8Array.of(1, 2, 3))).toBeUndefined();
+  });
+});
+
+describe('canonicalP256Spki', () => {
+  it('reads the P-256 key of a leaf as node:crypto exports it, and nothing else', async () => {
+    const der = await leaf({});
+    const exported = new X509Certificate(der).publicKey.export({ format: 'der', type: 'spki' });
+    expect(Buffer.from(canonicalP256Spki(der)!)).toEqual(exported);
+    // a P-384 key, a truncated certificate and garbage are left to the caller
+    const p384 = execFileSync('openssl', [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-384',
+      '-nodes',
+      '-keyout',
+      '/dev/null',
+      '-subj',
+      '/CN=x',
+      '-days',
+      '1',
+      '-outform',
+      'DER',
+    ]);
+    expect(canonicalP256Spki(new Uint8Array(p384))).toBeUndefined();
+    expect(canonicalP256Spki(der.subarray(0, 100))).toBeUndefined();
+    expect(canonicalP256Spki(Uint8Array.of(1, 2, 3))).toBeUndefined();
   });
 });

@@ -19,12 +19,8 @@ export interface RenewalCredential {
  * device profile's OU is the factory's name, a vendor identity's is a 12NC. Only a claim: the
  * certificate is then looked up byte for byte among the certificates the factory issued.
  */
-export function claimsDeviceCertificate(leaf: Uint8Array, factory: Factory): boolean {
-  try {
-    return new X509Certificate(leaf).subject.split('\n').includes(`OU=${factory.name}`);
-  } catch {
-    return false;
-  }
+export function claimsDeviceCertificate(leaf: X509Certificate, factory: Factory): boolean {
+  return leaf.subject.split('\n').includes(`OU=${factory.name}`);
 }
 
 /**

@@ -1,6 +1,7 @@
 import { createHash, X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import {
+  canonicalP256Spki,
   type DeviceId,
   isKeyferryError,
   KeyferryError,
@@ -26,8 +27,37 @@ export interface DeviceIdentity {
 /** At most this many certificates are taken from the client's chain. */
 const MAX_PEER_CHAIN = 4;
 
+/**
+ * The client certificate of a connection, read from the TLS socket once: Node builds its
+ * object forms anew on every call, and it cannot change on a connection (the listeners disable
+ * renegotiation). Null when the client sent none.
+ */
+export interface PeerCertificate {
+  /** The leaf as node:crypto reads it (subject, fingerprint256, verify). */
+  x509: X509Certificate;
+  /** The leaf and the intermediates the client sent, as DER, leaf first. */
+  chain: Uint8Array[];
+}
+
+const peers = new WeakMap<TLSSocket, PeerCertificate | null>();
+
+export function peerCertificate(socket: TLSSocket): PeerCertificate | null {
+  let peer = peers.get(socket);
+  if (peer === undefined) {
+    const x509 = socket.getPeerX509Certificate?.();
+    const chain = x509 ? readPeerChain(socket) : [];
+    peer = x509 && chain.length > 0 ? { x509, chain } : null;
+    peers.set(socket, peer);
+  }
+  return peer;
+}
+
 /** The client's certificate and the intermediates it sent, as DER, leaf first. */
 export function peerChain(socket: TLSSocket): Uint8Array[] {
+  return peerCertificate(socket)?.chain ?? [];
+}
+
+function readPeerChain(socket: TLSSocket): Uint8Array[] {
   const leaf = socket.getPeerCertificate(true);
   if (!leaf?.raw) return [];
   const out: Uint8Array[] = [];
@@ -55,7 +85,8 @@ export function socketIdentity(
 ): DeviceIdentity {
   let identity = verifiedSockets.get(socket);
   if (!identity) {
-    identity = verifyIdentity(peerChain(socket), anchors, claim, now);
+    const peer = peerCertificate(socket);
+    identity = verifyIdentity(peer?.chain ?? [], anchors, claim, now, peer?.x509);
     verifiedSockets.set(socket, identity);
   }
   claim.deviceId = identity.deviceId.decimal;
@@ -73,12 +104,14 @@ export interface IdentityClaim {
  * Verifies the vendor identity a device presented (docs/device-link.md): the product is the 12NC in
  * the certificate's OU, the chain must verify (clientAuth, now) against that product's
  * anchors, and the UID is the CN (36 hex digits). `claim` is filled as far as it got.
+ * `leafX509` is the leaf already read (the TLS socket's), else it is read from the DER.
  */
 export function verifyIdentity(
   chain: readonly Uint8Array[],
   anchors: TrustAnchors,
   claim: IdentityClaim,
   now = new Date(),
+  leafX509?: X509Certificate,
 ): DeviceIdentity {
   const [leaf, ...intermediates] = chain;
   if (leaf === undefined) {
@@ -88,7 +121,7 @@ export function verifyIdentity(
     );
   }
   // Read the claim before trusting it, only to pick the anchors and to name the device in the log.
-  const x509 = readLeaf(leaf);
+  const x509 = leafX509 ?? readLeaf(leaf);
   const subject = subjectOf(x509) ?? readSubject(leaf);
   const uid =
     subject.CN !== undefined && /^[0-9a-f]{36}$/i.test(subject.CN)
@@ -139,7 +172,8 @@ export function verifyIdentity(
     nc12: subject.OU,
     fingerprint: createHash('sha256').update(leaf).digest('hex'),
     // canonical SPKI DER, as the CSR key check compares it
-    publicKeySpki: new Uint8Array(x509.publicKey.export({ format: 'der', type: 'spki' })),
+    publicKeySpki:
+      canonicalP256Spki(leaf) ?? new Uint8Array(x509.publicKey.export({ format: 'der', type: 'spki' })),
   };
 }
 

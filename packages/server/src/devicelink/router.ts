@@ -24,6 +24,7 @@ import {
   sendJson,
   sendProblem,
 } from './http-io.ts';
+import { peerCertificate } from './identity.ts';
 import { type EnrollMode, enrollDevice } from './issuance.ts';
 import type { IssuingCas } from './issuing-cas.ts';
 import { deviceManifest } from './manifest.ts';
@@ -58,17 +59,9 @@ function admit(deps: DeviceLinkDeps, socket: TLSSocket): void {
   if (fingerprint) deps.rateLimits.perIdentity.admit(fingerprint, 'deviceLink.rateLimits.perIdentity');
 }
 
-/**
- * The client certificate's fingerprint, read once per connection: getPeerCertificate() builds
- * the certificate's whole object form on every call (a third of a millisecond a device for
- * its three requests), and the certificate cannot change on a connection (no renegotiation).
- */
-const fingerprints = new WeakMap<TLSSocket, string | undefined>();
+/** The client certificate's fingerprint, from the connection's certificate read once. */
 function peerFingerprint(socket: TLSSocket): string | undefined {
-  if (fingerprints.has(socket)) return fingerprints.get(socket);
-  const fingerprint = socket.getPeerCertificate?.()?.fingerprint256;
-  fingerprints.set(socket, fingerprint);
-  return fingerprint;
+  return peerCertificate(socket)?.x509.fingerprint256;
 }
 
 /** A call by an authenticated, allow-listed device. */

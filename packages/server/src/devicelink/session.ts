@@ -9,7 +9,7 @@ import {
 } from './device-certificate.ts';
 import { type DeviceRecord, findActiveDevice } from './device-records.ts';
 import { factoryForHost } from './factory-host.ts';
-import { type DeviceIdentity, type IdentityClaim, peerChain, socketIdentity } from './identity.ts';
+import { type DeviceIdentity, type IdentityClaim, peerCertificate, socketIdentity } from './identity.ts';
 import type { TrustAnchors } from './trust-anchors.ts';
 
 /** An authenticated, allow-listed device on one factory's device-link. */
@@ -38,8 +38,8 @@ const renewalLeaves = new WeakMap<TLSSocket, Uint8Array | null>();
 function renewalLeaf(socket: TLSSocket, factory: Factory): Uint8Array | null {
   let leaf = renewalLeaves.get(socket);
   if (leaf === undefined) {
-    const presented = peerChain(socket)[0];
-    leaf = presented && claimsDeviceCertificate(presented, factory) ? presented : null;
+    const peer = peerCertificate(socket);
+    leaf = peer && claimsDeviceCertificate(peer.x509, factory) ? peer.chain[0]! : null;
     renewalLeaves.set(socket, leaf);
   }
   return leaf;
