@@ -10,6 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deviceCertificate, parseAndVerifyCsr, toPem } from '@keyferry/core';
+import { buildAll } from '../scripts/build.ts';
 import { cfsslIssue, cfsslVersion, findCfssl, type IssueRun } from './lib/cfssl-peer.ts';
 import {
   deviceAgent,
@@ -43,6 +44,7 @@ const options = benchOptions(
       check: (t) => (/^[0-9]+(\.[0-9]+)?$/.test(t) && Number(t) > 0 ? undefined : 'takes a positive number'),
     },
     'no-cfssl': { value: '', help: 'skip cfssl' },
+    'no-build': { value: '', help: 'run the programs as built (the test suite builds them first)' },
   },
 );
 const WARM_UP = 100;
@@ -105,6 +107,8 @@ const report = (what: string, run: IssueRun) => {
 };
 try {
   say(`node ${process.version}; ${describePinning(pinning)}`);
+  // the programs as the working tree has them, not a dist/ left from an older build
+  if (options['no-build'] !== 'true') await buildAll();
   fleet = await startFleet(join(work, 'data'), serverCore === undefined ? {} : { core: serverCore });
   const warmCount = Math.min(WARM_UP, csrCount);
   say(`keyferryd pid ${fleet.pid}; making and allow-listing ${warmCount + csrCount} devices`);

@@ -12,6 +12,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { buildAll } from '../scripts/build.ts';
 import { createDatabase, type PostgresCluster, startPostgres } from '../test/support/postgres.ts';
 import { type Fleet, makeDevices, provision, type SimDevice, startFleet } from './lib/device-link-load.ts';
 import { measureFloor } from './lib/floor.ts';
@@ -65,6 +66,7 @@ const options = benchOptions(
       help: 'write a CPU profile of every keyferryd process into DIR (node --cpu-prof)',
       check: (t) => (t.length > 0 ? undefined : 'takes a directory'),
     },
+    'no-build': { value: '', help: 'run the programs as built (the test suite builds them first)' },
     'postgres-url': {
       value: 'URL',
       help: 'with --storage postgres: an empty database to use (default: a throwaway local cluster)',
@@ -194,6 +196,8 @@ async function measure(storage: 'sqlite' | 'postgres', nodes: number): Promise<v
 
 try {
   say(`node ${process.version}; ${describePinning(pinning)}`);
+  // the programs as the working tree has them, not a dist/ left from an older build
+  if (options['no-build'] !== 'true') await buildAll();
   if (options.storage === 'postgres') {
     say('SQLite first, then PostgreSQL, in this run');
     await measure('sqlite', 1);

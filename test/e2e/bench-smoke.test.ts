@@ -11,7 +11,8 @@ import { PROCESS_TEST_TIMEOUT_MS, REPO_ROOT, type RunResult, runCommand } from '
  */
 function bench(script: string, args: string[]): Promise<RunResult> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', `bench/${script}`, ...args], {
+    // the suite's global setup has built the programs; rebuilding would rewrite dist/ under other tests
+    const child = spawn(process.execPath, ['--import', 'tsx', `bench/${script}`, '--no-build', ...args], {
       cwd: REPO_ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -45,8 +45,7 @@ export function peerCertificate(socket: TLSSocket): PeerCertificate | null {
   let peer = peers.get(socket);
   if (peer === undefined) {
     const x509 = socket.getPeerX509Certificate?.();
-    const chain = x509 ? readPeerChain(socket) : [];
-    peer = x509 && chain.length > 0 ? { x509, chain } : null;
+    peer = x509 ? { x509, chain: chainOf(x509) } : null;
     peers.set(socket, peer);
   }
   return peer;
@@ -57,15 +56,18 @@ export function peerChain(socket: TLSSocket): Uint8Array[] {
   return peerCertificate(socket)?.chain ?? [];
 }
 
-function readPeerChain(socket: TLSSocket): Uint8Array[] {
-  const leaf = socket.getPeerCertificate(true);
-  if (!leaf?.raw) return [];
+/**
+ * The leaf and, through `issuerCertificate`, the certificates the client sent with it (Node
+ * fills it from the chain of the handshake only). Not getPeerCertificate(true): it builds the
+ * whole object form of each certificate (~0.13 ms) and adds issuers from the context's store.
+ */
+function chainOf(leaf: X509Certificate): Uint8Array[] {
   const out: Uint8Array[] = [];
-  let cert: typeof leaf | undefined = leaf;
-  while (cert?.raw && out.length < MAX_PEER_CHAIN) {
-    if (out.some((der) => Buffer.from(der).equals(cert!.raw))) break;
-    out.push(new Uint8Array(cert.raw));
-    cert = cert.issuerCertificate as typeof leaf | undefined;
+  for (let cert: X509Certificate | undefined = leaf; cert && out.length < MAX_PEER_CHAIN; ) {
+    const der = new Uint8Array(cert.raw);
+    if (out.some((seen) => Buffer.from(seen).equals(der))) break;
+    out.push(der);
+    cert = cert.issuerCertificate;
   }
   return out;
 }

@@ -26,22 +26,13 @@ async function identity(signer = vendor) {
   return { uid, der };
 }
 
-/**
- * A TLS socket as the handler sees it, counting how often its peer certificate is read (in
- * either form: the X509Certificate and the chain).
- */
+/** A TLS socket as the handler sees it, counting how often its peer certificate is read. */
 function socketWith(der: Uint8Array) {
-  const reads = { count: 0, x509: 0, chain: 0 };
+  const reads = { count: 0 };
   const socket = {
     getPeerX509Certificate() {
-      reads.x509++;
-      reads.count = Math.max(reads.x509, reads.chain);
+      reads.count++;
       return new X509Certificate(der);
-    },
-    getPeerCertificate() {
-      reads.chain++;
-      reads.count = Math.max(reads.x509, reads.chain);
-      return { raw: Buffer.from(der), issuerCertificate: undefined };
     },
   } as unknown as TLSSocket;
   return { socket, reads };
