@@ -70,7 +70,19 @@ export async function setObjectState(
   reason: string | null,
   now: Date,
 ): Promise<void> {
-  await upsertObjectState(db, deviceRowId, secureObjectId, state, reason, now.toISOString());
+  await setObjectStates(db, deviceRowId, [{ secureObjectId, state, reason }], now);
+}
+
+/** Several of one device's object states at once; the device's own state recomputed once. */
+export async function setObjectStates(
+  db: Db,
+  deviceRowId: number,
+  changes: readonly { secureObjectId: number; state: ProvisioningState; reason: string | null }[],
+  now: Date,
+): Promise<void> {
+  if (changes.length === 0) return;
+  const at = now.toISOString();
+  for (const c of changes) await upsertObjectState(db, deviceRowId, c.secureObjectId, c.state, c.reason, at);
   await refreshDeviceState(db, deviceRowId, now);
 }
 

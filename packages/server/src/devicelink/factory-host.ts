@@ -1,3 +1,4 @@
+import type { TLSSocket } from 'node:tls';
 import { KeyferryError } from '@keyferry/core';
 import { type Factory, toFactory } from '../factories/factories.ts';
 import { compiledOnce } from '../storage/compiled-query.ts';
@@ -11,6 +12,24 @@ import type { Db } from '../storage/database.ts';
 const factoryBySubdomain = compiledOnce((db, [sub]: [string]) =>
   db.selectFrom('factories').selectAll().where('subdomain', '=', sub),
 );
+
+/**
+ * The factory of a connection (its SNI cannot change on it), looked up on its first request and
+ * kept for the others: factory rows are never updated or deleted, so the answer stays true for
+ * the connection's life (at most the keep-alive timeout) — only a factory created meanwhile
+ * could change the no-SNI answer, and the next connection sees it.
+ */
+const connectionFactories = new WeakMap<TLSSocket, Factory>();
+
+export async function factoryForConnection(db: Db, socket: TLSSocket, domain: string): Promise<Factory> {
+  let factory = connectionFactories.get(socket);
+  if (!factory) {
+    const servername = typeof socket.servername === 'string' ? socket.servername : undefined;
+    factory = await factoryForHost(db, servername, domain);
+    connectionFactories.set(socket, factory);
+  }
+  return factory;
+}
 
 export async function factoryForHost(
   db: Db,

@@ -14,7 +14,13 @@ import { type RefreshDeps, refreshCrls } from '../revocation/refresh.ts';
 import { compiledOnce } from '../storage/compiled-query.ts';
 import type { Db } from '../storage/database.ts';
 import type { CertificatesTable } from '../storage/tables.ts';
-import { type AssignedObject, deviceLinkObjects, setObjectState, touchDevice } from './device-records.ts';
+import {
+  type AssignedObject,
+  deviceLinkObjects,
+  setObjectState,
+  setObjectStates,
+  touchDevice,
+} from './device-records.ts';
 import type { IssuingCas } from './issuing-cas.ts';
 import { assertPlanAllowsEnrollment } from './plan-gate.ts';
 import { firstValidity, renewalPolicy } from './renewal-policy.ts';
@@ -227,12 +233,17 @@ async function setCompleted(
   now: Date,
 ) {
   const keypair = objects.find((o) => o.id === object.keypairId);
-  for (const target of keypair ? [object, keypair] : [object]) {
+  const targets = (keypair ? [object, keypair] : [object]).filter(
     // Asking again for the same certificate does not undo what the device already reported.
-    if (reused && (target.state === 'PROVISIONING_COMPLETED' || target.state === 'GENERATION_COMPLETED'))
-      continue;
-    await setObjectState(db, session.device.rowId, target.id, 'GENERATION_COMPLETED', null, now);
-  }
+    (target) =>
+      !(reused && (target.state === 'PROVISIONING_COMPLETED' || target.state === 'GENERATION_COMPLETED')),
+  );
+  await setObjectStates(
+    db,
+    session.device.rowId,
+    targets.map((t) => ({ secureObjectId: t.id, state: 'GENERATION_COMPLETED' as const, reason: null })),
+    now,
+  );
 }
 
 function publicKeyHash(spki: Uint8Array): string {

@@ -8,7 +8,9 @@ import {
   splitPemBundle,
   type ValidityPeriod,
 } from '@keyferry/core';
+import { sql } from 'kysely';
 import { type CustodySigner, custodySignerById, type KeyCustody } from '../keys/custody.ts';
+import { compiledOnce } from '../storage/compiled-query.ts';
 import type { Db } from '../storage/database.ts';
 
 /** An intermediate CA ready to issue: its certificate, key and the device template. */
@@ -39,6 +41,13 @@ export class IssuingCas {
     caId: number,
     validity: ValidityPeriod | null,
   ): Promise<IssuingCa> {
+    // which version of the CA this is, without its PEMs: the cache hits on nearly every call
+    const version = (await caVersion(this.db, factory.id, caId)).rows[0];
+    if (!version)
+      throw new KeyferryError('internal', `intermediate CA ${caId} of factory ${factory.name} is missing`);
+    const key = `${version.id}|${version.updated_at}|${version.key_ref}|${validity === null ? '' : JSON.stringify(validity)}|${version.root_length ?? 0}`;
+    const cached = this.#templates.get(key);
+    if (cached) return cached;
     const row = await this.db
       .selectFrom('intermediate_cas')
       .leftJoin('factory_pki', 'factory_pki.factory_id', 'intermediate_cas.factory_id')
@@ -46,17 +55,10 @@ export class IssuingCas {
         'intermediate_cas.id',
         'intermediate_cas.key_ref',
         'intermediate_cas.certificate',
-        'intermediate_cas.updated_at',
         'factory_pki.root_crt',
       ])
-      .where('intermediate_cas.factory_id', '=', factory.id)
-      .where('intermediate_cas.id', '=', caId)
-      .executeTakeFirst();
-    if (!row)
-      throw new KeyferryError('internal', `intermediate CA ${caId} of factory ${factory.name} is missing`);
-    const key = `${row.id}|${row.updated_at}|${row.key_ref}|${validity === null ? '' : JSON.stringify(validity)}|${row.root_crt?.length ?? 0}`;
-    const cached = this.#templates.get(key);
-    if (cached) return cached;
+      .where('intermediate_cas.id', '=', version.id)
+      .executeTakeFirstOrThrow();
     let signer = this.#signers.get(row.key_ref);
     if (!signer) {
       signer = await custodySignerById(this.db, this.custody, row.key_ref);
@@ -79,6 +81,20 @@ export class IssuingCas {
     return issuing;
   }
 }
+
+const caVersion = compiledOnce((db, [factoryId, caId]: [number, number]) =>
+  db
+    .selectFrom('intermediate_cas')
+    .leftJoin('factory_pki', 'factory_pki.factory_id', 'intermediate_cas.factory_id')
+    .select([
+      'intermediate_cas.id',
+      'intermediate_cas.key_ref',
+      'intermediate_cas.updated_at',
+      sql<number | null>`length(factory_pki.root_crt)`.as('root_length'),
+    ])
+    .where('intermediate_cas.factory_id', '=', factoryId)
+    .where('intermediate_cas.id', '=', caId),
+);
 
 function selfSigned(der: Uint8Array): boolean {
   const cert = parseCertificate(der);

@@ -2,7 +2,7 @@ import { recordAudit } from '../audit/audit-log.ts';
 import { compiledOnce } from '../storage/compiled-query.ts';
 import type { Db } from '../storage/database.ts';
 import type { ProvisioningState, SecureObjectType } from '../storage/tables.ts';
-import { deviceLinkObjects, setObjectState, touchDevice } from './device-records.ts';
+import { deviceLinkObjects, setObjectStates, touchDevice } from './device-records.ts';
 import { notAllowListed } from './issuance.ts';
 import { type RenewalPolicy, renewalPolicy } from './renewal-policy.ts';
 import type { DeviceSession } from './session.ts';
@@ -57,8 +57,12 @@ export async function deviceManifest(
   const triggered = objects.filter((o) => o.state === 'GENERATION_ON_CONNECTION');
   await db.transaction().execute(async (trx) => {
     if (!(await touchDevice(trx, session.device.rowId, now))) throw notAllowListed(session);
-    for (const o of triggered)
-      await setObjectState(trx, session.device.rowId, o.id, 'GENERATION_TRIGGERED', null, now);
+    await setObjectStates(
+      trx,
+      session.device.rowId,
+      triggered.map((o) => ({ secureObjectId: o.id, state: 'GENERATION_TRIGGERED' as const, reason: null })),
+      now,
+    );
     await recordAudit(
       trx,
       {

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { recordAudit } from '../audit/audit-log.ts';
 import { type RefreshDeps, refreshCrls } from '../revocation/refresh.ts';
 import type { ProvisioningState } from '../storage/tables.ts';
-import { deviceLinkObjects, setObjectState, touchDevice } from './device-records.ts';
+import { deviceLinkObjects, setObjectStates, touchDevice } from './device-records.ts';
 import { notAllowListed } from './issuance.ts';
 import { isIssued } from './plan-gate.ts';
 import type { DeviceSession } from './session.ts';
@@ -71,8 +71,13 @@ export async function recordReport(
   await db.transaction().execute(async (trx) => {
     if (!(await touchDevice(trx, session.device.rowId, now))) throw notAllowListed(session);
     const superseded: string[] = [];
+    await setObjectStates(
+      trx,
+      session.device.rowId,
+      updates.map((u) => ({ secureObjectId: u.object.id, state: u.state, reason: u.reason })),
+      now,
+    );
     for (const u of updates) {
-      await setObjectState(trx, session.device.rowId, u.object.id, u.state, u.reason, now);
       if (u.state !== 'PROVISIONING_COMPLETED' || u.object.type !== 'CERTIFICATE') continue;
       for (const old of await revokeAllButNewest(trx, session.device.rowId, u.object.id, now)) {
         superseded.push(old.serial_hex);

@@ -14,7 +14,7 @@ import type { ServiceMetrics } from '../metrics/service-metrics.ts';
 import type { Db } from '../storage/database.ts';
 import { assertRenewalScope } from './device-certificate.ts';
 import { checkCsrHeaders, decodeCsrBody } from './est-body.ts';
-import { factoryForHost } from './factory-host.ts';
+import { factoryForConnection } from './factory-host.ts';
 import {
   CORRELATION_HEADER,
   discardRest,
@@ -137,9 +137,7 @@ export function deviceLinkHandler(deps: DeviceLinkDeps) {
         });
       }
       if (found.public) {
-        const socket = req.socket as TLSSocket;
-        const servername = typeof socket.servername === 'string' ? socket.servername : undefined;
-        trace.factory = await factoryForHost(deps.db, servername, deps.domain);
+        trace.factory = await factoryForConnection(deps.db, req.socket as TLSSocket, deps.domain);
         return await found.public(deps, trace.factory, res, found.label);
       }
       const session = await authenticateDevice(

@@ -8,7 +8,7 @@ import {
   verifyDeviceCertificate,
 } from './device-certificate.ts';
 import { type DeviceRecord, findActiveDevice } from './device-records.ts';
-import { factoryForHost } from './factory-host.ts';
+import { factoryForConnection } from './factory-host.ts';
 import { type DeviceIdentity, type IdentityClaim, peerCertificate, socketIdentity } from './identity.ts';
 import type { TrustAnchors } from './trust-anchors.ts';
 
@@ -57,8 +57,7 @@ export async function authenticateDevice(
   anchors: TrustAnchors,
   trace: CallerTrace,
 ): Promise<DeviceSession> {
-  const servername = typeof socket.servername === 'string' ? socket.servername : undefined;
-  const factory = await factoryForHost(db, servername, domain);
+  const factory = await factoryForConnection(db, socket, domain);
   trace.factory = factory;
   const leaf = renewalLeaf(socket, factory);
   if (leaf) {
