@@ -1,4 +1,4 @@
-import { createHash, X509Certificate } from 'node:crypto';
+import { createHash, type X509Certificate } from 'node:crypto';
 import { KeyferryError, parseDeviceId, toPem } from '@keyferry/core';
 import type { Factory } from '../factories/factories.ts';
 import type { Db } from '../storage/database.ts';
@@ -32,10 +32,10 @@ export function claimsDeviceCertificate(leaf: X509Certificate, factory: Factory)
 export async function verifyDeviceCertificate(
   db: Db,
   factory: Factory,
-  leaf: Uint8Array,
+  x509: X509Certificate,
   now = new Date(),
 ): Promise<{ identity: DeviceIdentity; device: DeviceRecord; credential: RenewalCredential }> {
-  const x509 = new X509Certificate(leaf);
+  const leaf = x509.raw;
   const serialHex = x509.serialNumber.toLowerCase().replace(/^(00)+(?=[0-9a-f])/, '');
   const pem = toPem(leaf, 'CERTIFICATE');
   const row = await db

@@ -1,3 +1,4 @@
+import type { X509Certificate } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import { KeyferryError } from '@keyferry/core';
 import type { Factory } from '../factories/factories.ts';
@@ -33,13 +34,13 @@ export interface CallerTrace {
  * Per connection, the client certificate when it claims to be one of the factory's device
  * certificates, else null: decided once, so a vendor identity's requests parse nothing more.
  */
-const renewalLeaves = new WeakMap<TLSSocket, Uint8Array | null>();
+const renewalLeaves = new WeakMap<TLSSocket, X509Certificate | null>();
 
-function renewalLeaf(socket: TLSSocket, factory: Factory): Uint8Array | null {
+function renewalLeaf(socket: TLSSocket, factory: Factory): X509Certificate | null {
   let leaf = renewalLeaves.get(socket);
   if (leaf === undefined) {
     const peer = peerCertificate(socket);
-    leaf = peer && claimsDeviceCertificate(peer.x509, factory) ? peer.chain[0]! : null;
+    leaf = peer && claimsDeviceCertificate(peer.x509, factory) ? peer.x509 : null;
     renewalLeaves.set(socket, leaf);
   }
   return leaf;
