@@ -1,6 +1,6 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { request } from 'node:https';
+import { type Agent, request } from 'node:https';
 import { join } from 'node:path';
 import { factoryRootProfile, fromPem, intermediateCaFromCsr, softSigner, toPem } from '@keyferry/core';
 import type { Db } from '../../packages/server/src/storage/database.ts';
@@ -85,6 +85,8 @@ export interface DeviceLinkAnswer {
   headers: Record<string, string | string[] | undefined>;
   text: string;
   json: any;
+  /** True when the call went over a connection an earlier call of its agent opened. */
+  reusedSocket: boolean;
 }
 
 /** One HTTPS call to the device-link, as a device makes it (client certificate, SNI). */
@@ -98,6 +100,8 @@ export function deviceLinkCall(options: {
   path: string;
   headers?: Record<string, string>;
   body?: string | Buffer;
+  /** A keep-alive agent makes several calls on one connection; default: a connection each. */
+  agent?: Agent;
 }): Promise<DeviceLinkAnswer> {
   const [host, port] = [
     options.address.slice(0, options.address.lastIndexOf(':')),
@@ -114,7 +118,7 @@ export function deviceLinkCall(options: {
         ...(options.servername ? { servername: options.servername } : {}),
         ...(options.key ? { key: options.key, cert: options.cert } : {}),
         headers: options.headers,
-        agent: false,
+        agent: options.agent ?? false,
       },
       (res) => {
         const chunks: Buffer[] = [];
@@ -125,7 +129,13 @@ export function deviceLinkCall(options: {
           try {
             json = JSON.parse(text);
           } catch {}
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json });
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            text,
+            json,
+            reusedSocket: req.reusedSocket,
+          });
         });
       },
     );

@@ -31,13 +31,36 @@ function computedRank() {
   return sql<number>`COALESCE((SELECT MIN(${rank}) FROM device_objects WHERE device_objects.device_row_id = devices.id), ${sql.lit(NOT_CONNECTED_RANK)})`;
 }
 
-/** Recomputes one device's state after one of its objects changed (same transaction). */
-export async function refreshDeviceState(db: Db, deviceRowId: number, now: Date): Promise<void> {
-  await refreshRank(db, now.toISOString(), deviceRowId);
+/**
+ * Recomputes one device's state after one of its objects changed (same transaction). With
+ * `touch`, the same statement records the device's connection (`last_connection`) and the
+ * answer is false when its row was deleted meanwhile; otherwise it is true.
+ */
+export async function refreshDeviceState(
+  db: Db,
+  deviceRowId: number,
+  now: Date,
+  options: { touch?: boolean } = {},
+): Promise<boolean> {
+  const at = now.toISOString();
+  if (!options.touch) {
+    await refreshRank(db, at, deviceRowId);
+    return true;
+  }
+  const result = await refreshRankAndTouch(db, at, deviceRowId);
+  return Number(result.numAffectedRows) === 1;
 }
 
 const refreshRank = compiledOnce((db, [at, deviceRowId]: [string, number]) =>
   db.updateTable('devices').set({ state_rank: computedRank(), state_at: at }).where('id', '=', deviceRowId),
+);
+
+const refreshRankAndTouch = compiledOnce((db, [at, deviceRowId]: [string, number]) =>
+  db
+    .updateTable('devices')
+    .set({ state_rank: computedRank(), state_at: at, last_connection: at })
+    .where('id', '=', deviceRowId)
+    .where('deleted_at', 'is', null),
 );
 
 /**

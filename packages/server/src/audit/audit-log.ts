@@ -81,7 +81,11 @@ export async function recordCountedAudit(
     .insertInto('audit_log')
     .values({ ...auditRow(entry, at), aggregate_key: `${at.slice(0, 16)} ${key}` })
     .onConflict((oc) =>
-      oc.column('aggregate_key').doUpdateSet({ count: sql<number>`${sql.ref('audit_log.count')} + 1` }),
+      oc
+        .column('aggregate_key')
+        // the conflict target names the partial unique index (migration 014)
+        .where('aggregate_key', 'is not', null)
+        .doUpdateSet({ count: sql<number>`${sql.ref('audit_log.count')} + 1` }),
     )
     .execute();
 }

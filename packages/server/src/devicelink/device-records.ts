@@ -42,23 +42,31 @@ export function deviceLinkObjects(db: Db, device: DeviceRecord): Promise<Assigne
   return assignedObjects(db, device, 'keypairs-first');
 }
 
-const upsertObjectState = compiledOnce(
-  (
-    db,
-    [deviceRowId, secureObjectId, state, reason, at]: [
-      number,
-      number,
-      ProvisioningState,
-      string | null,
-      string,
-    ],
-  ) =>
+/** Rows per upsert statement (5 parameters each, within compiledOnce's slots). */
+const UPSERT_ROWS = 12;
+
+/** One upsert of `rows` object states (compiled once per row count). */
+const upsertObjectStates = Array.from({ length: UPSERT_ROWS }, (_, i) =>
+  compiledOnce((db, params: unknown[]) =>
     db
       .insertInto('device_objects')
-      .values({ device_row_id: deviceRowId, secure_object_id: secureObjectId, state, reason, updated_at: at })
+      .values(
+        Array.from({ length: i + 1 }, (_, r) => ({
+          device_row_id: params[r * 5] as number,
+          secure_object_id: params[r * 5 + 1] as number,
+          state: params[r * 5 + 2] as ProvisioningState,
+          reason: params[r * 5 + 3] as string | null,
+          updated_at: params[r * 5 + 4] as string,
+        })),
+      )
       .onConflict((oc) =>
-        oc.columns(['device_row_id', 'secure_object_id']).doUpdateSet({ state, reason, updated_at: at }),
+        oc.columns(['device_row_id', 'secure_object_id']).doUpdateSet((eb) => ({
+          state: eb.ref('excluded.state'),
+          reason: eb.ref('excluded.reason'),
+          updated_at: eb.ref('excluded.updated_at'),
+        })),
       ),
+  ),
 );
 
 /** Sets a device's state of one object (insert or update), and the device's own state with it. */
@@ -73,17 +81,31 @@ export async function setObjectState(
   await setObjectStates(db, deviceRowId, [{ secureObjectId, state, reason }], now);
 }
 
-/** Several of one device's object states at once; the device's own state recomputed once. */
+/**
+ * Several of one device's object states at once (one statement per twelve), the device's own
+ * state recomputed once. With `touch`, the device's connection is recorded too (touchDevice,
+ * in the same statement as its state when a state changes) and the answer is false when its
+ * row was deleted meanwhile: the caller refuses, and its transaction undoes the rest.
+ */
 export async function setObjectStates(
   db: Db,
   deviceRowId: number,
   changes: readonly { secureObjectId: number; state: ProvisioningState; reason: string | null }[],
   now: Date,
-): Promise<void> {
-  if (changes.length === 0) return;
+  options: { touch?: boolean } = {},
+): Promise<boolean> {
+  if (changes.length === 0) return options.touch ? touchDevice(db, deviceRowId, now) : true;
   const at = now.toISOString();
-  for (const c of changes) await upsertObjectState(db, deviceRowId, c.secureObjectId, c.state, c.reason, at);
-  await refreshDeviceState(db, deviceRowId, now);
+  // one row per object, the last change winning (PostgreSQL refuses a key twice in one upsert)
+  const rows = [...new Map(changes.map((c) => [c.secureObjectId, c])).values()];
+  for (let i = 0; i < rows.length; i += UPSERT_ROWS) {
+    const chunk = rows.slice(i, i + UPSERT_ROWS);
+    await upsertObjectStates[chunk.length - 1]!(
+      db,
+      ...chunk.flatMap((c) => [deviceRowId, c.secureObjectId, c.state, c.reason, at]),
+    );
+  }
+  return refreshDeviceState(db, deviceRowId, now, options);
 }
 
 const touchRow = compiledOnce((db, [at, rowId]: [string, number]) =>

@@ -95,7 +95,6 @@ export async function enrollDevice(
   const actor = `device:${session.device.deviceId}`;
   const superseded: number[] = [];
   const enrollment = await db.transaction().execute(async (trx): Promise<Enrollment> => {
-    if (!(await touchDevice(trx, session.device.rowId, now))) throw notAllowListed(session);
     const { rows: current } = await liveCertificates(trx, session.device.rowId, object.id);
     const same = renewing ? undefined : current.find((c) => c.public_key_sha256 === keyHash);
     const audit = (action: string, detail: Record<string, unknown>) =>
@@ -224,6 +223,11 @@ export function notAllowListed(session: DeviceSession): KeyferryError {
   );
 }
 
+/**
+ * The enrolled object (and its key pair) GENERATION_COMPLETED, and the device's connection
+ * recorded in the same statement; refuses when the device left the allow-list meanwhile (the
+ * transaction then undoes the enrollment, certificate included).
+ */
 async function setCompleted(
   db: Db,
   session: DeviceSession,
@@ -231,19 +235,20 @@ async function setCompleted(
   object: AssignedObject,
   reused: boolean,
   now: Date,
-) {
+): Promise<void> {
   const keypair = objects.find((o) => o.id === object.keypairId);
   const targets = (keypair ? [object, keypair] : [object]).filter(
     // Asking again for the same certificate does not undo what the device already reported.
     (target) =>
       !(reused && (target.state === 'PROVISIONING_COMPLETED' || target.state === 'GENERATION_COMPLETED')),
   );
-  await setObjectStates(
-    db,
-    session.device.rowId,
-    targets.map((t) => ({ secureObjectId: t.id, state: 'GENERATION_COMPLETED' as const, reason: null })),
-    now,
-  );
+  const changes = targets.map((t) => ({
+    secureObjectId: t.id,
+    state: 'GENERATION_COMPLETED' as const,
+    reason: null,
+  }));
+  if (!(await setObjectStates(db, session.device.rowId, changes, now, { touch: true })))
+    throw notAllowListed(session);
 }
 
 function publicKeyHash(spki: Uint8Array): string {
@@ -295,7 +300,8 @@ async function failObject(
   now: Date,
 ): Promise<void> {
   await db.transaction().execute(async (trx) => {
-    if (!(await touchDevice(trx, session.device.rowId, now))) return;
+    // removed from the allow-list meanwhile: that, not the CSR, is the answer
+    if (!(await touchDevice(trx, session.device.rowId, now))) throw notAllowListed(session);
     const live = await trx
       .selectFrom('certificates')
       .select('id')

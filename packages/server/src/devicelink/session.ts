@@ -47,6 +47,15 @@ function renewalLeaf(socket: TLSSocket, factory: Factory): X509Certificate | nul
 }
 
 /**
+ * Per connection, the allow-list row its first request found. A row only ever changes by being
+ * deleted (removal from the allow-list), and every request writes in a transaction that
+ * records the connection on the row and refuses when it is gone (`device_not_allowlisted`,
+ * the transaction undone), so the connection's other requests need not read it again. A device removed and added again
+ * while its connection is open gets a new row: it is refused until it connects again.
+ */
+const allowListRows = new WeakMap<TLSSocket, DeviceRecord>();
+
+/**
  * Authenticates a device-link call: factory from SNI, vendor identity verified for its
  * product, device on that factory's allow-list (in a group of the identity's product) — or,
  * for a renewal, a live device certificate the factory issued (device-certificate.ts).
@@ -69,7 +78,8 @@ export async function authenticateDevice(
   }
   const identity = socketIdentity(socket, anchors, trace.claim);
   trace.verified = true;
-  const device = await findActiveDevice(db, factory.id, identity.deviceId.decimal);
+  const device =
+    allowListRows.get(socket) ?? (await findActiveDevice(db, factory.id, identity.deviceId.decimal));
   if (!device) {
     throw new KeyferryError(
       'device_not_allowlisted',
@@ -82,5 +92,6 @@ export async function authenticateDevice(
       `device ${identity.deviceId.decimal} is allow-listed for product ${device.nc12}, but its identity is for product ${identity.nc12}`,
     );
   }
+  allowListRows.set(socket, device);
   return { factory, identity, device };
 }

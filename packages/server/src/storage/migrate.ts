@@ -12,6 +12,7 @@ import * as auditCounts from './migrations/010-audit-counts.ts';
 import * as deviceGroupIndex from './migrations/011-device-group-index.ts';
 import * as certificateRotation from './migrations/012-certificate-rotation.ts';
 import * as validitySeconds from './migrations/013-validity-seconds.ts';
+import * as fewerPagesPerWrite from './migrations/014-fewer-pages-per-write.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -42,6 +43,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { name: '011-device-group-index', up: deviceGroupIndex.up },
   { name: '012-certificate-rotation', up: certificateRotation.up },
   { name: '013-validity-seconds', up: validitySeconds.up },
+  { name: '014-fewer-pages-per-write', up: fewerPagesPerWrite.up },
 ];
 
 /**
