@@ -142,8 +142,12 @@ async function measure(storage: 'sqlite' | 'postgres', nodes: number): Promise<v
   check('service time', alone);
   const concurrency = Math.min(n('concurrency'), load.length);
   say(`load: ${load.length} devices, ${concurrency} in flight`);
-  const run = await provision(fleet, load, concurrency, (done) =>
-    say(`  load: ${done}/${load.length} devices`),
+  const run = await provision(
+    fleet,
+    load,
+    concurrency,
+    (done) => say(`  load: ${done}/${load.length} devices`),
+    cluster?.pid,
   );
   check('load', run);
   const rssEach = fleet.pids.map(peakRssMb);
@@ -177,6 +181,12 @@ async function measure(storage: 'sqlite' | 'postgres', nodes: number): Promise<v
   console.log(
     `server:   ${f2(perDevice)} ms CPU per device (keyferryd, /proc/<pid>/stat of ${rssEach.length} process${rssEach.length === 1 ? '' : 'es'}; PostgreSQL's own not counted), peak RSS ${f1(rss)} MB in all, ${f1(Math.max(...rssEach))} MB the largest process`,
   );
+  const dbPerDevice = run.databaseCpuMs === undefined ? undefined : run.databaseCpuMs / run.provisioned;
+  if (dbPerDevice !== undefined) {
+    console.log(
+      `database: ${f2(dbPerDevice)} ms CPU per device (the PostgreSQL server's processes, /proc; the bench's throwaway cluster runs with fsync off)`,
+    );
+  }
   console.log(
     `client:   ${f2(clientPerDevice)} ms CPU per device (load generator), ${((run.clientCpuMs / (run.seconds * 1000)) * 100).toFixed(0)}% of its core`,
   );
@@ -190,7 +200,7 @@ async function measure(storage: 'sqlite' | 'postgres', nodes: number): Promise<v
     `floor:    ${floor.handshakes} mTLS handshakes, ${f1(floor.perSecond)}/s, ${f2(floor.serverMsPerHandshake)} ms server CPU each; keyferry per device / floor = ${f2(ratio)}`,
   );
   console.log(
-    `RESULT devices=${run.provisioned} devices_per_s=${f1(rate)} server_ms_per_device=${f2(perDevice)} client_ms_per_device=${f2(clientPerDevice)} floor_ms_per_handshake=${f2(floor.serverMsPerHandshake)} floor_ratio=${f2(ratio)} p50_ms=${f1(lat.p50)} p99_ms=${f1(lat.p99)} service_p99_ms=${f1(svc.p99)} rss_mb=${f1(rss)} workers=${n('workers')} storage=${storage} nodes=${nodes}`,
+    `RESULT devices=${run.provisioned} devices_per_s=${f1(rate)} server_ms_per_device=${f2(perDevice)} client_ms_per_device=${f2(clientPerDevice)} floor_ms_per_handshake=${f2(floor.serverMsPerHandshake)} floor_ratio=${f2(ratio)} p50_ms=${f1(lat.p50)} p99_ms=${f1(lat.p99)} service_p99_ms=${f1(svc.p99)} rss_mb=${f1(rss)} workers=${n('workers')} storage=${storage} nodes=${nodes} db_ms_per_device=${dbPerDevice === undefined ? 'n/a' : f2(dbPerDevice)}`,
   );
 }
 

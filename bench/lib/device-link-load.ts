@@ -17,7 +17,7 @@ import { identityCertificate, loadOrCreateVendorCa, randomUid } from '@keyferry/
 import { setupDeviceGateway } from '../../test/support/device-link.ts';
 import { type DaemonProcess, startKeyferryd } from '../../test/support/processes.ts';
 import { Failures, runPool, send } from './keep-alive-client.ts';
-import { ownCpuMs, pin, processTree, treeCpuMs } from './process-stats.ts';
+import { ownCpuMs, pin, processTree, treeCpuFromNow, treeCpuMs } from './process-stats.ts';
 
 const SE050 = '935389312472';
 export const GATEWAY_OBJECT = 'fio-device-gateway-ca';
@@ -268,6 +268,8 @@ export interface LoadRun {
   deviceMs: number[];
   serverCpuMs: number;
   clientCpuMs: number;
+  /** The database server's processes (PostgreSQL started by the bench), when known. */
+  databaseCpuMs: number | undefined;
 }
 
 /**
@@ -279,9 +281,11 @@ export async function provision(
   devices: readonly SimDevice[],
   concurrency: number,
   progress?: (done: number) => void,
+  databasePid?: number,
 ): Promise<LoadRun> {
   const deviceMs: number[] = [];
   const failures = new Failures();
+  const database = databasePid === undefined ? undefined : treeCpuFromNow(databasePid);
   const server0 = treeCpuMs(fleet.pids);
   const client0 = ownCpuMs();
   const start = performance.now();
@@ -312,5 +316,6 @@ export async function provision(
     deviceMs,
     serverCpuMs: treeCpuMs(fleet.pids) - server0,
     clientCpuMs: ownCpuMs() - client0,
+    databaseCpuMs: database?.stop(),
   };
 }

@@ -40,6 +40,25 @@ export const processTree = (pid: number): number[] => [pid, ...childProcesses(pi
 /** CPU ms summed over processes. */
 export const treeCpuMs = (pids: readonly number[]) => pids.reduce((sum, p) => sum + processCpuMs(p), 0);
 
+/**
+ * CPU ms of a process and its children (a PostgreSQL postmaster and its backends) from now
+ * on: `stop()` answers what every process of the tree spent since, a process started meanwhile
+ * counted whole. A child that exited meanwhile is missing, so the figure can only be low.
+ */
+export function treeCpuFromNow(pid: number): { stop(): number } {
+  const cpuOf = (p: number) => {
+    try {
+      return processCpuMs(p);
+    } catch {
+      return 0; // gone meanwhile
+    }
+  };
+  const before = new Map(processTree(pid).map((p) => [p, cpuOf(p)]));
+  return {
+    stop: () => processTree(pid).reduce((sum, p) => sum + cpuOf(p) - (before.get(p) ?? 0), 0),
+  };
+}
+
 /** Peak resident set (VmHWM) of a process in MB. */
 export function peakRssMb(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');

@@ -28,7 +28,7 @@ const NUMBER = '[0-9]+(?:\\.[0-9]+)?';
 const PROVISIONING_RESULT = new RegExp(
   `^RESULT devices=[0-9]+ devices_per_s=${NUMBER} server_ms_per_device=${NUMBER} client_ms_per_device=${NUMBER} ` +
     `floor_ms_per_handshake=${NUMBER} floor_ratio=${NUMBER} p50_ms=${NUMBER} p99_ms=${NUMBER} ` +
-    `service_p99_ms=${NUMBER} rss_mb=${NUMBER} workers=[0-9]+ storage=(sqlite|postgres) nodes=[0-9]+$`,
+    `service_p99_ms=${NUMBER} rss_mb=${NUMBER} workers=[0-9]+ storage=(sqlite|postgres) nodes=[0-9]+ db_ms_per_device=(${NUMBER}|n/a)$`,
   'm',
 );
 const ISSUE_RESULT = new RegExp(
@@ -69,7 +69,9 @@ describe('npm run bench (smoke, tiny counts)', () => {
     const run = await bench('provisioning.ts', TINY);
     expect(run.status, run.stderr).toBe(0);
     expect(run.stdout).toMatch(PROVISIONING_RESULT);
-    expect(run.stdout).toMatch(/^RESULT devices=6 .* workers=1 storage=sqlite nodes=1$/m);
+    expect(run.stdout).toMatch(
+      /^RESULT devices=6 .* workers=1 storage=sqlite nodes=1 db_ms_per_device=n\/a$/m,
+    );
     expect(run.stdout).toContain('6 devices provisioned (0 failed)');
     expect(run.stdout).toMatch(/^floor: +6 mTLS handshakes/m);
     // progress goes to stderr, so a silent run cannot pass for a slow one
@@ -102,6 +104,10 @@ describe('npm run bench (smoke, tiny counts)', () => {
     expect(run.stdout.split('6 devices provisioned (0 failed)')).toHaveLength(3);
     expect(run.stdout).toMatch(/^server: .*\/proc\/<pid>\/stat of 2 processes/m);
     expect(run.stderr).toContain('[bench] starting a throwaway PostgreSQL cluster');
+    // the PostgreSQL server's own CPU is measured too, and it did work for the devices
+    const [, postgres] = results(run.stdout);
+    expect(Number(postgres!.db_ms_per_device)).toBeGreaterThan(0);
+    expect(run.stdout).toMatch(/^database: [0-9.]+ ms CPU per device \(the PostgreSQL server's processes/m);
   });
 
   it('bench:issue issues for both CAs and ends with the RESULT line', { timeout: 180_000 }, async () => {

@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +12,8 @@ import { join } from 'node:path';
 export interface PostgresCluster {
   readonly url: string;
   readonly port: number;
+  /** The postmaster's PID (its backends are its child processes). */
+  readonly pid: number;
   stop(): void;
 }
 
@@ -65,9 +67,11 @@ export async function startPostgres(): Promise<PostgresCluster> {
     'start',
   ]);
   const url = `postgres://keyferry:keyferry@127.0.0.1:${port}/postgres`;
+  const pid = Number(readFileSync(join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
   return {
     url,
     port,
+    pid,
     stop() {
       try {
         run('pg_ctl', ['-D', dataDir, '-m', 'immediate', '-w', 'stop']);

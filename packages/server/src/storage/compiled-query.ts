@@ -1,5 +1,6 @@
 import type { Compilable, CompiledQuery, QueryResult } from 'kysely';
 import type { Db } from './database.ts';
+import { registerCompiledText } from './named-statements.ts';
 
 /** A parameter's place in a query built once; replaced by the caller's value on each run. */
 class Slot {
@@ -27,6 +28,7 @@ export function compiledOnce<P extends unknown[], O>(
     if (!query) {
       query = build(db, SLOTS as unknown as P).compile();
       compiled.set(adapter, query);
+      registerCompiledText(query.sql);
     }
     const parameters = query.parameters.map((v) => (v instanceof Slot ? params[v.index] : v));
     return db.executeQuery<O>({ ...query, parameters });

@@ -13,6 +13,7 @@ import {
 import pg from 'pg';
 import type { Config } from '../config/schema.ts';
 import { type Dialect, migrate } from './migrate.ts';
+import { nameCompiledStatements } from './named-statements.ts';
 import { withStatementCache } from './statement-cache.ts';
 import type { Tables } from './tables.ts';
 
@@ -85,7 +86,10 @@ export async function openDatabase(storage: Config['storage'], dataDir: string):
   // discards the connection and the next query opens a new one; GET /readyz says the database
   // is not reachable meanwhile.
   pool.on('error', () => {});
-  pool.on('connect', (client) => client.on('error', () => {}));
+  pool.on('connect', (client) => {
+    client.on('error', () => {});
+    nameCompiledStatements(client);
+  });
   const db = new Kysely<Tables>({ dialect: new PostgresDialect({ pool }) });
   await migrate(db as Kysely<unknown>, 'postgres');
   return {

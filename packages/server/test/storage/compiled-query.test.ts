@@ -1,7 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { tmpdir } from 'node:os';
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createDatabase } from '../../../../test/support/postgres.ts';
 import { listAudit, recordAudit } from '../../src/audit/audit-log.ts';
 import { insertFactory } from '../../src/factories/factories.ts';
 import { compiledOnce } from '../../src/storage/compiled-query.ts';
+import { openDatabase } from '../../src/storage/database.ts';
 import { BACKENDS, freshDatabase } from '../support/databases.ts';
 
 describe.each(BACKENDS)('queries compiled once on %s', (backend) => {
@@ -64,5 +68,64 @@ describe.each(BACKENDS)('queries compiled once on %s', (backend) => {
       .where('id', '=', f.id)
       .executeTakeFirst();
     expect(row?.name).toBe('compiled-tx');
+  });
+});
+
+describe('queries compiled once, on PostgreSQL: named prepared statements', () => {
+  let database: Awaited<ReturnType<typeof openDatabase>>;
+  beforeAll(async () => {
+    const url = await createDatabase(inject('postgresUrl'), `named_${process.pid}_${Date.now()}`);
+    // one connection, so the statements prepared are those of the connection the test asks
+    database = await openDatabase({ kind: 'postgres', url, poolSize: 1 }, tmpdir());
+  });
+  afterAll(async () => {
+    await database?.close();
+  });
+
+  async function prepared(): Promise<Map<string, string>> {
+    const { rows } = await sql<{ name: string; statement: string }>`
+      select name, statement from pg_prepared_statements`.execute(database.db);
+    return new Map(rows.map((r) => [r.statement, r.name]));
+  }
+
+  it('prepares a compiled query once per connection, by name, and runs it with each call’s values', async () => {
+    const bySubdomain = compiledOnce((db, [sub]: [string]) =>
+      db.selectFrom('factories').select(['name']).where('subdomain', '=', sub),
+    );
+    const a = await insertFactory(database.db, 'named-a', new Date());
+    const b = await insertFactory(database.db, 'named-b', new Date());
+    expect((await bySubdomain(database.db, a.subdomain)).rows).toEqual([{ name: 'named-a' }]);
+    const text = database.db
+      .selectFrom('factories')
+      .select(['name'])
+      .where('subdomain', '=', '')
+      .compile().sql;
+    const name = (await prepared()).get(text);
+    expect(name).toMatch(/^kf\d+$/);
+    // the second call runs the same prepared statement with its own value
+    expect((await bySubdomain(database.db, b.subdomain)).rows).toEqual([{ name: 'named-b' }]);
+    expect((await prepared()).get(text)).toBe(name);
+    // a query built on each call (not compiled once) is not kept on the connection
+    await database.db.selectFrom('factories').select('id').where('name', '=', 'named-b').execute();
+    expect([...(await prepared()).keys()].every((s) => !s.includes('"name" = $1'))).toBe(true);
+  });
+
+  it('a refused statement leaves the named statement usable (a unique violation, then a good insert)', async () => {
+    const insertGroupless = compiledOnce((db, [name, repo, sub]: [string, string, string]) =>
+      db
+        .insertInto('factories')
+        .values({ name, repo_id: repo, subdomain: sub, created_at: new Date(0).toISOString() }),
+    );
+    await insertGroupless(database.db, 'named-c', 'repo-c', 'subc');
+    await expect(insertGroupless(database.db, 'named-c', 'repo-c2', 'subc2')).rejects.toThrow(
+      /unique|duplicate/i,
+    );
+    await insertGroupless(database.db, 'named-d', 'repo-d', 'subd');
+    const rows = await database.db
+      .selectFrom('factories')
+      .select('name')
+      .where('name', 'like', 'named-%')
+      .execute();
+    expect(rows.map((r) => r.name).sort()).toEqual(['named-a', 'named-b', 'named-c', 'named-d']);
   });
 });

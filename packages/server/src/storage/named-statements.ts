@@ -1,0 +1,30 @@
+import type pg from 'pg';
+
+/**
+ * SQL texts of the queries compiled once (compiled-query.ts): a finite set, so naming each as
+ * a PostgreSQL prepared statement per connection cannot grow without bound. Dynamic SQL
+ * (an `in (…)` list, a bulk insert of N rows) stays unnamed.
+ */
+const compiledTexts = new Map<string, string>();
+
+/** Records a query text compiled once; PostgreSQL connections then prepare it by name. */
+export function registerCompiledText(text: string): void {
+  if (!compiledTexts.has(text)) compiledTexts.set(text, `kf${compiledTexts.size}`);
+}
+
+/**
+ * Makes a pg client run the compiled-once queries as named prepared statements: the pg
+ * client parses each name once per connection and from then on sends only Bind/Execute, so
+ * PostgreSQL neither receives the SQL text again nor parses and plans it on every call
+ * (unnamed statements are parsed and planned each time). Everything else passes unchanged.
+ * A statement prepared on a connection keeps its plan for the connection's life: a node must
+ * restart after a migration changes the tables under it (docs/deployment.md).
+ */
+export function nameCompiledStatements(client: pg.PoolClient): void {
+  const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+  (client as { query: unknown }).query = (...args: unknown[]) => {
+    const [text, values] = args;
+    const name = typeof text === 'string' && Array.isArray(values) ? compiledTexts.get(text) : undefined;
+    return name === undefined ? query(...args) : query({ name, text, values }, ...args.slice(2));
+  };
+}
