@@ -1,5 +1,6 @@
 import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { sql } from 'kysely';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Db, openDatabase } from '../../src/storage/database.ts';
@@ -55,6 +56,14 @@ describe('bulk jobs across two nodes on postgres', () => {
     };
   }
 
+  /** Sessions of this database blocked on a lock (node A's chunk, behind holdPlanLock). */
+  async function sessionsWaitingOnALock(db: Db): Promise<number> {
+    const { rows } = await sql<{ n: string }>`
+      select count(*) as n from pg_stat_activity
+      where datname = current_database() and wait_event_type = 'Lock'`.execute(db);
+    return Number(rows[0]?.n ?? 0);
+  }
+
   const jobRow = (db: Db, id: string) =>
     db.selectFrom('bulk_jobs').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
 
@@ -90,6 +99,12 @@ describe('bulk jobs across two nodes on postgres', () => {
     await until(
       () => jobRow(db, id),
       (row) => row.status === 'running',
+    );
+    // 'running' is set before the first chunk reaches the plan row: on a busy machine A could
+    // still be between the two, and would then hand the job back with nothing processed
+    await until(
+      () => sessionsWaitingOnALock(db),
+      (n) => n > 0,
     );
     const closing = a.service.close();
     await release();
