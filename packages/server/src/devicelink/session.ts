@@ -50,8 +50,9 @@ function renewalLeaf(socket: TLSSocket, factory: Factory): X509Certificate | nul
  * Per connection, the allow-list row its first request found. A row only ever changes by being
  * deleted (removal from the allow-list), and every request writes in a transaction that
  * records the connection on the row and refuses when it is gone (`device_not_allowlisted`,
- * the transaction undone), so the connection's other requests need not read it again. A device removed and added again
- * while its connection is open gets a new row: it is refused until it connects again.
+ * the transaction undone), so the connection's other requests need not read it again. A
+ * device removed and added again while its connection is open gets a new row: it is refused
+ * until it connects again.
  */
 const allowListRows = new WeakMap<TLSSocket, DeviceRecord>();
 
