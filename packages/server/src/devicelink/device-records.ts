@@ -1,8 +1,10 @@
+import { KeyferryError } from '@keyferry/core';
 import { refreshDeviceState } from '../allowlist/device-state.ts';
 import { type AssignedObject, assignedObjects } from '../el2g/assigned-objects.ts';
 import { compiledOnce } from '../storage/compiled-query.ts';
 import type { Db } from '../storage/database.ts';
 import type { DevicesTable, ProvisioningState } from '../storage/tables.ts';
+import type { DeviceSession } from './session.ts';
 
 export type { AssignedObject };
 
@@ -69,6 +71,8 @@ const upsertObjectStates = Array.from({ length: UPSERT_ROWS }, (_, i) =>
   ),
 );
 
+type StateChange = { secureObjectId: number; state: ProvisioningState; reason: string | null };
+
 /** Sets a device's state of one object (insert or update), and the device's own state with it. */
 export async function setObjectState(
   db: Db,
@@ -78,21 +82,41 @@ export async function setObjectState(
   reason: string | null,
   now: Date,
 ): Promise<void> {
-  await setObjectStates(db, deviceRowId, [{ secureObjectId, state, reason }], now);
+  await writeStates(db, deviceRowId, [{ secureObjectId, state, reason }], now, { touch: false });
 }
 
 /**
- * Several of one device's object states at once (one statement per twelve), the device's own
- * state recomputed once. With `touch`, the device's connection is recorded too (touchDevice,
- * in the same statement as its state when a state changes) and the answer is false when its
- * row was deleted meanwhile: the caller refuses, and its transaction undoes the rest.
+ * What a device-link request records in its transaction: several of the device's object
+ * states (one statement per twelve, the device's own state recomputed once) and its
+ * connection (touchDevice), in the same statement as its state when a state changes. Refuses
+ * `device_not_allowlisted` when the device's row was deleted meanwhile; the caller's
+ * transaction then undoes the rest.
  */
-export async function setObjectStates(
+export async function recordDeviceStates(
+  db: Db,
+  session: DeviceSession,
+  changes: readonly StateChange[],
+  now: Date,
+): Promise<void> {
+  if (!(await writeStates(db, session.device.rowId, changes, now, { touch: true })))
+    throw notAllowListed(session);
+}
+
+/** The device left the allow-list while its request ran. */
+export function notAllowListed(session: DeviceSession): KeyferryError {
+  return new KeyferryError(
+    'device_not_allowlisted',
+    `device ${session.device.deviceId} was removed from factory ${session.factory.name}'s allow-list`,
+  );
+}
+
+/** The states written; with `touch`, false when the device's row was deleted meanwhile. */
+async function writeStates(
   db: Db,
   deviceRowId: number,
-  changes: readonly { secureObjectId: number; state: ProvisioningState; reason: string | null }[],
+  changes: readonly StateChange[],
   now: Date,
-  options: { touch?: boolean } = {},
+  options: { touch: boolean },
 ): Promise<boolean> {
   if (changes.length === 0) return options.touch ? touchDevice(db, deviceRowId, now) : true;
   const at = now.toISOString();

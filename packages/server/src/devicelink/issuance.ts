@@ -17,8 +17,9 @@ import type { CertificatesTable } from '../storage/tables.ts';
 import {
   type AssignedObject,
   deviceLinkObjects,
+  notAllowListed,
+  recordDeviceStates,
   setObjectState,
-  setObjectStates,
   touchDevice,
 } from './device-records.ts';
 import type { IssuingCas } from './issuing-cas.ts';
@@ -216,13 +217,6 @@ function insertCertificate(db: Db, row: Insertable<CertificatesTable>) {
   return certificateInsert(db, ...CERTIFICATE_COLUMNS.map((c) => row[c]));
 }
 
-export function notAllowListed(session: DeviceSession): KeyferryError {
-  return new KeyferryError(
-    'device_not_allowlisted',
-    `device ${session.device.deviceId} was removed from factory ${session.factory.name}'s allow-list`,
-  );
-}
-
 /**
  * The enrolled object (and its key pair) GENERATION_COMPLETED, and the device's connection
  * recorded in the same statement; refuses when the device left the allow-list meanwhile (the
@@ -242,13 +236,12 @@ async function setCompleted(
     (target) =>
       !(reused && (target.state === 'PROVISIONING_COMPLETED' || target.state === 'GENERATION_COMPLETED')),
   );
-  const changes = targets.map((t) => ({
-    secureObjectId: t.id,
-    state: 'GENERATION_COMPLETED' as const,
-    reason: null,
-  }));
-  if (!(await setObjectStates(db, session.device.rowId, changes, now, { touch: true })))
-    throw notAllowListed(session);
+  await recordDeviceStates(
+    db,
+    session,
+    targets.map((t) => ({ secureObjectId: t.id, state: 'GENERATION_COMPLETED' as const, reason: null })),
+    now,
+  );
 }
 
 function publicKeyHash(spki: Uint8Array): string {

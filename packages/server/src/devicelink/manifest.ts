@@ -2,8 +2,7 @@ import { recordAudit } from '../audit/audit-log.ts';
 import { compiledOnce } from '../storage/compiled-query.ts';
 import type { Db } from '../storage/database.ts';
 import type { ProvisioningState, SecureObjectType } from '../storage/tables.ts';
-import { deviceLinkObjects, setObjectStates } from './device-records.ts';
-import { notAllowListed } from './issuance.ts';
+import { deviceLinkObjects, recordDeviceStates } from './device-records.ts';
 import { type RenewalPolicy, renewalPolicy } from './renewal-policy.ts';
 import type { DeviceSession } from './session.ts';
 
@@ -56,14 +55,12 @@ export async function deviceManifest(
   const byId = new Map(objects.map((o) => [o.id, o]));
   const triggered = objects.filter((o) => o.state === 'GENERATION_ON_CONNECTION');
   await db.transaction().execute(async (trx) => {
-    const triggers = triggered.map((o) => ({
-      secureObjectId: o.id,
-      state: 'GENERATION_TRIGGERED' as const,
-      reason: null,
-    }));
-    // records the connection too; false when the device left the allow-list meanwhile
-    if (!(await setObjectStates(trx, session.device.rowId, triggers, now, { touch: true })))
-      throw notAllowListed(session);
+    await recordDeviceStates(
+      trx,
+      session,
+      triggered.map((o) => ({ secureObjectId: o.id, state: 'GENERATION_TRIGGERED' as const, reason: null })),
+      now,
+    );
     await recordAudit(
       trx,
       {

@@ -3,8 +3,7 @@ import { z } from 'zod';
 import { recordAudit } from '../audit/audit-log.ts';
 import { type RefreshDeps, refreshCrls } from '../revocation/refresh.ts';
 import type { ProvisioningState } from '../storage/tables.ts';
-import { deviceLinkObjects, setObjectStates } from './device-records.ts';
-import { notAllowListed } from './issuance.ts';
+import { deviceLinkObjects, recordDeviceStates } from './device-records.ts';
 import { isIssued } from './plan-gate.ts';
 import type { DeviceSession } from './session.ts';
 import { revokeAllButNewest } from './supersede.ts';
@@ -70,10 +69,12 @@ export async function recordReport(
   const revokedCas: number[] = [];
   await db.transaction().execute(async (trx) => {
     const superseded: string[] = [];
-    const changes = updates.map((u) => ({ secureObjectId: u.object.id, state: u.state, reason: u.reason }));
-    // records the connection too; false when the device left the allow-list meanwhile
-    if (!(await setObjectStates(trx, session.device.rowId, changes, now, { touch: true })))
-      throw notAllowListed(session);
+    await recordDeviceStates(
+      trx,
+      session,
+      updates.map((u) => ({ secureObjectId: u.object.id, state: u.state, reason: u.reason })),
+      now,
+    );
     for (const u of updates) {
       if (u.state !== 'PROVISIONING_COMPLETED' || u.object.type !== 'CERTIFICATE') continue;
       for (const old of await revokeAllButNewest(trx, session.device.rowId, u.object.id, now)) {
