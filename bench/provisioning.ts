@@ -172,7 +172,8 @@ async function measure(storage: 'sqlite' | 'postgres', nodes: number): Promise<v
   const perDevice = run.serverCpuMs / run.provisioned;
   const clientPerDevice = run.clientCpuMs / run.provisioned;
   const rate = run.provisioned / run.seconds;
-  const ratio = perDevice / floor.serverMsPerHandshake;
+  // /proc counts CPU in 10 ms ticks: a few handshakes can read as none, and there is no ratio then
+  const ratio = floor.serverMsPerHandshake > 0 ? f2(perDevice / floor.serverMsPerHandshake) : 'n/a';
   const where = nodes > 1 ? `${storage}, ${nodes} keyferryd nodes` : storage;
   console.log(`keyferry device-link bench — node ${process.version}, ${where}, ${describePinning(pinning)}`);
   console.log(
@@ -197,10 +198,10 @@ async function measure(storage: 'sqlite' | 'postgres', nodes: number): Promise<v
     `service:  one device at a time p50/p90/p99 ${f1(svc.p50)} / ${f1(svc.p90)} / ${f1(svc.p99)} ms; queueing at ${concurrency} in flight ≈ ${f1(Math.max(0, lat.p50 - svc.p50))} ms (p50)`,
   );
   console.log(
-    `floor:    ${floor.handshakes} mTLS handshakes, ${f1(floor.perSecond)}/s, ${f2(floor.serverMsPerHandshake)} ms server CPU each; keyferry per device / floor = ${f2(ratio)}`,
+    `floor:    ${floor.handshakes} mTLS handshakes, ${f1(floor.perSecond)}/s, ${f2(floor.serverMsPerHandshake)} ms server CPU each; keyferry per device / floor = ${ratio}${ratio === 'n/a' ? " (the floor's CPU was below /proc's 10 ms tick; raise --handshakes)" : ''}`,
   );
   console.log(
-    `RESULT devices=${run.provisioned} devices_per_s=${f1(rate)} server_ms_per_device=${f2(perDevice)} client_ms_per_device=${f2(clientPerDevice)} floor_ms_per_handshake=${f2(floor.serverMsPerHandshake)} floor_ratio=${f2(ratio)} p50_ms=${f1(lat.p50)} p99_ms=${f1(lat.p99)} service_p99_ms=${f1(svc.p99)} rss_mb=${f1(rss)} workers=${n('workers')} storage=${storage} nodes=${nodes} db_ms_per_device=${dbPerDevice === undefined ? 'n/a' : f2(dbPerDevice)}`,
+    `RESULT devices=${run.provisioned} devices_per_s=${f1(rate)} server_ms_per_device=${f2(perDevice)} client_ms_per_device=${f2(clientPerDevice)} floor_ms_per_handshake=${f2(floor.serverMsPerHandshake)} floor_ratio=${ratio} p50_ms=${f1(lat.p50)} p99_ms=${f1(lat.p99)} service_p99_ms=${f1(svc.p99)} rss_mb=${f1(rss)} workers=${n('workers')} storage=${storage} nodes=${nodes} db_ms_per_device=${dbPerDevice === undefined ? 'n/a' : f2(dbPerDevice)}`,
   );
 }
 

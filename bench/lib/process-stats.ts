@@ -46,16 +46,21 @@ export const treeCpuMs = (pids: readonly number[]) => pids.reduce((sum, p) => su
  * counted whole. A child that exited meanwhile is missing, so the figure can only be low.
  */
 export function treeCpuFromNow(pid: number): { stop(): number } {
-  const cpuOf = (p: number) => {
+  const cpuOf = (p: number): number | undefined => {
     try {
       return processCpuMs(p);
     } catch {
-      return 0; // gone meanwhile
+      return undefined; // gone meanwhile
     }
   };
-  const before = new Map(processTree(pid).map((p) => [p, cpuOf(p)]));
+  const before = new Map(processTree(pid).map((p) => [p, cpuOf(p) ?? 0]));
   return {
-    stop: () => processTree(pid).reduce((sum, p) => sum + cpuOf(p) - (before.get(p) ?? 0), 0),
+    // a child listed and then gone before its stat is read adds nothing (not minus its start)
+    stop: () =>
+      processTree(pid).reduce((sum, p) => {
+        const now = cpuOf(p);
+        return now === undefined ? sum : sum + now - (before.get(p) ?? 0);
+      }, 0),
   };
 }
 
