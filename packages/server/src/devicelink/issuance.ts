@@ -83,7 +83,7 @@ export async function enrollDevice(
     await assertPlanAllowsEnrollment(db, session.factory.id, objects, object, now);
     csr = parseAndVerifyCsr(csrBody());
     keyHash = publicKeyHash(csr.publicKeySpki);
-    await assertKeyOfThisObjectOnly(db, session, objects, object, keyHash);
+    assertNotIdentityKey(session, objects, object, keyHash);
   } catch (error) {
     if (isKeyferryError(error)) await failObject(db, session, object, error, now);
     throw error;
@@ -95,100 +95,123 @@ export async function enrollDevice(
   if (!ca) throw new KeyferryError('internal', `certificate object ${object.name} has no issuing CA`);
   const actor = `device:${session.device.deviceId}`;
   const superseded: number[] = [];
-  const enrollment = await db.transaction().execute(async (trx): Promise<Enrollment> => {
-    const { rows: current } = await liveCertificates(trx, session.device.rowId, object.id);
-    const same = renewing ? undefined : current.find((c) => c.public_key_sha256 === keyHash);
-    const audit = (action: string, detail: Record<string, unknown>) =>
-      recordAudit(
-        trx,
-        {
-          factoryId: session.factory.id,
-          actor,
-          action,
-          object: `secure-object:${object.name}`,
-          detail,
-          correlationId: change.correlationId,
-        },
+  let keyReused: KeyferryError | undefined;
+  const enrollment = await db
+    .transaction()
+    .execute(async (trx): Promise<Enrollment> => {
+      // one read: this object's live certificates, and any of another object with the CSR's key
+      const { rows: current } = await enrollmentCertificates(trx, session.device.rowId, object.id, keyHash);
+      const other = current.find((r) => r.secure_object_id !== object.id);
+      if (other) throw (keyReused = keyOfAnotherObject(objects, object, other.object_name));
+      const same = renewing ? undefined : current.find((c) => c.public_key_sha256 === keyHash);
+      const audit = (action: string, detail: Record<string, unknown>) =>
+        recordAudit(
+          trx,
+          {
+            factoryId: session.factory.id,
+            actor,
+            action,
+            object: `secure-object:${object.name}`,
+            detail,
+            correlationId: change.correlationId,
+          },
+          now,
+        );
+      if (same) {
+        await setCompleted(trx, session, objects, object, true, now);
+        await audit('device-link.enroll', {
+          mode,
+          serial: same.serial_hex,
+          reused: true,
+          device: session.device.deviceId,
+        });
+        return { certificate: fromPem(same.pem, 'CERTIFICATE'), reused: true };
+      }
+      if (renewing && current.length === 0) {
+        throw new KeyferryError(
+          'object_not_issued',
+          `${object.name} has no certificate to renew for this device; enroll it first with simpleenroll`,
+        );
+      }
+      const cert = await issueDeviceCertificate({
+        template: ca.template,
+        deviceId: session.identity.deviceId,
+        publicKeySpki: csr.publicKeySpki,
+        signer: ca.signer,
         now,
-      );
-    if (same) {
-      await setCompleted(trx, session, objects, object, true, now);
+      });
+      const der = cert.der;
+      await insertCertificate(trx, {
+        factory_id: session.factory.id,
+        device_row_id: session.device.rowId,
+        secure_object_id: object.id,
+        ca_id: ca.id,
+        serial_hex: cert.serialHex,
+        public_key_sha256: keyHash,
+        subject_cn: session.identity.deviceId.hex,
+        pem: toPem(der, 'CERTIFICATE'),
+        not_before: cert.notBefore.toISOString(),
+        not_after: cert.notAfter.toISOString(),
+        issued_at: now.toISOString(),
+        revoked_at: null,
+        revocation_reason: null,
+      });
+      if (!renewing) {
+        await revokeAsSuperseded(trx, current, now);
+        superseded.push(...current.map((c) => c.ca_id));
+      }
+      await setCompleted(trx, session, objects, object, false, now);
       await audit('device-link.enroll', {
         mode,
-        serial: same.serial_hex,
-        reused: true,
+        serial: cert.serialHex,
+        reused: false,
         device: session.device.deviceId,
+        ...(renewing
+          ? { supersededOnReport: current.map((c) => c.serial_hex) }
+          : { superseded: current.map((c) => c.serial_hex) }),
       });
-      return { certificate: fromPem(same.pem, 'CERTIFICATE'), reused: true };
-    }
-    if (renewing && current.length === 0) {
-      throw new KeyferryError(
-        'object_not_issued',
-        `${object.name} has no certificate to renew for this device; enroll it first with simpleenroll`,
-      );
-    }
-    const cert = await issueDeviceCertificate({
-      template: ca.template,
-      deviceId: session.identity.deviceId,
-      publicKeySpki: csr.publicKeySpki,
-      signer: ca.signer,
-      now,
+      return { certificate: der, reused: false };
+    })
+    .catch(async (error: unknown) => {
+      if (keyReused && error === keyReused) await failObject(db, session, object, keyReused, now);
+      throw error;
     });
-    const der = cert.der;
-    await insertCertificate(trx, {
-      factory_id: session.factory.id,
-      device_row_id: session.device.rowId,
-      secure_object_id: object.id,
-      ca_id: ca.id,
-      serial_hex: cert.serialHex,
-      public_key_sha256: keyHash,
-      subject_cn: session.identity.deviceId.hex,
-      pem: toPem(der, 'CERTIFICATE'),
-      not_before: cert.notBefore.toISOString(),
-      not_after: cert.notAfter.toISOString(),
-      issued_at: now.toISOString(),
-      revoked_at: null,
-      revocation_reason: null,
-    });
-    if (!renewing) {
-      await revokeAsSuperseded(trx, current, now);
-      superseded.push(...current.map((c) => c.ca_id));
-    }
-    await setCompleted(trx, session, objects, object, false, now);
-    await audit('device-link.enroll', {
-      mode,
-      serial: cert.serialHex,
-      reused: false,
-      device: session.device.deviceId,
-      ...(renewing
-        ? { supersededOnReport: current.map((c) => c.serial_hex) }
-        : { superseded: current.map((c) => c.serial_hex) }),
-    });
-    return { certificate: der, reused: false };
-  });
   await refreshCrls(deps, superseded);
   return enrollment;
 }
 
-const liveCertificates = compiledOnce((db, [deviceRowId, objectId]: [number, number]) =>
-  db
-    .selectFrom('certificates')
-    .select(['id', 'ca_id', 'pem', 'serial_hex', 'public_key_sha256'])
-    .where('device_row_id', '=', deviceRowId)
-    .where('secure_object_id', '=', objectId)
-    .where('revoked_at', 'is', null)
-    .orderBy('id', 'desc'),
-);
-
-const keyOfAnotherObject = compiledOnce((db, [deviceRowId, keyHash, objectId]: [number, string, number]) =>
-  db
-    .selectFrom('certificates')
-    .innerJoin('secure_objects', 'secure_objects.id', 'certificates.secure_object_id')
-    .select('secure_objects.name')
-    .where('certificates.device_row_id', '=', deviceRowId)
-    .where('certificates.public_key_sha256', '=', keyHash)
-    .where('certificates.secure_object_id', '!=', objectId)
-    .limit(1),
+/**
+ * The device's certificates an enrollment of one object must see: the object's live ones
+ * (newest first) and any of another object certifying the same key, revoked or not.
+ */
+const enrollmentCertificates = compiledOnce(
+  (db, [deviceRowId, objectId, keyHash]: [number, number, string]) =>
+    db
+      .selectFrom('certificates')
+      .innerJoin('secure_objects', 'secure_objects.id', 'certificates.secure_object_id')
+      .select([
+        'certificates.id',
+        'certificates.secure_object_id',
+        'certificates.ca_id',
+        'certificates.pem',
+        'certificates.serial_hex',
+        'certificates.public_key_sha256',
+        'secure_objects.name as object_name',
+      ])
+      .where('certificates.device_row_id', '=', deviceRowId)
+      .where((eb) =>
+        eb.or([
+          eb.and([
+            eb('certificates.secure_object_id', '=', objectId),
+            eb('certificates.revoked_at', 'is', null),
+          ]),
+          eb.and([
+            eb('certificates.public_key_sha256', '=', keyHash),
+            eb('certificates.secure_object_id', '!=', objectId),
+          ]),
+        ]),
+      )
+      .orderBy('certificates.id', 'desc'),
 );
 
 const CERTIFICATE_COLUMNS = [
@@ -248,36 +271,47 @@ function publicKeyHash(spki: Uint8Array): string {
   return createHash('sha256').update(spki).digest('hex');
 }
 
-/**
+/*
  * One key, one purpose: a CSR may not ask to certify the secure element's vendor identity
  * key (whose certificate would then let anyone holding the identity act as the gateway
- * credential too) nor a key already certified for another object of this device.
+ * credential too) nor a key already certified for another object of this device (checked in
+ * the enrollment's transaction, enrollmentCertificates).
  */
-async function assertKeyOfThisObjectOnly(
-  db: Db,
+
+/** What a CSR with a key certified elsewhere should be made with instead. */
+function useInstead(objects: readonly AssignedObject[], object: AssignedObject): string {
+  const keypair = objects.find((o) => o.id === object.keypairId);
+  return keypair
+    ? `make the CSR with the key at 0x${keypair.objectId} (${keypair.name})`
+    : 'make the CSR with the key of this object';
+}
+
+/** Refuses a CSR for the secure element's vendor identity key (it certifies nothing else). */
+function assertNotIdentityKey(
   session: DeviceSession,
   objects: readonly AssignedObject[],
   object: AssignedObject,
   keyHash: string,
-): Promise<void> {
-  const keypair = objects.find((o) => o.id === object.keypairId);
-  const useInstead = keypair
-    ? `make the CSR with the key at 0x${keypair.objectId} (${keypair.name})`
-    : 'make the CSR with the key of this object';
+): void {
   const identityKey = session.identity.publicKeySpki;
   if (identityKey && keyHash === publicKeyHash(identityKey)) {
     throw new KeyferryError(
       'csr_key_reused',
-      `the CSR's key is the secure element's vendor identity key (0xF0000000), which is not certified for ${object.name}; ${useInstead}`,
+      `the CSR's key is the secure element's vendor identity key (0xF0000000), which is not certified for ${object.name}; ${useInstead(objects, object)}`,
     );
   }
-  const other = (await keyOfAnotherObject(db, session.device.rowId, keyHash, object.id)).rows[0];
-  if (other) {
-    throw new KeyferryError(
-      'csr_key_reused',
-      `the CSR's key is already certified for ${other.name} on this device; ${useInstead}`,
-    );
-  }
+}
+
+/** The refusal of a CSR whose key is already certified for another object of the device. */
+function keyOfAnotherObject(
+  objects: readonly AssignedObject[],
+  object: AssignedObject,
+  otherName: string,
+): KeyferryError {
+  return new KeyferryError(
+    'csr_key_reused',
+    `the CSR's key is already certified for ${otherName} on this device; ${useInstead(objects, object)}`,
+  );
 }
 
 /**

@@ -172,6 +172,14 @@ describe('one key, one purpose: csr_key_reused', () => {
     const after = await states(device);
     expect(after['fio-device-gateway-ca']).toEqual(before['fio-device-gateway-ca']);
     expect(after['fio-device-gateway-ca']?.state).toBe('PROVISIONING_COMPLETED');
+    // the refused object (never issued) says why, though the refusal came from inside the
+    // enrollment's transaction, which stored nothing else
+    expect(after['aws-iot-ca']).toEqual({
+      state: 'GENERATION_FAILED',
+      reason: expect.stringMatching(
+        /^csr_key_reused: the CSR's key is already certified for fio-device-gateway-ca/,
+      ),
+    });
     // its own key is accepted
     const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const own = await createCsr({ subject: { CN: 'aws' }, signer: softSigner(privateKey) });
