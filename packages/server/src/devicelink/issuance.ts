@@ -102,7 +102,10 @@ export async function enrollDevice(
       // one read: this object's live certificates, and any of another object with the CSR's key
       const { rows: current } = await enrollmentCertificates(trx, session.device.rowId, object.id, keyHash);
       const other = current.find((r) => r.secure_object_id !== object.id);
-      if (other) throw (keyReused = keyOfAnotherObject(objects, object, other.object_name));
+      if (other) {
+        keyReused = keyOfAnotherObject(objects, object, other.object_name);
+        throw keyReused;
+      }
       const same = renewing ? undefined : current.find((c) => c.public_key_sha256 === keyHash);
       const audit = (action: string, detail: Record<string, unknown>) =>
         recordAudit(
