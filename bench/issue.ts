@@ -3,10 +3,11 @@
  * (docs/performance.md). Both servers in turn on the same pinned core, the same CSRs, the same
  * keep-alive node:http(s) client and concurrency: keyferry's EST simpleenroll on device
  * connections opened (TLS handshake and manifest) before the clock, cfssl's /api/v1/cfssl/sign
- * on plain HTTP. keyferry's in-process issuance (no network, TLS or storage) is printed
- * separately. Ends with `RESULT keyferry_certs_per_s=… cfssl_certs_per_s=… ratio=…`.
+ * on plain HTTP, then again with mutual TLS and its certdb (cfssl-peer.ts, `stored`). keyferry's
+ * in-process issuance (no network, TLS or storage) is printed separately. Ends with
+ * `RESULT keyferry_certs_per_s=… cfssl_certs_per_s=… ratio=… cfssl_stored_certs_per_s=… ratio_stored=…`.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deviceCertificate, parseAndVerifyCsr, toPem } from '@keyferry/core';
@@ -122,16 +123,33 @@ try {
   fleet = undefined;
 
   let peer: IssueRun | undefined;
+  let stored: IssueRun | undefined;
   let peerNote = 'skipped (--no-cfssl)';
+  let storedNote = peerNote;
   if (options['no-cfssl'] !== 'true') {
     const found = findCfssl();
-    if ('skipped' in found) peerNote = `skipped: ${found.skipped}`;
-    else {
+    if ('skipped' in found) {
+      peerNote = `skipped: ${found.skipped}`;
+      storedNote = peerNote;
+    } else {
       peerNote = `cfssl ${cfsslVersion(found.bin)} serve, GOMAXPROCS=1, plain HTTP`;
       say(`${peerNote}: the same ${csrCount} CSRs, ${concurrency} in flight`);
       const pems = timed.map((d) => toPem(d.csrDer, 'CERTIFICATE REQUEST'));
       peer = await cfsslIssue({ bin: found.bin, dir: work, csrPems: pems, concurrency, core: serverCore });
       report('cfssl', peer);
+      storedNote = `cfssl ${cfsslVersion(found.bin)} serve, GOMAXPROCS=1, mutual TLS, every certificate in its SQLite certdb`;
+      say(`${storedNote}: the same CSRs`);
+      const dir = join(work, 'cfssl-stored');
+      mkdirSync(dir);
+      stored = await cfsslIssue({
+        bin: found.bin,
+        dir,
+        csrPems: pems,
+        concurrency,
+        core: serverCore,
+        stored: true,
+      });
+      report('cfssl+db', stored);
     }
   }
 
@@ -157,14 +175,18 @@ try {
   console.log(`keyferry issuance bench — node ${process.version}, ${describePinning(pinning)}`);
   line('keyferry', kf, `EST simpleenroll over mutual TLS on open keep-alive connections, SQLite`);
   line('cfssl', peer, peerNote);
+  line('cfssl+db', stored, storedNote);
   const ratio = peer === undefined ? undefined : kf.perSecond / peer.perSecond;
+  const ratioStored = stored === undefined ? undefined : kf.perSecond / stored.perSecond;
   if (ratio !== undefined)
     console.log(`ratio      keyferry / cfssl = ${f2(ratio)} (over the wire, one core each)`);
+  if (ratioStored !== undefined)
+    console.log(`ratio      keyferry / cfssl+db = ${f2(ratioStored)} (both over mutual TLS, both storing)`);
   console.log(
     `in-process keyferry alone (no network, no TLS, no storage; not comparable to the lines above): ${inProcess.toFixed(0)} certificates/s`,
   );
   console.log(
-    `RESULT keyferry_certs_per_s=${f1(kf.perSecond)} cfssl_certs_per_s=${peer === undefined ? 'n/a' : f1(peer.perSecond)} ratio=${ratio === undefined ? 'n/a' : f2(ratio)}`,
+    `RESULT keyferry_certs_per_s=${f1(kf.perSecond)} cfssl_certs_per_s=${peer === undefined ? 'n/a' : f1(peer.perSecond)} ratio=${ratio === undefined ? 'n/a' : f2(ratio)} cfssl_stored_certs_per_s=${stored === undefined ? 'n/a' : f1(stored.perSecond)} ratio_stored=${ratioStored === undefined ? 'n/a' : f2(ratioStored)}`,
   );
 } finally {
   await fleet?.daemon.stop();

@@ -32,7 +32,8 @@ const PROVISIONING_RESULT = new RegExp(
   'm',
 );
 const ISSUE_RESULT = new RegExp(
-  `^RESULT keyferry_certs_per_s=${NUMBER} cfssl_certs_per_s=(${NUMBER}|n/a) ratio=(${NUMBER}|n/a)$`,
+  `^RESULT keyferry_certs_per_s=${NUMBER} cfssl_certs_per_s=(${NUMBER}|n/a) ratio=(${NUMBER}|n/a) ` +
+    `cfssl_stored_certs_per_s=(${NUMBER}|n/a) ratio_stored=(${NUMBER}|n/a)$`,
   'm',
 );
 
@@ -116,6 +117,13 @@ describe('npm run bench (smoke, tiny counts)', () => {
     expect(run.status, run.stderr).toBe(0);
     expect(run.stdout).toMatch(ISSUE_RESULT);
     expect(run.stdout).toMatch(/^keyferry +[0-9.]+ certificates\/s, .* 5 issued, 0 failed/m);
+    // cfssl is one of the system packages the test command installs: both peers ran
+    expect(run.stdout).toMatch(
+      /^cfssl +[0-9.]+ certificates\/s, .* 5 issued, 0 failed \(cfssl .* plain HTTP\)/m,
+    );
+    expect(run.stdout).toMatch(
+      /^cfssl\+db +[0-9.]+ certificates\/s, .* 5 issued, 0 failed \(cfssl .* mutual TLS/m,
+    );
     expect(run.stdout).toMatch(/^in-process keyferry alone \(no network, no TLS, no storage/m);
   });
 
