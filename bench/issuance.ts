@@ -31,7 +31,7 @@ const csrs = await Promise.all(
 );
 
 async function measure(name: string, once: (i: number) => Promise<unknown> | unknown): Promise<number> {
-  const rate = await timed(seconds, once);
+  const rate = (await timed(seconds, once)).perSecond;
   console.log(
     `${name.padEnd(42)} ${rate.toFixed(0).padStart(8)} /s  ${(1e6 / rate).toFixed(1).padStart(8)} µs each`,
   );

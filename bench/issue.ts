@@ -5,7 +5,9 @@
  * connections opened (TLS handshake and manifest) before the clock, cfssl's /api/v1/cfssl/sign
  * on plain HTTP, then again with mutual TLS and its certdb (cfssl-peer.ts, `stored`). keyferry's
  * in-process issuance (no network, TLS or storage) is printed separately. Ends with
- * `RESULT keyferry_certs_per_s=… cfssl_certs_per_s=… ratio=… cfssl_stored_certs_per_s=… ratio_stored=…`.
+ * `RESULT keyferry_certs_per_s=… cfssl_certs_per_s=… ratio=… cfssl_stored_certs_per_s=… ratio_stored=…
+ * inprocess_ms_per_cert=… request_floor_ms=… ratio_ceiling=…`: the last three say how far a Node
+ * server can get at all (docs/performance.md).
  */
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,6 +24,7 @@ import {
   simpleenroll,
   startFleet,
 } from './lib/device-link-load.ts';
+import { measureRequestFloor } from './lib/floor.ts';
 import { issuanceSetup, measure } from './lib/issuance-setup.ts';
 import { Failures, runPool } from './lib/keep-alive-client.ts';
 import { benchOptions, positiveInteger } from './lib/options.ts';
@@ -45,6 +48,11 @@ const options = benchOptions(
       check: (t) => (/^[0-9]+(\.[0-9]+)?$/.test(t) && Number(t) > 0 ? undefined : 'takes a positive number'),
     },
     'no-cfssl': { value: '', help: 'skip cfssl' },
+    'cpu-prof': {
+      value: 'DIR',
+      help: 'write a CPU profile of keyferryd into DIR (node --cpu-prof)',
+      check: (t) => (t.length > 0 ? undefined : 'takes a directory'),
+    },
     'no-build': { value: '', help: 'run the programs as built (the test suite builds them first)' },
   },
 );
@@ -101,7 +109,7 @@ const f2 = (x: number) => x.toFixed(2);
 const work = mkdtempSync(join(tmpdir(), 'keyferry-bench-issue-'));
 let fleet: Fleet | undefined;
 let failed = 0;
-const report = (what: string, run: IssueRun) => {
+const report = (what: string, run: { failures: Failures }) => {
   failed += run.failures.count;
   if (run.failures.count > 0)
     say(`${what}: ${run.failures.count} failed\n${run.failures.lines().join('\n')}`);
@@ -110,7 +118,10 @@ try {
   say(`node ${process.version}; ${describePinning(pinning)}`);
   // the programs as the working tree has them, not a dist/ left from an older build
   if (options['no-build'] !== 'true') await buildAll();
-  fleet = await startFleet(join(work, 'data'), serverCore === undefined ? {} : { core: serverCore });
+  fleet = await startFleet(join(work, 'data'), {
+    ...(serverCore === undefined ? {} : { core: serverCore }),
+    ...(options['cpu-prof'] ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${options['cpu-prof']}`] } : {}),
+  });
   const warmCount = Math.min(WARM_UP, csrCount);
   say(`keyferryd pid ${fleet.pid}; making and allow-listing ${warmCount + csrCount} devices`);
   const all = await makeDevices(fleet, warmCount + csrCount);
@@ -119,8 +130,20 @@ try {
   say(`keyferry: ${csrCount} simpleenroll, ${concurrency} in flight`);
   const kf = await keyferryIssue(fleet, timed);
   report('keyferry', kf);
+  const host = fleet.host;
   await fleet.daemon.stop();
   fleet = undefined;
+  say(`request floor: the same ${csrCount} bodies to a minimal Node HTTPS server, on open connections`);
+  const floor = await measureRequestFloor({
+    dataDir: join(work, 'data'),
+    host,
+    devices: timed,
+    bodies: timed.map((d) => Buffer.from(d.csrDer).toString('base64')),
+    connections: Number(options.connections),
+    concurrency,
+    core: serverCore,
+  });
+  report('request floor', floor);
 
   let peer: IssueRun | undefined;
   let stored: IssueRun | undefined;
@@ -183,10 +206,24 @@ try {
   if (ratioStored !== undefined)
     console.log(`ratio      keyferry / cfssl+db = ${f2(ratioStored)} (both over mutual TLS, both storing)`);
   console.log(
-    `in-process keyferry alone (no network, no TLS, no storage; not comparable to the lines above): ${inProcess.toFixed(0)} certificates/s`,
+    `in-process keyferry alone (no network, no TLS, no storage; not comparable to the lines above): ${inProcess.perSecond.toFixed(0)} certificates/s, ${f2(inProcess.cpuMsEach)} ms CPU each`,
   );
   console.log(
-    `RESULT keyferry_certs_per_s=${f1(kf.perSecond)} cfssl_certs_per_s=${peer === undefined ? 'n/a' : f1(peer.perSecond)} ratio=${ratio === undefined ? 'n/a' : f2(ratio)} cfssl_stored_certs_per_s=${stored === undefined ? 'n/a' : f1(stored.perSecond)} ratio_stored=${ratioStored === undefined ? 'n/a' : f2(ratioStored)}`,
+    `floor      ${f2(floor.serverMsPerRequest)} ms server CPU per request: a minimal Node HTTPS server reading the same bodies on open keep-alive mutual-TLS connections`,
+  );
+  // CSR verify, signing and one HTTPS request are what keyferry cannot skip: with storage and
+  // all else free, its rate on one core is at most 1 / their CPU — the ratio's ceiling here
+  const least = inProcess.cpuMsEach + floor.serverMsPerRequest;
+  const ceiling = peer === undefined ? undefined : peer.serverMsPerCert / least;
+  if (ceiling !== undefined)
+    console.log(
+      `ceiling    cfssl's whole request ${f2(peer!.serverMsPerCert)} ms / (keyferry's CSR verify + certificate ${f2(inProcess.cpuMsEach)} ms + the request floor ${f2(floor.serverMsPerRequest)} ms) = ratio ${f2(ceiling)} at most`,
+    );
+  const na = (x: number | undefined, f: (x: number) => string) => (x === undefined ? 'n/a' : f(x));
+  console.log(
+    `RESULT keyferry_certs_per_s=${f1(kf.perSecond)} cfssl_certs_per_s=${na(peer?.perSecond, f1)} ratio=${na(ratio, f2)} ` +
+      `cfssl_stored_certs_per_s=${na(stored?.perSecond, f1)} ratio_stored=${na(ratioStored, f2)} ` +
+      `inprocess_ms_per_cert=${f2(inProcess.cpuMsEach)} request_floor_ms=${f2(floor.serverMsPerRequest)} ratio_ceiling=${na(ceiling, f2)}`,
   );
 } finally {
   await fleet?.daemon.stop();

@@ -1,5 +1,5 @@
 // The bench's floor: a minimal Node HTTPS server with the device-link's own TLS options and
-// certificate (argv: data dir), answering every request with 200 "ok". Prints its port.
+// certificate (argv: data dir), answering every request, its body read, with 200 "ok". Prints its port.
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:https';
 import { join } from 'node:path';
@@ -16,7 +16,9 @@ const server = createServer(
   (req, res) => {
     // what the device-link does first on a connection: read the client certificate (identity.ts)
     req.socket.getPeerX509Certificate();
-    res.end('ok');
+    // a request body (bench:issue's request floor) is read whole before the answer
+    req.resume();
+    req.on('end', () => res.end('ok'));
   },
 );
 server.listen(0, '127.0.0.1', () => console.log(server.address().port));

@@ -25,20 +25,13 @@ export async function measureFloor(options: {
   concurrency: number;
   core: number | undefined;
 }): Promise<FloorRun> {
-  const child = spawn(process.execPath, [join(import.meta.dirname, 'floor-server.js'), options.dataDir], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const server = await startFloorServer(options.dataDir, options.core);
   try {
-    const port = await new Promise<number>((resolve, reject) => {
-      child.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
-      child.once('exit', (code) => reject(new Error(`the floor server exited ${code}`)));
-    });
-    pin(child.pid!, options.core);
     const one = async (i: number) => {
       const device = options.devices[i % options.devices.length]!;
       const agent = new Agent({
         host: '127.0.0.1',
-        port,
+        port: server.port,
         secureContext: device.secureContext,
         keepAlive: true,
       });
@@ -51,7 +44,7 @@ export async function measureFloor(options: {
     const warm = new Failures();
     await runPool(Math.min(100, options.handshakes), options.concurrency, one, warm);
     const failures = new Failures();
-    const cpu0 = processCpuMs(child.pid!);
+    const cpu0 = processCpuMs(server.pid);
     const start = performance.now();
     await runPool(options.handshakes, options.concurrency, one, failures);
     const seconds = (performance.now() - start) / 1000;
@@ -60,9 +53,93 @@ export async function measureFloor(options: {
       handshakes: done,
       failures,
       perSecond: done / seconds,
-      serverMsPerHandshake: (processCpuMs(child.pid!) - cpu0) / done,
+      serverMsPerHandshake: (processCpuMs(server.pid) - cpu0) / done,
     };
   } finally {
+    server.stop();
+  }
+}
+
+/**
+ * The floor of one request on a connection already open: the same server, `bodies` POSTed
+ * (one per device, on that device's keep-alive mutual-TLS connection, opened before the
+ * clock), each body read and answered with 200 "ok". Server CPU per request, ms.
+ */
+export async function measureRequestFloor(options: {
+  dataDir: string;
+  host: string;
+  devices: readonly SimDevice[];
+  bodies: readonly string[];
+  connections: number;
+  concurrency: number;
+  core: number | undefined;
+}): Promise<{ requests: number; failures: Failures; serverMsPerRequest: number }> {
+  const server = await startFloorServer(options.dataDir, options.core);
+  const failures = new Failures();
+  let cpu = 0;
+  try {
+    for (let from = 0; from < options.bodies.length; from += options.connections) {
+      const count = Math.min(options.connections, options.bodies.length - from);
+      const agents = Array.from(
+        { length: count },
+        (_, i) =>
+          new Agent({
+            host: '127.0.0.1',
+            port: server.port,
+            secureContext: options.devices[(from + i) % options.devices.length]!.secureContext,
+            keepAlive: true,
+            maxSockets: 1,
+          }),
+      );
+      const call = async (i: number, method: string, body?: string) => {
+        await send({
+          agent: agents[i]!,
+          tls: true,
+          servername: options.host,
+          method,
+          path: '/',
+          ...(body === undefined ? {} : { body }),
+        });
+      };
+      // a connection that failed to open is a failure, not a handshake inside the clock
+      const open = new Set<number>();
+      await runPool(count, options.concurrency, (i) => call(i, 'GET').then(() => void open.add(i)), failures);
+      const cpu0 = processCpuMs(server.pid);
+      await runPool(
+        count,
+        options.concurrency,
+        async (i) => {
+          if (open.has(i)) await call(i, 'POST', options.bodies[from + i]!);
+        },
+        failures,
+      );
+      cpu += processCpuMs(server.pid) - cpu0;
+      for (const agent of agents) agent.destroy();
+    }
+    const requests = options.bodies.length - failures.count;
+    return { requests, failures, serverMsPerRequest: cpu / requests };
+  } finally {
+    server.stop();
+  }
+}
+
+/** floor-server.js on a free port, pinned to `core`. */
+async function startFloorServer(
+  dataDir: string,
+  core: number | undefined,
+): Promise<{ port: number; pid: number; stop(): void }> {
+  const child = spawn(process.execPath, [join(import.meta.dirname, 'floor-server.js'), dataDir], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  try {
+    const port = await new Promise<number>((resolve, reject) => {
+      child.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+      child.once('exit', (code) => reject(new Error(`the floor server exited ${code}`)));
+    });
+    pin(child.pid!, core);
+    return { port, pid: child.pid!, stop: () => child.kill('SIGTERM') };
+  } catch (error) {
     child.kill('SIGTERM');
+    throw error;
   }
 }

@@ -33,7 +33,8 @@ const PROVISIONING_RESULT = new RegExp(
 );
 const ISSUE_RESULT = new RegExp(
   `^RESULT keyferry_certs_per_s=${NUMBER} cfssl_certs_per_s=(${NUMBER}|n/a) ratio=(${NUMBER}|n/a) ` +
-    `cfssl_stored_certs_per_s=(${NUMBER}|n/a) ratio_stored=(${NUMBER}|n/a)$`,
+    `cfssl_stored_certs_per_s=(${NUMBER}|n/a) ratio_stored=(${NUMBER}|n/a) ` +
+    `inprocess_ms_per_cert=${NUMBER} request_floor_ms=${NUMBER} ratio_ceiling=(${NUMBER}|n/a)$`,
   'm',
 );
 
@@ -125,6 +126,8 @@ describe('npm run bench (smoke, tiny counts)', () => {
       /^cfssl\+db +[0-9.]+ certificates\/s, .* 5 issued, 0 failed \(cfssl .* mutual TLS/m,
     );
     expect(run.stdout).toMatch(/^in-process keyferry alone \(no network, no TLS, no storage/m);
+    expect(run.stdout).toMatch(/^floor +[0-9.]+ ms server CPU per request: a minimal Node HTTPS server/m);
+    expect(run.stdout).toMatch(/^ceiling +cfssl's whole request [0-9.]+ ms \/ \(keyferry's CSR verify/m);
   });
 
   it('--help prints the options and exits 0', { timeout: 60_000 }, async () => {
