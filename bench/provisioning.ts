@@ -14,7 +14,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildAll } from '../scripts/build.ts';
 import { createDatabase, type PostgresCluster, startPostgres } from '../test/support/postgres.ts';
-import { type Fleet, makeDevices, provision, type SimDevice, startFleet } from './lib/device-link-load.ts';
+import {
+  type Fleet,
+  makeDevices,
+  provision,
+  REPORT,
+  type SimDevice,
+  startFleet,
+} from './lib/device-link-load.ts';
 import { measureFloor } from './lib/floor.ts';
 import { percentiles } from './lib/keep-alive-client.ts';
 import { benchOptions, oneOf, positiveInteger } from './lib/options.ts';
@@ -152,7 +159,9 @@ async function measure(storage: 'sqlite' | 'postgres', nodes: number): Promise<v
   check('load', run);
   const rssEach = fleet.pids.map(peakRssMb);
   const rss = rssEach.reduce((a, b) => a + b, 0);
-  say(`floor: ${n('handshakes')} mTLS handshakes against a minimal Node HTTPS server`);
+  say(
+    `floor: ${n('handshakes')} mTLS handshakes against a minimal Node HTTPS server, interleaved with as many making a device's three requests`,
+  );
   const floor = await measureFloor({
     dataDir,
     host: fleet.host,
@@ -160,6 +169,11 @@ async function measure(storage: 'sqlite' | 'postgres', nodes: number): Promise<v
     handshakes: n('handshakes'),
     concurrency,
     core: serverCore,
+    deviceRequests: (d) => [
+      { method: 'GET' },
+      { method: 'POST', body: Buffer.from(d.csrDer).toString('base64') },
+      { method: 'POST', body: REPORT },
+    ],
   });
   check('floor', floor);
   await fleet.stop();
@@ -174,6 +188,13 @@ async function measure(storage: 'sqlite' | 'postgres', nodes: number): Promise<v
   const rate = run.provisioned / run.seconds;
   // /proc counts CPU in 10 ms ticks: a few handshakes can read as none, and there is no ratio then
   const ratio = floor.serverMsPerHandshake > 0 ? f2(perDevice / floor.serverMsPerHandshake) : 'n/a';
+  // as for the floor: none read (below a tick) gives no figure
+  const deviceFloorMs = floor.deviceMsPerConnection || undefined;
+  const deviceRatio = deviceFloorMs === undefined ? 'n/a' : f2(perDevice / deviceFloorMs);
+  const deviceFloorTimes =
+    deviceFloorMs === undefined || floor.serverMsPerHandshake === 0
+      ? 'n/a'
+      : f2(deviceFloorMs / floor.serverMsPerHandshake);
   const where = nodes > 1 ? `${storage}, ${nodes} keyferryd nodes` : storage;
   console.log(`keyferry device-link bench — node ${process.version}, ${where}, ${describePinning(pinning)}`);
   console.log(
@@ -201,7 +222,10 @@ async function measure(storage: 'sqlite' | 'postgres', nodes: number): Promise<v
     `floor:    ${floor.handshakes} mTLS handshakes, ${f1(floor.perSecond)}/s, ${f2(floor.serverMsPerHandshake)} ms server CPU each; keyferry per device / floor = ${ratio}${ratio === 'n/a' ? " (the floor's CPU was below /proc's 10 ms tick; raise --handshakes)" : ''}`,
   );
   console.log(
-    `RESULT devices=${run.provisioned} devices_per_s=${f1(rate)} server_ms_per_device=${f2(perDevice)} client_ms_per_device=${f2(clientPerDevice)} floor_ms_per_handshake=${f2(floor.serverMsPerHandshake)} floor_ratio=${ratio} p50_ms=${f1(lat.p50)} p99_ms=${f1(lat.p99)} service_p99_ms=${f1(svc.p99)} rss_mb=${f1(rss)} workers=${n('workers')} storage=${storage} nodes=${nodes} db_ms_per_device=${dbPerDevice === undefined ? 'n/a' : f2(dbPerDevice)}`,
+    `          the same with a device's three requests (manifest, CSR and report bodies; nothing done with them): ${deviceFloorMs === undefined ? 'n/a' : f2(deviceFloorMs)} ms server CPU each = ${deviceFloorTimes} × the floor; keyferry per device / that = ${deviceRatio}`,
+  );
+  console.log(
+    `RESULT devices=${run.provisioned} devices_per_s=${f1(rate)} server_ms_per_device=${f2(perDevice)} client_ms_per_device=${f2(clientPerDevice)} floor_ms_per_handshake=${f2(floor.serverMsPerHandshake)} floor_ratio=${ratio} p50_ms=${f1(lat.p50)} p99_ms=${f1(lat.p99)} service_p99_ms=${f1(svc.p99)} rss_mb=${f1(rss)} workers=${n('workers')} storage=${storage} nodes=${nodes} db_ms_per_device=${dbPerDevice === undefined ? 'n/a' : f2(dbPerDevice)} device_floor_ms=${deviceFloorMs === undefined ? 'n/a' : f2(deviceFloorMs)}`,
   );
 }
 

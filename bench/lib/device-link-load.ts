@@ -22,7 +22,8 @@ import { ownCpuMs, pin, processTree, treeCpuFromNow, treeCpuMs } from './process
 const SE050 = '935389312472';
 export const GATEWAY_OBJECT = 'fio-device-gateway-ca';
 const ALLOWLIST_BATCH = 1000;
-const REPORT = JSON.stringify({ results: [{ name: GATEWAY_OBJECT, status: 'SUCCESS' }] });
+/** The report body a device sends after storing its certificate. */
+export const REPORT = JSON.stringify({ results: [{ name: GATEWAY_OBJECT, status: 'SUCCESS' }] });
 
 export interface SimDevice {
   hex: string;

@@ -15,7 +15,14 @@ export interface FloorRun {
   failures: Failures;
   perSecond: number;
   serverMsPerHandshake: number;
+  /** With `deviceRequests`: server CPU per connection that also made a device's requests. */
+  deviceMsPerConnection?: number;
 }
+
+type Requests = readonly { method: string; body?: string }[];
+const ONE_GET: Requests = [{ method: 'GET' }];
+/** Connections of one kind between two CPU readings when two kinds are interleaved. */
+const CHUNK = 50;
 
 export async function measureFloor(options: {
   dataDir: string;
@@ -24,10 +31,16 @@ export async function measureFloor(options: {
   handshakes: number;
   concurrency: number;
   core: number | undefined;
+  /**
+   * The device floor: as many connections again, each making a device's requests with their
+   * bodies, interleaved in chunks with the plain ones on the same server process so that both
+   * figures see the same moment of a noisy machine.
+   */
+  deviceRequests?: (device: SimDevice) => Requests;
 }): Promise<FloorRun> {
   const server = await startFloorServer(options.dataDir, options.core);
   try {
-    const one = async (i: number) => {
+    const connect = (requests: (device: SimDevice) => Requests) => async (i: number) => {
       const device = options.devices[i % options.devices.length]!;
       const agent = new Agent({
         host: '127.0.0.1',
@@ -36,24 +49,51 @@ export async function measureFloor(options: {
         keepAlive: true,
       });
       try {
-        await send({ agent, tls: true, servername: options.host, method: 'GET', path: '/' });
+        for (const r of requests(device))
+          await send({ agent, tls: true, servername: options.host, path: '/', ...r });
       } finally {
         agent.destroy();
       }
     };
+    const plain = connect(() => ONE_GET);
+    const withRequests = options.deviceRequests ? connect(options.deviceRequests) : undefined;
     const warm = new Failures();
-    await runPool(Math.min(100, options.handshakes), options.concurrency, one, warm);
+    await runPool(Math.min(100, options.handshakes), options.concurrency, plain, warm);
+    if (withRequests)
+      await runPool(Math.min(100, options.handshakes), options.concurrency, withRequests, warm);
     const failures = new Failures();
-    const cpu0 = processCpuMs(server.pid);
-    const start = performance.now();
-    await runPool(options.handshakes, options.concurrency, one, failures);
-    const seconds = (performance.now() - start) / 1000;
-    const done = options.handshakes - failures.count;
+    let plainFailed = 0;
+    let deviceFailed = 0;
+    const counted = (one: (i: number) => Promise<void>, onFail: () => void) => (i: number) =>
+      one(i).catch((error: unknown) => {
+        onFail();
+        throw error;
+      });
+    const plainCounted = counted(plain, () => plainFailed++);
+    const deviceCounted = withRequests && counted(withRequests, () => deviceFailed++);
+    let seconds = 0;
+    let cpu = 0;
+    let deviceCpu = 0;
+    const chunk = withRequests ? CHUNK : options.handshakes;
+    for (let from = 0; from < options.handshakes; from += chunk) {
+      const count = Math.min(chunk, options.handshakes - from);
+      const cpu0 = processCpuMs(server.pid);
+      const start = performance.now();
+      await runPool(count, options.concurrency, (i) => plainCounted(from + i), failures);
+      seconds += (performance.now() - start) / 1000;
+      const cpu1 = processCpuMs(server.pid);
+      cpu += cpu1 - cpu0;
+      if (!deviceCounted) continue;
+      await runPool(count, options.concurrency, (i) => deviceCounted(from + i), failures);
+      deviceCpu += processCpuMs(server.pid) - cpu1;
+    }
+    const done = options.handshakes - plainFailed;
     return {
       handshakes: done,
       failures,
       perSecond: done / seconds,
-      serverMsPerHandshake: (processCpuMs(server.pid) - cpu0) / done,
+      serverMsPerHandshake: cpu / done,
+      ...(withRequests ? { deviceMsPerConnection: deviceCpu / (options.handshakes - deviceFailed) } : {}),
     };
   } finally {
     server.stop();
