@@ -4,7 +4,8 @@
  * load generator pinned to the other, CPU milliseconds per provisioned device of both (from
  * /proc and process.cpuUsage, robust to other work on the machine), latency split into
  * service time (one device at a time) and queueing, and the floor: a minimal Node HTTPS
- * server with the same TLS options, one mutual-TLS handshake per connection. With
+ * server with the same TLS options, one mutual-TLS handshake per connection, and the device
+ * floor: the same with a device's three requests on each connection. With
  * `--storage postgres` the run measures SQLite first and then PostgreSQL (`--nodes` keyferryd
  * on one throwaway cluster, the devices alternating between them), one RESULT line each.
  * Progress goes to stderr; the figures and the closing RESULT line to stdout.
@@ -47,7 +48,7 @@ const options = benchOptions(
     handshakes: {
       value: 'N',
       default: '1000',
-      help: 'mTLS handshakes for the floor',
+      help: 'mTLS handshakes for the floor, and as many again for the device floor',
       check: positiveInteger,
     },
     workers: {
