@@ -16,7 +16,11 @@ const server = createServer(
   (req, res) => {
     // what the device-link does first on a connection: read the client certificate (identity.ts)
     req.socket.getPeerX509Certificate();
-    // a request body (bench:issue's request floor) is read whole before the answer
+    if (req.method === 'GET') {
+      res.end('ok');
+      return;
+    }
+    // a request body (the device floor's, bench:issue's request floor) is read whole first
     req.resume();
     req.on('end', () => res.end('ok'));
   },
