@@ -22,6 +22,7 @@ import {
   REPORT,
   type SimDevice,
   startFleet,
+  statementsSent,
 } from './lib/device-link-load.ts';
 import { measureFloor } from './lib/floor.ts';
 import { percentiles } from './lib/keep-alive-client.ts';
@@ -150,6 +151,7 @@ async function measure(storage: 'sqlite' | 'postgres', nodes: number): Promise<v
   check('service time', alone);
   const concurrency = Math.min(n('concurrency'), load.length);
   say(`load: ${load.length} devices, ${concurrency} in flight`);
+  const statements0 = await statementsSent(fleet);
   const run = await provision(
     fleet,
     load,
@@ -158,6 +160,7 @@ async function measure(storage: 'sqlite' | 'postgres', nodes: number): Promise<v
     cluster?.pid,
   );
   check('load', run);
+  const statements = (await statementsSent(fleet)) - statements0;
   const rssEach = fleet.pids.map(peakRssMb);
   const rss = rssEach.reduce((a, b) => a + b, 0);
   say(
@@ -186,6 +189,7 @@ async function measure(storage: 'sqlite' | 'postgres', nodes: number): Promise<v
   const svc = percentiles(alone.deviceMs);
   const perDevice = run.serverCpuMs / run.provisioned;
   const clientPerDevice = run.clientCpuMs / run.provisioned;
+  const statementsPerDevice = statements / run.provisioned;
   const rate = run.provisioned / run.seconds;
   // /proc counts CPU in 10 ms ticks: a few handshakes can read as none, and there is no ratio then
   const ratio = floor.serverMsPerHandshake > 0 ? f2(perDevice / floor.serverMsPerHandshake) : 'n/a';
@@ -203,6 +207,9 @@ async function measure(storage: 'sqlite' | 'postgres', nodes: number): Promise<v
   );
   console.log(
     `server:   ${f2(perDevice)} ms CPU per device (keyferryd, /proc/<pid>/stat of ${rssEach.length} process${rssEach.length === 1 ? '' : 'es'}; PostgreSQL's own not counted), peak RSS ${f1(rss)} MB in all, ${f1(Math.max(...rssEach))} MB the largest process`,
+  );
+  console.log(
+    `          ${f1(statementsPerDevice)} statements per device sent to the database (BEGIN and COMMIT included; /metrics)`,
   );
   const dbPerDevice = run.databaseCpuMs === undefined ? undefined : run.databaseCpuMs / run.provisioned;
   if (dbPerDevice !== undefined) {
@@ -226,7 +233,7 @@ async function measure(storage: 'sqlite' | 'postgres', nodes: number): Promise<v
     `          the same with a device's three requests (manifest, CSR and report bodies; nothing done with them): ${deviceFloorMs === undefined ? 'n/a' : f2(deviceFloorMs)} ms server CPU each = ${deviceFloorTimes} × the floor; keyferry per device / that = ${deviceRatio}`,
   );
   console.log(
-    `RESULT devices=${run.provisioned} devices_per_s=${f1(rate)} server_ms_per_device=${f2(perDevice)} client_ms_per_device=${f2(clientPerDevice)} floor_ms_per_handshake=${f2(floor.serverMsPerHandshake)} floor_ratio=${ratio} p50_ms=${f1(lat.p50)} p99_ms=${f1(lat.p99)} service_p99_ms=${f1(svc.p99)} rss_mb=${f1(rss)} workers=${n('workers')} storage=${storage} nodes=${nodes} db_ms_per_device=${dbPerDevice === undefined ? 'n/a' : f2(dbPerDevice)} device_floor_ms=${deviceFloorMs === undefined ? 'n/a' : f2(deviceFloorMs)}`,
+    `RESULT devices=${run.provisioned} devices_per_s=${f1(rate)} server_ms_per_device=${f2(perDevice)} client_ms_per_device=${f2(clientPerDevice)} floor_ms_per_handshake=${f2(floor.serverMsPerHandshake)} floor_ratio=${ratio} p50_ms=${f1(lat.p50)} p99_ms=${f1(lat.p99)} service_p99_ms=${f1(svc.p99)} rss_mb=${f1(rss)} workers=${n('workers')} storage=${storage} nodes=${nodes} db_ms_per_device=${dbPerDevice === undefined ? 'n/a' : f2(dbPerDevice)} device_floor_ms=${deviceFloorMs === undefined ? 'n/a' : f2(deviceFloorMs)} statements_per_device=${f1(statementsPerDevice)}`,
   );
 }
 

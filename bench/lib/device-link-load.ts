@@ -190,6 +190,22 @@ function apiCall(
   });
 }
 
+/**
+ * Statements the fleet's keyferryd have sent to the database so far (`keyferry_db_statements_total`
+ * of each node's /metrics, which sums a node's workers). A count, so unlike CPU time it does not
+ * move with the machine's load; the scrape's own few statements are in it.
+ */
+export async function statementsSent(fleet: Fleet): Promise<number> {
+  let total = 0;
+  for (const node of fleet.nodes) {
+    const res = await fetch(new URL('/metrics', node.daemon.listen.api));
+    const line = (await res.text()).split('\n').find((l) => l.startsWith('keyferry_db_statements_total '));
+    if (!line) throw new Error(`${node.daemon.listen.api}/metrics has no keyferry_db_statements_total`);
+    total += Number(line.split(' ')[1]);
+  }
+  return total;
+}
+
 /** Makes `n` devices (identity, gateway key CSR, TLS context) and allow-lists them. */
 export async function makeDevices(fleet: Fleet, n: number): Promise<SimDevice[]> {
   const vendor = await loadOrCreateVendorCa(join(fleet.dataDir, 'sim'));

@@ -28,7 +28,7 @@ const NUMBER = '[0-9]+(?:\\.[0-9]+)?';
 const PROVISIONING_RESULT = new RegExp(
   `^RESULT devices=[0-9]+ devices_per_s=${NUMBER} server_ms_per_device=${NUMBER} client_ms_per_device=${NUMBER} ` +
     `floor_ms_per_handshake=${NUMBER} floor_ratio=${NUMBER} p50_ms=${NUMBER} p99_ms=${NUMBER} ` +
-    `service_p99_ms=${NUMBER} rss_mb=${NUMBER} workers=[0-9]+ storage=(sqlite|postgres) nodes=[0-9]+ db_ms_per_device=(${NUMBER}|n/a) device_floor_ms=(${NUMBER}|n/a)$`,
+    `service_p99_ms=${NUMBER} rss_mb=${NUMBER} workers=[0-9]+ storage=(sqlite|postgres) nodes=[0-9]+ db_ms_per_device=(${NUMBER}|n/a) device_floor_ms=(${NUMBER}|n/a) statements_per_device=${NUMBER}$`,
   'm',
 );
 const ISSUE_RESULT = new RegExp(
@@ -73,7 +73,7 @@ describe('npm run bench (smoke, tiny counts)', () => {
     expect(run.status, run.stderr).toBe(0);
     expect(run.stdout, run.stdout).toMatch(PROVISIONING_RESULT);
     expect(run.stdout).toMatch(
-      /^RESULT devices=6 .* workers=1 storage=sqlite nodes=1 db_ms_per_device=n\/a device_floor_ms=/m,
+      /^RESULT devices=6 .* workers=1 storage=sqlite nodes=1 db_ms_per_device=n\/a device_floor_ms=.* statements_per_device=/m,
     );
     expect(run.stdout).toContain('6 devices provisioned (0 failed)');
     expect(run.stdout).toMatch(/^floor: +30 mTLS handshakes/m);

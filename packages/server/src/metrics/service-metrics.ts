@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { planUsage } from '../allowlist/plan.ts';
 import type { Database } from '../storage/database.ts';
+import { statementsSent } from '../storage/statement-count.ts';
 
 export type ListenerName = 'api' | 'device-link' | 'gateway';
 
@@ -128,6 +129,15 @@ export class ServiceMetrics {
         const now = Date.now();
         for (const r of rows)
           this.set({ factory: r.factory, ca: r.ca }, (now - Date.parse(r.this_update)) / 1000);
+      },
+    });
+    new Counter({
+      name: 'keyferry_db_statements_total',
+      help: 'Statements sent to the database (BEGIN and COMMIT included)',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(statementsSent());
       },
     });
     new Gauge({

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { countStatement } from './statement-count.ts';
 
 /**
  * SQL texts of the queries compiled once (compiled-query.ts): a finite set, so naming each as
@@ -13,7 +14,8 @@ export function registerCompiledText(text: string): void {
 }
 
 /**
- * Makes a pg client run the compiled-once queries as named prepared statements: the pg
+ * Makes a pg client count every query it sends (statement-count.ts) and run the compiled-once
+ * queries as named prepared statements: the pg
  * client parses each name once per connection and from then on sends only Bind/Execute, so
  * PostgreSQL neither receives the SQL text again nor parses and plans it on every call
  * (unnamed statements are parsed and planned each time). Everything else passes unchanged.
@@ -27,6 +29,7 @@ export function registerCompiledText(text: string): void {
 export function nameCompiledStatements(client: pg.PoolClient): void {
   const query = client.query.bind(client) as (...args: unknown[]) => unknown;
   (client as { query: unknown }).query = (...args: unknown[]) => {
+    countStatement();
     const [text, values] = args;
     const name = typeof text === 'string' && Array.isArray(values) ? compiledTexts.get(text) : undefined;
     if (name === undefined || args.length > 2) return query(...args);

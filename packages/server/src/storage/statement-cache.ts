@@ -1,5 +1,6 @@
 import type BetterSqlite3 from 'better-sqlite3';
 import type { SqliteDatabase } from 'kysely';
+import { countStatement } from './statement-count.ts';
 
 /** Distinct SQL texts kept prepared; the device-link's hot path uses about thirty. */
 export const STATEMENT_CACHE_SIZE = 512;
@@ -17,7 +18,9 @@ export function withStatementCache(
   const cache = new Map<string, BetterSqlite3.Statement>();
   return {
     close: () => sqlite.close(),
+    // Kysely prepares each statement it runs (BEGIN and COMMIT too): one call, one statement
     prepare(sql: string) {
+      countStatement();
       const cached = cache.get(sql);
       if (cached && !cached.busy) {
         cache.delete(sql);

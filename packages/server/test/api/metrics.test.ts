@@ -53,6 +53,7 @@ describe.each(BACKENDS)('GET /metrics on %s after a provisioning run', (backend)
       'keyferry_plan_devices_max',
       'keyferry_crl_age_seconds',
       'keyferry_db_pool_connections',
+      'keyferry_db_statements_total',
     ]) {
       expect(text, name).toContain(`# TYPE ${name} `);
     }
@@ -80,6 +81,12 @@ describe.each(BACKENDS)('GET /metrics on %s after a provisioning run', (backend)
       ),
     ).toBe(2);
     expect(s.get('keyferry_db_pool_connections{state="total"}')).toBeGreaterThanOrEqual(1);
+    // one device provisioned makes a few dozen statements; scraping again adds the scrape's own
+    const statements = s.get('keyferry_db_statements_total')!;
+    expect(statements).toBeGreaterThan(26);
+    await f.call(device, { path: '/device-link/v1/manifest' });
+    const again = samples(await (await fetch(`${f.svc.url}/metrics`)).text());
+    expect(again.get('keyferry_db_statements_total')! - statements).toBeGreaterThanOrEqual(5);
     // raw URLs never become labels: one series per route template
     expect(text).not.toContain(device.uid.decimal);
   });
