@@ -62,15 +62,7 @@ export async function measureFloor(options: {
     if (withRequests)
       await runPool(Math.min(100, options.handshakes), options.concurrency, withRequests, warm);
     const failures = new Failures();
-    let plainFailed = 0;
-    let deviceFailed = 0;
-    const counted = (one: (i: number) => Promise<void>, onFail: () => void) => (i: number) =>
-      one(i).catch((error: unknown) => {
-        onFail();
-        throw error;
-      });
-    const plainCounted = counted(plain, () => plainFailed++);
-    const deviceCounted = withRequests && counted(withRequests, () => deviceFailed++);
+    const deviceFailures = new Failures();
     let seconds = 0;
     let cpu = 0;
     let deviceCpu = 0;
@@ -79,21 +71,23 @@ export async function measureFloor(options: {
       const count = Math.min(chunk, options.handshakes - from);
       const cpu0 = processCpuMs(server.pid);
       const start = performance.now();
-      await runPool(count, options.concurrency, (i) => plainCounted(from + i), failures);
+      await runPool(count, options.concurrency, (i) => plain(from + i), failures);
       seconds += (performance.now() - start) / 1000;
       const cpu1 = processCpuMs(server.pid);
       cpu += cpu1 - cpu0;
-      if (!deviceCounted) continue;
-      await runPool(count, options.concurrency, (i) => deviceCounted(from + i), failures);
+      if (!withRequests) continue;
+      await runPool(count, options.concurrency, (i) => withRequests(from + i), deviceFailures);
       deviceCpu += processCpuMs(server.pid) - cpu1;
     }
-    const done = options.handshakes - plainFailed;
+    const done = options.handshakes - failures.count;
+    const deviceDone = options.handshakes - deviceFailures.count;
+    failures.addAll(deviceFailures, 'device floor: ');
     return {
       handshakes: done,
       failures,
       perSecond: done / seconds,
       serverMsPerHandshake: cpu / done,
-      ...(withRequests ? { deviceMsPerConnection: deviceCpu / (options.handshakes - deviceFailed) } : {}),
+      ...(withRequests ? { deviceMsPerConnection: deviceCpu / deviceDone } : {}),
     };
   } finally {
     server.stop();

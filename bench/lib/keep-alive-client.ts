@@ -72,6 +72,13 @@ export class Failures {
     this.#byReason.set(reason, (this.#byReason.get(reason) ?? 0) + 1);
   }
 
+  /** Counts `other`'s failures too, each reason prefixed with `prefix`. */
+  addAll(other: Failures, prefix: string): void {
+    this.count += other.count;
+    for (const [reason, n] of other.#byReason)
+      this.#byReason.set(prefix + reason, (this.#byReason.get(prefix + reason) ?? 0) + n);
+  }
+
   lines(): string[] {
     return [...this.#byReason].map(([reason, n]) => `  ${n} × ${reason}`);
   }
