@@ -167,6 +167,10 @@ describe('npm run bench (smoke, tiny counts)', () => {
     const issue = await bench('issue.ts', ['--seconds', 'soon']);
     expect(issue.status).toBe(2);
     expect(issue.stderr).toContain('--seconds takes a positive number, not "soon"');
+    const profile = await bench('issue.ts', ['--cpu-prof', '']);
+    expect(profile.status).toBe(2);
+    expect(profile.stderr).toContain('--cpu-prof takes a directory');
+    expect(profile.stdout).toBe('');
   });
 });
 
