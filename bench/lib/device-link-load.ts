@@ -9,14 +9,13 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
-import { Agent } from 'node:https';
 import { join } from 'node:path';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { createCsr, softSigner, toPem } from '@keyferry/core';
 import { identityCertificate, loadOrCreateVendorCa, randomUid } from '@keyferry/sim';
 import { setupDeviceGateway } from '../../test/support/device-link.ts';
 import { type DaemonProcess, startKeyferryd } from '../../test/support/processes.ts';
-import { Failures, runPool, send } from './keep-alive-client.ts';
+import { Failures, PinnedAgent, pinnedServerCertificate, runPool, send } from './keep-alive-client.ts';
 import { ownCpuMs, pin, processTree, treeCpuFromNow, treeCpuMs } from './process-stats.ts';
 
 const SE050 = '935389312472';
@@ -39,6 +38,9 @@ export interface FleetNode {
   pids: number[];
   address: string;
   port: number;
+  dataDir: string;
+  /** The device-link certificate this node serves, checked once (deviceLinkPin). */
+  serverCertificate: Buffer;
 }
 
 export interface Fleet {
@@ -109,6 +111,7 @@ export async function startFleet(
   await setupDeviceGateway(base, token);
   // the overview's subdomain is the whole device-link host name, as `el2g status` prints it
   const { subdomain } = (await api('GET', '/ota/factories/demo/el2g/overview/')) as { subdomain: string };
+  for (const node of nodes) node.serverCertificate = deviceLinkPin(node.dataDir, subdomain);
   return {
     daemon: first.daemon,
     pid: first.pid,
@@ -143,7 +146,22 @@ async function startNode(
     pids,
     address: link.slice(0, link.lastIndexOf(':')),
     port: Number(link.slice(link.lastIndexOf(':') + 1)),
+    dataDir,
+    serverCertificate: Buffer.alloc(0), // set once the factory's host name is known
   };
+}
+
+/**
+ * The device-link certificate of the keyferryd (or floor server) in `dataDir`, checked as a
+ * device checks it (its service CA, valid, for the factory's `host`): what the load
+ * generator's connections then accept (PinnedAgent).
+ */
+export function deviceLinkPin(dataDir: string, host: string): Buffer {
+  return pinnedServerCertificate(
+    join(dataDir, 'device-link-tls.pem'),
+    readFileSync(join(dataDir, 'service-ca.pem'), 'utf8'),
+    host,
+  );
 }
 
 /**
@@ -226,8 +244,8 @@ export async function makeDevices(fleet: Fleet, n: number): Promise<SimDevice[]>
     });
     out.push({
       hex: uid.hex,
+      // no CA: the server's certificate is pinned instead (PinnedAgent)
       secureContext: createSecureContext({
-        ca: fleet.serviceCa,
         key: identity.privateKey.export({ format: 'pem', type: 'pkcs8' }),
         cert: toPem(der, 'CERTIFICATE'),
       }),
@@ -242,20 +260,23 @@ export async function makeDevices(fleet: Fleet, n: number): Promise<SimDevice[]>
 }
 
 /** One device's keep-alive connection (its TLS handshake happens on the first request) to `node`. */
-export function deviceAgent(fleet: Fleet, device: SimDevice, node: FleetNode = fleet.nodes[0]!): Agent {
-  return new Agent({
-    host: node.address,
-    port: node.port,
-    secureContext: device.secureContext,
-    keepAlive: true,
-    maxSockets: 1,
-  });
+export function deviceAgent(fleet: Fleet, device: SimDevice, node: FleetNode = fleet.nodes[0]!): PinnedAgent {
+  return new PinnedAgent(
+    {
+      host: node.address,
+      port: node.port,
+      secureContext: device.secureContext,
+      keepAlive: true,
+      maxSockets: 1,
+    },
+    node.serverCertificate,
+  );
 }
 
-export const manifest = (fleet: Fleet, agent: Agent) =>
+export const manifest = (fleet: Fleet, agent: PinnedAgent) =>
   send({ agent, tls: true, servername: fleet.host, method: 'GET', path: '/device-link/v1/manifest' });
 
-export const simpleenroll = (fleet: Fleet, agent: Agent, device: SimDevice) =>
+export const simpleenroll = (fleet: Fleet, agent: PinnedAgent, device: SimDevice) =>
   send({
     agent,
     tls: true,
@@ -266,7 +287,7 @@ export const simpleenroll = (fleet: Fleet, agent: Agent, device: SimDevice) =>
     body: Buffer.from(device.csrDer).toString('base64'),
   });
 
-const report = (fleet: Fleet, agent: Agent) =>
+const report = (fleet: Fleet, agent: PinnedAgent) =>
   send({
     agent,
     tls: true,

@@ -4,10 +4,9 @@
  * request per connection with the devices' own client certificates, measured in the same run.
  */
 import { spawn } from 'node:child_process';
-import { Agent } from 'node:https';
 import { join } from 'node:path';
-import type { SimDevice } from './device-link-load.ts';
-import { Failures, runPool, send } from './keep-alive-client.ts';
+import { deviceLinkPin, type SimDevice } from './device-link-load.ts';
+import { Failures, PinnedAgent, runPool, send } from './keep-alive-client.ts';
 import { pin, processCpuMs } from './process-stats.ts';
 
 export interface FloorRun {
@@ -39,15 +38,14 @@ export async function measureFloor(options: {
   deviceRequests?: (device: SimDevice) => Requests;
 }): Promise<FloorRun> {
   const server = await startFloorServer(options.dataDir, options.core);
+  const pinned = deviceLinkPin(options.dataDir, options.host);
   try {
     const connect = (requests: (device: SimDevice) => Requests) => async (i: number) => {
       const device = options.devices[i % options.devices.length]!;
-      const agent = new Agent({
-        host: '127.0.0.1',
-        port: server.port,
-        secureContext: device.secureContext,
-        keepAlive: true,
-      });
+      const agent = new PinnedAgent(
+        { host: '127.0.0.1', port: server.port, secureContext: device.secureContext, keepAlive: true },
+        pinned,
+      );
       try {
         for (const r of requests(device))
           await send({ agent, tls: true, servername: options.host, path: '/', ...r });
@@ -109,6 +107,7 @@ export async function measureRequestFloor(options: {
   core: number | undefined;
 }): Promise<{ requests: number; failures: Failures; serverMsPerRequest: number }> {
   const server = await startFloorServer(options.dataDir, options.core);
+  const pinned = deviceLinkPin(options.dataDir, options.host);
   const failures = new Failures();
   let cpu = 0;
   try {
@@ -117,13 +116,16 @@ export async function measureRequestFloor(options: {
       const agents = Array.from(
         { length: count },
         (_, i) =>
-          new Agent({
-            host: '127.0.0.1',
-            port: server.port,
-            secureContext: options.devices[(from + i) % options.devices.length]!.secureContext,
-            keepAlive: true,
-            maxSockets: 1,
-          }),
+          new PinnedAgent(
+            {
+              host: '127.0.0.1',
+              port: server.port,
+              secureContext: options.devices[(from + i) % options.devices.length]!.secureContext,
+              keepAlive: true,
+              maxSockets: 1,
+            },
+            pinned,
+          ),
       );
       const call = async (i: number, method: string, body?: string) => {
         await send({

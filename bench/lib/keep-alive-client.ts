@@ -2,10 +2,18 @@
  * The one HTTP client every bench case uses: node:http(s) `request` on a keep-alive agent, the
  * answer read whole. keyferry's device-link (TLS) and cfssl (plain HTTP) get the same code.
  */
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import type { Agent as HttpAgent } from 'node:http';
 import { request as httpRequest } from 'node:http';
-import type { Agent as HttpsAgent } from 'node:https';
-import { request as httpsRequest } from 'node:https';
+import {
+  type AgentOptions,
+  Agent as HttpsAgent,
+  request as httpsRequest,
+  type RequestOptions,
+} from 'node:https';
+import type { Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
 
 export interface Call {
   agent: HttpAgent | HttpsAgent;
@@ -47,6 +55,60 @@ export function send(call: Call): Promise<string> {
     req.on('error', reject);
     req.end(call.body);
   });
+}
+
+/**
+ * An HTTPS agent that accepts one server certificate only, the DER compared byte for byte on
+ * each connection before its request goes out. When Node's TLS client verifies a server it
+ * builds the certificate's whole object form on every handshake (getPeerCertificate(true),
+ * three fingerprints and every field) just to check its host name: about 0.5 ms of the load
+ * generator's CPU per device here, on the same cores as the server being measured. The
+ * certificate itself is checked once (pinnedServerCertificate), as a device checks it.
+ */
+export class PinnedAgent extends HttpsAgent {
+  readonly #pin: Buffer;
+
+  constructor(options: AgentOptions, pin: Buffer) {
+    super({ ...options, rejectUnauthorized: false });
+    this.#pin = pin;
+  }
+
+  override createConnection(
+    options: RequestOptions,
+    callback?: (err: Error | null, stream: Duplex) => void,
+  ): Duplex | null | undefined {
+    const socket = super.createConnection(options, callback) as TLSSocket;
+    socket.prependOnceListener('secureConnect', () => {
+      const served = socket.getPeerX509Certificate();
+      if (!served?.raw.equals(this.#pin))
+        socket.destroy(
+          new Error(
+            `the server presented ${served ? `the certificate of ${served.subject.replaceAll('\n', ', ')}` : 'no certificate'}, not the one this run checked at its start`,
+          ),
+        );
+    });
+    return socket;
+  }
+}
+
+/**
+ * The certificate (first of the PEM file `certFile`) a PinnedAgent then expects, checked the way
+ * a device checks its server: issued and signed by `caPem`, valid now, for `host`.
+ */
+export function pinnedServerCertificate(certFile: string, caPem: string, host: string): Buffer {
+  const cert = new X509Certificate(readFileSync(certFile));
+  const ca = new X509Certificate(caPem);
+  const now = Date.now();
+  const problem =
+    !cert.checkIssued(ca) || !cert.verify(ca.publicKey)
+      ? `is not signed by the CA ${ca.subject}`
+      : now < Date.parse(cert.validFrom) || now > Date.parse(cert.validTo)
+        ? `is not valid now (${cert.validFrom} to ${cert.validTo})`
+        : cert.checkHost(host) === undefined
+          ? `is not for ${host}`
+          : undefined;
+  if (problem) throw new Error(`${certFile} ${problem}`);
+  return cert.raw;
 }
 
 export interface Percentiles {
