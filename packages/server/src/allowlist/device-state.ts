@@ -24,11 +24,27 @@ export function stateRank(state: DeviceState): number {
   return DEVICE_STATES.indexOf(state);
 }
 
+/** The rank of a state column (`<table>.state`): its index into DEVICE_STATES. */
+function rankOf(table: string) {
+  const cases = DEVICE_STATES.map((s, i) => sql`WHEN ${sql.lit(s)} THEN ${sql.lit(i)}`);
+  return sql`CASE ${sql.ref(`${table}.state`)} ${sql.join(cases, sql` `)} END`;
+}
+
 /** The rank of devices.id's state computed from its device_objects rows. */
 function computedRank() {
-  const cases = DEVICE_STATES.map((s, i) => sql`WHEN ${sql.lit(s)} THEN ${sql.lit(i)}`);
-  const rank = sql`CASE device_objects.state ${sql.join(cases, sql` `)} END`;
-  return sql<number>`COALESCE((SELECT MIN(${rank}) FROM device_objects WHERE device_objects.device_row_id = devices.id), ${sql.lit(NOT_CONNECTED_RANK)})`;
+  return sql<number>`COALESCE((SELECT MIN(${rankOf('device_objects')}) FROM device_objects WHERE device_objects.device_row_id = devices.id), ${sql.lit(NOT_CONNECTED_RANK)})`;
+}
+
+/**
+ * PostgreSQL only: devices.id's rank in a statement whose CTE `written` upserted some of its
+ * device_objects rows (RETURNING secure_object_id, state). A statement does not see its own
+ * CTE's writes, so the rows it wrote are taken from the CTE and the others from the table.
+ */
+export function rankAfterWrite() {
+  return sql<number>`COALESCE((SELECT MIN(${rankOf('s')}) FROM (
+    SELECT device_objects.state FROM device_objects WHERE device_objects.device_row_id = devices.id
+      AND device_objects.secure_object_id NOT IN (SELECT written.secure_object_id FROM written)
+    UNION ALL SELECT written.state FROM written) AS s), ${sql.lit(NOT_CONNECTED_RANK)})`;
 }
 
 /**

@@ -1,8 +1,8 @@
 import { KeyferryError } from '@keyferry/core';
-import { refreshDeviceState } from '../allowlist/device-state.ts';
+import { rankAfterWrite, refreshDeviceState } from '../allowlist/device-state.ts';
 import { type AssignedObject, assignedObjects } from '../el2g/assigned-objects.ts';
 import { compiledOnce } from '../storage/compiled-query.ts';
-import type { Db } from '../storage/database.ts';
+import { type Db, onPostgres } from '../storage/database.ts';
 import type { DevicesTable, ProvisioningState } from '../storage/tables.ts';
 import type { DeviceSession } from './session.ts';
 
@@ -47,27 +47,52 @@ export function deviceLinkObjects(db: Db, device: DeviceRecord): Promise<Assigne
 /** Rows per upsert statement (5 parameters each, within compiledOnce's slots). */
 const UPSERT_ROWS = 12;
 
+/** An upsert of `rows` object states, their values from `params` (5 each). */
+function upsertStates(db: Db, rows: number, params: unknown[]) {
+  return db
+    .insertInto('device_objects')
+    .values(
+      Array.from({ length: rows }, (_, r) => ({
+        device_row_id: params[r * 5] as number,
+        secure_object_id: params[r * 5 + 1] as number,
+        state: params[r * 5 + 2] as ProvisioningState,
+        reason: params[r * 5 + 3] as string | null,
+        updated_at: params[r * 5 + 4] as string,
+      })),
+    )
+    .onConflict((oc) =>
+      oc.columns(['device_row_id', 'secure_object_id']).doUpdateSet((eb) => ({
+        state: eb.ref('excluded.state'),
+        reason: eb.ref('excluded.reason'),
+        updated_at: eb.ref('excluded.updated_at'),
+      })),
+    );
+}
+
 /** One upsert of `rows` object states (compiled once per row count). */
 const upsertObjectStates = Array.from({ length: UPSERT_ROWS }, (_, i) =>
-  compiledOnce((db, params: unknown[]) =>
-    db
-      .insertInto('device_objects')
-      .values(
-        Array.from({ length: i + 1 }, (_, r) => ({
-          device_row_id: params[r * 5] as number,
-          secure_object_id: params[r * 5 + 1] as number,
-          state: params[r * 5 + 2] as ProvisioningState,
-          reason: params[r * 5 + 3] as string | null,
-          updated_at: params[r * 5 + 4] as string,
-        })),
-      )
-      .onConflict((oc) =>
-        oc.columns(['device_row_id', 'secure_object_id']).doUpdateSet((eb) => ({
-          state: eb.ref('excluded.state'),
-          reason: eb.ref('excluded.reason'),
-          updated_at: eb.ref('excluded.updated_at'),
-        })),
-      ),
+  compiledOnce((db, params: unknown[]) => upsertStates(db, i + 1, params)),
+);
+
+/**
+ * PostgreSQL: the upsert of `rows` states and the device's state recomputed (and with
+ * `touch` its connection recorded) in one statement, one round trip instead of two; the
+ * upsert is its CTE. Parameters: the rows' values, then the time, then the device's row id.
+ * Affects one devices row, none when it was deleted meanwhile (with `touch`).
+ */
+const writeAndRank = [false, true].map((touch) =>
+  Array.from({ length: UPSERT_ROWS }, (_, i) =>
+    compiledOnce((db, params: unknown[]) => {
+      const at = params[(i + 1) * 5] as string;
+      const update = db
+        .with('written', (qc) =>
+          upsertStates(qc as Db, i + 1, params).returning(['secure_object_id', 'state']),
+        )
+        .updateTable('devices')
+        .set({ state_rank: rankAfterWrite(), state_at: at, ...(touch ? { last_connection: at } : {}) })
+        .where('id', '=', params[(i + 1) * 5 + 1] as number);
+      return touch ? update.where('deleted_at', 'is', null) : update;
+    }),
   ),
 );
 
@@ -122,6 +147,16 @@ async function writeStates(
   const at = now.toISOString();
   // one row per object, the last change winning (PostgreSQL refuses a key twice in one upsert)
   const rows = [...new Map(changes.map((c) => [c.secureObjectId, c])).values()];
+  if (rows.length <= UPSERT_ROWS && onPostgres(db)) {
+    const values = rows.flatMap((c) => [deviceRowId, c.secureObjectId, c.state, c.reason, at]);
+    const result = await writeAndRank[options.touch ? 1 : 0]![rows.length - 1]!(
+      db,
+      ...values,
+      at,
+      deviceRowId,
+    );
+    return !options.touch || Number(result.numAffectedRows) === 1;
+  }
   for (let i = 0; i < rows.length; i += UPSERT_ROWS) {
     const chunk = rows.slice(i, i + UPSERT_ROWS);
     await upsertObjectStates[chunk.length - 1]!(
