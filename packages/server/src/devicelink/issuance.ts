@@ -23,7 +23,7 @@ import {
   touchDevice,
 } from './device-records.ts';
 import type { IssuingCas } from './issuing-cas.ts';
-import { assertPlanAllowsEnrollment } from './plan-gate.ts';
+import { assertPlanAllowsEnrollment, enrollmentPlanAndCa } from './plan-gate.ts';
 import { firstValidity, renewalPolicy } from './renewal-policy.ts';
 import type { DeviceSession } from './session.ts';
 import { revokeAsSuperseded } from './supersede.ts';
@@ -77,10 +77,12 @@ export async function enrollDevice(
   const { db } = deps;
   const objects = await deviceLinkObjects(db, session.device);
   const object = certificateObject(objects, label);
+  let facts: Awaited<ReturnType<typeof enrollmentPlanAndCa>>;
   let csr: ParsedCsr;
   let keyHash: string;
   try {
-    await assertPlanAllowsEnrollment(db, session.factory.id, objects, object, now);
+    facts = await enrollmentPlanAndCa(db, session.factory.id, object.caId);
+    assertPlanAllowsEnrollment(facts.plan, objects, object, now);
     csr = parseAndVerifyCsr(csrBody());
     keyHash = publicKeyHash(csr.publicKeySpki);
     assertNotIdentityKey(session, objects, object, keyHash);
@@ -91,7 +93,9 @@ export async function enrollDevice(
   const renewing = mode === 'simplereenroll';
   const validity = renewing ? { seconds: renewalPolicy(object).validitySeconds } : firstValidity(object);
   const ca =
-    object.caId === null ? undefined : await deps.issuingCas.get(session.factory, object.caId, validity);
+    object.caId === null
+      ? undefined
+      : await deps.issuingCas.ofVersion(session.factory, object.caId, facts.ca, validity);
   if (!ca) throw new KeyferryError('internal', `certificate object ${object.name} has no issuing CA`);
   const actor = `device:${session.device.deviceId}`;
   const superseded: number[] = [];

@@ -42,7 +42,16 @@ export class IssuingCas {
     validity: ValidityPeriod | null,
   ): Promise<IssuingCa> {
     // which version of the CA this is, without its PEMs: the cache hits on nearly every call
-    const version = (await caVersion(this.db, factory.id, caId)).rows[0];
+    return this.ofVersion(factory, caId, (await caVersion(this.db, factory.id, caId)).rows[0], validity);
+  }
+
+  /** The CA of a version already read (an enrollment reads it with the plan, plan-gate.ts). */
+  async ofVersion(
+    factory: { id: number; name: string },
+    caId: number,
+    version: CaVersion | undefined,
+    validity: ValidityPeriod | null,
+  ): Promise<IssuingCa> {
     if (!version)
       throw new KeyferryError('internal', `intermediate CA ${caId} of factory ${factory.name} is missing`);
     const key = `${version.id}|${version.updated_at}|${version.key_ref}|${validity === null ? '' : JSON.stringify(validity)}|${version.root_length ?? 0}`;
@@ -80,6 +89,14 @@ export class IssuingCas {
     this.#templates.set(key, issuing);
     return issuing;
   }
+}
+
+/** Which version of an intermediate CA is current: what IssuingCas keys its cache by. */
+export interface CaVersion {
+  id: number;
+  key_ref: string;
+  updated_at: string;
+  root_length: number | null;
 }
 
 const caVersion = compiledOnce((db, [factoryId, caId]: [number, number]) =>

@@ -1,7 +1,11 @@
 import { KeyferryError } from '@keyferry/core';
-import { evaluationEnd, loadPlanRow } from '../allowlist/plan.ts';
+import { sql } from 'kysely';
+import { evaluationEnd } from '../allowlist/plan.ts';
+import { compiledOnce } from '../storage/compiled-query.ts';
 import type { Db } from '../storage/database.ts';
+import type { FactoryEl2gTable } from '../storage/tables.ts';
 import type { AssignedObject } from './device-records.ts';
+import type { CaVersion } from './issuing-cas.ts';
 
 const ISSUED = new Set(['GENERATION_COMPLETED', 'PROVISIONING_COMPLETED', 'PROVISIONING_FAILED']);
 
@@ -10,19 +14,55 @@ export function isIssued(object: Pick<AssignedObject, 'state'>): boolean {
   return ISSUED.has(object.state);
 }
 
+const planAndCa = compiledOnce((db, [factoryId, caId]: [number, number | null]) =>
+  db
+    .selectFrom('factory_el2g')
+    .leftJoin('intermediate_cas', (join) =>
+      join
+        .onRef('intermediate_cas.factory_id', '=', 'factory_el2g.factory_id')
+        .on('intermediate_cas.id', '=', caId),
+    )
+    .leftJoin('factory_pki', 'factory_pki.factory_id', 'factory_el2g.factory_id')
+    .selectAll('factory_el2g')
+    .select([
+      'intermediate_cas.id as ca_id',
+      'intermediate_cas.key_ref as ca_key_ref',
+      'intermediate_cas.updated_at as ca_updated_at',
+      sql<number | null>`length(factory_pki.root_crt)`.as('ca_root_length'),
+    ])
+    .where('factory_el2g.factory_id', '=', factoryId),
+);
+
+/**
+ * What an enrollment reads before its transaction, in one statement: the factory's plan and
+ * the current version of the CA `caId` (absent when it is null or the CA is gone).
+ */
+export async function enrollmentPlanAndCa(
+  db: Db,
+  factoryId: number,
+  caId: number | null,
+): Promise<{ plan: FactoryEl2gTable; ca: CaVersion | undefined }> {
+  const row = (await planAndCa(db, factoryId, caId)).rows[0];
+  if (!row) throw new KeyferryError('internal', `factory ${factoryId} has no EdgeLock 2GO plan row`);
+  const { ca_id, ca_key_ref, ca_updated_at, ca_root_length, ...plan } = row;
+  const ca =
+    ca_id === null || ca_key_ref === null || ca_updated_at === null
+      ? undefined
+      : { id: ca_id, key_ref: ca_key_ref, updated_at: ca_updated_at, root_length: ca_root_length };
+  return { plan, ca };
+}
+
 /**
  * What the plan (docs/api.md, plan limits) allows a device at enrollment: an evaluation plan stops at its
  * end; a device holds at most max_certificates certificates and max_keypairs key pairs.
  * The yearly device quota is spent when a device is allow-listed (allowlist/plan.ts).
  */
-export async function assertPlanAllowsEnrollment(
-  db: Db,
-  factoryId: number,
+export function assertPlanAllowsEnrollment(
+  plan: FactoryEl2gTable,
   objects: readonly AssignedObject[],
   target: AssignedObject,
   now: Date,
-): Promise<void> {
-  const plan = await loadPlanRow(db, factoryId);
+): void {
   if (plan.plan === 'evaluation') {
     const end = evaluationEnd(plan);
     if (now >= end) {
