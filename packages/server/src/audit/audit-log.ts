@@ -52,7 +52,7 @@ const insertAudit = compiledOnce(
 );
 
 /** The row of one entry, as every writer of the audit log inserts it. */
-function auditRow(entry: AuditEntry, at: string) {
+export function auditRow(entry: AuditEntry, at: string) {
   return {
     at,
     factory_id: entry.factoryId,

@@ -1,9 +1,11 @@
 import { KeyferryError } from '@keyferry/core';
+import { type QueryCreator, sql } from 'kysely';
 import { rankAfterWrite, refreshDeviceState } from '../allowlist/device-state.ts';
+import { type AuditEntry, auditRow, recordAudit } from '../audit/audit-log.ts';
 import { type AssignedObject, assignedObjects } from '../el2g/assigned-objects.ts';
 import { compiledOnce } from '../storage/compiled-query.ts';
 import { type Db, onPostgres } from '../storage/database.ts';
-import type { DevicesTable, ProvisioningState } from '../storage/tables.ts';
+import type { DevicesTable, ProvisioningState, Tables } from '../storage/tables.ts';
 import type { DeviceSession } from './session.ts';
 
 export type { AssignedObject };
@@ -96,6 +98,68 @@ const writeAndRank = [false, true].map((touch) =>
   ),
 );
 
+/** The audit row's values after the time, in auditRow's order: factory, actor, action, object, detail, correlation id. */
+const AUDIT_VALUES = 6;
+
+/** The request's audit row, selected from `touched` (the device's row, when it was updated). */
+type Touched = QueryCreator<Tables & { touched: { id: number } }>;
+
+function auditFromTouched(qc: Touched, at: unknown, a: unknown[]) {
+  return qc
+    .insertInto('audit_log')
+    .columns(['at', 'factory_id', 'actor', 'action', 'object', 'detail', 'correlation_id'])
+    .expression((eb) =>
+      eb.selectFrom('touched').select([
+        sql<string>`${at}`.as('at'),
+        // a parameter in a select list is text to PostgreSQL; factory_id is the one integer
+        sql<number | null>`CAST(${a[0]} AS integer)`.as('factory_id'),
+        sql<string>`${a[1]}`.as('actor'),
+        sql<string>`${a[2]}`.as('action'),
+        sql<string>`${a[3]}`.as('object'),
+        sql<string>`${a[4]}`.as('detail'),
+        sql<string>`${a[5]}`.as('correlation_id'),
+      ]),
+    );
+}
+
+/**
+ * PostgreSQL: writeAndRank with the request's audit row in the same statement (a device-link
+ * request's whole record of itself in one round trip; index = rows, 0 for the connection
+ * alone). The devices row is updated in a CTE, the audit row inserted only when that row was:
+ * none when the device was deleted meanwhile, and the caller's transaction then undoes the
+ * states. Parameters: the rows' values, the time, the device's row id, the audit row's
+ * AUDIT_VALUES. Affects one row (the audit row's insert), none when the device is gone.
+ */
+const writeAndAudit = Array.from({ length: UPSERT_ROWS + 1 }, (_, rows) =>
+  compiledOnce((db, params: unknown[]) => {
+    const at = params[rows * 5] as string;
+    const rowId = params[rows * 5 + 1] as number;
+    const audit = params.slice(rows * 5 + 2, rows * 5 + 2 + AUDIT_VALUES);
+    if (rows === 0) {
+      const touched = db.with('touched', (qc) =>
+        qc
+          .updateTable('devices')
+          .set({ last_connection: at })
+          .where('id', '=', rowId)
+          .where('deleted_at', 'is', null)
+          .returning('id'),
+      );
+      return auditFromTouched(touched, at, audit);
+    }
+    const touched = db
+      .with('written', (qc) => upsertStates(qc as Db, rows, params).returning(['secure_object_id', 'state']))
+      .with('touched', (qc) =>
+        qc
+          .updateTable('devices')
+          .set({ state_rank: rankAfterWrite(), state_at: at, last_connection: at })
+          .where('id', '=', rowId)
+          .where('deleted_at', 'is', null)
+          .returning('id'),
+      );
+    return auditFromTouched(touched as unknown as Touched, at, audit);
+  }),
+);
+
 type StateChange = { secureObjectId: number; state: ProvisioningState; reason: string | null };
 
 /** Sets a device's state of one object (insert or update), and the device's own state with it. */
@@ -112,19 +176,41 @@ export async function setObjectState(
 
 /**
  * What a device-link request records in its transaction: several of the device's object
- * states (one statement per twelve, the device's own state recomputed once) and its
- * connection (touchDevice), in the same statement as its state when a state changes. Refuses
- * `device_not_allowlisted` when the device's row was deleted meanwhile; the caller's
- * transaction then undoes the rest.
+ * states (one statement per twelve, the device's own state recomputed once), its connection
+ * (touchDevice), in the same statement as its state when a state changes, and its audit row.
+ * On PostgreSQL all of it is one statement (writeAndAudit). Refuses `device_not_allowlisted`
+ * when the device's row was deleted meanwhile; the caller's transaction then undoes the rest.
  */
 export async function recordDeviceStates(
   db: Db,
   session: DeviceSession,
   changes: readonly StateChange[],
   now: Date,
+  audit: AuditEntry,
 ): Promise<void> {
-  if (!(await writeStates(db, session.device.rowId, changes, now, { touch: true })))
+  const rows = oneRowPerObject(changes);
+  if (rows.length <= UPSERT_ROWS && onPostgres(db)) {
+    const at = now.toISOString();
+    const a = auditRow(audit, at);
+    const result = await writeAndAudit[rows.length]!(
+      db,
+      ...rows.flatMap((c) => [session.device.rowId, c.secureObjectId, c.state, c.reason, at]),
+      at,
+      session.device.rowId,
+      // AUDIT_VALUES of them
+      ...[a.factory_id, a.actor, a.action, a.object, a.detail, a.correlation_id],
+    );
+    if (Number(result.numAffectedRows) !== 1) throw notAllowListed(session);
+    return;
+  }
+  if (!(await writeStates(db, session.device.rowId, rows, now, { touch: true })))
     throw notAllowListed(session);
+  await recordAudit(db, audit, now);
+}
+
+/** One change per object, the last one winning (PostgreSQL refuses a key twice in one upsert). */
+function oneRowPerObject(changes: readonly StateChange[]): StateChange[] {
+  return [...new Map(changes.map((c) => [c.secureObjectId, c])).values()];
 }
 
 /** The device left the allow-list while its request ran. */
@@ -145,8 +231,7 @@ async function writeStates(
 ): Promise<boolean> {
   if (changes.length === 0) return options.touch ? touchDevice(db, deviceRowId, now) : true;
   const at = now.toISOString();
-  // one row per object, the last change winning (PostgreSQL refuses a key twice in one upsert)
-  const rows = [...new Map(changes.map((c) => [c.secureObjectId, c])).values()];
+  const rows = oneRowPerObject(changes);
   if (rows.length <= UPSERT_ROWS && onPostgres(db)) {
     const values = rows.flatMap((c) => [deviceRowId, c.secureObjectId, c.state, c.reason, at]);
     const result = await writeAndRank[options.touch ? 1 : 0]![rows.length - 1]!(

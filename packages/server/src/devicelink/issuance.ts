@@ -9,7 +9,7 @@ import {
   toPem,
 } from '@keyferry/core';
 import type { Insertable } from 'kysely';
-import { recordAudit } from '../audit/audit-log.ts';
+import type { AuditEntry } from '../audit/audit-log.ts';
 import { type RefreshDeps, refreshCrls } from '../revocation/refresh.ts';
 import { compiledOnce } from '../storage/compiled-query.ts';
 import type { Db } from '../storage/database.ts';
@@ -111,27 +111,29 @@ export async function enrollDevice(
         throw keyReused;
       }
       const same = renewing ? undefined : current.find((c) => c.public_key_sha256 === keyHash);
-      const audit = (action: string, detail: Record<string, unknown>) =>
-        recordAudit(
-          trx,
-          {
-            factoryId: session.factory.id,
-            actor,
-            action,
-            object: `secure-object:${object.name}`,
-            detail,
-            correlationId: change.correlationId,
-          },
-          now,
-        );
+      const audit = (detail: Record<string, unknown>): AuditEntry => ({
+        factoryId: session.factory.id,
+        actor,
+        action: 'device-link.enroll',
+        object: `secure-object:${object.name}`,
+        detail,
+        correlationId: change.correlationId,
+      });
       if (same) {
-        await setCompleted(trx, session, objects, object, true, now);
-        await audit('device-link.enroll', {
-          mode,
-          serial: same.serial_hex,
-          reused: true,
-          device: session.device.deviceId,
-        });
+        await setCompleted(
+          trx,
+          session,
+          objects,
+          object,
+          true,
+          now,
+          audit({
+            mode,
+            serial: same.serial_hex,
+            reused: true,
+            device: session.device.deviceId,
+          }),
+        );
         return { certificate: fromPem(same.pem, 'CERTIFICATE'), reused: true };
       }
       if (renewing && current.length === 0) {
@@ -167,16 +169,23 @@ export async function enrollDevice(
         await revokeAsSuperseded(trx, current, now);
         superseded.push(...current.map((c) => c.ca_id));
       }
-      await setCompleted(trx, session, objects, object, false, now);
-      await audit('device-link.enroll', {
-        mode,
-        serial: cert.serialHex,
-        reused: false,
-        device: session.device.deviceId,
-        ...(renewing
-          ? { supersededOnReport: current.map((c) => c.serial_hex) }
-          : { superseded: current.map((c) => c.serial_hex) }),
-      });
+      await setCompleted(
+        trx,
+        session,
+        objects,
+        object,
+        false,
+        now,
+        audit({
+          mode,
+          serial: cert.serialHex,
+          reused: false,
+          device: session.device.deviceId,
+          ...(renewing
+            ? { supersededOnReport: current.map((c) => c.serial_hex) }
+            : { superseded: current.map((c) => c.serial_hex) }),
+        }),
+      );
       return { certificate: der, reused: false };
     })
     .catch(async (error: unknown) => {
@@ -248,9 +257,9 @@ function insertCertificate(db: Db, row: Insertable<CertificatesTable>) {
 }
 
 /**
- * The enrolled object (and its key pair) GENERATION_COMPLETED, and the device's connection
- * recorded in the same statement; refuses when the device left the allow-list meanwhile (the
- * transaction then undoes the enrollment, certificate included).
+ * The enrolled object (and its key pair) GENERATION_COMPLETED, the device's connection recorded
+ * in the same statement, and the enrollment's audit row; refuses when the device left the
+ * allow-list meanwhile (the transaction then undoes the enrollment, certificate included).
  */
 async function setCompleted(
   db: Db,
@@ -259,6 +268,7 @@ async function setCompleted(
   object: AssignedObject,
   reused: boolean,
   now: Date,
+  audit: AuditEntry,
 ): Promise<void> {
   const keypair = objects.find((o) => o.id === object.keypairId);
   const targets = (keypair ? [object, keypair] : [object]).filter(
@@ -271,6 +281,7 @@ async function setCompleted(
     session,
     targets.map((t) => ({ secureObjectId: t.id, state: 'GENERATION_COMPLETED' as const, reason: null })),
     now,
+    audit,
   );
 }
 

@@ -1,4 +1,3 @@
-import { recordAudit } from '../audit/audit-log.ts';
 import { compiledOnce } from '../storage/compiled-query.ts';
 import type { Db } from '../storage/database.ts';
 import type { ProvisioningState, SecureObjectType } from '../storage/tables.ts';
@@ -54,15 +53,12 @@ export async function deviceManifest(
   const live = await liveSerials(db, session.device.rowId);
   const byId = new Map(objects.map((o) => [o.id, o]));
   const triggered = objects.filter((o) => o.state === 'GENERATION_ON_CONNECTION');
-  await db.transaction().execute(async (trx) => {
-    await recordDeviceStates(
+  await db.transaction().execute((trx) =>
+    recordDeviceStates(
       trx,
       session,
       triggered.map((o) => ({ secureObjectId: o.id, state: 'GENERATION_TRIGGERED' as const, reason: null })),
       now,
-    );
-    await recordAudit(
-      trx,
       {
         factoryId: session.factory.id,
         actor: `device:${session.device.deviceId}`,
@@ -71,9 +67,8 @@ export async function deviceManifest(
         detail: { group: session.device.groupName, triggered: triggered.map((o) => o.name) },
         correlationId: change.correlationId,
       },
-      now,
-    );
-  });
+    ),
+  );
   return {
     device: session.device.deviceId,
     product: session.device.nc12,

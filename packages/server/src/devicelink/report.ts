@@ -1,6 +1,5 @@
 import { KeyferryError } from '@keyferry/core';
 import { z } from 'zod';
-import { recordAudit } from '../audit/audit-log.ts';
 import { type RefreshDeps, refreshCrls } from '../revocation/refresh.ts';
 import type { ProvisioningState } from '../storage/tables.ts';
 import { deviceLinkObjects, recordDeviceStates } from './device-records.ts';
@@ -69,12 +68,6 @@ export async function recordReport(
   const revokedCas: number[] = [];
   await db.transaction().execute(async (trx) => {
     const superseded: string[] = [];
-    await recordDeviceStates(
-      trx,
-      session,
-      updates.map((u) => ({ secureObjectId: u.object.id, state: u.state, reason: u.reason })),
-      now,
-    );
     for (const u of updates) {
       if (u.state !== 'PROVISIONING_COMPLETED' || u.object.type !== 'CERTIFICATE') continue;
       for (const old of await revokeAllButNewest(trx, session.device.rowId, u.object.id, now)) {
@@ -82,8 +75,12 @@ export async function recordReport(
         revokedCas.push(old.ca_id);
       }
     }
-    await recordAudit(
+    // the states, the connection and the audit row last: refused if the device is gone, which undoes the revocations
+    await recordDeviceStates(
       trx,
+      session,
+      updates.map((u) => ({ secureObjectId: u.object.id, state: u.state, reason: u.reason })),
+      now,
       {
         factoryId: session.factory.id,
         actor: `device:${session.device.deviceId}`,
@@ -95,7 +92,6 @@ export async function recordReport(
         },
         correlationId: change.correlationId,
       },
-      now,
     );
   });
   await refreshCrls(deps, revokedCas);

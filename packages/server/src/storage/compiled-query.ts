@@ -7,8 +7,11 @@ class Slot {
   constructor(readonly index: number) {}
 }
 
-/** More than any hot-path query takes (the largest: a 12-row upsert of 5 values each). */
-const SLOTS = Array.from({ length: 64 }, (_, i) => new Slot(i));
+/**
+ * More than any hot-path query takes (the largest: a 12-row upsert of 5 values each with the
+ * time, the device and the audit row's 6 values, device-records.ts writeAndAudit).
+ */
+const SLOTS = Array.from({ length: 80 }, (_, i) => new Slot(i));
 
 /**
  * A Kysely query built and compiled once per database (dialect) instead of on every call:

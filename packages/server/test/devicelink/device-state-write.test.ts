@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { AuditEntry } from '../../src/audit/audit-log.ts';
 import { recordDeviceStates, setObjectState } from '../../src/devicelink/device-records.ts';
 import type { DeviceSession } from '../../src/devicelink/session.ts';
 import { insertFactory } from '../../src/factories/factories.ts';
@@ -8,10 +9,11 @@ import { seedGatewayObjects } from '../allowlist/fixtures.ts';
 import { BACKENDS, freshDatabase } from '../support/databases.ts';
 
 /**
- * A device's state (devices.state_rank, the least advanced of its objects' states) kept with
- * each write of its objects' states. On PostgreSQL the write and the recomputation are one
- * statement whose own upsert it cannot see (device-records.ts, writeAndRank): the rows it
- * wrote must count with their new states, its other rows with their stored ones.
+ * What a device-link request records about the device: its objects' states, its own state
+ * (devices.state_rank, the least advanced of its objects' states), its connection and the
+ * request's audit row. On PostgreSQL that is one statement (device-records.ts, writeAndAudit)
+ * that cannot see its own upsert: the rows it wrote must count with their new states, its
+ * other rows with their stored ones; and the audit row is written only with the device's.
  */
 describe.each(BACKENDS)('object states and the device state on %s', (backend) => {
   let database: Awaited<ReturnType<typeof freshDatabase>>;
@@ -24,12 +26,29 @@ describe.each(BACKENDS)('object states and the device state on %s', (backend) =>
       .select(['state_rank', 'state_at', 'last_connection'])
       .where('id', '=', session.device.rowId)
       .executeTakeFirstOrThrow();
+  let audits = 0;
+  const auditEntry = (n: number): AuditEntry => ({
+    factoryId: session.factory.id,
+    actor: 'device:1234',
+    action: 'test.write',
+    object: 'device:1234',
+    detail: { n, k: ++audits },
+    correlationId: `c-${audits}`,
+  });
+  const auditRows = () =>
+    db()
+      .selectFrom('audit_log')
+      .select(['at', 'factory_id', 'actor', 'action', 'object', 'detail', 'correlation_id'])
+      .where('action', '=', 'test.write')
+      .orderBy('id')
+      .execute();
   const write = (changes: [number, ProvisioningState][], now: Date) =>
     recordDeviceStates(
       db(),
       session,
       changes.map(([secureObjectId, state]) => ({ secureObjectId, state, reason: null })),
       now,
+      auditEntry(changes.length),
     );
 
   beforeAll(async () => {
@@ -79,13 +98,24 @@ describe.each(BACKENDS)('object states and the device state on %s', (backend) =>
       ],
       t1,
     );
-    // one round trip on PostgreSQL; the upsert and the update on SQLite
-    expect(statementsSent() - sent).toBe(backend === 'postgres' ? 1 : 2);
+    // one round trip on PostgreSQL; the upsert, the update and the audit insert on SQLite
+    expect(statementsSent() - sent).toBe(backend === 'postgres' ? 1 : 3);
     expect(await device()).toEqual({
       state_rank: 4,
       state_at: t1.toISOString(),
       last_connection: t1.toISOString(),
     });
+    expect(await auditRows()).toEqual([
+      {
+        at: t1.toISOString(),
+        factory_id: session.factory.id,
+        actor: 'device:1234',
+        action: 'test.write',
+        object: 'device:1234',
+        detail: JSON.stringify({ n: 2, k: 1 }),
+        correlation_id: 'c-1',
+      },
+    ]);
 
     await write([[objects.cert, 'PROVISIONING_FAILED']], new Date());
     expect((await device()).state_rank).toBe(1); // a failure wins
@@ -95,29 +125,44 @@ describe.each(BACKENDS)('object states and the device state on %s', (backend) =>
     expect((await device()).state_rank).toBe(4);
     await write([[objects.keypair, 'PROVISIONING_COMPLETED']], new Date());
     expect((await device()).state_rank).toBe(5);
+    expect((await auditRows()).map((r) => r.correlation_id)).toEqual(['c-1', 'c-2', 'c-3', 'c-4']);
   });
 
-  it('refuses a device removed meanwhile, and its transaction leaves the states as they were', async () => {
+  it('records a connection that changes no state with its audit row, the state left alone', async () => {
     const before = await device();
-    const removed = new Date().toISOString();
+    const t2 = new Date(Date.parse('2026-02-03T04:05:06.000Z'));
+    const sent = statementsSent();
+    await write([], t2);
+    expect(statementsSent() - sent).toBe(backend === 'postgres' ? 1 : 2);
+    expect(await device()).toEqual({ ...before, last_connection: t2.toISOString() });
+    const last = (await auditRows()).at(-1);
+    expect([last?.at, last?.correlation_id, last?.detail]).toEqual([
+      t2.toISOString(),
+      'c-5',
+      '{"n":0,"k":5}',
+    ]);
+  });
+
+  it('refuses a device removed meanwhile: no state, no connection, no audit row', async () => {
+    const before = await device();
     await db()
       .updateTable('devices')
-      .set({ deleted_at: removed })
+      .set({ deleted_at: new Date().toISOString() })
       .where('id', '=', session.device.rowId)
       .execute();
     try {
-      await expect(
-        db()
-          .transaction()
-          .execute((trx) =>
-            recordDeviceStates(
-              trx,
-              session,
-              [{ secureObjectId: objects.cert, state: 'PROVISIONING_FAILED', reason: 'x' }],
-              new Date(),
+      for (const changes of [
+        [{ secureObjectId: objects.cert, state: 'PROVISIONING_FAILED' as const, reason: 'x' }],
+        [],
+      ]) {
+        await expect(
+          db()
+            .transaction()
+            .execute((trx) =>
+              recordDeviceStates(trx, session, changes, new Date(), auditEntry(changes.length)),
             ),
-          ),
-      ).rejects.toThrow(/device 1234 was removed from factory states's allow-list/);
+        ).rejects.toThrow(/device 1234 was removed from factory states's allow-list/);
+      }
       expect(await device()).toEqual(before);
       const rows = await db()
         .selectFrom('device_objects')
@@ -126,6 +171,7 @@ describe.each(BACKENDS)('object states and the device state on %s', (backend) =>
         .orderBy('secure_object_id')
         .execute();
       expect(rows.map((r) => r.state)).toEqual(['PROVISIONING_COMPLETED', 'PROVISIONING_COMPLETED']);
+      expect((await auditRows()).map((r) => r.correlation_id)).toEqual(['c-1', 'c-2', 'c-3', 'c-4', 'c-5']);
     } finally {
       await db()
         .updateTable('devices')
