@@ -77,33 +77,28 @@ const upsertObjectStates = Array.from({ length: UPSERT_ROWS }, (_, i) =>
 );
 
 /**
- * PostgreSQL: the upsert of `rows` states and the device's state recomputed (and with
- * `touch` its connection recorded) in one statement, one round trip instead of two; the
- * upsert is its CTE. Parameters: the rows' values, then the time, then the device's row id.
- * Affects one devices row, none when it was deleted meanwhile (with `touch`).
+ * PostgreSQL: the upsert of `rows` states and the device's state recomputed in one statement,
+ * one round trip instead of two; the upsert is its CTE (a device-link request's own write,
+ * which also records the connection and its audit row, is writeAndAudit). Parameters: the
+ * rows' values, then the time, then the device's row id.
  */
-const writeAndRank = [false, true].map((touch) =>
-  Array.from({ length: UPSERT_ROWS }, (_, i) =>
-    compiledOnce((db, params: unknown[]) => {
-      const at = params[(i + 1) * 5] as string;
-      const update = db
-        .with('written', (qc) =>
-          upsertStates(qc as Db, i + 1, params).returning(['secure_object_id', 'state']),
-        )
-        .updateTable('devices')
-        .set({ state_rank: rankAfterWrite(), state_at: at, ...(touch ? { last_connection: at } : {}) })
-        .where('id', '=', params[(i + 1) * 5 + 1] as number);
-      return touch ? update.where('deleted_at', 'is', null) : update;
-    }),
-  ),
+const writeAndRank = Array.from({ length: UPSERT_ROWS }, (_, i) =>
+  compiledOnce((db, params: unknown[]) => {
+    const at = params[(i + 1) * 5] as string;
+    return db
+      .with('written', (qc) => upsertStates(qc as Db, i + 1, params).returning(['secure_object_id', 'state']))
+      .updateTable('devices')
+      .set({ state_rank: rankAfterWrite(), state_at: at })
+      .where('id', '=', params[(i + 1) * 5 + 1] as number);
+  }),
 );
 
 /** The audit row's values after the time, in auditRow's order: factory, actor, action, object, detail, correlation id. */
 const AUDIT_VALUES = 6;
 
-/** The request's audit row, selected from `touched` (the device's row, when it was updated). */
 type Touched = QueryCreator<Tables & { touched: { id: number } }>;
 
+/** The request's audit row, selected from `touched` (the device's row, when it was updated). */
 function auditFromTouched(qc: Touched, at: unknown, a: unknown[]) {
   return qc
     .insertInto('audit_log')
@@ -232,15 +227,11 @@ async function writeStates(
   if (changes.length === 0) return options.touch ? touchDevice(db, deviceRowId, now) : true;
   const at = now.toISOString();
   const rows = oneRowPerObject(changes);
-  if (rows.length <= UPSERT_ROWS && onPostgres(db)) {
+  // a request's own write (touch) is writeAndAudit's on PostgreSQL, unless it has more rows
+  if (!options.touch && rows.length <= UPSERT_ROWS && onPostgres(db)) {
     const values = rows.flatMap((c) => [deviceRowId, c.secureObjectId, c.state, c.reason, at]);
-    const result = await writeAndRank[options.touch ? 1 : 0]![rows.length - 1]!(
-      db,
-      ...values,
-      at,
-      deviceRowId,
-    );
-    return !options.touch || Number(result.numAffectedRows) === 1;
+    await writeAndRank[rows.length - 1]!(db, ...values, at, deviceRowId);
+    return true;
   }
   for (let i = 0; i < rows.length; i += UPSERT_ROWS) {
     const chunk = rows.slice(i, i + UPSERT_ROWS);
