@@ -55,7 +55,6 @@ export interface Fleet {
   port: number;
   /** The keyferryd nodes on one database (one unless `nodes` says more); devices alternate. */
   nodes: FleetNode[];
-  serviceCa: string;
   dataDir: string;
   api: (method: string, path: string, body?: unknown) => Promise<unknown>;
   /** Stops every node. */
@@ -120,7 +119,6 @@ export async function startFleet(
     address: first.address,
     port: first.port,
     nodes,
-    serviceCa: readFileSync(join(dataDir, 'service-ca.pem'), 'utf8'),
     dataDir,
     api,
     async stop() {

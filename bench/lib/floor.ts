@@ -37,14 +37,13 @@ export async function measureFloor(options: {
    */
   deviceRequests?: (device: SimDevice) => Requests;
 }): Promise<FloorRun> {
-  const server = await startFloorServer(options.dataDir, options.core);
-  const pinned = deviceLinkPin(options.dataDir, options.host);
+  const server = await startFloorServer(options.dataDir, options.host, options.core);
   try {
     const connect = (requests: (device: SimDevice) => Requests) => async (i: number) => {
       const device = options.devices[i % options.devices.length]!;
       const agent = new PinnedAgent(
         { host: '127.0.0.1', port: server.port, secureContext: device.secureContext, keepAlive: true },
-        pinned,
+        server.pin,
       );
       try {
         for (const r of requests(device))
@@ -106,8 +105,7 @@ export async function measureRequestFloor(options: {
   concurrency: number;
   core: number | undefined;
 }): Promise<{ requests: number; failures: Failures; serverMsPerRequest: number }> {
-  const server = await startFloorServer(options.dataDir, options.core);
-  const pinned = deviceLinkPin(options.dataDir, options.host);
+  const server = await startFloorServer(options.dataDir, options.host, options.core);
   const failures = new Failures();
   let cpu = 0;
   try {
@@ -124,7 +122,7 @@ export async function measureRequestFloor(options: {
               keepAlive: true,
               maxSockets: 1,
             },
-            pinned,
+            server.pin,
           ),
       );
       const call = async (i: number, method: string, body?: string) => {
@@ -159,11 +157,16 @@ export async function measureRequestFloor(options: {
   }
 }
 
-/** floor-server.js on a free port, pinned to `core`. */
+/**
+ * floor-server.js on a free port, pinned to `core`, with the certificate the load generator
+ * accepts from it (the device-link's of `dataDir`, for `host`).
+ */
 async function startFloorServer(
   dataDir: string,
+  host: string,
   core: number | undefined,
-): Promise<{ port: number; pid: number; stop(): void }> {
+): Promise<{ port: number; pid: number; pin: Buffer; stop(): void }> {
+  const pinned = deviceLinkPin(dataDir, host);
   const child = spawn(process.execPath, [join(import.meta.dirname, 'floor-server.js'), dataDir], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -173,7 +176,7 @@ async function startFloorServer(
       child.once('exit', (code) => reject(new Error(`the floor server exited ${code}`)));
     });
     pin(child.pid!, core);
-    return { port, pid: child.pid!, stop: () => child.kill('SIGTERM') };
+    return { port, pid: child.pid!, pin: pinned, stop: () => child.kill('SIGTERM') };
   } catch (error) {
     child.kill('SIGTERM');
     throw error;

@@ -32,8 +32,13 @@ const planRowForUpdate = compiledOnce((db, [factoryId]: [number]) =>
 
 export async function loadPlanRow(db: Db, factoryId: number, forUpdate = false): Promise<FactoryEl2gTable> {
   const row = (await (forUpdate ? planRowForUpdate : planRow)(db, factoryId)).rows[0];
-  if (!row) throw new KeyferryError('internal', `factory ${factoryId} has no EdgeLock 2GO plan row`);
+  if (!row) throw noPlanRow(factoryId);
   return row;
+}
+
+/** A factory without its plan row (factory_el2g): the store is not as keyferryd left it. */
+export function noPlanRow(factoryId: number): KeyferryError {
+  return new KeyferryError('internal', `factory ${factoryId} has no EdgeLock 2GO plan row`);
 }
 
 /** The subscription year containing `now`: whole years counted from `subscription_start`. */

@@ -1,5 +1,5 @@
 import { KeyferryError } from '@keyferry/core';
-import { type QueryCreator, sql } from 'kysely';
+import { type QueryCreator, sql, type UpdateObject } from 'kysely';
 import { rankAfterWrite, refreshDeviceState } from '../allowlist/device-state.ts';
 import { type AuditEntry, auditRow, recordAudit } from '../audit/audit-log.ts';
 import { type AssignedObject, assignedObjects } from '../el2g/assigned-objects.ts';
@@ -98,6 +98,16 @@ const AUDIT_VALUES = 6;
 
 type Touched = QueryCreator<Tables & { touched: { id: number } }>;
 
+/** The device's row updated with `set` unless it was deleted, its id returned (the `touched` CTE). */
+function touchActive(qc: QueryCreator<Tables>, rowId: number, set: UpdateObject<Tables, 'devices'>) {
+  return qc
+    .updateTable('devices')
+    .set(set)
+    .where('id', '=', rowId)
+    .where('deleted_at', 'is', null)
+    .returning('id');
+}
+
 /** The request's audit row, selected from `touched` (the device's row, when it was updated). */
 function auditFromTouched(qc: Touched, at: unknown, a: unknown[]) {
   return qc
@@ -131,25 +141,17 @@ const writeAndAudit = Array.from({ length: UPSERT_ROWS + 1 }, (_, rows) =>
     const rowId = params[rows * 5 + 1] as number;
     const audit = params.slice(rows * 5 + 2, rows * 5 + 2 + AUDIT_VALUES);
     if (rows === 0) {
-      const touched = db.with('touched', (qc) =>
-        qc
-          .updateTable('devices')
-          .set({ last_connection: at })
-          .where('id', '=', rowId)
-          .where('deleted_at', 'is', null)
-          .returning('id'),
-      );
+      const touched = db.with('touched', (qc) => touchActive(qc, rowId, { last_connection: at }));
       return auditFromTouched(touched, at, audit);
     }
     const touched = db
       .with('written', (qc) => upsertStates(qc as Db, rows, params).returning(['secure_object_id', 'state']))
       .with('touched', (qc) =>
-        qc
-          .updateTable('devices')
-          .set({ state_rank: rankAfterWrite(), state_at: at, last_connection: at })
-          .where('id', '=', rowId)
-          .where('deleted_at', 'is', null)
-          .returning('id'),
+        touchActive(qc as unknown as QueryCreator<Tables>, rowId, {
+          state_rank: rankAfterWrite(),
+          state_at: at,
+          last_connection: at,
+        }),
       );
     return auditFromTouched(touched as unknown as Touched, at, audit);
   }),

@@ -1,6 +1,6 @@
 import { KeyferryError } from '@keyferry/core';
 import { sql } from 'kysely';
-import { evaluationEnd } from '../allowlist/plan.ts';
+import { evaluationEnd, noPlanRow } from '../allowlist/plan.ts';
 import { compiledOnce } from '../storage/compiled-query.ts';
 import type { Db } from '../storage/database.ts';
 import type { FactoryEl2gTable } from '../storage/tables.ts';
@@ -43,7 +43,7 @@ export async function enrollmentPlanAndCa(
   caId: number | null,
 ): Promise<{ plan: FactoryEl2gTable; ca: CaVersion | undefined }> {
   const row = (await planAndCa(db, factoryId, caId)).rows[0];
-  if (!row) throw new KeyferryError('internal', `factory ${factoryId} has no EdgeLock 2GO plan row`);
+  if (!row) throw noPlanRow(factoryId);
   const { ca_id, ca_key_ref, ca_updated_at, ca_root_length, ...plan } = row;
   const ca =
     ca_id === null || ca_key_ref === null || ca_updated_at === null
