@@ -36,15 +36,17 @@ function computedRank() {
 }
 
 /**
- * PostgreSQL only: devices.id's rank in a statement whose CTE `written` upserted some of its
- * device_objects rows (RETURNING secure_object_id, state). A statement does not see its own
- * CTE's writes, so the rows it wrote are taken from the CTE and the others from the table.
+ * PostgreSQL only: devices.id's rank in a statement that also upserts some of its
+ * device_objects rows from its CTE `v` (secure_object_id, state: the new values). A statement
+ * does not see its own CTE's writes, so the rows being written are counted with their values
+ * from `v` and the others with their stored states; the rank does not depend on the upsert,
+ * which may then be gated on this update (device-records.ts, writeAndAudit).
  */
 export function rankAfterWrite() {
   return sql<number>`COALESCE((SELECT MIN(${rankOf('s')}) FROM (
     SELECT device_objects.state FROM device_objects WHERE device_objects.device_row_id = devices.id
-      AND device_objects.secure_object_id NOT IN (SELECT written.secure_object_id FROM written)
-    UNION ALL SELECT written.state FROM written) AS s), ${sql.lit(NOT_CONNECTED_RANK)})`;
+      AND device_objects.secure_object_id NOT IN (SELECT v.secure_object_id FROM v)
+    UNION ALL SELECT v.state FROM v) AS s), ${sql.lit(NOT_CONNECTED_RANK)})`;
 }
 
 /**

@@ -1,5 +1,5 @@
 import { KeyferryError } from '@keyferry/core';
-import { type QueryCreator, sql, type UpdateObject } from 'kysely';
+import { type OnConflictBuilder, type QueryCreator, sql, type UpdateObject } from 'kysely';
 import { rankAfterWrite, refreshDeviceState } from '../allowlist/device-state.ts';
 import { type AuditEntry, auditRow, recordAudit } from '../audit/audit-log.ts';
 import { type AssignedObject, assignedObjects } from '../el2g/assigned-objects.ts';
@@ -49,6 +49,15 @@ export function deviceLinkObjects(db: Db, device: DeviceRecord): Promise<Assigne
 /** Rows per upsert statement (5 parameters each, within compiledOnce's slots). */
 const UPSERT_ROWS = 12;
 
+/** An upsert's answer to a row the device already has for the object: the new state replaces it. */
+function replaceState(oc: OnConflictBuilder<Tables, 'device_objects'>) {
+  return oc.columns(['device_row_id', 'secure_object_id']).doUpdateSet((eb) => ({
+    state: eb.ref('excluded.state'),
+    reason: eb.ref('excluded.reason'),
+    updated_at: eb.ref('excluded.updated_at'),
+  }));
+}
+
 /** An upsert of `rows` object states, their values from `params` (5 each). */
 function upsertStates(db: Db, rows: number, params: unknown[]) {
   return db
@@ -62,13 +71,7 @@ function upsertStates(db: Db, rows: number, params: unknown[]) {
         updated_at: params[r * 5 + 4] as string,
       })),
     )
-    .onConflict((oc) =>
-      oc.columns(['device_row_id', 'secure_object_id']).doUpdateSet((eb) => ({
-        state: eb.ref('excluded.state'),
-        reason: eb.ref('excluded.reason'),
-        updated_at: eb.ref('excluded.updated_at'),
-      })),
-    );
+    .onConflict(replaceState);
 }
 
 /** One upsert of `rows` object states (compiled once per row count). */
@@ -76,17 +79,53 @@ const upsertObjectStates = Array.from({ length: UPSERT_ROWS }, (_, i) =>
   compiledOnce((db, params: unknown[]) => upsertStates(db, i + 1, params)),
 );
 
+/** The columns of `v`, a PostgreSQL statement's new object states (stateValues). */
+const V = 'v(device_row_id, secure_object_id, state, reason, updated_at)';
+
+/**
+ * PostgreSQL: `rows` object states as a VALUES list, the CTE `v` of the statements below;
+ * parameters in a VALUES list are text to PostgreSQL, so the two ids are cast.
+ */
+function stateValues(rows: number, params: unknown[]) {
+  const row = (r: number) =>
+    sql`(CAST(${params[r * 5]} AS integer), CAST(${params[r * 5 + 1]} AS integer), ${params[r * 5 + 2]}, ${params[r * 5 + 3]}, ${params[r * 5 + 4]})`;
+  return sql<{
+    device_row_id: number;
+    secure_object_id: number;
+    state: ProvisioningState;
+    reason: string | null;
+    updated_at: string;
+  }>`(VALUES ${sql.join(Array.from({ length: rows }, (_, r) => row(r)))})`;
+}
+
+type WithValues = QueryCreator<Tables & { v: Tables['device_objects'] } & { touched: { id: number } }>;
+
+/** PostgreSQL: the upsert of `v`'s rows; with `gated`, only when the CTE `touched` updated the device. */
+function upsertFromValues(qc: WithValues, gated: boolean) {
+  return qc
+    .insertInto('device_objects')
+    .columns(['device_row_id', 'secure_object_id', 'state', 'reason', 'updated_at'])
+    .expression((eb) => {
+      const all = eb
+        .selectFrom('v')
+        .select(['device_row_id', 'secure_object_id', 'state', 'reason', 'updated_at']);
+      return gated ? all.where((w) => w.exists(w.selectFrom('touched').select('touched.id'))) : all;
+    })
+    .onConflict(replaceState);
+}
+
 /**
  * PostgreSQL: the upsert of `rows` states and the device's state recomputed in one statement,
- * one round trip instead of two; the upsert is its CTE (a device-link request's own write,
- * which also records the connection and its audit row, is writeAndAudit). Parameters: the
- * rows' values, then the time, then the device's row id.
+ * one round trip instead of two (a device-link request's own write, which also records the
+ * connection and its audit row, is writeAndAudit). Parameters: the rows' values, then the
+ * time, then the device's row id.
  */
 const writeAndRank = Array.from({ length: UPSERT_ROWS }, (_, i) =>
   compiledOnce((db, params: unknown[]) => {
     const at = params[(i + 1) * 5] as string;
     return db
-      .with('written', (qc) => upsertStates(qc as Db, i + 1, params).returning(['secure_object_id', 'state']))
+      .with(V, () => stateValues(i + 1, params))
+      .with('written', (qc) => upsertFromValues(qc as unknown as WithValues, false))
       .updateTable('devices')
       .set({ state_rank: rankAfterWrite(), state_at: at })
       .where('id', '=', params[(i + 1) * 5 + 1] as number);
@@ -130,10 +169,11 @@ function auditFromTouched(qc: Touched, at: unknown, a: unknown[]) {
 /**
  * PostgreSQL: writeAndRank with the request's audit row in the same statement (a device-link
  * request's whole record of itself in one round trip; index = rows, 0 for the connection
- * alone). The devices row is updated in a CTE, the audit row inserted only when that row was:
- * none when the device was deleted meanwhile, and the caller's transaction then undoes the
- * states. Parameters: the rows' values, the time, the device's row id, the audit row's
- * AUDIT_VALUES. Affects one row (the audit row's insert), none when the device is gone.
+ * alone). The devices row is updated in a CTE, the states upserted and the audit row inserted
+ * only when that row was: nothing is written when the device was deleted meanwhile, so the
+ * statement is whole on its own (recordDeviceStatesAlone runs it outside a transaction).
+ * Parameters: the rows' values, the time, the device's row id, the audit row's AUDIT_VALUES.
+ * Affects one row (the audit row's insert), none when the device is gone.
  */
 const writeAndAudit = Array.from({ length: UPSERT_ROWS + 1 }, (_, rows) =>
   compiledOnce((db, params: unknown[]) => {
@@ -144,20 +184,24 @@ const writeAndAudit = Array.from({ length: UPSERT_ROWS + 1 }, (_, rows) =>
       const touched = db.with('touched', (qc) => touchActive(qc, rowId, { last_connection: at }));
       return auditFromTouched(touched, at, audit);
     }
+    // the device's row first: it is locked and judged (deleted or not) before any state is
+    // written, and the upsert runs only when it was updated, so the statement needs no
+    // transaction around it to leave nothing behind for a removed device
     const touched = db
-      .with('written', (qc) => upsertStates(qc as Db, rows, params).returning(['secure_object_id', 'state']))
+      .with(V, () => stateValues(rows, params))
       .with('touched', (qc) =>
         touchActive(qc as unknown as QueryCreator<Tables>, rowId, {
           state_rank: rankAfterWrite(),
           state_at: at,
           last_connection: at,
         }),
-      );
+      )
+      .with('written', (qc) => upsertFromValues(qc as unknown as WithValues, true));
     return auditFromTouched(touched as unknown as Touched, at, audit);
   }),
 );
 
-type StateChange = { secureObjectId: number; state: ProvisioningState; reason: string | null };
+export type StateChange = { secureObjectId: number; state: ProvisioningState; reason: string | null };
 
 /** Sets a device's state of one object (insert or update), and the device's own state with it. */
 export async function setObjectState(
@@ -203,6 +247,23 @@ export async function recordDeviceStates(
   if (!(await writeStates(db, session.device.rowId, rows, now, { touch: true })))
     throw notAllowListed(session);
   await recordAudit(db, audit, now);
+}
+
+/**
+ * recordDeviceStates as a request's only write, in a transaction of its own when it needs one:
+ * on PostgreSQL (up to UPSERT_ROWS objects) it is one statement that writes all or nothing, and
+ * runs without BEGIN and COMMIT, two round trips fewer (the manifest's connection record).
+ */
+export async function recordDeviceStatesAlone(
+  db: Db,
+  session: DeviceSession,
+  changes: readonly StateChange[],
+  now: Date,
+  audit: AuditEntry,
+): Promise<void> {
+  if (onPostgres(db) && oneRowPerObject(changes).length <= UPSERT_ROWS)
+    return recordDeviceStates(db, session, changes, now, audit);
+  await db.transaction().execute((trx) => recordDeviceStates(trx, session, changes, now, audit));
 }
 
 /** One change per object, the last one winning (PostgreSQL refuses a key twice in one upsert). */

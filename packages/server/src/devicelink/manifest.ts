@@ -1,7 +1,7 @@
 import { compiledOnce } from '../storage/compiled-query.ts';
 import type { Db } from '../storage/database.ts';
 import type { ProvisioningState, SecureObjectType } from '../storage/tables.ts';
-import { deviceLinkObjects, recordDeviceStates } from './device-records.ts';
+import { deviceLinkObjects, recordDeviceStatesAlone } from './device-records.ts';
 import { type RenewalPolicy, renewalPolicy } from './renewal-policy.ts';
 import type { DeviceSession } from './session.ts';
 
@@ -53,21 +53,19 @@ export async function deviceManifest(
   const live = await liveSerials(db, session.device.rowId);
   const byId = new Map(objects.map((o) => [o.id, o]));
   const triggered = objects.filter((o) => o.state === 'GENERATION_ON_CONNECTION');
-  await db.transaction().execute((trx) =>
-    recordDeviceStates(
-      trx,
-      session,
-      triggered.map((o) => ({ secureObjectId: o.id, state: 'GENERATION_TRIGGERED' as const, reason: null })),
-      now,
-      {
-        factoryId: session.factory.id,
-        actor: `device:${session.device.deviceId}`,
-        action: 'device-link.manifest',
-        object: `device:${session.device.deviceId}`,
-        detail: { group: session.device.groupName, triggered: triggered.map((o) => o.name) },
-        correlationId: change.correlationId,
-      },
-    ),
+  await recordDeviceStatesAlone(
+    db,
+    session,
+    triggered.map((o) => ({ secureObjectId: o.id, state: 'GENERATION_TRIGGERED' as const, reason: null })),
+    now,
+    {
+      factoryId: session.factory.id,
+      actor: `device:${session.device.deviceId}`,
+      action: 'device-link.manifest',
+      object: `device:${session.device.deviceId}`,
+      detail: { group: session.device.groupName, triggered: triggered.map((o) => o.name) },
+      correlationId: change.correlationId,
+    },
   );
   return {
     device: session.device.deviceId,

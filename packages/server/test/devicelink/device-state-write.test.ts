@@ -1,6 +1,12 @@
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditEntry } from '../../src/audit/audit-log.ts';
-import { recordDeviceStates, setObjectState } from '../../src/devicelink/device-records.ts';
+import {
+  recordDeviceStates,
+  recordDeviceStatesAlone,
+  type StateChange,
+  setObjectState,
+} from '../../src/devicelink/device-records.ts';
 import type { DeviceSession } from '../../src/devicelink/session.ts';
 import { insertFactory } from '../../src/factories/factories.ts';
 import { statementsSent } from '../../src/storage/statement-count.ts';
@@ -143,6 +149,90 @@ describe.each(BACKENDS)('object states and the device state on %s', (backend) =>
     ]);
   });
 
+  it('records a request alone in one statement on PostgreSQL, in a transaction on SQLite', async () => {
+    const t3 = new Date(Date.parse('2026-03-04T05:06:07.000Z'));
+    const sent = statementsSent();
+    await recordDeviceStatesAlone(
+      db(),
+      session,
+      [{ secureObjectId: objects.cert, state: 'PROVISIONING_COMPLETED', reason: null }],
+      t3,
+      auditEntry(1),
+    );
+    // SQLite: BEGIN, the upsert, the update, the audit insert, COMMIT
+    expect(statementsSent() - sent).toBe(backend === 'postgres' ? 1 : 5);
+    expect(await device()).toEqual({
+      state_rank: 5,
+      state_at: t3.toISOString(),
+      last_connection: t3.toISOString(),
+    });
+    expect((await auditRows()).at(-1)?.correlation_id).toBe('c-6');
+  });
+
+  it('refuses a device whose removal commits while the write waits for its row', async () => {
+    const before = await device();
+    const stored = await db()
+      .selectFrom('device_objects')
+      .select(['secure_object_id', 'state'])
+      .where('device_row_id', '=', session.device.rowId)
+      .orderBy('secure_object_id')
+      .execute();
+    let write: Promise<unknown> | undefined;
+    try {
+      await db()
+        .transaction()
+        .execute(async (trx) => {
+          await trx
+            .updateTable('devices')
+            .set({ deleted_at: new Date().toISOString() })
+            .where('id', '=', session.device.rowId)
+            .execute();
+          // PostgreSQL: on another connection, blocked on the device's row until the removal
+          // commits; SQLite: its one connection is this transaction's until then
+          write = recordDeviceStatesAlone(
+            db(),
+            session,
+            [{ secureObjectId: objects.keypair, state: 'GENERATION_FAILED', reason: 'z' }],
+            new Date(),
+            auditEntry(1),
+          ).then(
+            () => 'written',
+            (e: unknown) => e,
+          );
+          if (backend === 'postgres') await untilWaitingOnALock();
+        });
+      expect(String(await write)).toMatch(/device 1234 was removed from factory states's allow-list/);
+      expect(await device()).toEqual(before);
+      expect(
+        await db()
+          .selectFrom('device_objects')
+          .select(['secure_object_id', 'state'])
+          .where('device_row_id', '=', session.device.rowId)
+          .orderBy('secure_object_id')
+          .execute(),
+      ).toEqual(stored);
+      expect((await auditRows()).at(-1)?.correlation_id).toBe('c-6');
+    } finally {
+      await write;
+      await db()
+        .updateTable('devices')
+        .set({ deleted_at: null })
+        .where('id', '=', session.device.rowId)
+        .execute();
+    }
+  });
+
+  /** Until a backend of this database waits for a row lock (the write above), at most ~10 s. */
+  async function untilWaitingOnALock() {
+    for (let i = 0; i < 200; i++) {
+      const { rows } = await sql<{ n: string }>`SELECT count(*) AS n FROM pg_stat_activity
+        WHERE datname = current_database() AND wait_event_type = 'Lock'`.execute(db());
+      if (Number(rows[0]?.n) > 0) return;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    throw new Error("the write never waited for the removed device's row");
+  }
+
   it('refuses a device removed meanwhile: no state, no connection, no audit row', async () => {
     const before = await device();
     await db()
@@ -151,17 +241,28 @@ describe.each(BACKENDS)('object states and the device state on %s', (backend) =>
       .where('id', '=', session.device.rowId)
       .execute();
     try {
-      for (const changes of [
-        [{ secureObjectId: objects.cert, state: 'PROVISIONING_FAILED' as const, reason: 'x' }],
-        [],
-      ]) {
-        await expect(
-          db()
-            .transaction()
-            .execute((trx) =>
-              recordDeviceStates(trx, session, changes, new Date(), auditEntry(changes.length)),
-            ),
-        ).rejects.toThrow(/device 1234 was removed from factory states's allow-list/);
+      const inTransaction = (changes: StateChange[]) =>
+        db()
+          .transaction()
+          .execute((trx) =>
+            recordDeviceStates(trx, session, changes, new Date(), auditEntry(changes.length)),
+          );
+      // on PostgreSQL one statement with no transaction around it: it must write nothing itself
+      const alone = (changes: StateChange[]) =>
+        recordDeviceStatesAlone(db(), session, changes, new Date(), auditEntry(changes.length));
+      for (const record of [inTransaction, alone]) {
+        for (const changes of [
+          [{ secureObjectId: objects.cert, state: 'PROVISIONING_FAILED' as const, reason: 'x' }],
+          [
+            { secureObjectId: objects.keypair, state: 'GENERATION_FAILED' as const, reason: 'y' },
+            { secureObjectId: objects.cert, state: 'PROVISIONING_FAILED' as const, reason: 'x' },
+          ],
+          [],
+        ]) {
+          await expect(record(changes)).rejects.toThrow(
+            /device 1234 was removed from factory states's allow-list/,
+          );
+        }
       }
       expect(await device()).toEqual(before);
       const rows = await db()
@@ -171,7 +272,14 @@ describe.each(BACKENDS)('object states and the device state on %s', (backend) =>
         .orderBy('secure_object_id')
         .execute();
       expect(rows.map((r) => r.state)).toEqual(['PROVISIONING_COMPLETED', 'PROVISIONING_COMPLETED']);
-      expect((await auditRows()).map((r) => r.correlation_id)).toEqual(['c-1', 'c-2', 'c-3', 'c-4', 'c-5']);
+      expect((await auditRows()).map((r) => r.correlation_id)).toEqual([
+        'c-1',
+        'c-2',
+        'c-3',
+        'c-4',
+        'c-5',
+        'c-6',
+      ]);
     } finally {
       await db()
         .updateTable('devices')
