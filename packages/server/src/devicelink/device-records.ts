@@ -255,11 +255,7 @@ export async function recordDeviceStates(
  * runs without BEGIN and COMMIT, two round trips fewer (the manifest's connection record).
  */
 export async function recordDeviceStatesAlone(
-  db: Db,
-  session: DeviceSession,
-  changes: readonly StateChange[],
-  now: Date,
-  audit: AuditEntry,
+  ...[db, session, changes, now, audit]: Parameters<typeof recordDeviceStates>
 ): Promise<void> {
   if (onPostgres(db) && oneRowPerObject(changes).length <= UPSERT_ROWS)
     return recordDeviceStates(db, session, changes, now, audit);

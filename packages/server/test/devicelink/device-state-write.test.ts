@@ -32,6 +32,13 @@ describe.each(BACKENDS)('object states and the device state on %s', (backend) =>
       .select(['state_rank', 'state_at', 'last_connection'])
       .where('id', '=', session.device.rowId)
       .executeTakeFirstOrThrow();
+  const objectStates = () =>
+    db()
+      .selectFrom('device_objects')
+      .select(['secure_object_id', 'state'])
+      .where('device_row_id', '=', session.device.rowId)
+      .orderBy('secure_object_id')
+      .execute();
   let audits = 0;
   const auditEntry = (n: number): AuditEntry => ({
     factoryId: session.factory.id,
@@ -171,12 +178,7 @@ describe.each(BACKENDS)('object states and the device state on %s', (backend) =>
 
   it('refuses a device whose removal commits while the write waits for its row', async () => {
     const before = await device();
-    const stored = await db()
-      .selectFrom('device_objects')
-      .select(['secure_object_id', 'state'])
-      .where('device_row_id', '=', session.device.rowId)
-      .orderBy('secure_object_id')
-      .execute();
+    const stored = await objectStates();
     let write: Promise<unknown> | undefined;
     try {
       await db()
@@ -203,14 +205,7 @@ describe.each(BACKENDS)('object states and the device state on %s', (backend) =>
         });
       expect(String(await write)).toMatch(/device 1234 was removed from factory states's allow-list/);
       expect(await device()).toEqual(before);
-      expect(
-        await db()
-          .selectFrom('device_objects')
-          .select(['secure_object_id', 'state'])
-          .where('device_row_id', '=', session.device.rowId)
-          .orderBy('secure_object_id')
-          .execute(),
-      ).toEqual(stored);
+      expect(await objectStates()).toEqual(stored);
       expect((await auditRows()).at(-1)?.correlation_id).toBe('c-6');
     } finally {
       await write;
@@ -265,12 +260,7 @@ describe.each(BACKENDS)('object states and the device state on %s', (backend) =>
         }
       }
       expect(await device()).toEqual(before);
-      const rows = await db()
-        .selectFrom('device_objects')
-        .select(['secure_object_id', 'state'])
-        .where('device_row_id', '=', session.device.rowId)
-        .orderBy('secure_object_id')
-        .execute();
+      const rows = await objectStates();
       expect(rows.map((r) => r.state)).toEqual(['PROVISIONING_COMPLETED', 'PROVISIONING_COMPLETED']);
       expect((await auditRows()).map((r) => r.correlation_id)).toEqual([
         'c-1',
