@@ -12,11 +12,13 @@ import {
   SqliteDriver,
 } from 'kysely';
 import pg from 'pg';
+import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { type Dialect, migrate } from './migrate.ts';
 import { nameCompiledStatements } from './named-statements.ts';
 import { withStatementCache } from './statement-cache.ts';
 import type { Tables } from './tables.ts';
+import { FALLBACK_CHECKPOINT_PAGES, startWalCheckpointer } from './wal-checkpointer.ts';
 
 export type Db = Kysely<Tables>;
 
@@ -34,6 +36,11 @@ export interface Database {
    * online backup, WAL included). PostgreSQL is backed up with pg_dump.
    */
   backupTo?: (file: string) => Promise<void>;
+  /**
+   * SQLite on a file only: checkpoints its WAL on a thread of its own from now on
+   * (wal-checkpointer.ts); resolves to its stop. One process per database runs it.
+   */
+  checkpointInBackground?: (log: Logger) => Promise<() => Promise<void>>;
   /** PostgreSQL only: connections of the pool and requests waiting for one (metrics). */
   poolStats?: () => { total: number; idle: number; waiting: number };
 }
@@ -62,8 +69,16 @@ class ImmediateSqliteDialect extends SqliteDialect {
   }
 }
 
-/** Opens the configured backend and brings its schema up to date. */
-export async function openDatabase(storage: Config['storage'], dataDir: string): Promise<Database> {
+/**
+ * Opens the configured backend and brings its schema up to date. `backgroundCheckpoints`
+ * (keyferryd's processes): SQLite's connection leaves the WAL checkpoints to the checkpointer
+ * thread, checkpointing itself only past FALLBACK_CHECKPOINT_PAGES.
+ */
+export async function openDatabase(
+  storage: Config['storage'],
+  dataDir: string,
+  options: { backgroundCheckpoints?: boolean } = {},
+): Promise<Database> {
   if (storage.kind === 'sqlite') {
     const path = storage.path ?? `${dataDir}/keyferry.db`;
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
@@ -72,6 +87,7 @@ export async function openDatabase(storage: Config['storage'], dataDir: string):
     sqlite.pragma('synchronous = NORMAL');
     sqlite.pragma('foreign_keys = ON');
     sqlite.pragma('busy_timeout = 5000');
+    if (options.backgroundCheckpoints) sqlite.pragma(`wal_autocheckpoint = ${FALLBACK_CHECKPOINT_PAGES}`);
     const db = new Kysely<Tables>({
       dialect: new ImmediateSqliteDialect({ database: withStatementCache(sqlite) }),
     });
@@ -83,6 +99,9 @@ export async function openDatabase(storage: Config['storage'], dataDir: string):
       backupTo: async (file) => {
         await sqlite.backup(file);
       },
+      ...(path === ':memory:'
+        ? {}
+        : { checkpointInBackground: (log: Logger) => startWalCheckpointer(path, log) }),
     };
   }
   const pool = new pg.Pool({ connectionString: storage.url, max: storage.poolSize });
