@@ -14,6 +14,14 @@ const factoryBySubdomain = compiledOnce((db, [sub]: [string]) =>
 );
 
 /**
+ * Factories found by subdomain, per database: factory rows are never updated or deleted, so a
+ * row once found stays the answer for the process's life, and each new connection of a known
+ * factory reads nothing. A subdomain not found is not kept: a factory created later (on this
+ * node or another) is found by the next connection that names it.
+ */
+const factoriesBySubdomain = new WeakMap<Db, Map<string, Factory>>();
+
+/**
  * The factory of a connection (its SNI cannot change on it), looked up on its first request and
  * kept for the others: factory rows are never updated or deleted, so the answer stays true for
  * the connection's life (at most the keep-alive timeout) — only a factory created meanwhile
@@ -40,6 +48,13 @@ export async function factoryForHost(
   const suffix = `.device-link.${domain}`;
   if (host.endsWith(suffix) && host.length > suffix.length) {
     const sub = host.slice(0, -suffix.length);
+    let known = factoriesBySubdomain.get(db);
+    if (!known) {
+      known = new Map();
+      factoriesBySubdomain.set(db, known);
+    }
+    const cached = known.get(sub);
+    if (cached) return cached;
     const row = /^[a-z0-9]{1,63}$/.test(sub) ? (await factoryBySubdomain(db, sub)).rows[0] : undefined;
     if (!row) {
       throw new KeyferryError(
@@ -47,7 +62,9 @@ export async function factoryForHost(
         `no factory has the device-link host name ${host}; check EL2GO_HOSTNAME`,
       );
     }
-    return toFactory(row);
+    const factory = toFactory(row);
+    known.set(sub, factory);
+    return factory;
   }
   if (host === '' || host === 'localhost' || host === `device-link.${domain}`) {
     const rows = await db.selectFrom('factories').selectAll().limit(2).execute();
