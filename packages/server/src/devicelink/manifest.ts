@@ -1,7 +1,7 @@
-import { assignedObjectsWithLive } from '../el2g/assigned-objects.ts';
+import { compiledOnce } from '../storage/compiled-query.ts';
 import type { Db } from '../storage/database.ts';
 import type { ProvisioningState, SecureObjectType } from '../storage/tables.ts';
-import { recordDeviceStatesAlone } from './device-records.ts';
+import { deviceLinkObjects, recordDeviceStatesAlone } from './device-records.ts';
 import { type RenewalPolicy, renewalPolicy } from './renewal-policy.ts';
 import type { DeviceSession } from './session.ts';
 
@@ -49,7 +49,8 @@ export async function deviceManifest(
   change: { correlationId: string },
   now = new Date(),
 ): Promise<Manifest> {
-  const objects = await assignedObjectsWithLive(db, session.device);
+  const objects = await deviceLinkObjects(db, session.device);
+  const live = await liveSerials(db, session.device.rowId);
   const byId = new Map(objects.map((o) => [o.id, o]));
   const triggered = objects.filter((o) => o.state === 'GENERATION_ON_CONNECTION');
   await recordDeviceStatesAlone(
@@ -83,13 +84,43 @@ export async function deviceManifest(
         ...(o.reason ? { reason: o.reason } : {}),
         ...(o.type === 'CERTIFICATE'
           ? {
-              certificateSerial: o.live?.serial ?? null,
-              notAfter: o.live?.notAfter ?? null,
+              certificateSerial: live.get(o.id)?.serial ?? null,
+              notAfter: live.get(o.id)?.notAfter ?? null,
               renewal: renewalPolicy(o),
-              rotate: o.live?.rotate ?? false,
+              rotate: live.get(o.id)?.rotate ?? false,
             }
           : {}),
       };
     }),
   };
 }
+
+/**
+ * Secure object id → serial and expiry of the device's newest live (unrevoked) certificate of
+ * it, and whether an operator marked it for rotation.
+ */
+async function liveSerials(
+  db: Db,
+  deviceRowId: number,
+): Promise<Map<number | null, { serial: string; notAfter: string; rotate: boolean }>> {
+  const { rows } = await liveCertificates(db, deviceRowId);
+  return new Map(
+    rows.map((r) => [
+      r.secure_object_id,
+      {
+        serial: r.serial_hex,
+        notAfter: new Date(r.not_after).toISOString(),
+        rotate: r.rotation_requested_at !== null,
+      },
+    ]),
+  );
+}
+
+const liveCertificates = compiledOnce((db, [deviceRowId]: [number]) =>
+  db
+    .selectFrom('certificates')
+    .select(['secure_object_id', 'serial_hex', 'not_after', 'rotation_requested_at'])
+    .where('device_row_id', '=', deviceRowId)
+    .where('revoked_at', 'is', null)
+    .orderBy('id'),
+);

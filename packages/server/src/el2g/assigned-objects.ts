@@ -54,65 +54,6 @@ const keypairsFirst = compiledOnce((db, [rowId, groupId]: [number, number]) =>
   objectsQuery(db, rowId, groupId).orderBy('secure_objects.type', 'desc').orderBy('secure_objects.name'),
 );
 
-/** The device's newest live (unrevoked) certificate of an object, as the manifest names it. */
-export interface LiveCertificate {
-  serial: string;
-  notAfter: string;
-  /** An operator marked it for rotation. */
-  rotate: boolean;
-}
-
-/**
- * The device-link's order (keypairs first) with each object's newest live certificate for the
- * device joined in: the manifest's one read.
- */
-const keypairsFirstWithLive = compiledOnce((db, [rowId, groupId]: [number, number]) =>
-  objectsQuery(db, rowId, groupId)
-    .leftJoin('certificates as live', (join) =>
-      join.on((eb) =>
-        eb(
-          'live.id',
-          '=',
-          eb
-            .selectFrom('certificates as c')
-            .select((s) => s.fn.max('c.id').as('id'))
-            .where('c.device_row_id', '=', rowId)
-            .whereRef('c.secure_object_id', '=', 'secure_objects.id')
-            .where('c.revoked_at', 'is', null),
-        ),
-      ),
-    )
-    .select([
-      'live.serial_hex as live_serial',
-      'live.not_after as live_not_after',
-      'live.rotation_requested_at as live_rotation_requested_at',
-    ])
-    .orderBy('secure_objects.type', 'desc')
-    .orderBy('secure_objects.name'),
-);
-
-/**
- * assignedObjects in the device-link's order, each with the device's newest live certificate
- * of it (null when it has none: never issued, revoked, or the device deleted and added again).
- */
-export async function assignedObjectsWithLive(
-  db: Db,
-  device: { rowId: number; groupId: number },
-): Promise<Array<AssignedObject & { live: LiveCertificate | null }>> {
-  const { rows } = await keypairsFirstWithLive(db, device.rowId, device.groupId);
-  return rows.map((r) => ({
-    ...assignedObject(r),
-    live:
-      r.live_serial === null || r.live_not_after === null
-        ? null
-        : {
-            serial: r.live_serial,
-            notAfter: new Date(r.live_not_after).toISOString(),
-            rotate: r.live_rotation_requested_at !== null,
-          },
-  }));
-}
-
 /**
  * The objects of a device's group with their state for that device; a missing device_objects
  * row means GENERATION_ON_CONNECTION (assigned, device not seen yet). `object-id` orders as
@@ -128,13 +69,7 @@ export async function assignedObjects(
     device.rowId,
     device.groupId,
   );
-  return rows.map(assignedObject);
-}
-
-type ObjectRow = Awaited<ReturnType<typeof byObjectId>>['rows'][number];
-
-function assignedObject(r: ObjectRow): AssignedObject {
-  return {
+  return rows.map((r) => ({
     id: r.id,
     name: r.name,
     type: r.type,
@@ -149,5 +84,5 @@ function assignedObject(r: ObjectRow): AssignedObject {
     renewalWindowSeconds: r.renewal_window_seconds,
     state: r.state ?? 'GENERATION_ON_CONNECTION',
     reason: r.reason ?? null,
-  };
+  }));
 }
