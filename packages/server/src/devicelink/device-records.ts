@@ -230,7 +230,7 @@ export async function recordDeviceStates(
   audit: AuditEntry,
 ): Promise<void> {
   const rows = oneRowPerObject(changes);
-  if (rows.length <= UPSERT_ROWS && onPostgres(db)) {
+  if (inOneStatement(db, rows.length)) {
     const at = now.toISOString();
     const a = auditRow(audit, at);
     const result = await writeAndAudit[rows.length]!(
@@ -257,9 +257,14 @@ export async function recordDeviceStates(
 export async function recordDeviceStatesAlone(
   ...[db, session, changes, now, audit]: Parameters<typeof recordDeviceStates>
 ): Promise<void> {
-  if (onPostgres(db) && oneRowPerObject(changes).length <= UPSERT_ROWS)
+  if (inOneStatement(db, oneRowPerObject(changes).length))
     return recordDeviceStates(db, session, changes, now, audit);
   await db.transaction().execute((trx) => recordDeviceStates(trx, session, changes, now, audit));
+}
+
+/** Whether a write of `rows` object states is one statement here (writeAndRank, writeAndAudit). */
+function inOneStatement(db: Db, rows: number): boolean {
+  return rows <= UPSERT_ROWS && onPostgres(db);
 }
 
 /** One change per object, the last one winning (PostgreSQL refuses a key twice in one upsert). */
@@ -287,7 +292,7 @@ async function writeStates(
   const at = now.toISOString();
   const rows = oneRowPerObject(changes);
   // a request's own write (touch) is writeAndAudit's on PostgreSQL, unless it has more rows
-  if (!options.touch && rows.length <= UPSERT_ROWS && onPostgres(db)) {
+  if (!options.touch && inOneStatement(db, rows.length)) {
     const values = rows.flatMap((c) => [deviceRowId, c.secureObjectId, c.state, c.reason, at]);
     await writeAndRank[rows.length - 1]!(db, ...values, at, deviceRowId);
     return true;

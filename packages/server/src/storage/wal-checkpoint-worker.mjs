@@ -9,9 +9,8 @@ const messageOf = (error) => (error instanceof Error ? error.message : String(er
 
 function open() {
   try {
-    const db = new Database(workerData.path, { fileMustExist: true });
-    db.pragma(`busy_timeout = ${workerData.busyTimeoutMs}`);
-    return db;
+    // a PASSIVE checkpoint waits for no lock, so the connection needs no busy timeout
+    return new Database(workerData.path, { fileMustExist: true });
   } catch (error) {
     parentPort.postMessage({ type: 'failed', message: messageOf(error) });
     parentPort.close();

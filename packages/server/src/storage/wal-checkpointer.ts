@@ -19,14 +19,10 @@ export const FALLBACK_CHECKPOINT_PAGES = 10_000;
 export async function startWalCheckpointer(
   path: string,
   log: Logger,
-  options: { intervalMs?: number; busyTimeoutMs?: number } = {},
+  options: { intervalMs?: number } = {},
 ): Promise<() => Promise<void>> {
   const worker = new Worker(new URL('./wal-checkpoint-worker.mjs', import.meta.url), {
-    workerData: {
-      path,
-      intervalMs: options.intervalMs ?? CHECKPOINT_INTERVAL_MS,
-      busyTimeoutMs: options.busyTimeoutMs ?? 5_000,
-    },
+    workerData: { path, intervalMs: options.intervalMs ?? CHECKPOINT_INTERVAL_MS },
   });
   // a thread that cannot start (its module, its connection) fails keyferryd's start
   const [first] = (await once(worker, 'message')) as [{ type: string; message?: string }];
