@@ -139,8 +139,27 @@ export async function recordAuditBatch(
 export const DEVICE_TIMELINE_STEPS = 200;
 
 /**
+ * The device an entry is about: its actor when that is a device (the device-link's entries),
+ * else its object (what was done to the device). The same expression as the index
+ * `audit_log_device` (migration 015), which serves a query only while the two are identical.
+ */
+const ABOUT_DEVICE = sql<string>`CASE WHEN substr(actor, 1, 7) = 'device:' THEN actor ELSE object END`;
+
+/** The query of deviceTimeline: an index range of `audit_log_device`, read newest first. */
+export function deviceTimelineQuery(db: Db, factoryId: number, decimalId: string, limit: number) {
+  return db
+    .selectFrom('audit_log')
+    .selectAll()
+    .where('factory_id', '=', factoryId)
+    .where(ABOUT_DEVICE, '=', `device:${decimalId}`)
+    .orderBy('id', 'desc')
+    .limit(limit);
+}
+
+/**
  * A device's history, newest first: what was done to it (`object` = the device: allow-list
  * changes, reports) and what it did (`actor` = the device: manifest, enrollments, refusals).
+ * Only the device's own entries are read, however long the factory's audit log.
  */
 export async function deviceTimeline(
   db: Db,
@@ -148,14 +167,6 @@ export async function deviceTimeline(
   decimalId: string,
   limit = DEVICE_TIMELINE_STEPS,
 ): Promise<AuditRecord[]> {
-  const who = `device:${decimalId}`;
-  const rows = await db
-    .selectFrom('audit_log')
-    .selectAll()
-    .where('factory_id', '=', factoryId)
-    .where((eb) => eb.or([eb('object', '=', who), eb('actor', '=', who)]))
-    .orderBy('id', 'desc')
-    .limit(limit)
-    .execute();
+  const rows = await deviceTimelineQuery(db, factoryId, decimalId, limit).execute();
   return rows.map(toAuditRecord);
 }

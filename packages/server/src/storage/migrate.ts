@@ -13,6 +13,7 @@ import * as deviceGroupIndex from './migrations/011-device-group-index.ts';
 import * as certificateRotation from './migrations/012-certificate-rotation.ts';
 import * as validitySeconds from './migrations/013-validity-seconds.ts';
 import * as fewerPagesPerWrite from './migrations/014-fewer-pages-per-write.ts';
+import * as auditDeviceIndex from './migrations/015-audit-device-index.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -44,6 +45,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { name: '012-certificate-rotation', up: certificateRotation.up },
   { name: '013-validity-seconds', up: validitySeconds.up },
   { name: '014-fewer-pages-per-write', up: fewerPagesPerWrite.up },
+  { name: '015-audit-device-index', up: auditDeviceIndex.up },
 ];
 
 /**

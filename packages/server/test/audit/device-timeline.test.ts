@@ -1,0 +1,74 @@
+import { CompiledQuery, sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type AuditEntry,
+  deviceTimeline,
+  deviceTimelineQuery,
+  recordAudit,
+} from '../../src/audit/audit-log.ts';
+import { BACKENDS, freshDatabase } from '../support/databases.ts';
+
+const FILLER = 3000;
+
+function entry(factoryId: number, actor: string, action: string, object: string): AuditEntry {
+  return { factoryId, actor, action, object, detail: {}, correlationId: action };
+}
+
+describe.each(BACKENDS)('the device timeline on %s', (backend) => {
+  let database: Awaited<ReturnType<typeof freshDatabase>>;
+  beforeAll(async () => {
+    database = await freshDatabase(backend);
+    const { db } = database;
+    const start = Date.parse('2026-12-04T10:00:00.000Z');
+    for (const [i, e] of [
+      entry(1, 'token:1', 'allowlist.add', 'device:41'),
+      entry(1, 'token:1', 'allowlist.add', 'device:42'),
+      entry(2, 'token:9', 'allowlist.add-other-factory', 'device:41'),
+      entry(1, 'device:41', 'device-link.manifest', 'device:41'),
+      entry(1, 'device:42', 'device-link.manifest', 'device:42'),
+      entry(1, 'device:41', 'device-link.enroll', 'secure-object:gw'),
+      entry(1, 'device:41', 'device-link.refused', 'path:/x'),
+      entry(1, 'token:1', 'pki.update', 'factory:f'),
+    ].entries()) {
+      await recordAudit(db, e, new Date(start + i * 1000));
+    }
+    // many entries of other devices after device 41's, as on a busy line
+    await sql`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ${sql.lit(FILLER)})
+      INSERT INTO audit_log (at, factory_id, actor, action, object, detail, correlation_id)
+      SELECT '2026-12-04T11:00:00.000Z', 1, 'device:' || (1000 + i), 'device-link.report', 'device:' || (1000 + i), '{}', 'c'
+      FROM n`.execute(db);
+    await sql`ANALYZE`.execute(db);
+  });
+  afterAll(async () => {
+    await database.dispose();
+  });
+
+  it("holds the device's own entries of its factory, what it did and what was done to it, newest first", async () => {
+    const timeline = await deviceTimeline(database.db, 1, '41');
+    expect(timeline.map((r) => [r.actor, r.action, r.object])).toEqual([
+      ['device:41', 'device-link.refused', 'path:/x'],
+      ['device:41', 'device-link.enroll', 'secure-object:gw'],
+      ['device:41', 'device-link.manifest', 'device:41'],
+      ['token:1', 'allowlist.add', 'device:41'],
+    ]);
+    expect((await deviceTimeline(database.db, 1, '41', 2)).map((r) => r.action)).toEqual([
+      'device-link.refused',
+      'device-link.enroll',
+    ]);
+    expect((await deviceTimeline(database.db, 2, '41')).map((r) => r.action)).toEqual([
+      'allowlist.add-other-factory',
+    ]);
+    expect(await deviceTimeline(database.db, 1, '43')).toEqual([]);
+  });
+
+  it("reads it through the device's index, not the factory's whole log", async () => {
+    const { sql: text, parameters } = deviceTimelineQuery(database.db, 1, '41', 200).compile();
+    const explain = backend === 'sqlite' ? 'EXPLAIN QUERY PLAN' : 'EXPLAIN';
+    const { rows } = await database.db.executeQuery<Record<string, unknown>>(
+      CompiledQuery.raw(`${explain} ${text}`, [...parameters]),
+    );
+    // SQLite names the index in `detail`, PostgreSQL in its one column, `QUERY PLAN`
+    const plan = rows.map((r) => String(r.detail ?? r['QUERY PLAN'])).join('\n');
+    expect(plan).toContain('audit_log_device');
+  });
+});
