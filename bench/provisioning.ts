@@ -43,7 +43,7 @@ const options = benchOptions(
     warmup: {
       value: 'N',
       default: '500',
-      help: 'devices provisioned before any clock (V8 optimises the hot path meanwhile)',
+      help: 'devices per keyferryd process provisioned before any clock (V8 optimises its hot path meanwhile)',
       check: positiveInteger,
     },
     handshakes: {
@@ -130,12 +130,14 @@ async function measure(storage: 'sqlite' | 'postgres', nodes: number): Promise<v
     nodes,
     ...(options['cpu-prof'] ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${options['cpu-prof']}`] } : {}),
   });
-  const total = n('warmup') + n('service-devices') + n('devices');
+  // V8 optimises each process on its own, and the processes share the devices: the warm-up is per process
+  const warmup = n('warmup') * n('workers') * nodes;
+  const total = warmup + n('service-devices') + n('devices');
   say(
     `${storage}: keyferryd pid ${fleet.nodes.map((node) => node.pid).join(', ')}; making and allow-listing ${total} devices`,
   );
   const all = await makeDevices(fleet, total);
-  const warm = all.slice(0, n('warmup'));
+  const warm = all.slice(0, warmup);
   const service = all.slice(warm.length, warm.length + n('service-devices'));
   const load = all.slice(warm.length + service.length);
   const check = (what: string, run: { failures: { count: number; lines(): string[] } }) => {
@@ -144,7 +146,7 @@ async function measure(storage: 'sqlite' | 'postgres', nodes: number): Promise<v
       say(`${what}: ${run.failures.count} failed\n${run.failures.lines().join('\n')}`);
   };
 
-  say(`warm-up: ${warm.length} devices`);
+  say(`warm-up: ${warm.length} devices (${n('warmup')} per keyferryd process)`);
   check('warm-up', await provision(fleet, warm, n('concurrency')));
   say(`service time: ${service.length} devices one at a time`);
   const alone = await provision(fleet, service, 1);
