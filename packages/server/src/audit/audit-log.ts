@@ -90,16 +90,45 @@ export async function recordCountedAudit(
     .execute();
 }
 
+/**
+ * Entries a correlation-id lookup reads per statement. Correlation ids have no index (every
+ * audit row written would pay for it, the device-link's three per device among them), so the
+ * lookup reads the factory's log newest first in slices of this many ids, with a turn of the
+ * event loop between them: on SQLite a single statement over a million entries held the event
+ * loop, and with it the device-link, for ~0.3 s.
+ */
+export const CORRELATION_SCAN_IDS = 5000;
+
 /** Newest first, keyset-paged by id so pages stay stable while entries are appended. */
 export async function listAudit(
   db: Db,
   factoryId: number,
   options: { before?: number; limit: number; correlationId?: string },
+  sliceIds = CORRELATION_SCAN_IDS,
 ): Promise<AuditRecord[]> {
-  let query = db.selectFrom('audit_log').selectAll().where('factory_id', '=', factoryId);
-  if (options.before !== undefined) query = query.where('id', '<', options.before);
-  if (options.correlationId !== undefined) query = query.where('correlation_id', '=', options.correlationId);
-  const rows = await query.orderBy('id', 'desc').limit(options.limit).execute();
+  const page = (below: number | undefined, from: number | undefined, limit: number) => {
+    let query = db.selectFrom('audit_log').selectAll().where('factory_id', '=', factoryId);
+    if (below !== undefined) query = query.where('id', '<', below);
+    if (from !== undefined) query = query.where('id', '>=', from);
+    if (options.correlationId !== undefined)
+      query = query.where('correlation_id', '=', options.correlationId);
+    return query.orderBy('id', 'desc').limit(limit).execute();
+  };
+  if (options.correlationId === undefined) {
+    return (await page(options.before, undefined, options.limit)).map(toAuditRecord);
+  }
+  const ids = await db
+    .selectFrom('audit_log')
+    .select((eb) => [eb.fn.min('id').as('first'), eb.fn.max('id').as('last')])
+    .executeTakeFirstOrThrow();
+  if (ids.first === null || ids.last === null) return [];
+  const rows: Selectable<AuditLogTable>[] = [];
+  let below = Math.min(options.before ?? Number.POSITIVE_INFINITY, Number(ids.last) + 1);
+  for (let slice = 0; rows.length < options.limit && below > Number(ids.first); slice++) {
+    if (slice > 0) await nextTurn();
+    rows.push(...(await page(below, below - sliceIds, options.limit - rows.length)));
+    below -= sliceIds;
+  }
   return rows.map(toAuditRecord);
 }
 
