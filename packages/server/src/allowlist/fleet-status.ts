@@ -1,5 +1,4 @@
 import { DEVICE_ID_FORMS, KeyferryError, tryParseDeviceId } from '@keyferry/core';
-import { sql } from 'kysely';
 import type { Db } from '../storage/database.ts';
 import type { ProvisioningState } from '../storage/tables.ts';
 import { DEVICE_STATES, type DeviceState, stateRank } from './device-state.ts';
@@ -15,15 +14,19 @@ export const LATEST_FAILURES = 10;
 /** Minutes the provisioning-rate chart covers. */
 export const RATE_WINDOW_MINUTES = 30;
 
-/** Active devices of a factory counted by {@link DEVICE_STATES}; every state is present. */
-export async function devicesByState(db: Db, factoryId: number): Promise<Record<DeviceState, number>> {
-  const rows = await db
+/** The query of devicesByState: a range of devices_factory_state, counted from the index alone. */
+export function devicesByStateQuery(db: Db, factoryId: number) {
+  return db
     .selectFrom('devices')
     .select(['state_rank', (eb) => eb.fn.countAll<number>().as('n')])
     .where('factory_id', '=', factoryId)
     .where('deleted_at', 'is', null)
-    .groupBy('state_rank')
-    .execute();
+    .groupBy('state_rank');
+}
+
+/** Active devices of a factory counted by {@link DEVICE_STATES}; every state is present. */
+export async function devicesByState(db: Db, factoryId: number): Promise<Record<DeviceState, number>> {
+  const rows = await devicesByStateQuery(db, factoryId).execute();
   const counts = Object.fromEntries(DEVICE_STATES.map((s) => [s, 0])) as Record<DeviceState, number>;
   for (const r of rows) counts[DEVICE_STATES[Number(r.state_rank)]!] += Number(r.n);
   return counts;
@@ -96,24 +99,43 @@ export async function provisioningRate(
   now = new Date(),
   minutes = RATE_WINDOW_MINUTES,
 ): Promise<RateSeries> {
-  const first = new Date(Math.floor(now.getTime() / 60_000) * 60_000 - (minutes - 1) * 60_000);
-  const minute = sql<string>`SUBSTR(devices.state_at, 1, 16)`;
-  const rows = await db
-    .selectFrom('devices')
-    .select([minute.as('minute'), (eb) => eb.fn.countAll<number>().as('n')])
-    .where('devices.factory_id', '=', factoryId)
-    .where('devices.deleted_at', 'is', null)
-    .where('devices.state_rank', '=', stateRank('PROVISIONING_COMPLETED'))
-    .where('devices.state_at', '>=', first.toISOString())
-    .groupBy('minute')
-    .execute();
-  const perMinute = new Array<number>(minutes).fill(0);
-  for (const r of rows) {
-    const at = Date.parse(`${r.minute}:00.000Z`);
-    const i = Math.floor((at - first.getTime()) / 60_000);
-    if (i >= 0 && i < minutes) perMinute[i] = Number(r.n);
-  }
-  return { from: first.toISOString().slice(0, 16), perMinute };
+  const counts: Record<string, unknown> = await provisioningRateQuery(
+    db,
+    factoryId,
+    now,
+    minutes,
+  ).executeTakeFirstOrThrow();
+  return {
+    from: rateEdge(now, minutes, 0).slice(0, 16),
+    perMinute: Array.from({ length: minutes }, (_, i) => Number(counts[`m${i}`])),
+  };
+}
+
+/** The start of minute `i` of the rate chart's window ending at `now`, ISO 8601. */
+function rateEdge(now: Date, minutes: number, i: number): string {
+  const first = Math.floor(now.getTime() / 60_000) * 60_000 - (minutes - 1) * 60_000;
+  return new Date(first + i * 60_000).toISOString();
+}
+
+/**
+ * The query of provisioningRate: one count per minute (`m0`, `m1`, …), each a range of
+ * devices_factory_state (migration 016). Counting the window's rows grouped by their minute
+ * sorted them all first: ~4× the time at 40,000 rows.
+ */
+export function provisioningRateQuery(db: Db, factoryId: number, now: Date, minutes: number) {
+  return db.selectNoFrom((eb) =>
+    Array.from({ length: minutes }, (_, i) =>
+      eb
+        .selectFrom('devices')
+        .select((c) => c.fn.countAll<number>().as('n'))
+        .where('devices.factory_id', '=', factoryId)
+        .where('devices.deleted_at', 'is', null)
+        .where('devices.state_rank', '=', stateRank('PROVISIONING_COMPLETED'))
+        .where('devices.state_at', '>=', rateEdge(now, minutes, i))
+        .where('devices.state_at', '<', rateEdge(now, minutes, i + 1))
+        .as(`m${i}`),
+    ),
+  );
 }
 
 export interface DeviceFilter {

@@ -14,6 +14,7 @@ import * as certificateRotation from './migrations/012-certificate-rotation.ts';
 import * as validitySeconds from './migrations/013-validity-seconds.ts';
 import * as fewerPagesPerWrite from './migrations/014-fewer-pages-per-write.ts';
 import * as auditDeviceIndex from './migrations/015-audit-device-index.ts';
+import * as activeDeviceStates from './migrations/016-active-device-states.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -46,6 +47,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { name: '013-validity-seconds', up: validitySeconds.up },
   { name: '014-fewer-pages-per-write', up: fewerPagesPerWrite.up },
   { name: '015-audit-device-index', up: auditDeviceIndex.up },
+  { name: '016-active-device-states', up: activeDeviceStates.up },
 ];
 
 /**

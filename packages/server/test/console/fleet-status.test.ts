@@ -1,15 +1,18 @@
 import { randomUid } from '@keyferry/sim';
+import { CompiledQuery } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setupDeviceGateway } from '../../../../test/support/device-link.ts';
 import { recomputeDeviceStates } from '../../src/allowlist/device-state.ts';
 import {
   devicesByState,
+  devicesByStateQuery,
   latestFailures,
   provisioningRate,
+  provisioningRateQuery,
   searchDevices,
 } from '../../src/allowlist/fleet-status.ts';
 import { setObjectState } from '../../src/devicelink/device-records.ts';
-import { BACKENDS } from '../support/databases.ts';
+import { BACKENDS, freshDatabase } from '../support/databases.ts';
 import { startTestService, type TestService } from '../support/service.ts';
 
 const SE050 = '935389312472';
@@ -134,5 +137,31 @@ describe.each(BACKENDS)('the console fleet queries on %s', (backend) => {
       code: 'invalid_device_id',
       message: expect.stringContaining('search with 0x followed by 36 hex digits, or 42 decimal digits'),
     });
+  });
+});
+
+// SQLite answers the live figures on the event loop: they must come from the index alone.
+describe('the console live figures on sqlite', () => {
+  let database: Awaited<ReturnType<typeof freshDatabase>>;
+  beforeAll(async () => {
+    database = await freshDatabase('sqlite');
+  });
+  afterAll(async () => {
+    await database.dispose();
+  });
+
+  it('count the active devices from devices_factory_state alone, never reading a device row', async () => {
+    const queries = [
+      devicesByStateQuery(database.db, 1).compile(),
+      provisioningRateQuery(database.db, 1, new Date(), 30).compile(),
+    ];
+    for (const { sql: text, parameters } of queries) {
+      const { rows } = await database.db.executeQuery<{ detail: string }>(
+        CompiledQuery.raw(`EXPLAIN QUERY PLAN ${text}`, [...parameters]),
+      );
+      const searches = rows.map((r) => r.detail).filter((d) => d.includes('devices'));
+      expect(searches.length).toBeGreaterThan(0);
+      for (const d of searches) expect(d).toMatch(/USING COVERING INDEX devices_factory_state /);
+    }
   });
 });
