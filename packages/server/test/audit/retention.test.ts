@@ -45,6 +45,13 @@ describe.each(BACKENDS)('audit retention on %s', (backend) => {
     expect(await pruneAudit(database.db, 30)).toBe(0);
   });
 
+  it('deletes in chunks until no old entry is left', async () => {
+    for (let i = 0; i < 5; i++) await backDated(database.db, `k2-${i}`, 50 + i);
+    await backDated(database.db, 'k2-new', 2);
+    expect(await pruneAudit(database.db, 30, new Date(), 2)).toBe(5);
+    expect((await objects(database.db)).filter((o) => o.startsWith('k2-'))).toEqual(['k2-new']);
+  });
+
   it('prunes at start and again every interval', async () => {
     vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
     await backDated(database.db, 's-10', 10);
@@ -87,5 +94,34 @@ describe('keyferryd prunes the audit log at start (audit.retentionDays)', () => 
     } finally {
       await second.close();
     }
+  });
+});
+
+describe('the audit prune deletes in chunks', () => {
+  let database: Awaited<ReturnType<typeof freshDatabase>>;
+  beforeAll(async () => {
+    database = await freshDatabase('sqlite');
+  });
+  afterAll(async () => {
+    await database.dispose();
+  });
+
+  it('deletes every old entry, a chunk a statement, with the event loop turning between them (SQLite)', async () => {
+    for (let i = 0; i < 25; i++) await backDated(database.db, `c-old-${i}`, 40 + i);
+    await backDated(database.db, 'c-new', 1);
+    let turns = 0;
+    let pruning = true;
+    const tick = () => {
+      if (!pruning) return;
+      turns++;
+      setImmediate(tick);
+    };
+    setImmediate(tick);
+    const deleted = await pruneAudit(database.db, 30, new Date(), 10);
+    pruning = false;
+    expect(deleted).toBe(25);
+    expect(await objects(database.db)).toEqual(['c-new']);
+    // 25 entries in chunks of 10: three statements, a turn between each two
+    expect(turns).toBeGreaterThanOrEqual(2);
   });
 });
