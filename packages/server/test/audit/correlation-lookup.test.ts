@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type AuditEntry, listAudit, recordAudit } from '../../src/audit/audit-log.ts';
 import type { Db } from '../../src/storage/database.ts';
 import { BACKENDS, freshDatabase } from '../support/databases.ts';
+import { withTurns } from '../support/event-loop.ts';
 
 /** Slices of 100 ids in these tests, so a few thousand entries make dozens of them. */
 const SLICE = 100;
@@ -85,16 +86,9 @@ describe('the audit log by correlation id on sqlite, while it reads', () => {
   });
 
   it('lets the event loop turn between slices while it reads', async () => {
-    let turns = 0;
-    let reading = true;
-    const tick = () => {
-      if (!reading) return;
-      turns++;
-      setImmediate(tick);
-    };
-    setImmediate(tick);
-    const found = await listAudit(database.db, 1, { limit: 10, correlationId: 'nobody' }, SLICE);
-    reading = false;
+    const { result: found, turns } = await withTurns(() =>
+      listAudit(database.db, 1, { limit: 10, correlationId: 'nobody' }, SLICE),
+    );
     expect(found).toEqual([]);
     // ~3,250 entries in slices of 100: a turn between each two of them
     expect(turns).toBeGreaterThanOrEqual(30);

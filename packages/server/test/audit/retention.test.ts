@@ -9,6 +9,7 @@ import { validateConfig } from '../../src/config/load.ts';
 import { startService } from '../../src/service.ts';
 import type { Db } from '../../src/storage/database.ts';
 import { BACKENDS, freshDatabase } from '../support/databases.ts';
+import { withTurns } from '../support/event-loop.ts';
 
 const DAY = 24 * 60 * 60 * 1000;
 const silent = pino({ level: 'silent' });
@@ -109,16 +110,7 @@ describe('the audit prune deletes in chunks', () => {
   it('deletes every old entry, a chunk a statement, with the event loop turning between them (SQLite)', async () => {
     for (let i = 0; i < 25; i++) await backDated(database.db, `c-old-${i}`, 40 + i);
     await backDated(database.db, 'c-new', 1);
-    let turns = 0;
-    let pruning = true;
-    const tick = () => {
-      if (!pruning) return;
-      turns++;
-      setImmediate(tick);
-    };
-    setImmediate(tick);
-    const deleted = await pruneAudit(database.db, 30, new Date(), 10);
-    pruning = false;
+    const { result: deleted, turns } = await withTurns(() => pruneAudit(database.db, 30, new Date(), 10));
     expect(deleted).toBe(25);
     expect(await objects(database.db)).toEqual(['c-new']);
     // 25 entries in chunks of 10: three statements, a turn between each two
