@@ -122,9 +122,10 @@ export async function listAudit(
     .select((eb) => [eb.fn.min('id').as('first'), eb.fn.max('id').as('last')])
     .executeTakeFirstOrThrow();
   if (ids.first === null || ids.last === null) return [];
+  const first = Number(ids.first);
   const rows: Selectable<AuditLogTable>[] = [];
   let below = Math.min(options.before ?? Number.POSITIVE_INFINITY, Number(ids.last) + 1);
-  for (let slice = 0; rows.length < options.limit && below > Number(ids.first); slice++) {
+  for (let slice = 0; rows.length < options.limit && below > first; slice++) {
     if (slice > 0) await nextTurn();
     rows.push(...(await page(below, below - sliceIds, options.limit - rows.length)));
     below -= sliceIds;

@@ -1,7 +1,6 @@
-import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type AuditEntry, listAudit, recordAudit } from '../../src/audit/audit-log.ts';
-import type { Db } from '../../src/storage/database.ts';
+import { auditFiller } from '../support/audit-filler.ts';
 import { BACKENDS, freshDatabase } from '../support/databases.ts';
 import { withTurns } from '../support/event-loop.ts';
 
@@ -12,26 +11,18 @@ function entry(factoryId: number, object: string, correlationId: string): AuditE
   return { factoryId, actor: 'token:1', action: 'test.entry', object, correlationId };
 }
 
-/** `n` entries of other requests in one statement, as a busy line leaves between them. */
-async function filler(db: Db, n: number) {
-  await sql`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ${sql.lit(n)})
-    INSERT INTO audit_log (at, factory_id, actor, action, object, detail, correlation_id)
-    SELECT '2026-12-04T11:00:00.000Z', 1, 'device:' || i, 'device-link.report', 'device:' || i, '{}', 'other-' || i
-    FROM n`.execute(db);
-}
-
 /** Entries of request `wanted` in two factories, far apart among thousands of other requests'. */
 async function seeded(backend: (typeof BACKENDS)[number]) {
   const database = await freshDatabase(backend);
   const { db } = database;
   await recordAudit(db, entry(1, 'a', 'wanted'));
   await recordAudit(db, entry(1, 'b', 'wanted'));
-  await filler(db, 1500);
+  await auditFiller(db, 1500);
   await recordAudit(db, entry(2, 'other-factory', 'wanted'));
   await recordAudit(db, entry(1, 'c', 'wanted'));
-  await filler(db, 1500);
+  await auditFiller(db, 1500);
   await recordAudit(db, entry(1, 'd', 'wanted'));
-  await filler(db, 250);
+  await auditFiller(db, 250);
   return database;
 }
 

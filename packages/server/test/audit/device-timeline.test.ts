@@ -6,6 +6,7 @@ import {
   deviceTimelineQuery,
   recordAudit,
 } from '../../src/audit/audit-log.ts';
+import { auditFiller } from '../support/audit-filler.ts';
 import { BACKENDS, freshDatabase, queryPlan } from '../support/databases.ts';
 
 const FILLER = 3000;
@@ -33,10 +34,7 @@ describe.each(BACKENDS)('the device timeline on %s', (backend) => {
       await recordAudit(db, e, new Date(start + i * 1000));
     }
     // many entries of other devices after device 41's, as on a busy line
-    await sql`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ${sql.lit(FILLER)})
-      INSERT INTO audit_log (at, factory_id, actor, action, object, detail, correlation_id)
-      SELECT '2026-12-04T11:00:00.000Z', 1, 'device:' || (1000 + i), 'device-link.report', 'device:' || (1000 + i), '{}', 'c'
-      FROM n`.execute(db);
+    await auditFiller(db, FILLER);
     await sql`ANALYZE`.execute(db);
   });
   afterAll(async () => {

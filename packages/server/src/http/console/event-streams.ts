@@ -1,6 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import { KeyferryError } from '@keyferry/core';
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
 import type { Factory } from '../../factories/factories.ts';
 import type { Db } from '../../storage/database.ts';
 import { loadLive } from './overview-page.ts';
@@ -27,12 +27,15 @@ interface Feed {
  */
 export class EventStreams {
   readonly #db: Db;
+  readonly #log: FastifyBaseLogger;
   readonly #load: typeof loadLive;
   readonly #feeds = new Map<number, Feed>();
   readonly #open = new Set<() => void>();
 
-  constructor(db: Db, load: typeof loadLive = loadLive) {
+  /** `log` gets a failed push: the push is the factory's, not one page's request. */
+  constructor(db: Db, log: FastifyBaseLogger, load: typeof loadLive = loadLive) {
     this.#db = db;
+    this.#log = log;
     this.#load = load;
   }
 
@@ -55,7 +58,7 @@ export class EventStreams {
     if (feed) {
       if (feed.last) res.write(feed.last);
     } else {
-      feed = this.#feed(request, factory);
+      feed = this.#feed(factory);
     }
     feed.streams.add(res);
     const joined = feed;
@@ -73,7 +76,7 @@ export class EventStreams {
   }
 
   /** A factory's feed, pushing at once and then every LIVE_PUSH_MS to every stream it holds. */
-  #feed(request: FastifyRequest, factory: Factory): Feed {
+  #feed(factory: Factory): Feed {
     let busy = false;
     const push = async () => {
       if (busy) return; // a slow database skips a beat rather than piling up queries
@@ -83,7 +86,7 @@ export class EventStreams {
         event = `event: live\ndata: ${JSON.stringify(await this.#load(this.#db, factory))}\n\n`;
         feed.last = event;
       } catch (err) {
-        request.log.error({ err }, 'console live update failed');
+        this.#log.error({ err, factory: factory.name }, 'console live update failed');
         event = 'event: failed\ndata: {}\n\n';
       } finally {
         busy = false;

@@ -92,7 +92,7 @@ export async function consoleRoutes(
     Object.keys(ASSET_TYPES).map((name) => [name, readFileSync(new URL(name, ASSETS_DIR))]),
   );
   const sessions = new ConsoleSessions();
-  const streams = new EventStreams(db);
+  const streams = new EventStreams(db, app.log);
   app.addHook('preClose', async () => streams.closeAll());
 
   await app.register(
