@@ -1,11 +1,11 @@
 import { KeyferryError } from '@keyferry/core';
-import { type OnConflictBuilder, type QueryCreator, sql, type UpdateObject } from 'kysely';
+import { type Insertable, type OnConflictBuilder, type QueryCreator, sql, type UpdateObject } from 'kysely';
 import { rankAfterWrite, refreshDeviceState } from '../allowlist/device-state.ts';
 import { type AuditEntry, auditRow, recordAudit } from '../audit/audit-log.ts';
 import { type AssignedObject, assignedObjects } from '../el2g/assigned-objects.ts';
 import { compiledOnce } from '../storage/compiled-query.ts';
-import { type Db, onPostgres } from '../storage/database.ts';
-import type { DevicesTable, ProvisioningState, Tables } from '../storage/tables.ts';
+import { asOneWrite, type Db, onPostgres } from '../storage/database.ts';
+import type { CertificatesTable, DevicesTable, ProvisioningState, Tables } from '../storage/tables.ts';
 import type { DeviceSession } from './session.ts';
 
 export type { AssignedObject };
@@ -166,40 +166,99 @@ function auditFromTouched(qc: Touched, at: unknown, a: unknown[]) {
     );
 }
 
+/** The columns of a device certificate's row, in the order of its values in the statements below. */
+const CERTIFICATE_COLUMNS = [
+  'factory_id',
+  'device_row_id',
+  'secure_object_id',
+  'ca_id',
+  'serial_hex',
+  'public_key_sha256',
+  'subject_cn',
+  'pem',
+  'not_before',
+  'not_after',
+  'issued_at',
+  'revoked_at',
+  'revocation_reason',
+] as const satisfies readonly (keyof Insertable<CertificatesTable>)[];
+/** The integer columns: a parameter in a select list is text to PostgreSQL, so these are cast. */
+const INTEGER_COLUMNS: ReadonlySet<string> = new Set([
+  'factory_id',
+  'device_row_id',
+  'secure_object_id',
+  'ca_id',
+]);
+
+export type IssuedCertificate = Insertable<CertificatesTable>;
+
+const certificateInsert = compiledOnce((db, values: unknown[]) =>
+  db
+    .insertInto('certificates')
+    .values(Object.fromEntries(CERTIFICATE_COLUMNS.map((c, i) => [c, values[i]])) as IssuedCertificate),
+);
+
+/** PostgreSQL: the certificate's row, selected from `touched` (inserted only when the device's row was updated). */
+function certificateFromTouched(qc: Touched, values: unknown[]) {
+  return qc
+    .insertInto('certificates')
+    .columns(CERTIFICATE_COLUMNS)
+    .expression((eb) =>
+      eb
+        .selectFrom('touched')
+        .select(
+          CERTIFICATE_COLUMNS.map((c, i) =>
+            (INTEGER_COLUMNS.has(c) ? sql`CAST(${values[i]} AS integer)` : sql`${values[i]}`).as(c),
+          ),
+        ),
+    );
+}
+
 /**
  * PostgreSQL: writeAndRank with the request's audit row in the same statement (a device-link
  * request's whole record of itself in one round trip; index = rows, 0 for the connection
- * alone). The devices row is updated in a CTE, the states upserted and the audit row inserted
- * only when that row was: nothing is written when the device was deleted meanwhile, so the
- * statement is whole on its own (recordDeviceStatesAlone runs it outside a transaction).
- * Parameters: the rows' values, the time, the device's row id, the audit row's AUDIT_VALUES.
- * Affects one row (the audit row's insert), none when the device is gone.
+ * alone), and with `issuing` the certificate an enrollment issued. The devices row is updated
+ * in a CTE, the states upserted, the certificate and the audit row inserted only when that
+ * row was: nothing is written when the device was deleted meanwhile, so the statement is whole
+ * on its own (recordDeviceStatesAlone runs it outside a transaction). Parameters: the rows'
+ * values, the time, the device's row id, the audit row's AUDIT_VALUES, the certificate's
+ * CERTIFICATE_COLUMNS. Affects one row (the audit row's insert), none when the device is gone.
  */
-const writeAndAudit = Array.from({ length: UPSERT_ROWS + 1 }, (_, rows) =>
-  compiledOnce((db, params: unknown[]) => {
-    const at = params[rows * 5] as string;
-    const rowId = params[rows * 5 + 1] as number;
-    const audit = params.slice(rows * 5 + 2, rows * 5 + 2 + AUDIT_VALUES);
-    if (rows === 0) {
-      const touched = db.with('touched', (qc) => touchActive(qc, rowId, { last_connection: at }));
+function writeAndAuditStatements(issuing: boolean) {
+  return Array.from({ length: UPSERT_ROWS + 1 }, (_, rows) =>
+    compiledOnce((db, params: unknown[]) => {
+      const at = params[rows * 5] as string;
+      const rowId = params[rows * 5 + 1] as number;
+      const audit = params.slice(rows * 5 + 2, rows * 5 + 2 + AUDIT_VALUES);
+      const certificate = params.slice(rows * 5 + 2 + AUDIT_VALUES);
+      // the device's row first: it is locked and judged (deleted or not) before anything else
+      // is written, and the other writes run only when it was updated, so the statement needs
+      // no transaction around it to leave nothing behind for a removed device
+      let touched = (rows === 0
+        ? db.with('touched', (qc) => touchActive(qc, rowId, { last_connection: at }))
+        : db
+            .with(V, () => stateValues(rows, params))
+            .with('touched', (qc) =>
+              touchActive(qc as unknown as QueryCreator<Tables>, rowId, {
+                state_rank: rankAfterWrite(),
+                state_at: at,
+                last_connection: at,
+              }),
+            )
+            .with('written', (qc) =>
+              upsertFromValues(qc as unknown as WithValues, true),
+            )) as unknown as Touched;
+      if (issuing) {
+        touched = touched.with('issued', (qc) =>
+          certificateFromTouched(qc as unknown as Touched, certificate),
+        ) as unknown as Touched;
+      }
       return auditFromTouched(touched, at, audit);
-    }
-    // the device's row first: it is locked and judged (deleted or not) before any state is
-    // written, and the upsert runs only when it was updated, so the statement needs no
-    // transaction around it to leave nothing behind for a removed device
-    const touched = db
-      .with(V, () => stateValues(rows, params))
-      .with('touched', (qc) =>
-        touchActive(qc as unknown as QueryCreator<Tables>, rowId, {
-          state_rank: rankAfterWrite(),
-          state_at: at,
-          last_connection: at,
-        }),
-      )
-      .with('written', (qc) => upsertFromValues(qc as unknown as WithValues, true));
-    return auditFromTouched(touched as unknown as Touched, at, audit);
-  }),
-);
+    }),
+  );
+}
+const writeAndAudit = writeAndAuditStatements(false);
+const writeIssueAndAudit = writeAndAuditStatements(true);
 
 export type StateChange = { secureObjectId: number; state: ProvisioningState; reason: string | null };
 
@@ -218,9 +277,10 @@ export async function setObjectState(
 /**
  * What a device-link request records in its transaction: several of the device's object
  * states (one statement per twelve, the device's own state recomputed once), its connection
- * (touchDevice), in the same statement as its state when a state changes, and its audit row.
- * On PostgreSQL all of it is one statement (writeAndAudit). Refuses `device_not_allowlisted`
- * when the device's row was deleted meanwhile; the caller's transaction then undoes the rest.
+ * (touchDevice), in the same statement as its state when a state changes, its audit row and,
+ * for an enrollment, the certificate it issued. On PostgreSQL all of it is one statement
+ * (writeAndAudit, writeIssueAndAudit). Refuses `device_not_allowlisted` when the device's row
+ * was deleted meanwhile; the caller's transaction then undoes the rest.
  */
 export async function recordDeviceStates(
   db: Db,
@@ -228,38 +288,42 @@ export async function recordDeviceStates(
   changes: readonly StateChange[],
   now: Date,
   audit: AuditEntry,
+  issued?: IssuedCertificate,
 ): Promise<void> {
   const rows = oneRowPerObject(changes);
   if (inOneStatement(db, rows.length)) {
     const at = now.toISOString();
     const a = auditRow(audit, at);
-    const result = await writeAndAudit[rows.length]!(
+    const result = await (issued ? writeIssueAndAudit : writeAndAudit)[rows.length]!(
       db,
       ...rows.flatMap((c) => [session.device.rowId, c.secureObjectId, c.state, c.reason, at]),
       at,
       session.device.rowId,
       // AUDIT_VALUES of them
       ...[a.factory_id, a.actor, a.action, a.object, a.detail, a.correlation_id],
+      ...(issued ? CERTIFICATE_COLUMNS.map((c) => issued[c]) : []),
     );
     if (Number(result.numAffectedRows) !== 1) throw notAllowListed(session);
     return;
   }
+  if (issued) await certificateInsert(db, ...CERTIFICATE_COLUMNS.map((c) => issued[c]));
   if (!(await writeStates(db, session.device.rowId, rows, now, { touch: true })))
     throw notAllowListed(session);
   await recordAudit(db, audit, now);
 }
 
 /**
- * recordDeviceStates as a request's only write, in a transaction of its own when it needs one:
- * on PostgreSQL (up to UPSERT_ROWS objects) it is one statement that writes all or nothing, and
- * runs without BEGIN and COMMIT, two round trips fewer (the manifest's connection record).
+ * recordDeviceStates whole by itself: in the caller's transaction when there is one; on
+ * PostgreSQL (up to UPSERT_ROWS objects) one statement that writes all or nothing, without
+ * BEGIN and COMMIT (two round trips fewer: the manifest's connection record, an enrollment, a
+ * report); otherwise in a transaction of its own.
  */
 export async function recordDeviceStatesAlone(
-  ...[db, session, changes, now, audit]: Parameters<typeof recordDeviceStates>
+  ...[db, session, changes, now, audit, issued]: Parameters<typeof recordDeviceStates>
 ): Promise<void> {
   if (inOneStatement(db, oneRowPerObject(changes).length))
-    return recordDeviceStates(db, session, changes, now, audit);
-  await db.transaction().execute((trx) => recordDeviceStates(trx, session, changes, now, audit));
+    return recordDeviceStates(db, session, changes, now, audit, issued);
+  await asOneWrite(db, (trx) => recordDeviceStates(trx, session, changes, now, audit, issued));
 }
 
 /** Whether a write of `rows` object states is one statement here (writeAndRank, writeAndAudit). */

@@ -8,17 +8,16 @@ import {
   parseAndVerifyCsr,
   toPem,
 } from '@keyferry/core';
-import type { Insertable } from 'kysely';
 import type { AuditEntry } from '../audit/audit-log.ts';
 import { type RefreshDeps, refreshCrls } from '../revocation/refresh.ts';
 import { compiledOnce } from '../storage/compiled-query.ts';
-import type { Db } from '../storage/database.ts';
-import type { CertificatesTable } from '../storage/tables.ts';
+import { asOneWrite, type Db, readThenWrite } from '../storage/database.ts';
 import {
   type AssignedObject,
   deviceLinkObjects,
+  type IssuedCertificate,
   notAllowListed,
-  recordDeviceStates,
+  recordDeviceStatesAlone,
   setObjectState,
   touchDevice,
 } from './device-records.ts';
@@ -62,8 +61,10 @@ export function certificateObject(objects: readonly AssignedObject[], label: str
  * valid until the device reports the new one stored (report.ts), so a device that loses power
  * mid-rotation still holds a working credential.
  * A refused CSR leaves an object without a live certificate GENERATION_FAILED with the
- * reason (one with a live certificate keeps its state). One transaction; after
- * it commits, a rotation re-signs the CRLs of the superseded certificates' CAs (best effort).
+ * reason (one with a live certificate keeps its state). Read and written with readThenWrite:
+ * on SQLite one transaction; on PostgreSQL a read, then one statement (certificate, states,
+ * connection and audit row), in a transaction only with a revocation. After it commits, a
+ * rotation re-signs the CRLs of the superseded certificates' CAs (best effort).
  */
 export async function enrollDevice(
   deps: IssuanceDeps,
@@ -100,76 +101,73 @@ export async function enrollDevice(
   const actor = `device:${session.device.deviceId}`;
   const superseded: number[] = [];
   let keyReused: KeyferryError | undefined;
-  const enrollment = await db
-    .transaction()
-    .execute(async (trx): Promise<Enrollment> => {
-      // one read: this object's live certificates, and any of another object with the CSR's key
-      const { rows: current } = await enrollmentCertificates(trx, session.device.rowId, object.id, keyHash);
-      const other = current.find((r) => r.secure_object_id !== object.id);
-      if (other) {
-        keyReused = keyOfAnotherObject(objects, object, other.object_name);
-        throw keyReused;
-      }
-      const same = renewing ? undefined : current.find((c) => c.public_key_sha256 === keyHash);
-      const audit = (detail: Record<string, unknown>): AuditEntry => ({
-        factoryId: session.factory.id,
-        actor,
-        action: 'device-link.enroll',
-        object: `secure-object:${object.name}`,
-        detail,
-        correlationId: change.correlationId,
-      });
-      if (same) {
-        await setCompleted(
-          trx,
-          session,
-          objects,
-          object,
-          true,
-          now,
-          audit({
-            mode,
-            serial: same.serial_hex,
-            reused: true,
-            device: session.device.deviceId,
-          }),
-        );
-        return { certificate: fromPem(same.pem, 'CERTIFICATE'), reused: true };
-      }
-      if (renewing && current.length === 0) {
-        throw new KeyferryError(
-          'object_not_issued',
-          `${object.name} has no certificate to renew for this device; enroll it first with simpleenroll`,
-        );
-      }
-      const cert = await issueDeviceCertificate({
-        template: ca.template,
-        deviceId: session.identity.deviceId,
-        publicKeySpki: csr.publicKeySpki,
-        signer: ca.signer,
-        now,
-      });
-      const der = cert.der;
-      await insertCertificate(trx, {
-        factory_id: session.factory.id,
-        device_row_id: session.device.rowId,
-        secure_object_id: object.id,
-        ca_id: ca.id,
-        serial_hex: cert.serialHex,
-        public_key_sha256: keyHash,
-        subject_cn: session.identity.deviceId.hex,
-        pem: toPem(der, 'CERTIFICATE'),
-        not_before: cert.notBefore.toISOString(),
-        not_after: cert.notAfter.toISOString(),
-        issued_at: now.toISOString(),
-        revoked_at: null,
-        revocation_reason: null,
-      });
-      if (!renewing) {
-        await revokeAsSuperseded(trx, current, now);
-        superseded.push(...current.map((c) => c.ca_id));
-      }
+  const enrollment = await readThenWrite(db, async (reader): Promise<Enrollment> => {
+    // one read: this object's live certificates, and any of another object with the CSR's key
+    const { rows: current } = await enrollmentCertificates(reader, session.device.rowId, object.id, keyHash);
+    const other = current.find((r) => r.secure_object_id !== object.id);
+    if (other) {
+      keyReused = keyOfAnotherObject(objects, object, other.object_name);
+      throw keyReused;
+    }
+    const same = renewing ? undefined : current.find((c) => c.public_key_sha256 === keyHash);
+    const audit = (detail: Record<string, unknown>): AuditEntry => ({
+      factoryId: session.factory.id,
+      actor,
+      action: 'device-link.enroll',
+      object: `secure-object:${object.name}`,
+      detail,
+      correlationId: change.correlationId,
+    });
+    if (same) {
       await setCompleted(
+        reader,
+        session,
+        objects,
+        object,
+        true,
+        now,
+        audit({
+          mode,
+          serial: same.serial_hex,
+          reused: true,
+          device: session.device.deviceId,
+        }),
+      );
+      return { certificate: fromPem(same.pem, 'CERTIFICATE'), reused: true };
+    }
+    if (renewing && current.length === 0) {
+      throw new KeyferryError(
+        'object_not_issued',
+        `${object.name} has no certificate to renew for this device; enroll it first with simpleenroll`,
+      );
+    }
+    const cert = await issueDeviceCertificate({
+      template: ca.template,
+      deviceId: session.identity.deviceId,
+      publicKeySpki: csr.publicKeySpki,
+      signer: ca.signer,
+      now,
+    });
+    const der = cert.der;
+    const issued: IssuedCertificate = {
+      factory_id: session.factory.id,
+      device_row_id: session.device.rowId,
+      secure_object_id: object.id,
+      ca_id: ca.id,
+      serial_hex: cert.serialHex,
+      public_key_sha256: keyHash,
+      subject_cn: session.identity.deviceId.hex,
+      pem: toPem(der, 'CERTIFICATE'),
+      not_before: cert.notBefore.toISOString(),
+      not_after: cert.notAfter.toISOString(),
+      issued_at: now.toISOString(),
+      revoked_at: null,
+      revocation_reason: null,
+    };
+    // a renewal revokes nothing until the device reports the new certificate stored (report.ts)
+    const supersedes = renewing ? [] : current;
+    const record = (trx: Db) =>
+      setCompleted(
         trx,
         session,
         objects,
@@ -185,13 +183,21 @@ export async function enrollDevice(
             ? { supersededOnReport: current.map((c) => c.serial_hex) }
             : { superseded: current.map((c) => c.serial_hex) }),
         }),
+        issued,
       );
-      return { certificate: der, reused: false };
-    })
-    .catch(async (error: unknown) => {
-      if (keyReused && error === keyReused) await failObject(db, session, object, keyReused, now);
-      throw error;
-    });
+    if (supersedes.length === 0) await record(reader);
+    else {
+      await asOneWrite(reader, async (trx) => {
+        await revokeAsSuperseded(trx, supersedes, now);
+        await record(trx);
+      });
+      superseded.push(...supersedes.map((c) => c.ca_id));
+    }
+    return { certificate: der, reused: false };
+  }).catch(async (error: unknown) => {
+    if (keyReused && error === keyReused) await failObject(db, session, object, keyReused, now);
+    throw error;
+  });
   await refreshCrls(deps, superseded);
   return enrollment;
 }
@@ -230,36 +236,11 @@ const enrollmentCertificates = compiledOnce(
       .orderBy('certificates.id', 'desc'),
 );
 
-const CERTIFICATE_COLUMNS = [
-  'factory_id',
-  'device_row_id',
-  'secure_object_id',
-  'ca_id',
-  'serial_hex',
-  'public_key_sha256',
-  'subject_cn',
-  'pem',
-  'not_before',
-  'not_after',
-  'issued_at',
-  'revoked_at',
-  'revocation_reason',
-] as const satisfies readonly (keyof Insertable<CertificatesTable>)[];
-const certificateInsert = compiledOnce((db, values: unknown[]) =>
-  db
-    .insertInto('certificates')
-    .values(
-      Object.fromEntries(CERTIFICATE_COLUMNS.map((c, i) => [c, values[i]])) as Insertable<CertificatesTable>,
-    ),
-);
-function insertCertificate(db: Db, row: Insertable<CertificatesTable>) {
-  return certificateInsert(db, ...CERTIFICATE_COLUMNS.map((c) => row[c]));
-}
-
 /**
  * The enrolled object (and its key pair) GENERATION_COMPLETED, the device's connection recorded
- * in the same statement, and the enrollment's audit row; refuses when the device left the
- * allow-list meanwhile (the transaction then undoes the enrollment, certificate included).
+ * in the same statement, the enrollment's audit row and the certificate it `issued`, whole
+ * (recordDeviceStatesAlone); refuses when the device left the allow-list meanwhile, and then
+ * nothing is written, certificate included.
  */
 async function setCompleted(
   db: Db,
@@ -269,6 +250,7 @@ async function setCompleted(
   reused: boolean,
   now: Date,
   audit: AuditEntry,
+  issued?: IssuedCertificate,
 ): Promise<void> {
   const keypair = objects.find((o) => o.id === object.keypairId);
   const targets = (keypair ? [object, keypair] : [object]).filter(
@@ -276,12 +258,13 @@ async function setCompleted(
     (target) =>
       !(reused && (target.state === 'PROVISIONING_COMPLETED' || target.state === 'GENERATION_COMPLETED')),
   );
-  await recordDeviceStates(
+  await recordDeviceStatesAlone(
     db,
     session,
     targets.map((t) => ({ secureObjectId: t.id, state: 'GENERATION_COMPLETED' as const, reason: null })),
     now,
     audit,
+    issued,
   );
 }
 

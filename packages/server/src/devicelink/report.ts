@@ -1,11 +1,13 @@
 import { KeyferryError } from '@keyferry/core';
 import { z } from 'zod';
+import type { AuditEntry } from '../audit/audit-log.ts';
 import { type RefreshDeps, refreshCrls } from '../revocation/refresh.ts';
+import { asOneWrite, readThenWrite } from '../storage/database.ts';
 import type { ProvisioningState } from '../storage/tables.ts';
-import { deviceLinkObjects, recordDeviceStates } from './device-records.ts';
+import { deviceLinkObjects, recordDeviceStates, recordDeviceStatesAlone } from './device-records.ts';
 import { isIssued } from './plan-gate.ts';
 import type { DeviceSession } from './session.ts';
-import { revokeAllButNewest } from './supersede.ts';
+import { revokeAsSuperseded, type SupersededCertificate, supersededByNewest } from './supersede.ts';
 
 export const reportSchema = z.strictObject({
   results: z
@@ -65,34 +67,34 @@ export async function recordReport(
       reason: result.status === 'FAILED' ? (result.detail ?? 'the device reported a failure') : null,
     };
   });
-  const revokedCas: number[] = [];
-  await db.transaction().execute(async (trx) => {
-    const superseded: string[] = [];
+  const audit = (superseded: readonly SupersededCertificate[]): AuditEntry => ({
+    factoryId: session.factory.id,
+    actor: `device:${session.device.deviceId}`,
+    action: 'device-link.report',
+    object: `device:${session.device.deviceId}`,
+    detail: {
+      results: updates.map((u) => ({ name: u.object.name, state: u.state, reason: u.reason })),
+      ...(superseded.length > 0 ? { superseded: superseded.map((c) => c.serial_hex) } : {}),
+    },
+    correlationId: change.correlationId,
+  });
+  const states = updates.map((u) => ({ secureObjectId: u.object.id, state: u.state, reason: u.reason }));
+  const revokedCas = await readThenWrite(db, async (reader) => {
+    const superseded: SupersededCertificate[] = [];
     for (const u of updates) {
       if (u.state !== 'PROVISIONING_COMPLETED' || u.object.type !== 'CERTIFICATE') continue;
-      for (const old of await revokeAllButNewest(trx, session.device.rowId, u.object.id, now)) {
-        superseded.push(old.serial_hex);
-        revokedCas.push(old.ca_id);
-      }
+      superseded.push(...(await supersededByNewest(reader, session.device.rowId, u.object.id)));
     }
-    // the states, the connection and the audit row last: refused if the device is gone, which undoes the revocations
-    await recordDeviceStates(
-      trx,
-      session,
-      updates.map((u) => ({ secureObjectId: u.object.id, state: u.state, reason: u.reason })),
-      now,
-      {
-        factoryId: session.factory.id,
-        actor: `device:${session.device.deviceId}`,
-        action: 'device-link.report',
-        object: `device:${session.device.deviceId}`,
-        detail: {
-          results: updates.map((u) => ({ name: u.object.name, state: u.state, reason: u.reason })),
-          ...(superseded.length > 0 ? { superseded } : {}),
-        },
-        correlationId: change.correlationId,
-      },
-    );
+    // the states, the connection and the audit row, with the revocations when there are any:
+    // refused if the device is gone, which undoes the revocations
+    if (superseded.length === 0) await recordDeviceStatesAlone(reader, session, states, now, audit([]));
+    else {
+      await asOneWrite(reader, async (trx) => {
+        await revokeAsSuperseded(trx, superseded, now);
+        await recordDeviceStates(trx, session, states, now, audit(superseded));
+      });
+    }
+    return superseded.map((c) => c.ca_id);
   });
   await refreshCrls(deps, revokedCas);
   return { objects: updates.map((u) => ({ name: u.object.name, state: u.state })) };

@@ -37,16 +37,14 @@ const liveOfObject = compiledOnce((db, [deviceRowId, secureObjectId]: [number, n
 );
 
 /**
- * Ends a rotation once the device reported the new certificate stored: every live certificate
- * of the object except the newest is revoked. Returns those revoked.
+ * What ends a rotation once the device reported the new certificate stored: every live
+ * certificate of the object except the newest, which the caller revokes (revokeAsSuperseded).
  */
-export async function revokeAllButNewest(
+export async function supersededByNewest(
   db: Db,
   deviceRowId: number,
   secureObjectId: number,
-  now: Date,
 ): Promise<SupersededCertificate[]> {
   const [, ...older] = (await liveOfObject(db, deviceRowId, secureObjectId)).rows;
-  await revokeAsSuperseded(db, older, now);
   return older;
 }

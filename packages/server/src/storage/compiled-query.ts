@@ -9,9 +9,10 @@ class Slot {
 
 /**
  * More than any hot-path query takes (the largest: a 12-row upsert of 5 values each with the
- * time, the device and the audit row's 6 values, device-records.ts writeAndAudit).
+ * time, the device, the audit row's 6 values and an issued certificate's 13, device-records.ts
+ * writeAndAudit).
  */
-const SLOTS = Array.from({ length: 80 }, (_, i) => new Slot(i));
+const SLOTS = Array.from({ length: 96 }, (_, i) => new Slot(i));
 
 /**
  * A Kysely query built and compiled once per database (dialect) instead of on every call:

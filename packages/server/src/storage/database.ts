@@ -27,6 +27,26 @@ export function onPostgres(db: Db): boolean {
   return db.getExecutor().adapter instanceof PostgresAdapter;
 }
 
+/** keyferry's PostgreSQL sessions: transactions READ COMMITTED (PostgreSQL's default). */
+export const READ_COMMITTED = '-c default_transaction_isolation=read\\ committed';
+
+/**
+ * A request that reads, decides and then writes. SQLite: all of it in one transaction, whose
+ * `BEGIN IMMEDIATE` holds the write lock from the first read. PostgreSQL: keyferry's
+ * sessions there run their transactions READ COMMITTED (READ_COMMITTED), where a read inside a transaction sees
+ * nothing a read just before it would not, so the reads run outside one and `work` makes its
+ * writes whole itself: one statement, or `asOneWrite` around several (two round trips, BEGIN and
+ * COMMIT, fewer per request).
+ */
+export function readThenWrite<T>(db: Db, work: (db: Db) => Promise<T>): Promise<T> {
+  return onPostgres(db) ? work(db) : db.transaction().execute(work);
+}
+
+/** Writes that commit together: in the caller's transaction, or in one of their own. */
+export function asOneWrite<T>(db: Db, write: (trx: Db) => Promise<T>): Promise<T> {
+  return db.isTransaction ? write(db) : db.transaction().execute(write);
+}
+
 export interface Database {
   db: Db;
   dialect: Dialect;
@@ -104,7 +124,13 @@ export async function openDatabase(
         : { checkpointInBackground: (log: Logger) => startWalCheckpointer(path, log) }),
     };
   }
-  const pool = new pg.Pool({ connectionString: storage.url, max: storage.poolSize });
+  const pool = new pg.Pool({
+    connectionString: storage.url,
+    max: storage.poolSize,
+    // what readThenWrite relies on, whatever the database's own default (an `options` in the
+    // URL replaces this: the operator's choice)
+    options: READ_COMMITTED,
+  });
   // A connection PostgreSQL drops (restart, failover, network) is reported as an 'error' event,
   // on the pool for an idle connection and on the client itself otherwise; unhandled, either
   // would end the whole process. A query running on it fails with its own error; the pool

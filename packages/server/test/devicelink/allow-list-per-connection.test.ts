@@ -1,8 +1,13 @@
-import { Agent } from 'node:https';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PROCESS_TEST_TIMEOUT_MS } from '../../../../test/support/processes.ts';
 import { BACKENDS } from '../support/databases.ts';
-import { type DeviceLinkFixture, freshCsr, startDeviceLinkFixture, type TestDevice } from './fixture.ts';
+import {
+  type DeviceLinkFixture,
+  freshCsr,
+  keepAliveLink,
+  startDeviceLinkFixture,
+  type TestDevice,
+} from './fixture.ts';
 
 const ENROLL = '/.well-known/est/fio-device-gateway-ca/simpleenroll';
 const REPORT = '/device-link/v1/report';
@@ -25,14 +30,7 @@ describe.each(BACKENDS)(
       await f?.svc.stop();
     });
 
-    /** One keep-alive connection for every call of `device`. */
-    function connection(device: TestDevice) {
-      const agent = new Agent({ keepAlive: true, maxSockets: 1 });
-      return {
-        call: (options: Parameters<DeviceLinkFixture['call']>[1]) => f.call(device, { agent, ...options }),
-        close: () => agent.destroy(),
-      };
-    }
+    const connection = (device: TestDevice) => keepAliveLink(f, device);
 
     async function removeFromAllowList(device: TestDevice) {
       await f.svc.service.ctx.database.db

@@ -1,4 +1,3 @@
-import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditEntry } from '../../src/audit/audit-log.ts';
 import {
@@ -12,7 +11,7 @@ import { insertFactory } from '../../src/factories/factories.ts';
 import { statementsSent } from '../../src/storage/statement-count.ts';
 import type { ProvisioningState } from '../../src/storage/tables.ts';
 import { seedGatewayObjects } from '../allowlist/fixtures.ts';
-import { BACKENDS, freshDatabase } from '../support/databases.ts';
+import { BACKENDS, freshDatabase, untilWaitingOnALock } from '../support/databases.ts';
 
 /**
  * What a device-link request records about the device: its objects' states, its own state
@@ -201,7 +200,7 @@ describe.each(BACKENDS)('object states and the device state on %s', (backend) =>
             () => 'written',
             (e: unknown) => e,
           );
-          if (backend === 'postgres') await untilWaitingOnALock();
+          if (backend === 'postgres') await untilWaitingOnALock(db());
         });
       expect(String(await write)).toMatch(/device 1234 was removed from factory states's allow-list/);
       expect(await device()).toEqual(before);
@@ -216,17 +215,6 @@ describe.each(BACKENDS)('object states and the device state on %s', (backend) =>
         .execute();
     }
   });
-
-  /** Until a backend of this database waits for a row lock (the write above), at most ~10 s. */
-  async function untilWaitingOnALock() {
-    for (let i = 0; i < 200; i++) {
-      const { rows } = await sql<{ n: string }>`SELECT count(*) AS n FROM pg_stat_activity
-        WHERE datname = current_database() AND wait_event_type = 'Lock'`.execute(db());
-      if (Number(rows[0]?.n) > 0) return;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    throw new Error("the write never waited for the removed device's row");
-  }
 
   it('refuses a device removed meanwhile: no state, no connection, no audit row', async () => {
     const before = await device();

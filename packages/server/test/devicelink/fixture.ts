@@ -1,5 +1,6 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { Agent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createCsr, type DeviceId, selfSignedCa, softSigner, toPem } from '@keyferry/core';
@@ -19,7 +20,7 @@ import {
 } from '../../../../test/support/device-link.ts';
 import type { ConfigInput } from '../../src/config/schema.ts';
 import type { BackendName } from '../support/databases.ts';
-import { startTestService, type TestService } from '../support/service.ts';
+import { type StartTestOptions, startTestService, type TestService } from '../support/service.ts';
 
 export const SE050 = '935389312472';
 export const SE051 = '935414457472';
@@ -55,13 +56,18 @@ export async function startDeviceLinkFixture(
   backend: BackendName = 'sqlite',
   /** More config for the service (e.g. narrower listener limits). */
   overrides: ConfigInput = {},
+  options: StartTestOptions = {},
 ): Promise<DeviceLinkFixture> {
   const work = mkdtempSync(join(tmpdir(), 'keyferry-dl-'));
   const otherVendor = await loadOrCreateVendorCa(join(work, 'other-vendor'));
-  const svc = await startTestService(backend, {
-    products: [{ nc12: SE051, name: 'SE051', trustAnchors: [otherVendor.certificateFile] }],
-    ...overrides,
-  });
+  const svc = await startTestService(
+    backend,
+    {
+      products: [{ nc12: SE051, name: 'SE051', trustAnchors: [otherVendor.certificateFile] }],
+      ...overrides,
+    },
+    options,
+  );
   // Made after keyferryd started, as keyferry-sim would: the service reads it on demand.
   const vendor = await loadOrCreateVendorCa(join(svc.dataDir, 'sim'));
   const pki = await setupDeviceGateway(svc.url, svc.token);
@@ -163,6 +169,15 @@ export function writeTemp(name: string, text: string): string {
   const path = join(mkdtempSync(join(tmpdir(), 'keyferry-dl-f-')), name);
   writeFileSync(path, text);
   return path;
+}
+
+/** One keep-alive connection of `device` for every call made with it, as the agent keeps one. */
+export function keepAliveLink(f: Pick<DeviceLinkFixture, 'call'>, device: TestDevice) {
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  return {
+    call: (options: Parameters<DeviceLinkFixture['call']>[1]) => f.call(device, { agent, ...options }),
+    close: () => agent.destroy(),
+  };
 }
 
 /**

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CompiledQuery } from 'kysely';
+import { CompiledQuery, sql } from 'kysely';
 import { inject } from 'vitest';
 import { createDatabase } from '../../../../test/support/postgres.ts';
 import { type Database, type Db, openDatabase } from '../../src/storage/database.ts';
@@ -40,4 +40,18 @@ export async function queryPlan(db: Db, query: CompiledQuery, backend: BackendNa
     CompiledQuery.raw(`${explain} ${query.sql}`, [...query.parameters]),
   );
   return rows.map((r) => String(r.detail ?? r['QUERY PLAN']));
+}
+
+/**
+ * PostgreSQL: until a backend of `db`'s database waits for a lock (a write blocked on a row
+ * another transaction holds), at most ~10 s.
+ */
+export async function untilWaitingOnALock(db: Db): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const { rows } = await sql<{ n: string }>`SELECT count(*) AS n FROM pg_stat_activity
+      WHERE datname = current_database() AND wait_event_type = 'Lock'`.execute(db);
+    if (Number(rows[0]?.n) > 0) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error('no backend ever waited for a lock');
 }

@@ -1,0 +1,282 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PROCESS_TEST_TIMEOUT_MS } from '../../../../test/support/processes.ts';
+import { statementsSent } from '../../src/storage/statement-count.ts';
+import { BACKENDS, type BackendName, untilWaitingOnALock } from '../support/databases.ts';
+import {
+  type DeviceLinkFixture,
+  freshCsr,
+  keepAliveLink,
+  provisionOverDeviceLink,
+  startDeviceLinkFixture,
+  type TestDevice,
+} from './fixture.ts';
+
+const MANIFEST = '/device-link/v1/manifest';
+const EST = '/.well-known/est/fio-device-gateway-ca';
+const CSR_HEADERS = { 'content-type': 'application/pkcs10', 'content-transfer-encoding': 'base64' };
+const JSON_HEADERS = { 'content-type': 'application/json' };
+const BOTH_STORED = JSON.stringify({
+  results: [
+    { name: 'fio-device-gateway-ca-kp', status: 'SUCCESS' },
+    { name: 'fio-device-gateway-ca', status: 'SUCCESS' },
+  ],
+});
+
+/** No bulk-job poll during a test: each request's statements are the only ones sent. */
+const QUIET_JOBS = { jobs: { pollMs: 3_600_000 } };
+/** The statements of re-signing a CA's CRL after a revocation commits (revocation/refresh.ts). */
+const CRL_RESIGN = 7;
+
+/** The service, with one device provisioned: what its first connection reads once is read. */
+async function fixture(backend: BackendName) {
+  const f = await startDeviceLinkFixture(backend, {}, QUIET_JOBS);
+  await provisionOverDeviceLink(f.call, await f.device());
+  return f;
+}
+
+/**
+ * A device-link request reads, decides, then writes (storage/database.ts, readThenWrite). On
+ * SQLite all of it is one transaction. On PostgreSQL (READ COMMITTED) the reads run outside a
+ * transaction and the write is one statement (device-records.ts, writeAndAudit: the
+ * certificate, the states, the connection and the audit row), in a transaction only when the
+ * request also revokes: a device's three requests send 11 statements instead of 16.
+ */
+describe.each(BACKENDS)(
+  'what a device-link request sends to the database on %s',
+  { timeout: PROCESS_TEST_TIMEOUT_MS },
+  (backend) => {
+    let f: DeviceLinkFixture;
+    beforeAll(async () => {
+      f = await fixture(backend);
+    });
+    afterAll(async () => {
+      await f?.svc.stop();
+    });
+    const pg = backend === 'postgres';
+    const db = () => f.svc.service.ctx.database.db;
+
+    /** A call's answer and the statements it sent. */
+    async function counted(call: () => ReturnType<DeviceLinkFixture['call']>) {
+      const before = statementsSent();
+      const answer = await call();
+      expect(answer.status, answer.text).toBe(200);
+      return { answer, statements: statementsSent() - before };
+    }
+    const enroll = (link: ReturnType<typeof keepAliveLink>, base64: string, op = 'simpleenroll') =>
+      counted(() => link.call({ method: 'POST', path: `${EST}/${op}`, headers: CSR_HEADERS, body: base64 }));
+    const report = (link: ReturnType<typeof keepAliveLink>, body = BOTH_STORED) =>
+      counted(() =>
+        link.call({ method: 'POST', path: '/device-link/v1/report', headers: JSON_HEADERS, body }),
+      );
+    const certificates = (device: TestDevice) =>
+      db()
+        .selectFrom('certificates')
+        .select(['serial_hex', 'revocation_reason'])
+        .where('subject_cn', '=', device.uid.hex)
+        .orderBy('id')
+        .execute();
+    const actions = async (device: TestDevice) =>
+      (
+        await db()
+          .selectFrom('audit_log')
+          .select('action')
+          .where('actor', '=', `device:${device.uid.decimal}`)
+          .orderBy('id')
+          .execute()
+      ).map((r) => r.action);
+
+    it('provisions a device without BEGIN or COMMIT on PostgreSQL, each write one statement', async () => {
+      const device = await f.device();
+      const link = keepAliveLink(f, device);
+      try {
+        // the device's row (once per connection), its objects, their live certificates, the write
+        // (SQLite: BEGIN, the states, the device's state, the audit row, COMMIT)
+        const manifest = await counted(() => link.call({ path: MANIFEST }));
+        expect(manifest.statements).toBe(pg ? 4 : 8);
+        // objects, plan and CA, the certificates, the write (SQLite: BEGIN, the certificates, the
+        // certificate insert, the states, the device's state, the audit row, COMMIT)
+        const enrolled = await enroll(link, (await freshCsr()).base64);
+        expect(enrolled.statements).toBe(pg ? 4 : 9);
+        // objects, the object's live certificates, the write (SQLite: BEGIN, the certificates,
+        // the states, the device's state, the audit row, COMMIT)
+        const stored = await report(link);
+        expect(stored.statements).toBe(pg ? 3 : 7);
+      } finally {
+        link.close();
+      }
+      const [issued] = await certificates(device);
+      expect(issued?.revocation_reason).toBeNull();
+      expect(await f.states(device)).toEqual({
+        'fio-device-gateway-ca-kp': { state: 'PROVISIONING_COMPLETED', reason: null },
+        'fio-device-gateway-ca': { state: 'PROVISIONING_COMPLETED', reason: null },
+      });
+      expect(await actions(device)).toEqual([
+        'device-link.manifest',
+        'device-link.enroll',
+        'device-link.report',
+      ]);
+    });
+
+    it('revokes what a new key or a stored renewal supersedes in the same transaction as the write', async () => {
+      const device = await f.device();
+      const link = keepAliveLink(f, device);
+      try {
+        await counted(() => link.call({ path: MANIFEST }));
+        await enroll(link, (await freshCsr()).base64);
+        // a new key for the same object: the old certificate is revoked with the new one's write,
+        // BEGIN, the revocation, the write, COMMIT on PostgreSQL; then the CA's CRL is re-signed
+        const rekeyed = await enroll(link, (await freshCsr()).base64);
+        expect(rekeyed.statements).toBe((pg ? 7 : 10) + CRL_RESIGN);
+        expect((await certificates(device)).map((c) => c.revocation_reason)).toEqual(['superseded', null]);
+        await report(link);
+        // a renewal revokes nothing itself: one write on PostgreSQL again (and one read more than
+        // an enrollment on both backends)
+        const renewed = await enroll(link, (await freshCsr()).base64, 'simplereenroll');
+        expect(renewed.statements).toBe(pg ? 5 : 10);
+        expect((await certificates(device)).map((c) => c.revocation_reason)).toEqual([
+          'superseded',
+          null,
+          null,
+        ]);
+        // its report ends the rotation: the revocation and the write in one transaction
+        const stored = await report(link);
+        expect(stored.statements).toBe((pg ? 6 : 8) + CRL_RESIGN);
+        expect((await certificates(device)).map((c) => c.revocation_reason)).toEqual([
+          'superseded',
+          'superseded',
+          null,
+        ]);
+      } finally {
+        link.close();
+      }
+      expect(await f.states(device)).toEqual({
+        'fio-device-gateway-ca-kp': { state: 'PROVISIONING_COMPLETED', reason: null },
+        'fio-device-gateway-ca': { state: 'PROVISIONING_COMPLETED', reason: null },
+      });
+    });
+  },
+);
+
+/**
+ * PostgreSQL: the enrollment's and the report's one statement locks the device's row before
+ * it writes anything, so a removal that commits while the statement waits for that row
+ * leaves nothing behind: no certificate, no state, no audit row.
+ */
+describe('a device removed while its write waits for its row, on postgres', {
+  timeout: PROCESS_TEST_TIMEOUT_MS,
+}, () => {
+  let f: DeviceLinkFixture;
+  beforeAll(async () => {
+    f = await fixture('postgres');
+  });
+  afterAll(async () => {
+    await f?.svc.stop();
+  });
+  const db = () => f.svc.service.ctx.database.db;
+
+  async function stored(device: TestDevice) {
+    const certificates = await db()
+      .selectFrom('certificates')
+      .select(['serial_hex', 'revoked_at'])
+      .where('subject_cn', '=', device.uid.hex)
+      .orderBy('id')
+      .execute();
+    const audit = await db()
+      .selectFrom('audit_log')
+      .select('action')
+      .where('actor', '=', `device:${device.uid.decimal}`)
+      .orderBy('id')
+      .execute();
+    const row = await db()
+      .selectFrom('devices')
+      .select(['state_rank', 'last_connection'])
+      .where('device_id', '=', device.uid.decimal)
+      .executeTakeFirstOrThrow();
+    return { certificates, audit, row, states: await f.states(device) };
+  }
+
+  /** `request` sent on the device's open connection while a transaction removes the device. */
+  async function duringRemoval(
+    device: TestDevice,
+    link: ReturnType<typeof keepAliveLink>,
+    request: Parameters<DeviceLinkFixture['call']>[1],
+  ) {
+    let answer: ReturnType<DeviceLinkFixture['call']> | undefined;
+    await db()
+      .transaction()
+      .execute(async (trx) => {
+        await trx
+          .updateTable('devices')
+          .set({ deleted_at: new Date().toISOString() })
+          .where('device_id', '=', device.uid.decimal)
+          .where('deleted_at', 'is', null)
+          .execute();
+        answer = link.call(request);
+        await untilWaitingOnALock(db());
+      });
+    return answer!;
+  }
+
+  it('refuses the enrollment, with nothing written', async () => {
+    const device = await f.device();
+    const link = keepAliveLink(f, device);
+    try {
+      expect((await link.call({ path: MANIFEST })).status).toBe(200);
+      const before = await stored(device);
+      const refused = await duringRemoval(device, link, {
+        method: 'POST',
+        path: `${EST}/simpleenroll`,
+        headers: CSR_HEADERS,
+        body: (await freshCsr()).base64,
+      });
+      expect(refused.status).toBe(403);
+      expect(refused.json.code).toBe('device_not_allowlisted');
+      expect(refused.json.detail).toContain(
+        `device ${device.uid.decimal} was removed from factory demo's allow-list`,
+      );
+      // the states of the removed row are no longer the device's (f.states reads active rows);
+      // the refusal is audited, as every refusal is
+      const after = await stored(device);
+      expect({ ...after, states: before.states }).toEqual({
+        ...before,
+        audit: [...before.audit, { action: 'device-link.refused' }],
+      });
+      expect(before.certificates).toEqual([]);
+    } finally {
+      link.close();
+    }
+  });
+
+  it('refuses a report that would end a rotation, revoking nothing', async () => {
+    const device = await f.device();
+    const link = keepAliveLink(f, device);
+    try {
+      expect((await link.call({ path: MANIFEST })).status).toBe(200);
+      for (const op of ['simpleenroll', 'simplereenroll']) {
+        const answer = await link.call({
+          method: 'POST',
+          path: `${EST}/${op}`,
+          headers: CSR_HEADERS,
+          body: (await freshCsr()).base64,
+        });
+        expect(answer.status, answer.text).toBe(200);
+      }
+      const before = await stored(device);
+      expect(before.certificates.map((c) => c.revoked_at)).toEqual([null, null]);
+      const refused = await duringRemoval(device, link, {
+        method: 'POST',
+        path: '/device-link/v1/report',
+        headers: JSON_HEADERS,
+        body: BOTH_STORED,
+      });
+      expect(refused.json.code).toBe('device_not_allowlisted');
+      const after = await stored(device);
+      expect({ ...after, states: before.states }).toEqual({
+        ...before,
+        audit: [...before.audit, { action: 'device-link.refused' }],
+      });
+    } finally {
+      link.close();
+    }
+  });
+});

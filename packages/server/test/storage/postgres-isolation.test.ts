@@ -1,0 +1,64 @@
+import { sql } from 'kysely';
+import pg from 'pg';
+import { describe, expect, inject, it } from 'vitest';
+import { createDatabase } from '../../../../test/support/postgres.ts';
+import { openDatabase } from '../../src/storage/database.ts';
+
+let counter = 0;
+
+/** A database whose own default isolation is SERIALIZABLE, as an operator may have set it. */
+async function serializableDatabase(): Promise<string> {
+  const url = await createDatabase(inject('postgresUrl'), `iso_${process.pid}_${counter++}`);
+  const admin = new pg.Client(url);
+  await admin.connect();
+  try {
+    const name = new URL(url).pathname.slice(1);
+    await admin.query(`ALTER DATABASE "${name}" SET default_transaction_isolation = 'serializable'`);
+  } finally {
+    await admin.end();
+  }
+  return url;
+}
+
+async function isolationOf(url: string, withKeyferry: boolean): Promise<string> {
+  if (!withKeyferry) {
+    const client = new pg.Client(url);
+    await client.connect();
+    try {
+      return (await client.query('SHOW transaction_isolation')).rows[0].transaction_isolation;
+    } finally {
+      await client.end();
+    }
+  }
+  const database = await openDatabase({ kind: 'postgres', url, poolSize: 2 }, '/tmp');
+  try {
+    return await database.db
+      .transaction()
+      .execute(
+        async (trx) =>
+          (await sql<{ transaction_isolation: string }>`SHOW transaction_isolation`.execute(trx)).rows[0]!
+            .transaction_isolation,
+      );
+  } finally {
+    await database.close();
+  }
+}
+
+/**
+ * A device-link request on PostgreSQL reads outside a transaction and then writes
+ * (storage/database.ts, readThenWrite), which is what a transaction gives at READ COMMITTED:
+ * keyferry's sessions ask for it whatever the database's default.
+ */
+describe('the isolation of keyferry transactions on PostgreSQL', () => {
+  it('is READ COMMITTED on a database whose default is SERIALIZABLE', async () => {
+    const url = await serializableDatabase();
+    expect(await isolationOf(url, false)).toBe('serializable');
+    expect(await isolationOf(url, true)).toBe('read committed');
+  });
+
+  it("is the URL's own when it sets one (options=…)", async () => {
+    const url = new URL(await serializableDatabase());
+    url.searchParams.set('options', '-c default_transaction_isolation=repeatable\\ read');
+    expect(await isolationOf(url.toString(), true)).toBe('repeatable read');
+  });
+});
