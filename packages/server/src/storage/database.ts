@@ -28,7 +28,7 @@ export function onPostgres(db: Db): boolean {
 }
 
 /** keyferry's PostgreSQL sessions: transactions READ COMMITTED (PostgreSQL's default). */
-export const READ_COMMITTED = '-c default_transaction_isolation=read\\ committed';
+const READ_COMMITTED = 'SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED';
 
 /**
  * A request that reads, decides and then writes. SQLite: all of it in one transaction, whose
@@ -124,13 +124,7 @@ export async function openDatabase(
         : { checkpointInBackground: (log: Logger) => startWalCheckpointer(path, log) }),
     };
   }
-  const pool = new pg.Pool({
-    connectionString: storage.url,
-    max: storage.poolSize,
-    // what readThenWrite relies on, whatever the database's own default (an `options` in the
-    // URL replaces this: the operator's choice)
-    options: READ_COMMITTED,
-  });
+  const pool = new pg.Pool({ connectionString: storage.url, max: storage.poolSize });
   // A connection PostgreSQL drops (restart, failover, network) is reported as an 'error' event,
   // on the pool for an idle connection and on the client itself otherwise; unhandled, either
   // would end the whole process. A query running on it fails with its own error; the pool
@@ -139,6 +133,10 @@ export async function openDatabase(
   pool.on('error', () => {});
   pool.on('connect', (client) => {
     client.on('error', () => {});
+    // What readThenWrite relies on, whatever the database's or role's default: a statement,
+    // not the startup packet's `options`, which connection poolers such as PgBouncer refuse.
+    // Queued before the connection's first query; sent before the counting (statement-count.ts).
+    client.query(READ_COMMITTED).catch(() => {});
     nameCompiledStatements(client);
   });
   const db = new Kysely<Tables>({ dialect: new PostgresDialect({ pool }) });

@@ -56,9 +56,10 @@ describe('the isolation of keyferry transactions on PostgreSQL', () => {
     expect(await isolationOf(url, true)).toBe('read committed');
   });
 
-  it("is the URL's own when it sets one (options=…)", async () => {
+  it("is READ COMMITTED when the URL's options ask for another level", async () => {
     const url = new URL(await serializableDatabase());
     url.searchParams.set('options', '-c default_transaction_isolation=repeatable\\ read');
-    expect(await isolationOf(url.toString(), true)).toBe('repeatable read');
+    expect(await isolationOf(url.toString(), false)).toBe('repeatable read');
+    expect(await isolationOf(url.toString(), true)).toBe('read committed');
   });
 });
