@@ -53,6 +53,20 @@ const byObjectId = compiledOnce((db, [rowId, groupId]: [number, number]) =>
 const keypairsFirst = compiledOnce((db, [rowId, groupId]: [number, number]) =>
   objectsQuery(db, rowId, groupId).orderBy('secure_objects.type', 'desc').orderBy('secure_objects.name'),
 );
+const keypairsFirstWithLive = compiledOnce((db, [rowId, groupId]: [number, number]) =>
+  objectsQuery(db, rowId, groupId)
+    .select((eb) =>
+      eb
+        .selectFrom('certificates')
+        .select(eb.fn.countAll().as('n'))
+        .where('certificates.device_row_id', '=', rowId)
+        .whereRef('certificates.secure_object_id', '=', 'secure_objects.id')
+        .where('certificates.revoked_at', 'is', null)
+        .as('live_certificates'),
+    )
+    .orderBy('secure_objects.type', 'desc')
+    .orderBy('secure_objects.name'),
+);
 
 /**
  * The objects of a device's group with their state for that device; a missing device_objects
@@ -69,7 +83,26 @@ export async function assignedObjects(
     device.rowId,
     device.groupId,
   );
-  return rows.map((r) => ({
+  return rows.map(assigned);
+}
+
+/**
+ * The objects in the device-link's order, each with how many live (unrevoked) certificates the
+ * device has of it: a report reads whether a rotation is to end with its objects (report.ts).
+ */
+export async function assignedObjectsWithLive(
+  db: Db,
+  device: { rowId: number; groupId: number },
+): Promise<(AssignedObject & { liveCertificates: number })[]> {
+  const { rows } = await keypairsFirstWithLive(db, device.rowId, device.groupId);
+  // a count is a bigint, which pg answers as a string
+  return rows.map((r) => ({ ...assigned(r), liveCertificates: Number(r.live_certificates) }));
+}
+
+type ObjectRow = Awaited<ReturnType<typeof keypairsFirst>>['rows'][number];
+
+function assigned(r: ObjectRow): AssignedObject {
+  return {
     id: r.id,
     name: r.name,
     type: r.type,
@@ -84,5 +117,5 @@ export async function assignedObjects(
     renewalWindowSeconds: r.renewal_window_seconds,
     state: r.state ?? 'GENERATION_ON_CONNECTION',
     reason: r.reason ?? null,
-  }));
+  };
 }
