@@ -8,13 +8,13 @@ import {
   parseAndVerifyCsr,
   toPem,
 } from '@keyferry/core';
+import { noPlanRow } from '../allowlist/plan.ts';
 import type { AuditEntry } from '../audit/audit-log.ts';
 import { type RefreshDeps, refreshCrls } from '../revocation/refresh.ts';
 import { compiledOnce } from '../storage/compiled-query.ts';
 import { asOneWrite, type Db, readThenWrite } from '../storage/database.ts';
 import {
   type AssignedObject,
-  deviceLinkObjects,
   type IssuedCertificate,
   notAllowListed,
   recordDeviceStatesAlone,
@@ -22,7 +22,7 @@ import {
   touchDevice,
 } from './device-records.ts';
 import type { IssuingCas } from './issuing-cas.ts';
-import { assertPlanAllowsEnrollment, enrollmentPlanAndCa } from './plan-gate.ts';
+import { assertPlanAllowsEnrollment, enrollmentFacts } from './plan-gate.ts';
 import { firstValidity, renewalPolicy } from './renewal-policy.ts';
 import type { DeviceSession } from './session.ts';
 import { revokeAsSuperseded } from './supersede.ts';
@@ -76,13 +76,13 @@ export async function enrollDevice(
   now = new Date(),
 ): Promise<Enrollment> {
   const { db } = deps;
-  const objects = await deviceLinkObjects(db, session.device);
+  const facts = await enrollmentFacts(db, session.device, session.factory.id);
+  const { objects } = facts;
   const object = certificateObject(objects, label);
-  let facts: Awaited<ReturnType<typeof enrollmentPlanAndCa>>;
   let csr: ParsedCsr;
   let keyHash: string;
   try {
-    facts = await enrollmentPlanAndCa(db, session.factory.id, object.caId);
+    if (!facts.plan) throw noPlanRow(session.factory.id);
     assertPlanAllowsEnrollment(facts.plan, objects, object, now);
     csr = parseAndVerifyCsr(csrBody());
     keyHash = publicKeyHash(csr.publicKeySpki);
@@ -96,7 +96,7 @@ export async function enrollDevice(
   const ca =
     object.caId === null
       ? undefined
-      : await deps.issuingCas.ofVersion(session.factory, object.caId, facts.ca, validity);
+      : await deps.issuingCas.ofVersion(session.factory, object.caId, facts.caVersion(object), validity);
   if (!ca) throw new KeyferryError('internal', `certificate object ${object.name} has no issuing CA`);
   const actor = `device:${session.device.deviceId}`;
   const superseded: number[] = [];

@@ -1,10 +1,10 @@
 import { KeyferryError } from '@keyferry/core';
 import { sql } from 'kysely';
-import { evaluationEnd, noPlanRow } from '../allowlist/plan.ts';
+import { evaluationEnd } from '../allowlist/plan.ts';
+import { type AssignedObject, assignedObject, objectsQuery } from '../el2g/assigned-objects.ts';
 import { compiledOnce } from '../storage/compiled-query.ts';
 import type { Db } from '../storage/database.ts';
 import type { FactoryEl2gTable } from '../storage/tables.ts';
-import type { AssignedObject } from './device-records.ts';
 import type { CaVersion } from './issuing-cas.ts';
 
 const ISSUED = new Set(['GENERATION_COMPLETED', 'PROVISIONING_COMPLETED', 'PROVISIONING_FAILED']);
@@ -14,42 +14,78 @@ export function isIssued(object: Pick<AssignedObject, 'state'>): boolean {
   return ISSUED.has(object.state);
 }
 
-const planAndCa = compiledOnce((db, [factoryId, caId]: [number, number | null]) =>
-  db
-    .selectFrom('factory_el2g')
+/** Every column of a factory's plan row, each read as `plan_<column>` with the objects. */
+const PLAN_COLUMNS = [
+  'factory_id',
+  'plan',
+  'enabled_at',
+  'subscription_start',
+  'max_devices',
+  'max_keypairs',
+  'max_certificates',
+  'evaluation_days',
+] as const satisfies readonly (keyof FactoryEl2gTable)[];
+// a column added to the plan's table and not listed above fails the type check here
+const planColumnsComplete: Exclude<keyof FactoryEl2gTable, (typeof PLAN_COLUMNS)[number]> extends never
+  ? true
+  : never = true;
+void planColumnsComplete;
+
+const objectsPlanAndCas = compiledOnce((db, [deviceRowId, groupId, factoryId]: [number, number, number]) =>
+  objectsQuery(db, deviceRowId, groupId)
+    .leftJoin('factory_el2g', (join) => join.on('factory_el2g.factory_id', '=', factoryId))
     .leftJoin('intermediate_cas', (join) =>
       join
-        .onRef('intermediate_cas.factory_id', '=', 'factory_el2g.factory_id')
-        .on('intermediate_cas.id', '=', caId),
+        .onRef('intermediate_cas.id', '=', 'secure_objects.ca_id')
+        .on('intermediate_cas.factory_id', '=', factoryId),
     )
-    .leftJoin('factory_pki', 'factory_pki.factory_id', 'factory_el2g.factory_id')
-    .selectAll('factory_el2g')
+    .leftJoin('factory_pki', (join) => join.on('factory_pki.factory_id', '=', factoryId))
+    .select(PLAN_COLUMNS.map((c) => `factory_el2g.${c} as plan_${c}` as const))
     .select([
-      'intermediate_cas.id as ca_id',
+      'intermediate_cas.id as ca_version_id',
       'intermediate_cas.key_ref as ca_key_ref',
       'intermediate_cas.updated_at as ca_updated_at',
       sql<number | null>`length(factory_pki.root_crt)`.as('ca_root_length'),
     ])
-    .where('factory_el2g.factory_id', '=', factoryId),
+    .orderBy('secure_objects.type', 'desc')
+    .orderBy('secure_objects.name'),
 );
 
+export interface EnrollmentFacts {
+  /** The device's objects in the device-link's order (KEYPAIRs first), with their states. */
+  objects: AssignedObject[];
+  /** The factory's plan; absent only when its row is missing. */
+  plan: FactoryEl2gTable | undefined;
+  /** The current version of an object's issuing CA (absent for none, or a CA gone). */
+  caVersion(object: AssignedObject): CaVersion | undefined;
+}
+
 /**
- * What an enrollment reads before its transaction, in one statement: the factory's plan and
- * the current version of the CA `caId` (absent when it is null or the CA is gone).
+ * What an enrollment reads before it decides, in one statement: the device's objects with
+ * their states, the factory's plan, and the current version of each object's CA.
  */
-export async function enrollmentPlanAndCa(
+export async function enrollmentFacts(
   db: Db,
+  device: { rowId: number; groupId: number },
   factoryId: number,
-  caId: number | null,
-): Promise<{ plan: FactoryEl2gTable; ca: CaVersion | undefined }> {
-  const row = (await planAndCa(db, factoryId, caId)).rows[0];
-  if (!row) throw noPlanRow(factoryId);
-  const { ca_id, ca_key_ref, ca_updated_at, ca_root_length, ...plan } = row;
-  const ca =
-    ca_id === null || ca_key_ref === null || ca_updated_at === null
-      ? undefined
-      : { id: ca_id, key_ref: ca_key_ref, updated_at: ca_updated_at, root_length: ca_root_length };
-  return { plan, ca };
+): Promise<EnrollmentFacts> {
+  const { rows } = await objectsPlanAndCas(db, device.rowId, device.groupId, factoryId);
+  const first = rows[0];
+  const plan =
+    first && first.plan_factory_id !== null
+      ? (Object.fromEntries(PLAN_COLUMNS.map((c) => [c, first[`plan_${c}`]])) as unknown as FactoryEl2gTable)
+      : undefined;
+  const versions = new Map<number, CaVersion>();
+  for (const r of rows) {
+    if (r.ca_version_id === null || r.ca_key_ref === null || r.ca_updated_at === null) continue;
+    versions.set(r.id, {
+      id: r.ca_version_id,
+      key_ref: r.ca_key_ref,
+      updated_at: r.ca_updated_at,
+      root_length: r.ca_root_length,
+    });
+  }
+  return { objects: rows.map(assignedObject), plan, caVersion: (object) => versions.get(object.id) };
 }
 
 /**

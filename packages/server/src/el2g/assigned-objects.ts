@@ -20,7 +20,8 @@ export interface AssignedObject {
   reason: string | null;
 }
 
-function objectsQuery(db: Db, deviceRowId: number, groupId: number) {
+/** The objects of the group `groupId` with the device's state of each (rows for assignedObject). */
+export function objectsQuery(db: Db, deviceRowId: number, groupId: number) {
   return db
     .selectFrom('group_objects')
     .innerJoin('secure_objects', 'secure_objects.id', 'group_objects.secure_object_id')
@@ -83,7 +84,7 @@ export async function assignedObjects(
     device.rowId,
     device.groupId,
   );
-  return rows.map(assigned);
+  return rows.map(assignedObject);
 }
 
 /**
@@ -96,12 +97,13 @@ export async function assignedObjectsWithLive(
 ): Promise<(AssignedObject & { liveCertificates: number })[]> {
   const { rows } = await keypairsFirstWithLive(db, device.rowId, device.groupId);
   // a count is a bigint, which pg answers as a string
-  return rows.map((r) => ({ ...assigned(r), liveCertificates: Number(r.live_certificates) }));
+  return rows.map((r) => ({ ...assignedObject(r), liveCertificates: Number(r.live_certificates) }));
 }
 
 type ObjectRow = Awaited<ReturnType<typeof keypairsFirst>>['rows'][number];
 
-function assigned(r: ObjectRow): AssignedObject {
+/** One row of objectsQuery as the object it describes. */
+export function assignedObject(r: ObjectRow): AssignedObject {
   return {
     id: r.id,
     name: r.name,
