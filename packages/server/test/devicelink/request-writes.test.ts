@@ -133,11 +133,14 @@ describe.each(BACKENDS)(
         // an enrollment on both backends)
         const renewed = await enroll(link, (await freshCsr()).base64, 'simplereenroll');
         expect(renewed.statements).toBe(pg ? 4 : 9);
-        expect((await certificates(device)).map((c) => c.revocation_reason)).toEqual([
-          'superseded',
-          null,
-          null,
-        ]);
+        const live = await certificates(device);
+        expect(live.map((c) => c.revocation_reason)).toEqual(['superseded', null, null]);
+        // two live certificates until the report: the manifest names the newest
+        const manifest = await counted(() => link.call({ path: MANIFEST }));
+        const gateway = manifest.answer.json.objects.find(
+          (o: { name: string }) => o.name === 'fio-device-gateway-ca',
+        );
+        expect(gateway.certificateSerial).toBe(live[2]!.serial_hex);
         // its report ends the rotation (two live certificates): the older one read, then the
         // revocation and the write in one transaction
         const stored = await report(link);
