@@ -2,7 +2,7 @@ import { KeyferryError } from '@keyferry/core';
 import { type Insertable, type OnConflictBuilder, type QueryCreator, sql, type UpdateObject } from 'kysely';
 import { rankAfterWrite, refreshDeviceState } from '../allowlist/device-state.ts';
 import { type AuditEntry, auditRow, recordAudit } from '../audit/audit-log.ts';
-import { type AssignedObject, assignedObjects } from '../el2g/assigned-objects.ts';
+import type { AssignedObject } from '../el2g/assigned-objects.ts';
 import { compiledOnce } from '../storage/compiled-query.ts';
 import { asOneWrite, type Db, onPostgres } from '../storage/database.ts';
 import type { CertificatesTable, DevicesTable, ProvisioningState, Tables } from '../storage/tables.ts';
@@ -39,11 +39,6 @@ export async function findActiveDevice(
   return row
     ? { rowId: row.id, deviceId: row.device_id, nc12: row.nc12, groupId: row.group_id, groupName: row.name }
     : undefined;
-}
-
-/** The objects of the device's group, KEYPAIRs first, with states (absent row = ON_CONNECTION). */
-export function deviceLinkObjects(db: Db, device: DeviceRecord): Promise<AssignedObject[]> {
-  return assignedObjects(db, device, 'keypairs-first');
 }
 
 /** Rows per upsert statement (5 parameters each, within compiledOnce's slots). */

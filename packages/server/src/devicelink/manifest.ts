@@ -1,7 +1,8 @@
+import { type AssignedObject, assignedObject, objectsQuery } from '../el2g/assigned-objects.ts';
 import { compiledOnce } from '../storage/compiled-query.ts';
 import type { Db } from '../storage/database.ts';
 import type { ProvisioningState, SecureObjectType } from '../storage/tables.ts';
-import { deviceLinkObjects, recordDeviceStatesAlone } from './device-records.ts';
+import { recordDeviceStatesAlone } from './device-records.ts';
 import { type RenewalPolicy, renewalPolicy } from './renewal-policy.ts';
 import type { DeviceSession } from './session.ts';
 
@@ -49,8 +50,7 @@ export async function deviceManifest(
   change: { correlationId: string },
   now = new Date(),
 ): Promise<Manifest> {
-  const objects = await deviceLinkObjects(db, session.device);
-  const live = await liveSerials(db, session.device.rowId);
+  const { objects, live } = await manifestObjects(db, session.device);
   const byId = new Map(objects.map((o) => [o.id, o]));
   const triggered = objects.filter((o) => o.state === 'GENERATION_ON_CONNECTION');
   await recordDeviceStatesAlone(
@@ -96,31 +96,58 @@ export async function deviceManifest(
 }
 
 /**
- * Secure object id → serial and expiry of the device's newest live (unrevoked) certificate of
- * it, and whether an operator marked it for rotation.
+ * The objects with the device's newest live (unrevoked) certificate of each, if any: the
+ * object's live certificates with no newer live one. Written so that PostgreSQL finds them
+ * with `certificates_device_object`; a join on `id = (SELECT max(id) …)` hashed the whole
+ * certificates table on every manifest (docs/performance.md).
  */
-async function liveSerials(
-  db: Db,
-  deviceRowId: number,
-): Promise<Map<number | null, { serial: string; notAfter: string; rotate: boolean }>> {
-  const { rows } = await liveCertificates(db, deviceRowId);
-  return new Map(
-    rows.map((r) => [
-      r.secure_object_id,
-      {
-        serial: r.serial_hex,
-        notAfter: new Date(r.not_after).toISOString(),
-        rotate: r.rotation_requested_at !== null,
-      },
-    ]),
-  );
-}
-
-const liveCertificates = compiledOnce((db, [deviceRowId]: [number]) =>
-  db
-    .selectFrom('certificates')
-    .select(['secure_object_id', 'serial_hex', 'not_after', 'rotation_requested_at'])
-    .where('device_row_id', '=', deviceRowId)
-    .where('revoked_at', 'is', null)
-    .orderBy('id'),
+const objectsAndNewest = compiledOnce((db, [deviceRowId, groupId]: [number, number]) =>
+  objectsQuery(db, deviceRowId, groupId)
+    .leftJoin('certificates', (join) =>
+      join
+        .on('certificates.device_row_id', '=', deviceRowId)
+        .onRef('certificates.secure_object_id', '=', 'secure_objects.id')
+        .on('certificates.revoked_at', 'is', null)
+        .on((eb) =>
+          eb.not(
+            eb.exists(
+              eb
+                .selectFrom('certificates as newer')
+                .select('newer.id')
+                .where('newer.device_row_id', '=', deviceRowId)
+                .whereRef('newer.secure_object_id', '=', 'secure_objects.id')
+                .where('newer.revoked_at', 'is', null)
+                .whereRef('newer.id', '>', 'certificates.id'),
+            ),
+          ),
+        ),
+    )
+    .select(['certificates.serial_hex', 'certificates.not_after', 'certificates.rotation_requested_at'])
+    .orderBy('secure_objects.type', 'desc')
+    .orderBy('secure_objects.name'),
 );
+
+/**
+ * The device's objects in the device-link's order (KEYPAIRs first) with their states, read in
+ * one statement with each one's newest live certificate: secure object id → its serial and
+ * expiry, and whether an operator marked it for rotation.
+ */
+async function manifestObjects(
+  db: Db,
+  device: { rowId: number; groupId: number },
+): Promise<{
+  objects: AssignedObject[];
+  live: Map<number, { serial: string; notAfter: string; rotate: boolean }>;
+}> {
+  const { rows } = await objectsAndNewest(db, device.rowId, device.groupId);
+  const live = new Map<number, { serial: string; notAfter: string; rotate: boolean }>();
+  for (const r of rows) {
+    if (r.serial_hex === null || r.not_after === null) continue;
+    live.set(r.id, {
+      serial: r.serial_hex,
+      notAfter: new Date(r.not_after).toISOString(),
+      rotate: r.rotation_requested_at !== null,
+    });
+  }
+  return { objects: rows.map(assignedObject), live };
+}
