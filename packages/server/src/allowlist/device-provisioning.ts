@@ -84,7 +84,7 @@ export async function deviceProvisionings(
   db: Db,
   device: AllowListedDevice,
 ): Promise<SecureObjectProvisioning[]> {
-  const objects = await assignedObjects(db, { rowId: device.row, groupId: device.groupId }, 'object-id');
+  const objects = await assignedObjects(db, { rowId: device.row, groupId: device.groupId });
   const certificates = await db
     .selectFrom('certificates')
     .select(['secure_object_id', 'pem', 'not_after', 'rotation_requested_at'])

@@ -1,4 +1,4 @@
-import { type AssignedObject, assignedObject, objectsQuery } from '../el2g/assigned-objects.ts';
+import { type AssignedObject, assignedObject, deviceLinkObjectsQuery } from '../el2g/assigned-objects.ts';
 import { compiledOnce } from '../storage/compiled-query.ts';
 import type { Db } from '../storage/database.ts';
 import type { ProvisioningState, SecureObjectType } from '../storage/tables.ts';
@@ -102,7 +102,7 @@ export async function deviceManifest(
  * certificates table on every manifest (docs/performance.md).
  */
 const objectsAndNewest = compiledOnce((db, [deviceRowId, groupId]: [number, number]) =>
-  objectsQuery(db, deviceRowId, groupId)
+  deviceLinkObjectsQuery(db, deviceRowId, groupId)
     .leftJoin('certificates', (join) =>
       join
         .on('certificates.device_row_id', '=', deviceRowId)
@@ -122,9 +122,7 @@ const objectsAndNewest = compiledOnce((db, [deviceRowId, groupId]: [number, numb
           ),
         ),
     )
-    .select(['certificates.serial_hex', 'certificates.not_after', 'certificates.rotation_requested_at'])
-    .orderBy('secure_objects.type', 'desc')
-    .orderBy('secure_objects.name'),
+    .select(['certificates.serial_hex', 'certificates.not_after', 'certificates.rotation_requested_at']),
 );
 
 /**

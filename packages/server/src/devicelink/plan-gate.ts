@@ -1,7 +1,7 @@
 import { KeyferryError } from '@keyferry/core';
 import { sql } from 'kysely';
 import { evaluationEnd } from '../allowlist/plan.ts';
-import { type AssignedObject, assignedObject, objectsQuery } from '../el2g/assigned-objects.ts';
+import { type AssignedObject, assignedObject, deviceLinkObjectsQuery } from '../el2g/assigned-objects.ts';
 import { compiledOnce } from '../storage/compiled-query.ts';
 import type { Db } from '../storage/database.ts';
 import type { FactoryEl2gTable } from '../storage/tables.ts';
@@ -32,7 +32,7 @@ const planColumnsComplete: Exclude<keyof FactoryEl2gTable, (typeof PLAN_COLUMNS)
 void planColumnsComplete;
 
 const objectsPlanAndCas = compiledOnce((db, [deviceRowId, groupId, factoryId]: [number, number, number]) =>
-  objectsQuery(db, deviceRowId, groupId)
+  deviceLinkObjectsQuery(db, deviceRowId, groupId)
     .leftJoin('factory_el2g', (join) => join.on('factory_el2g.factory_id', '=', factoryId))
     .leftJoin('intermediate_cas', (join) =>
       join
@@ -46,9 +46,7 @@ const objectsPlanAndCas = compiledOnce((db, [deviceRowId, groupId, factoryId]: [
       'intermediate_cas.key_ref as ca_key_ref',
       'intermediate_cas.updated_at as ca_updated_at',
       sql<number | null>`length(factory_pki.root_crt)`.as('ca_root_length'),
-    ])
-    .orderBy('secure_objects.type', 'desc')
-    .orderBy('secure_objects.name'),
+    ]),
 );
 
 export interface EnrollmentFacts {

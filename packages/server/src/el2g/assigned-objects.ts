@@ -21,7 +21,7 @@ export interface AssignedObject {
 }
 
 /** The objects of the group `groupId` with the device's state of each (rows for assignedObject). */
-export function objectsQuery(db: Db, deviceRowId: number, groupId: number) {
+function objectsQuery(db: Db, deviceRowId: number, groupId: number) {
   return db
     .selectFrom('group_objects')
     .innerJoin('secure_objects', 'secure_objects.id', 'group_objects.secure_object_id')
@@ -48,42 +48,41 @@ export function objectsQuery(db: Db, deviceRowId: number, groupId: number) {
     ])
     .where('group_objects.group_id', '=', groupId);
 }
+/**
+ * objectsQuery in the order the device-link works in, KEYPAIRs first (then by name): the base of
+ * each device-link request's read of the objects, which add their own joins to it (the report's
+ * live certificates, the enrollment's plan and CAs, the manifest's newest certificates).
+ */
+export function deviceLinkObjectsQuery(db: Db, deviceRowId: number, groupId: number) {
+  return objectsQuery(db, deviceRowId, groupId)
+    .orderBy('secure_objects.type', 'desc')
+    .orderBy('secure_objects.name');
+}
 const byObjectId = compiledOnce((db, [rowId, groupId]: [number, number]) =>
   objectsQuery(db, rowId, groupId).orderBy('secure_objects.object_id'),
 );
-const keypairsFirst = compiledOnce((db, [rowId, groupId]: [number, number]) =>
-  objectsQuery(db, rowId, groupId).orderBy('secure_objects.type', 'desc').orderBy('secure_objects.name'),
-);
 const keypairsFirstWithLive = compiledOnce((db, [rowId, groupId]: [number, number]) =>
-  objectsQuery(db, rowId, groupId)
-    .select((eb) =>
-      eb
-        .selectFrom('certificates')
-        .select(eb.fn.countAll().as('n'))
-        .where('certificates.device_row_id', '=', rowId)
-        .whereRef('certificates.secure_object_id', '=', 'secure_objects.id')
-        .where('certificates.revoked_at', 'is', null)
-        .as('live_certificates'),
-    )
-    .orderBy('secure_objects.type', 'desc')
-    .orderBy('secure_objects.name'),
+  deviceLinkObjectsQuery(db, rowId, groupId).select((eb) =>
+    eb
+      .selectFrom('certificates')
+      .select(eb.fn.countAll().as('n'))
+      .where('certificates.device_row_id', '=', rowId)
+      .whereRef('certificates.secure_object_id', '=', 'secure_objects.id')
+      .where('certificates.revoked_at', 'is', null)
+      .as('live_certificates'),
+  ),
 );
 
 /**
- * The objects of a device's group with their state for that device; a missing device_objects
- * row means GENERATION_ON_CONNECTION (assigned, device not seen yet). `object-id` orders as
- * `el2g devices show` lists them; `keypairs-first` is the order the device-link works in.
+ * The objects of a device's group with their state for that device, in object id order as
+ * `el2g devices show` lists them; a missing device_objects row means GENERATION_ON_CONNECTION
+ * (assigned, device not seen yet).
  */
 export async function assignedObjects(
   db: Db,
   device: { rowId: number; groupId: number },
-  order: 'object-id' | 'keypairs-first',
 ): Promise<AssignedObject[]> {
-  const { rows } = await (order === 'object-id' ? byObjectId : keypairsFirst)(
-    db,
-    device.rowId,
-    device.groupId,
-  );
+  const { rows } = await byObjectId(db, device.rowId, device.groupId);
   return rows.map(assignedObject);
 }
 
@@ -100,7 +99,7 @@ export async function assignedObjectsWithLive(
   return rows.map((r) => ({ ...assignedObject(r), liveCertificates: Number(r.live_certificates) }));
 }
 
-type ObjectRow = Awaited<ReturnType<typeof keypairsFirst>>['rows'][number];
+type ObjectRow = Awaited<ReturnType<typeof byObjectId>>['rows'][number];
 
 /** One row of objectsQuery as the object it describes. */
 export function assignedObject(r: ObjectRow): AssignedObject {

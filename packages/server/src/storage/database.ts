@@ -32,11 +32,11 @@ const READ_COMMITTED = 'SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEV
 
 /**
  * A request that reads, decides and then writes. SQLite: all of it in one transaction, whose
- * `BEGIN IMMEDIATE` holds the write lock from the first read. PostgreSQL: keyferry's
- * sessions there run their transactions READ COMMITTED (READ_COMMITTED), where a read inside a transaction sees
- * nothing a read just before it would not, so the reads run outside one and `work` makes its
- * writes whole itself: one statement, or `asOneWrite` around several (two round trips, BEGIN and
- * COMMIT, fewer per request).
+ * `BEGIN IMMEDIATE` holds the write lock from the first read. PostgreSQL: keyferry's sessions
+ * run their transactions READ COMMITTED (READ_COMMITTED), where a read inside a transaction
+ * sees nothing a read just before it would not, so the reads run outside one and `work` makes
+ * its writes whole itself: one statement, or `asOneWrite` around several (two round trips,
+ * BEGIN and COMMIT, fewer per request).
  */
 export function readThenWrite<T>(db: Db, work: (db: Db) => Promise<T>): Promise<T> {
   return onPostgres(db) ? work(db) : db.transaction().execute(work);
