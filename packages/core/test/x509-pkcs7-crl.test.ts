@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import {
   CertificateChoices,
   CertificateSet,
@@ -7,8 +8,8 @@ import {
   id_signedData,
   SignedData,
 } from '@peculiar/asn1-cms';
-import { AsnConvert } from '@peculiar/asn1-schema';
-import { Certificate } from '@peculiar/asn1-x509';
+import { AsnArray, AsnConvert, AsnType, AsnTypeTypes, OctetString } from '@peculiar/asn1-schema';
+import { Certificate, CRLReason, CRLReasons, Extension, RevokedCertificate, Time } from '@peculiar/asn1-x509';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   buildCrl,
@@ -19,6 +20,8 @@ import {
   intermediateCaFromCsr,
   KeyferryError,
   parseCertificate,
+  type RevokedEntry,
+  revokedCertificatesDer,
   serverCertificate,
   toPem,
 } from '../src/index.ts';
@@ -182,4 +185,99 @@ describe('buildCrl', () => {
       buildCrl({ ...base, revoked: [{ serialHex: 'xyz', revokedAt: new Date() }] }),
     ).rejects.toThrow(/invalid serial/);
   });
+
+  it('writes the revoked list byte for byte as the ASN.1 library does', () => {
+    const reasons = Object.keys(CRLReasons).filter((name) => Number.isNaN(Number(name))) as Array<
+      NonNullable<RevokedEntry['reason']>
+    >;
+    const entries: RevokedEntry[] = [];
+    for (let i = 0; i < 400; i++) {
+      // Serials of 1..19 octets (20 with the sign octet), with and without the top bit set;
+      // dates either side of 2050 (UTCTime, GeneralizedTime).
+      const serial = randomBytes(1 + (i % 19));
+      serial[0] = serial[0]! | 1;
+      if (i % 3 === 0) serial[0] = serial[0]! | 0x80;
+      const revokedAt = new Date(
+        Date.UTC(1990 + (i % 90), i % 12, 1 + (i % 28), i % 24, i % 60, (i * 7) % 60, i % 1000),
+      );
+      const serialHex = serial.toString('hex');
+      entries.push(
+        i % 4 === 0
+          ? { serialHex, revokedAt }
+          : { serialHex, revokedAt, reason: reasons[i % reasons.length]! },
+      );
+    }
+    const library = new RevokedList(
+      entries.map((entry) => {
+        const whole = new Date(Math.floor(entry.revokedAt.getTime() / 1000) * 1000);
+        const revoked = new RevokedCertificate({
+          userCertificate: unsignedInteger(Buffer.from(entry.serialHex, 'hex')),
+          revocationDate: new Time(
+            whole.getUTCFullYear() < 2050 ? { utcTime: whole } : { generalTime: whole },
+          ),
+        });
+        if (entry.reason !== undefined) {
+          revoked.crlEntryExtensions = [
+            new Extension({
+              extnID: '2.5.29.21',
+              extnValue: new OctetString(AsnConvert.serialize(new CRLReason(CRLReasons[entry.reason]))),
+            }),
+          ];
+        }
+        return revoked;
+      }),
+    );
+    expect(Buffer.from(revokedCertificatesDer(entries))).toEqual(Buffer.from(AsnConvert.serialize(library)));
+    expect(() =>
+      revokedCertificatesDer([{ serialHex: '01', revokedAt: new Date(), reason: 'sleepy' as never }]),
+    ).toThrow(/unknown revocation reason "sleepy"/);
+  });
+
+  it('makes a 20,000-entry CRL that openssl verifies and lists whole', async () => {
+    const revoked = Array.from({ length: 20_000 }, (_, i) => ({
+      serialHex: (0x100000 + i).toString(16),
+      revokedAt: new Date(Date.UTC(2026, 0, 1) + i * 1000),
+      reason: 'superseded' as const,
+    }));
+    const crl = await buildCrl({
+      issuerCert: ca,
+      signer: caSigner,
+      revoked,
+      thisUpdate: new Date('2026-06-01T00:00:00Z'),
+      nextUpdate: new Date('2026-06-08T00:00:00Z'),
+      crlNumber: 7,
+    });
+    const caFile = dir.write('ca-big.pem', toPem(ca, 'CERTIFICATE'));
+    const crlFile = dir.write('crl-big.der', crl);
+    const verify = opensslOutput([
+      'crl',
+      '-inform',
+      'DER',
+      '-in',
+      crlFile,
+      '-CAfile',
+      caFile,
+      '-noout',
+      '-verify',
+    ]);
+    expect(verify).toContain('verify OK');
+    const text = openssl(['crl', '-inform', 'DER', '-in', crlFile, '-noout', '-text']);
+    expect(text.match(/Serial Number: /g)).toHaveLength(20_000);
+    expect(text.match(/Superseded/g)).toHaveLength(20_000);
+    expect(text).toContain('Serial Number: 104E1F');
+    expect(text).toContain('Revocation Date: Jan  1 05:33:19 2026 GMT');
+  });
 });
+
+/** `SEQUENCE OF RevokedCertificate`, as the library would declare it. */
+class RevokedList extends AsnArray<RevokedCertificate> {}
+AsnType({ type: AsnTypeTypes.Sequence, itemType: RevokedCertificate })(RevokedList);
+
+/** The content of a non-negative INTEGER: leading zeros dropped, a 0x00 before a set top bit. */
+function unsignedInteger(magnitude: Buffer): ArrayBuffer {
+  let start = 0;
+  while (start < magnitude.length - 1 && magnitude[start] === 0) start++;
+  const trimmed = magnitude.subarray(start);
+  const content = trimmed[0]! & 0x80 ? Buffer.concat([Buffer.of(0), trimmed]) : trimmed;
+  return Uint8Array.from(content).buffer;
+}

@@ -6,11 +6,11 @@ import {
   CRLReasons,
   Extension,
   KeyIdentifier,
-  RevokedCertificate,
   TBSCertList,
   Version,
 } from '@peculiar/asn1-x509';
-import { u8 } from './der.ts';
+import { childrenOf, encodeTlv, readWhole, TAG, tlvBytes, u8 } from './der.ts';
+import { DerWriter, timeSize, tlvSize } from './der-writer.ts';
 import { issuerFromCertificate } from './issue.ts';
 import { nameFromDer } from './name.ts';
 import { OID } from './oids.ts';
@@ -68,24 +68,61 @@ export async function buildCrl(options: BuildCrlOptions): Promise<Uint8Array> {
       extension(OID.crlNumber, new CRLNumber(options.crlNumber)),
     ],
   });
-  // RFC 5280 §5.1.2.6: with no revoked certificate the list is absent, not empty.
-  if (options.revoked.length > 0) {
-    tbs.revokedCertificates = options.revoked.map((entry) => {
-      const revoked = new RevokedCertificate({
-        userCertificate: serialContent(serialFromHex(entry.serialHex)).slice().buffer,
-        revocationDate: certificateTime(entry.revokedAt),
-      });
-      if (entry.reason !== undefined) {
-        const code = CRLReasons[entry.reason];
-        if (code === undefined)
-          throw new TypeError(`unknown revocation reason ${JSON.stringify(entry.reason)}`);
-        revoked.crlEntryExtensions = [extension(OID.crlReason, new CRLReason(code))];
-      }
-      return revoked;
-    });
-  }
-  const tbsDer = u8(AsnConvert.serialize(tbs));
+  const tbsDer = withRevokedList(u8(AsnConvert.serialize(tbs)), options.revoked);
   return signedStructure(tbsDer, await options.signer.sign(tbsDer));
+}
+
+/**
+ * The TBSCertList with its revoked list put in place: before the CRL's extensions, its last
+ * field (RFC 5280 §5.1). RFC 5280 §5.1.2.6: with no revoked certificate the list is absent,
+ * not empty.
+ */
+function withRevokedList(tbsDer: Uint8Array, revoked: readonly RevokedEntry[]): Uint8Array {
+  if (revoked.length === 0) return tbsDer;
+  const fields = childrenOf(tbsDer, readWhole(tbsDer, TAG.SEQUENCE));
+  const parts = fields.map((field) => tlvBytes(tbsDer, field));
+  parts.splice(parts.length - 1, 0, revokedCertificatesDer(revoked));
+  return encodeTlv(TAG.SEQUENCE, ...parts);
+}
+
+/** The crlEntryExtensions of each reason: `SEQUENCE { Extension reasonCode }`, encoded once. */
+const REASON_EXTENSIONS = new Map<string, Uint8Array>();
+for (const [name, code] of Object.entries(CRLReasons)) {
+  if (typeof code !== 'number') continue;
+  const reasonCode = u8(AsnConvert.serialize(extension(OID.crlReason, new CRLReason(code))));
+  REASON_EXTENSIONS.set(name, encodeTlv(TAG.SEQUENCE, reasonCode));
+}
+
+/**
+ * The revokedCertificates SEQUENCE (RFC 5280 §5.1.2.6), written by hand: a CA's CRL lists every
+ * certificate it revoked, tens of thousands in a fleet that renews, and the ASN.1 library
+ * spent ~50 µs an entry building and serialising its objects (a 60,000-entry CRL took ~3 s to
+ * sign; docs/performance.md). Each entry is `SEQUENCE { serial INTEGER, revocationDate Time,
+ * crlEntryExtensions (the reason) OPTIONAL }`, byte for byte what the library writes.
+ */
+export function revokedCertificatesDer(revoked: readonly RevokedEntry[]): Uint8Array {
+  const serials = revoked.map((entry) => serialContent(serialFromHex(entry.serialHex)));
+  const dates = revoked.map((entry) => entry.revokedAt);
+  const reasons = revoked.map((entry) => {
+    if (entry.reason === undefined) return undefined;
+    const extensions = REASON_EXTENSIONS.get(entry.reason);
+    if (!extensions) throw new TypeError(`unknown revocation reason ${JSON.stringify(entry.reason)}`);
+    return extensions;
+  });
+  const contentLengths = revoked.map(
+    (_, i) => tlvSize(serials[i]!.length) + timeSize(dates[i]!) + (reasons[i]?.length ?? 0),
+  );
+  let listLength = 0;
+  for (const length of contentLengths) listLength += tlvSize(length);
+  const writer = new DerWriter(tlvSize(listLength)).header(TAG.SEQUENCE, listLength);
+  for (let i = 0; i < revoked.length; i++) {
+    writer.header(TAG.SEQUENCE, contentLengths[i]!);
+    writer.header(TAG.INTEGER, serials[i]!.length).raw(serials[i]!);
+    writer.time(dates[i]!);
+    const reason = reasons[i];
+    if (reason) writer.raw(reason);
+  }
+  return writer.finish();
 }
 
 function extension(oid: string, value: unknown): Extension {

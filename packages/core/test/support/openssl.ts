@@ -7,7 +7,11 @@ import { type Signer, softSigner } from '../../src/index.ts';
 
 /** Runs the openssl CLI, the independent implementation these tests check against. */
 export function openssl(args: readonly string[], input?: Uint8Array | string): string {
-  return execFileSync('openssl', args, { input, stdio: ['pipe', 'pipe', 'pipe'] }).toString('utf8');
+  return execFileSync('openssl', args, {
+    input,
+    stdio: ['pipe', 'pipe', 'pipe'],
+    maxBuffer: 64 * 1024 * 1024,
+  }).toString('utf8');
 }
 
 /**
