@@ -8,6 +8,7 @@ import type { ServiceContext } from './context.ts';
 import { createFactory } from './factories/create-factory.ts';
 import { type Factory, findFactoryByName } from './factories/factories.ts';
 import { openCustody } from './keys/open-custody.ts';
+import { CrlRefresher } from './revocation/refresh.ts';
 import { openDatabase } from './storage/database.ts';
 import { issueFactoryToken, listApiTokens, revokeFactoryToken, type TokenInfo } from './tokens/api-tokens.ts';
 
@@ -26,7 +27,12 @@ export async function withAdminContext<T>(
     const { custody, tlsKeys, close } = await openCustody({ ...config, dataDir }, database);
     try {
       const log = pino({ level: 'silent' });
-      return await work({ config: { ...config, dataDir }, database, custody, tlsKeys, log });
+      const crlRefresher = new CrlRefresher({ db: database.db, custody, log });
+      try {
+        return await work({ config: { ...config, dataDir }, database, custody, tlsKeys, log, crlRefresher });
+      } finally {
+        await crlRefresher.settled();
+      }
     } finally {
       await close();
     }

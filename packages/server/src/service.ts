@@ -20,6 +20,7 @@ import { reportOpenFileLimit } from './http/open-file-limit.ts';
 import { openCustody } from './keys/open-custody.ts';
 import { ServiceMetrics } from './metrics/service-metrics.ts';
 import { setCrlTiming } from './revocation/crl-store.ts';
+import { CrlRefresher } from './revocation/refresh.ts';
 import { startCrlResign } from './revocation/resign.ts';
 import { openDatabase } from './storage/database.ts';
 import { createApiToken } from './tokens/api-tokens.ts';
@@ -79,6 +80,9 @@ export async function startService(options: StartOptions): Promise<RunningServic
     const keys = await openCustody({ ...config, dataDir }, database);
     closers.unshift(() => keys.close());
     const { custody, tlsKeys } = keys;
+    // after the listeners close, the CRL re-signs they scheduled end before custody and database
+    const crlRefresher = new CrlRefresher({ db: database.db, custody, log });
+    closers.unshift(() => crlRefresher.settled());
     // the demo factory defaults to on with the embedded defaults only
     const demoFactory = {
       ...config.demoFactory,
@@ -90,6 +94,7 @@ export async function startService(options: StartOptions): Promise<RunningServic
       custody,
       tlsKeys,
       log,
+      crlRefresher,
       metrics: new ServiceMetrics(database),
       lifecycle: { serving: false },
     };

@@ -10,7 +10,7 @@ import {
 } from '@keyferry/core';
 import { noPlanRow } from '../allowlist/plan.ts';
 import type { AuditEntry } from '../audit/audit-log.ts';
-import { type RefreshDeps, refreshCrls } from '../revocation/refresh.ts';
+import type { CrlRefresher, RefreshDeps } from '../revocation/refresh.ts';
 import { compiledOnce } from '../storage/compiled-query.ts';
 import { asOneWrite, type Db, readThenWrite } from '../storage/database.ts';
 import {
@@ -37,6 +37,7 @@ export interface Enrollment {
 
 export interface IssuanceDeps extends RefreshDeps {
   issuingCas: IssuingCas;
+  crlRefresher: CrlRefresher;
 }
 
 /** The CERTIFICATE object `label` of the device's group, or `unknown_label`. */
@@ -198,7 +199,7 @@ export async function enrollDevice(
     if (keyReused && error === keyReused) await failObject(db, session, object, keyReused, now);
     throw error;
   });
-  await refreshCrls(deps, superseded);
+  deps.crlRefresher.schedule(superseded);
   return enrollment;
 }
 

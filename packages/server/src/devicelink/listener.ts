@@ -41,6 +41,7 @@ export async function startDeviceLink(
       anchors,
       issuingCas: new IssuingCas(ctx.database.db, ctx.custody),
       custody: ctx.custody,
+      crlRefresher: ctx.crlRefresher,
       log,
       metrics: ctx.metrics,
       rateLimits: {

@@ -2,7 +2,7 @@ import { KeyferryError } from '@keyferry/core';
 import { z } from 'zod';
 import type { AuditEntry } from '../audit/audit-log.ts';
 import { assignedObjectsWithLive } from '../el2g/assigned-objects.ts';
-import { type RefreshDeps, refreshCrls } from '../revocation/refresh.ts';
+import type { CrlRefresher, RefreshDeps } from '../revocation/refresh.ts';
 import { asOneWrite, readThenWrite } from '../storage/database.ts';
 import type { ProvisioningState } from '../storage/tables.ts';
 import { recordDeviceStates, recordDeviceStatesAlone } from './device-records.ts';
@@ -37,7 +37,7 @@ export type Report = z.output<typeof reportSchema>;
  * revocation.
  */
 export async function recordReport(
-  deps: RefreshDeps,
+  deps: RefreshDeps & { crlRefresher: CrlRefresher },
   session: DeviceSession,
   report: Report,
   change: { correlationId: string },
@@ -78,7 +78,7 @@ export async function recordReport(
     }
     return { updates, revokedCas: superseded.map((c) => c.ca_id) };
   });
-  await refreshCrls(deps, revokedCas);
+  deps.crlRefresher.schedule(revokedCas);
   return { objects: updates.map((u) => ({ name: u.object.name, state: u.state })) };
 }
 

@@ -11,6 +11,7 @@ import { parseBody } from '../http/validate.ts';
 import type { KeyCustody } from '../keys/custody.ts';
 import { observeRequest } from '../metrics/observe-request.ts';
 import type { ServiceMetrics } from '../metrics/service-metrics.ts';
+import type { CrlRefresher } from '../revocation/refresh.ts';
 import type { Db } from '../storage/database.ts';
 import { assertRenewalScope } from './device-certificate.ts';
 import { checkCsrHeaders, decodeCsrBody } from './est-body.ts';
@@ -39,8 +40,9 @@ export interface DeviceLinkDeps {
   domain: string;
   anchors: TrustAnchors;
   issuingCas: IssuingCas;
-  /** Re-signs CRLs after a rotation revokes a certificate. */
   custody: KeyCustody;
+  /** Re-signs CRLs after a rekey or a rotation revokes a certificate. */
+  crlRefresher: CrlRefresher;
   log: Logger;
   metrics?: ServiceMetrics | undefined;
   /** deviceLink.rateLimits; none in tests that build the handler alone. */

@@ -56,14 +56,66 @@ export interface CurrentCrl {
  * {@link onCertificatesRevoked}; that call only makes the rebuild happen at once.
  */
 export async function currentCrl(deps: RevocationDeps, caId: number, now = new Date()): Promise<CurrentCrl> {
+  const asked = ++sequence;
   const [stored, state] = await Promise.all([storedCrl(deps.db, caId), revokedState(deps.db, caId)]);
   if (stored && !stale(stored, state, now)) return toCurrent(stored);
-  return rebuildCrl(deps, caId, now);
+  return sharedRebuild(deps, caId, now, asked);
+}
+
+/** Orders the state reads and rebuilds of this process. */
+let sequence = 0;
+/**
+ * Per database, each CA's latest rebuild in this process (in flight or done) and when (in
+ * {@link sequence}) it began.
+ */
+const rebuilds = new WeakMap<Db, Map<number, Rebuild>>();
+
+interface Rebuild {
+  began: number;
+  crl: Promise<CurrentCrl>;
+  done: boolean;
 }
 
 /**
- * Call after revoking certificates of CA `caId` (allow-list delete, rotation): re-signs its
- * CRL with the next CRL number so the served revocation data is current.
+ * Callers of one process that find a CRL stale at once share one signing: many CRL reads
+ * right after a revocation would otherwise each read and sign the whole list. A caller takes
+ * the latest rebuild, in flight or done, when it began after the caller read the revocation
+ * state, so it lists at least those revocations (a caller whose reads were answered late, after
+ * that rebuild ended, finds the CRL it read stale but need not sign again); otherwise the
+ * caller waits for it to end, then takes or begins the next.
+ */
+async function sharedRebuild(
+  deps: RevocationDeps,
+  caId: number,
+  now: Date,
+  asked: number,
+): Promise<CurrentCrl> {
+  const latest = rebuilds.get(deps.db) ?? new Map<number, Rebuild>();
+  rebuilds.set(deps.db, latest);
+  for (let flight = latest.get(caId); flight; flight = latest.get(caId)) {
+    if (flight.began > asked) return flight.crl;
+    if (flight.done) break;
+    await flight.crl.catch(() => undefined);
+  }
+  const rebuild: Rebuild = { began: ++sequence, crl: rebuildCrl(deps, caId, now), done: false };
+  latest.set(caId, rebuild);
+  rebuild.crl.then(
+    () => {
+      rebuild.done = true;
+    },
+    () => {
+      rebuild.done = true;
+      // a failed signing is not shared with anyone who comes later
+      if (latest.get(caId) === rebuild) latest.delete(caId);
+    },
+  );
+  return rebuild.crl;
+}
+
+/**
+ * Call after revoking certificates of CA `caId` (allow-list delete, rotation; revocation/
+ * refresh.ts): re-signs its CRL with the next CRL number so the served revocation data is
+ * current.
  */
 export async function onCertificatesRevoked(
   deps: RevocationDeps,

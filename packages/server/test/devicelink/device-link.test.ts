@@ -152,7 +152,8 @@ describe.each(BACKENDS)('device-link on %s: the provisioning flow of one device'
       [cert.serialHex, 'superseded'],
       [parseCertificate(renewed!).serialHex, null],
     ]);
-    // the report re-signed the CA's CRL right after it committed, before anyone fetched it
+    // the report scheduled the re-sign of the CA's CRL: done after the answer, before anyone fetched it
+    await f.svc.service.ctx.crlRefresher.settled();
     const crl = await f.svc.service.ctx.database.db
       .selectFrom('crls')
       .select(['revoked_count', 'revoked_latest'])

@@ -174,8 +174,25 @@ export function writeTemp(name: string, text: string): string {
 /** One keep-alive connection of `device` for every call made with it, as the agent keeps one. */
 export function keepAliveLink(f: Pick<DeviceLinkFixture, 'call'>, device: TestDevice) {
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  const call = (options: Parameters<DeviceLinkFixture['call']>[1]) => f.call(device, { agent, ...options });
   return {
-    call: (options: Parameters<DeviceLinkFixture['call']>[1]) => f.call(device, { agent, ...options }),
+    call,
+    /** An EST enrollment (`op`) of `base64`, a fresh key's CSR unless given. */
+    enroll: async (op = 'simpleenroll', base64?: string) =>
+      call({
+        method: 'POST',
+        path: `/.well-known/est/fio-device-gateway-ca/${op}`,
+        headers: { 'content-type': 'application/pkcs10', 'content-transfer-encoding': 'base64' },
+        body: base64 ?? (await freshCsr()).base64,
+      }),
+    /** A report of `body` (JSON). */
+    report: (body: string) =>
+      call({
+        method: 'POST',
+        path: '/device-link/v1/report',
+        headers: { 'content-type': 'application/json' },
+        body,
+      }),
     close: () => agent.destroy(),
   };
 }

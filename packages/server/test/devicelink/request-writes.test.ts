@@ -1,5 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseCrl } from '@keyferry/core';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { PROCESS_TEST_TIMEOUT_MS } from '../../../../test/support/processes.ts';
+import { currentCrl } from '../../src/revocation/crl-store.ts';
 import { statementsSent } from '../../src/storage/statement-count.ts';
 import { BACKENDS, type BackendName, untilWaitingOnALock } from '../support/databases.ts';
 import {
@@ -24,7 +26,7 @@ const BOTH_STORED = JSON.stringify({
 
 /** No bulk-job poll during a test: each request's statements are the only ones sent. */
 const QUIET_JOBS = { jobs: { pollMs: 3_600_000 } };
-/** The statements of re-signing a CA's CRL after a revocation commits (revocation/refresh.ts). */
+/** The statements of re-signing a CA's CRL after a revocation commits, off the request (revocation/refresh.ts). */
 const CRL_RESIGN = 7;
 
 /** The service, with one device provisioned: what its first connection reads once is read. */
@@ -54,12 +56,19 @@ describe.each(BACKENDS)(
     });
     const pg = backend === 'postgres';
     const db = () => f.svc.service.ctx.database.db;
+    const storedCrlNumber = async (caId: number) =>
+      (await db().selectFrom('crls').select('crl_number').where('ca_id', '=', caId).executeTakeFirstOrThrow())
+        .crl_number;
 
-    /** A call's answer and the statements it sent. */
+    /**
+     * A call's answer and the statements it sent, with those of the CRL re-sign it scheduled
+     * (sent after the answer, so counted once it settled).
+     */
     async function counted(call: () => ReturnType<DeviceLinkFixture['call']>) {
       const before = statementsSent();
       const answer = await call();
       expect(answer.status, answer.text).toBe(200);
+      await f.svc.service.ctx.crlRefresher.settled();
       return { answer, statements: statementsSent() - before };
     }
     const enroll = (link: ReturnType<typeof keepAliveLink>, base64: string, op = 'simpleenroll') =>
@@ -124,7 +133,7 @@ describe.each(BACKENDS)(
         await counted(() => link.call({ path: MANIFEST }));
         await enroll(link, (await freshCsr()).base64);
         // a new key for the same object: the old certificate is revoked with the new one's write,
-        // BEGIN, the revocation, the write, COMMIT on PostgreSQL; then the CA's CRL is re-signed
+        // BEGIN, the revocation, the write, COMMIT on PostgreSQL; after the answer the CA's CRL is re-signed
         const rekeyed = await enroll(link, (await freshCsr()).base64);
         expect(rekeyed.statements).toBe((pg ? 6 : 9) + CRL_RESIGN);
         expect((await certificates(device)).map((c) => c.revocation_reason)).toEqual(['superseded', null]);
@@ -157,6 +166,79 @@ describe.each(BACKENDS)(
         'fio-device-gateway-ca-kp': { state: 'PROVISIONING_COMPLETED', reason: null },
         'fio-device-gateway-ca': { state: 'PROVISIONING_COMPLETED', reason: null },
       });
+    });
+
+    it('answers a rekey before its CRL is re-signed; a CRL read meanwhile lists the revocation', async () => {
+      const refresher = f.svc.service.ctx.crlRefresher;
+      const scheduled: number[] = [];
+      const held = vi.spyOn(refresher, 'schedule').mockImplementation((caIds) => {
+        scheduled.push(...caIds);
+      });
+      const device = await f.device();
+      const link = keepAliveLink(f, device);
+      try {
+        await counted(() => link.call({ path: MANIFEST }));
+        await enroll(link, (await freshCsr()).base64);
+        const [first] = await db()
+          .selectFrom('certificates')
+          .select(['ca_id', 'serial_hex'])
+          .where('subject_cn', '=', device.uid.hex)
+          .execute();
+        const deps = { db: db(), custody: f.svc.service.ctx.custody };
+        const signed = await currentCrl(deps, first!.ca_id);
+        // the re-sign is held back, and the rekey is answered all the same
+        await enroll(link, (await freshCsr()).base64);
+        expect(scheduled).toEqual([first!.ca_id]);
+        expect(await storedCrlNumber(first!.ca_id)).toBe(signed.crlNumber);
+        // a read finds the CRL stale and signs it itself
+        const read = await currentCrl(deps, first!.ca_id);
+        expect(read.crlNumber).toBe(signed.crlNumber + 1);
+        expect(parseCrl(read.der).entries.map((e) => e.serialHex)).toContain(first!.serial_hex);
+        // the held re-sign, let go, finds it current and signs nothing more
+        held.mockRestore();
+        refresher.schedule(scheduled);
+        await refresher.settled();
+        expect(await storedCrlNumber(first!.ca_id)).toBe(read.crlNumber);
+      } finally {
+        held.mockRestore();
+        link.close();
+      }
+    });
+
+    it('coalesces re-signs scheduled while one runs, and shares one signing among concurrent reads', async () => {
+      const refresher = f.svc.service.ctx.crlRefresher;
+      const device = await f.device();
+      await provisionOverDeviceLink(f.call, device);
+      const [cert] = await db()
+        .selectFrom('certificates')
+        .select(['id', 'ca_id'])
+        .where('subject_cn', '=', device.uid.hex)
+        .execute();
+      const deps = { db: db(), custody: f.svc.service.ctx.custody };
+      const revoke = () =>
+        db()
+          .updateTable('certificates')
+          .set({ revoked_at: new Date().toISOString(), revocation_reason: 'superseded' })
+          .where('id', '=', cert!.id)
+          .execute();
+      const before = (await currentCrl(deps, cert!.ca_id)).crlNumber;
+      await revoke();
+      // thirty schedules before the first one runs: one re-sign (each alone would read the
+      // revocation state again, 2 statements, 29 times)
+      const sent = statementsSent();
+      for (let i = 0; i < 30; i++) refresher.schedule([cert!.ca_id]);
+      await refresher.settled();
+      expect(statementsSent() - sent).toBe(CRL_RESIGN);
+      expect(await storedCrlNumber(cert!.ca_id)).toBe(before + 1);
+      // twenty reads of a stale CRL at once: one signing, the same CRL for all
+      await db().updateTable('certificates').set({ revoked_at: null }).where('id', '=', cert!.id).execute();
+      await revoke();
+      const readSent = statementsSent();
+      const reads = await Promise.all(Array.from({ length: 20 }, () => currentCrl(deps, cert!.ca_id)));
+      // each read finds it stale (2 statements), one of them signs (the rest of a re-sign)
+      expect(statementsSent() - readSent).toBe(20 * 2 + CRL_RESIGN - 2);
+      expect(new Set(reads.map((r) => r.crlNumber))).toEqual(new Set([before + 2]));
+      expect(await storedCrlNumber(cert!.ca_id)).toBe(before + 2);
     });
   },
 );
@@ -257,12 +339,7 @@ describe('a device removed while its write waits for its row, on postgres', {
     try {
       expect((await link.call({ path: MANIFEST })).status).toBe(200);
       for (const op of ['simpleenroll', 'simplereenroll']) {
-        const answer = await link.call({
-          method: 'POST',
-          path: `${EST}/${op}`,
-          headers: CSR_HEADERS,
-          body: (await freshCsr()).base64,
-        });
+        const answer = await link.enroll(op);
         expect(answer.status, answer.text).toBe(200);
       }
       const before = await stored(device);
