@@ -29,8 +29,8 @@ export function registerCompiledText(text: string): void {
 export function nameCompiledStatements(client: pg.PoolClient): void {
   const query = client.query.bind(client) as (...args: unknown[]) => unknown;
   (client as { query: unknown }).query = (...args: unknown[]) => {
-    countStatement();
     const [text, values] = args;
+    countStatement(text);
     const name = typeof text === 'string' && Array.isArray(values) ? compiledTexts.get(text) : undefined;
     if (name === undefined || args.length > 2) return query(...args);
     return new Promise((resolve, reject) => {

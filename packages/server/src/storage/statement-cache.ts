@@ -20,7 +20,7 @@ export function withStatementCache(
     close: () => sqlite.close(),
     // Kysely prepares each statement it runs (BEGIN and COMMIT too): one call, one statement
     prepare(sql: string) {
-      countStatement();
+      countStatement(sql);
       const cached = cache.get(sql);
       if (cached && !cached.busy) {
         cache.delete(sql);
