@@ -285,7 +285,7 @@ export const simpleenroll = (fleet: Fleet, agent: PinnedAgent, device: SimDevice
     body: Buffer.from(device.csrDer).toString('base64'),
   });
 
-const report = (fleet: Fleet, agent: PinnedAgent) =>
+export const report = (fleet: Fleet, agent: PinnedAgent) =>
   send({
     agent,
     tls: true,

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { PROCESS_TEST_TIMEOUT_MS, REPO_ROOT, type RunResult, runCommand } from '../support/processes.ts';
 
 /**
- * `npm run bench` and `npm run bench:issue` must not rot: they run end to end with tiny counts
+ * `npm run bench`, `bench:issue` and `bench:rotation` must not rot: they run end to end with tiny counts
  * (a real keyferryd, a few devices through the device-link, the floor server, cfssl) and end
  * with their RESULT line; --help and nonsense parameters behave. No figure is asserted — a
  * bench is not a test.
@@ -29,6 +29,11 @@ const PROVISIONING_RESULT = new RegExp(
   `^RESULT devices=[0-9]+ devices_per_s=${NUMBER} server_ms_per_device=${NUMBER} client_ms_per_device=${NUMBER} ` +
     `floor_ms_per_handshake=${NUMBER} floor_ratio=${NUMBER} p50_ms=${NUMBER} p99_ms=${NUMBER} ` +
     `service_p99_ms=${NUMBER} rss_mb=${NUMBER} workers=[0-9]+ storage=(sqlite|postgres) nodes=[0-9]+ db_ms_per_device=(${NUMBER}|n/a) device_floor_ms=(${NUMBER}|n/a) statements_per_device=${NUMBER}$`,
+  'm',
+);
+const ROTATION_RESULT = new RegExp(
+  `^RESULT devices=[0-9]+ revoked=[0-9]+ crl_bytes=[0-9]+ first_ms_per_rekey=${NUMBER} ` +
+    `last_ms_per_rekey=${NUMBER} growth=(${NUMBER}|n/a)$`,
   'm',
 );
 const ISSUE_RESULT = new RegExp(
@@ -139,6 +144,36 @@ describe('npm run bench (smoke, tiny counts)', () => {
     expect(run.stdout).toMatch(/^in-process keyferry alone \(no network, no TLS, no storage/m);
     expect(run.stdout).toMatch(/^floor +[0-9.]+ ms server CPU per request: a minimal Node HTTPS server/m);
     expect(run.stdout).toMatch(/^ceiling +cfssl's whole request [0-9.]+ ms \/ \(keyferry's CSR verify/m);
+  });
+
+  it('bench:rotation rekeys every device in batches, the CRL growing, and ends with the RESULT line', {
+    timeout: 180_000,
+  }, async () => {
+    const run = await bench('rotation.ts', [
+      '--devices',
+      '12',
+      '--batches',
+      '3',
+      '--concurrency',
+      '4',
+      '--warmup',
+      '2',
+    ]);
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(ROTATION_RESULT);
+    // each batch's rekeys revoked as many certificates (after the warm-up's 2), and the CRL grows
+    expect(run.stdout).toMatch(/^batch +1: 4 rekeys \(0 failed\).* CRL then 6 entries/m);
+    expect(run.stdout).toMatch(/^batch +3: 4 rekeys \(0 failed\).* CRL then 14 entries/m);
+    const [result] = results(run.stdout);
+    expect(result!.revoked).toBe('14');
+    expect(result!.devices).toBe('14');
+    const crls = [...run.stdout.matchAll(/entries, ([0-9]+) bytes/g)].map((m) => Number(m[1]));
+    expect(crls).toHaveLength(3);
+    expect(crls[0]!).toBeLessThan(crls[1]!);
+    expect(crls[1]!).toBeLessThan(crls[2]!);
+    const refused = await bench('rotation.ts', ['--devices', '2', '--batches', '3']);
+    expect(refused.status).toBe(2);
+    expect(refused.stderr).toContain('--batches 3 is more than --devices 2');
   });
 
   it('--help prints the options and exits 0', { timeout: 60_000 }, async () => {

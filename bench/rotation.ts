@@ -1,0 +1,190 @@
+/**
+ * `npm run bench:rotation`: a fleet rotating its keys (docs/performance.md). A real keyferryd
+ * pinned to one core provisions N devices (and a warm-up's more), then every device enrolls a
+ * new key (EST simpleenroll with a new CSR, which revokes its previous certificate) and reports
+ * it — the warm-up's first, unmeasured, then the N in batches: the CA's CRL grows by one entry
+ * a device. Per batch it prints the server CPU per
+ * rekey (keyferryd's /proc, the CRL re-signs included: each batch ends with a fetch of the
+ * CRL, which waits for the current one) and the CRL's size; the first batch, on a short CRL, is
+ * the peer of the last, on the whole fleet's, under the same client, cores and keyferryd.
+ * Ends with `RESULT devices=… revoked=… crl_bytes=… first_ms_per_rekey=… last_ms_per_rekey=…
+ * growth=…`: growth near 1 means a rekey costs the same however long the CRL.
+ */
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createCsr, softSigner } from '@keyferry/core';
+import { buildAll } from '../scripts/build.ts';
+import {
+  deviceAgent,
+  type Fleet,
+  makeDevices,
+  provision,
+  report,
+  type SimDevice,
+  simpleenroll,
+  startFleet,
+} from './lib/device-link-load.ts';
+import { Failures, runPool } from './lib/keep-alive-client.ts';
+import { benchOptions, positiveInteger } from './lib/options.ts';
+import { choosePinning, describePinning, pin, treeCpuMs } from './lib/process-stats.ts';
+
+const options = benchOptions(
+  "Usage: npm run bench:rotation [-- options]\n\nProvisions simulated devices through a real keyferryd, then rekeys them all in batches while\nthe CA's CRL grows; prints server CPU per rekey and CRL size per batch, ending with a RESULT line.",
+  {
+    devices: {
+      value: 'N',
+      default: '3000',
+      help: 'devices provisioned, then rekeyed',
+      check: positiveInteger,
+    },
+    batches: { value: 'N', default: '5', help: 'batches the rekeys are measured in', check: positiveInteger },
+    warmup: {
+      value: 'N',
+      default: '500',
+      help: 'devices more, provisioned and rekeyed before the batches (V8 optimises the rekey meanwhile)',
+      check: positiveInteger,
+    },
+    concurrency: { value: 'N', default: '16', help: 'devices in flight', check: positiveInteger },
+    'no-build': { value: '', help: 'run the programs as built (the test suite builds them first)' },
+  },
+);
+const n = (name: 'devices' | 'batches' | 'concurrency' | 'warmup') => Number(options[name]);
+if (n('batches') > n('devices')) {
+  console.error(
+    `--batches ${n('batches')} is more than --devices ${n('devices')}\nRun with --help for the options.`,
+  );
+  process.exit(2);
+}
+const say = (line: string) => console.error(`[bench] ${line}`);
+const f2 = (x: number) => x.toFixed(2);
+const pinning = choosePinning();
+pin(process.pid, 'none' in pinning ? undefined : pinning.client);
+
+interface Batch {
+  rekeyed: number;
+  failed: number;
+  seconds: number;
+  serverCpuMs: number;
+  revoked: number;
+  crlBytes: number;
+}
+
+/** Every intermediate CA's CRL, as a relying party fetches it; returns the largest one's size and entry count. */
+async function largestCrl(
+  fleet: Fleet,
+  caIds: readonly number[],
+): Promise<{ bytes: number; number: number }> {
+  let largest = { bytes: 0, number: 0 };
+  for (const id of caIds) {
+    const res = await fetch(new URL(`/crl/demo/${id}.crl`, fleet.daemon.listen.api));
+    if (!res.ok) throw new Error(`GET /crl/demo/${id}.crl answered ${res.status}: ${await res.text()}`);
+    const bytes = (await res.arrayBuffer()).byteLength;
+    if (bytes > largest.bytes) largest = { bytes, number: Number(res.headers.get('x-crl-number')) };
+  }
+  return largest;
+}
+
+/** Each device of `devices` on a new connection: simpleenroll with its new CSR, then the report. */
+async function rekey(fleet: Fleet, devices: readonly SimDevice[]): Promise<Failures> {
+  const failures = new Failures();
+  await runPool(
+    devices.length,
+    n('concurrency'),
+    async (i) => {
+      const device = devices[i]!;
+      const agent = deviceAgent(fleet, device);
+      try {
+        await simpleenroll(fleet, agent, device);
+        await report(fleet, agent);
+      } finally {
+        agent.destroy();
+      }
+    },
+    failures,
+  );
+  return failures;
+}
+
+const work = mkdtempSync(join(tmpdir(), 'keyferry-bench-rotation-'));
+let fleet: Fleet | undefined;
+let failed = 0;
+try {
+  say(`node ${process.version}; ${describePinning(pinning)}`);
+  if (options['no-build'] !== 'true') await buildAll();
+  fleet = await startFleet(join(work, 'data'), 'none' in pinning ? {} : { core: pinning.server });
+  const total = n('warmup') + n('devices');
+  say(`keyferryd pid ${fleet.pid}; making, allow-listing and provisioning ${total} devices`);
+  const all = await makeDevices(fleet, total);
+  const provisioned = await provision(fleet, all, n('concurrency'));
+  failed += provisioned.failures.count;
+  const cas = (await fleet.api('GET', '/ota/factories/demo/el2g/intermediate-cas/')) as Array<{ id: number }>;
+  const caIds = cas.map((ca) => ca.id);
+  say('making a new key and CSR for every device (device-side work, before the clock)');
+  const rekeyed: SimDevice[] = [];
+  for (const device of all) {
+    const csrDer = await createCsr({
+      subject: { CN: 'device' },
+      signer: softSigner(generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey),
+    });
+    rekeyed.push({ ...device, csrDer });
+  }
+  say(`warm-up: ${n('warmup')} devices rekeyed`);
+  const warm = await rekey(fleet, rekeyed.slice(0, n('warmup')));
+  failed += warm.count;
+  const measured = rekeyed.slice(n('warmup'));
+  await largestCrl(fleet, caIds);
+  const size = Math.ceil(measured.length / n('batches'));
+  let revoked = n('warmup') - warm.count;
+  const batches: Batch[] = [];
+  for (let start = 0; start < measured.length; start += size) {
+    const batch = measured.slice(start, start + size);
+    const cpu0 = treeCpuMs(fleet.pids);
+    const t0 = performance.now();
+    const failures = await rekey(fleet, batch);
+    // the batch's CRL re-signs count too: the fetch waits for a current CRL
+    const crl = await largestCrl(fleet, caIds);
+    revoked += batch.length - failures.count;
+    const done: Batch = {
+      rekeyed: batch.length - failures.count,
+      failed: failures.count,
+      seconds: (performance.now() - t0) / 1000,
+      serverCpuMs: treeCpuMs(fleet.pids) - cpu0,
+      revoked,
+      crlBytes: crl.bytes,
+    };
+    failed += failures.count;
+    if (failures.count > 0)
+      say(`batch ${batches.length + 1}: ${failures.count} failed\n${failures.lines().join('\n')}`);
+    batches.push(done);
+    say(`batch ${batches.length}: ${done.rekeyed} rekeyed, CRL ${crl.bytes} bytes (number ${crl.number})`);
+  }
+  await fleet.stop();
+  fleet = undefined;
+
+  const perRekey = (b: Batch) => b.serverCpuMs / Math.max(1, b.rekeyed);
+  const first = batches[0]!;
+  const last = batches[batches.length - 1]!;
+  console.log(`keyferry rotation bench — node ${process.version}, sqlite, ${describePinning(pinning)}`);
+  console.log(
+    `fleet:    ${provisioned.provisioned} devices provisioned (${provisioned.failures.count} failed), then each rekeyed (new key: its previous certificate revoked), ${n('warmup')} as a warm-up and ${measured.length} in ${batches.length} batches, ${n('concurrency')} in flight`,
+  );
+  for (const [i, b] of batches.entries()) {
+    console.log(
+      `batch ${String(i + 1).padStart(2)}: ${b.rekeyed} rekeys (${b.failed} failed), ${f2(b.rekeyed / b.seconds)} rekeys/s, ${f2(perRekey(b))} ms server CPU per rekey (CRL re-signs included); CRL then ${b.revoked} entries, ${b.crlBytes} bytes`,
+    );
+  }
+  const growth = perRekey(first) > 0 ? f2(perRekey(last) / perRekey(first)) : 'n/a';
+  console.log(
+    `growth:   the last batch's CPU per rekey / the first's = ${growth} (1 = a rekey costs the same however long the CRL)`,
+  );
+  console.log(
+    `RESULT devices=${provisioned.provisioned} revoked=${last.revoked} crl_bytes=${last.crlBytes} first_ms_per_rekey=${f2(perRekey(first))} last_ms_per_rekey=${f2(perRekey(last))} growth=${growth}`,
+  );
+  if (failed > 0) console.log(`failed:   ${failed} (see stderr)`);
+} finally {
+  await fleet?.stop();
+  rmSync(work, { recursive: true, force: true });
+}
+if (failed > 0) process.exitCode = 1;
