@@ -174,15 +174,22 @@ async function rebuildCrl(deps: RevocationDeps, caId: number, now: Date): Promis
     const previous = await storedCrl(db, caId);
     const revoked = await db
       .selectFrom('certificates')
-      .select(['serial_hex', 'revoked_at', 'revocation_reason'])
+      .select(['serial_hex', 'revoked_at', 'revocation_reason', 'not_after'])
       .where('ca_id', '=', caId)
       .where('revoked_at', 'is not', null)
       .orderBy('id')
       .execute();
-    const entries: RevokedEntry[] = revoked.map((r) => {
+    const listedBefore = previous ? listedOnCrlAfterExpiry(previous.this_update) : () => false;
+    const entries: RevokedEntry[] = [];
+    for (const r of revoked) {
+      if (listedBefore(r)) continue;
       const reason = crlReason(r.revocation_reason);
-      return { serialHex: r.serial_hex, revokedAt: new Date(r.revoked_at!), ...(reason ? { reason } : {}) };
-    });
+      entries.push({
+        serialHex: r.serial_hex,
+        revokedAt: new Date(r.revoked_at!),
+        ...(reason ? { reason } : {}),
+      });
+    }
     const crlNumber = (previous?.crl_number ?? 0) + 1;
     const nextUpdate = new Date(now.getTime() + timing.validityMs);
     const der = await buildCrl({
@@ -238,6 +245,26 @@ async function rebuildCrl(deps: RevocationDeps, caId: number, now: Date): Promis
     `the CRL of CA ${caId} keeps changing under concurrent rebuilds; retry`,
   );
 }
+
+/**
+ * A revoked certificate whose validity ended is dropped from its CA's CRL once a CRL issued
+ * after it expired has listed it (RFC 5280 §3.3): a fleet that renews for years keeps a CRL of
+ * the certificates still valid, not of every one it ever replaced. The previous CRL (signed at
+ * `previousThisUpdate`) listed an entry that was revoked before it was signed, so an entry
+ * expired before then and revoked well before then — an hour, beyond any transaction and any
+ * clock skew between nodes — was on a CRL issued after its expiry. The revoked row itself
+ * stays: the gateway refuses the certificate as revoked, and the CRL's staleness check still
+ * counts every revoked row, so an expiry alone does not re-sign a CRL; the entry goes at the
+ * CA's next re-sign, for a revocation or a day before nextUpdate.
+ */
+function listedOnCrlAfterExpiry(previousThisUpdate: string) {
+  const signedAt = Date.parse(previousThisUpdate);
+  return (r: { revoked_at: string | null; not_after: string }) =>
+    Date.parse(r.not_after) < signedAt && Date.parse(r.revoked_at!) < signedAt - REVOCATION_SETTLED_MS;
+}
+
+/** How long after its revoked_at a revocation is surely committed and seen by every node. */
+const REVOCATION_SETTLED_MS = 3600 * 1000;
 
 function toCurrent(row: CrlsTable): CurrentCrl {
   return {

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { parseDeviceId } from '@keyferry/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { recordGatewayCall } from '../../src/gateway/device-registry.ts';
-import { onCertificatesRevoked } from '../../src/revocation/crl-store.ts';
+import { currentCrl, onCertificatesRevoked } from '../../src/revocation/crl-store.ts';
 import { BACKENDS } from '../support/databases.ts';
 import { startTestService, type TestService } from '../support/service.ts';
 import { type GatewayFactory, issueDeviceCert, NC12, setupGatewayFactory } from './fixtures.ts';
@@ -141,6 +141,41 @@ describe.each(BACKENDS)('CRLs and the gateway device list (%s)', (backend) => {
     );
     expect(parsed.text).toContain('Superseded');
     expect(await snapshot()).toEqual(stored);
+  });
+
+  it('drops a revoked certificate from the CRL once a CRL signed after its expiry listed it', async () => {
+    const f = await setupGatewayFactory(svc, 'expiry');
+    const db = svc.service.ctx.database.db;
+    const deps = { db, custody: svc.service.ctx.custody };
+    const day = 24 * 3600 * 1000;
+    const brief = await issueDeviceCert(svc, f, { publicKeySpki: spki(), validityDays: 1 });
+    const lasting = await issueDeviceCert(svc, f, { publicKeySpki: spki() });
+    const start = Date.now();
+    await db
+      .updateTable('certificates')
+      .set({ revoked_at: new Date(start).toISOString(), revocation_reason: 'superseded' })
+      .where('serial_hex', 'in', [brief.cert.serialHex, lasting.cert.serialHex])
+      .execute();
+    const listed = async (at: number) => {
+      const crl = await currentCrl(deps, f.ca.id, new Date(at));
+      const read = opensslCrl(work, Buffer.from(crl.der), f.ca.pem);
+      expect(read.number).toBe(crl.crlNumber);
+      return read.serials.sort();
+    };
+    const both = [brief.cert.serialHex, lasting.cert.serialHex].map((s) => s.replace(/^0+/, '')).sort();
+    expect(await listed(start)).toEqual(both);
+    // signed after `brief` expired, the CRL before it signed while it was valid: still listed
+    expect(await listed(start + 6.5 * day)).toEqual(both);
+    // the CRL before this one was signed after `brief` expired and listed it: dropped
+    expect(await listed(start + 13 * day)).toEqual([lasting.cert.serialHex.replace(/^0+/, '')]);
+    const row = await db
+      .selectFrom('crls')
+      .selectAll()
+      .where('ca_id', '=', f.ca.id)
+      .executeTakeFirstOrThrow();
+    // the revoked rows are all still counted: an expiry alone does not make the CRL stale
+    expect(row.revoked_count).toBe(2);
+    expect((await currentCrl(deps, f.ca.id, new Date(start + 13 * day))).crlNumber).toBe(row.crl_number);
   });
 
   it('answers 404 for a CA of another factory, an unknown CA and a malformed name, changing nothing', async () => {
