@@ -43,11 +43,15 @@ export const REST_PER_RESIGN = 9;
  */
 export class CrlRefresher {
   readonly #deps: RefreshDeps;
+  readonly #restPerResign: number;
   readonly #running = new Map<number, Promise<void>>();
   readonly #again = new Set<number>();
+  /** Aborted by {@link settled}: the rests end at once, the re-signs still pending run. */
+  #hurry = new AbortController();
 
-  constructor(deps: RefreshDeps) {
+  constructor(deps: RefreshDeps, restPerResign = REST_PER_RESIGN) {
     this.#deps = deps;
+    this.#restPerResign = restPerResign;
   }
 
   /** Schedules the re-sign of each CA's CRL; returns at once. */
@@ -58,9 +62,14 @@ export class CrlRefresher {
     }
   }
 
-  /** Resolves when no re-sign runs or waits (shutdown waits for it before closing the database). */
+  /**
+   * Resolves when every re-sign scheduled so far is signed; the rests are cut short, so this
+   * waits for signing, never for a rest (shutdown waits for it before closing the database).
+   */
   async settled(): Promise<void> {
+    this.#hurry.abort();
     while (this.#running.size > 0) await Promise.all(this.#running.values());
+    this.#hurry = new AbortController();
   }
 
   async #run(caId: number): Promise<void> {
@@ -72,7 +81,9 @@ export class CrlRefresher {
         const began = performance.now();
         await refreshOne(this.#deps, caId);
         // the rest: what is scheduled meanwhile waits for its end, then goes into one re-sign
-        await sleep((performance.now() - began) * REST_PER_RESIGN);
+        await sleep((performance.now() - began) * this.#restPerResign, undefined, {
+          signal: this.#hurry.signal,
+        }).catch(() => undefined);
         if (!this.#again.has(caId)) break;
       }
     } finally {

@@ -2,6 +2,7 @@ import { parseCrl } from '@keyferry/core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { PROCESS_TEST_TIMEOUT_MS } from '../../../../test/support/processes.ts';
 import { currentCrl } from '../../src/revocation/crl-store.ts';
+import { CrlRefresher } from '../../src/revocation/refresh.ts';
 import { statementsSent } from '../../src/storage/statement-count.ts';
 import { BACKENDS, type BackendName, untilWaitingOnALock } from '../support/databases.ts';
 import {
@@ -203,6 +204,36 @@ describe.each(BACKENDS)(
         held.mockRestore();
         link.close();
       }
+    });
+
+    it('waits at shutdown for the re-signs pending, not for a rest', async () => {
+      const device = await f.device();
+      await provisionOverDeviceLink(f.call, device);
+      const [cert] = await db()
+        .selectFrom('certificates')
+        .select(['id', 'ca_id'])
+        .where('subject_cn', '=', device.uid.hex)
+        .execute();
+      // a rest of a million re-signs' time: only settled() cutting it short lets the test end
+      const ctx = f.svc.service.ctx;
+      const refresher = new CrlRefresher({ db: db(), custody: ctx.custody, log: ctx.log }, 1e6);
+      const before = (await currentCrl({ db: db(), custody: ctx.custody }, cert!.ca_id)).crlNumber;
+      const revoked = (at: string | null) =>
+        db()
+          .updateTable('certificates')
+          .set({ revoked_at: at, revocation_reason: at && 'superseded' })
+          .where('id', '=', cert!.id)
+          .execute();
+      await revoked(new Date().toISOString());
+      refresher.schedule([cert!.ca_id]);
+      await vi.waitUntil(async () => (await storedCrlNumber(cert!.ca_id)) === before + 1, {
+        timeout: 30_000,
+      });
+      // in the rest now: a change scheduled meanwhile would wait for its end
+      await revoked(null);
+      refresher.schedule([cert!.ca_id]);
+      await refresher.settled();
+      expect(await storedCrlNumber(cert!.ca_id)).toBe(before + 2);
     });
 
     it('coalesces re-signs scheduled while one runs, and shares one signing among concurrent reads', async () => {
