@@ -1,6 +1,6 @@
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseDeviceId } from '@keyferry/core';
@@ -176,6 +176,54 @@ describe.each(BACKENDS)('CRLs and the gateway device list (%s)', (backend) => {
     // the revoked rows are all still counted: an expiry alone does not make the CRL stale
     expect(row.revoked_count).toBe(2);
     expect((await currentCrl(deps, f.ca.id, new Date(start + 13 * day))).crlNumber).toBe(row.crl_number);
+  });
+
+  it('answers a fetch with the saved ETag 304 until the CA signs a new CRL (curl --etag-compare)', async () => {
+    const f = await setupGatewayFactory(svc, 'etag');
+    const tag = join(work, 'etag.txt');
+    // curl runs beside the event loop (not spawnSync): the service answering it is in this process.
+    const curl = async (out: string, ...flags: string[]) => {
+      const args = [
+        '-sS',
+        '-m',
+        '60',
+        '-o',
+        join(work, out),
+        '-D',
+        '-',
+        '-w',
+        '%{http_code}',
+        ...flags,
+        crlPath(f),
+      ];
+      const stdout = await new Promise<string>((resolve, reject) => {
+        execFile('curl', args, { encoding: 'utf8' }, (error, out, err) =>
+          error ? reject(new Error(err)) : resolve(out),
+        );
+      });
+      return { status: Number(stdout.slice(-3)), headers: stdout.toLowerCase() };
+    };
+    const first = await curl('first.crl', '--etag-save', tag);
+    expect(first.status).toBe(200);
+    const number = /x-crl-number: (\d+)/.exec(first.headers)?.[1];
+    expect(readFileSync(tag, 'utf8').trim()).toBe(`"crl-${f.ca.id}-${number}"`);
+    const before = await snapshot();
+    const again = await curl('again.crl', '--etag-compare', tag, '--etag-save', tag);
+    expect(again.status).toBe(304);
+    expect(again.headers).toContain(`x-crl-number: ${number}`);
+    expect(await snapshot()).toEqual(before);
+    const revoked = await issueDeviceCert(svc, f, { publicKeySpki: spki() });
+    await svc.service.ctx.database.db
+      .updateTable('certificates')
+      .set({ revoked_at: new Date().toISOString(), revocation_reason: 'superseded' })
+      .where('serial_hex', '=', revoked.cert.serialHex)
+      .execute();
+    const changed = await curl('changed.crl', '--etag-compare', tag, '--etag-save', tag);
+    expect(changed.status).toBe(200);
+    const read = opensslCrl(work, readFileSync(join(work, 'changed.crl')), f.ca.pem);
+    expect(read.number).toBe(Number(number) + 1);
+    expect(read.serials).toEqual([revoked.cert.serialHex.replace(/^0+/, '')]);
+    expect(readFileSync(tag, 'utf8').trim()).toBe(`"crl-${f.ca.id}-${read.number}"`);
   });
 
   it('answers 404 for a CA of another factory, an unknown CA and a malformed name, changing nothing', async () => {

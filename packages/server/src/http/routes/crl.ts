@@ -5,7 +5,10 @@ import { publishedCrl } from '../../revocation/published-crl.ts';
 /**
  * GET /crl/<factory>/<ca-id>.crl: an intermediate CA's CRL (DER, application/pkix-crl), without
  * a token — CRLs are signed public data, and a relying party (a gateway behind a proxy, an
- * auditor with openssl) has no factory token.
+ * auditor with openssl) has no token. Each CRL number has its own strong ETag: a relying party
+ * that fetches again with `If-None-Match` (curl --etag-compare) gets 304 until the CA signs a
+ * new one, not the whole list again. `If-Modified-Since` is not answered with 304:
+ * Last-Modified has whole seconds, and two CRLs can be signed within one.
  */
 export async function crlRoutes(app: FastifyInstance, ctx: ServiceContext): Promise<void> {
   app.get<{ Params: { factory: string; file: string } }>('/crl/:factory/:file', async (request, reply) => {
@@ -14,11 +17,22 @@ export async function crlRoutes(app: FastifyInstance, ctx: ServiceContext): Prom
       request.params.factory,
       request.params.file,
     );
-    return reply
-      .type('application/pkix-crl')
+    const etag = `"crl-${crl.caId}-${crl.crlNumber}"`;
+    reply
       .header('cache-control', 'no-cache')
+      .header('etag', etag)
       .header('last-modified', crl.thisUpdate.toUTCString())
-      .header('x-crl-number', String(crl.crlNumber))
-      .send(Buffer.from(crl.der));
+      .header('x-crl-number', String(crl.crlNumber));
+    if (matchesEtag(request.headers['if-none-match'], etag)) return reply.code(304).send();
+    return reply.type('application/pkix-crl').send(Buffer.from(crl.der));
+  });
+}
+
+/** Whether an If-None-Match list (RFC 9110 §13.1.2: `*`, or tags, weak ones too) names `etag`. */
+function matchesEtag(header: string | undefined, etag: string): boolean {
+  if (!header) return false;
+  return header.split(',').some((tag) => {
+    const t = tag.trim();
+    return t === '*' || t === etag || t === `W/${etag}`;
   });
 }
