@@ -5,10 +5,10 @@ import { publishedCrl } from '../../revocation/published-crl.ts';
 /**
  * GET /crl/<factory>/<ca-id>.crl: an intermediate CA's CRL (DER, application/pkix-crl), without
  * a token — CRLs are signed public data, and a relying party (a gateway behind a proxy, an
- * auditor with openssl) has no token. Each CRL number has its own strong ETag: a relying party
- * that fetches again with `If-None-Match` (curl --etag-compare) gets 304 until the CA signs a
- * new one, not the whole list again. `If-Modified-Since` is not answered with 304:
- * Last-Modified has whole seconds, and two CRLs can be signed within one.
+ * auditor with openssl) has no token. Each signed CRL has its own strong ETag (CA, CRL number,
+ * signing time): a relying party that fetches again with `If-None-Match` (curl --etag-compare)
+ * gets 304 until the CA signs a new one, not the whole list again. `If-Modified-Since` is not
+ * answered with 304: Last-Modified has whole seconds, and two CRLs can be signed within one.
  */
 export async function crlRoutes(app: FastifyInstance, ctx: ServiceContext): Promise<void> {
   app.get<{ Params: { factory: string; file: string } }>('/crl/:factory/:file', async (request, reply) => {
@@ -17,7 +17,8 @@ export async function crlRoutes(app: FastifyInstance, ctx: ServiceContext): Prom
       request.params.factory,
       request.params.file,
     );
-    const etag = `"crl-${crl.caId}-${crl.crlNumber}"`;
+    // the signing time too: a database restored from a backup signs CRL numbers again
+    const etag = `"crl-${crl.caId}-${crl.crlNumber}-${crl.thisUpdate.getTime().toString(36)}"`;
     reply
       .header('cache-control', 'no-cache')
       .header('etag', etag)
