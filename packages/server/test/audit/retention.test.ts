@@ -1,6 +1,3 @@
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { recordAudit } from '../../src/audit/audit-log.ts';
@@ -10,6 +7,7 @@ import { startService } from '../../src/service.ts';
 import type { Db } from '../../src/storage/database.ts';
 import { BACKENDS, freshDatabase } from '../support/databases.ts';
 import { withTurns } from '../support/event-loop.ts';
+import { testDir } from '../support/temp-dir.ts';
 
 const DAY = 24 * 60 * 60 * 1000;
 const silent = pino({ level: 'silent' });
@@ -70,7 +68,7 @@ describe.each(BACKENDS)('audit retention on %s', (backend) => {
 
 describe('keyferryd prunes the audit log at start (audit.retentionDays)', () => {
   it('deletes back-dated rows when it starts again with a short retention', async () => {
-    const dataDir = mkdtempSync(join(tmpdir(), 'keyferry-retention-'));
+    const dataDir = testDir('keyferry-retention-');
     const config = (retentionDays?: number) =>
       validateConfig({
         dataDir,

@@ -1,10 +1,10 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/load.ts';
+import { testDir } from '../support/temp-dir.ts';
 
 const DIST = join(import.meta.dirname, '../../dist-files');
 const unit = () => readFileSync(join(DIST, 'keyferryd.service'), 'utf8');
@@ -22,7 +22,7 @@ function serviceSettings(text: string): Map<string, string[]> {
 
 describe('the shipped keyferryd.service and example config', () => {
   it('is a unit systemd-analyze verifies without a single warning', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'keyferry-unit-'));
+    const dir = testDir('keyferry-unit-');
     // verify checks that ExecStart's program exists: point it at node, keep every other line
     const file = join(dir, 'keyferryd.service');
     writeFileSync(file, unit().replaceAll('/usr/bin/keyferryd', process.execPath));
@@ -60,7 +60,7 @@ describe('the shipped keyferryd.service and example config', () => {
   });
 
   it('takes KEYFERRY_MASTER_KEY_FILE with HSM custody too (it wraps the gateway TLS keys)', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'keyferry-cfg-'));
+    const dir = testDir('keyferry-cfg-');
     const file = join(dir, 'k.yaml');
     writeFileSync(
       file,

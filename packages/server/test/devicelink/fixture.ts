@@ -1,5 +1,5 @@
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -50,6 +50,10 @@ export interface DeviceLinkFixture {
   count(table: 'certificates' | 'audit_log'): Promise<number>;
   /** The allow-listed device's state of each object it has a row for, by object name. */
   states(device: TestDevice): Promise<Record<string, { state: string; reason: string | null }>>;
+  /** The fixture's own directory (the devices' secure elements, writeTemp's files), removed by `svc.stop()`. */
+  work: string;
+  /** Writes `text` to a new file under `work`; its path. */
+  writeTemp(name: string, text: string): string;
 }
 
 export async function startDeviceLinkFixture(
@@ -59,15 +63,26 @@ export async function startDeviceLinkFixture(
   options: StartTestOptions = {},
 ): Promise<DeviceLinkFixture> {
   const work = mkdtempSync(join(tmpdir(), 'keyferry-dl-'));
-  const otherVendor = await loadOrCreateVendorCa(join(work, 'other-vendor'));
-  const svc = await startTestService(
-    backend,
-    {
-      products: [{ nc12: SE051, name: 'SE051', trustAnchors: [otherVendor.certificateFile] }],
-      ...overrides,
-    },
-    options,
-  );
+  const removeWork = () => rmSync(work, { recursive: true, force: true });
+  let svc: TestService;
+  let otherVendor: VendorCa;
+  try {
+    otherVendor = await loadOrCreateVendorCa(join(work, 'other-vendor'));
+    svc = await startTestService(
+      backend,
+      {
+        products: [{ nc12: SE051, name: 'SE051', trustAnchors: [otherVendor.certificateFile] }],
+        ...overrides,
+      },
+      options,
+    );
+  } catch (error) {
+    removeWork();
+    throw error;
+  }
+  // the devices' secure elements and the test's files go with the service's data directory
+  const stopService = svc.stop;
+  svc.stop = () => stopService().finally(removeWork);
   // Made after keyferryd started, as keyferry-sim would: the service reads it on demand.
   const vendor = await loadOrCreateVendorCa(join(svc.dataDir, 'sim'));
   const pki = await setupDeviceGateway(svc.url, svc.token);
@@ -85,6 +100,7 @@ export async function startDeviceLinkFixture(
     pki,
     vendor,
     otherVendor,
+    work,
     serviceCa,
     subdomain: factory.subdomain,
     address,
@@ -114,6 +130,11 @@ export async function startDeviceLinkFixture(
         .select((eb) => eb.fn.countAll().as('n'))
         .executeTakeFirstOrThrow();
       return Number(row.n);
+    },
+    writeTemp(name, text) {
+      const path = join(mkdtempSync(join(work, 'file-')), name);
+      writeFileSync(path, text);
+      return path;
     },
     async states(device) {
       const rows = await db
@@ -163,12 +184,6 @@ export async function freshCsr(): Promise<{ der: Uint8Array; base64: string; spk
   const signer = softSigner(privateKey);
   const der = await createCsr({ subject: { CN: 'ignored by the service' }, signer });
   return { der, base64: Buffer.from(der).toString('base64'), spki: signer.publicKeySpki };
-}
-
-export function writeTemp(name: string, text: string): string {
-  const path = join(mkdtempSync(join(tmpdir(), 'keyferry-dl-f-')), name);
-  writeFileSync(path, text);
-  return path;
 }
 
 /** One keep-alive connection of `device` for every call made with it, as the agent keeps one. */

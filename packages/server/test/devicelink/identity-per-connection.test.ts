@@ -1,17 +1,18 @@
 import { generateKeyPairSync, X509Certificate } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { identityCertificate, loadOrCreateVendorCa, randomUid } from '@keyferry/sim';
 import pino from 'pino';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { type IdentityClaim, socketIdentity } from '../../src/devicelink/identity.ts';
 import { TrustAnchors } from '../../src/devicelink/trust-anchors.ts';
 
 const dataDir = mkdtempSync(join(tmpdir(), 'keyferry-identity-'));
 const vendor = await loadOrCreateVendorCa(join(dataDir, 'sim'));
 const anchors = new TrustAnchors({ dataDir, products: [] }, true, pino({ level: 'silent' }));
+afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
 async function identity(signer = vendor) {
   const uid = randomUid();

@@ -1,14 +1,13 @@
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadOrCreateVendorCa } from '@keyferry/sim';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { TrustAnchors } from '../../src/devicelink/trust-anchors.ts';
+import { testDir } from '../support/temp-dir.ts';
 
 describe('device-link trust anchors', () => {
   it('without a config file, trusts the keyferry-sim vendor CA for the built-in products once it exists, with a warning', async () => {
-    const dataDir = mkdtempSync(join(tmpdir(), 'keyferry-anchors-'));
+    const dataDir = testDir('keyferry-anchors-');
     const lines: string[] = [];
     const log = pino({ level: 'warn' }, { write: (line: string) => lines.push(line) });
     const anchors = new TrustAnchors({ dataDir, products: [] }, true, log);
@@ -21,7 +20,7 @@ describe('device-link trust anchors', () => {
   });
 
   it('with a config file, trusts only the files products[].trustAnchors names', async () => {
-    const dataDir = mkdtempSync(join(tmpdir(), 'keyferry-anchors-'));
+    const dataDir = testDir('keyferry-anchors-');
     await loadOrCreateVendorCa(join(dataDir, 'sim'));
     const own = await loadOrCreateVendorCa(join(dataDir, 'own'));
     const anchors = new TrustAnchors(

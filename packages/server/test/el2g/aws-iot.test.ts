@@ -13,7 +13,6 @@ import {
   freshCsr,
   startDeviceLinkFixture,
   type TestDevice,
-  writeTemp,
 } from '../devicelink/fixture.ts';
 import { BACKENDS } from '../support/databases.ts';
 
@@ -27,10 +26,10 @@ function certsOf(text: string): Uint8Array[] {
 }
 
 /** openssl as an independent verifier: does `leaf` chain to the self-signed `ca`? */
-function opensslVerifies(caPem: string, leafPem: string): string {
+function opensslVerifies(f: DeviceLinkFixture, caPem: string, leafPem: string): string {
   return execFileSync(
     'openssl',
-    ['verify', '-CAfile', writeTemp('ca.pem', caPem), writeTemp('leaf.pem', leafPem)],
+    ['verify', '-CAfile', f.writeTemp('ca.pem', caPem), f.writeTemp('leaf.pem', leafPem)],
     {
       encoding: 'utf8',
     },
@@ -154,7 +153,7 @@ describe.each(BACKENDS)('POST el2g/aws-iot/ on %s', (backend) => {
     const cert = parseCertificate(fromPem(res.json.cert, 'CERTIFICATE'));
     expect(cert.subject.text).toBe(`CN=${CODE}`);
     expect(cert.isCa).toBe(false);
-    expect(opensslVerifies(caPem, res.json.cert)).toMatch(/: OK$/);
+    expect(opensslVerifies(f, caPem, res.json.cert)).toMatch(/: OK$/);
     firstSerial = cert.serialHex;
 
     const cas = (await f.svc.call('GET', `${F}/el2g/intermediate-cas/`)).json;
@@ -216,7 +215,7 @@ describe.each(BACKENDS)('POST el2g/aws-iot/ on %s', (backend) => {
     expect(other.status).toBe(200);
     expect(other.json.ca).toBe(caPem);
     expect(parseCertificate(fromPem(other.json.cert, 'CERTIFICATE')).subject.text).toBe('CN=new-code_2.x');
-    expect(opensslVerifies(caPem, other.json.cert)).toMatch(/: OK$/);
+    expect(opensslVerifies(f, caPem, other.json.cert)).toMatch(/: OK$/);
     expect(await snapshot()).toEqual({ ...before, audit: before.audit + 2 });
   });
 
@@ -262,7 +261,7 @@ describe.each(BACKENDS)('POST el2g/aws-iot/ on %s', (backend) => {
     const leaf = parseCertificate(issued!);
     expect(leaf.subjectAttributes).toMatchObject({ CN: device.uid.hex, OU: 'demo' });
     verifyChain(issued!, [], [fromPem(caPem, 'CERTIFICATE')], new Date(), { purpose: 'clientAuth' });
-    expect(opensslVerifies(caPem, toPem(issued!, 'CERTIFICATE'))).toMatch(/: OK$/);
+    expect(opensslVerifies(f, caPem, toPem(issued!, 'CERTIFICATE'))).toMatch(/: OK$/);
     // AWS credentials do not open the OTA side: the gateway's CA bundle does not hold aws-iot-ca.
     const certs = (await f.svc.call('GET', `${F}/certs/`)).json;
     expect(certs['ca-crt'] ?? '').not.toContain(caPem.split('\n')[1]);

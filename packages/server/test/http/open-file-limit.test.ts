@@ -1,8 +1,8 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { validateConfig } from '../../src/config/load.ts';
 import { openFileLimit, reportOpenFileLimit } from '../../src/http/open-file-limit.ts';
 
@@ -14,6 +14,7 @@ function captured() {
 
 describe('open-file limit at start (issue 12 §1: a flood exhausted the descriptors silently)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'keyferry-nofile-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
   const limits = (soft: string, hard: string) => {
     const file = join(dir, `${soft}-${hard}`);
     writeFileSync(

@@ -69,6 +69,7 @@ describe('backup with keyferryd admin backup, restore into a fresh node', {
   afterAll(async () => {
     await restored?.close();
     rmSync(work, { recursive: true, force: true });
+    if (f) rmSync(f.work, { recursive: true, force: true });
   });
 
   function restore(dataDir: string, masterKey: string) {
