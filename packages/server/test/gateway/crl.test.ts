@@ -1,10 +1,11 @@
-import { execFile, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseDeviceId } from '@keyferry/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCommand } from '../../../../test/support/processes.ts';
 import { recordGatewayCall } from '../../src/gateway/device-registry.ts';
 import { currentCrl, onCertificatesRevoked } from '../../src/revocation/crl-store.ts';
 import { BACKENDS } from '../support/databases.ts';
@@ -52,6 +53,13 @@ describe.each(BACKENDS)('CRLs and the gateway device list (%s)', (backend) => {
   const crlPath = (f: GatewayFactory, caId = f.ca.id) => `${svc.url}/crl/${f.name}/${caId}.crl`;
   const snapshot = () =>
     svc.service.ctx.database.db.selectFrom('crls').selectAll().orderBy('ca_id').execute();
+  /** Revokes as superseded (the rotation's reason) without telling the revocation module. */
+  const supersede = (serials: string[], at = new Date()) =>
+    svc.service.ctx.database.db
+      .updateTable('certificates')
+      .set({ revoked_at: at.toISOString(), revocation_reason: 'superseded' })
+      .where('serial_hex', 'in', serials)
+      .execute();
 
   beforeAll(async () => {
     svc = await startTestService(backend);
@@ -120,12 +128,7 @@ describe.each(BACKENDS)('CRLs and the gateway device list (%s)', (backend) => {
     expect(same.number).toBe(afterDelete.number);
 
     // Rotation revokes as superseded and tells the revocation module, which re-signs at once.
-    const at = new Date().toISOString();
-    await svc.service.ctx.database.db
-      .updateTable('certificates')
-      .set({ revoked_at: at, revocation_reason: 'superseded' })
-      .where('serial_hex', '=', kept.cert.serialHex)
-      .execute();
+    await supersede([kept.cert.serialHex]);
     const pushed = await onCertificatesRevoked(
       { db: svc.service.ctx.database.db, custody: svc.service.ctx.custody },
       demo.ca.id,
@@ -151,11 +154,7 @@ describe.each(BACKENDS)('CRLs and the gateway device list (%s)', (backend) => {
     const brief = await issueDeviceCert(svc, f, { publicKeySpki: spki(), validityDays: 1 });
     const lasting = await issueDeviceCert(svc, f, { publicKeySpki: spki() });
     const start = Date.now();
-    await db
-      .updateTable('certificates')
-      .set({ revoked_at: new Date(start).toISOString(), revocation_reason: 'superseded' })
-      .where('serial_hex', 'in', [brief.cert.serialHex, lasting.cert.serialHex])
-      .execute();
+    await supersede([brief.cert.serialHex, lasting.cert.serialHex], new Date(start));
     const listed = async (at: number) => {
       const crl = await currentCrl(deps, f.ca.id, new Date(at));
       const read = opensslCrl(work, Buffer.from(crl.der), f.ca.pem);
@@ -181,27 +180,12 @@ describe.each(BACKENDS)('CRLs and the gateway device list (%s)', (backend) => {
   it('answers a fetch with the saved ETag 304 until the CA signs a new CRL (curl --etag-compare)', async () => {
     const f = await setupGatewayFactory(svc, 'etag');
     const tag = join(work, 'etag.txt');
-    // curl runs beside the event loop (not spawnSync): the service answering it is in this process.
+    // not spawnSync: the service answering curl is in this process
     const curl = async (out: string, ...flags: string[]) => {
-      const args = [
-        '-sS',
-        '-m',
-        '60',
-        '-o',
-        join(work, out),
-        '-D',
-        '-',
-        '-w',
-        '%{http_code}',
-        ...flags,
-        crlPath(f),
-      ];
-      const stdout = await new Promise<string>((resolve, reject) => {
-        execFile('curl', args, { encoding: 'utf8' }, (error, out, err) =>
-          error ? reject(new Error(err)) : resolve(out),
-        );
-      });
-      return { status: Number(stdout.slice(-3)), headers: stdout.toLowerCase() };
+      const args = ['-sS', '-o', join(work, out), '-D', '-', '-w', '%{http_code}', ...flags, crlPath(f)];
+      const res = await runCommand('curl', args, { timeoutMs: 60_000 });
+      expect(res.status, res.stderr).toBe(0);
+      return { status: Number(res.stdout.slice(-3)), headers: res.stdout.toLowerCase() };
     };
     const first = await curl('first.crl', '--etag-save', tag);
     expect(first.status).toBe(200);
@@ -213,11 +197,7 @@ describe.each(BACKENDS)('CRLs and the gateway device list (%s)', (backend) => {
     expect(again.headers).toContain(`x-crl-number: ${number}`);
     expect(await snapshot()).toEqual(before);
     const revoked = await issueDeviceCert(svc, f, { publicKeySpki: spki() });
-    await svc.service.ctx.database.db
-      .updateTable('certificates')
-      .set({ revoked_at: new Date().toISOString(), revocation_reason: 'superseded' })
-      .where('serial_hex', '=', revoked.cert.serialHex)
-      .execute();
+    await supersede([revoked.cert.serialHex]);
     const changed = await curl('changed.crl', '--etag-compare', tag, '--etag-save', tag);
     expect(changed.status).toBe(200);
     const read = opensslCrl(work, readFileSync(join(work, 'changed.crl')), f.ca.pem);
