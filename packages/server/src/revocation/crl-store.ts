@@ -50,16 +50,18 @@ export interface CurrentCrl {
 }
 
 /**
- * The CA's CRL as stored, rebuilt first when it is missing, near its nextUpdate, or no longer
- * matches the CA's revoked certificates (count and latest revocation time). The check makes
- * every revocation visible even when the code that revoked did not call
- * {@link onCertificatesRevoked}; that call only makes the rebuild happen at once.
+ * The CA's CRL as stored, rebuilt first when it is missing, near its nextUpdate, or signed
+ * before the CA's latest revocation change (its revocation version, which the triggers on
+ * `certificates` count: migration 017). The check makes every revocation visible, on every
+ * node, even when the code that revoked did not call {@link onCertificatesRevoked}; that call
+ * only makes the rebuild happen at once. It reads at most REVOCATION_SHARDS rows, however many
+ * certificates the CA revoked.
  */
 export async function currentCrl(deps: RevocationDeps, caId: number, now = new Date()): Promise<CurrentCrl> {
   const asked = ++sequence;
-  const [stored, state] = await Promise.all([storedCrl(deps.db, caId), revokedState(deps.db, caId)]);
-  if (stored && !stale(stored, state, now)) return toCurrent(stored);
-  return sharedRebuild(deps, caId, now, asked);
+  const [stored, version] = await Promise.all([storedCrl(deps.db, caId), revocationVersion(deps.db, caId)]);
+  if (stored && !stale(stored, version, now)) return toCurrent(stored);
+  return sharedRebuild(deps, caId, now, asked, version);
 }
 
 /** Orders the state reads and rebuilds of this process. */
@@ -89,6 +91,7 @@ async function sharedRebuild(
   caId: number,
   now: Date,
   asked: number,
+  version: number,
 ): Promise<CurrentCrl> {
   const latest = rebuilds.get(deps.db) ?? new Map<number, Rebuild>();
   rebuilds.set(deps.db, latest);
@@ -97,7 +100,7 @@ async function sharedRebuild(
     if (flight.done) break;
     await flight.crl.catch(() => undefined);
   }
-  const rebuild: Rebuild = { began: ++sequence, crl: rebuildCrl(deps, caId, now), done: false };
+  const rebuild: Rebuild = { began: ++sequence, crl: rebuildCrl(deps, caId, now, version), done: false };
   latest.set(caId, rebuild);
   rebuild.crl.then(
     () => {
@@ -134,37 +137,49 @@ export function crlReason(reason: string | null): RevocationReason | undefined {
   return undefined;
 }
 
-interface RevokedState {
-  count: number;
-  latest: string | null;
-}
-
-async function revokedState(db: Db, caId: number): Promise<RevokedState> {
+/**
+ * The CA's revocation version: the sum of its counters, which every change to its revoked
+ * certificates increments in the changing transaction (migration 017's triggers). It only
+ * grows, and a change becomes visible with the rows it changed, so a CRL signed from rows read
+ * after the version was read lists at least the changes that version counts.
+ */
+export async function revocationVersion(db: Db, caId: number): Promise<number> {
   const row = await db
-    .selectFrom('certificates')
-    .select((eb) => [eb.fn.countAll().as('n'), eb.fn.max('revoked_at').as('latest')])
+    .selectFrom('ca_revocation_versions')
+    .select((eb) => eb.fn.sum<number | string>('version').as('v'))
     .where('ca_id', '=', caId)
-    .where('revoked_at', 'is not', null)
     .executeTakeFirst();
-  return { count: Number(row?.n ?? 0), latest: (row?.latest as string | null | undefined) ?? null };
+  // PostgreSQL's sum of integers is a bigint, which node-postgres hands over as a string
+  return Number(row?.v ?? 0);
 }
 
 function storedCrl(db: Db, caId: number): Promise<CrlsTable | undefined> {
   return db.selectFrom('crls').selectAll().where('ca_id', '=', caId).executeTakeFirst();
 }
 
-function stale(stored: CrlsTable, state: RevokedState, now: Date): boolean {
-  if (stored.revoked_count !== state.count || stored.revoked_latest !== state.latest) return true;
+function stale(stored: CrlsTable, version: number, now: Date): boolean {
+  if (stored.revocation_version !== version) return true;
   return Date.parse(stored.next_update) - now.getTime() < timing.renewBeforeMs;
 }
 
 /**
- * Signs a new CRL with the next CRL number. Two processes rebuilding at once both sign, but
- * only the one whose update finds the number it read wins; the other reads the winner's.
+ * Signs a new CRL with the next CRL number, listing at least the revocations counted by
+ * `readVersion`, the CA's revocation version read before this call. Two processes rebuilding
+ * at once both sign, but only the one whose update finds the number it read wins; the other
+ * takes the winner's when it is as current, or reads the version again and signs again.
  */
-async function rebuildCrl(deps: RevocationDeps, caId: number, now: Date): Promise<CurrentCrl> {
+async function rebuildCrl(
+  deps: RevocationDeps,
+  caId: number,
+  now: Date,
+  readVersion: number,
+): Promise<CurrentCrl> {
   const { db } = deps;
+  // read before the rows: a change committed in between is listed now and makes the CRL stale
+  // once more, never missed
+  let version = readVersion;
   for (let attempt = 0; attempt < 3; attempt++) {
+    if (attempt > 0) version = await revocationVersion(db, caId);
     const ca = await db
       .selectFrom('intermediate_cas')
       .select(['id', 'key_ref', 'certificate'])
@@ -172,17 +187,9 @@ async function rebuildCrl(deps: RevocationDeps, caId: number, now: Date): Promis
       .executeTakeFirst();
     if (!ca) throw new KeyferryError('not_found', `no intermediate CA ${caId}`);
     const previous = await storedCrl(db, caId);
-    const revoked = await db
-      .selectFrom('certificates')
-      .select(['serial_hex', 'revoked_at', 'revocation_reason', 'not_after'])
-      .where('ca_id', '=', caId)
-      .where('revoked_at', 'is not', null)
-      .orderBy('id')
-      .execute();
-    const listedBefore = previous ? listedOnCrlAfterExpiry(previous.this_update) : () => false;
+    const revoked = await stillListed(db, caId, previous?.this_update);
     const entries: RevokedEntry[] = [];
     for (const r of revoked) {
-      if (listedBefore(r)) continue;
       const reason = crlReason(r.revocation_reason);
       entries.push({
         serialHex: r.serial_hex,
@@ -211,6 +218,7 @@ async function rebuildCrl(deps: RevocationDeps, caId: number, now: Date): Promis
       next_update: nextUpdate.toISOString(),
       revoked_count: revoked.length,
       revoked_latest: latest,
+      revocation_version: version,
       der: Buffer.from(der).toString('base64'),
     };
     const won = previous
@@ -232,13 +240,7 @@ async function rebuildCrl(deps: RevocationDeps, caId: number, now: Date): Promis
           .then((r) => Number(r.numInsertedOrUpdatedRows ?? 0n) === 1);
     if (won) return toCurrent(row);
     const theirs = await storedCrl(db, caId);
-    if (
-      theirs &&
-      theirs.revoked_count === row.revoked_count &&
-      theirs.revoked_latest === row.revoked_latest
-    ) {
-      return toCurrent(theirs);
-    }
+    if (theirs?.revocation_version != null && theirs.revocation_version >= version) return toCurrent(theirs);
   }
   throw new KeyferryError(
     'unavailable',
@@ -247,20 +249,40 @@ async function rebuildCrl(deps: RevocationDeps, caId: number, now: Date): Promis
 }
 
 /**
- * A revoked certificate whose validity ended is dropped from its CA's CRL once a CRL issued
+ * The revoked certificates of CA `caId` its next CRL lists, in revocation order (row id). A
+ * revoked certificate whose validity ended is dropped from its CA's CRL once a CRL issued
  * after it expired has listed it (RFC 5280 §3.3): a fleet that renews for years keeps a CRL of
  * the certificates still valid, not of every one it ever replaced. The previous CRL (signed at
  * `previousThisUpdate`) listed an entry that was revoked before it was signed, so an entry
  * expired before then and revoked well before then — an hour, beyond any transaction and any
- * clock skew between nodes — was on a CRL issued after its expiry. The revoked row itself
- * stays: the gateway refuses the certificate as revoked, and the CRL's staleness check still
- * counts every revoked row, so an expiry alone does not re-sign a CRL; the entry goes at the
- * CA's next re-sign, for a revocation or a day before nextUpdate.
+ * clock skew between nodes — was on a CRL issued after its expiry. So the next CRL lists the
+ * certificates revoked since an hour before the previous one (a range of
+ * `certificates_ca_revoked`) and the revoked ones still valid when it was signed (a range of
+ * the partial index `certificates_ca_revoked_expiry`): the read is as long as the list, not as
+ * the CA's history. UNION, not UNION ALL: a row in both ranges is listed once, and neither
+ * half names the other's column as a range, so each has one index to take. The first CRL of a
+ * CA lists every revoked certificate (both ranges from the start).
+ *
+ * The revoked rows themselves stay: the gateway refuses the certificates as revoked. An
+ * expiry changes no revocation version, so it alone does not re-sign a CRL; the entry goes at
+ * the CA's next re-sign, for a revocation or a day before nextUpdate.
  */
-function listedOnCrlAfterExpiry(previousThisUpdate: string) {
-  const signedAt = Date.parse(previousThisUpdate);
-  return (r: { revoked_at: string | null; not_after: string }) =>
-    Date.parse(r.not_after) < signedAt && Date.parse(r.revoked_at!) < signedAt - REVOCATION_SETTLED_MS;
+function stillListed(db: Db, caId: number, previousThisUpdate: string | undefined) {
+  // the timestamps are all toISOString()'s: as text they sort as the times they name, after ''
+  const signedAt = previousThisUpdate ?? '';
+  const settled =
+    previousThisUpdate === undefined
+      ? ''
+      : new Date(Date.parse(previousThisUpdate) - REVOCATION_SETTLED_MS).toISOString();
+  const revoked = db
+    .selectFrom('certificates')
+    .select(['id', 'serial_hex', 'revoked_at', 'revocation_reason'])
+    .where('ca_id', '=', caId);
+  return revoked
+    .where('revoked_at', '>=', settled)
+    .union(revoked.where('revoked_at', 'is not', null).where('not_after', '>=', signedAt))
+    .orderBy('id')
+    .execute();
 }
 
 /** How long after its revoked_at a revocation is surely committed and seen by every node. */

@@ -15,6 +15,7 @@ import * as validitySeconds from './migrations/013-validity-seconds.ts';
 import * as fewerPagesPerWrite from './migrations/014-fewer-pages-per-write.ts';
 import * as auditDeviceIndex from './migrations/015-audit-device-index.ts';
 import * as activeDeviceStates from './migrations/016-active-device-states.ts';
+import * as crlRevocationVersion from './migrations/017-crl-revocation-version.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -48,6 +49,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { name: '014-fewer-pages-per-write', up: fewerPagesPerWrite.up },
   { name: '015-audit-device-index', up: auditDeviceIndex.up },
   { name: '016-active-device-states', up: activeDeviceStates.up },
+  { name: '017-crl-revocation-version', up: crlRevocationVersion.up },
 ];
 
 /**

@@ -7,7 +7,11 @@ import { parseDeviceId } from '@keyferry/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCommand } from '../../../../test/support/processes.ts';
 import { recordGatewayCall } from '../../src/gateway/device-registry.ts';
-import { currentCrl, onCertificatesRevoked } from '../../src/revocation/crl-store.ts';
+import {
+  revocationVersion as caRevocationVersion,
+  currentCrl,
+  onCertificatesRevoked,
+} from '../../src/revocation/crl-store.ts';
 import { BACKENDS } from '../support/databases.ts';
 import { startTestService, type TestService } from '../support/service.ts';
 import { type GatewayFactory, issueDeviceCert, NC12, setupGatewayFactory } from './fixtures.ts';
@@ -53,6 +57,15 @@ describe.each(BACKENDS)('CRLs and the gateway device list (%s)', (backend) => {
   const crlPath = (f: GatewayFactory, caId = f.ca.id) => `${svc.url}/crl/${f.name}/${caId}.crl`;
   const snapshot = () =>
     svc.service.ctx.database.db.selectFrom('crls').selectAll().orderBy('ca_id').execute();
+  const revocationVersion = (caId: number) => caRevocationVersion(svc.service.ctx.database.db, caId);
+  const revokedAt = async (serial: string) =>
+    (
+      await svc.service.ctx.database.db
+        .selectFrom('certificates')
+        .select('revoked_at')
+        .where('serial_hex', '=', serial)
+        .executeTakeFirstOrThrow()
+    ).revoked_at;
   /** Revokes as superseded (the rotation's reason) without telling the revocation module. */
   const supersede = (serials: string[], at = new Date()) =>
     svc.service.ctx.database.db
@@ -172,9 +185,87 @@ describe.each(BACKENDS)('CRLs and the gateway device list (%s)', (backend) => {
       .selectAll()
       .where('ca_id', '=', f.ca.id)
       .executeTakeFirstOrThrow();
-    // the revoked rows are all still counted: an expiry alone does not make the CRL stale
-    expect(row.revoked_count).toBe(2);
+    expect(row.revoked_count).toBe(1);
+    // both revoked rows stay, and an expiry is no revocation change: the CRL is still current
+    expect(await revocationVersion(f.ca.id)).toBe(row.revocation_version);
     expect((await currentCrl(deps, f.ca.id, new Date(start + 13 * day))).crlNumber).toBe(row.crl_number);
+    const revokedRows = await db
+      .selectFrom('certificates')
+      .select('id')
+      .where('ca_id', '=', f.ca.id)
+      .where('revoked_at', 'is not', null)
+      .execute();
+    expect(revokedRows).toHaveLength(2);
+  });
+
+  it("counts every change to a CA's revoked certificates, whatever code makes it, and only those", async () => {
+    const f = await setupGatewayFactory(svc, 'versions');
+    const db = svc.service.ctx.database.db;
+    const deps = { db, custody: svc.service.ctx.custody };
+    const certs = await Promise.all(
+      Array.from({ length: 3 }, () => issueDeviceCert(svc, f, { publicKeySpki: spki() })),
+    );
+    const signed = await currentCrl(deps, f.ca.id);
+    const v0 = await revocationVersion(f.ca.id);
+    const where = (serial: string) => (eb: any) => eb('ca_id', '=', f.ca.id).and('serial_hex', '=', serial);
+    const serials = certs.map((c) => c.cert.serialHex);
+    const listed = async () =>
+      opensslCrl(work, Buffer.from((await currentCrl(deps, f.ca.id)).der), f.ca.pem).serials.sort();
+    /** Deletes the row of `serial`; returns the function that inserts it again (with a new id). */
+    const remove = async (serial: string) => {
+      const { id: _id, ...columns } = await db
+        .selectFrom('certificates')
+        .selectAll()
+        .where(where(serial))
+        .executeTakeFirstOrThrow();
+      await db.deleteFrom('certificates').where(where(serial)).execute();
+      return () => db.insertInto('certificates').values(columns).execute();
+    };
+
+    // not revocation changes: another column, and an unrevoked row's reason left as it is
+    await db.updateTable('certificates').set({ pem: 'x' }).where(where(serials[0]!)).execute();
+    await db.updateTable('certificates').set({ revocation_reason: null }).where(where(serials[0]!)).execute();
+    expect(await revocationVersion(f.ca.id)).toBe(v0);
+    expect((await currentCrl(deps, f.ca.id)).crlNumber).toBe(signed.crlNumber);
+
+    // two revoked in one statement, without telling the revocation module
+    await supersede(serials.slice(0, 2));
+    expect(await revocationVersion(f.ca.id)).toBe(v0 + 2);
+    const afterRevoking = await currentCrl(deps, f.ca.id);
+    expect(afterRevoking.crlNumber).toBe(signed.crlNumber + 1);
+    // the same values written again change nothing; a new reason does
+    await supersede([serials[0]!], new Date(Date.parse((await revokedAt(serials[0]!))!)));
+    expect(await revocationVersion(f.ca.id)).toBe(v0 + 2);
+    await db
+      .updateTable('certificates')
+      .set({ revocation_reason: 'key compromise' })
+      .where(where(serials[1]!))
+      .execute();
+    expect(await revocationVersion(f.ca.id)).toBe(v0 + 3);
+    const compromised = opensslCrl(work, Buffer.from((await currentCrl(deps, f.ca.id)).der), f.ca.pem);
+    expect(compromised.number).toBe(afterRevoking.crlNumber + 1);
+    expect(compromised.text).toContain('Key Compromise');
+    // a revoked row deleted, and one inserted revoked (a restore, a hand-made repair)
+    const restore = await remove(serials[0]!);
+    expect(await revocationVersion(f.ca.id)).toBe(v0 + 4);
+    expect(await listed()).toEqual([serials[1]!.replace(/^0+/, '')]);
+    await restore();
+    expect(await revocationVersion(f.ca.id)).toBe(v0 + 5);
+    expect(await listed()).toEqual(
+      serials
+        .slice(0, 2)
+        .map((s) => s.replace(/^0+/, ''))
+        .sort(),
+    );
+    // an unrevoked row deleted or inserted is no revocation change
+    await (await remove(serials[2]!))();
+    expect(await revocationVersion(f.ca.id)).toBe(v0 + 5);
+
+    // a CRL stored before migration 017 has no version: signed again at its first read, once
+    const current = await currentCrl(deps, f.ca.id);
+    await db.updateTable('crls').set({ revocation_version: null }).where('ca_id', '=', f.ca.id).execute();
+    expect((await currentCrl(deps, f.ca.id)).crlNumber).toBe(current.crlNumber + 1);
+    expect((await currentCrl(deps, f.ca.id)).crlNumber).toBe(current.crlNumber + 1);
   });
 
   it('answers a fetch with the saved ETag 304 until the CA signs a new CRL (curl --etag-compare)', async () => {

@@ -1,40 +1,15 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import SqliteDatabase from 'better-sqlite3';
-import { Kysely, SqliteDialect, sql } from 'kysely';
-import { afterAll, describe, expect, it } from 'vitest';
+import { sql } from 'kysely';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { recordAudit, recordCountedAudit } from '../../src/audit/audit-log.ts';
-import { openDatabase } from '../../src/storage/database.ts';
-import { MIGRATIONS } from '../../src/storage/migrate.ts';
-import type { Tables } from '../../src/storage/tables.ts';
-import { BACKENDS, freshDatabase } from '../support/databases.ts';
+import { BACKENDS, databaseBefore, freshDatabase } from '../support/databases.ts';
 
 const at = '2026-12-02T10:00:00.000Z';
 
-/** A SQLite file with the migrations before 014 applied, as a keyferryd of the last release left it. */
-async function sqliteBefore014(path: string) {
-  const sqlite = new SqliteDatabase(path);
-  sqlite.pragma('journal_mode = WAL');
-  sqlite.pragma('foreign_keys = ON');
-  const db = new Kysely<Tables>({ dialect: new SqliteDialect({ database: sqlite }) });
-  await sql`create table keyferry_migrations (name text primary key, applied_at text not null)`.execute(db);
-  for (const m of MIGRATIONS.filter((m) => m.name < '014')) {
-    await db.transaction().execute(async (trx) => {
-      await m.up(trx as unknown as Kysely<unknown>, { dialect: 'sqlite', serial: 'integer' });
-      await sql`insert into keyferry_migrations (name, applied_at) values (${m.name}, ${at})`.execute(trx);
-    });
-  }
-  return db;
-}
-
 describe('migration 014 (fewer pages per write)', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'keyferry-m014-'));
-  const path = join(dir, 'keyferry.db');
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
   it('keeps every device_objects row of an existing SQLite database and clusters the table on its key', async () => {
-    const old = await sqliteBefore014(path);
+    const before = await databaseBefore('sqlite', '014');
+    onTestFinished(() => before.dispose());
+    const old = before.db;
     const factory = await old
       .insertInto('factories')
       .values({ name: 'f', repo_id: 'r', subdomain: 's', created_at: at })
@@ -104,28 +79,22 @@ describe('migration 014 (fewer pages per write)', () => {
       }
     }
     await old.insertInto('device_objects').values(rows).execute();
-    await old.destroy();
-
-    const database = await openDatabase({ kind: 'sqlite', path }, dir);
-    try {
-      const after = await database.db
-        .selectFrom('device_objects')
-        .selectAll()
-        .orderBy('device_row_id')
-        .orderBy('secure_object_id')
-        .execute();
-      expect(after).toEqual(rows);
-      const table = await sql<{
-        sql: string;
-      }>`select sql from sqlite_master where name = 'device_objects'`.execute(database.db);
-      expect(table.rows[0]!.sql.toLowerCase()).toContain('without rowid');
-      // the key still refuses a second row for one device and object
-      await expect(database.db.insertInto('device_objects').values(rows[0]!).execute()).rejects.toThrow(
-        /UNIQUE constraint failed/,
-      );
-    } finally {
-      await database.close();
-    }
+    const database = await before.open();
+    const after = await database.db
+      .selectFrom('device_objects')
+      .selectAll()
+      .orderBy('device_row_id')
+      .orderBy('secure_object_id')
+      .execute();
+    expect(after).toEqual(rows);
+    const table = await sql<{
+      sql: string;
+    }>`select sql from sqlite_master where name = 'device_objects'`.execute(database.db);
+    expect(table.rows[0]!.sql.toLowerCase()).toContain('without rowid');
+    // the key still refuses a second row for one device and object
+    await expect(database.db.insertInto('device_objects').values(rows[0]!).execute()).rejects.toThrow(
+      /UNIQUE constraint failed/,
+    );
   });
 
   it.each(BACKENDS)(

@@ -1,10 +1,14 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CompiledQuery, sql } from 'kysely';
+import SqliteDatabase from 'better-sqlite3';
+import { CompiledQuery, Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely';
+import pg from 'pg';
 import { inject } from 'vitest';
 import { createDatabase } from '../../../../test/support/postgres.ts';
 import { type Database, type Db, openDatabase } from '../../src/storage/database.ts';
+import { MIGRATIONS } from '../../src/storage/migrate.ts';
+import type { Tables } from '../../src/storage/tables.ts';
 
 export type BackendName = 'sqlite' | 'postgres';
 export const BACKENDS: readonly BackendName[] = ['sqlite', 'postgres'];
@@ -28,6 +32,70 @@ export async function freshDatabase(backend: BackendName): Promise<Database & { 
   const url = await createDatabase(inject('postgresUrl'), name);
   const database = await openDatabase({ kind: 'postgres', url, poolSize: 5 }, tmpdir());
   return { ...database, dispose: () => database.close() };
+}
+
+/**
+ * A fresh database of either backend with only the migrations before `first` applied, as a
+ * keyferryd of an earlier release left it: `db` to fill it, then `open()` closes `db` and opens
+ * the database as keyferryd does (which applies the rest). `dispose()` closes both and removes it.
+ */
+export async function databaseBefore(
+  backend: BackendName,
+  first: string,
+): Promise<{ db: Db; open(): Promise<Database>; dispose(): Promise<void> }> {
+  const dir = mkdtempSync(join(tmpdir(), 'keyferry-before-'));
+  const path = join(dir, 'keyferry.db');
+  const url =
+    backend === 'postgres'
+      ? await createDatabase(inject('postgresUrl'), `b_${process.pid}_${Date.now()}_${counter++}`)
+      : '';
+  const sqliteDialect = () => {
+    const sqlite = new SqliteDatabase(path);
+    sqlite.pragma('journal_mode = WAL');
+    sqlite.pragma('foreign_keys = ON');
+    return new SqliteDialect({ database: sqlite });
+  };
+  const db = new Kysely<Tables>({
+    dialect:
+      backend === 'sqlite'
+        ? sqliteDialect()
+        : new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max: 2 }) }),
+  });
+  await sql`create table keyferry_migrations (name text primary key, applied_at text not null)`.execute(db);
+  for (const m of MIGRATIONS.filter((m) => m.name < first)) {
+    await db.transaction().execute(async (trx) => {
+      await m.up(trx as unknown as Kysely<unknown>, {
+        dialect: backend,
+        serial: backend === 'sqlite' ? 'integer' : 'serial',
+      });
+      await sql`insert into keyferry_migrations (name, applied_at) values (${m.name}, ${new Date().toISOString()})`.execute(
+        trx,
+      );
+    });
+  }
+  const opened: Database[] = [];
+  let closed = false;
+  const close = async () => {
+    if (!closed) await db.destroy();
+    closed = true;
+  };
+  return {
+    db,
+    async open() {
+      await close(); // the earlier release stopped
+      const database = await openDatabase(
+        backend === 'sqlite' ? { kind: 'sqlite', path } : { kind: 'postgres', url, poolSize: 2 },
+        dir,
+      );
+      opened.push(database);
+      return database;
+    },
+    async dispose() {
+      await close();
+      for (const database of opened) await database.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 /**
