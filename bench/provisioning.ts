@@ -14,7 +14,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildAll } from '../scripts/build.ts';
-import { createDatabase, type PostgresCluster, startPostgres } from '../test/support/postgres.ts';
+import {
+  type BenchDatabase,
+  benchPostgres,
+  checkPostgresUrl,
+  postgresUrlOption,
+  storageOption,
+} from './lib/bench-postgres.ts';
 import {
   type Fleet,
   makeDevices,
@@ -26,7 +32,7 @@ import {
 } from './lib/device-link-load.ts';
 import { measureFloor } from './lib/floor.ts';
 import { percentiles } from './lib/keep-alive-client.ts';
-import { benchOptions, oneOf, positiveInteger } from './lib/options.ts';
+import { benchOptions, positiveInteger } from './lib/options.ts';
 import { choosePinning, describePinning, peakRssMb, pin } from './lib/process-stats.ts';
 
 const options = benchOptions(
@@ -58,12 +64,7 @@ const options = benchOptions(
       help: 'keyferryd worker processes (workers: N); above 1 nothing is pinned',
       check: positiveInteger,
     },
-    storage: {
-      value: 'sqlite|postgres',
-      default: 'sqlite',
-      help: 'keyferryd storage; postgres measures SQLite first, then PostgreSQL',
-      check: oneOf('sqlite', 'postgres'),
-    },
+    storage: storageOption('keyferryd storage; postgres measures SQLite first, then PostgreSQL'),
     nodes: {
       value: 'N',
       default: '1',
@@ -76,18 +77,11 @@ const options = benchOptions(
       check: (t) => (t.length > 0 ? undefined : 'takes a directory'),
     },
     'no-build': { value: '', help: 'run the programs as built (the test suite builds them first)' },
-    'postgres-url': {
-      value: 'URL',
-      help: 'with --storage postgres: an empty database to use (default: a throwaway local cluster)',
-      check: (t) => (/^postgres(ql)?:\/\//.test(t) ? undefined : 'takes a postgres:// URL'),
-    },
+    'postgres-url': postgresUrlOption,
   },
 );
 const n = (name: keyof typeof options) => Number(options[name]);
-if (options['postgres-url'] && options.storage !== 'postgres') {
-  console.error('--postgres-url needs --storage postgres\nRun with --help for the options.');
-  process.exit(2);
-}
+checkPostgresUrl(options);
 if (n('nodes') > 1 && options.storage !== 'postgres') {
   console.error(
     `--nodes ${n('nodes')} needs --storage postgres: several keyferryd share a PostgreSQL database, not a SQLite file\nRun with --help for the options.`,
@@ -107,21 +101,14 @@ const serverCore = 'none' in pinning ? undefined : pinning.server;
 pin(process.pid, 'none' in pinning ? undefined : pinning.client);
 
 const work = mkdtempSync(join(tmpdir(), 'keyferry-bench-'));
-let cluster: PostgresCluster | undefined;
+let cluster: BenchDatabase | undefined;
 let fleet: Fleet | undefined;
 let failed = 0;
 
 /** One storage's measurement: a fleet, its devices, the load, the floor; prints its RESULT line. */
 async function measure(storage: 'sqlite' | 'postgres', nodes: number): Promise<void> {
-  let storageUrl: string | undefined;
-  if (storage === 'postgres') {
-    storageUrl = options['postgres-url'];
-    if (!storageUrl) {
-      say('starting a throwaway PostgreSQL cluster');
-      cluster = await startPostgres();
-      storageUrl = await createDatabase(cluster.url, 'keyferry_bench');
-    }
-  }
+  if (storage === 'postgres') cluster = await benchPostgres(options['postgres-url'], say);
+  const storageUrl = cluster?.url;
   const dataDir = join(work, `data-${storage}`);
   fleet = await startFleet(dataDir, {
     ...(storageUrl ? { storageUrl } : {}),

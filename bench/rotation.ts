@@ -7,8 +7,11 @@
  * rekey (keyferryd's /proc, the CRL re-signs included: each batch ends with a fetch of the
  * CRL, which waits for the current one) and the CRL's size; the first batch, on a short CRL, is
  * the peer of the last, on the whole fleet's, under the same client, cores and keyferryd.
+ * With `--storage postgres` keyferryd runs on PostgreSQL (a throwaway cluster, or
+ * `--postgres-url`), and the database's CPU per rekey is printed beside keyferryd's.
  * Ends with `RESULT devices=… revoked=… crl_bytes=… first_ms_per_rekey=… last_ms_per_rekey=…
- * growth=…`: growth near 1 means a rekey costs the same however long the CRL.
+ * growth=… storage=… db_ms_per_rekey=…`: growth near 1 means a rekey costs the same however
+ * long the CRL.
  */
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -16,6 +19,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createCsr, softSigner } from '@keyferry/core';
 import { buildAll } from '../scripts/build.ts';
+import {
+  type BenchDatabase,
+  benchPostgres,
+  checkPostgresUrl,
+  postgresUrlOption,
+  storageOption,
+} from './lib/bench-postgres.ts';
 import {
   deviceAgent,
   type Fleet,
@@ -28,7 +38,7 @@ import {
 } from './lib/device-link-load.ts';
 import { Failures, runPool } from './lib/keep-alive-client.ts';
 import { benchOptions, positiveInteger } from './lib/options.ts';
-import { choosePinning, describePinning, pin, treeCpuMs } from './lib/process-stats.ts';
+import { choosePinning, describePinning, pin, treeCpuFromNow, treeCpuMs } from './lib/process-stats.ts';
 
 const options = benchOptions(
   "Usage: npm run bench:rotation [-- options]\n\nProvisions simulated devices through a real keyferryd, then rekeys them all in batches while\nthe CA's CRL grows; prints server CPU per rekey and CRL size per batch, ending with a RESULT line.",
@@ -47,10 +57,14 @@ const options = benchOptions(
       check: positiveInteger,
     },
     concurrency: { value: 'N', default: '16', help: 'devices in flight', check: positiveInteger },
+    storage: storageOption('keyferryd storage'),
+    'postgres-url': postgresUrlOption,
     'no-build': { value: '', help: 'run the programs as built (the test suite builds them first)' },
   },
 );
 const n = (name: 'devices' | 'batches' | 'concurrency' | 'warmup') => Number(options[name]);
+checkPostgresUrl(options);
+const storage = options.storage as 'sqlite' | 'postgres';
 if (n('batches') > n('devices')) {
   console.error(
     `--batches ${n('batches')} is more than --devices ${n('devices')}\nRun with --help for the options.`,
@@ -67,6 +81,8 @@ interface Batch {
   failed: number;
   seconds: number;
   serverCpuMs: number;
+  /** The PostgreSQL server's processes; undefined on SQLite or with --postgres-url. */
+  databaseCpuMs: number | undefined;
   revoked: number;
   crlBytes: number;
 }
@@ -109,11 +125,16 @@ async function rekey(fleet: Fleet, devices: readonly SimDevice[]): Promise<Failu
 
 const work = mkdtempSync(join(tmpdir(), 'keyferry-bench-rotation-'));
 let fleet: Fleet | undefined;
+let database: BenchDatabase | undefined;
 let failed = 0;
 try {
   say(`node ${process.version}; ${describePinning(pinning)}`);
   if (options['no-build'] !== 'true') await buildAll();
-  fleet = await startFleet(join(work, 'data'), 'none' in pinning ? {} : { core: pinning.server });
+  if (storage === 'postgres') database = await benchPostgres(options['postgres-url'], say);
+  fleet = await startFleet(join(work, 'data'), {
+    ...(database ? { storageUrl: database.url } : {}),
+    ...('none' in pinning ? {} : { core: pinning.server }),
+  });
   const total = n('warmup') + n('devices');
   say(`keyferryd pid ${fleet.pid}; making, allow-listing and provisioning ${total} devices`);
   const all = await makeDevices(fleet, total);
@@ -141,6 +162,7 @@ try {
   for (let start = 0; start < measured.length; start += size) {
     const batch = measured.slice(start, start + size);
     const cpu0 = treeCpuMs(fleet.pids);
+    const databaseCpu = database?.pid === undefined ? undefined : treeCpuFromNow(database.pid);
     const t0 = performance.now();
     const failures = await rekey(fleet, batch);
     // the batch's CRL re-signs count too: the fetch waits for a current CRL
@@ -151,6 +173,7 @@ try {
       failed: failures.count,
       seconds: (performance.now() - t0) / 1000,
       serverCpuMs: treeCpuMs(fleet.pids) - cpu0,
+      databaseCpuMs: databaseCpu?.stop(),
       revoked,
       crlBytes: crl.bytes,
     };
@@ -164,15 +187,17 @@ try {
   fleet = undefined;
 
   const perRekey = (b: Batch) => b.serverCpuMs / Math.max(1, b.rekeyed);
+  const dbPerRekey = (b: Batch) =>
+    b.databaseCpuMs === undefined ? undefined : b.databaseCpuMs / Math.max(1, b.rekeyed);
   const first = batches[0]!;
   const last = batches[batches.length - 1]!;
-  console.log(`keyferry rotation bench — node ${process.version}, sqlite, ${describePinning(pinning)}`);
+  console.log(`keyferry rotation bench — node ${process.version}, ${storage}, ${describePinning(pinning)}`);
   console.log(
     `fleet:    ${provisioned.provisioned} devices provisioned (${provisioned.failures.count} failed), then each rekeyed (new key: its previous certificate revoked), ${n('warmup')} as a warm-up and ${measured.length} in ${batches.length} batches, ${n('concurrency')} in flight`,
   );
   for (const [i, b] of batches.entries()) {
     console.log(
-      `batch ${String(i + 1).padStart(2)}: ${b.rekeyed} rekeys (${b.failed} failed), ${f2(b.rekeyed / b.seconds)} rekeys/s, ${f2(perRekey(b))} ms server CPU per rekey (CRL re-signs included); CRL then ${b.revoked} entries, ${b.crlBytes} bytes`,
+      `batch ${String(i + 1).padStart(2)}: ${b.rekeyed} rekeys (${b.failed} failed), ${f2(b.rekeyed / b.seconds)} rekeys/s, ${f2(perRekey(b))} ms server CPU per rekey (CRL re-signs included)${b.databaseCpuMs === undefined ? '' : ` + ${f2(dbPerRekey(b)!)} ms the database's`}; CRL then ${b.revoked} entries, ${b.crlBytes} bytes`,
     );
   }
   const growth = perRekey(first) > 0 ? f2(perRekey(last) / perRekey(first)) : 'n/a';
@@ -180,11 +205,12 @@ try {
     `growth:   the last batch's CPU per rekey / the first's = ${growth} (1 = a rekey costs the same however long the CRL)`,
   );
   console.log(
-    `RESULT devices=${provisioned.provisioned} revoked=${last.revoked} crl_bytes=${last.crlBytes} first_ms_per_rekey=${f2(perRekey(first))} last_ms_per_rekey=${f2(perRekey(last))} growth=${growth}`,
+    `RESULT devices=${provisioned.provisioned} revoked=${last.revoked} crl_bytes=${last.crlBytes} first_ms_per_rekey=${f2(perRekey(first))} last_ms_per_rekey=${f2(perRekey(last))} growth=${growth} storage=${storage} db_ms_per_rekey=${dbPerRekey(last) === undefined ? 'n/a' : f2(dbPerRekey(last)!)}`,
   );
   if (failed > 0) console.log(`failed:   ${failed} (see stderr)`);
 } finally {
   await fleet?.stop();
+  database?.stop();
   rmSync(work, { recursive: true, force: true });
 }
 if (failed > 0) process.exitCode = 1;

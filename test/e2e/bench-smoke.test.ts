@@ -33,7 +33,7 @@ const PROVISIONING_RESULT = new RegExp(
 );
 const ROTATION_RESULT = new RegExp(
   `^RESULT devices=[0-9]+ revoked=[0-9]+ crl_bytes=[0-9]+ first_ms_per_rekey=${NUMBER} ` +
-    `last_ms_per_rekey=${NUMBER} growth=(${NUMBER}|n/a)$`,
+    `last_ms_per_rekey=${NUMBER} growth=(${NUMBER}|n/a) storage=(sqlite|postgres) db_ms_per_rekey=(${NUMBER}|n/a)$`,
   'm',
 );
 const ISSUE_RESULT = new RegExp(
@@ -167,6 +167,8 @@ describe('npm run bench (smoke, tiny counts)', () => {
     const [result] = results(run.stdout);
     expect(result!.revoked).toBe('14');
     expect(result!.devices).toBe('14');
+    expect(result!.storage).toBe('sqlite');
+    expect(result!.db_ms_per_rekey).toBe('n/a');
     const crls = [...run.stdout.matchAll(/entries, ([0-9]+) bytes/g)].map((m) => Number(m[1]));
     expect(crls).toHaveLength(3);
     expect(crls[0]!).toBeLessThan(crls[1]!);
@@ -174,6 +176,34 @@ describe('npm run bench (smoke, tiny counts)', () => {
     const refused = await bench('rotation.ts', ['--devices', '2', '--batches', '3']);
     expect(refused.status).toBe(2);
     expect(refused.stderr).toContain('--batches 3 is more than --devices 2');
+    const noStorage = await bench('rotation.ts', ['--postgres-url', 'postgres://x/y']);
+    expect(noStorage.status).toBe(2);
+    expect(noStorage.stderr).toContain('--postgres-url needs --storage postgres');
+  });
+
+  it('bench:rotation --storage postgres rekeys on PostgreSQL and prints the database CPU per rekey', {
+    timeout: 180_000,
+  }, async () => {
+    const run = await bench('rotation.ts', [
+      '--devices',
+      '8',
+      '--batches',
+      '2',
+      '--concurrency',
+      '4',
+      '--warmup',
+      '2',
+      '--storage',
+      'postgres',
+    ]);
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(ROTATION_RESULT);
+    expect(run.stdout).toMatch(/^keyferry rotation bench — node v[0-9.]+, postgres,/m);
+    expect(run.stdout).toMatch(/^batch +2: 4 rekeys \(0 failed\).* ms the database's; CRL then 10 entries/m);
+    const [result] = results(run.stdout);
+    expect(result!.storage).toBe('postgres');
+    expect(result!.revoked).toBe('10');
+    expect(result!.db_ms_per_rekey).toMatch(/^[0-9]+\.[0-9]+$/);
   });
 
   it('--help prints the options and exits 0', { timeout: 60_000 }, async () => {
