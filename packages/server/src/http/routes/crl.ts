@@ -1,32 +1,44 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { ServiceContext } from '../../context.ts';
-import { publishedCrl } from '../../revocation/published-crl.ts';
+import { type CrlHead, currentCrl, currentCrlHead } from '../../revocation/crl-store.ts';
+import { publishedCaId } from '../../revocation/published-crl.ts';
 
 /**
  * GET /crl/<factory>/<ca-id>.crl: an intermediate CA's CRL (DER, application/pkix-crl), without
  * a token — CRLs are signed public data, and a relying party (a gateway behind a proxy, an
  * auditor with openssl) has no token. Each signed CRL has its own strong ETag (CA, CRL number,
  * signing time): a relying party that fetches again with `If-None-Match` (curl --etag-compare)
- * gets 304 until the CA signs a new one, not the whole list again. `If-Modified-Since` is not
- * answered with 304: Last-Modified has whole seconds, and two CRLs can be signed within one.
+ * gets 304 until the CA signs a new one, not the whole list again; a 304 does not read the CRL
+ * from the database either. `If-Modified-Since` is not answered with 304: Last-Modified has
+ * whole seconds, and two CRLs can be signed within one.
  */
 export async function crlRoutes(app: FastifyInstance, ctx: ServiceContext): Promise<void> {
   app.get<{ Params: { factory: string; file: string } }>('/crl/:factory/:file', async (request, reply) => {
-    const crl = await publishedCrl(
-      { db: ctx.database.db, custody: ctx.custody },
-      request.params.factory,
-      request.params.file,
-    );
-    // the signing time too: a database restored from a backup signs CRL numbers again
-    const etag = `"crl-${crl.caId}-${crl.crlNumber}-${crl.thisUpdate.getTime().toString(36)}"`;
-    reply
-      .header('cache-control', 'no-cache')
-      .header('etag', etag)
-      .header('last-modified', crl.thisUpdate.toUTCString())
-      .header('x-crl-number', String(crl.crlNumber));
-    if (matchesEtag(request.headers['if-none-match'], etag)) return reply.code(304).send();
-    return reply.type('application/pkix-crl').send(Buffer.from(crl.der));
+    const deps = { db: ctx.database.db, custody: ctx.custody };
+    const caId = await publishedCaId(deps.db, request.params.factory, request.params.file);
+    const asked = request.headers['if-none-match'];
+    if (asked) {
+      const head = await currentCrlHead(deps, caId);
+      if (matchesEtag(asked, crlEtag(head))) return describe(reply, head).code(304).send();
+    }
+    // signed again only if it went stale meanwhile: the headers name the CRL sent
+    const crl = await currentCrl(deps, caId);
+    return describe(reply, crl).type('application/pkix-crl').send(Buffer.from(crl.der));
   });
+}
+
+/** The headers naming the signed CRL `crl`. */
+function describe(reply: FastifyReply, crl: CrlHead): FastifyReply {
+  return reply
+    .header('cache-control', 'no-cache')
+    .header('etag', crlEtag(crl))
+    .header('last-modified', crl.thisUpdate.toUTCString())
+    .header('x-crl-number', String(crl.crlNumber));
+}
+
+/** A signed CRL's strong ETag; the signing time too: a database restored from a backup signs CRL numbers again. */
+function crlEtag(crl: CrlHead): string {
+  return `"crl-${crl.caId}-${crl.crlNumber}-${crl.thisUpdate.getTime().toString(36)}"`;
 }
 
 /** Whether an If-None-Match list (RFC 9110 §13.1.2: `*`, or tags, weak ones too) names `etag`. */
