@@ -1,7 +1,9 @@
 import { buildCrl, fromPem, KeyferryError, type RevocationReason, type RevokedEntry } from '@keyferry/core';
+import { sql } from 'kysely';
 import { custodySignerById, type KeyCustody } from '../keys/custody.ts';
 import type { Db } from '../storage/database.ts';
 import type { CrlsTable } from '../storage/gateway-tables.ts';
+import { CRL_LISTED_UNTIL } from '../storage/migrations/017-crl-revocation-version.ts';
 
 /** A CRL is valid this long; it is rebuilt when a revocation happens or a day before it runs out. */
 export const CRL_VALIDITY_MS = 7 * 24 * 3600 * 1000;
@@ -289,14 +291,12 @@ async function rebuildCrl(
  * after it expired has listed it (RFC 5280 §3.3): a fleet that renews for years keeps a CRL of
  * the certificates still valid, not of every one it ever replaced. The previous CRL (signed at
  * `previousThisUpdate`) listed an entry that was revoked before it was signed, so an entry
- * expired before then and revoked well before then — an hour, beyond any transaction and any
- * clock skew between nodes — was on a CRL issued after its expiry. So the next CRL lists the
- * certificates revoked since an hour before the previous one (a range of
- * `certificates_ca_revoked`) and the revoked ones still valid when it was signed (a range of
- * the partial index `certificates_ca_revoked_expiry`): the read is as long as the list, not as
- * the CA's history. UNION, not UNION ALL: a row in both ranges is listed once, and neither
- * half names the other's column as a range, so each has one index to take. The first CRL of a
- * CA lists every revoked certificate (both ranges from the start).
+ * that expired and was revoked well before then — an hour, beyond any transaction and any
+ * clock skew between nodes — was on a CRL issued after its expiry and is left out: the list is
+ * the CA's revoked rows whose later of revocation and expiry (CRL_LISTED_UNTIL) is no more than
+ * an hour before the previous CRL, one range of the partial index `certificates_ca_crl_until`, so
+ * the read is as long as the list, not as the CA's history. The first CRL of a CA lists every
+ * revoked certificate.
  *
  * The revoked rows themselves stay: the gateway refuses the certificates as revoked. An
  * expiry changes no revocation version, so it alone does not re-sign a CRL; the entry goes at
@@ -304,18 +304,16 @@ async function rebuildCrl(
  */
 function stillListed(db: Db, caId: number, previousThisUpdate: string | undefined) {
   // the timestamps are all toISOString()'s: as text they sort as the times they name, after ''
-  const signedAt = previousThisUpdate ?? '';
   const settled =
     previousThisUpdate === undefined
       ? ''
       : new Date(Date.parse(previousThisUpdate) - REVOCATION_SETTLED_MS).toISOString();
-  const revoked = db
+  return db
     .selectFrom('certificates')
     .select(['id', 'serial_hex', 'revoked_at', 'revocation_reason'])
-    .where('ca_id', '=', caId);
-  return revoked
-    .where('revoked_at', '>=', settled)
-    .union(revoked.where('revoked_at', 'is not', null).where('not_after', '>=', signedAt))
+    .where('ca_id', '=', caId)
+    .where('revoked_at', 'is not', null)
+    .where(sql.raw<string>(CRL_LISTED_UNTIL), '>=', settled)
     .orderBy('id')
     .execute();
 }
