@@ -64,22 +64,45 @@ export interface CurrentCrl extends CrlHead {
  * certificates the CA revoked.
  */
 export async function currentCrl(deps: RevocationDeps, caId: number, now = new Date()): Promise<CurrentCrl> {
-  const asked = ++sequence;
-  const [stored, version] = await Promise.all([storedCrl(deps.db, caId), revocationVersion(deps.db, caId)]);
-  if (stored && !stale(stored, version, now)) return toCurrent(stored);
-  return sharedRebuild(deps, caId, now, asked, version);
+  const head = await currentCrlHead(deps, caId, now);
+  if ('der' in head) return head as CurrentCrl; // signed just now
+  const known = latestCrls.get(deps.db)?.get(caId);
+  if (known && sameCrl(known, head)) return known;
+  const stored = await storedCrl(deps.db, caId);
+  // only ever replaced by a newer one, as current as the head read
+  if (!stored) throw new KeyferryError('not_found', `no CRL of intermediate CA ${caId}`);
+  return remember(deps.db, toCurrent(stored));
 }
 
 /**
- * {@link currentCrl} without reading the CRL itself when the stored one is current: what a
- * relying party's conditional fetch needs to be answered 304. A CA's CRL at 60,000 entries is
- * ~2 MB, ~3 MB as stored, which a 304 would otherwise read and decode for nothing.
+ * {@link currentCrl} without the CRL itself when the stored one is current: what a relying
+ * party's conditional fetch needs to be answered 304. A CA's CRL at 60,000 entries is ~2 MB,
+ * ~3 MB as stored, which a 304 would otherwise read and decode for nothing. (When it was stale
+ * it is signed first, and the answer is a {@link CurrentCrl}.)
  */
 export async function currentCrlHead(deps: RevocationDeps, caId: number, now = new Date()): Promise<CrlHead> {
   const asked = ++sequence;
   const [stored, version] = await Promise.all([storedHead(deps.db, caId), revocationVersion(deps.db, caId)]);
   if (stored && !stale(stored, version, now)) return toHead(stored);
   return sharedRebuild(deps, caId, now, asked, version);
+}
+
+/**
+ * Per database, the latest CRL of each CA this process signed or read whole: sent again while
+ * the stored CRL is the same one (CRL number and signing time), not read and decoded again for
+ * every fetch, and one copy in memory however many relying parties fetch it at once.
+ */
+const latestCrls = new WeakMap<Db, Map<number, CurrentCrl>>();
+
+function remember(db: Db, crl: CurrentCrl): CurrentCrl {
+  const crls = latestCrls.get(db) ?? new Map<number, CurrentCrl>();
+  latestCrls.set(db, crls);
+  crls.set(crl.caId, crl);
+  return crl;
+}
+
+function sameCrl(a: CrlHead, b: CrlHead): boolean {
+  return a.crlNumber === b.crlNumber && a.thisUpdate.getTime() === b.thisUpdate.getTime();
 }
 
 /** Orders the state reads and rebuilds of this process. */
@@ -121,8 +144,9 @@ async function sharedRebuild(
   const rebuild: Rebuild = { began: ++sequence, crl: rebuildCrl(deps, caId, now, version), done: false };
   latest.set(caId, rebuild);
   rebuild.crl.then(
-    () => {
+    (crl) => {
       rebuild.done = true;
+      remember(deps.db, crl);
     },
     () => {
       rebuild.done = true;
@@ -331,5 +355,5 @@ function toHead(row: StoredHead): CrlHead {
 }
 
 function toCurrent(row: CrlsTable): CurrentCrl {
-  return { ...toHead(row), der: new Uint8Array(Buffer.from(row.der, 'base64')) };
+  return { ...toHead(row), der: Buffer.from(row.der, 'base64') };
 }

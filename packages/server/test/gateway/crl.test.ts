@@ -305,6 +305,37 @@ describe.each(BACKENDS)('CRLs and the gateway device list (%s)', (backend) => {
     );
   });
 
+  it('sends the CRL it holds while it is the stored one, and the one another node signed once it is', async () => {
+    const f = await setupGatewayFactory(svc, 'held');
+    const db = svc.service.ctx.database.db;
+    const fetched = async () => {
+      const res = await fetch(crlPath(f));
+      expect(res.status).toBe(200);
+      return opensslCrl(work, Buffer.from(await res.arrayBuffer()), f.ca.pem);
+    };
+    const first = await fetched();
+    const sent = recordStatementTexts();
+    expect(await fetched()).toEqual(first);
+    // the CRL signed or read before, not read from the database again
+    const crlReads = sent().filter((text) => /\bfrom "crls"/.test(text));
+    expect(crlReads.length).toBeGreaterThan(0);
+    for (const text of crlReads) expect(text).not.toMatch(/select \*|"der"/);
+    // another node revokes and signs (its own database handle, within a transaction)
+    const revoked = await issueDeviceCert(svc, f, { publicKeySpki: spki() });
+    const signed = await db.transaction().execute(async (trx) => {
+      await trx
+        .updateTable('certificates')
+        .set({ revoked_at: new Date().toISOString(), revocation_reason: 'superseded' })
+        .where('serial_hex', '=', revoked.cert.serialHex)
+        .execute();
+      return onCertificatesRevoked({ db: trx, custody: svc.service.ctx.custody }, f.ca.id);
+    });
+    const after = await fetched();
+    expect(after.number).toBe(signed.crlNumber);
+    expect(after.number).toBe(first.number + 1);
+    expect(after.serials).toEqual([revoked.cert.serialHex.replace(/^0+/, '')]);
+  });
+
   it('answers 404 for a CA of another factory, an unknown CA and a malformed name, changing nothing', async () => {
     await fetch(crlPath(demo));
     const before = await snapshot();

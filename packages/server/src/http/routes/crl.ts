@@ -23,7 +23,9 @@ export async function crlRoutes(app: FastifyInstance, ctx: ServiceContext): Prom
     }
     // signed again only if it went stale meanwhile: the headers name the CRL sent
     const crl = await currentCrl(deps, caId);
-    return describe(reply, crl).type('application/pkix-crl').send(Buffer.from(crl.der));
+    // the CRL's own bytes, not a copy: concurrent fetches share them
+    const der = Buffer.from(crl.der.buffer, crl.der.byteOffset, crl.der.byteLength);
+    return describe(reply, crl).type('application/pkix-crl').send(der);
   });
 }
 
