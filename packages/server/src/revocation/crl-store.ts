@@ -64,8 +64,9 @@ export interface CurrentCrl extends CrlHead {
  * certificates the CA revoked.
  */
 export async function currentCrl(deps: RevocationDeps, caId: number, now = new Date()): Promise<CurrentCrl> {
-  const head = await currentCrlHead(deps, caId, now);
-  if ('der' in head) return head as CurrentCrl; // signed just now
+  const checked = await current(deps, caId, now);
+  if ('signed' in checked) return checked.signed;
+  const head = toHead(checked.stored);
   const known = latestCrls.get(deps.db)?.get(caId);
   if (known && sameCrl(known, head)) return known;
   const stored = await storedCrl(deps.db, caId);
@@ -77,14 +78,23 @@ export async function currentCrl(deps: RevocationDeps, caId: number, now = new D
 /**
  * {@link currentCrl} without the CRL itself when the stored one is current: what a relying
  * party's conditional fetch needs to be answered 304. A CA's CRL at 60,000 entries is ~2 MB,
- * ~3 MB as stored, which a 304 would otherwise read and decode for nothing. (When it was stale
- * it is signed first, and the answer is a {@link CurrentCrl}.)
+ * ~3 MB as stored, which a 304 would otherwise read and decode for nothing.
  */
 export async function currentCrlHead(deps: RevocationDeps, caId: number, now = new Date()): Promise<CrlHead> {
+  const checked = await current(deps, caId, now);
+  return 'signed' in checked ? checked.signed : toHead(checked.stored);
+}
+
+/** The stored CRL's head when it is current, else the CRL signed (or shared) in its place. */
+async function current(
+  deps: RevocationDeps,
+  caId: number,
+  now: Date,
+): Promise<{ stored: StoredHead } | { signed: CurrentCrl }> {
   const asked = ++sequence;
   const [stored, version] = await Promise.all([storedHead(deps.db, caId), revocationVersion(deps.db, caId)]);
-  if (stored && !stale(stored, version, now)) return toHead(stored);
-  return sharedRebuild(deps, caId, now, asked, version);
+  if (stored && !stale(stored, version, now)) return { stored };
+  return { signed: await sharedRebuild(deps, caId, now, asked, version) };
 }
 
 /**

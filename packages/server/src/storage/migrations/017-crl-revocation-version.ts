@@ -7,8 +7,8 @@ export const REVOCATION_SHARDS = 16;
 /**
  * Until when a revoked certificate stays on its CA's CRL, as SQL both backends index: the later
  * of its revocation and its expiry (ISO texts, which sort as the times they name). The
- * re-sign lists the rows where this is at least an hour before the previous CRL's signing
- * (revocation/crl-store.ts), so a query must spell the expression exactly so to use the index.
+ * re-sign lists the rows where this is later than an hour before the previous CRL's signing
+ * (revocation/crl-store.ts); a query must spell the expression exactly so to use the index.
  */
 export const CRL_LISTED_UNTIL = 'CASE WHEN revoked_at > not_after THEN revoked_at ELSE not_after END';
 
