@@ -64,15 +64,7 @@ export interface CurrentCrl extends CrlHead {
  * certificates the CA revoked.
  */
 export async function currentCrl(deps: RevocationDeps, caId: number, now = new Date()): Promise<CurrentCrl> {
-  const checked = await current(deps, caId, now);
-  if ('signed' in checked) return checked.signed;
-  const head = toHead(checked.stored);
-  const known = latestCrls.get(deps.db)?.get(caId);
-  if (known && sameCrl(known, head)) return known;
-  const stored = await storedCrl(deps.db, caId);
-  // only ever replaced by a newer one, as current as the head read
-  if (!stored) throw new KeyferryError('not_found', `no CRL of intermediate CA ${caId}`);
-  return remember(deps.db, toCurrent(stored));
+  return crlNamed(deps.db, await currentCrlHead(deps, caId, now));
 }
 
 /**
@@ -81,20 +73,23 @@ export async function currentCrl(deps: RevocationDeps, caId: number, now = new D
  * ~3 MB as stored, which a 304 would otherwise read and decode for nothing.
  */
 export async function currentCrlHead(deps: RevocationDeps, caId: number, now = new Date()): Promise<CrlHead> {
-  const checked = await current(deps, caId, now);
-  return 'signed' in checked ? checked.signed : toHead(checked.stored);
-}
-
-/** The stored CRL's head when it is current, else the CRL signed (or shared) in its place. */
-async function current(
-  deps: RevocationDeps,
-  caId: number,
-  now: Date,
-): Promise<{ stored: StoredHead } | { signed: CurrentCrl }> {
   const asked = ++sequence;
   const [stored, version] = await Promise.all([storedHead(deps.db, caId), revocationVersion(deps.db, caId)]);
-  if (stored && !stale(stored, version, now)) return { stored };
-  return { signed: await sharedRebuild(deps, caId, now, asked, version) };
+  if (stored && !stale(stored, version, now)) return toHead(stored);
+  return sharedRebuild(deps, caId, now, asked, version);
+}
+
+/**
+ * The signed CRL `head` names (from {@link currentCrlHead}): the one this process signed or
+ * read last when it is that one, else the stored one, which is only ever replaced by a newer,
+ * as current as `head`.
+ */
+export async function crlNamed(db: Db, head: CrlHead): Promise<CurrentCrl> {
+  const known = latestCrls.get(db)?.get(head.caId);
+  if (known && sameCrl(known, head)) return known;
+  const stored = await storedCrl(db, head.caId);
+  if (!stored) throw new KeyferryError('not_found', `no CRL of intermediate CA ${head.caId}`);
+  return remember(db, toCurrent(stored));
 }
 
 /**
@@ -154,9 +149,8 @@ async function sharedRebuild(
   const rebuild: Rebuild = { began: ++sequence, crl: rebuildCrl(deps, caId, now, version), done: false };
   latest.set(caId, rebuild);
   rebuild.crl.then(
-    (crl) => {
+    () => {
       rebuild.done = true;
-      remember(deps.db, crl);
     },
     () => {
       rebuild.done = true;
@@ -309,9 +303,11 @@ async function rebuildCrl(
           .onConflict((oc) => oc.column('ca_id').doNothing())
           .executeTakeFirst()
           .then((r) => Number(r.numInsertedOrUpdatedRows ?? 0n) === 1);
-    if (won) return toCurrent(row);
+    // the CRL just built, not decoded again from what is stored
+    if (won) return remember(db, { ...toHead(row), der });
     const theirs = await storedCrl(db, caId);
-    if (theirs?.revocation_version != null && theirs.revocation_version >= version) return toCurrent(theirs);
+    if (theirs?.revocation_version != null && theirs.revocation_version >= version)
+      return remember(db, toCurrent(theirs));
   }
   throw new KeyferryError(
     'unavailable',

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { ServiceContext } from '../../context.ts';
-import { type CrlHead, currentCrl, currentCrlHead } from '../../revocation/crl-store.ts';
+import { type CrlHead, crlNamed, currentCrlHead } from '../../revocation/crl-store.ts';
 import { publishedCaId } from '../../revocation/published-crl.ts';
 
 /**
@@ -16,13 +16,12 @@ export async function crlRoutes(app: FastifyInstance, ctx: ServiceContext): Prom
   app.get<{ Params: { factory: string; file: string } }>('/crl/:factory/:file', async (request, reply) => {
     const deps = { db: ctx.database.db, custody: ctx.custody };
     const caId = await publishedCaId(deps.db, request.params.factory, request.params.file);
-    const asked = request.headers['if-none-match'];
-    if (asked) {
-      const head = await currentCrlHead(deps, caId);
-      if (matchesEtag(asked, crlEtag(head))) return describe(reply, head).code(304).send();
+    const head = await currentCrlHead(deps, caId);
+    if (matchesEtag(request.headers['if-none-match'], crlEtag(head))) {
+      return describe(reply, head).code(304).send();
     }
-    // signed again only if it went stale meanwhile: the headers name the CRL sent
-    const crl = await currentCrl(deps, caId);
+    // the headers name the CRL sent: the stored one may be newer than the head read
+    const crl = await crlNamed(deps.db, head);
     // the CRL's own bytes, not a copy: concurrent fetches share them
     const der = Buffer.from(crl.der.buffer, crl.der.byteOffset, crl.der.byteLength);
     return describe(reply, crl).type('application/pkix-crl').send(der);
