@@ -190,6 +190,18 @@ describe('buildCrl', () => {
     const reasons = Object.keys(CRLReasons).filter((name) => Number.isNaN(Number(name))) as Array<
       NonNullable<RevokedEntry['reason']>
     >;
+    // keyferry's own form (lowercase, whole octets, no leading zero) most of the time, and
+    // every other form serialFromHex reads now and then: upper case, 0x, colons, a nibble or
+    // octets of leading zeros
+    const writtenAs = (hex: string, i: number): string => {
+      if (i % 11 === 1) return hex.toUpperCase();
+      if (i % 11 === 2) return `0x${hex}`;
+      if (i % 11 === 3) return hex.replace(/(..)(?!$)/g, '$1:');
+      if (i % 11 === 4) return `0${hex}`;
+      if (i % 11 === 5) return `0000${hex}`;
+      return hex;
+    };
+    const magnitudes: Buffer[] = [];
     const entries: RevokedEntry[] = [];
     for (let i = 0; i < 400; i++) {
       // Serials of 1..19 octets (20 with the sign octet), with and without the top bit set;
@@ -200,7 +212,8 @@ describe('buildCrl', () => {
       const revokedAt = new Date(
         Date.UTC(1990 + (i % 90), i % 12, 1 + (i % 28), i % 24, i % 60, (i * 7) % 60, i % 1000),
       );
-      const serialHex = serial.toString('hex');
+      const serialHex = writtenAs(serial.toString('hex'), i);
+      magnitudes.push(serial);
       entries.push(
         i % 4 === 0
           ? { serialHex, revokedAt }
@@ -208,10 +221,10 @@ describe('buildCrl', () => {
       );
     }
     const library = new RevokedList(
-      entries.map((entry) => {
+      entries.map((entry, i) => {
         const whole = new Date(Math.floor(entry.revokedAt.getTime() / 1000) * 1000);
         const revoked = new RevokedCertificate({
-          userCertificate: unsignedInteger(Buffer.from(entry.serialHex, 'hex')),
+          userCertificate: unsignedInteger(magnitudes[i]!),
           revocationDate: new Time(
             whole.getUTCFullYear() < 2050 ? { utcTime: whole } : { generalTime: whole },
           ),
@@ -231,6 +244,21 @@ describe('buildCrl', () => {
     expect(() =>
       revokedCertificatesDer([{ serialHex: '01', revokedAt: new Date(), reason: 'sleepy' as never }]),
     ).toThrow(/unknown revocation reason "sleepy"/);
+  });
+
+  it('takes serials up to the 20 octets RFC 5280 allows, the sign octet counted, in any form', () => {
+    const at = new Date(Date.UTC(2026, 0, 1));
+    const listed = (serialHex: string) => revokedCertificatesDer([{ serialHex, revokedAt: at }]);
+    // SEQUENCE { SEQUENCE { INTEGER … } }: the INTEGER's length and first octet
+    const integer = (der: Uint8Array) => ({ length: der[5], first: der[6] });
+    expect(integer(listed('7f'.repeat(20)))).toEqual({ length: 20, first: 0x7f });
+    expect(integer(listed('80'.repeat(19)))).toEqual({ length: 20, first: 0 });
+    expect(integer(listed(`0x${'80'.repeat(19)}`))).toEqual({ length: 20, first: 0 });
+    expect(() => listed('80'.repeat(20))).toThrow(/at most 20 octets, got 21/);
+    expect(() => listed('7f'.repeat(21))).toThrow(/at most 20 octets, got 21/);
+    expect(() => listed('00')).toThrow(/must be positive/);
+    expect(() => listed('')).toThrow(/invalid serial ""/);
+    expect(() => listed('12g4')).toThrow(/invalid serial "12g4"/);
   });
 
   it('makes a 20,000-entry CRL that openssl verifies and lists whole', async () => {

@@ -15,7 +15,7 @@ import { issuerFromCertificate } from './issue.ts';
 import { nameFromDer } from './name.ts';
 import { OID } from './oids.ts';
 import { keyIdentifier, publicKeysEqual } from './public-key.ts';
-import { serialContent, serialFromHex } from './serial.ts';
+import { MAX_SERIAL_OCTETS, serialContent, serialFromHex } from './serial.ts';
 import { ECDSA_WITH_SHA256, signedStructure } from './signature.ts';
 import type { Signer } from './signer.ts';
 import { certificateTime } from './validity.ts';
@@ -27,7 +27,8 @@ export type RevocationReason = keyof typeof CRLReasons;
 export interface RevokedEntry {
   readonly serialHex: string;
   readonly revokedAt: Date;
-  readonly reason?: RevocationReason;
+  /** None (or undefined): the entry has no reason code. */
+  readonly reason?: RevocationReason | undefined;
 }
 
 /** Options of {@link buildCrl}. */
@@ -99,30 +100,68 @@ for (const [name, code] of Object.entries(CRLReasons)) {
  * spent ~50 µs an entry building and serialising its objects (a 60,000-entry CRL took ~3 s to
  * sign; docs/performance.md). Each entry is `SEQUENCE { serial INTEGER, revocationDate Time,
  * crlEntryExtensions (the reason) OPTIONAL }`, byte for byte what the library writes.
+ *
+ * A serial in keyferry's own form (lowercase hex of whole octets, no leading zero octet: what
+ * `serialHex` reports and the database stores) is written from its digits straight into the
+ * list, with no array per entry; any other form serialFromHex reads goes through it.
  */
 export function revokedCertificatesDer(revoked: readonly RevokedEntry[]): Uint8Array {
-  const serials = revoked.map((entry) => serialContent(serialFromHex(entry.serialHex)));
-  const dates = revoked.map((entry) => entry.revokedAt);
-  const reasons = revoked.map((entry) => {
-    if (entry.reason === undefined) return undefined;
-    const extensions = REASON_EXTENSIONS.get(entry.reason);
-    if (!extensions) throw new TypeError(`unknown revocation reason ${JSON.stringify(entry.reason)}`);
-    return extensions;
-  });
-  const contentLengths = revoked.map(
-    (_, i) => tlvSize(serials[i]!.length) + timeSize(dates[i]!) + (reasons[i]?.length ?? 0),
-  );
+  const count = revoked.length;
+  // per entry: the serial's INTEGER content length, and its content when not written from the digits
+  const serialLengths = new Uint8Array(count);
+  const otherSerials = new Map<number, Uint8Array>();
+  const contentLengths = new Uint32Array(count);
+  const reasons: (Uint8Array | undefined)[] = new Array(count);
   let listLength = 0;
-  for (const length of contentLengths) listLength += tlvSize(length);
+  for (let i = 0; i < count; i++) {
+    const entry = revoked[i]!;
+    let serialLength = ownFormSerialLength(entry.serialHex);
+    if (serialLength === 0) {
+      const content = serialContent(serialFromHex(entry.serialHex));
+      otherSerials.set(i, content);
+      serialLength = content.length;
+    }
+    let reason: Uint8Array | undefined;
+    if (entry.reason !== undefined) {
+      reason = REASON_EXTENSIONS.get(entry.reason);
+      if (!reason) throw new TypeError(`unknown revocation reason ${JSON.stringify(entry.reason)}`);
+    }
+    serialLengths[i] = serialLength;
+    reasons[i] = reason;
+    const contentLength = tlvSize(serialLength) + timeSize(entry.revokedAt) + (reason?.length ?? 0);
+    contentLengths[i] = contentLength;
+    listLength += tlvSize(contentLength);
+  }
   const writer = new DerWriter(tlvSize(listLength)).header(TAG.SEQUENCE, listLength);
-  for (let i = 0; i < revoked.length; i++) {
-    writer.header(TAG.SEQUENCE, contentLengths[i]!);
-    writer.header(TAG.INTEGER, serials[i]!.length).raw(serials[i]!);
-    writer.time(dates[i]!);
+  for (let i = 0; i < count; i++) {
+    const entry = revoked[i]!;
+    writer.header(TAG.SEQUENCE, contentLengths[i]!).header(TAG.INTEGER, serialLengths[i]!);
+    const other = otherSerials.get(i);
+    if (other) writer.raw(other);
+    // with the sign octet ownFormSerialLength counted when the content is longer than the digits
+    else writer.positiveHex(entry.serialHex, serialLengths[i]! > entry.serialHex.length / 2);
+    writer.time(entry.revokedAt);
     const reason = reasons[i];
     if (reason) writer.raw(reason);
   }
   return writer.finish();
+}
+
+/**
+ * The INTEGER content length of a serial in keyferry's own form (lowercase hex, whole octets,
+ * the first not zero, at most MAX_SERIAL_OCTETS with a sign octet), or 0 for any other form.
+ */
+function ownFormSerialLength(hex: string): number {
+  const length = hex.length;
+  if (length === 0 || length % 2 !== 0 || (hex.charCodeAt(0) === 0x30 && hex.charCodeAt(1) === 0x30))
+    return 0;
+  for (let i = 0; i < length; i++) {
+    const c = hex.charCodeAt(i);
+    if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return 0;
+  }
+  // a first digit of 8 or more sets the top bit: a zero octet keeps the number positive
+  const octets = length / 2 + (hex.charCodeAt(0) >= 0x38 ? 1 : 0);
+  return octets <= MAX_SERIAL_OCTETS ? octets : 0;
 }
 
 function extension(oid: string, value: unknown): Extension {

@@ -54,6 +54,19 @@ export class DerWriter {
     return this;
   }
 
+  /**
+   * The octets lowercase hex `digits` (whole octets, checked by the caller) names, after a zero
+   * octet when `signOctet`: an INTEGER's content written without an array of its own.
+   */
+  positiveHex(digits: string, signOctet: boolean): this {
+    const bytes = this.#bytes;
+    if (signOctet) bytes[this.#at++] = 0;
+    for (let i = 0; i < digits.length; i += 2) {
+      bytes[this.#at++] = (hexValue(digits.charCodeAt(i)) << 4) | hexValue(digits.charCodeAt(i + 1));
+    }
+    return this;
+  }
+
   /** A whole Time TLV, UTCTime or GeneralizedTime by RFC 5280's rule, to the second. */
   time(date: Date): this {
     const utc = usesUtcTime(date);
@@ -85,4 +98,9 @@ export class DerWriter {
     }
     this.#at += count;
   }
+}
+
+/** The value of one lowercase hex digit's character code. */
+function hexValue(code: number): number {
+  return code <= 0x39 ? code - 0x30 : code - 0x57;
 }

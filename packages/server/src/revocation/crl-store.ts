@@ -1,3 +1,4 @@
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { buildCrl, fromPem, KeyferryError, type RevocationReason, type RevokedEntry } from '@keyferry/core';
 import { sql } from 'kysely';
 import { custodySignerById, type KeyCustody } from '../keys/custody.ts';
@@ -253,14 +254,22 @@ async function rebuildCrl(
     if (!ca) throw new KeyferryError('not_found', `no intermediate CA ${caId}`);
     const previous = await storedHead(db, caId);
     const revoked = await stillListed(db, caId, previous?.this_update);
-    const entries: RevokedEntry[] = [];
-    for (const r of revoked) {
-      const reason = crlReason(r.revocation_reason);
-      entries.push({
-        serialHex: r.serial_hex,
-        revokedAt: new Date(r.revoked_at!),
-        ...(reason ? { reason } : {}),
-      });
+    // the read and the encoding of a long list each hold the event loop for tens of
+    // milliseconds (60,000 entries, docs/performance.md): requests that came in meanwhile run
+    // in between. A setImmediate queued from an I/O callback runs before the next poll for
+    // I/O, so two turns.
+    await nextTurn();
+    await nextTurn();
+    const reasons = new Map<string | null, RevocationReason | undefined>();
+    const entries: RevokedEntry[] = new Array(revoked.length);
+    for (let i = 0; i < revoked.length; i++) {
+      const r = revoked[i]!;
+      let reason = reasons.get(r.revocation_reason);
+      if (reason === undefined && !reasons.has(r.revocation_reason)) {
+        reason = crlReason(r.revocation_reason);
+        reasons.set(r.revocation_reason, reason);
+      }
+      entries[i] = { serialHex: r.serial_hex, revokedAt: new Date(r.revoked_at!), reason };
     }
     const crlNumber = (previous?.crl_number ?? 0) + 1;
     const nextUpdate = new Date(now.getTime() + timing.validityMs);

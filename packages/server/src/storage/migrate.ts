@@ -16,6 +16,7 @@ import * as fewerPagesPerWrite from './migrations/014-fewer-pages-per-write.ts';
 import * as auditDeviceIndex from './migrations/015-audit-device-index.ts';
 import * as activeDeviceStates from './migrations/016-active-device-states.ts';
 import * as crlRevocationVersion from './migrations/017-crl-revocation-version.ts';
+import * as crlListingCovered from './migrations/018-crl-listing-covered.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -50,6 +51,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { name: '015-audit-device-index', up: auditDeviceIndex.up },
   { name: '016-active-device-states', up: activeDeviceStates.up },
   { name: '017-crl-revocation-version', up: crlRevocationVersion.up },
+  { name: '018-crl-listing-covered', up: crlListingCovered.up },
 ];
 
 /**

@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { revocationVersion } from '../../src/revocation/crl-store.ts';
 import type { Db } from '../../src/storage/database.ts';
+import { CRL_LISTED_UNTIL } from '../../src/storage/migrations/017-crl-revocation-version.ts';
 import { BACKENDS, databaseBefore } from '../support/databases.ts';
 
 const at = '2026-12-02T10:00:00.000Z';
@@ -96,5 +97,37 @@ describe.each(BACKENDS)('migration 017 (CRL revocation versions) on %s', (backen
     expect(await revocationVersion(db, busy)).toBe(4);
     expect(await revocationVersion(db, quiet)).toBe(1);
     expect(await revocationVersion(db, none)).toBe(1);
+  });
+});
+
+/** The definition of SQLite index `name`, as sqlite_master keeps it. */
+async function indexDefinition(db: Db, name: string): Promise<string> {
+  const query = sql<{
+    d: string;
+  }>`SELECT sql AS d FROM sqlite_master WHERE type = 'index' AND name = ${name}`;
+  return ((await query.execute(db)).rows[0]?.d ?? '').replace(/\s+/g, ' ');
+}
+
+// on PostgreSQL 018 changes nothing (its doc comment says why; plans-at-scale checks the plan)
+describe('migration 018 (the CRL listing read from its index alone) on sqlite', () => {
+  it("puts each listed entry's serial, revocation time and reason into the index, still of revoked rows only", async () => {
+    const before = await databaseBefore('sqlite', '018');
+    onTestFinished(() => before.dispose());
+    expect(await indexDefinition(before.db, 'certificates_ca_crl_until')).not.toMatch(/serial_hex/);
+
+    const { db } = await before.open();
+    const now = await indexDefinition(db, 'certificates_ca_crl_until');
+    expect(now).toMatch(
+      /\(ca_id, \(CASE WHEN .* END\), serial_hex, revoked_at, revocation_reason\) WHERE revoked_at IS NOT NULL$/,
+    );
+    // the re-sign's listing (revocation/crl-store.ts) reads no row of the table
+    const plan = await sql<{ detail: string }>`EXPLAIN QUERY PLAN
+      SELECT id, serial_hex, revoked_at, revocation_reason FROM certificates
+      WHERE ca_id = 1 AND revoked_at IS NOT NULL AND ${sql.raw(CRL_LISTED_UNTIL)} >= '' ORDER BY id`.execute(
+      db,
+    );
+    expect(plan.rows.map((r) => r.detail).join('\n')).toMatch(
+      /USING COVERING INDEX certificates_ca_crl_until/,
+    );
   });
 });
