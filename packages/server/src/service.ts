@@ -19,7 +19,7 @@ import { bindListener } from './http/listen.ts';
 import { reportOpenFileLimit } from './http/open-file-limit.ts';
 import { openCustody } from './keys/open-custody.ts';
 import { ServiceMetrics } from './metrics/service-metrics.ts';
-import { setCrlTiming } from './revocation/crl-store.ts';
+import { setCrlHeldBytes, setCrlTiming } from './revocation/crl-store.ts';
 import { CrlRefresher } from './revocation/refresh.ts';
 import { startCrlResign } from './revocation/resign.ts';
 import { openDatabase } from './storage/database.ts';
@@ -100,6 +100,7 @@ export async function startService(options: StartOptions): Promise<RunningServic
     };
     // crl.*: every process signs CRLs (on revocation) with the same timing
     setCrlTiming({ validityMs: config.crl.validity, renewBeforeMs: config.crl.renewBefore });
+    setCrlHeldBytes(config.crl.heldBytes);
     let demo: RunningService['demo'];
     if (role !== 'worker') {
       // audit.retentionDays: pruned once now, then hourly

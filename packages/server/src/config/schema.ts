@@ -8,6 +8,7 @@ import {
   GATEWAY_LIMITS,
 } from '../http/connection-limits.ts';
 import { API_RATE_LIMITS, bucketLimitSchema, DEVICE_LINK_RATE_LIMITS } from '../http/rate-limit.ts';
+import { CRL_HELD_BYTES } from '../revocation/crl-store.ts';
 
 /**
  * keyferryd's configuration. Every option has its default beside it; docs/configuration.md
@@ -186,12 +187,14 @@ export const configSchema = z.strictObject({
       retentionDays: z.number().int().min(1).max(36_500).default(AUDIT_RETENTION_DAYS),
     })
     .prefault({}),
-  /** CRL timing: validity of a signed CRL, how long before nextUpdate it is re-signed, how often keyferryd checks. */
+  /** CRLs: validity of a signed CRL, how long before nextUpdate it is re-signed, how often keyferryd checks, what it keeps in memory. */
   crl: z
     .strictObject({
       validity: crlDuration.prefault('7d'),
       renewBefore: crlDuration.prefault('1d'),
       checkInterval: crlDuration.prefault('5m'),
+      /** Bytes of signed CRLs each process keeps in memory to send again (revocation/crl-store.ts). */
+      heldBytes: z.number().int().min(0).default(CRL_HELD_BYTES),
     })
     .refine((c) => c.renewBefore < c.validity, 'crl.renewBefore must be shorter than crl.validity')
     .prefault({}),

@@ -86,8 +86,14 @@ export async function currentCrlHead(deps: RevocationDeps, caId: number, now = n
  * as current as `head`.
  */
 export async function crlNamed(db: Db, head: CrlHead): Promise<CurrentCrl> {
-  const known = latestCrls.get(db)?.get(head.caId);
-  if (known && sameCrl(known, head)) return known;
+  const crls = latestCrls.get(db);
+  const known = crls?.get(head.caId);
+  if (crls && known && sameCrl(known, head)) {
+    // the most recently sent last: a Map iterates in insertion order
+    crls.delete(head.caId);
+    crls.set(head.caId, known);
+    return known;
+  }
   const stored = await storedCrl(db, head.caId);
   if (!stored) throw new KeyferryError('not_found', `no CRL of intermediate CA ${head.caId}`);
   return remember(db, toCurrent(stored));
@@ -96,14 +102,39 @@ export async function crlNamed(db: Db, head: CrlHead): Promise<CurrentCrl> {
 /**
  * Per database, the latest CRL of each CA this process signed or read whole: sent again while
  * the stored CRL is the same one (CRL number and signing time), not read and decoded again for
- * every fetch, and one copy in memory however many relying parties fetch it at once.
+ * every fetch, and one copy in memory however many relying parties fetch it at once. At most
+ * {@link crlHeldBytes} of them: the CRLs sent least recently go first (~2 MB a CA at 60,000
+ * entries, so a deployment of many large CAs would otherwise hold them all).
  */
 const latestCrls = new WeakMap<Db, Map<number, CurrentCrl>>();
+
+/** Bytes of signed CRLs each process keeps to send again, per database: config `crl.heldBytes`. */
+export const CRL_HELD_BYTES = 32 * 1024 * 1024;
+let heldBytes = CRL_HELD_BYTES;
+
+/** Sets {@link CRL_HELD_BYTES} for this process (keyferryd calls it once at start, from config `crl`). */
+export function setCrlHeldBytes(bytes: number): void {
+  heldBytes = bytes;
+}
+
+/** The bytes of signed CRLs this process keeps, per database. */
+export function crlHeldBytes(): number {
+  return heldBytes;
+}
 
 function remember(db: Db, crl: CurrentCrl): CurrentCrl {
   const crls = latestCrls.get(db) ?? new Map<number, CurrentCrl>();
   latestCrls.set(db, crls);
+  crls.delete(crl.caId);
+  if (crl.der.length > heldBytes) return crl;
   crls.set(crl.caId, crl);
+  let held = 0;
+  for (const kept of crls.values()) held += kept.der.length;
+  for (const [caId, kept] of crls) {
+    if (held <= heldBytes) break;
+    crls.delete(caId);
+    held -= kept.der.length;
+  }
   return crl;
 }
 

@@ -27,6 +27,7 @@ describe('keyferryd configuration', () => {
       evaluationDays: 30,
       maxDevicesPerYear: 50_000,
     });
+    expect(config.crl.heldBytes).toBe(32 * 1024 * 1024);
   });
 
   it('reads YAML and JSON files', () => {
@@ -66,6 +67,10 @@ describe('keyferryd configuration', () => {
       /api.listen: expected host:port/,
     );
     expect(() => loadConfig({ file: file('storage:\n  kind: mysql\n'), env: {} })).toThrowError(/storage/);
+    expect(() => loadConfig({ file: file('crl:\n  heldBytes: -1\n'), env: {} })).toThrowError(
+      /crl.heldBytes: .*>=0/,
+    );
+    expect(loadConfig({ file: file('crl:\n  heldBytes: 0\n'), env: {} }).config.crl.heldBytes).toBe(0);
     expect(() => loadConfig({ file: file('- a\n- b\n'), env: {} })).toThrowError(/must hold a mapping/);
     expect(() => loadConfig({ file: file('a: [\n'), env: {} })).toThrowError(/not valid YAML/);
     expect(() => loadConfig({ file: '/nonexistent/k.yaml', env: {} })).toThrowError(

@@ -9,8 +9,10 @@ import { runCommand } from '../../../../test/support/processes.ts';
 import { recordGatewayCall } from '../../src/gateway/device-registry.ts';
 import {
   revocationVersion as caRevocationVersion,
+  crlHeldBytes,
   currentCrl,
   onCertificatesRevoked,
+  setCrlHeldBytes,
 } from '../../src/revocation/crl-store.ts';
 import { recordStatementTexts } from '../../src/storage/statement-count.ts';
 import { BACKENDS } from '../support/databases.ts';
@@ -334,6 +336,51 @@ describe.each(BACKENDS)('CRLs and the gateway device list (%s)', (backend) => {
     expect(after.number).toBe(signed.crlNumber);
     expect(after.number).toBe(first.number + 1);
     expect(after.serials).toEqual([revoked.cert.serialHex.replace(/^0+/, '')]);
+  });
+
+  it('keeps signed CRLs up to crl.heldBytes, the least recently sent going first', async () => {
+    const [a, b, c] = [
+      await setupGatewayFactory(svc, 'kept-a'),
+      await setupGatewayFactory(svc, 'kept-b'),
+      await setupGatewayFactory(svc, 'kept-c'),
+    ];
+    /** Fetches f's CRL: its size, and whether its bytes were read from the database. */
+    const fetchCrl = async (f: GatewayFactory) => {
+      const sent = recordStatementTexts();
+      const res = await fetch(crlPath(f));
+      expect(res.status).toBe(200);
+      const size = (await res.arrayBuffer()).byteLength;
+      const read = sent().some((text) => /\bfrom "crls"/.test(text) && /select \*|"der"/.test(text));
+      return { size, read };
+    };
+    const read = async (f: GatewayFactory) => (await fetchCrl(f)).read;
+    const configured = crlHeldBytes();
+    try {
+      setCrlHeldBytes(0);
+      const first = await fetchCrl(a);
+      expect(await fetchCrl(a)).toEqual({ size: first.size, read: true });
+      const sizes = [first.size, (await fetchCrl(b)).size, (await fetchCrl(c)).size];
+      // room for any two of the three, not for all three
+      const room = Math.floor(Math.max(...sizes) * 2.5);
+      expect(sizes.reduce((sum, size) => sum + size)).toBeGreaterThan(room);
+      setCrlHeldBytes(room);
+      expect([await read(a), await read(a), await read(b), await read(b)]).toEqual([
+        true,
+        false,
+        true,
+        false,
+      ]);
+      // a sent again after b: c pushes b out, not a
+      expect([await read(a), await read(c), await read(a), await read(c)]).toEqual([
+        false,
+        true,
+        false,
+        false,
+      ]);
+      expect(await read(b)).toBe(true);
+    } finally {
+      setCrlHeldBytes(configured);
+    }
   });
 
   it('answers 404 for a CA of another factory, an unknown CA and a malformed name, changing nothing', async () => {
