@@ -2,7 +2,9 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { KeyCustody } from '../../src/keys/custody.ts';
 import { resignDueCrls } from '../../src/revocation/resign.ts';
 import { BACKENDS } from '../support/databases.ts';
 import { startTestService, type TestService } from '../support/service.ts';
@@ -67,6 +69,19 @@ const deps = (svc: TestService) => ({
   log: svc.service.ctx.log,
 });
 
+/** A SQLite keyferryd with `crl` timing and its demo factory, started for the describe it is called in. */
+function sqliteServiceWithFactory(crl: { validity: string; renewBefore: string; checkInterval: string }) {
+  const one = {} as { svc: TestService; f: GatewayFactory };
+  beforeAll(async () => {
+    one.svc = await startTestService('sqlite', { crl });
+    one.f = await setupGatewayFactory(one.svc, 'demo');
+  });
+  afterAll(async () => {
+    await one.svc?.stop();
+  });
+  return one;
+}
+
 describe.each(BACKENDS)('CRL re-sign before nextUpdate (%s)', (backend) => {
   let a: TestService;
   let b: TestService;
@@ -104,23 +119,67 @@ describe.each(BACKENDS)('CRL re-sign before nextUpdate (%s)', (backend) => {
   });
 });
 
-describe('keyferryd re-signs CRLs on its timer (sqlite)', () => {
-  let svc: TestService;
-  let f: GatewayFactory;
+describe('the re-sign before nextUpdate on a SQLite file', () => {
+  const one = sqliteServiceWithFactory({ validity: '1h', renewBefore: '10m', checkInterval: '1h' });
 
-  beforeAll(async () => {
-    svc = await startTestService('sqlite', {
-      crl: { validity: '4s', renewBefore: '3s', checkInterval: '1s' },
+  it("holds no write lock while it signs, so another worker process's writes go on", async () => {
+    const { svc, f } = one;
+    const first = await servedCrl(svc, f);
+    // the CA key's signature waits until the other connection has written
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
     });
-    f = await setupGatewayFactory(svc, 'demo');
+    let signing!: () => void;
+    const signingStarted = new Promise<void>((resolve) => {
+      signing = resolve;
+    });
+    const real = svc.service.ctx.custody;
+    const custody: KeyCustody = {
+      backend: real.backend,
+      generate: (purpose) => real.generate(purpose),
+      verifyAccess: (db) => real.verifyAccess(db),
+      close: () => real.close(),
+      signer: async (key) => {
+        const signer = await real.signer(key);
+        return {
+          publicKeySpki: signer.publicKeySpki,
+          sign: async (data) => {
+            signing();
+            await released;
+            return signer.sign(data);
+          },
+        };
+      },
+    };
+    const later = new Date(Date.now() + 55 * 60_000);
+    const resign = resignDueCrls({ ...deps(svc), custody }, later);
+    await signingStarted;
+    // as a worker process would: its own connection, no busy wait, a write transaction
+    const other = new Database(join(svc.dataDir, 'keyferry.db'), { timeout: 0 });
+    let second: Promise<number[]>;
+    try {
+      expect(() => other.exec('BEGIN IMMEDIATE; ROLLBACK')).not.toThrow();
+      // a second re-sign of this process meanwhile finds the CA due and leaves it to the first
+      second = resignDueCrls(deps(svc), later);
+      // (its read of the due CRLs is answered before this one, on the one connection)
+      await svc.service.ctx.database.db.selectFrom('crls').select('ca_id').execute();
+    } finally {
+      other.close();
+      release();
+    }
+    expect(await Promise.all([resign, second])).toEqual([[f.ca.id], []]);
+    expect(await storedNumber(svc, f)).toBe(first.number + 1);
   });
-  afterAll(async () => {
-    await svc?.stop();
-  });
+});
+
+describe('keyferryd re-signs CRLs on its timer (sqlite)', () => {
+  const one = sqliteServiceWithFactory({ validity: '4s', renewBefore: '3s', checkInterval: '1s' });
 
   it('advances the served nextUpdate with no revocation and no read in between', {
     timeout: 60_000,
   }, async () => {
+    const { svc, f } = one;
     const first = await servedCrl(svc, f);
     // watch the stored row only: reading the CRL would rebuild it lazily and hide the timer
     while ((await storedNumber(svc, f)) === first.number) await new Promise((r) => setTimeout(r, 200));
