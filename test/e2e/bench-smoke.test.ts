@@ -33,7 +33,7 @@ const PROVISIONING_RESULT = new RegExp(
 );
 const ROTATION_RESULT = new RegExp(
   `^RESULT devices=[0-9]+ revoked=[0-9]+ crl_bytes=[0-9]+ first_ms_per_rekey=${NUMBER} ` +
-    `last_ms_per_rekey=${NUMBER} growth=(${NUMBER}|n/a) storage=(sqlite|postgres) db_ms_per_rekey=(${NUMBER}|n/a)$`,
+    `last_ms_per_rekey=${NUMBER} growth=(${NUMBER}|n/a) storage=(sqlite|postgres) db_ms_per_rekey=(${NUMBER}|n/a) p99_ms=${NUMBER}$`,
   'm',
 );
 const ISSUE_RESULT = new RegExp(
@@ -158,14 +158,19 @@ describe('npm run bench (smoke, tiny counts)', () => {
       '4',
       '--warmup',
       '2',
+      '--revoked',
+      '20',
     ]);
     expect(run.status, run.stderr).toBe(0);
     expect(run.stdout).toMatch(ROTATION_RESULT);
-    // each batch's rekeys revoked as many certificates (after the warm-up's 2), and the CRL grows
-    expect(run.stdout).toMatch(/^batch +1: 4 rekeys \(0 failed\).* CRL then 6 entries/m);
-    expect(run.stdout).toMatch(/^batch +3: 4 rekeys \(0 failed\).* CRL then 14 entries/m);
+    // each batch's rekeys revoked as many certificates (after the 20 added and the warm-up's 2),
+    // and the CRL grows
+    expect(run.stdout).toMatch(
+      /^batch +1: 4 rekeys \(0 failed\), [0-9.]+ rekeys\/s, p99 [0-9.]+ ms,.* CRL then 26 entries/m,
+    );
+    expect(run.stdout).toMatch(/^batch +3: 4 rekeys \(0 failed\).* CRL then 34 entries/m);
     const [result] = results(run.stdout);
-    expect(result!.revoked).toBe('14');
+    expect(result!.revoked).toBe('34');
     expect(result!.devices).toBe('14');
     expect(result!.storage).toBe('sqlite');
     expect(result!.db_ms_per_rekey).toBe('n/a');
@@ -179,6 +184,9 @@ describe('npm run bench (smoke, tiny counts)', () => {
     const noStorage = await bench('rotation.ts', ['--postgres-url', 'postgres://x/y']);
     expect(noStorage.status).toBe(2);
     expect(noStorage.stderr).toContain('--postgres-url needs --storage postgres');
+    const notCount = await bench('rotation.ts', ['--revoked', 'many']);
+    expect(notCount.status).toBe(2);
+    expect(notCount.stderr).toContain('--revoked takes a non-negative integer');
   });
 
   it('bench:rotation --storage postgres rekeys on PostgreSQL and prints the database CPU per rekey', {
@@ -193,16 +201,18 @@ describe('npm run bench (smoke, tiny counts)', () => {
       '4',
       '--warmup',
       '2',
+      '--revoked',
+      '10',
       '--storage',
       'postgres',
     ]);
     expect(run.status, run.stderr).toBe(0);
     expect(run.stdout).toMatch(ROTATION_RESULT);
     expect(run.stdout).toMatch(/^keyferry rotation bench — node v[0-9.]+, postgres,/m);
-    expect(run.stdout).toMatch(/^batch +2: 4 rekeys \(0 failed\).* ms the database's; CRL then 10 entries/m);
+    expect(run.stdout).toMatch(/^batch +2: 4 rekeys \(0 failed\).* ms the database's; CRL then 20 entries/m);
     const [result] = results(run.stdout);
     expect(result!.storage).toBe('postgres');
-    expect(result!.revoked).toBe('10');
+    expect(result!.revoked).toBe('20');
     expect(result!.db_ms_per_rekey).toMatch(/^[0-9]+\.[0-9]+$/);
   });
 
