@@ -22,9 +22,11 @@ import {
   parseCertificate,
   type RevokedEntry,
   revokedCertificatesDer,
+  revokedEntriesDer,
   serverCertificate,
   toPem,
 } from '../src/index.ts';
+import { encodeTlv } from '../src/x509/der.ts';
 import { newSigner, openssl, opensslOutput, pemToDer, scratchDir } from './support/openssl.ts';
 
 const dir = scratchDir();
@@ -261,16 +263,22 @@ describe('buildCrl', () => {
     expect(() => listed('12g4')).toThrow(/invalid serial "12g4"/);
   });
 
-  it('makes a 20,000-entry CRL that openssl verifies and lists whole', async () => {
+  it('makes a 20,000-entry CRL, encoded in slices, that openssl verifies and lists whole', async () => {
     const revoked = Array.from({ length: 20_000 }, (_, i) => ({
       serialHex: (0x100000 + i).toString(16),
       revokedAt: new Date(Date.UTC(2026, 0, 1) + i * 1000),
       reason: 'superseded' as const,
     }));
+    // slices of uneven sizes, one empty: their encodings one after the other are the whole list's
+    const cuts = [0, 1, 1, 4_999, 12_345, 20_000];
+    const encodedEntries = cuts.slice(1).map((end, i) => revokedEntriesDer(revoked.slice(cuts[i], end)));
+    expect(Buffer.from(encodeTlv(0x30, ...encodedEntries))).toEqual(
+      Buffer.from(revokedCertificatesDer(revoked)),
+    );
     const crl = await buildCrl({
       issuerCert: ca,
       signer: caSigner,
-      revoked,
+      revoked: { encodedEntries },
       thisUpdate: new Date('2026-06-01T00:00:00Z'),
       nextUpdate: new Date('2026-06-08T00:00:00Z'),
       crlNumber: 7,

@@ -31,11 +31,20 @@ export interface RevokedEntry {
   readonly reason?: RevocationReason | undefined;
 }
 
+/**
+ * Revoked entries encoded ahead by {@link revokedEntriesDer}, in parts made of consecutive
+ * slices of the list: a caller with tens of thousands of entries encodes a slice at a time and
+ * lets other work run in between.
+ */
+export interface EncodedRevokedEntries {
+  readonly encodedEntries: readonly Uint8Array[];
+}
+
 /** Options of {@link buildCrl}. */
 export interface BuildCrlOptions {
   readonly issuerCert: Uint8Array;
   readonly signer: Signer;
-  readonly revoked: readonly RevokedEntry[];
+  readonly revoked: readonly RevokedEntry[] | EncodedRevokedEntries;
   readonly thisUpdate: Date;
   readonly nextUpdate: Date;
   /** Monotonic CRL number (RFC 5280 §5.2.3); a non-negative safe integer. */
@@ -78,11 +87,12 @@ export async function buildCrl(options: BuildCrlOptions): Promise<Uint8Array> {
  * field (RFC 5280 §5.1). RFC 5280 §5.1.2.6: with no revoked certificate the list is absent,
  * not empty.
  */
-function withRevokedList(tbsDer: Uint8Array, revoked: readonly RevokedEntry[]): Uint8Array {
-  if (revoked.length === 0) return tbsDer;
+function withRevokedList(tbsDer: Uint8Array, revoked: BuildCrlOptions['revoked']): Uint8Array {
+  const entries = 'encodedEntries' in revoked ? revoked.encodedEntries : [revokedEntriesDer(revoked)];
+  if (entries.every((part) => part.length === 0)) return tbsDer;
   const fields = childrenOf(tbsDer, readWhole(tbsDer, TAG.SEQUENCE));
   const parts = fields.map((field) => tlvBytes(tbsDer, field));
-  parts.splice(parts.length - 1, 0, revokedCertificatesDer(revoked));
+  parts.splice(parts.length - 1, 0, encodeTlv(TAG.SEQUENCE, ...entries));
   return encodeTlv(TAG.SEQUENCE, ...parts);
 }
 
@@ -106,6 +116,14 @@ for (const [name, code] of Object.entries(CRLReasons)) {
  * list, with no array per entry; any other form serialFromHex reads goes through it.
  */
 export function revokedCertificatesDer(revoked: readonly RevokedEntry[]): Uint8Array {
+  return encodeTlv(TAG.SEQUENCE, revokedEntriesDer(revoked));
+}
+
+/**
+ * The entries of {@link revokedCertificatesDer}'s SEQUENCE, without its header: the encodings
+ * of consecutive slices of a list, put one after the other, are the encoding of the whole.
+ */
+export function revokedEntriesDer(revoked: readonly RevokedEntry[]): Uint8Array {
   const count = revoked.length;
   // per entry: the serial's INTEGER content length, and its content when not written from the digits
   const serialLengths = new Uint8Array(count);
@@ -132,7 +150,7 @@ export function revokedCertificatesDer(revoked: readonly RevokedEntry[]): Uint8A
     contentLengths[i] = contentLength;
     listLength += tlvSize(contentLength);
   }
-  const writer = new DerWriter(tlvSize(listLength)).header(TAG.SEQUENCE, listLength);
+  const writer = new DerWriter(listLength);
   for (let i = 0; i < count; i++) {
     const entry = revoked[i]!;
     writer.header(TAG.SEQUENCE, contentLengths[i]!).header(TAG.INTEGER, serialLengths[i]!);

@@ -1,10 +1,19 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { buildCrl, fromPem, KeyferryError, type RevocationReason, type RevokedEntry } from '@keyferry/core';
-import { sql } from 'kysely';
+import {
+  buildCrl,
+  type EncodedRevokedEntries,
+  fromPem,
+  KeyferryError,
+  type RevocationReason,
+  type RevokedEntry,
+  revokedEntriesDer,
+} from '@keyferry/core';
+import { type Selectable, sql } from 'kysely';
 import { custodySignerById, type KeyCustody } from '../keys/custody.ts';
 import type { Db } from '../storage/database.ts';
 import type { CrlsTable } from '../storage/gateway-tables.ts';
 import { CRL_LISTED_UNTIL } from '../storage/migrations/017-crl-revocation-version.ts';
+import type { CertificatesTable } from '../storage/tables.ts';
 
 /** A CRL is valid this long; it is rebuilt when a revocation happens or a day before it runs out. */
 export const CRL_VALIDITY_MS = 7 * 24 * 3600 * 1000;
@@ -285,29 +294,15 @@ async function rebuildCrl(
     if (!ca) throw new KeyferryError('not_found', `no intermediate CA ${caId}`);
     const previous = await storedHead(db, caId);
     const revoked = await stillListed(db, caId, previous?.this_update);
-    // the read and the encoding of a long list each hold the event loop for tens of
-    // milliseconds (60,000 entries, docs/performance.md): requests that came in meanwhile run
-    // in between. A setImmediate queued from an I/O callback runs before the next poll for
-    // I/O, so two turns.
-    await nextTurn();
-    await nextTurn();
-    const reasons = new Map<string | null, RevocationReason | undefined>();
-    const entries: RevokedEntry[] = new Array(revoked.length);
-    for (let i = 0; i < revoked.length; i++) {
-      const r = revoked[i]!;
-      let reason = reasons.get(r.revocation_reason);
-      if (reason === undefined && !reasons.has(r.revocation_reason)) {
-        reason = crlReason(r.revocation_reason);
-        reasons.set(r.revocation_reason, reason);
-      }
-      entries[i] = { serialHex: r.serial_hex, revokedAt: new Date(r.revoked_at!), reason };
-    }
+    // requests that came in during the read run before the encoding
+    await eventLoopTurn();
+    const encoded = await encodeInSlices(revoked);
     const crlNumber = (previous?.crl_number ?? 0) + 1;
     const nextUpdate = new Date(now.getTime() + timing.validityMs);
     const der = await buildCrl({
       issuerCert: fromPem(ca.certificate, 'CERTIFICATE'),
       signer: await custodySignerById(db, deps.custody, ca.key_ref),
-      revoked: entries,
+      revoked: encoded,
       thisUpdate: now,
       nextUpdate,
       crlNumber,
@@ -372,7 +367,13 @@ async function rebuildCrl(
  * expiry changes no revocation version, so it alone does not re-sign a CRL; the entry goes at
  * the CA's next re-sign, for a revocation or a day before nextUpdate.
  */
-function stillListed(db: Db, caId: number, previousThisUpdate: string | undefined) {
+/** What {@link stillListed} reads of each listed certificate. */
+type ListedRow = Pick<
+  Selectable<CertificatesTable>,
+  'id' | 'serial_hex' | 'revoked_at' | 'revocation_reason'
+>;
+
+function stillListed(db: Db, caId: number, previousThisUpdate: string | undefined): Promise<ListedRow[]> {
   // the timestamps are all toISOString()'s: as text they sort as the times they name, after ''
   const settled =
     previousThisUpdate === undefined
@@ -386,6 +387,44 @@ function stillListed(db: Db, caId: number, previousThisUpdate: string | undefine
     .where(sql.raw<string>(CRL_LISTED_UNTIL), '>=', settled)
     .orderBy('id')
     .execute();
+}
+
+/** Entries a re-sign encodes between two turns of the event loop (~3 ms of CPU here). */
+const ENCODE_SLICE = 5000;
+
+/**
+ * The listed rows' entries, encoded ENCODE_SLICE at a time with a turn of the event loop in
+ * between: a re-sign of a 60,000-entry CRL encoded them in one go, ~40 ms during which no
+ * device request was served (docs/performance.md). Each reason text is mapped once.
+ */
+async function encodeInSlices(rows: readonly ListedRow[]): Promise<EncodedRevokedEntries> {
+  const reasons = new Map<string | null, RevocationReason | undefined>();
+  const encodedEntries: Uint8Array[] = [];
+  for (let from = 0; from < rows.length; from += ENCODE_SLICE) {
+    if (from > 0) await eventLoopTurn();
+    const slice = rows.slice(from, from + ENCODE_SLICE);
+    const entries: RevokedEntry[] = new Array(slice.length);
+    for (let i = 0; i < slice.length; i++) {
+      const r = slice[i]!;
+      let reason = reasons.get(r.revocation_reason);
+      if (reason === undefined && !reasons.has(r.revocation_reason)) {
+        reason = crlReason(r.revocation_reason);
+        reasons.set(r.revocation_reason, reason);
+      }
+      entries[i] = { serialHex: r.serial_hex, revokedAt: new Date(r.revoked_at!), reason };
+    }
+    encodedEntries.push(revokedEntriesDer(entries));
+  }
+  return { encodedEntries };
+}
+
+/**
+ * Lets the event loop poll for I/O once, so requests that arrived meanwhile run: a setImmediate
+ * queued from an I/O callback runs before the next poll, so it takes two.
+ */
+async function eventLoopTurn(): Promise<void> {
+  await nextTurn();
+  await nextTurn();
 }
 
 /** How long after its revoked_at a revocation is surely committed and seen by every node. */
