@@ -71,7 +71,11 @@ export async function startService(options: StartOptions): Promise<RunningServic
   // serves them, or whoever waits for it goes on against a dead or foreign listener.
   const listenFile = join(dataDir, LISTEN_FILE);
   if (role !== 'worker') rmSync(listenFile, { force: true });
-  const database = await openDatabase(config.storage, dataDir, { backgroundCheckpoints: true });
+  const database = await openDatabase(config.storage, dataDir, {
+    backgroundCheckpoints: true,
+    threadReads: true,
+    log,
+  });
   const closers: Array<() => Promise<void>> = [() => database.close()];
   try {
     // SQLite: one checkpointer per database, in the process that runs the timers

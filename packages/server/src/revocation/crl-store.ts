@@ -8,12 +8,12 @@ import {
   type RevokedEntry,
   revokedEntriesDer,
 } from '@keyferry/core';
-import { type Selectable, sql } from 'kysely';
+import { sql } from 'kysely';
 import { custodySignerById, type KeyCustody } from '../keys/custody.ts';
-import type { Db } from '../storage/database.ts';
+import { type Db, threadReaderOf } from '../storage/database.ts';
 import type { CrlsTable } from '../storage/gateway-tables.ts';
 import { CRL_LISTED_UNTIL } from '../storage/migrations/017-crl-revocation-version.ts';
-import type { CertificatesTable } from '../storage/tables.ts';
+import type { ReadColumn } from '../storage/thread-reader.ts';
 
 /** A CRL is valid this long; it is rebuilt when a revocation happens or a day before it runs out. */
 export const CRL_VALIDITY_MS = 7 * 24 * 3600 * 1000;
@@ -307,16 +307,19 @@ async function rebuildCrl(
       nextUpdate,
       crlNumber,
     });
-    const latest = revoked.reduce<string | null>(
-      (max, r) => (max === null || r.revoked_at! > max ? r.revoked_at! : max),
-      null,
-    );
+    // and those that came in during the signing before the write
+    await eventLoopTurn();
+    let latest: string | null = null;
+    for (let i = 0; i < revoked.count; i++) {
+      const at = revoked.revokedAt(i);
+      if (latest === null || at > latest) latest = at;
+    }
     const row: CrlsTable = {
       ca_id: caId,
       crl_number: crlNumber,
       this_update: now.toISOString(),
       next_update: nextUpdate.toISOString(),
-      revoked_count: revoked.length,
+      revoked_count: revoked.count,
       revoked_latest: latest,
       revocation_version: version,
       der: Buffer.from(der).toString('base64'),
@@ -350,6 +353,14 @@ async function rebuildCrl(
   );
 }
 
+/** The entries {@link stillListed} read, row `i` of `count`, in revocation order. */
+interface Listing {
+  count: number;
+  serialHex(i: number): string;
+  revokedAt(i: number): string;
+  reason(i: number): string | null;
+}
+
 /**
  * The revoked certificates of CA `caId` its next CRL lists, in revocation order (row id). A
  * revoked certificate whose validity ended is dropped from its CA's CRL once a CRL issued
@@ -367,51 +378,66 @@ async function rebuildCrl(
  * expiry changes no revocation version, so it alone does not re-sign a CRL; the entry goes at
  * the CA's next re-sign, for a revocation or a day before nextUpdate.
  */
-/** What {@link stillListed} reads of each listed certificate. */
-type ListedRow = Pick<
-  Selectable<CertificatesTable>,
-  'id' | 'serial_hex' | 'revoked_at' | 'revocation_reason'
->;
-
-function stillListed(db: Db, caId: number, previousThisUpdate: string | undefined): Promise<ListedRow[]> {
+async function stillListed(db: Db, caId: number, previousThisUpdate: string | undefined): Promise<Listing> {
   // the timestamps are all toISOString()'s: as text they sort as the times they name, after ''
   const settled =
     previousThisUpdate === undefined
       ? ''
       : new Date(Date.parse(previousThisUpdate) - REVOCATION_SETTLED_MS).toISOString();
-  return db
+  const query = db
     .selectFrom('certificates')
-    .select(['id', 'serial_hex', 'revoked_at', 'revocation_reason'])
+    .select(['serial_hex', 'revoked_at', 'revocation_reason'])
     .where('ca_id', '=', caId)
     .where('revoked_at', 'is not', null)
     .where(sql.raw<string>(CRL_LISTED_UNTIL), '>=', settled)
-    .orderBy('id')
-    .execute();
+    .orderBy('id');
+  // SQLite: off the event loop, which a 60,000-row read would hold ~50 ms (docs/performance.md);
+  // on a thread that fails, on the connection after all
+  const reader = threadReaderOf(db);
+  const read = reader ? await reader.read(query.compile()).catch(() => undefined) : undefined;
+  if (read) {
+    const [serials, times, reasons] = ['serial_hex', 'revoked_at', 'revocation_reason'].map((name) =>
+      read.column(name),
+    ) as [ReadColumn, ReadColumn, ReadColumn];
+    return {
+      count: read.count,
+      serialHex: (i) => serials.at(i) as string,
+      revokedAt: (i) => times.at(i) as string,
+      reason: (i) => reasons.at(i) as string | null,
+    };
+  }
+  const rows = await query.execute();
+  return {
+    count: rows.length,
+    serialHex: (i) => rows[i]!.serial_hex,
+    revokedAt: (i) => rows[i]!.revoked_at!,
+    reason: (i) => rows[i]!.revocation_reason,
+  };
 }
 
 /** Entries a re-sign encodes between two turns of the event loop (~3 ms of CPU here). */
 const ENCODE_SLICE = 5000;
 
 /**
- * The listed rows' entries, encoded ENCODE_SLICE at a time with a turn of the event loop in
+ * The listed entries, encoded ENCODE_SLICE at a time with a turn of the event loop in
  * between: a re-sign of a 60,000-entry CRL encoded them in one go, ~40 ms during which no
  * device request was served (docs/performance.md). Each reason text is mapped once.
  */
-async function encodeInSlices(rows: readonly ListedRow[]): Promise<EncodedRevokedEntries> {
+async function encodeInSlices(listing: Listing): Promise<EncodedRevokedEntries> {
   const reasons = new Map<string | null, RevocationReason | undefined>();
   const encodedEntries: Uint8Array[] = [];
-  for (let from = 0; from < rows.length; from += ENCODE_SLICE) {
+  for (let from = 0; from < listing.count; from += ENCODE_SLICE) {
     if (from > 0) await eventLoopTurn();
-    const slice = rows.slice(from, from + ENCODE_SLICE);
-    const entries: RevokedEntry[] = new Array(slice.length);
-    for (let i = 0; i < slice.length; i++) {
-      const r = slice[i]!;
-      let reason = reasons.get(r.revocation_reason);
-      if (reason === undefined && !reasons.has(r.revocation_reason)) {
-        reason = crlReason(r.revocation_reason);
-        reasons.set(r.revocation_reason, reason);
+    const entries: RevokedEntry[] = new Array(Math.min(ENCODE_SLICE, listing.count - from));
+    for (let k = 0; k < entries.length; k++) {
+      const i = from + k;
+      const text = listing.reason(i);
+      let reason = reasons.get(text);
+      if (reason === undefined && !reasons.has(text)) {
+        reason = crlReason(text);
+        reasons.set(text, reason);
       }
-      entries[i] = { serialHex: r.serial_hex, revokedAt: new Date(r.revoked_at!), reason };
+      entries[k] = { serialHex: listing.serialHex(i), revokedAt: new Date(listing.revokedAt(i)), reason };
     }
     encodedEntries.push(revokedEntriesDer(entries));
   }

@@ -18,6 +18,7 @@ import { type Dialect, migrate } from './migrate.ts';
 import { nameCompiledStatements } from './named-statements.ts';
 import { withStatementCache } from './statement-cache.ts';
 import type { Tables } from './tables.ts';
+import { ThreadReader } from './thread-reader.ts';
 import { FALLBACK_CHECKPOINT_PAGES, startWalCheckpointer } from './wal-checkpointer.ts';
 
 export type Db = Kysely<Tables>;
@@ -89,15 +90,30 @@ class ImmediateSqliteDialect extends SqliteDialect {
   }
 }
 
+/** Per SQLite database on a file opened with `threadReads`, its {@link ThreadReader}. */
+const threadReaders = new WeakMap<Db, ThreadReader>();
+
 /**
- * Opens the configured backend and brings its schema up to date. `backgroundCheckpoints`
- * (keyferryd's processes): SQLite's connection leaves the WAL checkpoints to the checkpointer
- * thread, checkpointing itself only past FALLBACK_CHECKPOINT_PAGES.
+ * The thread that runs long reads of `db` off the event loop, while it is usable: SQLite on a
+ * file opened with `threadReads` (keyferryd's processes). Not for a transaction (its writes are
+ * not visible to another connection), nor on PostgreSQL, whose driver reads the rows as they
+ * arrive, a socket's chunk at a time, letting the event loop run in between.
+ */
+export function threadReaderOf(db: Db): ThreadReader | undefined {
+  const reader = threadReaders.get(db);
+  return reader?.usable ? reader : undefined;
+}
+
+/**
+ * Opens the configured backend and brings its schema up to date. For keyferryd's processes:
+ * `backgroundCheckpoints`, SQLite's connection leaves the WAL checkpoints to the checkpointer
+ * thread, checkpointing itself only past FALLBACK_CHECKPOINT_PAGES; `threadReads`, SQLite on a
+ * file gets a {@link ThreadReader} ({@link threadReaderOf}), which reports to `log`.
  */
 export async function openDatabase(
   storage: Config['storage'],
   dataDir: string,
-  options: { backgroundCheckpoints?: boolean } = {},
+  options: { backgroundCheckpoints?: boolean; threadReads?: boolean; log?: Logger } = {},
 ): Promise<Database> {
   if (storage.kind === 'sqlite') {
     const path = storage.path ?? `${dataDir}/keyferry.db`;
@@ -112,10 +128,16 @@ export async function openDatabase(
       dialect: new ImmediateSqliteDialect({ database: withStatementCache(sqlite) }),
     });
     await migrate(db as Kysely<unknown>, 'sqlite');
+    const reader =
+      options.threadReads && path !== ':memory:' ? new ThreadReader(path, options.log) : undefined;
+    if (reader) threadReaders.set(db, reader);
     return {
       db,
       dialect: 'sqlite',
-      close: () => db.destroy(),
+      close: async () => {
+        await reader?.close();
+        await db.destroy();
+      },
       backupTo: async (file) => {
         await sqlite.backup(file);
       },

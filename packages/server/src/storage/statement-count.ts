@@ -2,7 +2,8 @@
  * Statements this process has sent to its database, BEGIN and COMMIT included: the
  * `keyferry_db_statements_total` metric, and how the bench counts statements per device (a
  * figure the machine's noise does not move). Counted where they leave for the database: the
- * SQLite statement cache (statement-cache.ts) and the PostgreSQL client (named-statements.ts).
+ * SQLite statement cache (statement-cache.ts), the SQLite thread reader (thread-reader.ts) and the
+ * PostgreSQL client (named-statements.ts).
  */
 let sent = 0;
 /** The distinct SQL texts sent while a recording runs (recordStatementTexts). */

@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseDeviceId } from '@keyferry/core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { runCommand } from '../../../../test/support/processes.ts';
 import { recordGatewayCall } from '../../src/gateway/device-registry.ts';
 import {
@@ -15,6 +15,7 @@ import {
   setCrlHeldBytes,
 } from '../../src/revocation/crl-store.ts';
 import { recordStatementTexts } from '../../src/storage/statement-count.ts';
+import { ThreadReader } from '../../src/storage/thread-reader.ts';
 import { BACKENDS } from '../support/databases.ts';
 import { startTestService, type TestService } from '../support/service.ts';
 import { type GatewayFactory, issueDeviceCert, NC12, setupGatewayFactory } from './fixtures.ts';
@@ -160,6 +161,44 @@ describe.each(BACKENDS)('CRLs and the gateway device list (%s)', (backend) => {
     );
     expect(parsed.text).toContain('Superseded');
     expect(await snapshot()).toEqual(stored);
+  });
+
+  it('reads the listing on a thread of its own on SQLite, on the connection when that thread fails', async () => {
+    const f = await setupGatewayFactory(svc, 'threaded');
+    const deps = { db: svc.service.ctx.database.db, custody: svc.service.ctx.custody };
+    const certs = await Promise.all(
+      ['keyCompromise', 'superseded', 'allow-list entry deleted'].map(async (reason) => {
+        const issued = await issueDeviceCert(svc, f, { publicKeySpki: spki() });
+        await deps.db
+          .updateTable('certificates')
+          .set({ revoked_at: new Date().toISOString(), revocation_reason: reason })
+          .where('serial_hex', '=', issued.cert.serialHex)
+          .execute();
+        return issued.cert.serialHex.replace(/^0+/, '');
+      }),
+    );
+    const reads = vi.spyOn(ThreadReader.prototype, 'read');
+    try {
+      const threaded = await onCertificatesRevoked(deps, f.ca.id);
+      const listingReads = reads.mock.calls.filter(([query]) => /"revoked_at" is not null/.test(query.sql));
+      // SQLite on a file: keyferryd's processes read it on the thread; PostgreSQL on its connection
+      expect(listingReads).toHaveLength(backend === 'sqlite' ? 1 : 0);
+      const listed = opensslCrl(work, Buffer.from(threaded.der), f.ca.pem);
+      expect(listed.serials.sort()).toEqual([...certs].sort());
+      for (const reason of ['Key Compromise', 'Superseded', 'Cessation Of Operation'])
+        expect(listed.text).toContain(reason);
+
+      // a thread that fails leaves the listing to the connection: the same entries
+      reads.mockRejectedValueOnce(new Error('the thread reader stopped'));
+      await supersede([certs[0]!]);
+      const fallback = await onCertificatesRevoked(deps, f.ca.id);
+      expect(reads).toHaveBeenCalledTimes(backend === 'sqlite' ? 2 : 0);
+      expect(fallback.crlNumber).toBe(threaded.crlNumber + 1);
+      const relisted = opensslCrl(work, Buffer.from(fallback.der), f.ca.pem);
+      expect(relisted.serials.sort()).toEqual([...certs].sort());
+    } finally {
+      reads.mockRestore();
+    }
   });
 
   it('drops a revoked certificate from the CRL once a CRL signed after its expiry listed it', async () => {
