@@ -174,9 +174,11 @@ describe.each(BACKENDS)('CRLs and the gateway device list (%s)', (backend) => {
           .set({ revoked_at: new Date().toISOString(), revocation_reason: reason })
           .where('serial_hex', '=', issued.cert.serialHex)
           .execute();
-        return issued.cert.serialHex.replace(/^0+/, '');
+        return issued.cert.serialHex;
       }),
     );
+    // as openssl prints them
+    const listedSerials = certs.map((serial) => serial.replace(/^0+/, '')).sort();
     const reads = vi.spyOn(ThreadReader.prototype, 'read');
     try {
       const threaded = await onCertificatesRevoked(deps, f.ca.id);
@@ -184,7 +186,7 @@ describe.each(BACKENDS)('CRLs and the gateway device list (%s)', (backend) => {
       // SQLite on a file: keyferryd's processes read it on the thread; PostgreSQL on its connection
       expect(listingReads).toHaveLength(backend === 'sqlite' ? 1 : 0);
       const listed = opensslCrl(work, Buffer.from(threaded.der), f.ca.pem);
-      expect(listed.serials.sort()).toEqual([...certs].sort());
+      expect(listed.serials.sort()).toEqual(listedSerials);
       for (const reason of ['Key Compromise', 'Superseded', 'Cessation Of Operation'])
         expect(listed.text).toContain(reason);
 
@@ -195,7 +197,7 @@ describe.each(BACKENDS)('CRLs and the gateway device list (%s)', (backend) => {
       expect(reads).toHaveBeenCalledTimes(backend === 'sqlite' ? 2 : 0);
       expect(fallback.crlNumber).toBe(threaded.crlNumber + 1);
       const relisted = opensslCrl(work, Buffer.from(fallback.der), f.ca.pem);
-      expect(relisted.serials.sort()).toEqual([...certs].sort());
+      expect(relisted.serials.sort()).toEqual(listedSerials);
     } finally {
       reads.mockRestore();
     }
