@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CompiledQuery, sql } from 'kysely';
+import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Database, openDatabase, threadReaderOf } from '../../src/storage/database.ts';
 import { recordStatementTexts } from '../../src/storage/statement-count.ts';
@@ -125,11 +126,19 @@ describe('the thread reader', () => {
 
   it('gives up on a database it cannot open, naming it, and is not used again', async () => {
     dir = mkdtempSync(join(tmpdir(), 'keyferry-reader-'));
-    const missing = new ThreadReader(join(dir, 'missing.db'));
-    await expect(missing.read(CompiledQuery.raw('SELECT 1', []))).rejects.toThrow(
-      /the thread reader cannot open the database .*missing.db: unable to open database file/,
-    );
+    const lines: string[] = [];
+    const log = pino({ level: 'warn' }, { write: (line: string) => lines.push(line) });
+    const missing = new ThreadReader(join(dir, 'missing.db'), log);
+    for (let i = 0; i < 2; i++)
+      await expect(missing.read(CompiledQuery.raw('SELECT 1', []))).rejects.toThrow(
+        /the thread reader cannot open the database .*missing.db: unable to open database file/,
+      );
     expect(missing.usable).toBe(false);
+    // said once, with what happens instead
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0]!).msg).toMatch(
+      /cannot open the database .*missing.db: .*; long reads run on the event loop from now on$/,
+    );
     await missing.close();
   });
 });
