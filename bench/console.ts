@@ -4,7 +4,7 @@
  * them provisioned within the rate chart's window, some waiting, some failed. Signs in as a
  * browser would and times GET /console/ — the whole server-rendered page — against the
  * issue's limit of 200 ms. Prints the median of several runs, CPU time beside wall time.
- * Run: `npm run bench:console [-- <devices>]`.
+ * Run: `npm run bench:console [-- --devices N]`.
  *
  * The provisioning states are written straight into device_objects: provisioning 50,000
  * devices over the device-link would take this machine about twenty minutes (npm run bench
@@ -19,10 +19,15 @@ import { findFactoryById } from '../packages/server/src/factories/factories.ts';
 import { LIVE_PUSH_MS } from '../packages/server/src/http/console/event-streams.ts';
 import { loadLive } from '../packages/server/src/http/console/overview-page.ts';
 import { setupDeviceGateway } from '../test/support/device-link.ts';
+import { benchOptions, positiveInteger } from './lib/options.ts';
 
-const total = Number(process.argv[2] ?? 50_000);
-if (!(Number.isInteger(total) && total > 0))
-  throw new TypeError('usage: npm run bench:console [-- <devices>]');
+const options = benchOptions(
+  "Usage: npm run bench:console [-- options]\n\nFills a fresh SQLite keyferryd with allow-listed devices in every provisioning state and times\nthe web console's overview (GET /console/) against its 200 ms limit, and its other pages.",
+  {
+    devices: { value: 'N', default: '50000', help: 'devices of the factory', check: positiveInteger },
+  },
+);
+const total = Number(options.devices);
 const LIMIT_MS = 200;
 const RUNS = 15;
 const WARMUP = 3;

@@ -1,6 +1,6 @@
 /**
  * Device-certificate issuance, fast path against generic path against the raw signature
- * that both must pay (docs/performance.md). Run: `npx tsx bench/issuance.ts [seconds per case]`.
+ * that both must pay (docs/performance.md). Run: `npx tsx bench/issuance.ts [--seconds S]`.
  * One process, one core: each case runs for the same time after a warm-up.
  */
 import { generateKeyPairSync, sign } from 'node:crypto';
@@ -13,9 +13,15 @@ import {
 } from '@keyferry/core';
 import { parseCsrReference } from '../packages/core/src/x509/csr-reference.ts';
 import { issuanceSetup, newSigner, measure as timed } from './lib/issuance-setup.ts';
+import { benchOptions, positiveNumber } from './lib/options.ts';
 
-const seconds = Number(process.argv[2] ?? 2);
-if (!(seconds > 0)) throw new TypeError('usage: npx tsx bench/issuance.ts [seconds per case]');
+const options = benchOptions(
+  'Usage: npx tsx bench/issuance.ts [options]\n\nIn one process: the fast certificate encoders against the generic ones and the raw signature,\nand the CSR readers; each case for the same time after a warm-up.',
+  {
+    seconds: { value: 'S', default: '2', help: 'seconds each case runs', check: positiveNumber },
+  },
+);
+const seconds = Number(options.seconds);
 
 const { caSigner, issuerCert, template, devices } = await issuanceSetup();
 const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });

@@ -3,7 +3,7 @@
  * programs run from their TypeScript source through tsx (what the bins did before): wall time
  * from spawn to exit (`--help`) or to `listen.json` (keyferryd), and peak RSS, the median of
  * several runs of each, run in turn so that a busy machine slows both alike.
- * Run: `npm run bench:startup [-- --runs N]` (default 5).
+ * Run: `npm run bench:startup [-- --runs N]` (default 5; `--help` for the options).
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -11,6 +11,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { buildAll, REPO_ROOT } from '../scripts/build.ts';
+import { benchOptions, positiveInteger } from './lib/options.ts';
 
 const DEFAULT_RUNS = 5;
 /** Issue 13's budget for the agent on a device: `keyferry-agent --help`. */
@@ -20,9 +21,18 @@ const LISTEN_POLL_MS = 5;
 const MAX_RSS = join(REPO_ROOT, 'bench/lib/max-rss.mjs');
 const FROM_SOURCE = join(REPO_ROOT, 'bench/lib/run-from-source.mjs');
 
-const runsArg = process.argv.indexOf('--runs');
-const runs = runsArg === -1 ? DEFAULT_RUNS : Number(process.argv[runsArg + 1]);
-if (!(Number.isInteger(runs) && runs > 0)) throw new TypeError('usage: npm run bench:startup [-- --runs N]');
+const options = benchOptions(
+  'Usage: npm run bench:startup [-- options]\n\nStarts keyferry-agent, keyferry and keyferryd as built and from their TypeScript source through\ntsx, in turn, and prints the median wall time and peak RSS of each.',
+  {
+    runs: {
+      value: 'N',
+      default: String(DEFAULT_RUNS),
+      help: 'runs of each program and form',
+      check: positiveInteger,
+    },
+  },
+);
+const runs = Number(options.runs);
 
 interface Case {
   label: string;

@@ -16,6 +16,9 @@ export interface OptionSpec {
 export const positiveInteger = (text: string) =>
   /^[1-9][0-9]*$/.test(text) ? undefined : 'takes a positive integer';
 
+export const positiveNumber = (text: string) =>
+  /^[0-9]+(\.[0-9]+)?$/.test(text) && Number(text) > 0 ? undefined : 'takes a positive number';
+
 export const oneOf =
   (...choices: string[]) =>
   (text: string) =>

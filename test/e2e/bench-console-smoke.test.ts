@@ -11,7 +11,7 @@ const run = promisify(execFile);
  */
 describe('npm run bench:console (smoke, 200 devices)', () => {
   it('prints the overview against the limit and the other pages', { timeout: 180_000 }, async () => {
-    const answer = await run('npx', ['tsx', 'bench/console.ts', '200'], {
+    const answer = await run('npx', ['tsx', 'bench/console.ts', '--devices', '200'], {
       cwd: REPO_ROOT,
       encoding: 'utf8',
     }).catch((err: { code: number; stdout: string; stderr: string }) => {

@@ -4,9 +4,10 @@ import { describe, expect, it } from 'vitest';
 import { PROCESS_TEST_TIMEOUT_MS, REPO_ROOT, type RunResult, runCommand } from '../support/processes.ts';
 
 /**
- * `npm run bench`, `bench:issue` and `bench:rotation` must not rot: they run end to end with tiny counts
- * (a real keyferryd, a few devices through the device-link, the floor server, cfssl) and end
- * with their RESULT line; --help and nonsense parameters behave. No figure is asserted — a
+ * `npm run bench`, `bench:issue`, `bench:rotation` and `bench:allowlist` must not rot: they run end
+ * to end with tiny counts (a real keyferryd, a few devices through the device-link, the floor
+ * server, cfssl) and end with their RESULT line; --help and nonsense parameters behave, in the
+ * other benches too. No figure is asserted — a
  * bench is not a test.
  */
 function bench(script: string, args: string[]): Promise<RunResult> {
@@ -272,5 +273,71 @@ describe('npm run bench:startup (smoke, one run)', { timeout: PROCESS_TEST_TIMEO
     }
     // the figures are not asserted (a bench is not a test), only that the target is judged
     expect(run.stdout).toMatch(/^keyferry-agent --help .*≤ 0\.4 s, ≤ 60 MB: (met|NOT met)$/m);
+  });
+});
+
+const ALLOWLIST_RESULT = new RegExp(
+  `^RESULT ids=2000 runs=1 import_ids_per_s=${NUMBER} import_server_ms_per_1000=${NUMBER} ` +
+    `list_rows_per_s=${NUMBER} list_server_ms_per_page=${NUMBER} first_page_server_ms=${NUMBER} ` +
+    `bar_ratio=${NUMBER} rss_mb=${NUMBER}$`,
+  'm',
+);
+
+describe('npm run bench:allowlist (smoke, 2,000 ids)', { timeout: PROCESS_TEST_TIMEOUT_MS }, () => {
+  it('imports, lists and fetches the first page on a keyferryd of its own, ending with its RESULT line', async () => {
+    const run = await bench('allowlist.ts', ['--ids', '2000', '--runs', '1', '--first-pages', '5']);
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(ALLOWLIST_RESULT);
+    expect(run.stdout).toMatch(/^import: .* ms CPU per 1,000 ids .*x the bar$/m);
+    expect(run.stdout).toMatch(/^first page: .* ms CPU per fetch .*5 fetches a run\)$/m);
+  });
+
+  it('prints its options and refuses what it cannot measure', async () => {
+    const help = await bench('allowlist.ts', ['--help']);
+    expect(help.status).toBe(0);
+    expect(help.stdout).toMatch(/^Usage: npm run bench:allowlist/);
+    expect(help.stdout).toContain('--first-pages N');
+    for (const [args, message] of [
+      [['--ids', '0'], '--ids takes a positive integer, not "0"'],
+      [['--runs', 'x'], '--runs takes a positive integer, not "x"'],
+      [['--devices', '5'], "Unknown option '--devices'"],
+    ] as const) {
+      const refused = await bench('allowlist.ts', [...args]);
+      expect(refused.status, args.join(' ')).toBe(2);
+      expect(refused.stderr).toContain(message);
+      expect(refused.stderr).toContain('Run with --help for the options.');
+      expect(refused.stdout).toBe('');
+    }
+  });
+});
+
+describe('the other benches take --help and refuse nonsense', { timeout: PROCESS_TEST_TIMEOUT_MS }, () => {
+  it.each([
+    [
+      'console.ts',
+      'npm run bench:console',
+      ['--devices', '2.5'],
+      '--devices takes a positive integer, not "2.5"',
+    ],
+    ['startup.ts', 'npm run bench:startup', ['--runs', '0'], '--runs takes a positive integer, not "0"'],
+    [
+      'issuance.ts',
+      'npx tsx bench/issuance.ts',
+      ['--seconds', '0'],
+      '--seconds takes a positive number, not "0"',
+    ],
+  ])('%s', async (script, usage, args, message) => {
+    const help = await runCommand(process.execPath, [TSX, `bench/${script}`, '--help']);
+    expect(help.status).toBe(0);
+    expect(help.stdout.startsWith(`Usage: ${usage}`)).toBe(true);
+    for (const [wrong, why] of [
+      [args, message],
+      [['--frobnicate'], "Unknown option '--frobnicate'"],
+    ] as const) {
+      const refused = await runCommand(process.execPath, [TSX, `bench/${script}`, ...wrong]);
+      expect(refused.status, wrong.join(' ')).toBe(2);
+      expect(refused.stderr).toContain(why);
+      expect(refused.stdout).toBe('');
+    }
   });
 });
