@@ -46,15 +46,20 @@ const BUSY_TIMEOUT_MS = 5000;
 export class ThreadReader {
   readonly #path: string;
   readonly #log: Logger | undefined;
+  readonly #script: URL;
   #worker: Promise<Worker> | undefined;
+  /** Settles when the started thread has exited, whenever that was. */
+  #exited: Promise<void> | undefined;
   #failed = false;
   #closed = false;
   #nextId = 0;
   readonly #pending = new Map<number, { resolve: (rows: ReadRows) => void; reject: (e: Error) => void }>();
 
-  constructor(path: string, log?: Logger) {
+  /** `script`: the thread's program, thread-reader-worker.mjs unless a test gives another. */
+  constructor(path: string, log?: Logger, script = new URL('./thread-reader-worker.mjs', import.meta.url)) {
     this.#path = path;
     this.#log = log;
+    this.#script = script;
   }
 
   /** False once the thread could not start or stopped, or after {@link close}. */
@@ -82,16 +87,15 @@ export class ThreadReader {
     const started = this.#worker;
     this.#worker = undefined;
     const worker = await started?.catch(() => undefined);
-    if (!worker) return;
-    const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+    if (!worker || !this.#exited) return;
     worker.postMessage('stop');
     const timeout = setTimeout(() => void worker.terminate(), 5_000);
-    await exited;
+    await this.#exited;
     clearTimeout(timeout);
   }
 
   async #start(): Promise<Worker> {
-    const worker = new Worker(new URL('./thread-reader-worker.mjs', import.meta.url), {
+    const worker = new Worker(this.#script, {
       workerData: { path: this.#path, busyTimeoutMs: BUSY_TIMEOUT_MS },
     });
     const first = await new Promise<{ type: string; message?: string }>((resolve, reject) => {
@@ -109,10 +113,13 @@ export class ThreadReader {
     worker.unref();
     worker.on('message', (answer: Answer) => this.#answer(worker, answer));
     worker.on('error', (err) => this.#fail(`the thread reader stopped: ${err.message}`));
-    worker.on('exit', () => {
-      if (!this.#closed) this.#fail('the thread reader stopped');
-      else this.#refuseAll(new Error('this thread reader is closed'));
-    });
+    this.#exited = new Promise<void>((resolve) =>
+      worker.once('exit', (code) => {
+        if (!this.#closed) this.#fail(`the thread reader stopped (exit code ${code})`);
+        else this.#refuseAll(new Error('this thread reader is closed'));
+        resolve();
+      }),
+    );
     return worker;
   }
 

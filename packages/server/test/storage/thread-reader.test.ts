@@ -124,6 +124,28 @@ describe('the thread reader', () => {
     await found.close(); // a second close is harmless
   });
 
+  it('refuses the reads in flight of a thread that stops, says so once, and still closes', async () => {
+    const db = await open();
+    const lines: string[] = [];
+    const log = pino({ level: 'warn' }, { write: (line: string) => lines.push(line) });
+    const dying = new ThreadReader(
+      join(dir, 'keyferry.db'),
+      log,
+      new URL('./fixtures/dying-thread-reader.mjs', import.meta.url),
+    );
+    await expect(dying.read(CompiledQuery.raw('SELECT 1', []))).rejects.toThrow(
+      'the thread reader stopped (exit code 3)',
+    );
+    expect(dying.usable).toBe(false);
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0]!).msg).toBe(
+      'the thread reader stopped (exit code 3); long reads run on the event loop from now on',
+    );
+    // closing a thread that is gone returns at once
+    await dying.close();
+    expect(threadReaderOf(db.db)?.usable).toBe(true);
+  });
+
   it('gives up on a database it cannot open, naming it, and is not used again', async () => {
     dir = mkdtempSync(join(tmpdir(), 'keyferry-reader-'));
     const lines: string[] = [];
