@@ -293,7 +293,7 @@ async function rebuildCrl(
       .executeTakeFirst();
     if (!ca) throw new KeyferryError('not_found', `no intermediate CA ${caId}`);
     const previous = await storedHead(db, caId);
-    const revoked = await stillListed(db, caId, previous?.this_update);
+    const revoked = await stillListed(db, caId, previous);
     // requests that came in during the read run before the encoding
     await eventLoopTurn();
     const encoded = await encodeInSlices(revoked);
@@ -362,28 +362,30 @@ interface Listing {
 }
 
 /**
- * The revoked certificates of CA `caId` its next CRL lists, in revocation order (row id). A
+ * The revoked certificates of CA `caId` its next CRL lists, in revocation order (row id), after
+ * its `previous` CRL (none: its first). A
  * revoked certificate whose validity ended is dropped from its CA's CRL once a CRL issued
  * after it expired has listed it (RFC 5280 §3.3): a fleet that renews for years keeps a CRL of
- * the certificates still valid, not of every one it ever replaced. The previous CRL (signed at
- * `previousThisUpdate`) listed an entry that was revoked before it was signed, so an entry
+ * the certificates still valid, not of every one it ever replaced. The previous CRL (signed at its
+ * `this_update`) listed an entry that was revoked before it was signed, so an entry
  * that expired and was revoked well before then — an hour, beyond any transaction and any
  * clock skew between nodes — was on a CRL issued after its expiry and is left out: the list is
  * the CA's revoked rows whose later of revocation and expiry (CRL_LISTED_UNTIL) is no more than
  * an hour before the previous CRL, one range of the partial index `certificates_ca_crl_until`, so
  * the read is as long as the list, not as the CA's history. The first CRL of a CA lists every
- * revoked certificate.
+ * revoked certificate. A list as long as THREAD_READ_FROM was last time is read on the thread
+ * reader.
  *
  * The revoked rows themselves stay: the gateway refuses the certificates as revoked. An
  * expiry changes no revocation version, so it alone does not re-sign a CRL; the entry goes at
  * the CA's next re-sign, for a revocation or a day before nextUpdate.
  */
-async function stillListed(db: Db, caId: number, previousThisUpdate: string | undefined): Promise<Listing> {
+async function stillListed(db: Db, caId: number, previous: StoredHead | undefined): Promise<Listing> {
   // the timestamps are all toISOString()'s: as text they sort as the times they name, after ''
   const settled =
-    previousThisUpdate === undefined
+    previous === undefined
       ? ''
-      : new Date(Date.parse(previousThisUpdate) - REVOCATION_SETTLED_MS).toISOString();
+      : new Date(Date.parse(previous.this_update) - REVOCATION_SETTLED_MS).toISOString();
   const query = db
     .selectFrom('certificates')
     .select(['serial_hex', 'revoked_at', 'revocation_reason'])
@@ -391,9 +393,9 @@ async function stillListed(db: Db, caId: number, previousThisUpdate: string | un
     .where('revoked_at', 'is not', null)
     .where(sql.raw<string>(CRL_LISTED_UNTIL), '>=', settled)
     .orderBy('id');
-  // SQLite: off the event loop, which a 60,000-row read would hold ~50 ms (docs/performance.md);
-  // on a thread that fails, on the connection after all
-  const reader = threadReaderOf(db);
+  // SQLite: a long list off the event loop, which a 60,000-row read would hold ~50 ms
+  // (docs/performance.md); on a thread that fails, on the connection after all
+  const reader = (previous?.revoked_count ?? 0) >= THREAD_READ_FROM ? threadReaderOf(db) : undefined;
   const read = reader ? await reader.read(query.compile()).catch(() => undefined) : undefined;
   if (read) {
     const [serials, times, reasons] = ['serial_hex', 'revoked_at', 'revocation_reason'].map((name) =>
@@ -414,6 +416,13 @@ async function stillListed(db: Db, caId: number, previousThisUpdate: string | un
     reason: (i) => rows[i]!.revocation_reason,
   };
 }
+
+/**
+ * A CA whose previous CRL listed this many entries has its next listing read on the thread
+ * reader (SQLite): shorter reads take a few milliseconds at most, less than the hop to the
+ * thread is worth, and a deployment of small CRLs never starts the thread.
+ */
+export const THREAD_READ_FROM = 2000;
 
 /** Entries a re-sign encodes between two turns of the event loop (~3 ms of CPU here). */
 const ENCODE_SLICE = 5000;

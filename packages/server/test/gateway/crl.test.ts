@@ -13,6 +13,7 @@ import {
   currentCrl,
   onCertificatesRevoked,
   setCrlHeldBytes,
+  THREAD_READ_FROM,
 } from '../../src/revocation/crl-store.ts';
 import { recordStatementTexts } from '../../src/storage/statement-count.ts';
 import { ThreadReader } from '../../src/storage/thread-reader.ts';
@@ -163,41 +164,67 @@ describe.each(BACKENDS)('CRLs and the gateway device list (%s)', (backend) => {
     expect(await snapshot()).toEqual(stored);
   });
 
-  it('reads the listing on a thread of its own on SQLite, on the connection when that thread fails', async () => {
+  it('reads a long listing on a thread of its own on SQLite, on the connection when that thread fails', async () => {
     const f = await setupGatewayFactory(svc, 'threaded');
-    const deps = { db: svc.service.ctx.database.db, custody: svc.service.ctx.custody };
-    const certs = await Promise.all(
-      ['keyCompromise', 'superseded', 'allow-list entry deleted'].map(async (reason) => {
-        const issued = await issueDeviceCert(svc, f, { publicKeySpki: spki() });
-        await deps.db
-          .updateTable('certificates')
-          .set({ revoked_at: new Date().toISOString(), revocation_reason: reason })
-          .where('serial_hex', '=', issued.cert.serialHex)
-          .execute();
-        return issued.cert.serialHex;
-      }),
-    );
-    // as openssl prints them
-    const listedSerials = certs.map((serial) => serial.replace(/^0+/, '')).sort();
+    const db = svc.service.ctx.database.db;
+    const deps = { db, custody: svc.service.ctx.custody };
+    const revoke = (serial: string, reason: string) =>
+      db
+        .updateTable('certificates')
+        .set({ revoked_at: new Date().toISOString(), revocation_reason: reason })
+        .where('serial_hex', '=', serial)
+        .execute();
+    const certs: string[] = [];
+    for (const reason of ['keyCompromise', 'superseded', 'allow-list entry deleted']) {
+      const issued = await issueDeviceCert(svc, f, { publicKeySpki: spki() });
+      await revoke(issued.cert.serialHex, reason);
+      certs.push(issued.cert.serialHex);
+    }
     const reads = vi.spyOn(ThreadReader.prototype, 'read');
+    const listingReads = () =>
+      reads.mock.calls.filter(([query]) => /"revoked_at" is not null/.test(query.sql)).length;
+    const listed = (crl: { der: Uint8Array }) => opensslCrl(work, Buffer.from(crl.der), f.ca.pem);
     try {
-      const threaded = await onCertificatesRevoked(deps, f.ca.id);
-      const listingReads = reads.mock.calls.filter(([query]) => /"revoked_at" is not null/.test(query.sql));
-      // SQLite on a file: keyferryd's processes read it on the thread; PostgreSQL on its connection
-      expect(listingReads).toHaveLength(backend === 'sqlite' ? 1 : 0);
-      const listed = opensslCrl(work, Buffer.from(threaded.der), f.ca.pem);
-      expect(listed.serials.sort()).toEqual(listedSerials);
+      // a short list: on the connection, with every reason
+      const short = listed(await onCertificatesRevoked(deps, f.ca.id));
+      expect(listingReads()).toBe(0);
+      expect(short.serials.sort()).toEqual(certs.map((s) => s.replace(/^0+/, '')).sort());
       for (const reason of ['Key Compromise', 'Superseded', 'Cessation Of Operation'])
-        expect(listed.text).toContain(reason);
+        expect(short.text).toContain(reason);
+
+      // a fleet's worth more revoked: the next CRL still reads on the connection (the last
+      // listed three), the one after on the thread
+      const template = await db
+        .selectFrom('certificates')
+        .selectAll()
+        .where('serial_hex', '=', certs[1]!)
+        .executeTakeFirstOrThrow();
+      const { id: _, ...row } = template;
+      for (let from = 0; from < THREAD_READ_FROM; from += 500) {
+        const copies = Array.from({ length: 500 }, (_, i) => ({
+          ...row,
+          serial_hex: `7e${(from + i).toString(16).padStart(30, '0')}`,
+        }));
+        await db.insertInto('certificates').values(copies).execute();
+      }
+      const grown = await onCertificatesRevoked(deps, f.ca.id);
+      expect(listingReads()).toBe(0);
+      const onConnection = listed(grown).serials.sort();
+      expect(onConnection).toHaveLength(THREAD_READ_FROM + 3);
+      await revoke(certs[0]!, 'superseded');
+      const threaded = await onCertificatesRevoked(deps, f.ca.id);
+      expect(threaded.crlNumber).toBe(grown.crlNumber + 1);
+      // SQLite on a file: keyferryd's processes read it on the thread; PostgreSQL on its connection
+      expect(listingReads()).toBe(backend === 'sqlite' ? 1 : 0);
+      expect(listed(threaded).serials.sort()).toEqual(onConnection);
 
       // a thread that fails leaves the listing to the connection: the same entries
       reads.mockRejectedValueOnce(new Error('the thread reader stopped'));
-      await supersede([certs[0]!]);
+      await revoke(certs[0]!, 'keyCompromise');
       const fallback = await onCertificatesRevoked(deps, f.ca.id);
-      expect(reads).toHaveBeenCalledTimes(backend === 'sqlite' ? 2 : 0);
+      expect(listingReads()).toBe(backend === 'sqlite' ? 2 : 0);
       expect(fallback.crlNumber).toBe(threaded.crlNumber + 1);
-      const relisted = opensslCrl(work, Buffer.from(fallback.der), f.ca.pem);
-      expect(relisted.serials.sort()).toEqual(listedSerials);
+      expect(listed(fallback).serials.sort()).toEqual(onConnection);
     } finally {
       reads.mockRestore();
     }
