@@ -6,6 +6,9 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 
+/** Prepared statements kept, by SQL text. */
+const MAX_STATEMENTS = 64;
+
 const messageOf = (error) => (error instanceof Error ? error.message : String(error));
 
 function open() {
@@ -75,6 +78,8 @@ if (db) {
     try {
       let statement = statements.get(sql);
       if (!statement) {
+        // a few distinct texts are sent (the CRL listing today); a bound all the same
+        if (statements.size >= MAX_STATEMENTS) statements.clear();
         statement = db.prepare(sql);
         if (!statement.readonly) throw new Error('a thread reader runs statements that only read');
         statement.raw(true);
