@@ -1,4 +1,4 @@
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -42,6 +42,22 @@ describe('the bin/ entries run the built programs', { timeout: PROCESS_TEST_TIME
   it('keyferry-agent --help loads neither mqtt nor PKCS#11 nor the ASN.1 libraries', async () => {
     const loaded = await helpLoads('agent');
     expect(loaded.filter((url) => /\/node_modules\/(mqtt|pkcs11js|@peculiar)\//.test(url))).toEqual([]);
+  });
+
+  // a thread's script is plain JavaScript kept beside the source (storage/*-worker.mjs) and named
+  // from the bundle relative to it: a build that moved one would fail only when the thread starts
+  it('every thread script a bundle starts is there', () => {
+    const bundle = readFileSync(join(REPO_ROOT, 'packages/server/dist/main.js'), 'utf8');
+    const scripts = [
+      ...bundle.matchAll(/new URL\("(\.\/[\w-]+\.mjs)", new URL\("([^"]+)", import\.meta\.url\)\.href\)/g),
+    ].map(
+      ([, script, source]) => new URL(script!, new URL(source!, `file://${REPO_ROOT}/packages/server/dist/`)),
+    );
+    expect(scripts.map((url) => url.pathname.split('/').pop()).sort()).toEqual([
+      'thread-reader-worker.mjs',
+      'wal-checkpoint-worker.mjs',
+    ]);
+    for (const url of scripts) expect(existsSync(url), url.pathname).toBe(true);
   });
 
   it('a bin whose build is missing says so and what to run', async () => {
