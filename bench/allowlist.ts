@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildAll } from '../scripts/build.ts';
 import { startKeyferryd } from '../test/support/processes.ts';
+import { median } from './lib/keep-alive-client.ts';
 import { benchOptions, positiveInteger } from './lib/options.ts';
 import {
   choosePinning,
@@ -150,12 +151,6 @@ async function measure(run: number): Promise<Run> {
     await daemon.stop();
   }
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 try {
   const runs: Run[] = [];

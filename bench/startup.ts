@@ -11,6 +11,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { buildAll, REPO_ROOT } from '../scripts/build.ts';
+import { median } from './lib/keep-alive-client.ts';
 import { benchOptions, positiveInteger } from './lib/options.ts';
 
 const DEFAULT_RUNS = 5;
@@ -103,12 +104,6 @@ async function runOnce(c: Case, variant: Variant): Promise<Sample> {
   }
   const kib = Number(readFileSync(rssFile, 'utf8'));
   return { seconds, megabytes: (kib * 1024) / 1e6 };
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 const show = (s: Sample) => `${s.seconds.toFixed(2)} s ${s.megabytes.toFixed(0).padStart(4)} MB`;

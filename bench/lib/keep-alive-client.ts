@@ -123,6 +123,13 @@ export function percentiles(ms: readonly number[]): Percentiles {
   return { p50: at(0.5), p90: at(0.9), p99: at(0.99) };
 }
 
+/** The middle value (of an even count, the mean of the two middle ones). */
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
 /** Failures by message (first 120 characters), so a report shows each cause once with its count. */
 export class Failures {
   readonly #byReason = new Map<string, number>();

@@ -13,7 +13,6 @@ import { custodySignerById, type KeyCustody } from '../keys/custody.ts';
 import { type Db, threadReaderOf } from '../storage/database.ts';
 import type { CrlsTable } from '../storage/gateway-tables.ts';
 import { CRL_LISTED_UNTIL } from '../storage/migrations/017-crl-revocation-version.ts';
-import type { ReadColumn } from '../storage/thread-reader.ts';
 
 /** A CRL is valid this long; it is rebuilt when a revocation happens or a day before it runs out. */
 export const CRL_VALIDITY_MS = 7 * 24 * 3600 * 1000;
@@ -398,9 +397,9 @@ async function stillListed(db: Db, caId: number, previous: StoredHead | undefine
   const reader = (previous?.revoked_count ?? 0) >= THREAD_READ_FROM ? threadReaderOf(db) : undefined;
   const read = reader ? await reader.read(query.compile()).catch(() => undefined) : undefined;
   if (read) {
-    const [serials, times, reasons] = ['serial_hex', 'revoked_at', 'revocation_reason'].map((name) =>
-      read.column(name),
-    ) as [ReadColumn, ReadColumn, ReadColumn];
+    const serials = read.column('serial_hex');
+    const times = read.column('revoked_at');
+    const reasons = read.column('revocation_reason');
     return {
       count: read.count,
       serialHex: (i) => serials.at(i) as string,

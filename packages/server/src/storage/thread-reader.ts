@@ -106,9 +106,10 @@ export class ThreadReader {
       message: err instanceof Error ? err.message : String(err),
     }));
     if (first.type !== 'ready') {
-      this.#fail(`the thread reader cannot open the database ${this.#path}: ${first.message}`);
+      const why = `the thread reader cannot open the database ${this.#path}: ${first.message}`;
+      this.#fail(why);
       await worker.terminate();
-      throw new Error(`the thread reader cannot open the database ${this.#path}: ${first.message}`);
+      throw new Error(why);
     }
     worker.unref();
     worker.on('message', (answer: Answer) => this.#answer(worker, answer));
