@@ -24,6 +24,8 @@ const FLEET_DEVICES = Number(process.env.KEYFERRY_NODES_TEST_DEVICES ?? 1_000);
 const NODES = 3;
 /** The fleet's own limit: it must finish, retries included, well inside the test's. */
 const FLEET_TIMEOUT_MS = 480_000;
+/** What HAProxy adds to the management API's answers, so the test knows it reached HAProxy. */
+const VIA_HEADER = 'x-test-via';
 
 interface Node {
   name: string;
@@ -114,6 +116,7 @@ defaults
 frontend api
   mode http
   bind 127.0.0.1:${front.api}
+  http-response set-header ${VIA_HEADER} haproxy
   default_backend api
 backend api
   mode http
@@ -143,8 +146,9 @@ ${servers('gateway', 'check')}
     haproxy.stderr!.on('data', (d) => (haproxyLog += d));
     const deadline = Date.now() + READY_TIMEOUT_MS;
     for (;;) {
+      // HAProxy's answer, not another process's that took the port while HAProxy could not
       const ok = await fetch(`http://127.0.0.1:${front.api}/readyz`).then(
-        (r) => r.ok,
+        (r) => r.ok && r.headers.get(VIA_HEADER) === 'haproxy',
         () => false,
       );
       if (ok) break;

@@ -103,7 +103,35 @@ function postgresUser(): { uid: number; gid: number } {
   return { uid, gid };
 }
 
-export function freePort(): Promise<number> {
+/**
+ * A loopback port nothing listens on, for a process the caller starts next. It is drawn from
+ * below the kernel's ephemeral range (/proc/sys/net/ipv4/ip_local_port_range), which the kernel
+ * hands out both to listeners on port 0 (every other test's keyferryd) and as the source port
+ * of outgoing connections: a port from that range can be taken by another test between this
+ * call and the caller's bind, which with HAProxy in front (several-nodes.test.ts) can put a
+ * stranger behind a port the test trusts.
+ */
+export async function freePort(): Promise<number> {
+  const below = ephemeralLow();
+  // a machine whose ephemeral range starts that low leaves nothing to draw from: the kernel's pick
+  if (below === undefined) return kernelPort();
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = LOW_PORT + Math.floor(Math.random() * (below - LOW_PORT));
+    if (await canListen(port)) return port;
+  }
+  throw new Error(`no free loopback port between ${LOW_PORT} and ${below - 1} after 50 tries`);
+}
+
+/** The lowest port freePort draws from: above the well-known and most registered services. */
+const LOW_PORT = 10_000;
+
+function ephemeralLow(): number | undefined {
+  const range = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8');
+  const low = Number(range.trim().split(/\s+/)[0]);
+  return Number.isInteger(low) && low > LOW_PORT + 1000 ? low : undefined;
+}
+
+function kernelPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.once('error', reject);
@@ -112,5 +140,13 @@ export function freePort(): Promise<number> {
       const port = typeof address === 'object' && address ? address.port : 0;
       srv.close(() => resolve(port));
     });
+  });
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
 }
