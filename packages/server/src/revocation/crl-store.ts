@@ -308,6 +308,8 @@ async function rebuildCrl(
     });
     // and those that came in during the signing before the write
     await eventLoopTurn();
+    // keyferry judges a CRL current by its revocation version; nodes from before migration 017,
+    // still running during a rolling upgrade, by its count and latest revocation
     let latest: string | null = null;
     for (let i = 0; i < revoked.count; i++) {
       const at = revoked.revokedAt(i);

@@ -50,7 +50,8 @@ export class ThreadReader {
   #worker: Promise<Worker> | undefined;
   /** Settles when the started thread has exited, whenever that was. */
   #exited: Promise<void> | undefined;
-  #failed = false;
+  /** Why the thread is not usable, once it could not start or stopped. */
+  #failure: string | undefined;
   #closed = false;
   #nextId = 0;
   readonly #pending = new Map<number, { resolve: (rows: ReadRows) => void; reject: (e: Error) => void }>();
@@ -64,21 +65,27 @@ export class ThreadReader {
 
   /** False once the thread could not start or stopped, or after {@link close}. */
   get usable(): boolean {
-    return !this.#failed && !this.#closed;
+    return this.#failure === undefined && !this.#closed;
   }
 
   /** The rows of `query`, a statement that only reads, read on the thread. */
   async read(query: CompiledQuery): Promise<ReadRows> {
-    if (this.#closed) throw new Error('this thread reader is closed');
+    this.#refuseIfUnusable();
     this.#worker ??= this.#start();
     const worker = await this.#worker;
-    if (this.#closed) throw new Error('this thread reader is closed');
+    // a thread that stopped keeps its Worker, which would never answer
+    this.#refuseIfUnusable();
     const id = ++this.#nextId;
     const rows = new Promise<ReadRows>((resolve, reject) => this.#pending.set(id, { resolve, reject }));
     if (this.#pending.size === 1) worker.ref();
     countStatement(query.sql);
     worker.postMessage({ id, sql: query.sql, parameters: query.parameters });
     return rows;
+  }
+
+  #refuseIfUnusable(): void {
+    if (this.#closed) throw new Error('this thread reader is closed');
+    if (this.#failure !== undefined) throw new Error(this.#failure);
   }
 
   /** Ends the thread (reads in flight are refused); a second close is harmless. */
@@ -134,9 +141,9 @@ export class ThreadReader {
   }
 
   #fail(message: string): void {
-    if (!this.#failed && !this.#closed)
+    if (this.#failure === undefined && !this.#closed)
       this.#log?.warn({ database: this.#path }, `${message}; long reads run on the event loop from now on`);
-    this.#failed = true;
+    this.#failure ??= message;
     this.#refuseAll(new Error(message));
   }
 

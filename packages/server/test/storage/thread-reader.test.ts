@@ -137,6 +137,10 @@ describe('the thread reader', () => {
       'the thread reader stopped (exit code 3)',
     );
     expect(dying.usable).toBe(false);
+    // a read after it is refused the same way, not left waiting on a thread that is gone
+    await expect(dying.read(CompiledQuery.raw('SELECT 1', []))).rejects.toThrow(
+      'the thread reader stopped (exit code 3)',
+    );
     expect(lines).toHaveLength(1);
     expect(JSON.parse(lines[0]!).msg).toBe(
       'the thread reader stopped (exit code 3); long reads run on the event loop from now on',
