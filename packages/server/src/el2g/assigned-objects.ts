@@ -1,21 +1,10 @@
 import { compiledOnce } from '../storage/compiled-query.ts';
 import type { Db } from '../storage/database.ts';
-import type { ProvisioningState, SecureObjectType } from '../storage/tables.ts';
+import type { ProvisioningState } from '../storage/tables.ts';
+import type { SecureObject } from './secure-objects.ts';
 
 /** One secure object assigned to a device's group, with the device's state of it. */
-export interface AssignedObject {
-  id: number;
-  name: string;
-  type: SecureObjectType;
-  objectId: string;
-  caId: number | null;
-  keypairId: number | null;
-  validityDays: number | null;
-  renewalValidityDays: number | null;
-  renewalWindowDays: number | null;
-  validitySeconds: number | null;
-  renewalValiditySeconds: number | null;
-  renewalWindowSeconds: number | null;
+export interface AssignedObject extends SecureObject {
   state: ProvisioningState;
   reason: string | null;
 }
