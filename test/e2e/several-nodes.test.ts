@@ -112,6 +112,8 @@ defaults
   timeout server 60s
   retries 3
   option redispatch
+  # a killed node refuses its check at once; a node slow on a busy machine is not taken for dead
+  timeout check 2s
   default-server inter 300ms fall 1 rise 2
 frontend api
   mode http
