@@ -1,10 +1,8 @@
 import type { Command } from 'commander';
+import { AgentError } from '../agent-error.ts';
 import { consoleLog } from '../log.ts';
-import { retryTransient } from '../register/retry.ts';
+import { MAX_WAIT_SECONDS, pause, retryTransient } from '../register/retry.ts';
 import { agentSettings, settingSource } from '../settings/settings.ts';
-
-/** Longest the daemon sleeps between checks, whatever DAEMON_INTERVAL says: a day. */
-const MAX_CHECK_SECONDS = 86_400;
 
 /**
  * `keyferry-agent renew` (one run, for keyferry-agent-renew.timer) and `keyferry-agent daemon`
@@ -45,27 +43,33 @@ export function registerRenew(program: Command): void {
       await withSe(options.envFile, async ({ settings, se, log, renewOnce }) => {
         // One jitter per device run: where in the first half of the window this device renews.
         const jitter = Math.random();
-        const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-        let stop = false;
-        const end = () => {
-          stop = true;
-        };
+        // SIGTERM (systemctl stop) or SIGINT: a check in progress ends, a wait at once
+        const stopping = new AbortController();
+        const end = () => stopping.abort();
         process.once('SIGTERM', end);
         process.once('SIGINT', end);
-        while (!stop) {
-          const summary = await retryTransient({
-            attempt: () => renewOnce({ settings, se, log, jitter }),
-            intervalSeconds: settings.daemonInterval,
-            once: false,
-            log,
-          });
+        while (!stopping.signal.aborted) {
+          let summary: Awaited<ReturnType<typeof renewOnce>>;
+          try {
+            summary = await retryTransient({
+              attempt: () => renewOnce({ settings, se, log, jitter }),
+              intervalSeconds: settings.daemonInterval,
+              once: false,
+              log,
+              signal: stopping.signal,
+            });
+          } catch (error) {
+            // stopped while waiting out a failure the next check would have tried again
+            if (stopping.signal.aborted && error instanceof AgentError && error.retriedByDaemon) break;
+            throw error;
+          }
           if (summary.rotated) log.info('Rotation complete');
           const untilDue =
             summary.dueAt === undefined
               ? Number.POSITIVE_INFINITY
               : (summary.dueAt.getTime() - Date.now()) / 1000;
-          const seconds = Math.min(settings.daemonInterval, MAX_CHECK_SECONDS, Math.max(1, untilDue));
-          await sleep(seconds * 1000);
+          const seconds = Math.min(settings.daemonInterval, MAX_WAIT_SECONDS, Math.max(1, untilDue));
+          await pause(seconds * 1000, stopping.signal);
         }
       });
     });
