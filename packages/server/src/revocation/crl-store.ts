@@ -154,13 +154,14 @@ function sameCrl(a: CrlHead, b: CrlHead): boolean {
 let sequence = 0;
 /**
  * Per database, each CA's latest rebuild in this process (in flight or done) and when (in
- * {@link sequence}) it began.
+ * {@link sequence}) it began. A rebuild keeps only the head of the CRL it signed: the signed
+ * CRL itself is held by {@link remember} alone, within {@link crlHeldBytes}.
  */
 const rebuilds = new WeakMap<Db, Map<number, Rebuild>>();
 
 interface Rebuild {
   began: number;
-  crl: Promise<CurrentCrl>;
+  head: Promise<CrlHead>;
   done: boolean;
 }
 
@@ -178,17 +179,18 @@ async function sharedRebuild(
   now: Date,
   asked: number,
   version: number,
-): Promise<CurrentCrl> {
+): Promise<CrlHead> {
   const latest = rebuilds.get(deps.db) ?? new Map<number, Rebuild>();
   rebuilds.set(deps.db, latest);
   for (let flight = latest.get(caId); flight; flight = latest.get(caId)) {
-    if (flight.began > asked) return flight.crl;
+    if (flight.began > asked) return flight.head;
     if (flight.done) break;
-    await flight.crl.catch(() => undefined);
+    await flight.head.catch(() => undefined);
   }
-  const rebuild: Rebuild = { began: ++sequence, crl: rebuildCrl(deps, caId, now, version), done: false };
+  const head = rebuildCrl(deps, caId, now, version).then(toHeadOf);
+  const rebuild: Rebuild = { began: ++sequence, head, done: false };
   latest.set(caId, rebuild);
-  rebuild.crl.then(
+  rebuild.head.then(
     () => {
       rebuild.done = true;
     },
@@ -198,7 +200,7 @@ async function sharedRebuild(
       if (latest.get(caId) === rebuild) latest.delete(caId);
     },
   );
-  return rebuild.crl;
+  return rebuild.head;
 }
 
 /**
@@ -473,6 +475,10 @@ function toHead(row: StoredHead): CrlHead {
     thisUpdate: new Date(row.this_update),
     nextUpdate: new Date(row.next_update),
   };
+}
+
+function toHeadOf({ caId, crlNumber, thisUpdate, nextUpdate }: CrlHead): CrlHead {
+  return { caId, crlNumber, thisUpdate, nextUpdate };
 }
 
 function toCurrent(row: CrlsTable): CurrentCrl {

@@ -3,6 +3,8 @@ import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { parseDeviceId } from '@keyferry/core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { runCommand } from '../../../../test/support/processes.ts';
@@ -11,6 +13,7 @@ import {
   revocationVersion as caRevocationVersion,
   crlHeldBytes,
   currentCrl,
+  currentCrlHead,
   onCertificatesRevoked,
   setCrlHeldBytes,
   THREAD_READ_FROM,
@@ -20,6 +23,9 @@ import { ThreadReader } from '../../src/storage/thread-reader.ts';
 import { BACKENDS } from '../support/databases.ts';
 import { startTestService, type TestService } from '../support/service.ts';
 import { type GatewayFactory, issueDeviceCert, NC12, setupGatewayFactory } from './fixtures.ts';
+
+// a test below asks for a collection, to see what is still held
+setFlagsFromString('--expose-gc');
 
 const spki = () =>
   new Uint8Array(
@@ -446,6 +452,31 @@ describe.each(BACKENDS)('CRLs and the gateway device list (%s)', (backend) => {
         false,
       ]);
       expect(await read(b)).toBe(true);
+    } finally {
+      setCrlHeldBytes(configured);
+    }
+  });
+
+  it('holds no signed CRL beyond crl.heldBytes, not even the one it signed last', async () => {
+    const f = await setupGatewayFactory(svc, 'held-none');
+    const deps = { db: svc.service.ctx.database.db, custody: svc.service.ctx.custody };
+    const configured = crlHeldBytes();
+    const collect = runInNewContext('gc') as () => void;
+    try {
+      setCrlHeldBytes(0);
+      // what a rebuild keeps for the callers that share it is the head, not the signed CRL
+      const head = await currentCrlHead(deps, f.ca.id);
+      expect(Object.keys(head).sort()).toEqual(['caId', 'crlNumber', 'nextUpdate', 'thisUpdate']);
+      const signed = new WeakRef(
+        (await onCertificatesRevoked(deps, f.ca.id, new Date(Date.now() + 7 * 86400_000))).der,
+      );
+      // a WeakRef's target lives until the job that made it ends
+      await new Promise((resolve) => setImmediate(resolve));
+      collect();
+      expect(signed.deref()).toBeUndefined();
+      // and the next read still finds it current: the same CRL, read from the database
+      const again = await currentCrl(deps, f.ca.id);
+      expect(again.crlNumber).toBe(2);
     } finally {
       setCrlHeldBytes(configured);
     }
