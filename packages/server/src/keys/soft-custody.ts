@@ -8,7 +8,16 @@ import {
   randomBytes,
   sign,
 } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  linkSync,
+  mkdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname } from 'node:path';
 import { KeyferryError } from '@keyferry/core';
 import type { Db } from '../storage/database.ts';
@@ -18,6 +27,30 @@ import type { CustodyKey, CustodySigner, KeyCustody, TlsKeyStore } from './custo
 const MASTER_KEY_BYTES = 32;
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
+
+/**
+ * Writes a new master key to `file` unless one appears there meanwhile: written whole to a
+ * file of its own first, then linked into place, which fails when the name exists. Two
+ * processes starting on a new data dir at once (keyferryd and a `keyferryd admin` command)
+ * both end up with the one that was linked first, never with a half-written file.
+ */
+function createMasterKey(file: string): void {
+  mkdirSync(dirname(file), { recursive: true });
+  const draft = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.new`;
+  writeFileSync(draft, randomBytes(MASTER_KEY_BYTES).toString('hex') + '\n', { mode: 0o600, flag: 'wx' });
+  try {
+    chmodSync(draft, 0o600);
+    linkSync(draft, file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return;
+    // a file system without hard links: created in place, as before
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP') throw err;
+    writeFileSync(file, readFileSync(draft), { mode: 0o600, flag: 'wx' });
+  } finally {
+    rmSync(draft, { force: true });
+  }
+}
 
 /**
  * Keys kept in the database as PKCS#8 encrypted with AES-256-GCM under a master key file.
@@ -44,12 +77,7 @@ export class SoftCustody implements KeyCustody, TlsKeyStore {
           `master key file ${masterKeyFile} is missing but the database holds keys wrapped with it; restore the file from backup`,
         );
       }
-      mkdirSync(dirname(masterKeyFile), { recursive: true });
-      writeFileSync(masterKeyFile, randomBytes(MASTER_KEY_BYTES).toString('hex') + '\n', {
-        mode: 0o600,
-        flag: 'wx',
-      });
-      chmodSync(masterKeyFile, 0o600);
+      createMasterKey(masterKeyFile);
     }
     const mode = statSync(masterKeyFile).mode & 0o777;
     if ((mode & 0o077) !== 0) {

@@ -56,7 +56,9 @@ export const MIGRATIONS: readonly Migration[] = [
 
 /**
  * Applies pending migrations, each in its own transaction. On PostgreSQL an advisory lock,
- * taken before anything else, keeps several keyferryd starting at once from racing.
+ * taken before anything else, keeps several keyferryd starting at once from racing; on SQLite
+ * each migration's transaction takes the write lock first and skips a migration another
+ * process recorded meanwhile (a start after an upgrade and a `keyferryd admin` command at once).
  */
 export async function migrate(db: Kysely<unknown>, dialect: Dialect): Promise<string[]> {
   const ctx: MigrationContext = { dialect, serial: dialect === 'sqlite' ? 'integer' : 'serial' };
@@ -76,13 +78,18 @@ export async function migrate(db: Kysely<unknown>, dialect: Dialect): Promise<st
       const done = new Set(rows.rows.map((r) => r.name));
       for (const m of MIGRATIONS) {
         if (done.has(m.name)) continue;
-        await conn.transaction().execute(async (trx) => {
+        const ran = await conn.transaction().execute(async (trx) => {
+          // SQLite has no advisory lock: another process may have applied it since the read
+          // above; this transaction holds the write lock (BEGIN IMMEDIATE), so the check holds
+          const recorded = await sql`select 1 from keyferry_migrations where name = ${m.name}`.execute(trx);
+          if (recorded.rows.length > 0) return false;
           await m.up(trx, ctx);
           await sql`insert into keyferry_migrations (name, applied_at) values (${m.name}, ${new Date().toISOString()})`.execute(
             trx,
           );
+          return true;
         });
-        applied.push(m.name);
+        if (ran) applied.push(m.name);
       }
     } finally {
       if (dialect === 'postgres') await sql`select pg_advisory_unlock(7402351)`.execute(conn);

@@ -1,5 +1,9 @@
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, inject, it } from 'vitest';
 import { createDatabase } from '../../../../test/support/postgres.ts';
+import { PROCESS_TEST_TIMEOUT_MS, runBinAsync } from '../../../../test/support/processes.ts';
 import { openDatabase } from '../../src/storage/database.ts';
 import { MIGRATIONS } from '../../src/storage/migrate.ts';
 
@@ -23,6 +27,47 @@ describe('several keyferryd starting at once on one PostgreSQL', () => {
       );
     } finally {
       for (const d of dbs) await d.close();
+    }
+  });
+});
+
+describe('several keyferryd processes opening one new SQLite data dir at once', {
+  timeout: PROCESS_TEST_TIMEOUT_MS,
+}, () => {
+  it('all start: the schema migrated once, one master key, nothing half-made', async () => {
+    // a race shows in some rounds only (before the fix: about one round in two)
+    for (let round = 0; round < 4; round++) {
+      const dataDir = mkdtempSync(join(tmpdir(), 'kf-migrate-race-'));
+      try {
+        const names = Array.from({ length: 5 }, (_, i) => `race-${round}-${i}`);
+        const runs = await Promise.all(
+          names.map((name) =>
+            runBinAsync('keyferryd', ['admin', 'factory', 'create', name], {
+              env: { KEYFERRY_DATA_DIR: dataDir },
+            }),
+          ),
+        );
+        // the hint after a factory's creation, no ERROR
+        expect(runs.map((r) => r.stderr.split(' ')[0])).toEqual(names.map(() => 'Next:'));
+        expect(runs.map((r) => r.status)).toEqual(names.map(() => 0));
+        expect(readdirSync(dataDir).filter((f) => f.startsWith('master.key'))).toEqual(['master.key']);
+        const { db, close } = await openDatabase({ kind: 'sqlite' }, dataDir);
+        try {
+          const migrations = await db
+            .selectFrom('keyferry_migrations' as never)
+            .select('name' as never)
+            .execute();
+          expect(migrations.map((r) => (r as { name: string }).name).sort()).toEqual(
+            MIGRATIONS.map((m) => m.name).sort(),
+          );
+          const factories = await db.selectFrom('factories').select('name').execute();
+          expect(factories.map((f) => f.name).sort()).toEqual(names);
+        } finally {
+          await close();
+        }
+      } finally {
+        rmSync(dataDir, { recursive: true, force: true });
+      }
     }
   });
 });
