@@ -112,6 +112,40 @@ describe('keyferryd with two workers', { timeout: PROCESS_TEST_TIMEOUT_MS }, () 
   });
 });
 
+/** SIGTERM reaching the primary while a replacement worker is still starting. */
+describe('keyferryd with two workers, stopped while a worker starts', {
+  timeout: PROCESS_TEST_TIMEOUT_MS,
+}, () => {
+  let work: string;
+  let daemon: DaemonProcess;
+
+  beforeAll(async () => {
+    work = mkdtempSync(join(tmpdir(), 'keyferry-workers-stop-'));
+    daemon = await startKeyferryd(join(work, 'data'), { env: { KEYFERRY_WORKERS: '2' } });
+  });
+  afterAll(async () => {
+    if (daemon?.child.exitCode === null) daemon.child.kill('SIGKILL');
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('stops the starting worker at once, not after the grace period', async () => {
+    const primary = daemon.child.pid!;
+    const before = childProcesses(primary);
+    process.kill(before[0]!, 'SIGKILL');
+    // the replacement's process exists a few hundred ms before it listens: signal in between
+    let replacement: number | undefined;
+    for (let i = 0; i < 60_000 && replacement === undefined; i++) {
+      replacement = childProcesses(primary).find((pid) => !before.includes(pid));
+      if (replacement === undefined) await new Promise((r) => setTimeout(r, 5));
+    }
+    expect(replacement).toBeDefined();
+    expect(await daemon.stop()).toBe(0);
+    // a worker that missed the word would have been killed STOP_GRACE_MS later, and said so
+    expect(daemon.stdout() + daemon.stderr()).not.toMatch(/did not stop within/);
+    expect(existsSync(`/proc/${replacement}`)).toBe(false);
+  });
+});
+
 /**
  * Two workers on PostgreSQL: simulated devices provisioned through the real device-link (the
  * bench's load generator; the primary hands connections to both workers), and a bulk

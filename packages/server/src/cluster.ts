@@ -71,6 +71,8 @@ export async function startClusterPrimary(options: {
     );
   };
   cluster.on('message', onMessage);
+  /** Workers that said they listen: they have their stop listener. */
+  const listening = new WeakSet<Worker>();
 
   /** Forks one worker; resolves with its addresses once it listens, rejects if it exits first. */
   const fork = () =>
@@ -80,6 +82,7 @@ export async function startClusterPrimary(options: {
         if (message?.type !== 'keyferry:listening') return;
         worker.off('message', onListening);
         worker.off('exit', onEarlyExit);
+        listening.add(worker);
         resolve(message.addresses);
       };
       const onEarlyExit = (code: number | null, signal: string | null) => {
@@ -115,13 +118,30 @@ export async function startClusterPrimary(options: {
         (w) =>
           new Promise<void>((done) => {
             if (w.isDead()) return done();
-            const kill = setTimeout(() => w.process.kill('SIGKILL'), STOP_GRACE_MS);
+            const kill = setTimeout(() => {
+              log.error(
+                { worker: w.process.pid },
+                `worker ${w.process.pid} did not stop within ${STOP_GRACE_MS / 1000} s of being told; killed`,
+              );
+              w.process.kill('SIGKILL');
+            }, STOP_GRACE_MS);
             w.once('exit', () => {
               clearTimeout(kill);
               done();
             });
-            if (w.isConnected()) w.send({ type: 'keyferry:stop' } satisfies ToWorker);
-            else w.process.kill('SIGKILL');
+            const tell = () => {
+              if (w.isConnected()) w.send({ type: 'keyferry:stop' } satisfies ToWorker);
+              else w.process.kill('SIGKILL');
+            };
+            if (listening.has(w)) return tell();
+            // a worker still starting (a replacement, a sibling of one that failed) may not
+            // listen for the word yet, and would miss it: told once it listens
+            const onListening = (message: FromWorker) => {
+              if (message?.type !== 'keyferry:listening') return;
+              w.off('message', onListening);
+              tell();
+            };
+            w.on('message', onListening);
           }),
       ),
     );
@@ -170,10 +190,21 @@ export async function startClusterWorker(options: {
   // a Ctrl-C reaches every process of the group: the primary decides, and tells the workers
   process.on('SIGINT', () => {});
   process.on('SIGTERM', () => {});
-  const service = await startService({ ...options, role: 'worker' });
-  const metrics = service.ctx.metrics;
   const pending = new Map<number, { resolve(body: string): void; reject(err: Error): void }>();
   let next = 0;
+  // before the start, though the primary tells a worker to stop only once it says it listens:
+  // onStop during the start stops the service once it is up (main.ts)
+  process.on('message', (message: ToWorker) => {
+    if (message?.type === 'keyferry:stop') options.onStop('primary stops');
+    if (message?.type === 'keyferry:metrics') {
+      const waiting = pending.get(message.id);
+      pending.delete(message.id);
+      if (message.body !== undefined) waiting?.resolve(message.body);
+      else waiting?.reject(new Error(`metrics of the other workers: ${message.error}`));
+    }
+  });
+  const service = await startService({ ...options, role: 'worker' });
+  const metrics = service.ctx.metrics;
   if (metrics) {
     AggregatorRegistry.setRegistries([metrics.registry]);
     new AggregatorRegistry(); // installs the worker's answer to the primary's metrics requests
@@ -186,15 +217,6 @@ export async function startClusterWorker(options: {
         }),
     );
   }
-  process.on('message', (message: ToWorker) => {
-    if (message?.type === 'keyferry:stop') options.onStop('primary stops');
-    if (message?.type === 'keyferry:metrics') {
-      const waiting = pending.get(message.id);
-      pending.delete(message.id);
-      if (message.body !== undefined) waiting?.resolve(message.body);
-      else waiting?.reject(new Error(`metrics of the other workers: ${message.error}`));
-    }
-  });
   process.send?.({ type: 'keyferry:listening', addresses: service.addresses } satisfies FromWorker);
   return service;
 }
