@@ -19,7 +19,6 @@ export const AWS_KEY_ID = 0x83000044;
 export const AWS_CERT_ID = 0x83000045;
 /** What the awsiot-optee container did: keep-alive 30 s (and 5 s before the one retry, aws-demo-defaults.ts). */
 export const KEEPALIVE_SECONDS = 30;
-const CONNECT_TIMEOUT_MS = 30_000;
 
 export interface AwsDemoOptions {
   host: string;
@@ -27,6 +26,8 @@ export interface AwsDemoOptions {
   /** PEM of the CA that signs the endpoint's certificate; undefined = Node's store (Amazon Root CA 1). */
   ca: string | undefined;
   retryDelaySeconds: number;
+  /** How long one connection may take to be accepted (TLS handshake and CONNACK). */
+  connectTimeoutSeconds: number;
 }
 
 /** How one connection attempt ended. */
@@ -182,7 +183,7 @@ function connectOnce(
         clean: true,
         protocolVersion: 4,
         reconnectPeriod: 0,
-        connectTimeout: CONNECT_TIMEOUT_MS,
+        connectTimeout: options.connectTimeoutSeconds * 1000,
       },
     );
     client.once('connect', () => finish(() => resolve({ kind: 'connected', client })));
@@ -214,6 +215,19 @@ function connectOnce(
             new AgentError(
               'transient',
               `cannot reach AWS IoT endpoint ${endpoint} (${code}); check --endpoint and the network`,
+            ),
+          ),
+        );
+      } else if (error.message === 'connack timeout') {
+        // Nothing came back in time: not a hang-up, which JITP does, but a silent endpoint.
+        const waited = `within ${options.connectTimeoutSeconds} s`;
+        finish(() =>
+          reject(
+            new AgentError(
+              'transient',
+              secured
+                ? `AWS IoT at ${endpoint} completed TLS but sent no CONNACK ${waited}; retry later, or give it longer with --connect-timeout`
+                : `AWS IoT endpoint ${endpoint} did not complete a TLS handshake ${waited}; check --endpoint and the network (is port ${options.port} let through?)`,
             ),
           ),
         );

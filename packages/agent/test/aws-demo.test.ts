@@ -1,6 +1,13 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  type AddressInfo,
+  createServer as createNetServer,
+  type Server as NetServer,
+  type Socket,
+} from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer as createTlsServer } from 'node:tls';
 import {
   DescribeThingCommand,
   GetRegistrationCodeCommand,
@@ -30,6 +37,7 @@ import { Pkcs11SecureElement } from '../src/se/pkcs11-se.ts';
 import type { SecureElement } from '../src/se/port.ts';
 import { SoftSecureElement } from '../src/se/soft-se.ts';
 import { runAgentAsync } from './support/agent-bin.ts';
+import { serverPki } from './support/server-pki.ts';
 
 const PRODUCT = '935389312472';
 const TEMPLATE = JSON.stringify({
@@ -292,5 +300,58 @@ describe('keyferry-agent aws-demo against the AWS IoT emulator', { timeout: PROC
     expect(unreadable.status).toBe(EXIT_CODES.file_unreadable);
     expect(foreign.stderr).toMatch(/^ERROR: AWS IoT at \S+ closed the connection again before accepting it/);
     expect(foreign.status).toBe(EXIT_CODES.refused);
+  });
+  it('an endpoint that never answers is transient (75), named for where it went silent, not "not active"', async () => {
+    const vendor = await loadOrCreateVendorCa(join(work, 'vendor'));
+    const dir = join(work, 'silent-se');
+    await createSecureElement({ vendor, product: PRODUCT, backend: { kind: 'dir', dir } });
+    await provisionAws(new SoftSecureElement(dir), await makeCa('silent CA'), 'silent');
+    const soft = { SE_BACKEND: 'soft', SE_DIR: dir };
+    const pki = await serverPki(['localhost']);
+    const caFile = join(work, 'silent-server-ca.pem');
+    writeFileSync(caFile, pki.caPem);
+    // one completes TLS and never sends CONNACK; the other accepts TCP and never speaks TLS
+    const held: Socket[] = [];
+    const mqttSilent = createTlsServer({ key: pki.keyPem, cert: pki.certPem }, (socket) => held.push(socket));
+    const tlsSilent = createNetServer((socket) => held.push(socket));
+    const port = async (server: NetServer) => {
+      await new Promise<void>((resolve) => server.listen(0, resolve));
+      return (server.address() as AddressInfo).port;
+    };
+    try {
+      const [noConnack, noHandshake, badTimeout] = await Promise.all([
+        runAgentAsync(
+          [
+            'aws-demo',
+            '--endpoint',
+            `localhost:${await port(mqttSilent)}`,
+            '--ca',
+            caFile,
+            '--connect-timeout',
+            '1',
+          ],
+          soft,
+        ),
+        runAgentAsync(['aws-demo', '--endpoint', `localhost:${await port(tlsSilent)}`, '--ca', caFile], {
+          ...soft,
+          AWS_CONNECT_TIMEOUT: '1',
+        }),
+        runAgentAsync(['aws-demo', '--endpoint', 'localhost', '--connect-timeout', '0'], soft),
+      ]);
+      expect(noConnack.stderr).toMatch(
+        /^ERROR: AWS IoT at localhost:\d+ completed TLS but sent no CONNACK within 1 s; retry later, or give it longer with --connect-timeout\n$/,
+      );
+      expect(noConnack.status).toBe(EXIT_CODES.transient);
+      expect(noHandshake.stderr).toMatch(
+        /^ERROR: AWS IoT endpoint localhost:(\d+) did not complete a TLS handshake within 1 s; check --endpoint and the network \(is port \1 let through\?\)\n$/,
+      );
+      expect(noHandshake.status).toBe(EXIT_CODES.transient);
+      expect(badTimeout.stderr).toBe('ERROR: --connect-timeout is "0"; give seconds, 1 to 600\n');
+      expect(badTimeout.status).toBe(EXIT_CODES.setting_invalid);
+    } finally {
+      for (const socket of held) socket.destroy();
+      mqttSilent.close();
+      tlsSilent.close();
+    }
   });
 });

@@ -1,7 +1,12 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { AgentError } from '../agent-error.ts';
-import { AWS_DEMO_TOPIC, AWS_MQTT_PORT, DEFAULT_RETRY_DELAY_SECONDS } from '../aws-demo-defaults.ts';
+import {
+  AWS_DEMO_TOPIC,
+  AWS_MQTT_PORT,
+  DEFAULT_CONNECT_TIMEOUT_SECONDS,
+  DEFAULT_RETRY_DELAY_SECONDS,
+} from '../aws-demo-defaults.ts';
 import { consoleLog } from '../log.ts';
 import { seSettings, settingSource } from '../settings/settings.ts';
 
@@ -21,6 +26,7 @@ interface CommandOptions {
   endpoint?: string;
   ca?: string;
   retryDelay?: string;
+  connectTimeout?: string;
   envFile?: string;
 }
 
@@ -43,6 +49,10 @@ export function registerAwsDemo(program: Command): void {
       '--retry-delay <seconds>',
       `wait after the JITP hang-up (or AWS_RETRY_DELAY); default ${DEFAULT_RETRY_DELAY_SECONDS}`,
     )
+    .option(
+      '--connect-timeout <seconds>',
+      `wait this long for AWS IoT to accept a connection (or AWS_CONNECT_TIMEOUT); default ${DEFAULT_CONNECT_TIMEOUT_SECONDS}`,
+    )
     .option('--env-file <file>', 'settings file (default /etc/default/lmp-el2go-auto-register)')
     .action(async (opts: CommandOptions) => {
       const endpointText = opts.endpoint ?? process.env.AWS_ENDPOINT;
@@ -60,6 +70,15 @@ export function registerAwsDemo(program: Command): void {
           `--retry-delay is ${JSON.stringify(retryText)}; give seconds, 0 to 3600`,
         );
       }
+      const timeoutText =
+        opts.connectTimeout ?? process.env.AWS_CONNECT_TIMEOUT ?? String(DEFAULT_CONNECT_TIMEOUT_SECONDS);
+      const connectTimeoutSeconds = Number(timeoutText);
+      if (!(connectTimeoutSeconds >= 1 && connectTimeoutSeconds <= 600)) {
+        throw new AgentError(
+          'setting_invalid',
+          `--connect-timeout is ${JSON.stringify(timeoutText)}; give seconds, 1 to 600`,
+        );
+      }
       const caFile = opts.ca ?? process.env.AWS_ROOT_CA;
       // loaded when the command runs: mqtt, PKCS#11 and X.509 would slow every --help
       const { parseEndpoint, runAwsDemo } = await import('../aws-demo.ts');
@@ -70,7 +89,12 @@ export function registerAwsDemo(program: Command): void {
         await runAwsDemo(
           se,
           settings,
-          { ...parseEndpoint(endpointText), ca: caFile ? readCa(caFile) : undefined, retryDelaySeconds },
+          {
+            ...parseEndpoint(endpointText),
+            ca: caFile ? readCa(caFile) : undefined,
+            retryDelaySeconds,
+            connectTimeoutSeconds,
+          },
           consoleLog,
         );
       } finally {
