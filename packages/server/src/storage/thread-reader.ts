@@ -2,6 +2,7 @@ import { Worker } from 'node:worker_threads';
 import type { CompiledQuery } from 'kysely';
 import type { Logger } from 'pino';
 import { countStatement } from './statement-count.ts';
+import { firstMessage } from './thread-start.ts';
 
 /**
  * One column of the rows a {@link ThreadReader} read: `at(i)` is row i's value, as the
@@ -105,10 +106,7 @@ export class ThreadReader {
     const worker = new Worker(this.#script, {
       workerData: { path: this.#path, busyTimeoutMs: BUSY_TIMEOUT_MS },
     });
-    const first = await new Promise<{ type: string; message?: string }>((resolve, reject) => {
-      worker.once('message', resolve);
-      worker.once('error', reject);
-    }).catch((err: unknown) => ({
+    const first = await firstMessage(worker).catch((err: unknown) => ({
       type: 'failed',
       message: err instanceof Error ? err.message : String(err),
     }));

@@ -1,6 +1,6 @@
-import { once } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
+import { firstMessage } from './thread-start.ts';
 
 /**
  * SQLite's WAL is copied back into the database file by a checkpoint, which by default the
@@ -19,13 +19,14 @@ export const FALLBACK_CHECKPOINT_PAGES = 10_000;
 export async function startWalCheckpointer(
   path: string,
   log: Logger,
-  options: { intervalMs?: number } = {},
+  options: { intervalMs?: number; script?: URL } = {},
 ): Promise<() => Promise<void>> {
-  const worker = new Worker(new URL('./wal-checkpoint-worker.mjs', import.meta.url), {
+  // `script`: the thread's program, wal-checkpoint-worker.mjs unless a test gives another
+  const worker = new Worker(options.script ?? new URL('./wal-checkpoint-worker.mjs', import.meta.url), {
     workerData: { path, intervalMs: options.intervalMs ?? CHECKPOINT_INTERVAL_MS },
   });
   // a thread that cannot start (its module, its connection) fails keyferryd's start
-  const [first] = (await once(worker, 'message')) as [{ type: string; message?: string }];
+  const first = await firstMessage(worker).catch((err: Error) => ({ type: 'failed', message: err.message }));
   if (first.type !== 'ready')
     throw new Error(`the WAL checkpointer cannot open the database ${path}: ${first.message}`);
   let failures = 0;

@@ -150,6 +150,20 @@ describe('the thread reader', () => {
     expect(threadReaderOf(db.db)?.usable).toBe(true);
   });
 
+  it('refuses a read, not leaves it waiting, when its thread ends before it says it is ready', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'keyferry-reader-'));
+    const silent = new ThreadReader(
+      join(dir, 'keyferry.db'),
+      undefined,
+      new URL('./fixtures/silent-thread.mjs', import.meta.url),
+    );
+    await expect(silent.read(CompiledQuery.raw('SELECT 1', []))).rejects.toThrow(
+      /cannot open the database .*keyferry.db: its thread exited \(exit code 4\) before it said it was ready/,
+    );
+    expect(silent.usable).toBe(false);
+    await silent.close();
+  });
+
   it('gives up on a database it cannot open, naming it, and is not used again', async () => {
     dir = mkdtempSync(join(tmpdir(), 'keyferry-reader-'));
     const lines: string[] = [];

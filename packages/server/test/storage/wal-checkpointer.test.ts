@@ -77,4 +77,12 @@ describe('the WAL checkpointer', () => {
       /the WAL checkpointer cannot open the database .*missing.db: unable to open database file/,
     );
   });
+
+  it('refuses to start, not waits forever, when its thread ends before it says it is ready', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'keyferry-wal-'));
+    const script = new URL('./fixtures/silent-thread.mjs', import.meta.url);
+    await expect(startWalCheckpointer(join(dir, 'keyferry.db'), log, { script })).rejects.toThrow(
+      /the WAL checkpointer cannot open the database .*keyferry.db: its thread exited \(exit code 4\) before it said it was ready/,
+    );
+  });
 });
