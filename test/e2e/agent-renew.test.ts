@@ -212,6 +212,39 @@ describe('keyferry-agent renew: two-slot rotation of the gateway pair against th
     });
   }
 
+  it('a certificate in use that was revoked (deleted from the allow-list, added again) is replaced through the vendor identity, also after a crash', async () => {
+    for (const crash of [undefined, 'after-enroll'] as const) {
+      const device = await provisionedDevice(`device-revoked-${crash ?? 'clean'}`);
+      const old = keepCopy(device, `device-revoked-${crash ?? 'clean'}-old`);
+      expect((await cli(['el2g', 'devices', 'delete', PRODUCT, device.uid])).status).toBe(0);
+      expect((await cli(['el2g', 'devices', 'add', PRODUCT, device.uid])).status).toBe(0);
+      expect((await gatewayCall(old)).body.code).toBe('certificate_revoked');
+      if (crash) {
+        const crashed = await device.agent(['renew', '--once'], { KEYFERRY_AGENT_CRASH_AT: crash });
+        expect(crashed.signal, crashed.stdout + crashed.stderr).toBe('SIGKILL');
+      }
+      // not due by its dates: what makes it due is that the service holds it no longer
+      const res = await device.agent(['renew', '--once']);
+      expect(res.stderr).toBe('');
+      expect(res.status).toBe(0);
+      if (crash) {
+        expect(res.stdout).toContain('fio-device-gateway-ca: finishing the rotation a previous run began');
+        expect(res.stdout).toMatch(
+          /fio-device-gateway-ca: renewed with the vendor identity, certificate serial/,
+        );
+      } else {
+        expect(res.stdout).toMatch(
+          /fio-device-gateway-ca: the certificate in use \(serial [0-9a-f]+\) is not the service's live one \(none: revoked\); new key in SE_83010042\n/,
+        );
+        expect(res.stdout).toMatch(
+          /fio-device-gateway-ca: enrolled with the vendor identity, certificate serial/,
+        );
+      }
+      expect(res.stdout).toContain('Rotation complete\n');
+      await expectConverged(device, old);
+    }
+  });
+
   it('daemon mode finishes a rotation a crashed run began, then keeps the new pair; SIGTERM ends it', async () => {
     const device = await provisionedDevice('device-daemon');
     const old = keepCopy(device, 'device-daemon-old');

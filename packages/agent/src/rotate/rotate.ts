@@ -141,7 +141,12 @@ export async function renewOnce(options: RenewOptions): Promise<RenewSummary> {
       const rotate = primary.certificate.rotate;
       // A key in the free slot without its certificate: a run died between keygen and store.
       const inProgress = fresh.spki !== undefined && fresh.cert === undefined;
-      const due = options.force === true || rotate || inProgress || now() >= dueAt;
+      // The service names its live certificate, and it is not the one in use: that one was
+      // revoked (the device deleted from the allow-list and added again: none is live), or a
+      // run died after the service issued its successor. The gateway may refuse it, and so
+      // may the renewal over it: the new pair is enrolled with the vendor identity.
+      const notLive = live !== undefined && live !== inUse.cert.serial;
+      const due = options.force === true || rotate || inProgress || notLive || now() >= dueAt;
       if (!due) {
         // A run that died after the switch or the report leaves the old objects in the free
         // slot: report again (the service keeps only the newest) and delete them.
@@ -163,7 +168,9 @@ export async function renewOnce(options: RenewOptions): Promise<RenewSummary> {
               ? 'the service asks for a rotation'
               : inProgress
                 ? 'finishing the rotation a previous run began'
-                : 'inside the renewal window'
+                : notLive
+                  ? `the certificate in use (serial ${inUse.cert.serial}) is not the service's live one (${live ?? 'none: revoked'})`
+                  : 'inside the renewal window'
         }; new key in ${seLabel(free.keyId)}`,
       );
       await enrollInFreeSlot({
@@ -176,6 +183,8 @@ export async function renewOnce(options: RenewOptions): Promise<RenewSummary> {
         link,
         now,
         uidHex: deviceIdFromUid(se.uid()).hex,
+        // none live: the service renews nothing, the pair is enrolled anew (simpleenroll)
+        enrollment: !notLive ? 'renew' : live === null ? 'enroll' : 'renew-by-identity',
       });
     }
     writeSota(settings, se, log, free);
@@ -205,6 +214,12 @@ async function enrollInFreeSlot(o: {
   readonly link: DeviceLinkTarget;
   readonly now: () => Date;
   readonly uidHex: string;
+  /**
+   * `renew`: simplereenroll over the certificate in use (the vendor identity once it expired);
+   * `renew-by-identity`: simplereenroll with the vendor identity; `enroll`: simpleenroll with
+   * the vendor identity, for a pair of which the service holds no live certificate.
+   */
+  readonly enrollment: 'renew' | 'renew-by-identity' | 'enroll';
 }): Promise<void> {
   const { se, log, pair, free } = o;
   let spki = o.fresh.spki;
@@ -219,7 +234,7 @@ async function enrollInFreeSlot(o: {
   const current = o.inUse.state.cert;
   // The certificate in use proves the device at the TLS layer; once expired only the vendor
   // identity can renew (the service refuses an expired certificate).
-  const byCertificate = current !== undefined && current.notAfter > o.now();
+  const byCertificate = o.enrollment === 'renew' && current !== undefined && current.notAfter > o.now();
   const identity = byCertificate
     ? { certificateChain: [current.der], tls: se.tlsKey(o.inUse.slot.keyId) }
     : se.identity();
@@ -227,7 +242,7 @@ async function enrollInFreeSlot(o: {
   let certs: Uint8Array[];
   try {
     const csr = await createCsr({ subject: { CN: o.uidHex }, signer: seSigner(se, free.keyId, spki) });
-    certs = await enroller.simpleEnroll(pair.certificate.name, csr, true);
+    certs = await enroller.simpleEnroll(pair.certificate.name, csr, o.enrollment !== 'enroll');
   } finally {
     enroller.close();
   }
@@ -240,7 +255,7 @@ async function enrollInFreeSlot(o: {
   }
   const parsed = parseCertificate(issued);
   log.info(
-    `${pair.certificate.name}: renewed with ${byCertificate ? `the certificate in ${seLabel(o.inUse.slot.certId)}` : 'the vendor identity'}, ` +
+    `${pair.certificate.name}: ${o.enrollment === 'enroll' ? 'enrolled' : 'renewed'} with ${byCertificate ? `the certificate in ${seLabel(o.inUse.slot.certId)}` : 'the vendor identity'}, ` +
       `certificate serial ${parsed.serialHex} valid until ${parsed.notAfter.toISOString()}`,
   );
   crashPoint('after-enroll');
