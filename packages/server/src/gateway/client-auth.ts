@@ -153,6 +153,25 @@ function caRevoked(serial: string): KeyferryError {
 }
 
 /**
+ * Refuses a connection's verified certificate, or its device CA, once outside its validity: the
+ * chain is verified once per TLS connection, and a kept-alive connection would otherwise go on
+ * serving a certificate past its notAfter. Checked per request, like revocation.
+ */
+export function assertStillValid(client: VerifiedClient, now = new Date()): void {
+  for (const [what, cert] of [
+    ['client certificate', client.leaf],
+    ['device CA certificate', client.issuer],
+  ] as const) {
+    if (now < cert.notBefore || now > cert.notAfter) {
+      throw new KeyferryError(
+        'untrusted_client_certificate',
+        `the ${what} (serial ${cert.serialHex}) is valid from ${cert.notBefore.toISOString()} to ${cert.notAfter.toISOString()}, not now: the device must renew its certificate (keyferry-agent renew)`,
+      );
+    }
+  }
+}
+
+/**
  * Refuses a certificate revoked in the data the CRLs are built from (allow-list delete,
  * rotation). A certificate of a keyferry-held CA that keyferry never issued is refused too:
  * only custody can sign with that key, so such a certificate means something is wrong.

@@ -11,6 +11,7 @@ import type { Db } from '../storage/database.ts';
 import {
   assertDeviceCaTrusted,
   assertNotRevoked,
+  assertStillValid,
   type VerifiedClient,
   verifyClientChain,
 } from './client-auth.ts';
@@ -27,7 +28,7 @@ export interface GatewayDeps {
 /**
  * The device gateway's OTA-side API (docs/api.md): every request is authenticated by the client
  * certificate first, then `GET /device` answers the device's record. The chain is verified
- * once per TLS connection; revocation and the registry are checked on every request.
+ * once per TLS connection; validity, revocation and the registry are checked on every request.
  */
 export function gatewayHandler(deps: GatewayDeps) {
   const verified = new WeakMap<TLSSocket, Promise<VerifiedClient>>();
@@ -48,6 +49,7 @@ export function gatewayHandler(deps: GatewayDeps) {
       const device = await client;
       await assertDeviceCaTrusted(deps.db, device);
       await assertNotRevoked(deps.db, device);
+      assertStillValid(device);
       if (path !== '/device')
         throw new KeyferryError('not_found', `no device gateway endpoint ${path}; there is GET /device`);
       if (req.method !== 'GET' && req.method !== 'HEAD') {

@@ -16,7 +16,7 @@ import {
   softSigner,
   toPem,
 } from '@keyferry/core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startTestService, type TestService } from '../support/service.ts';
 import {
   curlAnswer,
@@ -102,6 +102,33 @@ describe('device gateway trust in device CAs (ca-crt, ca-revoke-crl)', () => {
     return toPem(der, 'X509 CRL');
   }
 
+  /** GET /device over one kept-alive TLS connection (node's https client) with the device's pair. */
+  function keptAlive(device: { certPem: string; keyPem: string }) {
+    const agent = new Agent({
+      keepAlive: true,
+      maxSockets: 1,
+      ca: demo.rootPem,
+      cert: device.certPem,
+      key: device.keyPem,
+    });
+    const get = () =>
+      new Promise<{ status: number; body: any; reused: boolean }>((resolve, reject) => {
+        const req = request(
+          { host: '127.0.0.1', port: Number(port), servername: demo.host, path: '/device', agent },
+          (res) => {
+            let text = '';
+            res.on('data', (d) => (text += d));
+            res.on('end', () =>
+              resolve({ status: res.statusCode ?? 0, body: JSON.parse(text), reused: req.reusedSocket }),
+            );
+          },
+        );
+        req.on('error', reject);
+        req.end();
+      });
+    return { agent, get };
+  }
+
   beforeAll(async () => {
     svc = await startTestService('sqlite');
     demo = await setupGatewayFactory(svc, 'demo');
@@ -152,28 +179,7 @@ describe('device gateway trust in device CAs (ca-crt, ca-revoke-crl)', () => {
     expect(ok.body.name).toBe('04005001eee3ba1ee96e60047e57da0f6890');
 
     // node's https client keeps one TLS connection open across the revocation
-    const agent = new Agent({
-      keepAlive: true,
-      maxSockets: 1,
-      ca: demo.rootPem,
-      cert: device.certPem,
-      key: device.keyPem,
-    });
-    const get = () =>
-      new Promise<{ status: number; body: any; reused: boolean }>((resolve, reject) => {
-        const req = request(
-          { host: '127.0.0.1', port: Number(port), servername: demo.host, path: '/device', agent },
-          (res) => {
-            let text = '';
-            res.on('data', (d) => (text += d));
-            res.on('end', () =>
-              resolve({ status: res.statusCode ?? 0, body: JSON.parse(text), reused: req.reusedSocket }),
-            );
-          },
-        );
-        req.on('error', reject);
-        req.end();
-      });
+    const { agent, get } = keptAlive(device);
     expect((await get()).status).toBe(200);
 
     const revoke = await svc.call('PATCH', '/ota/factories/demo/certs/', {
@@ -191,6 +197,34 @@ describe('device gateway trust in device CAs (ca-crt, ca-revoke-crl)', () => {
     expect([fresh.code, fresh.body.code]).toEqual([403, 'certificate_revoked']);
     expect(fresh.body.detail).toContain(`serial ${BigInt(`0x${parseCertificate(local.der).serialHex}`)}`);
     expect(await registrySnapshot(svc)).toEqual(before);
+  });
+
+  it('a certificate that expires is refused on the connection it opened, not served on while kept alive', async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const issued = await issueDeviceCert(svc, demo, {
+      publicKeySpki: new Uint8Array(publicKey.export({ format: 'der', type: 'spki' })),
+      deviceId: parseDeviceId('0x04005001eee3ba1ee96e60047e57da0f68e1'),
+      validityDays: 1,
+    });
+    const { agent, get } = keptAlive({
+      certPem: issued.pem,
+      keyPem: String(privateKey.export({ format: 'pem', type: 'pkcs8' })),
+    });
+    try {
+      expect((await get()).status).toBe(200);
+      // the service's clock passes the certificate's notAfter; the connection stays open
+      vi.useFakeTimers({ toFake: ['Date'] });
+      vi.setSystemTime(new Date(issued.cert.notAfter.getTime() + 1000));
+      const later = await get();
+      expect(later.reused).toBe(true);
+      expect([later.status, later.body.code]).toEqual([403, 'untrusted_client_certificate']);
+      expect(later.body.detail).toContain(
+        `the client certificate (serial ${issued.cert.serialHex}) is valid from ${issued.cert.notBefore.toISOString()} to ${issued.cert.notAfter.toISOString()}, not now`,
+      );
+    } finally {
+      vi.useRealTimers();
+      agent.destroy();
+    }
   });
 
   it('a disabled device CA serves the devices the gateway knows and registers no new one', async () => {
