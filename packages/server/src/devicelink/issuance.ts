@@ -12,7 +12,7 @@ import { noPlanRow } from '../allowlist/plan.ts';
 import type { AuditEntry } from '../audit/audit-log.ts';
 import type { CrlRefresher, RefreshDeps } from '../revocation/refresh.ts';
 import { compiledOnce } from '../storage/compiled-query.ts';
-import { asOneWrite, type Db, readThenWrite } from '../storage/database.ts';
+import { asOneWrite, type Db, readThenWriteForDevice } from '../storage/database.ts';
 import {
   type AssignedObject,
   type IssuedCertificate,
@@ -62,9 +62,10 @@ export function certificateObject(objects: readonly AssignedObject[], label: str
  * valid until the device reports the new one stored (report.ts), so a device that loses power
  * mid-rotation still holds a working credential.
  * A refused CSR leaves an object without a live certificate GENERATION_FAILED with the
- * reason (one with a live certificate keeps its state). Read and written with readThenWrite:
- * on SQLite one transaction; on PostgreSQL a read, then one statement (certificate, states,
- * connection and audit row), in a transaction only with a revocation. After it commits, a
+ * reason (one with a live certificate keeps its state). Read and written with
+ * readThenWriteForDevice: on SQLite one transaction; on PostgreSQL a transaction holding the
+ * device's lock, its reads, then one statement (certificate, states, connection and audit row),
+ * so two enrollments of one device at once issue one after the other. After it commits, a
  * rotation re-signs the CRLs of the superseded certificates' CAs (best effort).
  */
 export async function enrollDevice(
@@ -102,100 +103,109 @@ export async function enrollDevice(
   const actor = `device:${session.device.deviceId}`;
   const superseded: number[] = [];
   let keyReused: KeyferryError | undefined;
-  const enrollment = await readThenWrite(db, async (reader): Promise<Enrollment> => {
-    // one read: this object's live certificates, and any of another object with the CSR's key
-    const { rows: current } = await enrollmentCertificates(reader, session.device.rowId, object.id, keyHash);
-    const other = current.find((r) => r.secure_object_id !== object.id);
-    if (other) {
-      keyReused = keyOfAnotherObject(objects, object, other.object_name);
-      throw keyReused;
-    }
-    const same = renewing ? undefined : current.find((c) => c.public_key_sha256 === keyHash);
-    const audit = (detail: Record<string, unknown>): AuditEntry => ({
-      factoryId: session.factory.id,
-      actor,
-      action: 'device-link.enroll',
-      object: `secure-object:${object.name}`,
-      detail,
-      correlationId: change.correlationId,
-    });
-    if (same) {
-      await setCompleted(
+  const enrollment = await readThenWriteForDevice(
+    db,
+    session.device.rowId,
+    async (reader): Promise<Enrollment> => {
+      // one read: this object's live certificates, and any of another object with the CSR's key
+      const { rows: current } = await enrollmentCertificates(
         reader,
-        session,
-        objects,
-        object,
-        true,
-        now,
-        audit({
-          mode,
-          serial: same.serial_hex,
-          reused: true,
-          device: session.device.deviceId,
-        }),
+        session.device.rowId,
+        object.id,
+        keyHash,
       );
-      return { certificate: fromPem(same.pem, 'CERTIFICATE'), reused: true };
-    }
-    if (renewing && current.length === 0) {
-      throw new KeyferryError(
-        'object_not_issued',
-        `${object.name} has no certificate to renew for this device; enroll it first with simpleenroll`,
-      );
-    }
-    const cert = await issueDeviceCertificate({
-      template: ca.template,
-      deviceId: session.identity.deviceId,
-      publicKeySpki: csr.publicKeySpki,
-      signer: ca.signer,
-      now,
-    });
-    const der = cert.der;
-    const issued: IssuedCertificate = {
-      factory_id: session.factory.id,
-      device_row_id: session.device.rowId,
-      secure_object_id: object.id,
-      ca_id: ca.id,
-      serial_hex: cert.serialHex,
-      public_key_sha256: keyHash,
-      subject_cn: session.identity.deviceId.hex,
-      pem: toPem(der, 'CERTIFICATE'),
-      not_before: cert.notBefore.toISOString(),
-      not_after: cert.notAfter.toISOString(),
-      issued_at: now.toISOString(),
-      revoked_at: null,
-      revocation_reason: null,
-    };
-    // a renewal revokes nothing until the device reports the new certificate stored (report.ts)
-    const supersedes = renewing ? [] : current;
-    const record = (trx: Db) =>
-      setCompleted(
-        trx,
-        session,
-        objects,
-        object,
-        false,
-        now,
-        audit({
-          mode,
-          serial: cert.serialHex,
-          reused: false,
-          device: session.device.deviceId,
-          ...(renewing
-            ? { supersededOnReport: current.map((c) => c.serial_hex) }
-            : { superseded: current.map((c) => c.serial_hex) }),
-        }),
-        issued,
-      );
-    if (supersedes.length === 0) await record(reader);
-    else {
-      await asOneWrite(reader, async (trx) => {
-        await revokeAsSuperseded(trx, supersedes, now);
-        await record(trx);
+      const other = current.find((r) => r.secure_object_id !== object.id);
+      if (other) {
+        keyReused = keyOfAnotherObject(objects, object, other.object_name);
+        throw keyReused;
+      }
+      const same = renewing ? undefined : current.find((c) => c.public_key_sha256 === keyHash);
+      const audit = (detail: Record<string, unknown>): AuditEntry => ({
+        factoryId: session.factory.id,
+        actor,
+        action: 'device-link.enroll',
+        object: `secure-object:${object.name}`,
+        detail,
+        correlationId: change.correlationId,
       });
-      superseded.push(...supersedes.map((c) => c.ca_id));
-    }
-    return { certificate: der, reused: false };
-  }).catch(async (error: unknown) => {
+      if (same) {
+        await setCompleted(
+          reader,
+          session,
+          objects,
+          object,
+          true,
+          now,
+          audit({
+            mode,
+            serial: same.serial_hex,
+            reused: true,
+            device: session.device.deviceId,
+          }),
+        );
+        return { certificate: fromPem(same.pem, 'CERTIFICATE'), reused: true };
+      }
+      if (renewing && current.length === 0) {
+        throw new KeyferryError(
+          'object_not_issued',
+          `${object.name} has no certificate to renew for this device; enroll it first with simpleenroll`,
+        );
+      }
+      const cert = await issueDeviceCertificate({
+        template: ca.template,
+        deviceId: session.identity.deviceId,
+        publicKeySpki: csr.publicKeySpki,
+        signer: ca.signer,
+        now,
+      });
+      const der = cert.der;
+      const issued: IssuedCertificate = {
+        factory_id: session.factory.id,
+        device_row_id: session.device.rowId,
+        secure_object_id: object.id,
+        ca_id: ca.id,
+        serial_hex: cert.serialHex,
+        public_key_sha256: keyHash,
+        subject_cn: session.identity.deviceId.hex,
+        pem: toPem(der, 'CERTIFICATE'),
+        not_before: cert.notBefore.toISOString(),
+        not_after: cert.notAfter.toISOString(),
+        issued_at: now.toISOString(),
+        revoked_at: null,
+        revocation_reason: null,
+      };
+      // a renewal revokes nothing until the device reports the new certificate stored (report.ts)
+      const supersedes = renewing ? [] : current;
+      const record = (trx: Db) =>
+        setCompleted(
+          trx,
+          session,
+          objects,
+          object,
+          false,
+          now,
+          audit({
+            mode,
+            serial: cert.serialHex,
+            reused: false,
+            device: session.device.deviceId,
+            ...(renewing
+              ? { supersededOnReport: current.map((c) => c.serial_hex) }
+              : { superseded: current.map((c) => c.serial_hex) }),
+          }),
+          issued,
+        );
+      if (supersedes.length === 0) await record(reader);
+      else {
+        await asOneWrite(reader, async (trx) => {
+          await revokeAsSuperseded(trx, supersedes, now);
+          await record(trx);
+        });
+        superseded.push(...supersedes.map((c) => c.ca_id));
+      }
+      return { certificate: der, reused: false };
+    },
+  ).catch(async (error: unknown) => {
     if (keyReused && error === keyReused) await failObject(db, session, object, keyReused, now);
     throw error;
   });

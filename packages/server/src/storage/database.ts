@@ -10,6 +10,7 @@ import {
   SqliteDialect,
   type SqliteDialectConfig,
   SqliteDriver,
+  sql,
 } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
@@ -41,6 +42,28 @@ const READ_COMMITTED = 'SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEV
  */
 export function readThenWrite<T>(db: Db, work: (db: Db) => Promise<T>): Promise<T> {
   return onPostgres(db) ? work(db) : db.transaction().execute(work);
+}
+
+/** The class of {@link readThenWriteForDevice}'s advisory locks (the other key is the device's row id). */
+const DEVICE_WRITE_LOCK = 7402352;
+
+/**
+ * {@link readThenWrite} for a request whose decision two requests of one device must not make at
+ * once, such as which certificate an enrollment issues: on PostgreSQL in a transaction that
+ * first takes a lock of the device's own (pg_advisory_xact_lock), so a second request reads
+ * after the first committed. Without it, two enrollments of one device both found no live
+ * certificate and both issued one. SQLite: as readThenWrite, whose BEGIN IMMEDIATE does this.
+ */
+export function readThenWriteForDevice<T>(
+  db: Db,
+  deviceRowId: number,
+  work: (db: Db) => Promise<T>,
+): Promise<T> {
+  if (!onPostgres(db)) return readThenWrite(db, work);
+  return db.transaction().execute(async (trx) => {
+    await sql`select pg_advisory_xact_lock(${DEVICE_WRITE_LOCK}, ${deviceRowId})`.execute(trx);
+    return work(trx);
+  });
 }
 
 /** Writes that commit together: in the caller's transaction, or in one of their own. */
