@@ -11,12 +11,15 @@ declare module 'fastify' {
   }
 }
 
-/** `OSF-TOKEN: <t>` (what fioctl sends) or `Authorization: Bearer <t>`. */
+/**
+ * `OSF-TOKEN: <t>` (what fioctl sends) or `Authorization: Bearer <t>`, without surrounding white
+ * space: the per-token rate limit counts this value, so a padded token is the token itself.
+ */
 export function presentedToken(request: FastifyRequest): string | undefined {
   const osf = request.headers['osf-token'];
-  if (typeof osf === 'string' && osf !== '') return osf;
+  if (typeof osf === 'string' && osf.trim() !== '') return osf.trim();
   const auth = request.headers.authorization;
-  if (auth && /^bearer\s+/i.test(auth)) return auth.replace(/^bearer\s+/i, '');
+  if (auth && /^bearer\s+/i.test(auth)) return auth.replace(/^bearer\s+/i, '').trim();
   return undefined;
 }
 

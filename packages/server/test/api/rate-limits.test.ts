@@ -1,3 +1,4 @@
+import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestService, type TestService } from '../support/service.ts';
 
@@ -26,6 +27,26 @@ describe('management API rate limit per token', () => {
     expect(Number(limited.headers.get('retry-after'))).toBe(limited.json.info.retryAfterSeconds);
     const tokens = await svc.service.ctx.database.db.selectFrom('api_tokens').select('description').execute();
     expect(tokens.map((t) => t.description)).not.toContain('never made');
+  });
+
+  it('counts a token padded with white space as the token itself, not on a bucket of its own', async () => {
+    // the demo token's burst is spent (above); padded, it still authenticates, so it must be limited
+    const padded = [' ', '\t', '\xa0', '\xa0\xa0', `\xa0${' '}`].map((pad) => `${svc.token}${pad}`);
+    const statuses = await Promise.all(
+      [...padded, `Bearer ${svc.token}\xa0`].map(
+        (value, i) =>
+          new Promise<number>((resolve, reject) => {
+            const header = i < padded.length ? { 'osf-token': value } : { authorization: value };
+            const req = httpRequest(`${svc.url}/ota/factories/demo/tokens/`, { headers: header }, (res) => {
+              res.resume();
+              resolve(res.statusCode ?? 0);
+            });
+            req.on('error', reject);
+            req.end();
+          }),
+      ),
+    );
+    expect(statuses).toEqual(statuses.map(() => 429));
   });
 
   it('limits guessed tokens too, each one on its own bucket; calls without a token are not limited per token', async () => {

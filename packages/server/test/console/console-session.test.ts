@@ -86,14 +86,14 @@ describe('console sessions', () => {
     const cookie = ok.headers.get('set-cookie')!.split(';')[0]!;
     const page = await (await fetch(`${svc.url}/console/import`, { headers: { cookie } })).text();
     const csrf = /name="csrf-token" content="([^"]+)"/.exec(page)![1]!;
-    const upload = (product: string, body: string) =>
+    const upload = (product: string, body: string, fileName = 'ids.txt') =>
       fetch(`${svc.url}/console/import?product=${product}`, {
         method: 'POST',
         headers: {
           cookie,
           'x-csrf-token': csrf,
           'content-type': 'application/octet-stream',
-          'x-file-name': 'ids.txt',
+          'x-file-name': fileName,
         },
         body,
       });
@@ -109,6 +109,10 @@ describe('console sessions', () => {
     expect(((await empty.json()) as { detail: string }).detail).toContain(
       'ids.txt is empty: put one device id a line',
     );
+    // a file name that is not percent-encoded UTF-8 is named as it came (it was a 500)
+    const badName = await upload('935389312472', '\n', 'ids%E0.txt');
+    expect(badName.status).toBe(400);
+    expect(((await badName.json()) as { detail: string }).detail).toContain('ids%E0.txt is empty');
     expect((await svc.call('GET', '/ota/factories/demo/el2g/plan/')).json.devices.used).toBe(before);
   });
 

@@ -39,7 +39,7 @@ import {
   sessionCookieHeader,
 } from '../console/sessions.ts';
 import { sendProblem, toKeyferryError } from '../problem.ts';
-import { parseBody } from '../validate.ts';
+import { MAX_ROW_ID, parseBody } from '../validate.ts';
 
 export const CONSOLE_PREFIX = '/console';
 /** A sign-in form is one token; anything much larger is not a sign-in. */
@@ -59,7 +59,7 @@ const devicesQuery = z.strictObject({
   group: z.string().max(100).optional(),
   product: z.string().max(12).optional(),
   state: z.enum(DEVICE_STATES).or(z.literal('')).optional(),
-  after: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+  after: z.coerce.number().int().min(0).max(MAX_ROW_ID).optional(),
 });
 const importQuery = z.strictObject({
   product: z.string().regex(/^[0-9]{12}$/, 'a 12NC is 12 decimal digits, e.g. 935389312472'),
@@ -230,7 +230,7 @@ export async function consoleRoutes(
           if (!Buffer.isBuffer(request.body)) {
             throw new KeyferryError('unsupported_media_type', 'send the file as application/octet-stream');
           }
-          const name = decodeURIComponent(String(request.headers['x-file-name'] ?? 'the file')).slice(0, 200);
+          const name = fileNameOf(request.headers['x-file-name']);
           const file = parseIdFile(name, request.body);
           const job = await jobs.submit(
             request.factory!,
@@ -262,4 +262,17 @@ export async function consoleRoutes(
     },
     { prefix: CONSOLE_PREFIX },
   );
+}
+
+/**
+ * The name of an imported file as the page sends it (X-File-Name, percent-encoded UTF-8), for the
+ * job's messages; a name that does not decode is used as it came.
+ */
+function fileNameOf(header: string | string[] | undefined): string {
+  const raw = typeof header === 'string' ? header : 'the file';
+  try {
+    return decodeURIComponent(raw).slice(0, 200);
+  } catch {
+    return raw.slice(0, 200);
+  }
 }

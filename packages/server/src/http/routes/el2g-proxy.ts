@@ -19,10 +19,10 @@ import {
   OBJECT_ID,
   setCertificateTiming,
 } from '../../el2g/secure-objects.ts';
-import { parseBody } from '../validate.ts';
+import { MAX_ROW_ID, parseBody } from '../validate.ts';
 import { changeContext } from './el2g.ts';
 
-const idParam = z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER);
+const idParam = z.coerce.number().int().positive().max(MAX_ROW_ID);
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const createObjectSchema = z.strictObject({
   name: z.string().regex(NAME, 'letters, digits, dot, dash and underscore, at most 64'),
@@ -31,8 +31,8 @@ const createObjectSchema = z.strictObject({
     .string()
     .transform((s) => s.replace(/^0x/i, '').toLowerCase())
     .pipe(z.string().regex(OBJECT_ID, '8 hex digits, e.g. 83000044')),
-  caId: z.number().int().positive().optional(),
-  keypairId: z.number().int().positive().optional(),
+  caId: z.number().int().positive().max(MAX_ROW_ID).optional(),
+  keypairId: z.number().int().positive().max(MAX_ROW_ID).optional(),
   validityDays: z.number().int().min(1).max(36_525).optional(),
   renewalValidityDays: z.number().int().min(1).max(36_525).optional(),
   renewalWindowDays: z.number().int().min(1).max(36_525).optional(),
@@ -44,7 +44,7 @@ const timingSchema = z.strictObject({
   renewalWindowSeconds: seconds.optional(),
 });
 const assignSchema = z.strictObject({
-  deviceGroupIds: z.array(z.number().int().positive()).min(1).max(100),
+  deviceGroupIds: z.array(z.number().int().positive().max(MAX_ROW_ID)).min(1).max(100),
 });
 
 function caView(ca: IntermediateCa) {

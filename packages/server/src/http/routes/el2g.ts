@@ -7,19 +7,21 @@ import { listIntermediateCas } from '../../el2g/intermediate-cas.ts';
 import { el2gOverview } from '../../el2g/overview.ts';
 import type { ChangeContext } from '../../el2g/secure-objects.ts';
 import { listSecureObjects } from '../../el2g/secure-objects.ts';
-import { parseBody } from '../validate.ts';
+import { MAX_ROW_ID, parseBody } from '../validate.ts';
 
 const MAX_PEM_CHARS = 64 * 1024;
 const pem = z.string().min(1).max(MAX_PEM_CHARS, `at most ${MAX_PEM_CHARS} characters of PEM`);
 const putSchema = z.strictObject({
   // fioctl sent back the id as it received it; accept the number or its decimal string.
-  id: z.union([
-    z.number().int().positive(),
-    z
-      .string()
-      .regex(/^[1-9][0-9]{0,15}$/)
-      .transform(Number),
-  ]),
+  id: z
+    .union([
+      z.number().int().positive(),
+      z
+        .string()
+        .regex(/^[1-9][0-9]{0,15}$/)
+        .transform(Number),
+    ])
+    .pipe(z.number().max(MAX_ROW_ID)),
   'root-ca': pem,
   'signed-cert': pem,
 });
