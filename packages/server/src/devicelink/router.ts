@@ -178,10 +178,12 @@ export function deviceLinkHandler(deps: DeviceLinkDeps) {
 }
 
 /**
- * One counted audit row per caller, reason, path and minute (recordCountedAudit): any client
+ * One counted audit row per caller, reason, route and minute (recordCountedAudit): any client
  * can be refused in a loop, and one row per refusal let one client add gigabytes a day. The
  * caller is the device whose identity verified; before that, what a certificate claims costs
- * nothing to vary (a fresh self-signed one per request), so the caller is its address.
+ * nothing to vary (a fresh self-signed one per request), so the caller is its address. The
+ * route is the path's template (an EST label folded, any unknown path `unmatched`): a path,
+ * too, costs nothing to vary; the first one refused is kept in the row's detail, cut short.
  */
 async function auditRefusal(
   db: Db,
@@ -194,23 +196,31 @@ async function auditRefusal(
   const actor = `device:${trace.claim.deviceId ?? 'unknown'}`;
   const caller = trace.verified ? actor : `address:${socket.remoteAddress ?? ''}`;
   const factoryId = trace.factory?.id ?? null;
+  const template = routeTemplate(path);
   await recordCountedAudit(
     db,
     {
       factoryId,
       actor,
       action: 'device-link.refused',
-      object: `path:${path}`,
+      object: `path:${template}`,
       detail: {
         code: error.code,
-        reason: error.expose ? error.message : 'internal error',
+        reason: cut(error.expose ? error.message : 'internal error'),
+        path: cut(path),
         product: trace.claim.nc12 ?? null,
       },
       correlationId,
     },
-    JSON.stringify([factoryId, caller, error.code, path]),
+    JSON.stringify([factoryId, caller, error.code, template]),
   );
 }
+
+/** Text an audit row keeps of what a client sent: at most AUDIT_TEXT_CHARS characters. */
+function cut(text: string): string {
+  return text.length <= AUDIT_TEXT_CHARS ? text : `${text.slice(0, AUDIT_TEXT_CHARS)}…`;
+}
+const AUDIT_TEXT_CHARS = 512;
 
 const manifest: DeviceHandler = async (deps, session, _req, res, correlationId) => {
   sendJson(res, 200, await deviceManifest(deps.db, session, { correlationId }));

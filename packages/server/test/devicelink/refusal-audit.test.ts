@@ -80,6 +80,37 @@ describe.each(BACKENDS)(
       expect(changed.reduce((sum, r) => sum + r.count - (counts.get(r.id) ?? 0), 0)).toBe(40);
     });
 
+    it('a fresh path per request still adds one row a minute: refusals count by route, the path kept short', async () => {
+      const rowsNow = () =>
+        f.svc.service.ctx.database.db
+          .selectFrom('audit_log')
+          .selectAll()
+          .where('action', '=', 'device-link.refused')
+          .execute();
+      const counts = new Map((await rowsNow()).map((r) => [r.id, r.count]));
+      const started = Date.now();
+      for (let i = 0; i < 40; i++) {
+        // no client certificate at all: an unknown path, and an unknown EST label, each new
+        const lost = await f.call(undefined, { path: `/x${i}-${'a'.repeat(4000)}` });
+        expect(lost.json.code).toBe('not_found');
+        const label = await f.call(undefined, { path: `/.well-known/est/nosuch${i}/cacerts` });
+        expect(label.status).toBe(404);
+      }
+      const minutes = Math.floor(Date.now() / 60_000) - Math.floor(started / 60_000);
+      const changed = (await rowsNow()).filter((r) => r.count !== counts.get(r.id));
+      // two routes (unmatched, the EST cacerts), a row each a minute
+      expect(changed.length).toBeLessThanOrEqual(2 * (minutes + 1));
+      expect(changed.reduce((sum, r) => sum + r.count - (counts.get(r.id) ?? 0), 0)).toBe(80);
+      expect(new Set(changed.map((r) => r.object))).toEqual(
+        new Set(['path:unmatched', 'path:/.well-known/est/{label}/cacerts']),
+      );
+      for (const row of changed) {
+        const detail = JSON.parse(row.detail);
+        expect(detail.path.length).toBeLessThanOrEqual(513);
+        expect(detail.reason.length).toBeLessThanOrEqual(513);
+      }
+    });
+
     it('keeps verified callers and reasons apart: each device, and each reason of one, has its own row', async () => {
       const a = await f.device({ allowList: false });
       const b = await f.device({ allowList: false });
