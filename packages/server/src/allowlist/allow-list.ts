@@ -5,7 +5,7 @@ import { addFactoryProduct } from '../el2g/enablement.ts';
 import { deviceGroupName, productCatalogue } from '../el2g/products.ts';
 import type { Factory } from '../factories/factories.ts';
 import { type RefreshDeps, refreshCrls } from '../revocation/refresh.ts';
-import type { Db } from '../storage/database.ts';
+import { type Db, transactionForFactory } from '../storage/database.ts';
 import {
   ADD_SETTLED,
   ADD_STATUSES,
@@ -68,7 +68,7 @@ export async function addDevices(
   const settle = (a: BatchAnswer<AddStatus>) =>
     options.refuseIfNoneAdded ? refuseIfNoneSettled(a, ADD_SETTLED, 'added') : a;
   if (parsed.length > 0) {
-    await ctx.database.db.transaction().execute(async (trx) => {
+    await transactionForFactory(ctx.database.db, factory.id, async (trx) => {
       // PostgreSQL: the plan row lock serializes adds per factory, so the quota holds under
       // concurrency; SQLite already runs one write transaction at a time.
       const plan = await loadPlanRow(trx, factory.id, ctx.database.dialect === 'postgres');
@@ -134,7 +134,7 @@ export async function deleteDevices(
   const groupName = deviceGroupName(request.nc12, request.production);
   const revokedCas = new Set<number>();
   if (parsed.length > 0) {
-    await ctx.database.db.transaction().execute(async (trx) => {
+    await transactionForFactory(ctx.database.db, factory.id, async (trx) => {
       const active = await activeRows(trx, factory.id, parsed);
       const doomed: ActiveRow[] = [];
       const gone = new Set<string>();

@@ -2,7 +2,7 @@ import { createCsr, KeyferryError, toPem } from '@keyferry/core';
 import { recordAudit } from '../audit/audit-log.ts';
 import type { Factory } from '../factories/factories.ts';
 import { custodyKeyRow, type KeyCustody, type TlsKeyStore } from '../keys/custody.ts';
-import type { Db } from '../storage/database.ts';
+import { asOneWrite, type Db, transactionForFactory } from '../storage/database.ts';
 import type { FactoryPkiTable } from '../storage/tables.ts';
 import { newGatewayTlsKey } from './factory-pki.ts';
 
@@ -57,6 +57,21 @@ export async function requestPkiCsrs(
       'nothing to make: ask for "tls-csr": true and/or "ca-csr": true',
     );
   }
+  // one factory's CSR requests one after the other: an unanswered CSR is then answered again
+  return transactionForFactory(db, factory.id, (trx) =>
+    makeCsrs(trx, keys, factory, domain, request, now, context),
+  );
+}
+
+async function makeCsrs(
+  db: Db,
+  keys: { custody: KeyCustody; tlsKeys: TlsKeyStore },
+  factory: Factory,
+  domain: string,
+  request: PkiCsrRequest,
+  now: Date,
+  context: Context,
+): Promise<PkiCsrs> {
   const pki = await db
     .selectFrom('factory_pki')
     .selectAll()
@@ -116,7 +131,7 @@ async function tlsCsr(
   const columns = pki.tls_crt
     ? { pending_tls_key_ref: row.id, pending_tls_csr: csrPem }
     : { tls_key_ref: row.id, tls_csr: csrPem };
-  await db.transaction().execute(async (trx) => {
+  await asOneWrite(db, async (trx) => {
     await trx.insertInto('custody_keys').values(row).execute();
     await trx.updateTable('factory_pki').set(columns).where('factory_id', '=', factory.id).execute();
   });
@@ -147,7 +162,7 @@ async function onlineCaCsr(db: Db, custody: KeyCustody, factory: Factory, now: D
     await createCsr({ subject: { CN: ONLINE_CA_CN, OU: factory.name }, signer: await custody.signer(row) }),
     'CERTIFICATE REQUEST',
   );
-  await db.transaction().execute(async (trx) => {
+  await asOneWrite(db, async (trx) => {
     await trx.insertInto('custody_keys').values(row).execute();
     await trx
       .insertInto('online_cas')

@@ -66,6 +66,30 @@ export function readThenWriteForDevice<T>(
   });
 }
 
+/** The class of {@link transactionForFactory}'s advisory locks (the other key is the factory's id). */
+const FACTORY_WRITE_LOCK = 7402353;
+
+/**
+ * A management change that reads, decides and writes, made one after the other with every other
+ * such change of the factory: in a transaction (the caller's, or one of its own) that on
+ * PostgreSQL first takes the factory's advisory lock, so a second identical request reads what
+ * the first committed (READ COMMITTED) and answers as a repeat. Without it, two at once both
+ * found nothing and both wrote: a unique violation answered 500, or a second online CA key.
+ * SQLite's BEGIN IMMEDIATE does the same by itself.
+ */
+export async function transactionForFactory<T>(
+  db: Db,
+  factoryId: number,
+  work: (trx: Db) => Promise<T>,
+): Promise<T> {
+  const locked = async (trx: Db) => {
+    if (onPostgres(trx))
+      await sql`select pg_advisory_xact_lock(${FACTORY_WRITE_LOCK}, ${factoryId})`.execute(trx);
+    return work(trx);
+  };
+  return db.isTransaction ? locked(db) : db.transaction().execute(locked);
+}
+
 /** Writes that commit together: in the caller's transaction, or in one of their own. */
 export function asOneWrite<T>(db: Db, write: (trx: Db) => Promise<T>): Promise<T> {
   return db.isTransaction ? write(db) : db.transaction().execute(write);

@@ -1,7 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { KeyferryError, MAX_DURATION_SECONDS } from '@keyferry/core';
 import { recordAudit } from '../audit/audit-log.ts';
-import type { Database, Db } from '../storage/database.ts';
+import { type Database, type Db, transactionForFactory } from '../storage/database.ts';
 
 export type Scope = 'read' | 'write';
 export const SCOPES: readonly Scope[] = ['read', 'write'];
@@ -236,7 +236,7 @@ export async function revokeFactoryToken(
   id: string,
   change: TokenChange,
 ): Promise<TokenInfo> {
-  return database.db.transaction().execute(async (trx) => {
+  return transactionForFactory(database.db, factoryId, async (trx) => {
     const info = await revokeApiToken(trx, factoryId, id);
     await recordAudit(trx, {
       factoryId,

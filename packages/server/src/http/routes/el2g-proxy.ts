@@ -19,6 +19,7 @@ import {
   OBJECT_ID,
   setCertificateTiming,
 } from '../../el2g/secure-objects.ts';
+import { transactionForFactory } from '../../storage/database.ts';
 import { MAX_ROW_ID, parseBody } from '../validate.ts';
 import { changeContext } from './el2g.ts';
 
@@ -96,7 +97,7 @@ export async function el2gProxyRoutes(app: FastifyInstance, ctx: ServiceContext)
     const body = parseBody(createObjectSchema, request.body);
     const factoryId = request.factory!.id;
     const change = changeContext(request);
-    const result = await db.transaction().execute(async (trx) => {
+    const result = await transactionForFactory(db, factoryId, async (trx) => {
       const now = new Date();
       const { object, created } = await ensureSecureObject(trx, factoryId, body, change, now);
       const groups = await listDeviceGroups(trx, factoryId);
@@ -140,7 +141,7 @@ export async function el2gProxyRoutes(app: FastifyInstance, ctx: ServiceContext)
     const id = params(request.params);
     const body = parseBody(assignSchema, request.body);
     const factoryId = request.factory!.id;
-    const assigned = await db.transaction().execute(async (trx) => {
+    const assigned = await transactionForFactory(db, factoryId, async (trx) => {
       await getSecureObject(trx, factoryId, id);
       return assignObjectsToGroups(
         trx,
