@@ -50,6 +50,9 @@ export async function buildManagementApi(
       return sendProblem(request, reply, err);
     },
   }) as unknown as FastifyInstance;
+  // JSON only: Fastify's own text/plain parser handed a JSON body sent as text/plain to the
+  // schemas as a string, refused as "expected object" instead of 415 "send application/json"
+  app.removeContentTypeParser('text/plain');
   applyConnectionLimits(app.server, limits, log);
   answerClientErrorsAsProblems(app.server, limits, log);
   recordRoutes(app);

@@ -211,6 +211,12 @@ export async function issueFactoryToken(
   change: TokenChange,
 ): Promise<{ token: string; info: TokenInfo }> {
   const scopes = parseScopes(input.scopes);
+  if (!scopes.includes('read')) {
+    throw new KeyferryError(
+      'invalid_request',
+      'scope write needs read too: send ["read", "write"] (a token that changes things but cannot read them cannot list what it changed, nor sign in to the console)',
+    );
+  }
   return database.db.transaction().execute(async (trx) => {
     const created = await createApiToken(trx, { ...input, scopes });
     await recordAudit(trx, {

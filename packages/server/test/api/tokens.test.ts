@@ -43,6 +43,25 @@ describe.each(BACKENDS)('tokens/ API on %s: create, list, expire, revoke', (back
     expect(JSON.stringify(audit)).not.toContain(created.json.token);
   });
 
+  it('refuses a write-only token and a JSON body sent as text/plain, creating nothing', async () => {
+    const before = await tokenRows();
+    const audits = await auditCount();
+    const writeOnly = await svc.call('POST', '/ota/factories/demo/tokens/', {
+      body: { description: 'w', scopes: ['write'] },
+    });
+    expect([writeOnly.status, writeOnly.json.code]).toEqual([400, 'invalid_request']);
+    expect(writeOnly.json.detail).toContain('scope write needs read too: send ["read", "write"]');
+    const asText = await fetch(`${svc.url}/ota/factories/demo/tokens/`, {
+      method: 'POST',
+      headers: { 'osf-token': svc.token, 'content-type': 'text/plain' },
+      body: JSON.stringify({ description: 'as text', scopes: ['read'] }),
+    });
+    expect(asText.status).toBe(415);
+    expect(((await asText.json()) as { code: string }).code).toBe('unsupported_media_type');
+    expect(await tokenRows()).toEqual(before);
+    expect(await auditCount()).toBe(audits);
+  });
+
   it('refuses a token after its expiry time, saying it expired', async () => {
     const expiresAt = new Date(Date.now() + 3600_000).toISOString();
     const created = await svc.call('POST', '/ota/factories/demo/tokens/', {
