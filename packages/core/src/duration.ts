@@ -17,4 +17,5 @@ export function parseDuration(text: string): number | undefined {
 }
 
 /** What {@link parseDuration} accepts, for error messages. */
-export const DURATION_FORMAT = 'a whole number and a unit: s, m, h, d, w or y (e.g. 30d, 12h, 1y)';
+export const DURATION_FORMAT =
+  'a whole number and a unit: s, m, h, d, w or y (e.g. 30d, 12h, 1y), at most 100 years';

@@ -108,7 +108,14 @@ describe.each(BACKENDS)('tokens/ API on %s: create, list, expire, revoke', (back
       'invalid_request',
       'not in the future',
     ],
-    [{ description: 'x', scopes: ['read'], 'expires-at': 'tomorrow' }, 'invalid_request', 'not a time'],
+    [{ description: 'x', scopes: ['read'], 'expires-at': 'tomorrow' }, 'invalid_request', 'an ISO 8601 time'],
+    // new Date() took these: 02-30 as 03-02, a bare year as its first second
+    [
+      { description: 'x', scopes: ['read'], 'expires-at': '2031-02-30T00:00:00Z' },
+      'invalid_request',
+      'a date that exists',
+    ],
+    [{ description: 'x', scopes: ['read'], 'expires-at': '2031' }, 'invalid_request', 'an ISO 8601 time'],
     [{ description: 'x', scopes: ['read'], secret: 'mine' }, 'unknown_field', '"secret"'],
   ])('refuses %j and changes nothing', async (body, code, detail) => {
     const before = { tokens: await tokenRows(), audit: await auditCount() };
