@@ -95,7 +95,7 @@ describe.each(BACKENDS)(
           .execute()
       ).map((r) => r.action);
 
-    it('provisions a device with each write one statement; on PostgreSQL a transaction only for the enrollment, holding the device\'s lock', async () => {
+    it("provisions a device with each write one statement; on PostgreSQL a transaction only for the enrollment, holding the device's lock", async () => {
       const device = await f.device();
       const link = keepAliveLink(f, device);
       try {
