@@ -56,8 +56,9 @@ export function certificateObject(objects: readonly AssignedObject[], label: str
 /**
  * Issues (or returns again) the device certificate for one CERTIFICATE object (docs/device-link.md):
  * the CSR proves the device holds a P-256 key; the subject comes from the service. For
- * `simpleenroll` the same key gets the same certificate; a new key gets a new one and the
- * superseded one is revoked. `simplereenroll` (renewal, same key or new) always issues a new
+ * `simpleenroll` the same key gets the same certificate (renewals issued after it and not yet
+ * reported are then superseded: the device went back to that key); a new key gets a new one
+ * and the superseded one is revoked. `simplereenroll` (renewal, same key or new) always issues a new
  * certificate with the object's renewal validity and revokes nothing: the superseded one stays
  * valid until the device reports the new one stored (report.ts), so a device that loses power
  * mid-rotation still holds a working credential.
@@ -129,20 +130,34 @@ export async function enrollDevice(
         correlationId: change.correlationId,
       });
       if (same) {
-        await setCompleted(
-          reader,
-          session,
-          objects,
-          object,
-          true,
-          now,
-          audit({
-            mode,
-            serial: same.serial_hex,
-            reused: true,
-            device: session.device.deviceId,
-          }),
-        );
+        // Renewals issued after it and never reported (a device that lost the answer and went
+        // back to its key): the device keeps this one, so they are superseded now. Left live,
+        // the newest of them would outlive it at the report, which keeps the newest.
+        const newer = current.filter((c) => c.secure_object_id === object.id && c.id > same.id);
+        const record = (trx: Db) =>
+          setCompleted(
+            trx,
+            session,
+            objects,
+            object,
+            true,
+            now,
+            audit({
+              mode,
+              serial: same.serial_hex,
+              reused: true,
+              device: session.device.deviceId,
+              ...(newer.length > 0 ? { superseded: newer.map((c) => c.serial_hex) } : {}),
+            }),
+          );
+        if (newer.length === 0) await record(reader);
+        else {
+          await asOneWrite(reader, async (trx) => {
+            await revokeAsSuperseded(trx, newer, now);
+            await record(trx);
+          });
+          superseded.push(...newer.map((c) => c.ca_id));
+        }
         return { certificate: fromPem(same.pem, 'CERTIFICATE'), reused: true };
       }
       if (renewing && current.length === 0) {

@@ -29,10 +29,15 @@ afterAll(async () => {
   await f?.svc.stop();
 });
 
-function enroll(device: TestDevice, base64: string, label = 'fio-device-gateway-ca') {
+function enroll(
+  device: TestDevice,
+  base64: string,
+  label = 'fio-device-gateway-ca',
+  op: 'simpleenroll' | 'simplereenroll' = 'simpleenroll',
+) {
   return f.call(device, {
     method: 'POST',
-    path: `${EST}/${label}/simpleenroll`,
+    path: `${EST}/${label}/${op}`,
     headers: CSR_HEADERS,
     body: base64,
   });
@@ -184,5 +189,37 @@ describe('one key, one purpose: csr_key_reused', () => {
     const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const own = await createCsr({ subject: { CN: 'aws' }, signer: softSigner(privateKey) });
     expect((await enroll(device, Buffer.from(own).toString('base64'), 'aws-iot-ca')).status).toBe(200);
+  });
+});
+
+describe('a device that lost a renewal and enrolls its old key again keeps the certificate it is given', () => {
+  it('the unreported renewal is superseded, so the report keeps the returned certificate live', async () => {
+    const { device, key, serial } = await provisioned();
+    // a renewal to a new key whose answer the device never stored
+    const renewal = await enroll(
+      device,
+      (await freshCsr()).base64,
+      'fio-device-gateway-ca',
+      'simplereenroll',
+    );
+    expect(renewal.status, renewal.text).toBe(200);
+    const lost = serialOf(renewal.text);
+    expect((await manifestObject(device, 'fio-device-gateway-ca')).certificateSerial).toBe(lost);
+    // back to the key it holds: the same certificate, which the service now names as live
+    const again = await enroll(device, key.base64);
+    expect(again.status, again.text).toBe(200);
+    expect(serialOf(again.text)).toBe(serial);
+    expect((await manifestObject(device, 'fio-device-gateway-ca')).certificateSerial).toBe(serial);
+    await report(device, ['fio-device-gateway-ca-kp', 'fio-device-gateway-ca']);
+    const rows = await f.svc.service.ctx.database.db
+      .selectFrom('certificates')
+      .select(['serial_hex', 'revocation_reason'])
+      .where('subject_cn', '=', device.uid.hex)
+      .orderBy('id')
+      .execute();
+    expect(rows.map((r) => [r.serial_hex, r.revocation_reason])).toEqual([
+      [serial, null],
+      [lost, 'superseded'],
+    ]);
   });
 });
