@@ -12,7 +12,7 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, mode: n
   const fd = openSync(temp, 'wx', mode);
   try {
     try {
-      writeSync(fd, typeof data === 'string' ? Buffer.from(data, 'utf8') : data);
+      writeWhole(fd, typeof data === 'string' ? Buffer.from(data, 'utf8') : data, temp);
       fsyncSync(fd);
     } finally {
       closeSync(fd);
@@ -23,6 +23,20 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, mode: n
     throw error;
   }
   syncDirectory(dirname(path));
+}
+
+/**
+ * Writes every byte: a write may take only part of them (a full disk, a file size limit), and
+ * the next one then fails with the reason (ENOSPC, EFBIG); renamed short, the file would be cut.
+ */
+function writeWhole(fd: number, bytes: Uint8Array, path: string): void {
+  for (let at = 0; at < bytes.length; ) {
+    const written = writeSync(fd, bytes, at, bytes.length - at);
+    if (written <= 0) {
+      throw Object.assign(new Error(`${path}: wrote ${at} of ${bytes.length} bytes`), { code: 'EIO' });
+    }
+    at += written;
+  }
 }
 
 function syncDirectory(dir: string): void {

@@ -38,9 +38,17 @@ export function commandLine(argv: readonly string[]): string[] {
   return basename(script) === LMP_COMMAND_NAME ? [node, script, 'auto-register', ...rest] : [...argv];
 }
 
+/** The commands that change the device or the service, not only print. */
+const WORKING_COMMANDS = new Set(['auto-register', 'renew', 'daemon', 'aws-demo']);
+
 /** Runs the agent; a failure is one `ERROR:` line on stderr and the exit code of its kind. */
 export async function main(argv: string[]): Promise<number> {
-  endQuietlyWhenOutputCloses([process.stdout, process.stderr], () => process.exit(0));
+  // A reader that stops early (`uid | head`) has what it wanted: the end, with success. A command
+  // that provisions carries on without its log instead: ended with success, nothing was done.
+  const working = commandLine(argv)
+    .slice(2)
+    .some((arg) => WORKING_COMMANDS.has(arg));
+  endQuietlyWhenOutputCloses([process.stdout, process.stderr], working ? () => {} : () => process.exit(0));
   try {
     await buildProgram().parseAsync(commandLine(argv));
     return 0;

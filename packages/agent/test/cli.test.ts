@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer, type Server } from 'node:tls';
 import { toPem } from '@keyferry/core';
@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PROCESS_TEST_TIMEOUT_MS } from '../../../test/support/processes.ts';
 import { initTestToken } from '../../../test/support/softhsm.ts';
 import { EXIT_CODES } from '../src/agent-error.ts';
-import { runAgent, runAgentAsync } from './support/agent-bin.ts';
+import { runAgent, runAgentAsync, spawnAgent } from './support/agent-bin.ts';
 import {
   createSecureElementFixtures,
   FIXTURE_UID,
@@ -129,7 +129,10 @@ describe('refusals: one ERROR line, a distinct exit code, no sota.toml', {
   });
 
   it('a missing REPOID', () => {
-    const res = agent(['auto-register', '--env-file', envFile], { REPOID: '' });
+    const noRepo = join(fx.work, 'no-repoid');
+    writeFileSync(noRepo, readFileSync(envFile, 'utf8').replace(/^REPOID=.*\n/m, ''));
+    // empty in the environment too: that counts as unset, as in the file
+    const res = agent(['auto-register', '--env-file', noRepo], { REPOID: '' });
     expect(res.stderr).toMatch(/^ERROR: REPOID is not set; add REPOID=/);
     expect(res.status).toBe(EXIT_CODES.setting_invalid);
   });
@@ -172,6 +175,20 @@ describe('refusals: one ERROR line, a distinct exit code, no sota.toml', {
     );
     expect(res.stderr).toMatch(/^ERROR: fetching the manifest: cannot reach 127\.0\.0\.1:1 .*ECONNREFUSED/);
     expect(res.status).toBe(EXIT_CODES.transient);
+  });
+
+  it('a log whose reader went away does not end a provisioning run as a success', async () => {
+    const child = spawnAgent(['auto-register', '--once', '--env-file', envFile], {
+      ...seEnv,
+      EL2GO_CONNECT_ADDR: '127.0.0.1:1',
+    });
+    // `| head -0`: the reading end closes before the agent writes its first line
+    child.stdout!.destroy();
+    let stderr = '';
+    child.stderr!.on('data', (d) => (stderr += d));
+    const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+    expect(stderr).toMatch(/^ERROR: fetching the manifest: cannot reach 127\.0\.0\.1:1 /);
+    expect(code).toBe(EXIT_CODES.transient);
   });
 
   describe('a device-link server whose certificate does not verify', () => {

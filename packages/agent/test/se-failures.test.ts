@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { KeyferryError } from '@keyferry/core';
 import { describe, expect, it } from 'vitest';
 import { seFailure } from '../src/se/pkcs11-errors.ts';
@@ -41,5 +44,31 @@ describe('a full secure element', () => {
       },
     );
     expect(seFailure(error).kind).toBe('se_error');
+  });
+});
+
+describe('a soft secure element whose certificate file is damaged', () => {
+  it('is se_error naming the file and what to do, not an unexpected fault', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'keyferry-soft-se-'));
+    try {
+      const se = new SoftSecureElement(dir);
+      const file = se.certificatePath(0x83000043);
+      // what a cut write leaves: a PEM block that never ends
+      writeFileSync(file, '-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n');
+      let failure: (Error & { kind?: string }) | undefined;
+      try {
+        se.getCertificate(0x83000043);
+      } catch (error) {
+        failure = error as Error & { kind?: string };
+      }
+      expect(failure?.kind).toBe('se_error');
+      expect(failure?.message).toMatch(
+        new RegExp(
+          `^${file} is not a PEM certificate \\(.*\\); remove it and run keyferry-agent auto-register again`,
+        ),
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -51,6 +51,12 @@ describe('refusals', () => {
     );
   });
 
+  it('an empty variable in the environment leaves the file its value', () => {
+    const file = envFile('REPOID=fromfile\nEL2GO_HOSTNAME=abc.device-link.example.com\n');
+    const settings = agentSettings(settingSource(file, { REPOID: '' }, true));
+    expect(settings.repoId).toBe('fromfile');
+  });
+
   it('a missing REPOID, naming the file', () => {
     const file = envFile('EL2GO_HOSTNAME=s.device-link.localhost\n');
     const error = refusal(() => agentSettings(settingSource(file, {}, true)));
@@ -60,6 +66,9 @@ describe('refusals', () => {
 
   it.each([
     ['DAEMON_INTERVAL=soon', /^DAEMON_INTERVAL is "soon"; give seconds/],
+    ['DAEMON_INTERVAL=0.001', /^DAEMON_INTERVAL is "0.001"; give seconds, 1 to 86400/],
+    ['DAEMON_INTERVAL=1e-3', /^DAEMON_INTERVAL is "1e-3"; give seconds, 1 to 86400/],
+    ['DAEMON_INTERVAL=0', /^DAEMON_INTERVAL is "0"; give seconds, 1 to 86400/],
     ['EL2GO_CONNECT_ADDR=localhost', /^EL2GO_CONNECT_ADDR is "localhost"; write host:port/],
     ['GENERIC_KEYPAIRS=0x83000044,zz', /^GENERIC_KEYPAIRS has "zz"/],
     ['SE_BACKEND=tpm', /^SE_BACKEND is "tpm"; use pkcs11 or soft/],

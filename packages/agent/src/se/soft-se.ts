@@ -76,7 +76,7 @@ export class SoftSecureElement implements SecureElement {
 
   private failure(error: unknown, action: string): AgentError {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOSPC' || code === 'EDQUOT') {
+    if (code === 'ENOSPC' || code === 'EDQUOT' || code === 'EFBIG') {
       return new AgentError(
         'se_full',
         `${this.description} is full (${code}) trying to ${action}; free space`,
@@ -175,8 +175,18 @@ export class SoftSecureElement implements SecureElement {
   }
 
   getCertificate(objectId: number): Uint8Array | undefined {
-    const pem = this.read(this.certificatePath(objectId));
-    return pem === undefined ? undefined : fromPem(pem, 'CERTIFICATE');
+    const path = this.certificatePath(objectId);
+    const pem = this.read(path);
+    if (pem === undefined) return undefined;
+    try {
+      return fromPem(pem, 'CERTIFICATE');
+    } catch (error) {
+      throw new AgentError(
+        'se_error',
+        `${path} is not a PEM certificate (${(error as Error).message}); remove it and run keyferry-agent auto-register again, which enrolls the key again`,
+        { cause: error },
+      );
+    }
   }
 
   delete(objectId: number): number {

@@ -117,7 +117,10 @@ export function settingSource(
     envFile: path,
     envFileFound: file !== undefined,
     get(name) {
-      const value = env[name] ?? file?.get(name) ?? built?.get(name);
+      // an empty variable in the environment is unset there: the file's value counts (REPOID=
+      // exported empty hid the file's REPOID=…, and the refusal said to add it to that file)
+      const fromEnv = env[name] === '' ? undefined : env[name];
+      const value = fromEnv ?? file?.get(name) ?? built?.get(name);
       return value === undefined || value === '' ? undefined : value;
     },
   };
@@ -237,8 +240,10 @@ export function agentSettings(
       `EL2GO_HOSTNAME ${JSON.stringify(el2goHostname)} is not <sub>.device-link.<domain>; fix it or set OTA_LITE_DOMAIN`,
     );
   }
-  const interval = Number(value(source, 'DAEMON_INTERVAL'));
-  if (!(interval > 0 && interval <= 86_400)) {
+  const intervalText = value(source, 'DAEMON_INTERVAL');
+  const interval = Number(intervalText);
+  // whole seconds: 0.001 passed as "above 0", and every retry then came a millisecond apart
+  if (!(/^\s*\d+\s*$/.test(intervalText ?? '') && interval >= 1 && interval <= 86_400)) {
     throw invalid(
       source,
       `DAEMON_INTERVAL is ${JSON.stringify(source.get('DAEMON_INTERVAL'))}; give seconds, 1 to 86400`,
