@@ -268,8 +268,12 @@ describe.each(BACKENDS)(
       await revoke();
       const readSent = statementsSent();
       const reads = await Promise.all(Array.from({ length: 20 }, () => currentCrl(deps, cert!.ca_id)));
-      // each read finds it stale (2 statements), one of them signs (the rest of a re-sign)
-      expect(statementsSent() - readSent).toBe(20 * 2 + CRL_RESIGN - 2);
+      // each read finds it stale (2 statements), one of them signs (the rest of a re-sign). A read
+      // whose two were answered after the re-sign's write committed, but before this process
+      // kept the CRL it signed, finds it current and reads it once (seen once in a busy run)
+      const readStatements = statementsSent() - readSent;
+      expect(readStatements).toBeGreaterThanOrEqual(20 * 2 + CRL_RESIGN - 2);
+      expect(readStatements).toBeLessThanOrEqual(20 * 3 + CRL_RESIGN - 2);
       expect(new Set(reads.map((r) => r.crlNumber))).toEqual(new Set([before + 2]));
       expect(await storedCrlNumber(cert!.ca_id)).toBe(before + 2);
     });
