@@ -1,4 +1,5 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpsServer } from 'node:https';
 import { join } from 'node:path';
 import { createServer, type Server } from 'node:tls';
 import { toPem } from '@keyferry/core';
@@ -189,6 +190,30 @@ describe('refusals: one ERROR line, a distinct exit code, no sota.toml', {
     const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
     expect(stderr).toMatch(/^ERROR: fetching the manifest: cannot reach 127\.0\.0\.1:1 /);
     expect(code).toBe(EXIT_CODES.transient);
+  });
+
+  it('a device-link address that answers with a redirect: refused, naming where it points', async () => {
+    const pki = await serverPki(['abcdefghijklmnop.device-link.localhost']);
+    const ca = join(fx.work, 'redirecting-ca.pem');
+    writeFileSync(ca, pki.caPem);
+    const server = createHttpsServer({ key: pki.keyPem, cert: pki.certPem }, (_req, res) => {
+      res.writeHead(301, { location: 'https://elsewhere.example/device-link/v1/manifest' }).end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const port = (server.address() as { port: number }).port;
+      const res = await runAgentAsync(['auto-register', '--once', '--env-file', envFile], {
+        ...seEnv,
+        EL2GO_CONNECT_ADDR: `127.0.0.1:${port}`,
+        DEVICE_LINK_CA: ca,
+      });
+      expect(res.stderr).toMatch(
+        /^ERROR: fetching the manifest: .* answered a redirect \(HTTP 301, to https:\/\/elsewhere\.example\/device-link\/v1\/manifest\); the device-link never redirects: EL2GO_HOSTNAME \(or EL2GO_CONNECT_ADDR\) must reach keyferryd's device-link itself\n$/,
+      );
+      expect(res.status).toBe(EXIT_CODES.refused);
+    } finally {
+      server.close();
+    }
   });
 
   describe('a device-link server whose certificate does not verify', () => {

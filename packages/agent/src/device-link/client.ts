@@ -187,6 +187,17 @@ export class DeviceLinkClient {
                 ),
               );
             }
+            if (status >= 300 && status < 400) {
+              // a proxy or web server in front: keyferryd's device-link never redirects
+              const location = res.headers.location;
+              return reject(
+                new AgentError(
+                  'refused',
+                  `${what}: ${this.where} answered a redirect (HTTP ${status}${location ? `, to ${location}` : ''}); ` +
+                    "the device-link never redirects: EL2GO_HOSTNAME (or EL2GO_CONNECT_ADDR) must reach keyferryd's device-link itself",
+                ),
+              );
+            }
             const problem = parseProblem(status, res.headers['content-type'], data);
             reject(problemError(`${what}: ${this.where} refused`, problem, retryAfter));
           });
