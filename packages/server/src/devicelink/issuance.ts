@@ -25,7 +25,7 @@ import type { IssuingCas } from './issuing-cas.ts';
 import { assertPlanAllowsEnrollment, enrollmentFacts } from './plan-gate.ts';
 import { firstValidity, renewalPolicy } from './renewal-policy.ts';
 import type { DeviceSession } from './session.ts';
-import { revokeAsSuperseded } from './supersede.ts';
+import { revokeAsSuperseded, type SupersededCertificate } from './supersede.ts';
 
 export type EnrollMode = 'simpleenroll' | 'simplereenroll';
 
@@ -133,7 +133,8 @@ export async function enrollDevice(
         // Renewals issued after it and never reported (a device that lost the answer and went
         // back to its key): the device keeps this one, so they are superseded now. Left live,
         // the newest of them would outlive it at the report, which keeps the newest.
-        const newer = current.filter((c) => c.secure_object_id === object.id && c.id > same.id);
+        // (all of `current` is this object's: another object's key was refused above)
+        const newer = current.filter((c) => c.id > same.id);
         const record = (trx: Db) =>
           setCompleted(
             trx,
@@ -150,14 +151,7 @@ export async function enrollDevice(
               ...(newer.length > 0 ? { superseded: newer.map((c) => c.serial_hex) } : {}),
             }),
           );
-        if (newer.length === 0) await record(reader);
-        else {
-          await asOneWrite(reader, async (trx) => {
-            await revokeAsSuperseded(trx, newer, now);
-            await record(trx);
-          });
-          superseded.push(...newer.map((c) => c.ca_id));
-        }
+        await recordSuperseding(reader, newer, now, superseded, record);
         return { certificate: fromPem(same.pem, 'CERTIFICATE'), reused: true };
       }
       if (renewing && current.length === 0) {
@@ -210,14 +204,7 @@ export async function enrollDevice(
           }),
           issued,
         );
-      if (supersedes.length === 0) await record(reader);
-      else {
-        await asOneWrite(reader, async (trx) => {
-          await revokeAsSuperseded(trx, supersedes, now);
-          await record(trx);
-        });
-        superseded.push(...supersedes.map((c) => c.ca_id));
-      }
+      await recordSuperseding(reader, supersedes, now, superseded, record);
       return { certificate: der, reused: false };
     },
   ).catch(async (error: unknown) => {
@@ -226,6 +213,26 @@ export async function enrollDevice(
   });
   deps.crlRefresher.schedule(superseded);
   return enrollment;
+}
+
+/**
+ * The enrollment's `record`, with the certificates it `supersedes` revoked in the same write
+ * when there are any (one statement otherwise, on PostgreSQL); their CAs are added to
+ * `revokedCas`, whose CRLs are re-signed once the enrollment has committed.
+ */
+async function recordSuperseding(
+  db: Db,
+  supersedes: readonly SupersededCertificate[],
+  now: Date,
+  revokedCas: number[],
+  record: (trx: Db) => Promise<void>,
+): Promise<void> {
+  if (supersedes.length === 0) return record(db);
+  await asOneWrite(db, async (trx) => {
+    await revokeAsSuperseded(trx, supersedes, now);
+    await record(trx);
+  });
+  revokedCas.push(...supersedes.map((c) => c.ca_id));
 }
 
 /**

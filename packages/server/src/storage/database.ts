@@ -59,11 +59,7 @@ export function readThenWriteForDevice<T>(
   deviceRowId: number,
   work: (db: Db) => Promise<T>,
 ): Promise<T> {
-  if (!onPostgres(db)) return readThenWrite(db, work);
-  return db.transaction().execute(async (trx) => {
-    await sql`select pg_advisory_xact_lock(${DEVICE_WRITE_LOCK}, ${deviceRowId})`.execute(trx);
-    return work(trx);
-  });
+  return lockedTransaction(db, DEVICE_WRITE_LOCK, deviceRowId, work);
 }
 
 /** The class of {@link transactionForFactory}'s advisory locks (the other key is the factory's id). */
@@ -77,14 +73,26 @@ const FACTORY_WRITE_LOCK = 7402353;
  * found nothing and both wrote: a unique violation answered 500, or a second online CA key.
  * SQLite's BEGIN IMMEDIATE does the same by itself.
  */
-export async function transactionForFactory<T>(
+export function transactionForFactory<T>(
   db: Db,
   factoryId: number,
   work: (trx: Db) => Promise<T>,
 ): Promise<T> {
+  return lockedTransaction(db, FACTORY_WRITE_LOCK, factoryId, work);
+}
+
+/**
+ * `work` in a transaction (the caller's, or one of its own) that on PostgreSQL first takes the
+ * advisory lock (`lockClass`, `key`), held until it ends; SQLite's BEGIN IMMEDIATE locks enough.
+ */
+async function lockedTransaction<T>(
+  db: Db,
+  lockClass: number,
+  key: number,
+  work: (trx: Db) => Promise<T>,
+): Promise<T> {
   const locked = async (trx: Db) => {
-    if (onPostgres(trx))
-      await sql`select pg_advisory_xact_lock(${FACTORY_WRITE_LOCK}, ${factoryId})`.execute(trx);
+    if (onPostgres(trx)) await sql`select pg_advisory_xact_lock(${lockClass}, ${key})`.execute(trx);
     return work(trx);
   };
   return db.isTransaction ? locked(db) : db.transaction().execute(locked);

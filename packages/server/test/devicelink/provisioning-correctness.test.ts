@@ -75,6 +75,15 @@ async function provisioned(csr?: { base64: string }) {
 
 const states = (device: TestDevice) => f.states(device);
 
+/** The device's certificates, oldest first: serial and revocation reason. */
+const certificateRows = (device: TestDevice) =>
+  f.svc.service.ctx.database.db
+    .selectFrom('certificates')
+    .select(['serial_hex', 'revocation_reason'])
+    .where('subject_cn', '=', device.uid.hex)
+    .orderBy('id')
+    .execute();
+
 function allowList(method: 'POST' | 'DELETE', device: TestDevice) {
   return f.svc.call(method, '/ota/factories/demo/el2g/devices/', {
     body: { 'product-id': SE050, devices: [device.uid.decimal] },
@@ -103,12 +112,7 @@ describe('a device deleted from the allow-list and added again provisions again'
       state: 'PROVISIONING_COMPLETED',
       reason: null,
     });
-    const rows = await f.svc.service.ctx.database.db
-      .selectFrom('certificates')
-      .select(['serial_hex', 'revocation_reason'])
-      .where('subject_cn', '=', device.uid.hex)
-      .orderBy('id')
-      .execute();
+    const rows = await certificateRows(device);
     expect(rows.map((r) => [r.serial_hex, r.revocation_reason])).toEqual([
       [serial, 'device deleted from the allow-list'],
       [renewed, null],
@@ -211,12 +215,7 @@ describe('a device that lost a renewal and enrolls its old key again keeps the c
     expect(serialOf(again.text)).toBe(serial);
     expect((await manifestObject(device, 'fio-device-gateway-ca')).certificateSerial).toBe(serial);
     await report(device, ['fio-device-gateway-ca-kp', 'fio-device-gateway-ca']);
-    const rows = await f.svc.service.ctx.database.db
-      .selectFrom('certificates')
-      .select(['serial_hex', 'revocation_reason'])
-      .where('subject_cn', '=', device.uid.hex)
-      .orderBy('id')
-      .execute();
+    const rows = await certificateRows(device);
     expect(rows.map((r) => [r.serial_hex, r.revocation_reason])).toEqual([
       [serial, null],
       [lost, 'superseded'],
