@@ -132,15 +132,54 @@ const AUDIT_VALUES = 6;
 
 type Touched = QueryCreator<Tables & { touched: { id: number } }>;
 
-/** The device's row updated with `set` unless it was deleted, its id returned (the `touched` CTE). */
-function touchActive(qc: QueryCreator<Tables>, rowId: number, set: UpdateObject<Tables, 'devices'>) {
-  return qc
+/**
+ * The device's row updated with `set` unless it was deleted, its id returned (the `touched` CTE);
+ * for an enrollment (`counted`, EnrollmentWrite) only while its enrollment_count is still the
+ * one the enrollment read, which it then counts up.
+ */
+function touchActive(
+  qc: QueryCreator<Tables>,
+  rowId: number,
+  set: UpdateObject<Tables, 'devices'>,
+  counted?: { seen: unknown },
+) {
+  const touch = qc
     .updateTable('devices')
-    .set(set)
+    .set(counted ? { ...set, enrollment_count: sql<number>`enrollment_count + 1` } : set)
+    .where('id', '=', rowId)
+    .where('deleted_at', 'is', null);
+  return (counted ? touch.where('enrollment_count', '=', counted.seen as number) : touch).returning('id');
+}
+
+/**
+ * What an enrollment writes beside the states and its audit row: the certificate it `issued`
+ * (none when it answers with one the device has), and the device's enrollment_count it read
+ * (migration 019). On PostgreSQL the write is made only while the count is still that one;
+ * otherwise nothing is written and EnrollmentRaced is thrown.
+ */
+export interface EnrollmentWrite {
+  issued?: IssuedCertificate;
+  count: number;
+}
+
+/**
+ * PostgreSQL: another enrollment of the device was written between this one's read and its
+ * write (or the device was deleted); nothing of this one was written. The caller reads again.
+ */
+export class EnrollmentRaced extends Error {
+  constructor() {
+    super("the device enrolled again between this enrollment's read and its write");
+  }
+}
+
+const countEnrollment = compiledOnce((db, [rowId, seen]: [number, number]) =>
+  db
+    .updateTable('devices')
+    .set({ enrollment_count: sql<number>`enrollment_count + 1` })
     .where('id', '=', rowId)
     .where('deleted_at', 'is', null)
-    .returning('id');
-}
+    .where('enrollment_count', '=', seen),
+);
 
 /** The request's audit row, selected from `touched` (the device's row, when it was updated). */
 function auditFromTouched(qc: Touched, at: unknown, a: unknown[]) {
@@ -212,38 +251,45 @@ function certificateFromTouched(qc: Touched, values: unknown[]) {
 /**
  * PostgreSQL: writeAndRank with the request's audit row in the same statement (a device-link
  * request's whole record of itself in one round trip; index = rows, 0 for the connection
- * alone), and with `issuing` the certificate an enrollment issued. The devices row is updated
- * in a CTE, the states upserted, the certificate and the audit row inserted only when that
- * row was: nothing is written when the device was deleted meanwhile, so the statement is whole
- * on its own (recordDeviceStatesAlone runs it outside a transaction). Parameters: the rows'
- * values, the time, the device's row id, the audit row's AUDIT_VALUES, the certificate's
- * CERTIFICATE_COLUMNS. Affects one row (the audit row's insert), none when the device is gone.
+ * alone); for an enrollment (`counted`) with the guard of its enrollment_count, and with
+ * `issuing` the certificate it issued. The devices row is updated in a CTE, the states upserted,
+ * the certificate and the audit row inserted only when that row was: nothing is written when
+ * the device was deleted meanwhile (or, counted, another enrollment was written), so the
+ * statement is whole on its own (recordDeviceStatesAlone runs it outside a transaction).
+ * Parameters: the rows' values, the time, the device's row id, the audit row's AUDIT_VALUES,
+ * the certificate's CERTIFICATE_COLUMNS, the enrollment_count read. Affects one row (the audit
+ * row's insert), none when nothing was written.
  */
-function writeAndAuditStatements(issuing: boolean) {
+function writeAndAuditStatements(kind: { counted: boolean; issuing: boolean }) {
   return Array.from({ length: UPSERT_ROWS + 1 }, (_, rows) =>
     compiledOnce((db, params: unknown[]) => {
       const at = params[rows * 5] as string;
       const rowId = params[rows * 5 + 1] as number;
       const audit = params.slice(rows * 5 + 2, rows * 5 + 2 + AUDIT_VALUES);
-      const certificate = params.slice(rows * 5 + 2 + AUDIT_VALUES);
+      const afterAudit = rows * 5 + 2 + AUDIT_VALUES;
+      const certificate = params.slice(afterAudit, afterAudit + CERTIFICATE_COLUMNS.length);
+      const counted = kind.counted
+        ? { seen: params[afterAudit + (kind.issuing ? CERTIFICATE_COLUMNS.length : 0)] }
+        : undefined;
       // the device's row first: it is locked and judged (deleted or not) before anything else
       // is written, and the other writes run only when it was updated, so the statement needs
       // no transaction around it to leave nothing behind for a removed device
       let touched = (rows === 0
-        ? db.with('touched', (qc) => touchActive(qc, rowId, { last_connection: at }))
+        ? db.with('touched', (qc) => touchActive(qc, rowId, { last_connection: at }, counted))
         : db
             .with(V, () => stateValues(rows, params))
             .with('touched', (qc) =>
-              touchActive(qc as unknown as QueryCreator<Tables>, rowId, {
-                state_rank: rankAfterWrite(),
-                state_at: at,
-                last_connection: at,
-              }),
+              touchActive(
+                qc as unknown as QueryCreator<Tables>,
+                rowId,
+                { state_rank: rankAfterWrite(), state_at: at, last_connection: at },
+                counted,
+              ),
             )
             .with('written', (qc) =>
               upsertFromValues(qc as unknown as WithValues, true),
             )) as unknown as Touched;
-      if (issuing) {
+      if (kind.issuing) {
         touched = touched.with('issued', (qc) =>
           certificateFromTouched(qc as unknown as Touched, certificate),
         ) as unknown as Touched;
@@ -252,8 +298,9 @@ function writeAndAuditStatements(issuing: boolean) {
     }),
   );
 }
-const writeAndAudit = writeAndAuditStatements(false);
-const writeIssueAndAudit = writeAndAuditStatements(true);
+const writeAndAudit = writeAndAuditStatements({ counted: false, issuing: false });
+const writeEnrollmentAndAudit = writeAndAuditStatements({ counted: true, issuing: false });
+const writeIssueAndAudit = writeAndAuditStatements({ counted: true, issuing: true });
 
 export type StateChange = { secureObjectId: number; state: ProvisioningState; reason: string | null };
 
@@ -273,9 +320,11 @@ export async function setObjectState(
  * What a device-link request records in its transaction: several of the device's object
  * states (one statement per twelve, the device's own state recomputed once), its connection
  * (touchDevice), in the same statement as its state when a state changes, its audit row and,
- * for an enrollment, the certificate it issued. On PostgreSQL all of it is one statement
- * (writeAndAudit, writeIssueAndAudit). Refuses `device_not_allowlisted` when the device's row
- * was deleted meanwhile; the caller's transaction then undoes the rest.
+ * for an enrollment, what EnrollmentWrite says. On PostgreSQL all of it is one statement
+ * (writeAndAudit, writeEnrollmentAndAudit, writeIssueAndAudit). Refuses
+ * `device_not_allowlisted` when the device's row was deleted meanwhile; the caller's
+ * transaction then undoes the rest. An enrollment on PostgreSQL throws EnrollmentRaced instead
+ * (it reads again, and finds the device gone or the other enrollment).
  */
 export async function recordDeviceStates(
   db: Db,
@@ -283,13 +332,15 @@ export async function recordDeviceStates(
   changes: readonly StateChange[],
   now: Date,
   audit: AuditEntry,
-  issued?: IssuedCertificate,
+  enrollment?: EnrollmentWrite,
 ): Promise<void> {
   const rows = oneRowPerObject(changes);
+  const issued = enrollment?.issued;
   if (inOneStatement(db, rows.length)) {
     const at = now.toISOString();
     const a = auditRow(audit, at);
-    const result = await (issued ? writeIssueAndAudit : writeAndAudit)[rows.length]!(
+    const statements = issued ? writeIssueAndAudit : enrollment ? writeEnrollmentAndAudit : writeAndAudit;
+    const result = await statements[rows.length]!(
       db,
       ...rows.flatMap((c) => [session.device.rowId, c.secureObjectId, c.state, c.reason, at]),
       at,
@@ -297,9 +348,16 @@ export async function recordDeviceStates(
       // AUDIT_VALUES of them
       ...[a.factory_id, a.actor, a.action, a.object, a.detail, a.correlation_id],
       ...(issued ? CERTIFICATE_COLUMNS.map((c) => issued[c]) : []),
+      ...(enrollment ? [enrollment.count] : []),
     );
-    if (Number(result.numAffectedRows) !== 1) throw notAllowListed(session);
+    if (Number(result.numAffectedRows) !== 1)
+      throw enrollment ? new EnrollmentRaced() : notAllowListed(session);
     return;
+  }
+  // SQLite's enrollment transaction is serialised by BEGIN IMMEDIATE; PostgreSQL's is not
+  if (enrollment && onPostgres(db)) {
+    const counted = await countEnrollment(db, session.device.rowId, enrollment.count);
+    if (Number(counted.numAffectedRows) !== 1) throw new EnrollmentRaced();
   }
   if (issued) await certificateInsert(db, ...CERTIFICATE_COLUMNS.map((c) => issued[c]));
   if (!(await writeStates(db, session.device.rowId, rows, now, { touch: true })))
@@ -314,11 +372,11 @@ export async function recordDeviceStates(
  * report); otherwise in a transaction of its own.
  */
 export async function recordDeviceStatesAlone(
-  ...[db, session, changes, now, audit, issued]: Parameters<typeof recordDeviceStates>
+  ...[db, session, changes, now, audit, enrollment]: Parameters<typeof recordDeviceStates>
 ): Promise<void> {
   if (inOneStatement(db, oneRowPerObject(changes).length))
-    return recordDeviceStates(db, session, changes, now, audit, issued);
-  await asOneWrite(db, (trx) => recordDeviceStates(trx, session, changes, now, audit, issued));
+    return recordDeviceStates(db, session, changes, now, audit, enrollment);
+  await asOneWrite(db, (trx) => recordDeviceStates(trx, session, changes, now, audit, enrollment));
 }
 
 /** Whether a write of `rows` object states is one statement here (writeAndRank, writeAndAudit). */

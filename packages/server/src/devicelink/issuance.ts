@@ -10,11 +10,14 @@ import {
 } from '@keyferry/core';
 import { noPlanRow } from '../allowlist/plan.ts';
 import type { AuditEntry } from '../audit/audit-log.ts';
+import { retryAfterSeconds } from '../http/rate-limit.ts';
 import type { CrlRefresher, RefreshDeps } from '../revocation/refresh.ts';
 import { compiledOnce } from '../storage/compiled-query.ts';
-import { asOneWrite, type Db, readThenWriteForDevice } from '../storage/database.ts';
+import { asOneWrite, type Db, readThenWrite } from '../storage/database.ts';
 import {
   type AssignedObject,
+  EnrollmentRaced,
+  type EnrollmentWrite,
   type IssuedCertificate,
   notAllowListed,
   recordDeviceStatesAlone,
@@ -63,11 +66,13 @@ export function certificateObject(objects: readonly AssignedObject[], label: str
  * valid until the device reports the new one stored (report.ts), so a device that loses power
  * mid-rotation still holds a working credential.
  * A refused CSR leaves an object without a live certificate GENERATION_FAILED with the
- * reason (one with a live certificate keeps its state). Read and written with
- * readThenWriteForDevice: on SQLite one transaction; on PostgreSQL a transaction holding the
- * device's lock, its reads, then one statement (certificate, states, connection and audit row),
- * so two enrollments of one device at once issue one after the other. After it commits, a
- * rotation re-signs the CRLs of the superseded certificates' CAs (best effort).
+ * reason (one with a live certificate keeps its state). Read and written with readThenWrite:
+ * on SQLite one transaction (BEGIN IMMEDIATE: two enrollments of one device at once issue one
+ * after the other); on PostgreSQL one read, then one statement (certificate, states,
+ * connection and audit row) written only while the device's enrollment_count is the one read
+ * (migration 019): of two enrollments at once one writes, the other reads again and answers
+ * from what the first wrote. After it commits, a rotation re-signs the CRLs of the superseded
+ * certificates' CAs (best effort).
  */
 export async function enrollDevice(
   deps: IssuanceDeps,
@@ -102,19 +107,25 @@ export async function enrollDevice(
       : await deps.issuingCas.ofVersion(session.factory, object.caId, facts.caVersion(object), validity);
   if (!ca) throw new KeyferryError('internal', `certificate object ${object.name} has no issuing CA`);
   const actor = `device:${session.device.deviceId}`;
-  const superseded: number[] = [];
+  let superseded: number[] = [];
   let keyReused: KeyferryError | undefined;
-  const enrollment = await readThenWriteForDevice(
-    db,
-    session.device.rowId,
-    async (reader): Promise<Enrollment> => {
-      // one read: this object's live certificates, and any of another object with the CSR's key
-      const { rows: current } = await enrollmentCertificates(
+  const attempt = () =>
+    readThenWrite(db, async (reader): Promise<Enrollment> => {
+      superseded = [];
+      // one read: this object's live certificates, any of another object with the CSR's key,
+      // and the device's enrollment_count, the guard of this enrollment's write
+      const { count, current } = await enrollmentCertificates(
         reader,
         session.device.rowId,
         object.id,
         keyHash,
-      );
+      ).then(({ rows }) => {
+        if (rows.length === 0) throw notAllowListed(session);
+        return {
+          count: rows[0]!.enrollment_count,
+          current: rows.filter((r): r is typeof r & EnrollmentCertificate => r.id !== null),
+        };
+      });
       const other = current.find((r) => r.secure_object_id !== object.id);
       if (other) {
         keyReused = keyOfAnotherObject(objects, object, other.object_name);
@@ -150,6 +161,7 @@ export async function enrollDevice(
               device: session.device.deviceId,
               ...(newer.length > 0 ? { superseded: newer.map((c) => c.serial_hex) } : {}),
             }),
+            { count },
           );
         await recordSuperseding(reader, newer, now, superseded, record);
         return { certificate: fromPem(same.pem, 'CERTIFICATE'), reused: true };
@@ -202,17 +214,46 @@ export async function enrollDevice(
               ? { supersededOnReport: current.map((c) => c.serial_hex) }
               : { superseded: current.map((c) => c.serial_hex) }),
           }),
-          issued,
+          { count, issued },
         );
       await recordSuperseding(reader, supersedes, now, superseded, record);
       return { certificate: der, reused: false };
-    },
-  ).catch(async (error: unknown) => {
+    });
+  const enrollment = await untilNotRaced(attempt, object).catch(async (error: unknown) => {
     if (keyReused && error === keyReused) await failObject(db, session, object, keyReused, now);
     throw error;
   });
   deps.crlRefresher.schedule(superseded);
   return enrollment;
+}
+
+/** How often an enrollment is made again when another enrollment of the device was written first. */
+const ENROLLMENT_TRIES = 8;
+
+/**
+ * `attempt` again while its write finds that another enrollment of the device was written
+ * after its read (EnrollmentRaced, PostgreSQL); then the next read sees that one. A device
+ * whose own enrollments keep overtaking each other is answered 429 after ENROLLMENT_TRIES.
+ */
+async function untilNotRaced(
+  attempt: () => Promise<Enrollment>,
+  object: AssignedObject,
+): Promise<Enrollment> {
+  for (let tries = 1; ; tries++) {
+    try {
+      return await attempt();
+    } catch (error) {
+      if (!(error instanceof EnrollmentRaced)) throw error;
+      if (tries === ENROLLMENT_TRIES) {
+        const seconds = retryAfterSeconds(1000);
+        throw new KeyferryError(
+          'rate_limited',
+          `${ENROLLMENT_TRIES} other enrollments of ${object.name} for this device were written while this one was being made; send one at a time, and retry after ${seconds} s`,
+          { detail: { limit: 'enrollments-at-once', retryAfterSeconds: seconds } },
+        );
+      }
+    }
+  }
 }
 
 /**
@@ -235,16 +276,43 @@ async function recordSuperseding(
   revokedCas.push(...supersedes.map((c) => c.ca_id));
 }
 
+/** A certificate enrollmentCertificates reads. */
+interface EnrollmentCertificate extends SupersededCertificate {
+  secure_object_id: number;
+  pem: string;
+  public_key_sha256: string;
+  object_name: string;
+}
+
 /**
  * The device's certificates an enrollment of one object must see: the object's live ones
- * (newest first) and any of another object certifying the same key, revoked or not.
+ * (newest first) and any of another object certifying the same key, revoked or not; each row
+ * with the device's enrollment_count, and one row with that alone when there are none. No row
+ * when the device was deleted.
  */
 const enrollmentCertificates = compiledOnce(
   (db, [deviceRowId, objectId, keyHash]: [number, number, string]) =>
     db
-      .selectFrom('certificates')
-      .innerJoin('secure_objects', 'secure_objects.id', 'certificates.secure_object_id')
+      .selectFrom('devices')
+      .leftJoin('certificates', (join) =>
+        join
+          .onRef('certificates.device_row_id', '=', 'devices.id')
+          .on((eb) =>
+            eb.or([
+              eb.and([
+                eb('certificates.secure_object_id', '=', objectId),
+                eb('certificates.revoked_at', 'is', null),
+              ]),
+              eb.and([
+                eb('certificates.public_key_sha256', '=', keyHash),
+                eb('certificates.secure_object_id', '!=', objectId),
+              ]),
+            ]),
+          ),
+      )
+      .leftJoin('secure_objects', 'secure_objects.id', 'certificates.secure_object_id')
       .select([
+        'devices.enrollment_count',
         'certificates.id',
         'certificates.secure_object_id',
         'certificates.ca_id',
@@ -253,27 +321,17 @@ const enrollmentCertificates = compiledOnce(
         'certificates.public_key_sha256',
         'secure_objects.name as object_name',
       ])
-      .where('certificates.device_row_id', '=', deviceRowId)
-      .where((eb) =>
-        eb.or([
-          eb.and([
-            eb('certificates.secure_object_id', '=', objectId),
-            eb('certificates.revoked_at', 'is', null),
-          ]),
-          eb.and([
-            eb('certificates.public_key_sha256', '=', keyHash),
-            eb('certificates.secure_object_id', '!=', objectId),
-          ]),
-        ]),
-      )
+      .where('devices.id', '=', deviceRowId)
+      .where('devices.deleted_at', 'is', null)
       .orderBy('certificates.id', 'desc'),
 );
 
 /**
  * The enrolled object (and its key pair) GENERATION_COMPLETED, the device's connection recorded
- * in the same statement, the enrollment's audit row and the certificate it `issued`, whole
- * (recordDeviceStatesAlone); refuses when the device left the allow-list meanwhile, and then
- * nothing is written, certificate included.
+ * in the same statement, the enrollment's audit row and the certificate it issued
+ * (EnrollmentWrite), whole (recordDeviceStatesAlone); refuses when the device left the
+ * allow-list meanwhile (on PostgreSQL EnrollmentRaced, as for another enrollment written
+ * first), and then nothing is written, certificate included.
  */
 async function setCompleted(
   db: Db,
@@ -283,7 +341,7 @@ async function setCompleted(
   reused: boolean,
   now: Date,
   audit: AuditEntry,
-  issued?: IssuedCertificate,
+  enrollment: EnrollmentWrite,
 ): Promise<void> {
   const keypair = objects.find((o) => o.id === object.keypairId);
   const targets = (keypair ? [object, keypair] : [object]).filter(
@@ -297,7 +355,7 @@ async function setCompleted(
     targets.map((t) => ({ secureObjectId: t.id, state: 'GENERATION_COMPLETED' as const, reason: null })),
     now,
     audit,
-    issued,
+    enrollment,
   );
 }
 

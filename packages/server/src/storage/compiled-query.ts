@@ -9,8 +9,8 @@ class Slot {
 
 /**
  * More than any hot-path query takes (the largest: a 12-row upsert of 5 values each with the
- * time, the device, the audit row's 6 values and an issued certificate's 13, device-records.ts
- * writeAndAudit).
+ * time, the device, the audit row's 6 values, an issued certificate's 13 and the enrollment
+ * count, device-records.ts writeIssueAndAudit).
  */
 const SLOTS = Array.from({ length: 96 }, (_, i) => new Slot(i));
 

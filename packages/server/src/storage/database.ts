@@ -44,24 +44,6 @@ export function readThenWrite<T>(db: Db, work: (db: Db) => Promise<T>): Promise<
   return onPostgres(db) ? work(db) : db.transaction().execute(work);
 }
 
-/** The class of {@link readThenWriteForDevice}'s advisory locks (the other key is the device's row id). */
-const DEVICE_WRITE_LOCK = 7402352;
-
-/**
- * {@link readThenWrite} for a request whose decision two requests of one device must not make at
- * once, such as which certificate an enrollment issues: on PostgreSQL in a transaction that
- * first takes a lock of the device's own (pg_advisory_xact_lock), so a second request reads
- * after the first committed. Without it, two enrollments of one device both found no live
- * certificate and both issued one. SQLite: as readThenWrite, whose BEGIN IMMEDIATE does this.
- */
-export function readThenWriteForDevice<T>(
-  db: Db,
-  deviceRowId: number,
-  work: (db: Db) => Promise<T>,
-): Promise<T> {
-  return lockedTransaction(db, DEVICE_WRITE_LOCK, deviceRowId, work);
-}
-
 /** The class of {@link transactionForFactory}'s advisory locks (the other key is the factory's id). */
 const FACTORY_WRITE_LOCK = 7402353;
 

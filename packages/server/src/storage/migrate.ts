@@ -17,6 +17,7 @@ import * as auditDeviceIndex from './migrations/015-audit-device-index.ts';
 import * as activeDeviceStates from './migrations/016-active-device-states.ts';
 import * as crlRevocationVersion from './migrations/017-crl-revocation-version.ts';
 import * as crlListingCovered from './migrations/018-crl-listing-covered.ts';
+import * as enrollmentCount from './migrations/019-enrollment-count.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -52,6 +53,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { name: '016-active-device-states', up: activeDeviceStates.up },
   { name: '017-crl-revocation-version', up: crlRevocationVersion.up },
   { name: '018-crl-listing-covered', up: crlListingCovered.up },
+  { name: '019-enrollment-count', up: enrollmentCount.up },
 ];
 
 /**

@@ -195,6 +195,8 @@ export interface DevicesTable {
   state_rank: Generated<number>;
   /** When state_rank last changed (the newest device_objects.updated_at). */
   state_at: Generated<string | null>;
+  /** PostgreSQL: the device's enrollments written, the guard of the next (migration 019). */
+  enrollment_count: Generated<number>;
 }
 
 export interface DeviceObjectsTable {
