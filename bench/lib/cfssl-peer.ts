@@ -14,10 +14,10 @@ import { generateKeyPairSync } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { selfSignedCa, softSigner, toPem } from '@keyferry/core';
 import Sqlite from 'better-sqlite3';
+import { freePort } from '../../test/support/postgres.ts';
 import { Failures, runPool, send } from './keep-alive-client.ts';
 import { pin, processCpuMs } from './process-stats.ts';
 
@@ -37,17 +37,6 @@ export function findCfssl(): { bin: string } | { skipped: string } {
 
 export function cfsslVersion(bin: string): string {
   return /Version: (\S+)/.exec(execFileSync(bin, ['version'], { encoding: 'utf8' }))?.[1] ?? '?';
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 export interface IssueRun {
