@@ -75,8 +75,18 @@ function chainOf(leaf: X509Certificate): Uint8Array[] {
 /**
  * Identities verified on a TLS connection: a device sends manifest, enroll and report on one
  * connection, and its certificate cannot change on it (the listener disables renegotiation).
+ * Each is kept with the end of its chain's validity (the earliest notAfter of the certificates
+ * the device sent, in ms): a request after it verifies the chain again, which refuses it then,
+ * so a kept-alive connection does not go on past the identity's expiry.
  */
-const verifiedSockets = new WeakMap<TLSSocket, DeviceIdentity>();
+const verifiedSockets = new WeakMap<TLSSocket, { identity: DeviceIdentity; until: number }>();
+
+/** The earliest notAfter of the client's certificates (leaf first), in ms since the epoch. */
+function chainExpiry(x509: X509Certificate, chain: readonly Uint8Array[]): number {
+  let until = Date.parse(x509.validTo);
+  for (const der of chain.slice(1)) until = Math.min(until, Date.parse(new X509Certificate(der).validTo));
+  return Number.isNaN(until) ? 0 : until;
+}
 
 /** The identity of the device on `socket`, verified on its first request and kept for the rest. */
 export function socketIdentity(
@@ -85,12 +95,16 @@ export function socketIdentity(
   claim: IdentityClaim,
   now = new Date(),
 ): DeviceIdentity {
-  let identity = verifiedSockets.get(socket);
-  if (!identity) {
+  let verified = verifiedSockets.get(socket);
+  if (!verified || now.getTime() > verified.until) {
+    verifiedSockets.delete(socket);
     const peer = peerCertificate(socket);
-    identity = verifyIdentity(peer?.chain ?? [], anchors, claim, now, peer?.x509);
-    verifiedSockets.set(socket, identity);
+    const identity = verifyIdentity(peer?.chain ?? [], anchors, claim, now, peer?.x509);
+    // peer is set here: verifyIdentity refuses a connection without a certificate
+    verified = { identity, until: peer ? chainExpiry(peer.x509, peer.chain) : 0 };
+    verifiedSockets.set(socket, verified);
   }
+  const { identity } = verified;
   claim.deviceId = identity.deviceId.decimal;
   claim.nc12 = identity.nc12;
   return identity;

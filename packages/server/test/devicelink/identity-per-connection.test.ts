@@ -14,11 +14,12 @@ const vendor = await loadOrCreateVendorCa(join(dataDir, 'sim'));
 const anchors = new TrustAnchors({ dataDir, products: [] }, true, pino({ level: 'silent' }));
 afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
-async function identity(signer = vendor) {
+async function identity(signer = vendor, validity?: { days: number }) {
   const uid = randomUid();
   const der = await identityCertificate({
     vendor: signer,
     uid,
+    ...(validity ? { validity } : {}),
     product: '935389312472',
     publicKeySpki: new Uint8Array(
       generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'der', type: 'spki' }),
@@ -55,6 +56,21 @@ describe('device-link identity, verified once per TLS connection', () => {
     const other = socketWith(der);
     expect(socketIdentity(other.socket, anchors, {})).not.toBe(first);
     expect(other.reads.count).toBe(1);
+  });
+
+  it('refuses a request of a kept-alive connection once its identity has expired', async () => {
+    const { der } = await identity(vendor, { days: 2 });
+    const { socket, reads } = socketWith(der);
+    const notAfter = new Date(new X509Certificate(der).validTo);
+    const first = socketIdentity(socket, anchors, {}, new Date(notAfter.getTime() - 86_400_000));
+    expect(socketIdentity(socket, anchors, {}, notAfter)).toBe(first);
+    const after = new Date(notAfter.getTime() + 1000);
+    for (let i = 0; i < 2; i++) {
+      expect(() => socketIdentity(socket, anchors, {}, after)).toThrow(
+        /does not verify for product 935389312472: .*expired/,
+      );
+    }
+    expect(reads.count).toBe(1);
   });
 
   it('keeps no refusal: an untrusted identity is refused on every request of its connection', async () => {
