@@ -162,6 +162,38 @@ describe('keyferry el2g devices against the keyferryd process', { timeout: PROCE
     );
   });
 
+  it('--json add/delete print the answers and still exit 1 when a device was refused (was: exit 0)', () => {
+    const one = cli(['--json', 'el2g', 'devices', 'add', '--production', '935389312472', GUIDE_HEX]);
+    expect(one.stderr).toBe(
+      `ERROR: ${GUIDE_HEX}: in another group (fio-935389312472); remove it there first\n`,
+    );
+    expect(one.status).toBe(1);
+    expect(JSON.parse(one.stdout)).toEqual([
+      expect.objectContaining({ status: 'in-other-group', group: 'fio-935389312472' }),
+    ]);
+    const other = '0x04005001eee3ba1ee96e60047e57da0f6884';
+    const several = cli([
+      '--json',
+      'el2g',
+      'devices',
+      'add',
+      '--production',
+      '935389312472',
+      GUIDE_HEX,
+      other,
+    ]);
+    expect(several.stderr).toBe('ERROR: 1 of 2 devices not added (see their status in the JSON)\n');
+    expect(several.status).toBe(1);
+    expect(JSON.parse(several.stdout).map((a: { status: string }) => a.status)).toEqual([
+      'in-other-group',
+      'added',
+    ]);
+    const removed = cli(['--json', 'el2g', 'devices', 'delete', '--production', '935389312472', other]);
+    expect(removed.status).toBe(0);
+    expect(removed.stderr).toBe('');
+    expect(JSON.parse(removed.stdout)).toEqual([expect.objectContaining({ status: 'deleted' })]);
+  });
+
   it('deletes the device: gone from the list, show says it is not allow-listed', () => {
     const res = cli(['el2g', 'devices', 'delete', '935389312472', GUIDE_DEC]);
     expect(res).toEqual({ status: 0, stdout: '', stderr: '' });

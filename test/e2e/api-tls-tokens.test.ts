@@ -1,5 +1,8 @@
 import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -73,12 +76,29 @@ async function makeTlsMaterial(dir: string) {
     'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n',
   );
   await leaf('client', 'operator', 'extendedKeyUsage=clientAuth\n');
+  await leaf(
+    'elsewhere',
+    'keyferryd',
+    'subjectAltName=DNS:keyferry.example.test,DNS:api.example.test\nextendedKeyUsage=serverAuth\n',
+  );
   return {
     ca: f('ca.pem'),
     cert: f('server.pem'),
     key: f('server.key'),
     clientCert: f('client.pem'),
     clientKey: f('client.key'),
+    /** A server certificate of the same CA for other names than 127.0.0.1. */
+    elsewhereCert: f('elsewhere.pem'),
+    elsewhereKey: f('elsewhere.key'),
+  };
+}
+
+/** A server in this process on a free loopback port: its URL without the scheme, and how to close it. */
+async function listening(server: Server) {
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    hostPort: `127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => new Promise((r) => server.close(r)),
   };
 }
 
@@ -176,6 +196,54 @@ describe('management API over TLS, tokens from keyferryd admin and keyferry toke
     expect(env.stdout).toContain('acme');
     const missing = await cli(['--token-file', join(work, 'nope'), 'factories']);
     expect(missing.stderr).toBe(`ERROR: cannot read the token file ${join(work, 'nope')}: ENOENT\n`);
+  });
+
+  it('says what is wrong with the URL or the TLS server, not "cannot reach … is it running?"', async () => {
+    const keyferry = (server: string) =>
+      runBinAsync(
+        'keyferry',
+        ['--server', server, '--token-file', d.tokenFile, '--server-ca', tls.ca, 'factories'],
+        {
+          env: { HOME: work, XDG_CONFIG_HOME: join(work, 'xdg'), KEYFERRY_TOKEN: '' },
+        },
+      );
+    const noScheme = await keyferry('127.0.0.1:8080');
+    expect(noScheme).toEqual({
+      status: 1,
+      stdout: '',
+      stderr:
+        'ERROR: the server URL "127.0.0.1:8080" needs http:// or https:// in front (e.g. --server http://127.0.0.1:8080): check --server or KEYFERRY_SERVER\n',
+    });
+    const otherScheme = await keyferry('ftp://127.0.0.1:8080');
+    expect(otherScheme.stderr).toBe(
+      'ERROR: the server URL "ftp://127.0.0.1:8080" must start with http:// or https://: check --server or KEYFERRY_SERVER\n',
+    );
+    const elsewhere = await listening(
+      createHttpsServer(
+        { cert: readFileSync(tls.elsewhereCert), key: readFileSync(tls.elsewhereKey) },
+        (_q, r) => r.end('[]'),
+      ),
+    );
+    const plain = await listening(createHttpServer((_q, r) => r.end('[]')));
+    try {
+      const names = await keyferry(`https://${elsewhere.hostPort}`);
+      expect(names).toEqual({
+        status: 1,
+        stdout: '',
+        stderr:
+          `ERROR: keyferryd's TLS certificate at https://${elsewhere.hostPort} is for other names (keyferry.example.test, api.example.test), ` +
+          'not 127.0.0.1 (ERR_TLS_CERT_ALTNAME_INVALID): use a --server host the certificate names\n',
+      });
+      const notTls = await keyferry(`https://${plain.hostPort}`);
+      expect(notTls).toEqual({
+        status: 1,
+        stdout: '',
+        stderr: `ERROR: https://${plain.hostPort} does not answer TLS (ERR_SSL_WRONG_VERSION_NUMBER), so it is likely a plain HTTP server: use http:// or check the port\n`,
+      });
+    } finally {
+      await elsewhere.close();
+      await plain.close();
+    }
   });
 
   it('keyferry tokens create / list / revoke: a revoked token is refused at once', async () => {
@@ -321,5 +389,38 @@ describe('management API with mutual TLS (api.tls.clientCa)', { timeout: PROCESS
     expect(cli.stderr).toBe('');
     expect(cli.stdout).toContain('acme');
     expect(readFileSync(d.tokenFile, 'utf8').trim()).toBe(d.token);
+  });
+
+  it("keyferry says a client certificate may be needed, or that the key is not the certificate's (was: cannot reach … is it running?)", async () => {
+    const keyferry = (args: string[]) =>
+      runBinAsync(
+        'keyferry',
+        [
+          '--server',
+          d.daemon.listen.api,
+          '--server-ca',
+          tls.ca,
+          '--token-file',
+          d.tokenFile,
+          ...args,
+          'factories',
+        ],
+        { env: { HOME: work, XDG_CONFIG_HOME: join(work, 'xdg') } },
+      );
+    const without = await keyferry([]);
+    expect(without.stdout).toBe('');
+    expect(without.status).toBe(1);
+    expect(without.stderr).toMatch(
+      new RegExp(
+        `^ERROR: keyferryd at ${d.daemon.listen.api.replace(/\./g, '\\.')} closed the TLS connection \\((UND_ERR_SOCKET|ERR_SSL_\\w*ALERT\\w*)\\): ` +
+          'it may require a client certificate \\(mutual TLS\\); pass --client-cert FILE and --client-key FILE \\(or KEYFERRY_CLIENT_CERT and KEYFERRY_CLIENT_KEY\\)\n$',
+      ),
+    );
+    const mismatch = await keyferry(['--client-cert', tls.clientCert, '--client-key', tls.key]);
+    expect(mismatch).toEqual({
+      status: 1,
+      stdout: '',
+      stderr: `ERROR: the client key ${tls.key} does not match the certificate ${tls.clientCert} (ERR_OSSL_X509_KEY_VALUES_MISMATCH): pass the --client-key that belongs to --client-cert\n`,
+    });
   });
 });

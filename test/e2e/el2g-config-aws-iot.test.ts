@@ -115,6 +115,14 @@ describe('keyferry el2g config-aws-iot against keyferry-sim aws-iot', {
     expect(badSecret.stderr).toMatch(
       /^ERROR: AWS IoT refused GetRegistrationCode: InvalidSignatureException: /,
     );
+    // the SDK gives a refused connection a $metadata too: it is not an answer (was: AWS IoT refused …)
+    const unreachable = cli(['--aws-endpoint', 'http://127.0.0.1:9'], { AWS_MAX_ATTEMPTS: '1' });
+    expect(unreachable).toEqual({
+      status: 1,
+      stdout: 'Getting registration code from AWS\n',
+      stderr:
+        'ERROR: cannot reach AWS IoT for GetRegistrationCode: connect ECONNREFUSED 127.0.0.1:9; check --aws-endpoint / AWS_ENDPOINT_URL_IOT and the network\n',
+    });
     expect(await caCount()).toBe(0);
     const cas = await fetch(`${daemon.listen.api}/ota/factories/demo/el2g/intermediate-cas/`, {
       headers: { 'osf-token': token },

@@ -120,6 +120,13 @@ describe('keyferryd + keyferry CLI: factories and the factory PKI', {
     const nonEmpty = cli(['-f', 'demo', 'keys', 'ca', 'create', busy]);
     expect(nonEmpty.status).not.toBe(0);
     expect(nonEmpty.stderr).toMatch(/^ERROR: .*busy is not empty/);
+    // a file where the PKI dir should go (was: ENOTDIR: not a directory, scandir)
+    const file = join(busy, 'notes.txt');
+    expect(cli(['-f', 'demo', 'keys', 'ca', 'create', file])).toEqual({
+      status: 1,
+      stdout: '',
+      stderr: `ERROR: ${file} is a file, not a directory: keys ca create writes a PKI dir; name a new directory\n`,
+    });
     expect(cli(['-f', 'demo', 'keys', 'ca', 'show', '--json']).stdout).toBe(before);
   });
 

@@ -142,7 +142,8 @@ describe('keyferry keys ca: fioctl v0.42 command set, root key in a file', () =>
   it("create prints fioctl's steps and makes the root, TLS, online and local device CAs", {
     timeout: 120_000,
   }, async () => {
-    const res = await s.cli(['keys', 'ca', 'create', pki]);
+    // fioctl's boolean flags take no value in the next word (was: --local-ca takes true or false, not "<pki>")
+    const res = await s.cli(['keys', 'ca', 'create', '--online-ca', '--local-ca', pki]);
     expect(res.stderr).toBe('');
     expect(res.status).toBe(0);
     expect(res.stdout).toBe(`${FIOCTL_CREATE_LINES.join('\n')}\n`);
@@ -260,6 +261,23 @@ describe('keyferry keys ca: fioctl v0.42 command set, root key in a file', () =>
     expect(text).toContain('Privilege Withdrawn');
     expect(dry.stdout).toContain(`\t\tSerial: ${serial}\n`);
     expect(pemCount((await s.certs())['ca-crt'])).toBe(4); // a dry run uploads nothing
+    // --json: the CRL in JSON, not the bare PEM (was: --json ignored)
+    const dryJson = await s.cli([
+      '--json',
+      'keys',
+      'ca',
+      'revoke-device-ca',
+      pki,
+      '--ca-file',
+      'local-ca.pem',
+      '--dry-run',
+    ]);
+    expect(dryJson.stderr).toBe('');
+    expect(JSON.parse(dryJson.stdout)).toEqual({
+      'ca-revoke-crl': expect.stringMatching(/^-----BEGIN X509 CRL-----\n[\s\S]*-----END X509 CRL-----\n$/),
+      serials: [serial],
+      'dry-run': true,
+    });
 
     const res = await s.cli(['keys', 'ca', 'revoke-device-ca', pki, '--ca-file', 'local-ca.pem']);
     expect(res.stderr).toBe('');
@@ -278,6 +296,18 @@ describe('keyferry keys ca: fioctl v0.42 command set, root key in a file', () =>
     timeout: 120_000,
   }, async () => {
     const serial = await decimalSerialOf(inPki('line-2.pem'));
+    const dryJson = await s.cli([
+      '--json',
+      'keys',
+      'ca',
+      'disable-device-ca',
+      pki,
+      '--serial',
+      serial,
+      '--dry-run',
+    ]);
+    expect(JSON.parse(dryJson.stdout)).toMatchObject({ serials: [serial], 'dry-run': true });
+    expect((await s.certs())['disabled-ca-serials'] ?? []).toEqual([]);
     const res = await s.cli(['keys', 'ca', 'disable-device-ca', pki, '--serial', serial]);
     expect(res.stderr).toBe('');
     expect((await s.certs())['disabled-ca-serials']).toEqual([serial]);
@@ -316,6 +346,16 @@ describe('keyferry keys ca: fioctl v0.42 command set, root key in a file', () =>
       /^ERROR: ca-crt is empty: that would remove all 3 device CA\(s\).*--remove-device-cas.*\(conflict\)\n$/,
     );
     expect(await s.certs()).toEqual(before);
+  });
+
+  it('update --json prints what it uploaded (was: nothing)', { timeout: 120_000 }, async () => {
+    const before = await s.certs();
+    writeFileSync(join(s.work, 'same.pem'), before['ca-crt']);
+    const res = await s.cli(['--json', 'keys', 'ca', 'update', join(s.work, 'same.pem')]);
+    expect(res.stderr).toBe('');
+    expect(res.status).toBe(0);
+    expect(JSON.parse(res.stdout)).toEqual({ 'ca-crt': before['ca-crt'], 'remove-device-cas': false });
+    expect((await s.certs())['ca-crt']).toBe(before['ca-crt']);
   });
 });
 

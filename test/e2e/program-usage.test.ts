@@ -1,4 +1,6 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -62,6 +64,31 @@ describe("commander's messages say what the user most likely meant", () => {
     },
   );
 
+  it('a mistyped subcommand of tokens is named, with the likely one (was: too many arguments for list)', {
+    timeout: 60_000,
+  }, async () => {
+    expect(await keyferry(['tokens', 'crate'])).toEqual({
+      status: 2,
+      stdout: '',
+      stderr: "ERROR: unknown subcommand 'crate'; did you mean 'create'?\n",
+    });
+    const explicit = await keyferry(['tokens', 'list', 'extra']);
+    expect(explicit.stderr).toBe("ERROR: 'list' takes no arguments, got 'extra'\n");
+  });
+
+  it('el2g certs set-validity with no change refuses, naming the flags (was: an empty change, reported done)', {
+    timeout: 60_000,
+  }, async () => {
+    expect(
+      await keyferry(['-t', 'kf_x', '-f', 'acme', 'el2g', 'certs', 'set-validity', 'fio-device-gateway-ca']),
+    ).toEqual({
+      status: 2,
+      stdout: '',
+      stderr:
+        'ERROR: nothing to change for fio-device-gateway-ca: give at least one of --validity, --renewal-validity, --renewal-window\n',
+    });
+  });
+
   it('devices delete with a 12NC and no id asks for an id', { timeout: 60_000 }, async () => {
     const res = await keyferry(['el2g', 'devices', 'delete', '935389312472']);
     expect(res).toEqual({
@@ -69,5 +96,89 @@ describe("commander's messages say what the user most likely meant", () => {
       stdout: '',
       stderr: 'ERROR: name at least one device id after the 12NC\n',
     });
+  });
+});
+
+/** A web server in keyferryd's place (a proxy, a login page): answers what `reply` says, records what it was asked. */
+async function fakeServer(reply: (req: IncomingMessage, res: ServerResponse) => void) {
+  const asked: Array<{ url: string; token: string }> = [];
+  const server = createServer((req, res) => {
+    asked.push({ url: req.url ?? '', token: String(req.headers['osf-token'] ?? '') });
+    reply(req, res);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return { url, asked, close: () => new Promise((r) => server.close(r)) };
+}
+
+describe('an answer that is not from keyferryd is told as such (was: JavaScript internals)', () => {
+  const NOT_KEYFERRYD =
+    "which is not an answer from keyferryd: check that --server (or KEYFERRY_SERVER) is keyferryd's management API URL\n";
+  it.each([
+    [
+      'a redirect (was: Cannot read properties of undefined)',
+      (res: ServerResponse) => res.writeHead(301, { location: 'https://sso.example.test/login' }).end(),
+      '301 redirecting to https://sso.example.test/login to GET /ota/factories/, ',
+    ],
+    [
+      'a 200 HTML page (was: Unexpected token <)',
+      (res: ServerResponse) =>
+        res.writeHead(200, { 'content-type': 'text/html' }).end('<html>sign in</html>'),
+      '200 to GET /ota/factories/, ',
+    ],
+    [
+      'a 502 with a JSON type and a cut-off body (was: Unterminated string in JSON, no status)',
+      (res: ServerResponse) =>
+        res.writeHead(502, { 'content-type': 'application/json' }).end('{"code":"upstr'),
+      '502 to GET /ota/factories/ ("{\\"code\\":\\"upstr"), ',
+    ],
+  ])('%s', { timeout: 60_000 }, async (_name, reply, said) => {
+    const fake = await fakeServer((_req, res) => reply(res));
+    try {
+      const res = await runBinAsync('keyferry', ['--server', fake.url, '-t', 'kf_x', 'factories'], { env });
+      expect(res).toEqual({
+        status: 1,
+        stdout: '',
+        stderr: `ERROR: ${fake.url} answered ${said}${NOT_KEYFERRYD}`,
+      });
+    } finally {
+      await fake.close();
+    }
+  });
+});
+
+describe('an empty environment variable does not hide what keyferry login saved (was: the empty value won)', () => {
+  it('empty KEYFERRY_SERVER, KEYFERRY_FACTORY, KEYFERRY_TOKEN and TLS variables count as unset', {
+    timeout: 60_000,
+  }, async () => {
+    const fake = await fakeServer((_req, res) =>
+      res.writeHead(200, { 'content-type': 'application/json' }).end('[]'),
+    );
+    try {
+      const config = join(mkdtempSync(join(tmpdir(), 'keyferry-login-')), 'config.json');
+      writeFileSync(config, JSON.stringify({ server: fake.url, factory: 'acme', token: 'kf_saved' }));
+      const empty = {
+        KEYFERRY_CONFIG_FILE: config,
+        KEYFERRY_SERVER: '',
+        KEYFERRY_FACTORY: '',
+        KEYFERRY_TOKEN: '',
+        KEYFERRY_TOKEN_FILE: '',
+        KEYFERRY_SERVER_CA: '',
+        KEYFERRY_CLIENT_CERT: '',
+        KEYFERRY_CLIENT_KEY: '',
+      };
+      const res = await runBinAsync('keyferry', ['tokens', 'list'], { env: { ...env, ...empty } });
+      expect(res.stderr).toBe('');
+      expect(res.status).toBe(0);
+      expect(fake.asked).toEqual([{ url: '/ota/factories/acme/tokens/', token: 'kf_saved' }]);
+      // one of the pair empty is no pair at all (was: --client-cert and --client-key go together)
+      const half = await runBinAsync('keyferry', ['factories'], {
+        env: { ...env, ...empty, KEYFERRY_CLIENT_KEY: undefined },
+      });
+      expect(half.stderr).toBe('');
+      expect(half.status).toBe(0);
+    } finally {
+      await fake.close();
+    }
   });
 });

@@ -28,6 +28,76 @@ const TLS_TRUST_ERRORS = new Set([
   'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
 ]);
 
+/** A TLS alert from the server during the handshake (e.g. TLSV13_ALERT_CERTIFICATE_REQUIRED). */
+const TLS_ALERT = /^ERR_SSL_.*ALERT/;
+
+/** The server URL, refused before any request unless it is http:// or https://. */
+function checkServerUrl(server: string): URL {
+  let url: URL | undefined;
+  try {
+    url = new URL(server);
+  } catch {
+    url = undefined;
+  }
+  if (url?.protocol === 'http:' || url?.protocol === 'https:') return url;
+  throw new CliError(
+    server.includes('://')
+      ? `the server URL ${JSON.stringify(server)} must start with http:// or https://: check --server or KEYFERRY_SERVER`
+      : `the server URL ${JSON.stringify(server)} needs http:// or https:// in front (e.g. --server http://${server}): check --server or KEYFERRY_SERVER`,
+  );
+}
+
+/** The names a certificate is for, from Node's `subjectaltname` ("DNS:a, IP Address:1.2.3.4"). */
+function certificateNames(err: { cert?: { subjectaltname?: string } }): string | undefined {
+  const names = err.cert?.subjectaltname
+    ?.split(', ')
+    .map((n) => n.replace(/^[A-Za-z ]+:/, ''))
+    .filter((n) => n !== '');
+  return names && names.length > 0 ? names.join(', ') : undefined;
+}
+
+/** Why a request got no answer, said so that the operator knows what to change. */
+function connectionProblem(err: unknown, at: string, server: URL, tls: TlsSettings): string {
+  const e = err as {
+    code?: string;
+    message?: string;
+    host?: string;
+    cert?: { subjectaltname?: string };
+    cause?: { code?: string };
+  };
+  const failure = typeof e.cause?.code === 'string' ? (e.cause as typeof e) : e;
+  const code = failure.code;
+  if (typeof code === 'string' && TLS_TRUST_ERRORS.has(code)) {
+    return `cannot verify keyferryd's TLS certificate at ${at} (${code}): pass the CA that signed it with --server-ca FILE (or KEYFERRY_SERVER_CA)`;
+  }
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
+    const names = certificateNames(failure);
+    const host = failure.host ?? server.hostname;
+    return (
+      `keyferryd's TLS certificate at ${at} is for ${names === undefined ? 'other names' : `other names (${names})`}, not ${host} (${code}): ` +
+      'use a --server host the certificate names'
+    );
+  }
+  if (code === 'ERR_SSL_WRONG_VERSION_NUMBER') {
+    return `${at} does not answer TLS (${code}), so it is likely a plain HTTP server: use http:// or check the port`;
+  }
+  if (code === 'ERR_OSSL_X509_KEY_VALUES_MISMATCH') {
+    return `the client key ${tls.clientKey} does not match the certificate ${tls.clientCert} (${code}): pass the --client-key that belongs to --client-cert`;
+  }
+  if (server.protocol === 'https:' && (code === 'UND_ERR_SOCKET' || (code && TLS_ALERT.test(code)))) {
+    if (tls.clientCert === undefined) {
+      return (
+        `keyferryd at ${at} closed the TLS connection (${code}): it may require a client certificate (mutual TLS); ` +
+        'pass --client-cert FILE and --client-key FILE (or KEYFERRY_CLIENT_CERT and KEYFERRY_CLIENT_KEY)'
+      );
+    }
+    if (code !== 'UND_ERR_SOCKET') {
+      return `keyferryd at ${at} refused the TLS handshake (${code}): is --client-cert ${tls.clientCert} signed by the CA it trusts for clients (api.tls.clientCa)?`;
+    }
+  }
+  return `cannot reach keyferryd at ${at} (${code ?? failure.message}): is it running? check --server or KEYFERRY_SERVER`;
+}
+
 function readPem(flag: string, file: string): Buffer {
   try {
     return readFileSync(file);
@@ -56,11 +126,13 @@ export class ApiClient {
   readonly factory: string | undefined;
   readonly #token: string | undefined;
   readonly #dispatcher: Agent | undefined;
+  readonly #tls: TlsSettings;
 
   constructor(settings: Settings, tls: TlsSettings = {}) {
     this.server = (settings.server ?? '').replace(/\/+$/, '');
     this.factory = settings.factory;
     this.#token = settings.token;
+    this.#tls = tls;
     this.#dispatcher = tlsAgent(tls);
   }
 
@@ -87,6 +159,7 @@ export class ApiClient {
     if (!this.#token) {
       throw new CliError('no API token: pass -t/--token, set KEYFERRY_TOKEN, or run keyferry login');
     }
+    const server = checkServerUrl(this.server);
     const headers: Record<string, string> = { 'osf-token': this.#token, accept: 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
     let res: Awaited<ReturnType<typeof request>>;
@@ -98,30 +171,51 @@ export class ApiClient {
         ...(this.#dispatcher ? { dispatcher: this.#dispatcher } : {}),
       });
     } catch (err) {
-      const cause =
-        (err as { cause?: { code?: string }; code?: string }).cause?.code ?? (err as { code?: string }).code;
-      if (typeof cause === 'string' && TLS_TRUST_ERRORS.has(cause)) {
-        throw new CliError(
-          `cannot verify keyferryd's TLS certificate at ${this.server} (${cause}): pass the CA that signed it with --server-ca FILE (or KEYFERRY_SERVER_CA)`,
-        );
-      }
-      throw new CliError(
-        `cannot reach keyferryd at ${this.server} (${cause ?? (err as Error).message}): is it running? check --server or KEYFERRY_SERVER`,
-      );
+      throw new CliError(connectionProblem(err, this.server, server, this.#tls));
     }
     const text = await res.body.text();
     const type = String(res.headers['content-type'] ?? '');
+    const foreign = () => this.#notKeyferryd(method, path, res.statusCode, res.headers.location, text);
     if (res.statusCode >= 400) {
-      if (type.includes('json')) {
-        const problem = JSON.parse(text) as Problem;
-        if (problem.code && problem.detail) throw new ApiError({ ...problem, status: res.statusCode });
-      }
-      throw new CliError(`keyferryd answered ${res.statusCode} to ${method} ${path}: ${text.slice(0, 200)}`);
+      const problem = type.includes('json') ? (parseJson(text) as Problem | undefined) : undefined;
+      if (problem?.code && problem.detail) throw new ApiError({ ...problem, status: res.statusCode });
+      throw foreign();
     }
+    // keyferryd never redirects, and answers JSON or nothing: anything else came from elsewhere
+    if (res.statusCode >= 300 || res.statusCode < 200) throw foreign();
+    const parsed = text === '' ? undefined : parseJson(text);
+    if (parsed === NOT_JSON) throw foreign();
     return {
-      body: (text === '' ? undefined : JSON.parse(text)) as T,
+      body: parsed as T,
       status: res.statusCode,
       headers: res.headers,
     };
+  }
+
+  /** An answer keyferryd never gives (a proxy's redirect or error page, another web server). */
+  #notKeyferryd(
+    method: string,
+    path: string,
+    status: number,
+    location: string | string[] | undefined,
+    text: string,
+  ): CliError {
+    const redirect = status >= 300 && status < 400 && location !== undefined;
+    const said = text.replace(/\s+/g, ' ').trim().slice(0, 120);
+    return new CliError(
+      `${this.server} answered ${status}${redirect ? ` redirecting to ${String(location)}` : ''} to ${method} ${path}` +
+        `${status >= 400 && said !== '' ? ` (${JSON.stringify(said)})` : ''}, which is not an answer from keyferryd: ` +
+        "check that --server (or KEYFERRY_SERVER) is keyferryd's management API URL",
+    );
+  }
+}
+
+const NOT_JSON = Symbol('not JSON');
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return NOT_JSON;
   }
 }

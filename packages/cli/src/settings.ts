@@ -67,30 +67,36 @@ export function readSecretFile(path: string, what: 'token' | 'PIN'): string {
   return secret;
 }
 
+/** An environment variable, where set but empty counts as unset (`KEYFERRY_TOKEN= keyferry …`). */
+function fromEnv(env: NodeJS.ProcessEnv, name: string): string | undefined {
+  const value = env[name];
+  return value === '' ? undefined : value;
+}
+
 /**
  * Flags first, then KEYFERRY_SERVER / KEYFERRY_FACTORY / KEYFERRY_TOKEN (or KEYFERRY_TOKEN_FILE),
- * then the login file.
+ * then the login file. An empty variable is as good as unset: it never hides the login file.
  */
 export function resolveSettings(
   flags: Settings & { tokenFile?: string | undefined },
   env = process.env,
 ): Settings {
   const file = readSettingsFile(env);
-  const tokenFile = flags.tokenFile ?? env.KEYFERRY_TOKEN_FILE;
+  const tokenFile = flags.tokenFile ?? fromEnv(env, 'KEYFERRY_TOKEN_FILE');
   const fromFile = flags.token === undefined && tokenFile ? readSecretFile(tokenFile, 'token') : undefined;
   return {
-    server: flags.server ?? env.KEYFERRY_SERVER ?? file.server ?? 'http://127.0.0.1:8080',
-    factory: flags.factory ?? env.KEYFERRY_FACTORY ?? file.factory,
-    token: flags.token ?? fromFile ?? env.KEYFERRY_TOKEN ?? file.token,
+    server: flags.server ?? fromEnv(env, 'KEYFERRY_SERVER') ?? file.server ?? 'http://127.0.0.1:8080',
+    factory: flags.factory ?? fromEnv(env, 'KEYFERRY_FACTORY') ?? file.factory,
+    token: flags.token ?? fromFile ?? fromEnv(env, 'KEYFERRY_TOKEN') ?? file.token,
   };
 }
 
-/** --server-ca / --client-cert / --client-key, else KEYFERRY_SERVER_CA / KEYFERRY_CLIENT_CERT / KEYFERRY_CLIENT_KEY. */
+/** --server-ca / --client-cert / --client-key, else KEYFERRY_SERVER_CA / KEYFERRY_CLIENT_CERT / KEYFERRY_CLIENT_KEY (empty: unset). */
 export function resolveTlsSettings(flags: TlsSettings, env = process.env): TlsSettings {
   const tls = {
-    serverCa: flags.serverCa ?? env.KEYFERRY_SERVER_CA,
-    clientCert: flags.clientCert ?? env.KEYFERRY_CLIENT_CERT,
-    clientKey: flags.clientKey ?? env.KEYFERRY_CLIENT_KEY,
+    serverCa: flags.serverCa ?? fromEnv(env, 'KEYFERRY_SERVER_CA'),
+    clientCert: flags.clientCert ?? fromEnv(env, 'KEYFERRY_CLIENT_CERT'),
+    clientKey: flags.clientKey ?? fromEnv(env, 'KEYFERRY_CLIENT_KEY'),
   };
   if ((tls.clientCert === undefined) !== (tls.clientKey === undefined)) {
     throw new CliError('--client-cert and --client-key go together: give both (or neither)');

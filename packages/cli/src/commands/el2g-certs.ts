@@ -43,7 +43,7 @@ export function registerEl2gCerts(el2g: Command): void {
   certs
     .command('set-validity')
     .description(
-      'set how long the certificates of a CERTIFICATE object live and when devices renew them, finer than a day (e.g. a 2-minute certificate renewed 90s before expiry)',
+      'set how long the certificates of a CERTIFICATE object live and when devices renew them, finer than a day (e.g. a 2-minute certificate renewed 90s before expiry); give at least one of the three flags',
     )
     .argument('<object>', 'the CERTIFICATE secure object, e.g. fio-device-gateway-ca')
     .option('--validity <duration>', 'validity of first certificates (e.g. 2m, 12h, 1y; at least 60s)')
@@ -59,6 +59,12 @@ export function registerEl2gCerts(el2g: Command): void {
         command: Command,
       ) => {
         const { api, out } = commandContext(command);
+        if ([opts.validity, opts.renewalValidity, opts.renewalWindow].every((v) => v === undefined)) {
+          throw new CliError(
+            `nothing to change for ${name}: give at least one of --validity, --renewal-validity, --renewal-window`,
+            2,
+          );
+        }
         const body = {
           ...(opts.validity === undefined
             ? {}

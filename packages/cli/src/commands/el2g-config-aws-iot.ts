@@ -180,7 +180,9 @@ async function aws<T>(call: Promise<T>, operation: string, tolerated: string[] =
     const name = (err as Error).name;
     const message = (err as Error).message;
     if (tolerated.includes(name)) throw new AlreadyExists(message);
-    const answered = typeof err === 'object' && err !== null && '$metadata' in err;
+    // the SDK gives network failures a $metadata too: only an HTTP status says AWS answered
+    const answered =
+      typeof (err as { $metadata?: { httpStatusCode?: unknown } }).$metadata?.httpStatusCode === 'number';
     if (name === 'CredentialsProviderError') {
       throw new CliError(
         `no AWS credentials: ${message}; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or ~/.aws/credentials`,

@@ -203,24 +203,23 @@ async function changeDevices(
   ids: SentId[],
 ): Promise<void> {
   const answers = await sendInBatches(api, method, { nc12, production }, ids, () => {});
+  const failed = answers.filter((a) => !OK_STATUSES.has(a.answer.status));
+  const only = answers.length === 1 ? answers[0] : undefined;
+  // --json: the answers on stdout, and the same ERROR line and exit code as without it
   if (out.json)
-    return printJson(
+    printJson(
       out,
       answers.map((a) => a.answer),
     );
-  const failed = answers.filter((a) => !OK_STATUSES.has(a.answer.status));
-  const only = answers.length === 1 ? answers[0] : undefined;
   // one id: silent on success and one ERROR line otherwise, as fioctl; several: a line each
-  if (only !== undefined) {
-    if (failed.length > 0) throw new CliError(formatDeviceLine(only.sent, only.answer));
-    return;
+  else if (only === undefined) {
+    for (const { sent, answer } of answers) out.write(formatDeviceLine(sent, answer) + '\n');
   }
-  for (const { sent, answer } of answers) out.write(formatDeviceLine(sent, answer) + '\n');
-  if (failed.length > 0) {
-    throw new CliError(
-      `${failed.length} of ${answers.length} devices not ${method === 'POST' ? 'added' : 'deleted'} (see above)`,
-    );
-  }
+  if (failed.length === 0) return;
+  if (only !== undefined) throw new CliError(formatDeviceLine(only.sent, only.answer));
+  throw new CliError(
+    `${failed.length} of ${answers.length} devices not ${method === 'POST' ? 'added' : 'deleted'} (see ${out.json ? 'their status in the JSON' : 'above'})`,
+  );
 }
 
 const OK_STATUSES = new Set(['added', 'already-present', 'deleted', 'not-present']);

@@ -110,6 +110,8 @@ export function registerDeviceCaCommands(ca: Command): void {
         'ca-crt': bundle,
         ...(opts.removeDeviceCas ? { 'remove-device-cas': true } : {}),
       });
+      if (ctx.out.json)
+        printJson(ctx.out, { 'ca-crt': bundle, 'remove-device-cas': opts.removeDeviceCas === true });
     });
 }
 
@@ -210,6 +212,14 @@ async function revokeDeviceCa(
     root.close();
   }
   if (opts.dryRun) {
+    if (out.json) {
+      return printJson(out, {
+        'ca-revoke-crl': crl,
+        serials: [...serials],
+        'dry-run': true,
+        ...(opts.pretty ? { pretty: prettyCrl(crl) } : {}),
+      });
+    }
     out.write(crl);
     if (opts.pretty) out.write(prettyCrl(crl));
     return;

@@ -1,5 +1,5 @@
 import { generateKeyPairSync } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import {
   factoryRootProfile,
@@ -52,8 +52,7 @@ export function registerKeys(program: Command): void {
     .command('ca')
     .description("the factory's offline root CA and the certificates it signs (fioctl keys ca)");
   addHsmOptions(
-    ca
-      .command('create')
+    pflagBooleans(ca.command('create'), ['--online-ca', '--local-ca'])
       .description(
         'create the offline root CA in <pki-dir>, sign the device gateway TLS certificate, and by default an online and a local device CA; upload them (once per factory)',
       )
@@ -93,6 +92,20 @@ export function registerKeys(program: Command): void {
   registerShow(ca);
 }
 
+/**
+ * Go's pflag reads a boolean flag as `--flag` or `--flag=false`, never with its value in the next
+ * word; commander would take that word (`--local-ca /path/pki`) as the optional value. A bare
+ * flag is read as `--flag=true` instead, so the next word stays an argument.
+ */
+function pflagBooleans(cmd: Command, flags: readonly string[]): Command {
+  const parse = cmd.parseOptions.bind(cmd);
+  cmd.parseOptions = (args) => {
+    const end = args.indexOf('--');
+    return parse(args.map((a, i) => (flags.includes(a) && (end === -1 || i < end) ? `${a}=true` : a)));
+  };
+  return cmd;
+}
+
 /** `--flag`, `--flag=true` and `--flag=false`, as Go's pflag reads a boolean. */
 export function parseBool(flag: string): (value: string) => boolean {
   return (value) => {
@@ -110,6 +123,11 @@ async function createCa(
 ): Promise<void> {
   const { api, out } = ctx;
   const step = stepPrinter(ctx.out);
+  if (existsSync(pkiDir) && !statSync(pkiDir).isDirectory()) {
+    throw new CliError(
+      `${pkiDir} is a file, not a directory: keys ca create writes a PKI dir; name a new directory`,
+    );
+  }
   if (existsSync(pkiDir) && readdirSync(pkiDir).length > 0) {
     throw new CliError(`${pkiDir} is not empty: keys ca create never overwrites a PKI; name a new directory`);
   }

@@ -2,6 +2,7 @@ import { type Command, Option } from 'commander';
 import { CliError } from '../cli-error.ts';
 import { commandContext } from '../context.ts';
 import { formatTable, printJson } from '../output.ts';
+import { wordlessDefault } from '../usage.ts';
 import { durationFromNow } from './duration-flag.ts';
 
 interface TokenRow {
@@ -24,20 +25,21 @@ function state(t: TokenRow, now = Date.now()): string {
 /** `keyferry tokens list|create|revoke`: the API tokens of the factory. */
 export function registerTokens(program: Command): void {
   const tokens = program.command('tokens').description("the factory's API tokens: list, create, revoke");
-  tokens
-    .command('list', { isDefault: true })
-    .description('list the tokens (never their secrets), revoked and expired ones too')
-    .action(async (_opts, command: Command) => {
-      const { api, out } = commandContext(command);
-      const rows = await api.call<TokenRow[]>('GET', api.factoryPath('tokens/'));
-      if (out.json) return printJson(out, rows);
-      out.write(
-        formatTable(
-          ['ID', 'SCOPES', 'CREATED', 'STATE', 'DESCRIPTION'],
-          rows.map((t) => [t.id, t.scopes.join(','), t['created-at'], state(t), t.description]),
-        ),
-      );
-    });
+  wordlessDefault(
+    tokens
+      .command('list', { isDefault: true })
+      .description('list the tokens (never their secrets), revoked and expired ones too'),
+  ).action(async (_opts, command: Command) => {
+    const { api, out } = commandContext(command);
+    const rows = await api.call<TokenRow[]>('GET', api.factoryPath('tokens/'));
+    if (out.json) return printJson(out, rows);
+    out.write(
+      formatTable(
+        ['ID', 'SCOPES', 'CREATED', 'STATE', 'DESCRIPTION'],
+        rows.map((t) => [t.id, t.scopes.join(','), t['created-at'], state(t), t.description]),
+      ),
+    );
+  });
   tokens
     .command('create')
     .description('create a token; its secret is printed once on stdout')
