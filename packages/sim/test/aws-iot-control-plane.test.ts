@@ -1,3 +1,4 @@
+import { request } from 'node:http';
 import {
   DescribeCACertificateCommand,
   DescribeEndpointCommand,
@@ -13,6 +14,7 @@ import {
   UpdateCertificateCommand,
 } from '@aws-sdk/client-iot';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MAX_BODY_BYTES } from '../src/aws-iot/control-plane.ts';
 import { DEFAULT_CREDENTIALS } from '../src/aws-iot/sigv4.ts';
 import { issueLeaf, makeCa, startTestEmulator, type TestCa, type TestEmulator } from './aws-iot-support.ts';
 
@@ -229,5 +231,52 @@ describe('AWS IoT emulator control plane with @aws-sdk/client-iot', () => {
     });
     wrongSecret.destroy();
     wrongKey.destroy();
+  });
+
+  it('answers a body over 64 KiB with 400 InvalidRequestException and closes the connection', async () => {
+    const answer = await new Promise<{ status: number; headers: Record<string, unknown>; body: string }>(
+      (resolve, reject) => {
+        const req = request(`${t.emulator.controlUrl}/cacertificate`, { method: 'POST' }, (res) => {
+          let body = '';
+          res.on('data', (d) => (body += d));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+        });
+        req.on('error', reject);
+        req.end(Buffer.alloc(MAX_BODY_BYTES + 1, 0x20));
+      },
+    );
+    expect(answer).toEqual({
+      status: 400,
+      headers: expect.objectContaining({
+        connection: 'close',
+        'x-amzn-errortype': 'InvalidRequestException:',
+      }),
+      body: JSON.stringify({ message: `request body is over ${MAX_BODY_BYTES} bytes` }),
+    });
+  });
+
+  it('answers a signed request whose path holds a malformed percent-escape with 400, naming the path', async () => {
+    const client = new IoTClient({
+      endpoint: t.emulator.controlUrl,
+      region: 'us-east-1',
+      credentials: DEFAULT_CREDENTIALS,
+      maxAttempts: 1,
+    });
+    // before signing, so the request is signed as sent
+    client.middlewareStack.add(
+      (next) => (args) => {
+        (args.request as { path: string }).path = '/things/%E0%A4%A';
+        return next(args);
+      },
+      { step: 'build' },
+    );
+    const refused = await rejection(client.send(new DescribeThingCommand({ thingName: 'x' })));
+    client.destroy();
+    expect(refused).toEqual({
+      name: 'InvalidRequestException',
+      message:
+        '/things/%E0%A4%A is not a valid path: %E0%A4%A holds a malformed percent-escape (UTF-8 as %XX bytes)',
+      status: 400,
+    });
   });
 });

@@ -1,3 +1,8 @@
+import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { connect as connectTcp } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import {
   DescribeThingCommand,
   GetRegistrationCodeCommand,
@@ -9,10 +14,12 @@ import {
 } from '@aws-sdk/client-iot';
 import type { MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCommand } from '../../../test/support/processes.ts';
 import {
   connectMqtt,
   issueLeaf,
   makeCa,
+  outcomeAfter,
   startTestEmulator,
   type TestCa,
   type TestEmulator,
@@ -220,5 +227,115 @@ describe('AWS IoT emulator data plane (MQTT over TLS, JITP)', () => {
     });
     expect(t.emulator.registry.certificates.size).toBe(before);
     expect(t.emulator.registry.things.has('stranger')).toBe(false);
+  });
+
+  it('a template that cannot be applied (a thing name with spaces, Properties null) is a JITP whose template failed', async () => {
+    const spaced = await registerCa('spaced CA', { templateBody: TEMPLATE, autoRegistration: true });
+    const things = t.emulator.registry.things.size;
+    const device = await issueLeaf(spaced.ca, { CN: 'my device 1' });
+    expect((await connectMqtt(t.emulator, device, 'my-device-1')).connected).toBe(false);
+    const outcome = t.outcomes.at(-1) as { certificateId: string };
+    expect(outcome).toEqual({
+      kind: 'jitp',
+      certificateId: outcome.certificateId,
+      caCertificateId: spaced.id,
+      provisioned:
+        'template failed, the certificate stays PENDING_ACTIVATION: Resources.thing.Properties.ThingName: thing name "my device 1" is not [a-zA-Z0-9:_-]{1,128}',
+    });
+    expect(t.emulator.registry.certificate(outcome.certificateId).status).toBe('PENDING_ACTIVATION');
+    expect(t.emulator.registry.things.size).toBe(things);
+
+    const nullProperties = JSON.stringify({
+      Resources: { certificate: { Type: 'AWS::IoT::Certificate', Properties: null } },
+    });
+    const { ca } = await registerCa('null properties CA', {
+      templateBody: nullProperties,
+      autoRegistration: true,
+    });
+    expect(
+      (await connectMqtt(t.emulator, await issueLeaf(ca, { CN: 'null-props' }), 'null-props')).connected,
+    ).toBe(false);
+    expect(t.outcomes.at(-1)).toMatchObject({
+      kind: 'jitp',
+      provisioned:
+        'template failed, the certificate stays PENDING_ACTIVATION: Resources.certificate.Properties.CertificateId: only strings, Ref, Fn::Join and Fn::Sub are emulated',
+    });
+  });
+
+  it('refuses the registered CA certificate, or another CA certificate, as a device certificate and registers nothing', async () => {
+    const { ca, id } = await registerCa('self-presenting CA', { autoRegistration: true });
+    const before = t.emulator.registry.certificates.size;
+    const itself = { certPem: ca.pem, keyPem: ca.keyPem, der: ca.der };
+    expect((await connectMqtt(t.emulator, itself, 'ca-itself')).connected).toBe(false);
+    expect(t.outcomes.at(-1)).toEqual({
+      kind: 'refused',
+      reason: `client certificate is the registered CA certificate ${id}; connect with a device certificate it issued`,
+    });
+    const intermediate = await issueLeaf(ca, { CN: 'intermediate CA' }, { asCa: true });
+    expect((await connectMqtt(t.emulator, intermediate, 'intermediate')).connected).toBe(false);
+    expect(t.outcomes.at(-1)).toEqual({
+      kind: 'refused',
+      reason:
+        'client certificate is a CA certificate (basicConstraints CA:TRUE); connect with a device certificate',
+    });
+    expect(t.emulator.registry.certificates.size).toBe(before);
+  });
+
+  it('reports connections that fail in the TLS handshake: plain MQTT on the TLS port, a device not trusting the server CA', async () => {
+    const before = t.emulator.registry.certificates.size;
+    // mqtt:// on the TLS port: an MQTT CONNECT where a TLS ClientHello should be
+    const [host, port] = t.emulator.mqttEndpoint.split(':') as [string, string];
+    let seen = t.outcomes.length;
+    const plain = connectTcp(Number(port), host);
+    plain.on('error', () => {});
+    await once(plain, 'connect');
+    plain.write(Buffer.from('100c00044d5154540402003c0000', 'hex'));
+    await once(plain, 'close');
+    expect(await outcomeAfter(t, seen)).toEqual({
+      kind: 'refused',
+      reason: 'TLS handshake failed: wrong version number',
+    });
+    // openssl verifies the server during the handshake and sends an alert, as device TLS
+    // stacks do (Node's client checks only after the handshake and just hangs up)
+    const { ca } = await registerCa('handshake CA', { autoRegistration: true });
+    const device = await issueLeaf(ca, { CN: 'handshake-device' });
+    const files = mkdtempSync(join(tmpdir(), 'keyferry-handshake-'));
+    const file = (name: string, text: string) => {
+      writeFileSync(join(files, name), text);
+      return join(files, name);
+    };
+    seen = t.outcomes.length;
+    const res = await runCommand('openssl', [
+      's_client',
+      '-connect',
+      t.emulator.mqttEndpoint,
+      '-CAfile',
+      file('other-ca.pem', (await makeCa('other')).pem),
+      '-verify_return_error',
+      '-cert',
+      file('device.pem', device.certPem),
+      '-key',
+      file('device.key', device.keyPem),
+    ]);
+    rmSync(files, { recursive: true, force: true });
+    expect(res.status).not.toBe(0);
+    expect(await outcomeAfter(t, seen)).toEqual({
+      kind: 'refused',
+      reason: 'TLS handshake failed: tlsv1 alert unknown ca',
+    });
+    expect(t.emulator.registry.certificates.size).toBe(before);
+  });
+});
+
+describe('AWS IoT emulator close()', () => {
+  it('ends while a client is still in its TLS handshake (Node would wait 120 s for it)', async () => {
+    const own = await startTestEmulator();
+    const [host, port] = own.emulator.mqttEndpoint.split(':') as [string, string];
+    const raw = connectTcp(Number(port), host);
+    await once(raw, 'connect');
+    const closed = once(raw, 'close');
+    await own.close();
+    await closed;
+    expect(raw.destroyed).toBe(true);
   });
 });

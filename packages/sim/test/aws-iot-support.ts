@@ -62,12 +62,16 @@ export interface TestCa {
   readonly der: Uint8Array;
   readonly pem: string;
   readonly signer: Signer;
+  /** Its private key (PKCS#8 PEM), for a client that presents the CA certificate itself. */
+  readonly keyPem: string;
 }
 
 export async function makeCa(cn: string): Promise<TestCa> {
-  const signer = softSigner(generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey);
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const signer = softSigner(privateKey);
   const der = await selfSignedCa({ subject: { O: 'keyferry test', CN: cn }, signer, years: 5 });
-  return { der, pem: toPem(der, 'CERTIFICATE'), signer };
+  const keyPem = privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
+  return { der, pem: toPem(der, 'CERTIFICATE'), signer, keyPem };
 }
 
 export interface TestLeaf {
@@ -76,19 +80,21 @@ export interface TestLeaf {
   readonly der: Uint8Array;
 }
 
-/** A leaf certificate (verification or device) issued by `ca`. */
-export async function issueLeaf(ca: TestCa, subject: DnSpec): Promise<TestLeaf> {
+/** A leaf certificate (verification or device) issued by `ca`; with `asCa`, a CA certificate (CA:TRUE) instead. */
+export async function issueLeaf(
+  ca: TestCa,
+  subject: DnSpec,
+  options: { asCa?: boolean } = {},
+): Promise<TestLeaf> {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const der = await issueCertificate({
     issuer: issuerFromCertificate(ca.der),
     subject,
     subjectPublicKeySpki: new Uint8Array(publicKey.export({ format: 'der', type: 'spki' })),
     ...validityFor(new Date(), { years: 1 }),
-    extensions: {
-      basicConstraints: { ca: false },
-      keyUsage: ['digitalSignature'],
-      extKeyUsage: ['clientAuth'],
-    },
+    extensions: options.asCa
+      ? { basicConstraints: { ca: true }, keyUsage: ['keyCertSign', 'digitalSignature'] }
+      : { basicConstraints: { ca: false }, keyUsage: ['digitalSignature'], extKeyUsage: ['clientAuth'] },
     signer: ca.signer,
   });
   return {
@@ -103,15 +109,19 @@ export type ConnectResult =
   | { connected: true; client: mqtt.MqttClient }
   | { connected: false; error: string };
 
-/** Connects once (no reconnect) over TLS with `leaf`; resolves connected or why not. */
+/**
+ * Connects once (no reconnect) over TLS with `leaf`; resolves connected or why not. `trust`
+ * replaces the emulator's server CA (a device that does not trust it).
+ */
 export function connectMqtt(
   emulator: AwsIotEmulator,
   leaf: TestLeaf,
   clientId: string,
+  options: { trust?: string } = {},
 ): Promise<ConnectResult> {
   return new Promise((resolve) => {
     const client = mqtt.connect(`mqtts://${emulator.mqttEndpoint}`, {
-      ca: readFileSync(emulator.serverCaFile),
+      ca: options.trust ?? readFileSync(emulator.serverCaFile),
       cert: leaf.certPem,
       key: leaf.keyPem,
       clientId,
@@ -130,4 +140,10 @@ export function connectMqtt(
     client.once('error', (error) => finish({ connected: false, error: error.message }));
     client.once('close', () => finish({ connected: false, error: 'connection closed by the server' }));
   });
+}
+
+/** The next connection outcome after the first `seen` (the emulator may log it after the client sees the close). */
+export async function outcomeAfter(t: TestEmulator, seen: number): Promise<ConnectionOutcome> {
+  while (t.outcomes.length <= seen) await new Promise((r) => setTimeout(r, 20));
+  return t.outcomes[seen] as ConnectionOutcome;
 }

@@ -66,4 +66,42 @@ describe('keyferry-sim fleet: management API calls retry transient failures', ()
     await expect(api.allowList('935389312472', ['0x01'])).rejects.toThrow('(internal)');
     expect(bodies).toHaveLength(1);
   });
+
+  /** A server that answers every request 200 with `body`. */
+  async function answering(body: string): Promise<string> {
+    server = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': body.startsWith('<') ? 'text/html' : 'application/json' });
+      res.end(body);
+    });
+    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
+    return `http://127.0.0.1:${(server!.address() as AddressInfo).port}`;
+  }
+
+  it('refuses a 200 that is not JSON, asking whether --server is the management API', async () => {
+    const url = await answering('<html>a web server</html>');
+    const api = new ManagementApi({ server: url, factory: 'demo', token: 't' });
+    await expect(api.repoId()).rejects.toThrow(
+      new Error(`GET ${url}/ota/factories/ did not answer JSON; is --server the keyferry management API?`),
+    );
+  });
+
+  it('refuses JSON of another shape than the call expects', async () => {
+    const url = await answering('{"hello": "world"}');
+    const api = new ManagementApi({ server: url, factory: 'demo', token: 't' });
+    const shape = (path: string) =>
+      new Error(`GET ${url}${path} answered JSON of another shape; is --server the keyferry management API?`);
+    await expect(api.repoId()).rejects.toThrow(shape('/ota/factories/'));
+    await expect(api.subdomain()).rejects.toThrow(shape('/ota/factories/demo/el2g/overview/'));
+    await expect(api.allowList('935389312472', ['0x01'])).rejects.toThrow(
+      new Error(
+        `POST ${url}/ota/factories/demo/el2g/devices/ answered JSON of another shape; is --server the keyferry management API?`,
+      ),
+    );
+  });
+
+  it('refuses a malformed --server at once instead of retrying it as unreachable', () => {
+    expect(() => new ManagementApi({ server: 'http://exa mple:80', factory: 'demo', token: 't' })).toThrow(
+      new Error('--server http://exa mple:80 is not a URL; pass the management API as http(s)://HOST:PORT'),
+    );
+  });
 });

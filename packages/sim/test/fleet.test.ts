@@ -1,4 +1,13 @@
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,6 +18,7 @@ import {
   runBinAsync,
   startKeyferryd,
 } from '../../../test/support/processes.ts';
+import { RENEW_ATTEMPTS } from '../src/fleet/run.ts';
 
 describe('keyferry-sim fleet against the real keyferryd', { timeout: PROCESS_TEST_TIMEOUT_MS }, () => {
   let work: string;
@@ -91,6 +101,45 @@ describe('keyferry-sim fleet against the real keyferryd', { timeout: PROCESS_TES
     }
   }, 60_000);
 
+  it('--renew with the device-link down: each device tried a bounded number of times, failures named by UID', async () => {
+    const dir = join(work, 'fleet');
+    const uids = readdirSync(dir)
+      .filter((d) => d.startsWith('device-'))
+      .map((h) => `0x${readFileSync(join(dir, h, 'se', 'uid'), 'utf8').trim()}`);
+    // a device-link that hangs up on every connection: a transient failure each time
+    let connections = 0;
+    const down = createServer((socket) => {
+      connections++;
+      socket.destroy();
+    });
+    await new Promise<void>((r) => down.listen(0, '127.0.0.1', r));
+    try {
+      const res = await runBinAsync(
+        'sim',
+        [
+          'fleet',
+          '--renew',
+          '--dir',
+          dir,
+          '--json',
+          '--concurrency',
+          '5',
+          '--device-link',
+          `127.0.0.1:${(down.address() as AddressInfo).port}`,
+        ],
+        { env: env() },
+      );
+      expect(res.stderr).toBe('ERROR: 5 of 5 devices failed; the summary lists why\n');
+      expect(res.status).toBe(1);
+      const summary = JSON.parse(res.stdout) as { failures: { uid: string; reason: string }[] };
+      expect(summary.failures.map((f) => f.uid).sort()).toEqual([...uids].sort());
+      for (const f of summary.failures) expect(f.reason).toMatch(/cannot reach/);
+      expect(connections).toBe(uids.length * RENEW_ATTEMPTS);
+    } finally {
+      down.close();
+    }
+  });
+
   it('refuses without a token: one ERROR line naming what to set, nothing allow-listed or made', async () => {
     const before = (await api('el2g/devices/')) as unknown[];
     const dir = join(work, 'no-token');
@@ -102,5 +151,92 @@ describe('keyferry-sim fleet against the real keyferryd', { timeout: PROCESS_TES
     expect(res.stderr).toBe('ERROR: no API token: pass -t/--token or set KEYFERRY_TOKEN\n');
     expect(await api('el2g/devices/')).toEqual(before);
     expect(() => readdirSync(dir)).toThrow();
+  });
+});
+
+describe('keyferry-sim fleet refusals before any device', { timeout: PROCESS_TEST_TIMEOUT_MS }, () => {
+  let work: string;
+  let env: NodeJS.ProcessEnv;
+  beforeAll(() => {
+    work = mkdtempSync(join(tmpdir(), 'keyferry-sim-fleet-refusals-'));
+    mkdirSync(join(work, 'data'));
+    writeFileSync(join(work, 'data', 'service-ca.pem'), 'not used: every run here stops before TLS\n');
+    env = {
+      KEYFERRY_DATA_DIR: join(work, 'data'),
+      KEYFERRY_SERVER: '',
+      KEYFERRY_FACTORY: 'demo',
+      KEYFERRY_TOKEN: 'unused-token',
+    };
+  });
+  afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+  it('--renew refuses a --dir that does not exist or holds no fleet, and makes nothing', async () => {
+    const mistyped = join(work, 'fleet-typo');
+    const missing = await runBinAsync('sim', ['fleet', '--renew', '--dir', mistyped], { env });
+    expect(missing).toEqual({
+      status: 1,
+      stdout: '',
+      stderr: `ERROR: ${mistyped} does not exist; pass the --dir of a previous fleet run\n`,
+    });
+    expect(existsSync(mistyped)).toBe(false);
+    const empty = join(work, 'empty');
+    mkdirSync(empty);
+    const none = await runBinAsync('sim', ['fleet', '--renew', '--dir', empty], { env });
+    expect(none).toEqual({
+      status: 1,
+      stdout: '',
+      stderr: `ERROR: ${empty} holds no fleet (no device-* directories); pass the --dir of a previous fleet run\n`,
+    });
+    expect(readdirSync(empty)).toEqual([]);
+  });
+
+  it('refuses a --server that is not a URL at once', async () => {
+    const dir = join(work, 'bad-url');
+    const res = await runBinAsync(
+      'sim',
+      [
+        'fleet',
+        '--devices',
+        '1',
+        '--dir',
+        dir,
+        '--server',
+        'http://exa mple:80',
+        '--device-link',
+        '127.0.0.1:1',
+      ],
+      { env },
+    );
+    expect(res).toEqual({
+      status: 1,
+      stdout: '',
+      stderr:
+        'ERROR: --server http://exa mple:80 is not a URL; pass the management API as http(s)://HOST:PORT\n',
+    });
+    expect(existsSync(dir)).toBe(false);
+  });
+
+  it('names a listen.json that is not JSON and what to do', async () => {
+    const data = join(work, 'broken-data');
+    mkdirSync(data);
+    const broken = '{"api": "http://127.0.0.1:1"';
+    writeFileSync(join(data, 'listen.json'), broken);
+    const why = (() => {
+      try {
+        return JSON.parse(broken);
+      } catch (error) {
+        return (error as Error).message;
+      }
+    })();
+    const res = await runBinAsync('sim', ['fleet', '--devices', '1', '--dir', join(work, 'unused')], {
+      env: { ...env, KEYFERRY_DATA_DIR: data },
+    });
+    expect(res).toEqual({
+      status: 1,
+      stdout: '',
+      stderr:
+        `ERROR: ${join(data, 'listen.json')} is not valid JSON (${why}); ` +
+        'pass --server URL and --device-link HOST:PORT, or restart keyferryd to write it again\n',
+    });
   });
 });

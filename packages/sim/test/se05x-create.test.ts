@@ -92,6 +92,23 @@ describe('keyferry-sim se05x create --dir', { timeout: PROCESS_TEST_TIMEOUT_MS }
     expect(readdirSync(used)).toEqual(['notes']);
     expect(readdirSync(work)).not.toContain('a');
   });
+
+  it('refuses a --dir that is a file, or under one, naming it', () => {
+    const file = join(work, 'a-file');
+    writeFileSync(file, 'x');
+    expect(sim(['--product', '935389312472', '--dir', file])).toEqual({
+      status: 1,
+      stdout: '',
+      stderr: `ERROR: ${file} is not a directory; a soft secure element needs a new or empty directory\n`,
+    });
+    const under = join(file, 'se');
+    expect(sim(['--product', '935389312472', '--dir', under])).toEqual({
+      status: 1,
+      stdout: '',
+      stderr: `ERROR: cannot make ${under} (ENOTDIR); a soft secure element needs a new or empty directory\n`,
+    });
+    expect(readFileSync(file, 'utf8')).toBe('x');
+  });
 });
 
 describe('keyferry-sim se05x create --pkcs11', { timeout: PROCESS_TEST_TIMEOUT_MS }, () => {
@@ -118,5 +135,34 @@ describe('keyferry-sim se05x create --pkcs11', { timeout: PROCESS_TEST_TIMEOUT_M
     const again = sim(['--product', '935389312472', '--pkcs11']);
     expect(again.status).not.toBe(0);
     expect(again.stderr).toMatch(/^ERROR: .*already exists/);
+  });
+
+  it('names SOFTHSM2_CONF when SoftHSM2 cannot start, and PKCS11_MODULE (no --hsm-module) when the module does not load', () => {
+    const missing = join(work, 'absent-softhsm2.conf');
+    expect(sim(['--product', '935389312472', '--pkcs11'], { SOFTHSM2_CONF: missing })).toEqual({
+      status: 1,
+      stdout: '',
+      stderr: `ERROR: SOFTHSM2_CONF ${missing} does not exist; point it at a softhsm2.conf (directories.tokendir = <a directory>) or unset it\n`,
+    });
+    const noTokenDir = join(work, 'no-tokendir.conf');
+    writeFileSync(
+      noTokenDir,
+      `directories.tokendir = ${join(work, 'absent-tokens')}\nobjectstore.backend = file\n`,
+    );
+    expect(sim(['--product', '935389312472', '--pkcs11'], { SOFTHSM2_CONF: noTokenDir })).toEqual({
+      status: 1,
+      stdout: '',
+      stderr:
+        `ERROR: PKCS#11 module ${hsm.module} failed to initialise: CKR_GENERAL_ERROR; check that SOFTHSM2_CONF ` +
+        `(${noTokenDir}) names a readable softhsm2.conf whose directories.tokendir exists\n`,
+    });
+    const module = sim(['--product', '935389312472', '--pkcs11'], {
+      PKCS11_MODULE: '/nonexistent/libse05x.so',
+    });
+    expect(module.status).toBe(1);
+    expect(module.stderr).toMatch(
+      /^ERROR: PKCS#11 module \/nonexistent\/libse05x\.so could not be loaded: .*; set PKCS11_MODULE to the path of the module \.so\n$/,
+    );
+    expect(module.stderr).not.toContain('--hsm-module');
   });
 });

@@ -196,7 +196,10 @@ export function createControlPlane(
 
   return createServer((req, res) => {
     const answer = (status: number, headers: Record<string, string>, body: string) => {
-      res.writeHead(status, { ...headers, 'x-amzn-RequestId': crypto.randomUUID() });
+      // An answer before the whole body was read (one over the limit) ends the connection:
+      // what is left of the body must not be taken for the next request.
+      const close: Record<string, string> = req.readableEnded ? {} : { connection: 'close' };
+      res.writeHead(status, { ...headers, ...close, 'x-amzn-RequestId': crypto.randomUUID() });
       res.end(body);
     };
     readBody(req)
@@ -212,7 +215,7 @@ export function createControlPlane(
         for (const [method, pattern, handler] of routes) {
           const m = pattern.exec(path);
           if (m === null || method !== req.method) continue;
-          const params = m.slice(1).map((p) => decodeURIComponent(p));
+          const params = m.slice(1).map((p) => decodePathParameter(p, path));
           const result = handler({ params, query: url.searchParams, body: parseJson(raw) });
           answer(200, { 'content-type': 'application/json' }, JSON.stringify(result));
           return;
@@ -253,6 +256,17 @@ function page(items: unknown[], query: URLSearchParams, key: string, markerKey: 
   return { [key]: slice, ...(from + size < items.length ? { [markerKey]: String(from + size) } : {}) };
 }
 
+function decodePathParameter(parameter: string, path: string): string {
+  try {
+    return decodeURIComponent(parameter);
+  } catch {
+    throw new AwsError(
+      'InvalidRequestException',
+      `${path} is not a valid path: ${parameter} holds a malformed percent-escape (UTF-8 as %XX bytes)`,
+    );
+  }
+}
+
 function parseJson(raw: Uint8Array): Record<string, unknown> {
   if (raw.length === 0) return {};
   try {
@@ -270,10 +284,12 @@ function readBody(req: IncomingMessage): Promise<Uint8Array> {
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (chunk: Buffer) => {
+      if (size > MAX_BODY_BYTES) return; // refused already: the rest is dropped
       size += chunk.length;
       if (size > MAX_BODY_BYTES) {
+        // Destroying the request here would reset the connection before the 400 is written;
+        // the answer closes the connection instead.
         reject(new AwsError('InvalidRequestException', `request body is over ${MAX_BODY_BYTES} bytes`));
-        req.destroy();
         return;
       }
       chunks.push(chunk);

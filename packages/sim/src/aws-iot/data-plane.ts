@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import { createServer, type DetailedPeerCertificate, type Server, type TLSSocket } from 'node:tls';
 import { parseCertificate } from '@keyferry/core';
 import { Aedes } from 'aedes';
@@ -45,8 +46,20 @@ export async function createDataPlane(
       else socket.destroy();
     },
   );
-  // A client that hangs up mid-handshake is its own business.
-  server.on('tlsClientError', () => {});
+  // A handshake that fails is an attempt too (mqtt:// on this port, a device that does not
+  // trust server-ca.pem); a client that hangs up before saying anything is its own business.
+  server.on('tlsClientError', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'ECONNRESET' || /socket disconnected/.test(error.message)) return;
+    onConnection({ kind: 'refused', reason: `TLS handshake failed: ${handshakeProblem(error)}` });
+  });
+  // server.close() waits for every socket, and broker.close() only ends CONNECTed clients: a
+  // client still in its TLS handshake (Node waits 120 s) or that never sends CONNECT would keep
+  // close() pending, so every socket is tracked and destroyed on close.
+  const sockets = new Set<Socket>();
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
   return {
     server,
     broker,
@@ -54,6 +67,7 @@ export async function createDataPlane(
       new Promise((resolve) => {
         server.close(() => resolve());
         broker.close();
+        for (const socket of sockets) socket.destroy();
       }),
   };
 }
@@ -62,13 +76,25 @@ function admit(registry: IotRegistry, broker: Aedes, socket: TLSSocket): Connect
   const chain = peerChain(socket);
   const leaf = chain[0];
   if (leaf === undefined) return { kind: 'refused', reason: 'no client certificate' };
+  const parsed = parseCertificate(leaf);
+  // A chain check takes a certificate that is itself a trust anchor; AWS IoT takes no CA
+  // certificate as a device's.
+  const registeredCa = registry.cas.get(parsed.fingerprintSha256);
+  if (parsed.isCa || registeredCa !== undefined) {
+    return {
+      kind: 'refused',
+      reason:
+        registeredCa !== undefined
+          ? `client certificate is the registered CA certificate ${registeredCa.id}; connect with a device certificate it issued`
+          : 'client certificate is a CA certificate (basicConstraints CA:TRUE); connect with a device certificate',
+    };
+  }
   const ca = registry.issuingCa(leaf, chain.slice(1), true);
   if (ca === undefined)
     return {
       kind: 'refused',
       reason: 'client certificate is not issued by a registered ACTIVE CA certificate',
     };
-  const parsed = parseCertificate(leaf);
   const known = registry.certificates.get(parsed.fingerprintSha256);
   if (known !== undefined) {
     if (known.status === 'ACTIVE') return { kind: 'accepted', certificateId: known.id };
@@ -107,11 +133,19 @@ function admit(registry: IotRegistry, broker: Aedes, socket: TLSSocket): Connect
       const result = runProvisioningTemplate(registry, record, body);
       provisioned = `template applied: thing ${result.thingName ?? '(none)'}, certificate ${result.certificateStatus}, policies ${result.policies.join(', ') || '(none)'}`;
     } catch (error) {
-      if (!(error instanceof ProvisioningError) && !(error instanceof SyntaxError)) throw error;
-      provisioned = `template failed, the certificate stays PENDING_ACTIVATION: ${error.message}`;
+      // The certificate is registered and announced already: whatever stopped the template,
+      // the outcome is a JITP whose template failed (a template checks before it changes anything).
+      const why =
+        error instanceof ProvisioningError || error instanceof SyntaxError ? '' : 'emulator failure: ';
+      provisioned = `template failed, the certificate stays PENDING_ACTIVATION: ${why}${(error as Error).message}`;
     }
   }
   return { kind: 'jitp', certificateId: record.id, caCertificateId: ca.id, provisioned };
+}
+
+/** OpenSSL's reason from its error line (`…:SSL routines:<function>:<reason>:<file>:<line>:`), else the message. */
+function handshakeProblem(error: Error): string {
+  return /:SSL routines:[^:]*:([^:]+):/.exec(error.message)?.[1] ?? error.message.trim();
 }
 
 /** The client's certificates as DER, leaf first (what it sent; the server trusts nothing by itself). */

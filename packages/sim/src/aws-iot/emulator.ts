@@ -58,7 +58,13 @@ export async function startAwsIotEmulator(options: AwsIotEmulatorOptions): Promi
   });
   const identity = await serverIdentity(options.stateDir, mqttListen.host);
   const data = await createDataPlane(registry, identity, options.onConnection ?? (() => {}));
-  const mqttPort = await listenOn(data.server, mqttListen);
+  let mqttPort: number;
+  try {
+    mqttPort = await listenOn(data.server, mqttListen);
+  } catch (error) {
+    await data.close(); // the broker's timers would keep the process alive
+    throw error;
+  }
   const mqttEndpoint = `${hostForUrl(mqttListen.host)}:${mqttPort}`;
   const control = createControlPlane(registry, credentials, () => mqttEndpoint);
   let controlPort: number;

@@ -185,12 +185,8 @@ export class IotRegistry {
 
   /** Creates a thing or, when it exists, merges the attributes (RegisterThing semantics). */
   upsertThing(name: string, attributes: Record<string, string>): ThingRecord {
-    if (!/^[a-zA-Z0-9:_-]{1,128}$/.test(name)) {
-      throw new AwsError(
-        'InvalidRequestException',
-        `thing name ${JSON.stringify(name)} is not [a-zA-Z0-9:_-]{1,128}`,
-      );
-    }
+    const problem = thingNameProblem(name);
+    if (problem !== undefined) throw new AwsError('InvalidRequestException', problem);
     const existing = this.things.get(name);
     if (existing !== undefined) {
       existing.attributes = { ...existing.attributes, ...attributes };
@@ -220,4 +216,13 @@ export function parsePemCertificate(pem: string, field: string): ParsedCertifica
       `${field} is not a PEM X.509 certificate: ${(error as Error).message}`,
     );
   }
+}
+
+const THING_NAME = /^[a-zA-Z0-9:_-]{1,128}$/;
+
+/** Why `name` cannot name a thing (AWS's pattern), or undefined when it can. */
+export function thingNameProblem(name: string): string | undefined {
+  return THING_NAME.test(name)
+    ? undefined
+    : `thing name ${JSON.stringify(name)} is not [a-zA-Z0-9:_-]{1,128}`;
 }

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { CertificateRecord, IotRegistry } from './registry.ts';
+import { type CertificateRecord, type IotRegistry, thingNameProblem } from './registry.ts';
 
 /** Why a provisioning template could not be applied (the certificate stays PENDING_ACTIVATION). */
 export class ProvisioningError extends Error {}
@@ -36,12 +36,15 @@ export function runProvisioningTemplate(
   cert: CertificateRecord,
   templateBody: string,
 ): ProvisioningResult {
-  const template = JSON.parse(templateBody) as {
-    Parameters?: Record<string, { Default?: unknown }>;
-    Resources?: Record<string, unknown>;
-  };
+  const template: unknown = JSON.parse(templateBody);
+  if (!isObject(template)) throw new ProvisioningError('the template body is not a JSON object');
+  for (const section of ['Parameters', 'Resources']) {
+    if (template[section] !== undefined && !isObject(template[section]))
+      throw new ProvisioningError(`${section} is not an object`);
+  }
+  const declared = (template.Parameters ?? {}) as Record<string, { Default?: unknown } | null>;
   const values = new Map<string, string>();
-  for (const [name, declaration] of Object.entries(template.Parameters ?? {})) {
+  for (const [name, declaration] of Object.entries(declared)) {
     const fromCert = SUBJECT_PARAMETERS[name]?.(cert);
     const value = fromCert ?? (typeof declaration?.Default === 'string' ? declaration.Default : undefined);
     if (value === undefined) {
@@ -56,18 +59,24 @@ export function runProvisioningTemplate(
   let thing: { name: string; attributes: Record<string, string> } | undefined;
   let status: string | undefined;
   const policies: { name: string; document: string | undefined }[] = [];
-  for (const [logicalId, resource] of Object.entries(template.Resources ?? {})) {
-    const { Type, Properties = {} } = (resource ?? {}) as {
-      Type?: unknown;
-      Properties?: Record<string, unknown>;
-    };
+  for (const [logicalId, resource] of Object.entries((template.Resources ?? {}) as Record<string, unknown>)) {
     const at = `Resources.${logicalId}`;
+    if (!isObject(resource)) throw new ProvisioningError(`${at} is not an object`);
+    const { Type } = resource;
+    const Properties = resource.Properties ?? {};
+    if (!isObject(Properties)) throw new ProvisioningError(`${at}.Properties is not an object`);
     if (Type === 'AWS::IoT::Thing') {
       const attributes: Record<string, string> = {};
-      for (const [key, v] of Object.entries((Properties.AttributePayload ?? {}) as Record<string, unknown>)) {
+      const payload = Properties.AttributePayload ?? {};
+      if (!isObject(payload))
+        throw new ProvisioningError(`${at}.Properties.AttributePayload is not an object`);
+      for (const [key, v] of Object.entries(payload)) {
         attributes[key] = resolve(v, `${at}.Properties.AttributePayload.${key}`);
       }
-      thing = { name: resolve(Properties.ThingName, `${at}.Properties.ThingName`), attributes };
+      const name = resolve(Properties.ThingName, `${at}.Properties.ThingName`);
+      const problem = thingNameProblem(name);
+      if (problem !== undefined) throw new ProvisioningError(`${at}.Properties.ThingName: ${problem}`);
+      thing = { name, attributes };
     } else if (Type === 'AWS::IoT::Certificate') {
       const id = resolve(Properties.CertificateId, `${at}.Properties.CertificateId`);
       if (id !== cert.id)
@@ -112,6 +121,10 @@ export function runProvisioningTemplate(
     cert.modified = new Date();
   }
   return { thingName: thing?.name, certificateStatus: cert.status, policies: policies.map((p) => p.name) };
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 function evaluate(value: unknown, values: ReadonlyMap<string, string>, where: string): string {

@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { loadOrCreateVendorCa, simDir } from '../se05x/vendor-ca.ts';
 import { ManagementApi } from './management-api.ts';
-import { runFleet, runRenewal } from './run.ts';
+import { fleetHomes, runFleet, runRenewal } from './run.ts';
 import { formatSummary } from './stats.ts';
 
 interface FleetOptions {
@@ -31,7 +31,21 @@ function dataDir(): string {
 function listenFile(): { api?: string; deviceLink?: string } {
   const path = join(dataDir(), 'listen.json');
   if (!existsSync(path)) return {};
-  return JSON.parse(readFileSync(path, 'utf8')) as { api?: string; deviceLink?: string };
+  const what = 'pass --server URL and --device-link HOST:PORT, or restart keyferryd to write it again';
+  let listen: unknown;
+  try {
+    listen = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (error) {
+    throw new Error(`${path} is not valid JSON (${(error as Error).message}); ${what}`);
+  }
+  const field = (name: string) => (listen as Record<string, unknown>)[name];
+  const fits = (name: string) => field(name) === undefined || typeof field(name) === 'string';
+  if (typeof listen !== 'object' || listen === null || !fits('api') || !fits('deviceLink')) {
+    throw new Error(
+      `${path} is not keyferryd's listen.json ({"api": URL, "deviceLink": HOST:PORT}); ${what}`,
+    );
+  }
+  return listen as { api?: string; deviceLink?: string };
 }
 
 function integer(text: string, name: string, min: number, max: number): number {
@@ -82,15 +96,24 @@ export function registerFleetCommand(program: Command): void {
     .action(async (opts: FleetOptions) => {
       if (opts.renew && opts.dir === undefined)
         throw new Error('--renew needs --dir DIR: the fleet to rotate');
+      if (opts.renew && fleetHomes(resolve(opts.dir ?? '')).length === 0) {
+        const dir = resolve(opts.dir ?? '');
+        throw new Error(
+          `${dir} ${existsSync(dir) ? 'holds no fleet (no device-* directories)' : 'does not exist'}; ` +
+            'pass the --dir of a previous fleet run',
+        );
+      }
       if (!opts.renew && opts.devices === undefined)
         throw new Error('pass --devices N (or --renew --dir DIR)');
       const count = opts.renew ? 0 : integer(opts.devices ?? '', '--devices', 1, MAX_DEVICES);
       const concurrency = integer(opts.concurrency, '--concurrency', 1, 1000);
       if (!/^[0-9]{12}$/.test(opts.product))
         throw new Error(`--product ${opts.product} is not a 12NC (12 digits)`);
-      const listen = listenFile();
+      const givenServer = opts.server ?? (process.env.KEYFERRY_SERVER || undefined);
+      // read only when needed: a broken one must not stop a run that names both addresses
+      const listen = givenServer !== undefined && opts.deviceLink !== undefined ? {} : listenFile();
       const server = required(
-        opts.server ?? (process.env.KEYFERRY_SERVER || undefined) ?? listen.api,
+        givenServer ?? listen.api,
         `no server given: pass --server URL or set KEYFERRY_SERVER (no ${join(dataDir(), 'listen.json')} either)`,
       );
       const factory = required(

@@ -33,6 +33,12 @@ export class ManagementApi {
     /** First pause between attempts; it doubles up to 10 s, or is the answer's Retry-After. */
     retryDelayMs?: number;
   }) {
+    // Checked here: fetch fails a malformed URL as it fails an unreachable one, which is retried.
+    if (!URL.canParse(options.server) || !/^https?:$/.test(new URL(options.server).protocol)) {
+      throw new Error(
+        `--server ${options.server} is not a URL; pass the management API as http(s)://HOST:PORT`,
+      );
+    }
     this.#server = options.server.replace(/\/+$/, '');
     this.#factory = options.factory;
     this.#token = options.token;
@@ -40,21 +46,33 @@ export class ManagementApi {
     this.#retryDelayMs = options.retryDelayMs ?? 250;
   }
 
-  async #call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  /** One call, transient failures retried; an answer that `fits` does not take is refused. */
+  async #call<T>(
+    method: string,
+    path: string,
+    fits: (answer: unknown) => boolean,
+    body?: unknown,
+  ): Promise<T> {
     const deadline = Date.now() + this.#retryForMs;
     for (let delay = this.#retryDelayMs; ; delay = Math.min(delay * 2, 10_000)) {
+      let answer: unknown;
       try {
-        return await this.#callOnce<T>(method, path, body);
+        answer = await this.#callOnce(method, path, body);
       } catch (error) {
         if (!(error instanceof TransientError)) throw error;
         const wait = error.retryAfterMs ?? delay;
         if (Date.now() + wait > deadline) throw new Error(error.message);
         await new Promise((resolve) => setTimeout(resolve, wait));
+        continue;
       }
+      if (fits(answer)) return answer as T;
+      throw new Error(
+        `${method} ${this.#server}${path} answered JSON of another shape; is --server the keyferry management API?`,
+      );
     }
   }
 
-  async #callOnce<T>(method: string, path: string, body?: unknown): Promise<T> {
+  async #callOnce(method: string, path: string, body?: unknown): Promise<unknown> {
     const url = `${this.#server}${path}`;
     let res: Response;
     try {
@@ -86,6 +104,9 @@ export class ManagementApi {
     } catch {
       json = undefined;
     }
+    if (res.ok && json === undefined) {
+      throw new Error(`${method} ${url} did not answer JSON; is --server the keyferry management API?`);
+    }
     if (!res.ok) {
       const problem = json as Problem | undefined;
       const detail = problem?.detail
@@ -100,7 +121,7 @@ export class ManagementApi {
       }
       throw new ProblemError(`${method} ${path}: ${detail}`, problem);
     }
-    return json as T;
+    return json;
   }
 
   #factoryPath(path: string): string {
@@ -109,7 +130,13 @@ export class ManagementApi {
 
   /** The factory's repo id (REPOID of the agent), as `keyferry factories` lists it. */
   async repoId(): Promise<string> {
-    const rows = await this.#call<{ name: string; 'repo-id': string }[]>('GET', '/ota/factories/');
+    const rows = await this.#call<{ name: string; 'repo-id': string }[]>(
+      'GET',
+      '/ota/factories/',
+      (v) =>
+        Array.isArray(v) &&
+        v.every((r) => isObject(r) && typeof r.name === 'string' && typeof r['repo-id'] === 'string'),
+    );
     const row = rows.find((r) => r.name === this.#factory);
     if (row === undefined) {
       throw new Error(
@@ -121,12 +148,21 @@ export class ManagementApi {
 
   /** The device-link subdomain (EL2GO_HOSTNAME), as `keyferry el2g status` prints it. */
   async subdomain(): Promise<string> {
-    return (await this.#call<{ subdomain: string }>('GET', this.#factoryPath('el2g/overview/'))).subdomain;
+    const overview = await this.#call<{ subdomain: string }>(
+      'GET',
+      this.#factoryPath('el2g/overview/'),
+      (v) => isObject(v) && typeof v.subdomain === 'string',
+    );
+    return overview.subdomain;
   }
 
   /** The factory root certificate (ROOT_CRT of the agent), if uploaded. */
   async rootCertificate(): Promise<string | undefined> {
-    const certs = await this.#call<{ 'root-crt'?: string }>('GET', this.#factoryPath('certs/'));
+    const certs = await this.#call<{ 'root-crt'?: string }>(
+      'GET',
+      this.#factoryPath('certs/'),
+      (v) => isObject(v) && (v['root-crt'] === undefined || typeof v['root-crt'] === 'string'),
+    );
     return certs['root-crt'] || undefined;
   }
 
@@ -134,9 +170,13 @@ export class ManagementApi {
   async allowList(product: string, ids: readonly string[]): Promise<AllowListResult[]> {
     const body = { 'product-id': product, devices: ids, production: false };
     try {
-      return (
-        await this.#call<{ results: AllowListResult[] }>('POST', this.#factoryPath('el2g/devices/'), body)
-      ).results;
+      const added = await this.#call<{ results: AllowListResult[] }>(
+        'POST',
+        this.#factoryPath('el2g/devices/'),
+        (v) => isObject(v) && Array.isArray(v.results),
+        body,
+      );
+      return added.results;
     } catch (error) {
       // no device added: the refusal carries the same per-device answer
       const results = error instanceof ProblemError ? error.problem?.info?.results : undefined;
@@ -144,6 +184,10 @@ export class ManagementApi {
       throw error;
     }
   }
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 interface Problem {

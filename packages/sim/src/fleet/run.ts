@@ -1,4 +1,4 @@
-import { mkdirSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   AgentError,
@@ -12,6 +12,7 @@ import {
   type SettingSource,
 } from '@keyferry/agent';
 import { createSecureElement } from '../se05x/create.ts';
+import { SE_LAYOUT } from '../se05x/layout.ts';
 import type { VendorCa } from '../se05x/vendor-ca.ts';
 import { ALLOWLIST_BATCH, type ManagementApi } from './management-api.ts';
 import { type DeviceFailure, type FleetSummary, summarize } from './stats.ts';
@@ -28,11 +29,25 @@ export interface FleetTarget {
   readonly rootCrt: string;
 }
 
+/** How often and for how long a device retries transient failures (5xx, 429, network), 1–10 s apart. */
+interface RetryBound {
+  readonly attempts: number;
+  readonly forMs: number;
+}
+
 /**
- * How long a device keeps retrying transient failures (5xx, 429, network), as the agent's
- * service loop would: long enough to outlast a keyferryd restart.
+ * Auto-register retries as the agent's service loop would: long enough to outlast a
+ * keyferryd restart, so a restart costs retries, not devices.
  */
-const RETRY_FOR_MS = 120_000;
+const REGISTER_RETRIES: RetryBound = { attempts: Number.POSITIVE_INFINITY, forMs: 120_000 };
+
+/**
+ * A renewal pass tries each device at most three times (a transient failure retried twice):
+ * its devices are provisioned already and can renew on the next pass, so a pass over a fleet
+ * whose device-link is down ends in seconds per device, not minutes.
+ */
+export const RENEW_ATTEMPTS = 3;
+const RENEW_RETRIES: RetryBound = { attempts: RENEW_ATTEMPTS, forMs: 120_000 };
 const silent: Log = { info: () => {}, warn: () => {} };
 
 interface Device {
@@ -59,30 +74,32 @@ function deviceSettings(target: FleetTarget, home: string): AgentSettings {
 
 /** One device's auto-register run (the agent's registerOnce), milliseconds it took. */
 function register(target: FleetTarget, device: Device): Promise<number> {
-  return withRetries(target, device, async (settings, se) => {
+  return withRetries(target, device, REGISTER_RETRIES, async (settings, se) => {
     await registerOnce({ settings, se, log: silent });
   });
 }
 
-/** `run` for one device with its settings and secure element, transient failures retried; milliseconds it took. */
+/** `run` for one device with its settings and secure element, transient failures retried within `bound`; milliseconds it took. */
 async function withRetries(
   target: FleetTarget,
   device: Device,
+  bound: RetryBound,
   run: (settings: AgentSettings, se: SecureElement) => Promise<void>,
 ): Promise<number> {
   const settings = deviceSettings(target, device.home);
   mkdirSync(settings.sotaDir, { recursive: true });
   const se = openSecureElement(settings);
   const started = performance.now();
-  const deadline = Date.now() + RETRY_FOR_MS;
+  const deadline = Date.now() + bound.forMs;
   try {
-    for (;;) {
+    for (let attempt = 1; ; attempt++) {
       try {
         await run(settings, se);
         return performance.now() - started;
       } catch (error) {
         const wait = Math.min(Math.max(1, (error as AgentError).retryAfter ?? 1), 10) * 1000;
-        if (!(error instanceof AgentError) || !error.transient || Date.now() + wait > deadline) throw error;
+        const retry = attempt < bound.attempts && Date.now() + wait <= deadline;
+        if (!(error instanceof AgentError) || !error.transient || !retry) throw error;
         await new Promise((resolve) => setTimeout(resolve, wait));
       }
     }
@@ -175,23 +192,21 @@ export async function runRenewal(options: {
   const latencies: number[] = [];
   const failures: DeviceFailure[] = [];
   let rotated = 0;
-  const homes = readdirSync(dir, { withFileTypes: true })
-    .filter((e) => e.isDirectory() && e.name.startsWith('device-'))
-    .map((e) => join(dir, e.name))
-    .sort();
+  const homes = fleetHomes(dir);
   let next = 0;
   const worker = async () => {
     while (next < homes.length) {
       const home = homes[next++] as string;
+      const device = { uid: deviceUid(home), home };
       try {
         latencies.push(
-          await withRetries(target, { uid: home, home }, async (settings, se) => {
+          await withRetries(target, device, RENEW_RETRIES, async (settings, se) => {
             const summary = await renewOnce({ settings, se, log: silent, force: options.force === true });
             if (summary.rotated) rotated++;
           }),
         );
       } catch (error) {
-        failures.push({ uid: home, reason: error instanceof Error ? error.message : String(error) });
+        failures.push({ uid: device.uid, reason: error instanceof Error ? error.message : String(error) });
       }
     }
   };
@@ -204,4 +219,24 @@ export async function runRenewal(options: {
     dir,
   });
   return { ...summary, rotated };
+}
+
+/** The device homes (`device-*` directories) a fleet run made under `dir`, sorted; none when `dir` is no directory. */
+export function fleetHomes(dir: string): string[] {
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) return [];
+  return readdirSync(dir, { withFileTypes: true })
+    .filter((e) => e.isDirectory() && e.name.startsWith('device-'))
+    .map((e) => join(dir, e.name))
+    .sort();
+}
+
+/** A fleet device's UID (`0x…`) from its soft secure element's `uid` file; its home when that is unreadable. */
+function deviceUid(home: string): string {
+  try {
+    const hex = readFileSync(join(home, 'se', SE_LAYOUT.uidFile), 'utf8').trim();
+    if (/^[0-9a-f]+$/.test(hex)) return `0x${hex}`;
+  } catch {
+    // an element a crash left half made: name it by its directory
+  }
+  return home;
 }

@@ -1,6 +1,6 @@
 import { generateKeyPairSync } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { type DeviceId, deviceIdToUid, toPem } from '@keyferry/core';
 import { findSofthsmModule, initToken, openToken } from '@keyferry/pkcs11';
 import { identityCertificate, randomUid } from './identity.ts';
@@ -45,8 +45,20 @@ export async function createSecureElement(
     return { uid, product: options.product, identityCertificate: cert, location: backend.dir };
   }
   const module = backend.module ?? findSofthsmModule();
-  initToken({ module, label: SE_TOKEN.label, soPin: SE_TOKEN.soPin, userPin: SE_TOKEN.userPin });
-  const token = openToken({ module, tokenLabel: SE_TOKEN.label, pin: SE_TOKEN.userPin });
+  const softhsm = /softhsm/i.test(basename(module));
+  const conf = process.env.SOFTHSM2_CONF;
+  if (softhsm && conf && !existsSync(conf)) {
+    throw new Error(
+      `SOFTHSM2_CONF ${conf} does not exist; point it at a softhsm2.conf (directories.tokendir = <a directory>) or unset it`,
+    );
+  }
+  let token: ReturnType<typeof openToken>;
+  try {
+    initToken({ module, label: SE_TOKEN.label, soPin: SE_TOKEN.soPin, userPin: SE_TOKEN.userPin });
+    token = openToken({ module, tokenLabel: SE_TOKEN.label, pin: SE_TOKEN.userPin });
+  } catch (error) {
+    throw inSimTerms(error, softhsm);
+  }
   try {
     token.putData({ label: SE_LAYOUT.uidLabel, value: deviceIdToUid(uid) });
     const { publicKeySpki } = token.generateEcKeyPair({
@@ -70,10 +82,16 @@ async function createSoftElement(
   uid: DeviceId,
   make: (spki: Uint8Array) => Promise<Uint8Array>,
 ): Promise<Uint8Array> {
-  if (existsSync(dir) && readdirSync(dir).length > 0) {
-    throw new Error(`${dir} is not empty; a soft secure element needs a new or empty directory`);
+  const needs = 'a soft secure element needs a new or empty directory';
+  if (existsSync(dir) && !statSync(dir).isDirectory()) throw new Error(`${dir} is not a directory; ${needs}`);
+  if (existsSync(dir) && readdirSync(dir).length > 0) throw new Error(`${dir} is not empty; ${needs}`);
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    throw new Error(
+      `cannot make ${dir} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}); ${needs}`,
+    );
   }
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
   chmodSync(dir, 0o700);
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const spki = new Uint8Array(publicKey.export({ format: 'der', type: 'spki' }));
@@ -90,4 +108,23 @@ async function createSoftElement(
   );
   write(SE_LAYOUT.certFile(SE_LAYOUT.identityCertObjectId), toPem(cert, 'CERTIFICATE'));
   return cert;
+}
+
+/**
+ * @keyferry/pkcs11 also serves the operator CLI, so its hint for a module that does not load
+ * names the CLI's `--hsm-module` too; keyferry-sim has only PKCS11_MODULE. A SoftHSM2 that
+ * fails to initialise most often cannot read SOFTHSM2_CONF or its token directory.
+ */
+function inSimTerms(error: unknown, softhsm: boolean): unknown {
+  if (!(error instanceof Error)) return error;
+  const loadHint = /; set PKCS11_MODULE\b[^;]*$/;
+  if (/^PKCS#11 module .* could not be loaded/.test(error.message) && loadHint.test(error.message)) {
+    error.message = error.message.replace(loadHint, '; set PKCS11_MODULE to the path of the module .so');
+  } else if (/^PKCS#11 module .* failed to initialise/.test(error.message)) {
+    const conf = process.env.SOFTHSM2_CONF;
+    error.message += softhsm
+      ? `; check that SOFTHSM2_CONF (${conf ? conf : "unset: SoftHSM2's default"}) names a readable softhsm2.conf whose directories.tokendir exists`
+      : `; check the module's own configuration`;
+  }
+  return error;
 }
