@@ -128,8 +128,21 @@ export const configSchema = z.strictObject({
         .default(8 * 1024 * 1024),
       /** Timeouts and connection caps (docs/configuration.md, docs/reliability.md). */
       limits: connectionLimitsSchema(API_LIMITS),
-      /** Token buckets per API token (docs/configuration.md "Rate limits"). */
-      rateLimits: z.strictObject({ perToken: bucketLimitSchema(API_RATE_LIMITS.perToken) }).prefault({}),
+      /**
+       * Behind a reverse proxy: take the client's protocol, host and address from
+       * X-Forwarded-Proto / X-Forwarded-Host / X-Forwarded-For (Fastify's trustProxy), so the
+       * console's origin check and its Secure cookie see https. Only when every connection comes
+       * from the proxy: anyone reaching keyferryd directly could set them.
+       */
+      trustProxy: z.boolean().default(false),
+      /** Token buckets per API token and for console sign-ins (docs/configuration.md "Rate limits"). */
+      rateLimits: z
+        .strictObject({
+          perToken: bucketLimitSchema(API_RATE_LIMITS.perToken),
+          signInPerAddress: bucketLimitSchema(API_RATE_LIMITS.signInPerAddress),
+          signInPerToken: bucketLimitSchema(API_RATE_LIMITS.signInPerToken),
+        })
+        .prefault({}),
     })
     .prefault({}),
   deviceLink: z

@@ -42,6 +42,10 @@ export async function buildManagementApi(
     requestTimeout: limits.requestTimeoutMs,
     loggerInstance: log as FastifyBaseLogger,
     bodyLimit: ctx.config.api.bodyLimitBytes,
+    // request.protocol / host / ip from X-Forwarded-* (api.trustProxy: only behind a proxy).
+    // One hop: the address the proxy saw (the last X-Forwarded-For entry), not whatever a
+    // client put before it, which HAProxy's `option forwardfor` keeps
+    trustProxy: ctx.config.api.trustProxy ? (_address: string, hop: number) => hop === 0 : false,
     genReqId: () => randomUUID(),
     routerOptions: { ignoreTrailingSlash: true },
     // bad percent-encoding, over-long path segments: the same problems as every other refusal

@@ -37,9 +37,17 @@ export const DEVICE_LINK_RATE_LIMITS = {
   perAddress: { burst: 10_000, perMinute: 60_000 },
 } as const satisfies Record<string, BucketLimit>;
 
-/** The management API's bucket per token: CLI bulk imports make thousands of calls in a row. */
+/**
+ * The management API's buckets: per token (CLI bulk imports make thousands of calls in a row),
+ * and the console's sign-in form, which carries its token in the body: per client address
+ * before the token is looked up, per token once its secret matched.
+ */
 export const API_RATE_LIMITS = {
   perToken: { burst: 5_000, perMinute: 60_000 },
+  /** A person signs in a few times a day; a few operators may share one address. */
+  signInPerAddress: { burst: 20, perMinute: 10 },
+  /** With the sessions a token may hold (MAX_SESSIONS_PER_TOKEN), one token cannot churn sessions. */
+  signInPerToken: { burst: 10, perMinute: 5 },
 } as const satisfies Record<string, BucketLimit>;
 
 interface Bucket {

@@ -2,6 +2,7 @@
 import { X509Certificate } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { MAX_ID_FILE_BYTES } from '@keyferry/core';
 import { randomUid } from '@keyferry/sim';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -284,6 +285,82 @@ describe('the web console in chromium', () => {
     await shot(page, 'import');
     await context.close();
   }, 90_000);
+
+  it('says an accepted import goes on when its progress cannot be followed (signed out after the upload)', async () => {
+    const context = await browser.newContext();
+    const page = await signIn(context, f.svc.token);
+    await page.goto(`${f.svc.url}/console/import`);
+    const csrf = (await page.locator('meta[name="csrf-token"]').getAttribute('content'))!;
+    const cookie = (await context.cookies())[0]!;
+    // the first progress poll finds the session signed out (another tab, or a restart)
+    let polls = 0;
+    await page.route('**/console/import/*', async (route) => {
+      if (polls++ === 0) {
+        const out = await fetch(`${f.svc.url}/console/sign-out`, {
+          method: 'POST',
+          redirect: 'manual',
+          headers: {
+            cookie: `kf_console=${cookie.value}`,
+            origin: f.svc.url,
+            'content-type': 'application/x-www-form-urlencoded',
+          },
+          body: new URLSearchParams({ csrf }).toString(),
+        });
+        expect(out.status).toBe(303);
+      }
+      await route.continue();
+    });
+    const fresh = Array.from({ length: 300 }, () => randomUid());
+    const before = (await f.svc.call('GET', '/ota/factories/demo/el2g/devices/?limit=10000')).json.length;
+    await page.getByLabel('Id file or CSV').setInputFiles({
+      name: 'after-sign-out.txt',
+      mimeType: 'text/plain',
+      buffer: Buffer.from(`${fresh.map((u) => `0x${u.hex}`).join('\n')}\n`),
+    });
+    await page.getByRole('button', { name: 'Import' }).click();
+    const alert = page.getByRole('alert');
+    await expect.poll(() => alert.textContent(), { timeout: 30_000 }).toContain('Import accepted');
+    const text = (await alert.textContent())!;
+    expect(text).toContain('it continues on the server, but its progress is unavailable (not signed in');
+    expect(text).toContain('sign in again');
+    expect(text).not.toContain('refused');
+    expect(await page.getByRole('status').textContent()).toContain('Accepted; progress unavailable');
+    // and the job did run to its end
+    await expect
+      .poll(
+        async () => (await f.svc.call('GET', '/ota/factories/demo/el2g/devices/?limit=10000')).json.length,
+        { timeout: 60_000 },
+      )
+      .toBe(before + 300);
+    await context.close();
+  }, 90_000);
+
+  it('refuses a file over the import limit in the page, without uploading it', async () => {
+    const context = await browser.newContext();
+    const page = await signIn(context, f.svc.token);
+    await page.goto(`${f.svc.url}/console/import`);
+    const form = page.locator('#import-form');
+    expect(await form.getAttribute('data-max-bytes')).toBe(String(MAX_ID_FILE_BYTES));
+    // a small stand-in for the limit: the page checks file.size against whatever it says
+    await form.evaluate((el: HTMLFormElement) => {
+      el.dataset.maxBytes = '64';
+    });
+    const posts: string[] = [];
+    context.on('request', (r) => {
+      if (r.method() === 'POST') posts.push(r.url());
+    });
+    const body = Buffer.from(`${[0, 1, 2].map(() => `0x${randomUid().hex}`).join('\n')}\n`);
+    await page
+      .getByLabel('Id file or CSV')
+      .setInputFiles({ name: 'big.txt', mimeType: 'text/plain', buffer: body });
+    await page.getByRole('button', { name: 'Import' }).click();
+    await expect
+      .poll(() => page.getByRole('alert').textContent())
+      .toContain(`big.txt has ${body.length} bytes; one import takes at most 64 bytes: split it`);
+    expect(await page.getByRole('status').textContent()).toBe('Not imported.');
+    expect(posts).toEqual([]);
+    await context.close();
+  });
 
   it('does not let a read token import, in the page or by a direct request', async () => {
     const context = await browser.newContext();

@@ -1,8 +1,50 @@
 import { Writable } from 'node:stream';
+import { MAX_ID_FILE_BYTES } from '@keyferry/core';
+import { randomUid } from '@keyferry/sim';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MAX_JOB_DEVICES } from '../../src/allowlist/bulk-jobs.ts';
+import { ConsoleSessions, MAX_SESSIONS, MAX_SESSIONS_PER_TOKEN } from '../../src/http/console/sessions.ts';
 import { createApiToken } from '../../src/tokens/api-tokens.ts';
 import { startTestService, type TestService } from '../support/service.ts';
+
+const SE050 = '935389312472';
+
+/**
+ * Reads a console event stream until keyferryd ends it: true when it ended, false when it was
+ * still open after `patienceMs` (generous: a push comes every 2 s).
+ */
+async function streamEnds(body: ReadableStream<Uint8Array>, patienceMs = 30_000): Promise<boolean> {
+  const reader = body.getReader();
+  let gaveUp = false;
+  const timer = setTimeout(() => {
+    gaveUp = true;
+    void reader.cancel();
+  }, patienceMs);
+  try {
+    for (;;) {
+      const { done } = await reader.read();
+      if (done) return !gaveUp;
+    }
+  } catch {
+    return !gaveUp;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Reads the stream's first event (the one sent at once). */
+async function firstEvent(body: ReadableStream<Uint8Array>): Promise<string> {
+  const reader = body.getReader();
+  let text = '';
+  while (!text.includes('\n\n')) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += new TextDecoder().decode(value);
+  }
+  reader.releaseLock();
+  return text;
+}
 
 /** Every log line keyferryd writes, at debug level, to search for secrets. */
 const lines: string[] = [];
@@ -29,6 +71,39 @@ describe('console sessions', () => {
       headers: { 'content-type': 'application/x-www-form-urlencoded', origin: svc.url },
       body: new URLSearchParams({ token }).toString(),
     });
+
+  const demoFactoryId = async () =>
+    (
+      await svc.service.ctx.database.db
+        .selectFrom('factories')
+        .select('id')
+        .where('name', '=', 'demo')
+        .executeTakeFirstOrThrow()
+    ).id;
+  const newToken = async (scopes: Array<'read' | 'write'> = ['read', 'write'], expiresAt?: Date) =>
+    createApiToken(svc.service.ctx.database.db, {
+      factoryId: await demoFactoryId(),
+      scopes,
+      description: 'console session test',
+      ...(expiresAt ? { expiresAt } : {}),
+    });
+  /** A signed-in session: its cookie and the CSRF token of its pages. */
+  const session = async (token: string) => {
+    const ok = await signIn(token);
+    expect(ok.status).toBe(303);
+    const cookie = ok.headers.get('set-cookie')!.split(';')[0]!;
+    const page = await (await fetch(`${svc.url}/console/import`, { headers: { cookie } })).text();
+    const csrf = /name="csrf-token" content="([^"]+)"/.exec(page)![1]!;
+    return { cookie, csrf };
+  };
+  const used = async () => (await svc.call('GET', '/ota/factories/demo/el2g/plan/')).json.devices.used;
+  const jobCount = async () =>
+    (
+      await svc.service.ctx.database.db
+        .selectFrom('bulk_jobs')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .executeTakeFirstOrThrow()
+    ).n;
 
   it('writes nothing of the token or the session cookie to the log', async () => {
     const wrong = await signIn(`${svc.token.slice(0, -6)}ZZZZZZ`);
@@ -116,6 +191,164 @@ describe('console sessions', () => {
     expect((await svc.call('GET', '/ota/factories/demo/el2g/plan/')).json.devices.used).toBe(before);
   });
 
+  it('ends a live stream when its session signs out, though the browser keeps it open', async () => {
+    const { token } = await newToken(['read']);
+    const { cookie, csrf } = await session(token);
+    const events = await fetch(`${svc.url}/console/events`, { headers: { cookie } });
+    expect(events.status).toBe(200);
+    expect(await firstEvent(events.body!)).toContain('event: live');
+    const out = await fetch(`${svc.url}/console/sign-out`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: {
+        cookie,
+        origin: svc.url,
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      body: new URLSearchParams({ csrf }).toString(),
+    });
+    expect(out.status).toBe(303);
+    expect(await streamEnds(events.body!)).toBe(true);
+    // and the stream cannot be opened again with the old cookie
+    expect((await fetch(`${svc.url}/console/events`, { headers: { cookie } })).status).toBe(401);
+  }, 60_000);
+
+  it('ends a live stream at the next push once its token is revoked', async () => {
+    const { id, token } = await newToken(['read']);
+    const { cookie } = await session(token);
+    const events = await fetch(`${svc.url}/console/events`, { headers: { cookie } });
+    expect(await firstEvent(events.body!)).toContain('event: live');
+    const revoked = await svc.call('DELETE', `/ota/factories/demo/tokens/${id}`);
+    expect(revoked.status).toBe(200);
+    expect(await streamEnds(events.body!)).toBe(true);
+  }, 60_000);
+
+  it('tells a revoked or expired token so at sign-in, and an unknown or wrong one nothing more', async () => {
+    const revoked = await newToken(['read']);
+    expect((await svc.call('DELETE', `/ota/factories/demo/tokens/${revoked.id}`)).status).toBe(200);
+    const expired = await newToken(['read'], new Date(Date.now() + 3_600_000));
+    await svc.service.ctx.database.db
+      .updateTable('api_tokens')
+      .set({ expires_at: new Date(Date.now() - 60_000).toISOString() })
+      .where('id', '=', expired.id)
+      .execute();
+    const answer = async (token: string) => {
+      const res = await signIn(token);
+      expect(res.headers.get('set-cookie')).toBeNull();
+      return { status: res.status, text: await res.text() };
+    };
+    const r = await answer(revoked.token);
+    expect(r.status).toBe(401);
+    expect(r.text).toContain(`the API token ${revoked.id} was revoked at`);
+    expect(r.text).toContain('use another token');
+    const e = await answer(expired.token);
+    expect(e.status).toBe(401);
+    expect(e.text).toContain(`the API token ${expired.id} expired at`);
+    expect(e.text).toContain('create a new one');
+    // the revoked token's id with a wrong secret, and an id that does not exist: no hint
+    for (const wrong of [`${revoked.token.slice(0, -4)}AAAA`, 'kf_0123456789abcdef_' + 'A'.repeat(43)]) {
+      const w = await answer(wrong);
+      expect(w.status).toBe(401);
+      expect(w.text).toContain('the API token is not valid: check it, or create a new one');
+      expect(w.text).not.toContain('revoked');
+      expect(w.text).not.toContain(revoked.id);
+    }
+  });
+
+  it('refuses an import over the file limit naming the limit, and adds nothing', async () => {
+    const { token } = await newToken();
+    const { cookie, csrf } = await session(token);
+    const before = await used();
+    const res = await fetch(`${svc.url}/console/import?product=${SE050}`, {
+      method: 'POST',
+      headers: {
+        cookie,
+        'x-csrf-token': csrf,
+        'content-type': 'application/octet-stream',
+        'x-file-name': 'huge.csv',
+      },
+      body: new Uint8Array(MAX_ID_FILE_BYTES + 1).fill(0x30),
+    });
+    expect(res.status).toBe(413);
+    const body = (await res.json()) as { code: string; detail: string };
+    expect(body.code).toBe('body_too_large');
+    expect(body.detail).toContain(`huge.csv is larger than ${MAX_ID_FILE_BYTES} bytes`);
+    expect(body.detail).toContain('split it');
+    expect(await used()).toBe(before);
+  }, 60_000);
+
+  it('refuses an import sent as text/csv or without a Content-Type naming application/octet-stream', async () => {
+    const { token } = await newToken();
+    const { cookie, csrf } = await session(token);
+    const before = await used();
+    const jobs = await jobCount();
+    const file = new TextEncoder().encode(`0x${randomUid().hex}\n`);
+    for (const type of ['text/csv', undefined]) {
+      const res = await fetch(`${svc.url}/console/import?product=${SE050}`, {
+        method: 'POST',
+        headers: { cookie, 'x-csrf-token': csrf, ...(type ? { 'content-type': type } : {}) },
+        body: file, // bytes: fetch adds no Content-Type of its own
+      });
+      expect(res.status, String(type)).toBe(415);
+      const body = (await res.json()) as { code: string; detail: string };
+      expect(body.code).toBe('unsupported_media_type');
+      expect(body.detail).toContain(type ? `Content-Type ${type}` : 'no Content-Type');
+      expect(body.detail).toContain('send it as application/octet-stream');
+      expect(body.detail).not.toContain('application/json');
+    }
+    expect(await used()).toBe(before);
+    expect(await jobCount()).toBe(jobs);
+  });
+
+  it(`refuses a file of more than ${MAX_JOB_DEVICES} ids naming the file, the limit and the CLI`, async () => {
+    const { token } = await newToken();
+    const { cookie, csrf } = await session(token);
+    const before = await used();
+    const jobs = await jobCount();
+    const ids = Array.from({ length: MAX_JOB_DEVICES + 1 }, () => `0x${randomUid().hex}`);
+    const res = await fetch(`${svc.url}/console/import?product=${SE050}`, {
+      method: 'POST',
+      headers: {
+        cookie,
+        'x-csrf-token': csrf,
+        'content-type': 'application/octet-stream',
+        'x-file-name': 'line-7.txt',
+      },
+      body: `${ids.join('\n')}\n`,
+    });
+    expect(res.status).toBe(400);
+    const { detail } = (await res.json()) as { detail: string };
+    expect(detail).toContain(`line-7.txt has ${MAX_JOB_DEVICES + 1} device ids`);
+    expect(detail).toContain(`at most ${MAX_JOB_DEVICES}`);
+    expect(detail).toContain(`keyferry el2g devices add ${SE050} --file line-7.txt`);
+    expect(await used()).toBe(before);
+    expect(await jobCount()).toBe(jobs);
+  }, 60_000);
+
+  it('accepts Sec-Fetch-Site: same-origin behind a TLS proxy it does not trust, and still refuses other sites', async () => {
+    const { token } = await newToken(['read']);
+    const httpsOrigin = svc.url.replace('http:', 'https:');
+    const post = (headers: Record<string, string>) =>
+      fetch(`${svc.url}/console/sign-in`, {
+        method: 'POST',
+        redirect: 'manual',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
+        body: new URLSearchParams({ token }).toString(),
+      });
+    // what a browser sends through the proxy: the https origin it sees, and same-origin
+    const ok = await post({ origin: httpsOrigin, 'sec-fetch-site': 'same-origin' });
+    expect(ok.status).toBe(303);
+    expect(ok.headers.get('set-cookie')).toContain('kf_console=');
+    for (const site of ['cross-site', 'same-site']) {
+      const refused = await post({ origin: svc.url, 'sec-fetch-site': site });
+      expect(refused.status, site).toBe(403);
+      expect(refused.headers.get('set-cookie')).toBeNull();
+    }
+    // an old browser (no Sec-Fetch-Site) is still held to Origin
+    const old = await post({ origin: httpsOrigin });
+    expect(old.status).toBe(403);
+  });
+
   it('ends the session when its token is revoked', async () => {
     const ok = await signIn(svc.token);
     const cookie = ok.headers.get('set-cookie')!.split(';')[0]!;
@@ -133,5 +366,113 @@ describe('console sessions', () => {
     expect(res.status).toBe(303);
     expect(res.headers.get('location')).toBe('/console/sign-in');
     expect(res.headers.get('set-cookie')).toContain('Max-Age=0');
+  });
+});
+
+describe('console sessions behind a trusted proxy, with small sign-in limits', () => {
+  let svc: TestService;
+  beforeAll(async () => {
+    svc = await startTestService('sqlite', {
+      api: {
+        listen: '127.0.0.1:0',
+        trustProxy: true,
+        rateLimits: {
+          signInPerAddress: { burst: 5, perMinute: 1 },
+          signInPerToken: { burst: 2, perMinute: 1 },
+        },
+      },
+    });
+  });
+  afterAll(async () => {
+    await svc?.stop();
+  });
+
+  /** A sign-in through the proxy: the client's address, https and the public host in X-Forwarded-*. */
+  const signIn = (token: string, client: string) =>
+    fetch(`${svc.url}/console/sign-in`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: {
+        'content-type': 'application/x-www-form-urlencoded',
+        'x-forwarded-for': client,
+        'x-forwarded-proto': 'https',
+        'x-forwarded-host': 'console.example',
+        origin: 'https://console.example',
+      },
+      body: new URLSearchParams({ token }).toString(),
+    });
+
+  it('takes https and the host from X-Forwarded-*: the origin matches and the cookie is Secure', async () => {
+    const res = await signIn(svc.token, '192.0.2.1');
+    expect(res.status).toBe(303);
+    expect(res.headers.get('set-cookie')).toMatch(/; Secure$/);
+    const cookie = res.headers.get('set-cookie')!.split(';')[0]!;
+    const page = await fetch(`${svc.url}/console/`, { redirect: 'manual', headers: { cookie } });
+    expect(page.status).toBe(200);
+  });
+
+  it('limits sign-ins per client address, wrong tokens included, and per token once its secret matched', async () => {
+    const client = '192.0.2.2';
+    const db = svc.service.ctx.database.db;
+    const factoryId = (
+      await db.selectFrom('factories').select('id').where('name', '=', 'demo').executeTakeFirstOrThrow()
+    ).id;
+    const { token } = await createApiToken(db, { factoryId, scopes: ['read'], description: 'limits' });
+    expect((await signIn(token, client)).status).toBe(303);
+    expect((await signIn(token, client)).status).toBe(303);
+    const perToken = await signIn(token, client);
+    expect(perToken.status).toBe(429);
+    expect(perToken.headers.get('set-cookie')).toBeNull();
+    expect(Number(perToken.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect(await perToken.text()).toContain('over api.rateLimits.signInPerToken (2 at once, 1 a minute)');
+    // two more (wrong) tries fill the address's burst of 5, though they put made-up addresses
+    // before the one the proxy saw; the next is refused before any lookup
+    for (let i = 0; i < 2; i++) {
+      expect((await signIn(`${token.slice(0, -4)}AAAA`, `10.9.9.${i}, ${client}`)).status).toBe(401);
+    }
+    const perAddress = await signIn(svc.token, client);
+    expect(perAddress.status).toBe(429);
+    expect(perAddress.headers.get('set-cookie')).toBeNull();
+    expect(await perAddress.text()).toContain('over api.rateLimits.signInPerAddress (5 at once, 1 a minute)');
+    // another address is not held back
+    expect((await signIn(svc.token, '192.0.2.3')).status).toBe(303);
+  });
+});
+
+describe('console sessions in memory', () => {
+  it(`keeps at most ${MAX_SESSIONS_PER_TOKEN} sessions a token, ending that token's oldest`, () => {
+    const sessions = new ConsoleSessions();
+    const ended: string[] = [];
+    sessions.onEnd((id) => ended.push(id));
+    const other = sessions.create({ tokenId: 'other', factoryId: 1 });
+    const mine = Array.from({ length: MAX_SESSIONS_PER_TOKEN }, () =>
+      sessions.create({ tokenId: 'mine', factoryId: 1 }),
+    );
+    expect(ended).toEqual([]);
+    sessions.create({ tokenId: 'mine', factoryId: 1 });
+    expect(ended).toEqual([mine[0]!.id]);
+    expect(sessions.find(mine[0]!.id)).toBeUndefined();
+    expect(sessions.find(mine[1]!.id)).toBe(mine[1]!.session);
+    expect(sessions.find(other.id)).toBe(other.session);
+  });
+
+  it(`past ${MAX_SESSIONS} sessions ends the same factory's oldest, never another factory's`, () => {
+    const sessions = new ConsoleSessions();
+    const theirs = sessions.create({ tokenId: 'theirs', factoryId: 2 }); // the oldest of all
+    const ours: string[] = [];
+    for (let i = 1; i < MAX_SESSIONS; i++) {
+      ours.push(sessions.create({ tokenId: `t${Math.floor(i / 10)}`, factoryId: 1 }).id);
+    }
+    expect(sessions.size).toBe(MAX_SESSIONS);
+    sessions.create({ tokenId: 'new', factoryId: 1 });
+    expect(sessions.size).toBe(MAX_SESSIONS);
+    expect(sessions.find(theirs.id)).toBe(theirs.session);
+    expect(sessions.find(ours[0])).toBeUndefined();
+    // factory 3 has no session to give up: refused, and nobody is signed out
+    expect(() => sessions.create({ tokenId: 'x', factoryId: 3 })).toThrow(
+      /1000 sessions open, all of other factories: try again when some have signed out or expired/,
+    );
+    expect(sessions.size).toBe(MAX_SESSIONS);
+    expect(sessions.find(theirs.id)).toBe(theirs.session);
   });
 });

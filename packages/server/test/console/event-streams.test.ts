@@ -2,8 +2,14 @@ import { EventEmitter } from 'node:events';
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { Factory } from '../../src/factories/factories.ts';
-import { EventStreams, LIVE_PUSH_MS, MAX_EVENT_STREAMS } from '../../src/http/console/event-streams.ts';
+import {
+  EventStreams,
+  LIVE_PUSH_MS,
+  type LiveTokens,
+  MAX_EVENT_STREAMS,
+} from '../../src/http/console/event-streams.ts';
 import type { loadLive } from '../../src/http/console/overview-page.ts';
+import { ConsoleSessions, SESSION_LIFETIME_MS } from '../../src/http/console/sessions.ts';
 import type { Db } from '../../src/storage/database.ts';
 
 /*
@@ -11,16 +17,29 @@ import type { Db } from '../../src/storage/database.ts';
  * writes, the request's close): the browser test (console-browser.test.ts) follows a real stream.
  */
 
-/** One browser tab: its request, its reply, and the events written to it. */
-function tab() {
+/**
+ * One browser tab: its request, its reply, and the events written to it. A `stalled` tab stops
+ * reading: its writes stay buffered (writableLength grows, write answers false).
+ */
+function tab(stalled = false) {
   const raw = new EventEmitter();
   const events: string[] = [];
   const res = {
     ended: false,
+    destroyed: false,
+    writableLength: 0,
     writeHead: () => res,
-    write: (chunk: string) => events.push(chunk) > 0,
+    write: (chunk: string) => {
+      events.push(chunk);
+      if (stalled) res.writableLength += Buffer.byteLength(chunk);
+      return !stalled;
+    },
     end: () => {
       res.ended = true;
+    },
+    destroy: () => {
+      res.destroyed = true;
+      res.writableLength = 0;
     },
   };
   const request = { raw } as unknown as FastifyRequest;
@@ -35,9 +54,21 @@ describe('the console overviews of a factory share each live push', () => {
   let failing: boolean;
   let logged: unknown[];
   let streams: EventStreams;
+  let sessions: ConsoleSessions;
+  let revoked: Set<string>;
+  let tokenReads: string[][];
+  let opened = 0;
+  /** Opens tab `t` on factory `f`, signed in with a session of its own (token `tokenId`). */
+  const open = (t: ReturnType<typeof tab>, f: number, tokenId = `t${opened++}`) => {
+    const { id } = sessions.create({ tokenId, factoryId: f });
+    streams.open(t.request, t.reply, factory(f), id);
+    return id;
+  };
   beforeEach(() => {
-    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval', 'Date'] });
     reads = [];
+    revoked = new Set();
+    tokenReads = [];
     failing = false;
     logged = [];
     const load = (async (_db: Db, f: Factory) => {
@@ -46,7 +77,12 @@ describe('the console overviews of a factory share each live push', () => {
       return { rate: { from: 'x', perMinute: [reads.length] }, states: {} };
     }) as unknown as typeof loadLive;
     const log = { error: (obj: unknown) => logged.push(obj) } as unknown as FastifyBaseLogger;
-    streams = new EventStreams({} as Db, log, load);
+    const liveTokens: LiveTokens = async (_db, _factoryId, ids) => {
+      tokenReads.push(ids);
+      return new Set(ids.filter((id) => !revoked.has(id)));
+    };
+    sessions = new ConsoleSessions();
+    streams = new EventStreams({} as Db, log, sessions, { load, liveTokens });
   });
   afterEach(() => {
     streams.closeAll();
@@ -55,11 +91,11 @@ describe('the console overviews of a factory share each live push', () => {
 
   it('reads the figures once a push for all of a factory’s open pages, and sends each the same event', async () => {
     const tabs = [tab(), tab(), tab()];
-    streams.open(tabs[0]!.request, tabs[0]!.reply, factory(1));
+    open(tabs[0]!, 1);
     await vi.waitFor(() => expect(tabs[0]!.events).toHaveLength(1));
     // pages opened later get the last event at once, without a read of their own
-    streams.open(tabs[1]!.request, tabs[1]!.reply, factory(1));
-    streams.open(tabs[2]!.request, tabs[2]!.reply, factory(1));
+    open(tabs[1]!, 1);
+    open(tabs[2]!, 1);
     expect(tabs[1]!.events).toEqual(tabs[0]!.events);
     expect(reads).toEqual([1]);
     await vi.advanceTimersByTimeAsync(LIVE_PUSH_MS * 3);
@@ -75,9 +111,9 @@ describe('the console overviews of a factory share each live push', () => {
     const a1 = tab();
     const a2 = tab();
     const b = tab();
-    streams.open(a1.request, a1.reply, factory(1));
-    streams.open(a2.request, a2.reply, factory(1));
-    streams.open(b.request, b.reply, factory(2));
+    open(a1, 1);
+    open(a2, 1);
+    open(b, 2);
     await vi.advanceTimersByTimeAsync(LIVE_PUSH_MS);
     expect(reads.sort()).toEqual([1, 1, 2, 2]);
     a1.close();
@@ -92,15 +128,15 @@ describe('the console overviews of a factory share each live push', () => {
     expect(reads).toEqual([]);
     // a page opened afterwards starts a feed again, with a read of its own
     const again = tab();
-    streams.open(again.request, again.reply, factory(1));
+    open(again, 1);
     await vi.waitFor(() => expect(again.events).toHaveLength(1));
     expect(reads).toEqual([1]);
   });
 
   it('tells every page of the factory when a push fails, and logs it once', async () => {
     const tabs = [tab(), tab()];
-    streams.open(tabs[0]!.request, tabs[0]!.reply, factory(1));
-    streams.open(tabs[1]!.request, tabs[1]!.reply, factory(1));
+    open(tabs[0]!, 1);
+    open(tabs[1]!, 1);
     await vi.waitFor(() => expect(tabs[0]!.events).toHaveLength(1));
     failing = true;
     await vi.advanceTimersByTimeAsync(LIVE_PUSH_MS);
@@ -111,11 +147,72 @@ describe('the console overviews of a factory share each live push', () => {
   it(`refuses the page past ${MAX_EVENT_STREAMS} open ones, whatever their factories`, () => {
     for (let i = 0; i < MAX_EVENT_STREAMS; i++) {
       const t = tab();
-      streams.open(t.request, t.reply, factory(1 + (i % 3)));
+      open(t, 1 + (i % 3));
     }
     const over = tab();
-    expect(() => streams.open(over.request, over.reply, factory(9))).toThrow(
-      /50 console pages already follow/,
-    );
+    expect(() => open(over, 9)).toThrow(/50 console pages already follow/);
+  });
+
+  it('ends a signed-out session’s streams at once, and no push reaches them afterwards', async () => {
+    const mine = [tab(), tab()];
+    const other = tab();
+    const id = open(mine[0]!, 1, 'a');
+    streams.open(mine[1]!.request, mine[1]!.reply, factory(1), id); // a second tab, same session
+    open(other, 1, 'b');
+    await vi.waitFor(() => expect(mine[0]!.events).toHaveLength(1));
+    sessions.end(id); // what POST /console/sign-out does
+    for (const t of mine) expect(t.res.ended).toBe(true);
+    const sent = mine.map((t) => t.events.length);
+    await vi.advanceTimersByTimeAsync(LIVE_PUSH_MS * 3);
+    expect(mine.map((t) => t.events.length)).toEqual(sent);
+    expect(other.res.ended).toBe(false);
+    expect(other.events.length).toBeGreaterThan(1);
+  });
+
+  it('ends a stream at the next push once its token is revoked or expired, reading each token once a push', async () => {
+    const tabs = [tab(), tab(), tab()];
+    open(tabs[0]!, 1, 'revoked');
+    open(tabs[1]!, 1, 'revoked');
+    open(tabs[2]!, 1, 'kept');
+    await vi.waitFor(() => expect(tabs[2]!.events).toHaveLength(1));
+    tokenReads = [];
+    await vi.advanceTimersByTimeAsync(LIVE_PUSH_MS);
+    // one read per distinct token per push, for the whole factory
+    expect(tokenReads.map((ids) => ids.sort())).toEqual([['kept', 'revoked']]);
+    const before = tabs[0]!.events.length;
+    revoked.add('revoked'); // revoked or expired: the token read no longer answers it
+    tokenReads = [];
+    await vi.advanceTimersByTimeAsync(LIVE_PUSH_MS);
+    expect(tabs[0]!.res.ended).toBe(true);
+    expect(tabs[1]!.res.ended).toBe(true);
+    expect(tabs[0]!.events).toHaveLength(before); // the push that found it revoked sent it nothing
+    expect(tabs[2]!.res.ended).toBe(false);
+    await vi.advanceTimersByTimeAsync(LIVE_PUSH_MS);
+    expect(tokenReads.at(-1)).toEqual(['kept']);
+    expect(tabs[2]!.events.length).toBe(before + 2);
+  });
+
+  it('ends a stream at the first push past its session’s lifetime', async () => {
+    const t = tab();
+    open(t, 1);
+    await vi.waitFor(() => expect(t.events).toHaveLength(1));
+    await vi.advanceTimersByTimeAsync(SESSION_LIFETIME_MS - LIVE_PUSH_MS);
+    expect(t.res.ended).toBe(false);
+    const sent = t.events.length;
+    await vi.advanceTimersByTimeAsync(LIVE_PUSH_MS);
+    expect(t.res.ended).toBe(true);
+    expect(t.events).toHaveLength(sent);
+  });
+
+  it('cuts off a page that stops reading instead of buffering every push', async () => {
+    const stalled = tab(true);
+    const reading = tab();
+    open(stalled, 1);
+    open(reading, 1);
+    await vi.advanceTimersByTimeAsync(LIVE_PUSH_MS * 1800); // an hour of pushes
+    expect(stalled.res.writableLength).toBeLessThan(64 * 1024);
+    expect(stalled.res.destroyed).toBe(true);
+    expect(reading.res.ended).toBe(false);
+    expect(reading.events).toHaveLength(1801);
   });
 });

@@ -17,18 +17,20 @@ export const CSRF_HEADER = 'x-csrf-token';
 export const SIGN_IN_PATH = '/console/sign-in';
 
 /**
- * Refuses a change sent from another site: browsers name the sender in Origin (and
- * Sec-Fetch-Site); the SameSite=Strict cookie already stays home, this covers old browsers
- * and the sign-in form, which has no session yet.
+ * Refuses a change sent from another site: browsers name the sender in Sec-Fetch-Site and
+ * Origin; the SameSite=Strict cookie already stays home, this covers old browsers and the
+ * sign-in form, which has no session yet. `Sec-Fetch-Site: same-origin` is proof enough: the
+ * browser sets it and no page can, and it holds behind a TLS-terminating proxy, where Origin
+ * names https and keyferryd (without api.trustProxy) sees http. Without it, Origin must be
+ * this origin as keyferryd sees it (request.protocol and request.host, which honour
+ * X-Forwarded-Proto/Host under api.trustProxy).
  */
 export function assertSameOrigin(request: FastifyRequest): void {
   const site = request.headers['sec-fetch-site'];
+  if (site === 'same-origin') return;
   const origin = request.headers.origin;
-  const expected = `${request.protocol}://${request.headers.host}`;
-  if (
-    (typeof site === 'string' && site !== 'same-origin' && site !== 'none') ||
-    (origin && origin !== expected)
-  ) {
+  const expected = `${request.protocol}://${request.host}`;
+  if ((typeof site === 'string' && site !== 'none') || (origin && origin !== expected)) {
     throw new KeyferryError(
       'forbidden',
       'this request came from another site; open the console at its own address and try again',

@@ -1,10 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import type { FileId, IdFile } from '@keyferry/core';
+import { type FileId, type IdFile, KeyferryError } from '@keyferry/core';
 
 /** How long a console sign-in lasts; the cookie's Max-Age is the same, so both end together. */
 export const SESSION_LIFETIME_MS = 8 * 60 * 60 * 1000;
-/** Sessions kept at once; signing in past it ends the oldest (memory stays bounded). */
+/**
+ * Sessions kept at once (memory stays bounded); signing in past it ends the oldest session of
+ * the same factory, never another factory's.
+ */
 export const MAX_SESSIONS = 1_000;
+/** Sessions one API token holds at once; signing in past it ends that token's oldest. */
+export const MAX_SESSIONS_PER_TOKEN = 16;
 /** File imports a session remembers for their summary; older ones are forgotten first. */
 export const MAX_IMPORTS_PER_SESSION = 5;
 export const SESSION_COOKIE = 'kf_console';
@@ -20,6 +25,8 @@ export interface ConsoleImport {
 export interface ConsoleSession {
   /** The API token's id (never the token: the session cookie is a separate random value). */
   tokenId: string;
+  /** The token's factory: a full table makes room only among this factory's sessions. */
+  factoryId: number;
   /** Sent back by every form and fetch that changes something (double-submit CSRF token). */
   csrf: string;
   expiresAt: number;
@@ -32,15 +39,47 @@ export interface ConsoleSession {
  */
 export class ConsoleSessions {
   readonly #sessions = new Map<string, ConsoleSession>();
+  readonly #onEnd: Array<(id: string) => void> = [];
 
-  create(tokenId: string, now = Date.now()): { id: string; session: ConsoleSession } {
-    if (this.#sessions.size >= MAX_SESSIONS) {
-      const oldest = this.#sessions.keys().next().value;
-      if (oldest !== undefined) this.#sessions.delete(oldest);
+  /** Calls `listener` with the id of every session that ends: signed out, expired, evicted, revoked. */
+  onEnd(listener: (id: string) => void): void {
+    this.#onEnd.push(listener);
+  }
+
+  /**
+   * A new session of `principal`. Past {@link MAX_SESSIONS_PER_TOKEN} the token's oldest session
+   * ends; past {@link MAX_SESSIONS} the factory's oldest. When every session belongs to other
+   * factories the sign-in is refused: one factory's token cannot sign out another's users.
+   */
+  create(
+    principal: { tokenId: string; factoryId: number },
+    now = Date.now(),
+  ): { id: string; session: ConsoleSession } {
+    let ofToken: string | undefined;
+    let tokenCount = 0;
+    let ofFactory: string | undefined;
+    for (const [id, s] of [...this.#sessions]) {
+      if (s.expiresAt <= now) {
+        this.end(id);
+        continue;
+      }
+      if (s.tokenId === principal.tokenId && tokenCount++ === 0) ofToken = id;
+      if (s.factoryId === principal.factoryId) ofFactory ??= id;
+    }
+    if (tokenCount >= MAX_SESSIONS_PER_TOKEN) this.end(ofToken);
+    else if (this.#sessions.size >= MAX_SESSIONS) {
+      if (ofFactory === undefined) {
+        throw new KeyferryError(
+          'rate_limited',
+          `the console has ${MAX_SESSIONS} sessions open, all of other factories: try again when some have signed out or expired`,
+        );
+      }
+      this.end(ofFactory);
     }
     const id = randomBytes(32).toString('base64url');
     const session: ConsoleSession = {
-      tokenId,
+      tokenId: principal.tokenId,
+      factoryId: principal.factoryId,
       csrf: randomBytes(32).toString('base64url'),
       expiresAt: now + SESSION_LIFETIME_MS,
       imports: new Map(),
@@ -53,14 +92,19 @@ export class ConsoleSessions {
     if (id === undefined) return undefined;
     const session = this.#sessions.get(id);
     if (session && session.expiresAt <= now) {
-      this.#sessions.delete(id);
+      this.end(id);
       return undefined;
     }
     return session;
   }
 
   end(id: string | undefined): void {
-    if (id !== undefined) this.#sessions.delete(id);
+    if (id === undefined || !this.#sessions.delete(id)) return;
+    for (const listener of this.#onEnd) listener(id);
+  }
+
+  get size(): number {
+    return this.#sessions.size;
   }
 }
 

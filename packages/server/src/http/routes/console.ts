@@ -1,9 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { KeyferryError, MAX_ID_FILE_BYTES, parseIdFile } from '@keyferry/core';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { BulkJobRunner } from '../../allowlist/bulk-jobs.ts';
-import { getBulkJob } from '../../allowlist/bulk-jobs.ts';
+import { getBulkJob, MAX_JOB_DEVICES } from '../../allowlist/bulk-jobs.ts';
 import {
   deviceCertificates,
   deviceProvisionings,
@@ -15,7 +15,7 @@ import { deviceTimeline } from '../../audit/audit-log.ts';
 import type { ServiceContext } from '../../context.ts';
 import { listDeviceGroups } from '../../el2g/group-assignments.ts';
 import { productCatalogue } from '../../el2g/products.ts';
-import { authenticateToken } from '../../tokens/api-tokens.ts';
+import { authenticateToken, type Principal } from '../../tokens/api-tokens.ts';
 import { principalFactory } from '../auth.ts';
 import {
   assertCsrf,
@@ -39,6 +39,7 @@ import {
   sessionCookieHeader,
 } from '../console/sessions.ts';
 import { sendProblem, toKeyferryError } from '../problem.ts';
+import { rateLimited, retryAfterHeader, TokenBuckets } from '../rate-limit.ts';
 import { MAX_ROW_ID, parseBody } from '../validate.ts';
 
 export const CONSOLE_PREFIX = '/console';
@@ -54,6 +55,8 @@ const CSP =
   "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 const signInSchema = z.strictObject({ token: z.string().max(200) });
+/** A sign-in with no token gets authenticateToken's generic answer, not its API wording. */
+const NOT_VALID = 'the API token is not valid: check it, or create a new one';
 const devicesQuery = z.strictObject({
   q: z.string().max(100).optional(),
   group: z.string().max(100).optional(),
@@ -78,6 +81,25 @@ function wantsHtml(request: FastifyRequest): boolean {
 
 const blank = (s: string | undefined) => (s === undefined || s === '' ? undefined : s);
 
+const IMPORT_PATH = `${CONSOLE_PREFIX}/import`;
+
+/**
+ * A console refusal in the console's words: an import over the file limit is told as such (the
+ * parser refuses it before parseIdFile could), not as Fastify's generic body limit.
+ */
+function consoleError(err: unknown, request: FastifyRequest): KeyferryError {
+  if (
+    (err as FastifyError)?.code === 'FST_ERR_CTP_BODY_TOO_LARGE' &&
+    request.routeOptions.url === IMPORT_PATH
+  ) {
+    return new KeyferryError(
+      'body_too_large',
+      `${fileNameOf(request.headers['x-file-name'])} is larger than ${MAX_ID_FILE_BYTES} bytes, the most one import takes: split it into several files`,
+    );
+  }
+  return toKeyferryError(err);
+}
+
 /**
  * The web console (docs/console.md) under /console/: server-rendered pages over the same
  * domain services as the API, a session cookie instead of the token, one event stream.
@@ -92,7 +114,12 @@ export async function consoleRoutes(
     Object.keys(ASSET_TYPES).map((name) => [name, readFileSync(new URL(name, ASSETS_DIR))]),
   );
   const sessions = new ConsoleSessions();
-  const streams = new EventStreams(db, app.log);
+  const streams = new EventStreams(db, app.log, sessions);
+  // per client address before the token is looked up (guessing is limited), per token once its
+  // secret matched (one token cannot churn sessions)
+  const { rateLimits } = ctx.config.api;
+  const signInPerAddress = new TokenBuckets(rateLimits.signInPerAddress);
+  const signInPerToken = new TokenBuckets(rateLimits.signInPerToken);
   app.addHook('preClose', async () => streams.closeAll());
 
   await app.register(
@@ -107,6 +134,9 @@ export async function consoleRoutes(
         { parseAs: 'buffer', bodyLimit: MAX_ID_FILE_BYTES },
         (_request, body, done) => done(null, body),
       );
+      // any other type reaches the route, which names the one it takes (Fastify's own refusal
+      // said "send application/json"); the body is not read
+      c.addContentTypeParser('*', (_request, _payload, done) => done(null, undefined));
       c.addHook('onRequest', async (_request, reply) => {
         reply.header('content-security-policy', CSP);
         reply.header('x-content-type-options', 'nosniff');
@@ -115,9 +145,12 @@ export async function consoleRoutes(
         reply.header('cache-control', 'no-store');
       });
       c.setErrorHandler((err, request, reply) => {
-        const error = toKeyferryError(err);
-        if (!wantsHtml(request) || !error.expose) return sendProblem(request, reply, err);
+        const error = consoleError(err, request);
+        if (!wantsHtml(request) || !error.expose)
+          return sendProblem(request, reply, error.expose ? error : err);
         request.log.info({ code: error.code, msg: error.message }, 'request refused');
+        const retryAfter = retryAfterHeader(error);
+        if (retryAfter) reply.header('Retry-After', retryAfter);
         return sendPage(reply, errorPage(viewerOf(request), error.code, error.message), error.status);
       });
 
@@ -132,21 +165,47 @@ export async function consoleRoutes(
 
       c.post('/sign-in', async (request, reply) => {
         assertSameOrigin(request);
+        const refuse = (error: KeyferryError) => {
+          request.log.info({ code: error.code, msg: error.message }, 'sign-in refused');
+          const retryAfter = retryAfterHeader(error);
+          if (retryAfter) reply.header('Retry-After', retryAfter);
+          return sendPage(reply, signInPage(error.message), error.status);
+        };
+        const waitMs = signInPerAddress.take(request.ip);
+        if (waitMs > 0) {
+          return refuse(rateLimited('api.rateLimits.signInPerAddress', rateLimits.signInPerAddress, waitMs));
+        }
         const { token } = parseBody(signInSchema, request.body, 'sign-in form');
-        const principal = await authenticateToken(db, token).catch((err: unknown) => {
-          if (err instanceof KeyferryError && err.code === 'unauthenticated') return undefined;
-          throw err;
-        });
-        if (!principal?.scopes.has('read')) {
-          const why = principal
-            ? 'this token lacks the "read" scope the console needs to show anything: use a read or write token'
-            : 'that API token is not valid: check it, or create a new one';
-          return sendPage(reply, signInPage(why), principal ? 403 : 401);
+        let principal: Principal;
+        try {
+          principal = await authenticateToken(db, token);
+        } catch (err) {
+          if (!(err instanceof KeyferryError) || err.code !== 'unauthenticated') throw err;
+          // authenticateToken names a revoked or expired token only to whoever holds its secret
+          return refuse(token.trim() === '' ? new KeyferryError('unauthenticated', NOT_VALID) : err);
+        }
+        const tokenWait = signInPerToken.take(principal.tokenId);
+        if (tokenWait > 0) {
+          return refuse(rateLimited('api.rateLimits.signInPerToken', rateLimits.signInPerToken, tokenWait));
+        }
+        if (!principal.scopes.has('read')) {
+          return refuse(
+            new KeyferryError(
+              'forbidden',
+              'this token lacks the "read" scope the console needs to show anything: use a read or write token',
+            ),
+          );
         }
         if (!(await principalFactory(db, principal))) {
           throw new KeyferryError('unauthenticated', 'the factory of this token no longer exists');
         }
-        const { id } = sessions.create(principal.tokenId);
+        let id: string;
+        try {
+          id = sessions.create(principal).id;
+        } catch (err) {
+          if (err instanceof KeyferryError) return refuse(err);
+          throw err;
+        }
         return reply
           .code(303)
           .header('set-cookie', sessionCookieHeader(id, request.protocol === 'https'))
@@ -171,7 +230,9 @@ export async function consoleRoutes(
           sendPage(reply, overviewPage(viewerOf(request)!, await loadOverview(db, request.factory!))),
         );
 
-        s.get('/events', async (request, reply) => streams.open(request, reply, request.factory!));
+        s.get('/events', async (request, reply) =>
+          streams.open(request, reply, request.factory!, sessionCookie(request.headers.cookie)!),
+        );
 
         s.get('/devices', async (request, reply) => {
           const q = parseBody(devicesQuery, request.query, 'query string');
@@ -228,10 +289,20 @@ export async function consoleRoutes(
           assertWriteScope(request);
           const q = parseBody(importQuery, request.query, 'query string');
           if (!Buffer.isBuffer(request.body)) {
-            throw new KeyferryError('unsupported_media_type', 'send the file as application/octet-stream');
+            const sent = request.headers['content-type'];
+            throw new KeyferryError(
+              'unsupported_media_type',
+              `the file came as ${sent ? `Content-Type ${sent}` : 'no Content-Type'}: send it as application/octet-stream (the import page does)`,
+            );
           }
           const name = fileNameOf(request.headers['x-file-name']);
           const file = parseIdFile(name, request.body);
+          if (file.ids.length > MAX_JOB_DEVICES) {
+            throw new KeyferryError(
+              'invalid_request',
+              `${name} has ${file.ids.length} device ids; one console import takes at most ${MAX_JOB_DEVICES}: split it into files of at most ${MAX_JOB_DEVICES} ids, or add it with keyferry el2g devices add ${q.product} --file ${name}, which sends it in batches`,
+            );
+          }
           const job = await jobs.submit(
             request.factory!,
             {

@@ -112,14 +112,31 @@ function importFiles() {
     progress.value = s.total === 0 ? 1 : s.processed;
     status.textContent = `${s.processed} of ${s.total} ids processed (${s.status})`;
   };
+  const alert = (text) => {
+    const p = document.createElement('p');
+    p.className = 'error';
+    p.setAttribute('role', 'alert');
+    p.textContent = text;
+    summary.replaceChildren(p);
+  };
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     const file = form.elements.file.files[0];
     if (!file) return;
     result.hidden = false;
     summary.replaceChildren();
+    const maxBytes = Number(form.dataset.maxBytes);
+    if (maxBytes > 0 && file.size > maxBytes) {
+      // refused here: uploading it would only end in the server's 413
+      alert(
+        `Import refused: ${file.name} has ${file.size} bytes; one import takes at most ${maxBytes} bytes: split it into several files.`,
+      );
+      status.textContent = 'Not imported.';
+      return;
+    }
     button.disabled = true;
     status.textContent = `Uploading ${file.name}…`;
+    let s;
     try {
       const q = new URLSearchParams({
         product: form.elements.product.value,
@@ -134,13 +151,22 @@ function importFiles() {
         },
         body: await file.arrayBuffer(),
       });
-      let s = await res.json();
-      if (!res.ok) throw new Error(s.detail || `HTTP ${res.status}`);
+      const body = await res.json().catch(() => ({}));
+      if (!res.ok) throw new Error(body.detail || `HTTP ${res.status}`);
+      s = body;
+    } catch (err) {
+      alert(`Import refused: ${err.message}`);
+      status.textContent = 'Not imported.';
+      button.disabled = false;
+      return;
+    }
+    // accepted (202): the job runs on the server whatever happens to this page from here on
+    try {
       show(s);
       while (s.status === 'queued' || s.status === 'running') {
         await new Promise((r) => setTimeout(r, POLL_MS));
         const next = await fetch(`/console/import/${s.id}`);
-        const body = await next.json();
+        const body = await next.json().catch(() => ({}));
         if (!next.ok) throw new Error(body.detail || `HTTP ${next.status}`);
         s = body;
         show(s);
@@ -148,12 +174,10 @@ function importFiles() {
       if (s.error) status.textContent += `: ${s.error.message}`;
       showSummary(summary, s);
     } catch (err) {
-      const p = document.createElement('p');
-      p.className = 'error';
-      p.setAttribute('role', 'alert');
-      p.textContent = `Import refused: ${err.message}`;
-      summary.replaceChildren(p);
-      status.textContent = 'Not imported.';
+      alert(
+        `Import accepted: it continues on the server, but its progress is unavailable (${err.message}). Check the allow-list on the Devices page, or sign in again.`,
+      );
+      status.textContent = `Accepted; progress unavailable (${s.processed} of ${s.total} ids processed when last seen).`;
     } finally {
       button.disabled = false;
     }
