@@ -182,3 +182,72 @@ describe('an empty environment variable does not hide what keyferry login saved 
     }
   });
 });
+
+describe('devices add --file whose later batch gets no answer (was: the committed batches went unreported)', () => {
+  it('prints what the committed batches did, how many ids were not sent from which line, and what to do', {
+    timeout: 60_000,
+  }, async () => {
+    const bodies: Array<{ devices: string[] }> = [];
+    const fake = await fakeServer((req, res) => {
+      let text = '';
+      req.on('data', (c) => {
+        text += c;
+      });
+      req.on('end', () => {
+        const body = JSON.parse(text) as { devices: string[] };
+        bodies.push(body);
+        if (bodies.length === 1) {
+          res.writeHead(200, { 'content-type': 'application/json' }).end(
+            JSON.stringify({
+              'product-id': '935389312472',
+              group: 'fio-935389312472',
+              production: false,
+              counts: { added: body.devices.length },
+              results: body.devices.map((id) => ({ id, status: 'added' })),
+            }),
+          );
+        } else {
+          res
+            .writeHead(503, { 'content-type': 'application/problem+json' })
+            .end(
+              JSON.stringify({ code: 'unavailable', detail: 'the database is not answering', status: 503 }),
+            );
+        }
+      });
+    });
+    try {
+      const dir = mkdtempSync(join(tmpdir(), 'keyferry-batches-'));
+      const file = join(dir, 'ids.txt');
+      const ids = Array.from({ length: 1500 }, (_, i) => `0x04005001${i.toString(16).padStart(28, '0')}`);
+      writeFileSync(file, `${ids.join('\n')}\n`);
+      const args = [
+        '--server',
+        fake.url,
+        '-t',
+        'kf_x',
+        '-f',
+        'demo',
+        'el2g',
+        'devices',
+        'add',
+        '935389312472',
+      ];
+      const res = await runBinAsync('keyferry', [...args, '--file', file], { env });
+      expect(bodies.map((b) => b.devices.length)).toEqual([1000, 500]);
+      expect(res.status).toBe(1);
+      expect(res.stdout).toContain('Added: 1000\n');
+      expect(res.stdout).toMatch(/\nNot sent: 500 \(from line 1001\)\n$/);
+      expect(res.stderr).toMatch(
+        new RegExp(
+          `ERROR: the ids from line 1001 of ${file} on were not sent: .*the database is not answering.*; the 1000 before them were \\(see the summary\\)\\. Run the same command again once that is solved: ids already added answer "already present"\\n$`,
+        ),
+      );
+      bodies.length = 0;
+      const json = await runBinAsync('keyferry', ['--json', ...args, '--file', file], { env });
+      expect(json.status).toBe(1);
+      expect(JSON.parse(json.stdout)).toMatchObject({ added: 1000, notSent: { count: 500, fromLine: 1001 } });
+    } finally {
+      await fake.close();
+    }
+  });
+});

@@ -3,7 +3,7 @@ import { DEVICE_ID_FORMS, deviceIdProblem, tryParseDeviceId } from '@keyferry/co
 import type { Command } from 'commander';
 import { CliError } from '../cli-error.ts';
 import { type CommandContext, commandContext } from '../context.ts';
-import { type DeviceAnswer, type SentId, sendInBatches } from '../devices/batches.ts';
+import { BatchesInterrupted, type DeviceAnswer, type SentId, sendInBatches } from '../devices/batches.ts';
 import { parseIdFile } from '../devices/id-file.ts';
 import { createProgress } from '../devices/progress.ts';
 import {
@@ -243,12 +243,30 @@ async function addFromFile(
   const ids = parsed.ids.map((i) => ({ text: i.text, line: i.line }));
   const progress = createProgress(process.stderr, ids.length);
   let answers: Array<{ sent: SentId; answer: DeviceAnswer }>;
+  let interrupted: BatchesInterrupted | undefined;
   try {
     answers = await sendInBatches(api, 'POST', { nc12, production }, ids, (done) => progress.update(done));
+  } catch (err) {
+    if (!(err instanceof BatchesInterrupted)) throw err;
+    interrupted = err;
+    answers = err.done;
   } finally {
     progress.finish();
   }
   const summary = summarize(parsed, answers);
+  if (interrupted) {
+    // what the committed batches did, then why the rest was not sent and how to send it
+    const { notSent } = interrupted;
+    const from = notSent[0]?.line;
+    if (out.json) printJson(out, { ...summary, notSent: { count: notSent.length, fromLine: from ?? null } });
+    else
+      out.write(`${formatImportSummary(summary)}Not sent: ${notSent.length}${from ? ` (from line ${from})` : ''}
+`);
+    const cause = interrupted.cause instanceof Error ? interrupted.cause.message : String(interrupted.cause);
+    throw new CliError(
+      `the ids from line ${from ?? '?'} of ${file} on were not sent: ${cause}; the ${answers.length} before them were (see the summary). Run the same command again once that is solved: ids already added answer "already present"`,
+    );
+  }
   if (out.json) printJson(out, summary);
   else out.write(formatImportSummary(summary));
   const notAdded = summary.invalid.length + summary.inOtherGroup.length + summary.refused.length;

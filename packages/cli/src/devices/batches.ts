@@ -31,8 +31,24 @@ export interface SentId {
 }
 
 /**
+ * A batch that got no answer (the network, a 5xx, a 429, a refusal without per-device answers)
+ * after earlier ones were committed: what those answered, and the ids not sent.
+ */
+export class BatchesInterrupted extends Error {
+  constructor(
+    readonly done: Array<{ sent: SentId; answer: DeviceAnswer }>,
+    readonly notSent: readonly SentId[],
+    override readonly cause: unknown,
+  ) {
+    super((cause as Error).message);
+  }
+}
+
+/**
  * Sends ids in batches, one request after another (the server commits each batch on its own),
- * calling `onBatch` after each with the ids done so far. Answers keep the ids' order.
+ * calling `onBatch` after each with the ids done so far. Answers keep the ids' order. A batch
+ * without an answer after the first throws BatchesInterrupted, so the caller can say what was
+ * committed; the first batch's failure is thrown as it is.
  */
 export async function sendInBatches(
   api: ApiClient,
@@ -44,11 +60,17 @@ export async function sendInBatches(
   const out: Array<{ sent: SentId; answer: DeviceAnswer }> = [];
   for (let i = 0; i < ids.length; i += IDS_PER_REQUEST) {
     const part = ids.slice(i, i + IDS_PER_REQUEST);
-    const answer = await batchAnswer(api, method, {
-      'product-id': request.nc12,
-      devices: part.map((p) => p.text),
-      production: request.production,
-    });
+    let answer: BatchAnswer;
+    try {
+      answer = await batchAnswer(api, method, {
+        'product-id': request.nc12,
+        devices: part.map((p) => p.text),
+        production: request.production,
+      });
+    } catch (err) {
+      if (i === 0) throw err;
+      throw new BatchesInterrupted(out, ids.slice(i), err);
+    }
     answer.results.forEach((result, j) => {
       out.push({ sent: part[j] ?? { text: result.id }, answer: result });
     });
