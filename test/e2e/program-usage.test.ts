@@ -251,3 +251,45 @@ describe('devices add --file whose later batch gets no answer (was: the committe
     }
   });
 });
+
+describe('el2g status with a section of its own that cannot be read (was: nothing printed)', () => {
+  it("prints fioctl's four sections and the readable ones, then names the one it could not read", {
+    timeout: 60_000,
+  }, async () => {
+    const answers: Record<string, unknown> = {
+      '/ota/factories/demo/el2g-proxy/products': [{ nc12: 935389312472, commercialName: 'SE050C2HQ1/Z01V3' }],
+      '/ota/factories/demo/el2g/overview/': {
+        subdomain: 'abc.device-link.example',
+        'product-ids': [935389312472],
+      },
+      '/ota/factories/demo/el2g/secure-objects/': [],
+      '/ota/factories/demo/el2g/intermediate-cas/': [],
+      '/ota/factories/demo/el2g-proxy/secure-objects': { content: [] },
+    };
+    const fake = await fakeServer((req, res) => {
+      const answer = answers[req.url ?? ''];
+      if (answer === undefined) {
+        res
+          .writeHead(503, { 'content-type': 'application/problem+json' })
+          .end(JSON.stringify({ code: 'unavailable', detail: 'the plan is not answering', status: 503 }));
+      } else res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answer));
+    });
+    try {
+      const res = await runBinAsync(
+        'keyferry',
+        ['--server', fake.url, '-t', 'kf_x', '-f', 'demo', 'el2g', 'status'],
+        { env },
+      );
+      expect(fake.asked.map((a) => a.url).at(-1)).toBe('/ota/factories/demo/el2g/plan/');
+      expect(res.status).toBe(1);
+      expect(res.stdout).toMatch(/^# Subdomain: abc\.device-link\.example\n/);
+      expect(res.stdout).toContain('\t935389312472  SE050C2HQ1/Z01V3\n');
+      expect(res.stdout).toContain('# Intermediate CAs\n');
+      expect(res.stderr).toMatch(
+        /^ERROR: el2g status could not read the plan section: .*the plan is not answering/,
+      );
+    } finally {
+      await fake.close();
+    }
+  });
+});

@@ -151,15 +151,20 @@ export function registerEl2gDevices(el2g: Command): void {
 }
 
 /** The renewal section of `el2g status` (after fioctl's four, before the plan). */
-export const renewalStatusSection: StatusSection = async ({ api }) =>
-  formatRenewalSection(
-    (await api.call<{ content: RenewalSettings[] }>('GET', api.factoryPath('el2g-proxy/secure-objects')))
-      .content,
-  );
+export const renewalStatusSection: StatusSection = {
+  name: 'renewal',
+  read: async ({ api }) =>
+    formatRenewalSection(
+      (await api.call<{ content: RenewalSettings[] }>('GET', api.factoryPath('el2g-proxy/secure-objects')))
+        .content,
+    ),
+};
 
 /** The plan section of `el2g status` (after fioctl's four). */
-export const planStatusSection: StatusSection = async ({ api }) =>
-  formatPlanSection(await api.call<PlanUsage>('GET', api.factoryPath('el2g/plan/')));
+export const planStatusSection: StatusSection = {
+  name: 'plan',
+  read: async ({ api }) => formatPlanSection(await api.call<PlanUsage>('GET', api.factoryPath('el2g/plan/'))),
+};
 
 /** The first word must be the product's 12NC; a device id there means the 12NC was left out. */
 function checkNc12(nc12: string, command: 'add' | 'delete'): void {

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import type { ApiClient } from '../api-client.ts';
+import { CliError } from '../cli-error.ts';
 import { type CommandContext, commandContext } from '../context.ts';
 import { formatTable, printJson } from '../output.ts';
 
@@ -44,10 +45,14 @@ export interface El2gStatus {
 }
 
 /**
- * A section printed after fioctl's four (plan and usage, …): gets what was already read
- * and returns its text (ending in a newline), or '' to print nothing.
+ * A section printed after fioctl's four (plan and usage, …): `read` gets what was already read
+ * and returns its text (ending in a newline), or '' to print nothing; `name` says which section
+ * could not be read.
  */
-export type StatusSection = (ctx: CommandContext, status: El2gStatus) => Promise<string>;
+export interface StatusSection {
+  name: string;
+  read(ctx: CommandContext, status: El2gStatus): Promise<string>;
+}
 
 export async function fetchEl2gStatus(api: ApiClient): Promise<El2gStatus> {
   const products = await api.call<Product[]>('GET', api.factoryPath('el2g-proxy/products'));
@@ -90,12 +95,19 @@ export function registerEl2gStatus(el2g: Command, extraSections: readonly Status
       const ctx = commandContext(command);
       const status = await fetchEl2gStatus(ctx.api);
       if (ctx.out.json) return printJson(ctx.out, status);
-      const sections = el2gStatusSections(status);
+      // fioctl's four first: a section of keyferry's own that cannot be read does not hide them
+      ctx.out.write(el2gStatusSections(status).join('\n'));
+      const unread: string[] = [];
       for (const extra of extraSections) {
-        const text = await extra(ctx, status);
-        if (text !== '') sections.push(text);
+        try {
+          const text = await extra.read(ctx, status);
+          if (text !== '') ctx.out.write(`\n${text}`);
+        } catch (err) {
+          if (!(err instanceof Error)) throw err;
+          unread.push(`the ${extra.name} section: ${err.message}`);
+        }
       }
-      ctx.out.write(sections.join('\n'));
+      if (unread.length > 0) throw new CliError(`el2g status could not read ${unread.join('; ')}`);
     });
 }
 
