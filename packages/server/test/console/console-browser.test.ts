@@ -199,6 +199,55 @@ describe('the web console in chromium', () => {
     await context.close();
   });
 
+  it('says when live figures could not be read, and when live updates stopped for good', async () => {
+    const context = await browser.newContext();
+    // every text the live status shows, in order (a later one replaces an earlier one on the page)
+    await context.addInitScript(() => {
+      const seen: string[] = [];
+      (window as unknown as { liveStatuses: string[] }).liveStatuses = seen;
+      document.addEventListener('DOMContentLoaded', () => {
+        const field = document.querySelector('[data-field="live-status"]');
+        if (!field) return;
+        new MutationObserver(() => seen.push(field.textContent ?? '')).observe(field, {
+          childList: true,
+          characterData: true,
+          subtree: true,
+        });
+      });
+    });
+    const page = await signIn(context, readToken);
+    const statuses = () =>
+      page.evaluate(() => (window as unknown as { liveStatuses: string[] }).liveStatuses);
+    await expect.poll(statuses, { timeout: 30_000 }).toContainEqual(expect.stringContaining('Live: updated'));
+    // the server's `failed` event (its read of the figures failed), then the stream ends and the
+    // browser reconnects to a session that was signed out: 401, after which it stops
+    let opened = 0;
+    await page.route('**/console/events', async (route) => {
+      opened++;
+      if (opened === 1) {
+        await route.fulfill({
+          status: 200,
+          headers: { 'content-type': 'text/event-stream' },
+          body: 'retry: 100\n\nevent: failed\ndata: {}\n\n',
+        });
+      } else await route.continue();
+    });
+    await page.reload();
+    const csrf = (await page.locator('meta[name="csrf-token"]').getAttribute('content'))!;
+    await expect
+      .poll(statuses, { timeout: 30_000 })
+      .toContainEqual('Live figures could not be read just now (keyferryd logged why): trying again.');
+    await context.request.post(`${f.svc.url}/console/sign-out`, {
+      headers: { 'x-csrf-token': csrf, origin: f.svc.url },
+      maxRedirects: 0,
+    });
+    await expect
+      .poll(() => page.locator('[data-field="live-status"]').textContent(), { timeout: 30_000 })
+      .toBe('Live updates stopped: reload the page (sign in again if your session ended).');
+    expect(opened).toBeGreaterThanOrEqual(2);
+    await context.close();
+  });
+
   it('finds a device by either id form and shows its PROVISIONING_COMPLETED timeline', async () => {
     const context = await browser.newContext();
     const page = await signIn(context, readToken);

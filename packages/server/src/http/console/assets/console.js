@@ -55,7 +55,20 @@ function followLive() {
     setField('devices-total', total);
     setField('live-status', `Live: updated ${new Date().toLocaleTimeString()}.`);
   });
-  events.addEventListener('error', () => setField('live-status', 'Live updates paused: reconnecting…'));
+  // the server could not read the figures this time: the last ones stay, it tries again
+  events.addEventListener('failed', () =>
+    setField('live-status', 'Live figures could not be read just now (keyferryd logged why): trying again.'),
+  );
+  // CLOSED: the browser gave up (the session ended: 401; too many open pages: 429) and does not
+  // reconnect by itself; otherwise it reconnects
+  events.addEventListener('error', () =>
+    setField(
+      'live-status',
+      events.readyState === EventSource.CLOSED
+        ? 'Live updates stopped: reload the page (sign in again if your session ended).'
+        : 'Live updates paused: reconnecting…',
+    ),
+  );
 }
 
 function lines(items) {
