@@ -42,7 +42,7 @@ export function loadConfig(options: { file?: string | undefined; env?: NodeJS.Pr
     } catch (err) {
       throw new KeyferryError(
         'config_invalid',
-        `config file ${file} is not valid YAML/JSON: ${(err as Error).message}`,
+        `config file ${file} is not valid YAML/JSON: ${withoutExcerpt((err as Error).message)}`,
       );
     }
     if (parsed !== null && parsed !== undefined && (typeof parsed !== 'object' || Array.isArray(parsed))) {
@@ -50,30 +50,66 @@ export function loadConfig(options: { file?: string | undefined; env?: NodeJS.Pr
     }
     raw = (parsed ?? {}) as Record<string, unknown>;
   }
+  // the options the environment set, by path: a refusal of one names the variable, not the file
+  const fromEnv = new Map<string, string>();
   for (const [name, path] of Object.entries(ENV_OVERRIDES)) {
     const value = env[name];
-    if (value !== undefined && value !== '') setPath(raw, path, value);
+    if (value === undefined || value === '') continue;
+    setPath(raw, path, value);
+    fromEnv.set(path.join('.'), name);
   }
   // a number in the schema: digits become one, anything else is left for it to refuse
-  if (env.KEYFERRY_WORKERS)
+  if (env.KEYFERRY_WORKERS) {
     raw.workers = /^[0-9]+$/.test(env.KEYFERRY_WORKERS) ? Number(env.KEYFERRY_WORKERS) : env.KEYFERRY_WORKERS;
-  if (env.KEYFERRY_STORAGE_URL) raw.storage = { kind: 'postgres', url: env.KEYFERRY_STORAGE_URL };
-  if (env.KEYFERRY_MASTER_KEY_FILE) setMasterKeyFile(raw, env.KEYFERRY_MASTER_KEY_FILE);
-  return { config: validateConfig(raw, file ?? 'the environment'), file: file ? resolve(file) : undefined };
+    fromEnv.set('workers', 'KEYFERRY_WORKERS');
+  }
+  if (env.KEYFERRY_STORAGE_URL) {
+    raw.storage = { kind: 'postgres', url: env.KEYFERRY_STORAGE_URL };
+    fromEnv.set('storage', 'KEYFERRY_STORAGE_URL');
+  }
+  if (env.KEYFERRY_MASTER_KEY_FILE) {
+    setMasterKeyFile(raw, env.KEYFERRY_MASTER_KEY_FILE);
+    fromEnv.set('keyCustody.masterKeyFile', 'KEYFERRY_MASTER_KEY_FILE');
+  }
+  return {
+    config: validateConfig(raw, file ?? 'the environment', fromEnv),
+    file: file ? resolve(file) : undefined,
+  };
 }
 
-export function validateConfig(raw: unknown, source = 'config'): Config {
+/**
+ * Validates `raw` from `source` (a file, or "the environment"); `fromEnv` names the variable that
+ * set an option (by its dotted path, or a prefix of it), so its refusal names that variable.
+ */
+export function validateConfig(
+  raw: unknown,
+  source = 'config',
+  fromEnv: ReadonlyMap<string, string> = new Map(),
+): Config {
   const result = configSchema.safeParse(raw);
   if (!result.success) {
+    const issues = result.error.issues;
+    const variables = issues.map((i) => variableOf(i.path, fromEnv));
+    // every issue from the environment: the file is not what to fix
+    const where = variables.every((v) => v !== undefined) ? 'the environment' : source;
     throw new KeyferryError(
       'config_invalid',
-      `invalid configuration in ${source}: ${describeIssues(result.error)}`,
+      `invalid configuration in ${where}: ${describeIssues(result.error, fromEnv)}`,
     );
   }
   return result.data;
 }
 
-function describeIssues(error: z.ZodError): string {
+/** The variable that set the option at `path` (or an option around it), if one did. */
+function variableOf(path: readonly PropertyKey[], fromEnv: ReadonlyMap<string, string>): string | undefined {
+  for (let n = path.length; n > 0; n--) {
+    const name = fromEnv.get(path.slice(0, n).join('.'));
+    if (name) return name;
+  }
+  return undefined;
+}
+
+function describeIssues(error: z.ZodError, fromEnv: ReadonlyMap<string, string>): string {
   return error.issues
     .map((issue) => {
       const at = issue.path.length > 0 ? issue.path.join('.') : '(top level)';
@@ -81,9 +117,19 @@ function describeIssues(error: z.ZodError): string {
         const keys = issue.keys.map((k) => (issue.path.length > 0 ? `${at}.${k}` : k));
         return `unknown key${keys.length > 1 ? 's' : ''} ${keys.map((k) => `"${k}"`).join(', ')}`;
       }
-      return `${at}: ${issue.message}`;
+      const variable = variableOf(issue.path, fromEnv);
+      return `${at}${variable ? ` (from ${variable})` : ''}: ${issue.message}`;
     })
     .join('; ');
+}
+
+/**
+ * The YAML parser's message without the excerpt of the file it quotes after the position: the
+ * line may hold a secret (`pin:`, a postgres URL's password), and the message goes to the log.
+ */
+function withoutExcerpt(message: string): string {
+  const at = message.indexOf(':\n');
+  return at === -1 ? message : message.slice(0, at);
 }
 
 /**

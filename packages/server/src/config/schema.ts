@@ -16,7 +16,12 @@ import { CRL_HELD_BYTES } from '../revocation/crl-store.ts';
  */
 const listen = z
   .string()
-  .regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:8080');
+  .regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:8080')
+  // (a value without a port is the regex's to refuse)
+  .refine(
+    (v) => Number(/:(\d{1,5})$/.exec(v)?.[1] ?? 0) <= 65_535,
+    'the port is at most 65535 (0: any free port)',
+  );
 
 const sqliteStorage = z.strictObject({
   kind: z.literal('sqlite'),

@@ -4,6 +4,16 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig, parseListen } from '../../src/config/load.ts';
 
+/** The message `load` is refused with. */
+function message(load: () => unknown): string {
+  try {
+    load();
+  } catch (err) {
+    return (err as Error).message;
+  }
+  throw new Error('not refused');
+}
+
 function file(text: string, name = 'keyferry.yaml'): string {
   const path = join(mkdtempSync(join(tmpdir(), 'kf-cfg-')), name);
   writeFileSync(path, text);
@@ -76,6 +86,46 @@ describe('keyferryd configuration', () => {
     expect(() => loadConfig({ file: '/nonexistent/k.yaml', env: {} })).toThrowError(
       /cannot read config file/,
     );
+  });
+
+  it('names where a YAML error is without quoting the line, which may hold the PIN', () => {
+    const bad = file(
+      'keyCustody:\n  kind: pkcs11\n  module: /usr/lib/hsm.so\n  tokenLabel: kf\n  pin: "S3cretPIN\n',
+    );
+    const refusal = message(() => loadConfig({ file: bad, env: {} }));
+    expect(refusal).toBe(
+      `config file ${bad} is not valid YAML/JSON: Missing closing "quote at line 6, column 1`,
+    );
+    expect(refusal).not.toContain('S3cretPIN');
+  });
+
+  it.each(['127.0.0.1:65536', '127.0.0.1:99999', '[::1]:70000'])(
+    'refuses the listen address %s, naming the option, at validation',
+    (listen) => {
+      expect(message(() => loadConfig({ file: file(`api:\n  listen: "${listen}"\n`), env: {} }))).toContain(
+        'api.listen: the port is at most 65535 (0: any free port)',
+      );
+    },
+  );
+
+  it('names the environment variable that set a refused option, not the file', () => {
+    const settled = file('dataDir: /var/lib/keyferry\n');
+    expect(message(() => loadConfig({ file: settled, env: { KEYFERRY_API_LISTEN: 'localhost' } }))).toBe(
+      'invalid configuration in the environment: api.listen (from KEYFERRY_API_LISTEN): expected host:port, e.g. 127.0.0.1:8080',
+    );
+    expect(message(() => loadConfig({ file: settled, env: { KEYFERRY_WORKERS: 'two' } }))).toMatch(
+      /^invalid configuration in the environment: workers \(from KEYFERRY_WORKERS\): /,
+    );
+    expect(
+      message(() => loadConfig({ file: settled, env: { KEYFERRY_GATEWAY_LISTEN: '127.0.0.1:70000' } })),
+    ).toContain('gateway.listen (from KEYFERRY_GATEWAY_LISTEN): the port is at most 65535');
+    // one from the file and one from the environment: the file is named, each option as it came
+    const both = message(() =>
+      loadConfig({ file: file('api:\n  listen: nowhere\n'), env: { KEYFERRY_DEVICE_LINK_LISTEN: 'x' } }),
+    );
+    expect(both).toMatch(/^invalid configuration in .*keyferry\.yaml: /);
+    expect(both).toContain('api.listen: expected host:port');
+    expect(both).toContain('deviceLink.listen (from KEYFERRY_DEVICE_LINK_LISTEN): expected host:port');
   });
 
   it('splits listen addresses, IPv6 included', () => {
