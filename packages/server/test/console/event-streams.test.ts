@@ -144,13 +144,28 @@ describe('the console overviews of a factory share each live push', () => {
     expect(logged).toHaveLength(1);
   });
 
-  it(`refuses the page past ${MAX_EVENT_STREAMS} open ones, whatever their factories`, () => {
+  it(`refuses the page past ${MAX_EVENT_STREAMS} open ones when the factories share them evenly`, () => {
+    // 17 + 17 + 16: no factory follows with two pages more than the one asking
     for (let i = 0; i < MAX_EVENT_STREAMS; i++) {
       const t = tab();
       open(t, 1 + (i % 3));
     }
     const over = tab();
-    expect(() => open(over, 9)).toThrow(/50 console pages already follow/);
+    expect(() => open(over, 3)).toThrow(/50 console pages already follow/);
+    expect(over.events).toEqual([]);
+  });
+
+  it(`past ${MAX_EVENT_STREAMS}, one factory's oldest page gives way to another factory's, never the reverse`, () => {
+    const hog = Array.from({ length: MAX_EVENT_STREAMS }, () => tab());
+    for (const t of hog) open(t, 1);
+    const other = tab();
+    open(other, 2);
+    expect(other.res.ended).toBe(false);
+    // the first of factory 1's pages ended; the others follow on
+    expect(hog.map((t) => t.res.ended)).toEqual([true, ...Array(MAX_EVENT_STREAMS - 1).fill(false)]);
+    // that page reconnecting does not push factory 2's out: 49 against 1 is factory 1's share
+    expect(() => open(tab(), 1)).toThrow(/50 console pages already follow/);
+    expect(other.res.ended).toBe(false);
   });
 
   it('ends a signed-out session’s streams at once, and no push reaches them afterwards', async () => {

@@ -87,12 +87,7 @@ export class EventStreams {
     if (!session) {
       throw new KeyferryError('unauthenticated', 'the console session ended: sign in again');
     }
-    if (this.#open.size >= MAX_EVENT_STREAMS) {
-      throw new KeyferryError(
-        'rate_limited',
-        `${MAX_EVENT_STREAMS} console pages already follow live updates; close some and reload`,
-      );
-    }
+    if (this.#open.size >= MAX_EVENT_STREAMS) this.#makeRoomFor(factory);
     reply.hijack();
     const res = reply.raw;
     res.writeHead(200, {
@@ -119,6 +114,29 @@ export class EventStreams {
     this.#open.set(end, sessionId);
     request.raw.on('close', () => end());
     if (!existing) void joined.push(); // the first push, once this stream is in the feed
+  }
+
+  /**
+   * At MAX_EVENT_STREAMS, a page of `factory` takes the place of the oldest page of the factory
+   * that follows with the most pages, when that one has at least two more than `factory`: one
+   * factory's pages cannot keep every other factory's from following (its page that gave way is
+   * refused when it reconnects). Otherwise the page is refused.
+   */
+  #makeRoomFor(factory: Factory): void {
+    const own = this.#feeds.get(factory.id)?.streams.size ?? 0;
+    let largest: Feed | undefined;
+    for (const feed of this.#feeds.values()) {
+      if (!largest || feed.streams.size > largest.streams.size) largest = feed;
+    }
+    const oldest =
+      largest && largest.streams.size >= own + 2 ? largest.streams.values().next().value : undefined;
+    if (!oldest) {
+      throw new KeyferryError(
+        'rate_limited',
+        `${MAX_EVENT_STREAMS} console pages already follow live updates; close some and reload`,
+      );
+    }
+    oldest.end();
   }
 
   /**
