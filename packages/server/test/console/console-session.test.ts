@@ -211,6 +211,20 @@ describe('console sessions', () => {
     expect(await streamEnds(events.body!)).toBe(true);
     // and the stream cannot be opened again with the old cookie
     expect((await fetch(`${svc.url}/console/events`, { headers: { cookie } })).status).toBe(401);
+    // signing out again (another tab's button) goes to the sign-in page, not to an error page
+    const again = await fetch(`${svc.url}/console/sign-out`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: {
+        cookie,
+        origin: svc.url,
+        accept: 'text/html',
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      body: new URLSearchParams({ csrf }).toString(),
+    });
+    expect(again.status).toBe(303);
+    expect(again.headers.get('location')).toBe('/console/sign-in');
   }, 60_000);
 
   it('ends a live stream at the next push once its token is revoked', async () => {

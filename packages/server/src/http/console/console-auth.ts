@@ -15,6 +15,7 @@ declare module 'fastify' {
 
 export const CSRF_HEADER = 'x-csrf-token';
 export const SIGN_IN_PATH = '/console/sign-in';
+export const SIGN_OUT_PATH = '/console/sign-out';
 
 /**
  * Refuses a change sent from another site: browsers name the sender in Sec-Fetch-Site and
@@ -80,7 +81,9 @@ export async function requireSession(
     sessions.end(id);
     if (id !== undefined) reply.header('set-cookie', clearedCookieHeader());
     const wantsPage = request.method === 'GET' && (request.headers.accept ?? '').includes('text/html');
-    if (wantsPage) return reply.code(303).header('location', SIGN_IN_PATH).send();
+    // signing out of a session that already ended (another tab, the 8 hours, a restart) is done
+    const signingOut = request.method === 'POST' && request.routeOptions.url === SIGN_OUT_PATH;
+    if (wantsPage || signingOut) return reply.code(303).header('location', SIGN_IN_PATH).send();
     throw new KeyferryError(
       'unauthenticated',
       `not signed in to the console (or the session ended): sign in at ${SIGN_IN_PATH}`,
