@@ -31,6 +31,16 @@ describe('every program has --version (was: unknown option)', () => {
   );
 });
 
+describe('login --help names where the login is saved (was: one fixed path)', () => {
+  it('names KEYFERRY_CONFIG_FILE and XDG_CONFIG_HOME', { timeout: 60_000 }, async () => {
+    const help = await keyferry(['login', '--help']);
+    expect(help.status).toBe(0);
+    expect(help.stdout.replace(/\s+/g, ' ')).toContain(
+      'in KEYFERRY_CONFIG_FILE, else $XDG_CONFIG_HOME/keyferry/config.json, else ~/.config/keyferry/config.json (0600)',
+    );
+  });
+});
+
 describe("commander's messages say what the user most likely meant", () => {
   it('a mistyped subcommand of el2g devices is named, with the likely one (was: too many arguments for list)', {
     timeout: 60_000,

@@ -13,7 +13,7 @@ export function registerLogin(program: Command): void {
   program
     .command('login')
     .description(
-      'check server and token, then save them (and the factory) in ~/.config/keyferry/config.json (0600)',
+      'check server and token, then save them (and the factory) in KEYFERRY_CONFIG_FILE, else $XDG_CONFIG_HOME/keyferry/config.json, else ~/.config/keyferry/config.json (0600)',
     )
     .action(async (_opts, command: Command) => {
       const opts = command.optsWithGlobals<GlobalOptions>();
