@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect as connectTcp } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +15,7 @@ import {
 import type { MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCommand } from '../../../test/support/processes.ts';
+import { startAwsIotEmulator } from '../src/aws-iot/emulator.ts';
 import {
   connectMqtt,
   issueLeaf,
@@ -328,6 +329,20 @@ describe('AWS IoT emulator data plane (MQTT over TLS, JITP)', () => {
 });
 
 describe('AWS IoT emulator close()', () => {
+  it('removes endpoints.json, and a new start does not leave the old one readable before it listens', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'keyferry-aws-iot-endpoints-'));
+    try {
+      const file = join(dir, 'endpoints.json');
+      writeFileSync(file, '{"controlUrl": "http://127.0.0.1:1"}\n');
+      const emulator = await startAwsIotEmulator({ stateDir: dir });
+      expect(JSON.parse(readFileSync(file, 'utf8')).controlUrl).toBe(emulator.controlUrl);
+      await emulator.close();
+      expect(existsSync(file)).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('ends while a client is still in its TLS handshake (Node would wait 120 s for it)', async () => {
     const own = await startTestEmulator();
     const [host, port] = own.emulator.mqttEndpoint.split(':') as [string, string];

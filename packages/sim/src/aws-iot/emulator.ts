@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import type { Server as HttpServer } from 'node:http';
 import type { AddressInfo, Server } from 'node:net';
 import { join } from 'node:path';
@@ -56,6 +56,9 @@ export async function startAwsIotEmulator(options: AwsIotEmulatorOptions): Promi
     ...(options.region === undefined ? {} : { region: options.region }),
     ...(options.account === undefined ? {} : { account: options.account }),
   });
+  // a previous run's endpoints are not this one's: gone until both listeners are up
+  const endpointsFile = join(options.stateDir, ENDPOINTS_FILE);
+  rmSync(endpointsFile, { force: true });
   const identity = await serverIdentity(options.stateDir, mqttListen.host);
   const data = await createDataPlane(registry, identity, options.onConnection ?? (() => {}));
   let mqttPort: number;
@@ -81,11 +84,13 @@ export async function startAwsIotEmulator(options: AwsIotEmulatorOptions): Promi
     region: registry.region,
     accessKeyId: credentials.accessKeyId,
   };
-  writeFileSync(join(options.stateDir, ENDPOINTS_FILE), `${JSON.stringify(endpoints, null, 2)}\n`);
+  writeFileSync(endpointsFile, `${JSON.stringify(endpoints, null, 2)}\n`);
   return {
     ...endpoints,
     registry,
     close: async () => {
+      // no script may take a stopped emulator's endpoints for a running one's
+      rmSync(endpointsFile, { force: true });
       await Promise.all([closeHttp(control), data.close()]);
     },
   };
