@@ -28,6 +28,26 @@ export function reason(error: unknown): string {
   return ckrName(error) ?? (error instanceof Error ? error.message : String(error));
 }
 
+/** Answers meaning the session (or the login, the module or the token under it) is gone. */
+const SESSION_LOST = new Set([
+  'CKR_USER_NOT_LOGGED_IN',
+  'CKR_SESSION_HANDLE_INVALID',
+  'CKR_SESSION_CLOSED',
+  'CKR_CRYPTOKI_NOT_INITIALIZED',
+  'CKR_TOKEN_NOT_PRESENT',
+  'CKR_DEVICE_REMOVED',
+]);
+
+/**
+ * Whether a failure of an open token's call means its session is lost: a new session (and
+ * login) may work where this one cannot, so a long-running user can open the token again.
+ */
+export function isSessionLost(error: unknown): boolean {
+  if (!(error instanceof KeyferryError)) return false;
+  const ckr = error.detail?.ckr;
+  return typeof ckr === 'string' && SESSION_LOST.has(ckr) && error.detail?.action !== undefined;
+}
+
 /**
  * Turns a failed call on an open token into an error that says what to do. Errors that are
  * already keyferry's (or caller misuse) pass through unchanged.
@@ -43,18 +63,14 @@ export function tokenCallError(error: unknown, tokenLabel: string, action: strin
         error,
         detail,
       );
-    case 'CKR_USER_NOT_LOGGED_IN':
-    case 'CKR_SESSION_HANDLE_INVALID':
-    case 'CKR_SESSION_CLOSED':
-    case 'CKR_CRYPTOKI_NOT_INITIALIZED':
-    case 'CKR_TOKEN_NOT_PRESENT':
-    case 'CKR_DEVICE_REMOVED':
-      return custodyError(
-        `lost the session with token '${tokenLabel}' (${ckr}) while trying to ${action}; open the token again`,
-        error,
-        detail,
-      );
     default:
+      if (ckr !== undefined && SESSION_LOST.has(ckr)) {
+        return custodyError(
+          `lost the session with token '${tokenLabel}' (${ckr}) while trying to ${action}; open the token again`,
+          error,
+          detail,
+        );
+      }
       return custodyError(`token '${tokenLabel}' failed to ${action}: ${reason(error)}`, error, detail);
   }
 }

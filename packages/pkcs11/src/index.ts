@@ -4,10 +4,11 @@
  * simulator (simulated SE05x tokens).
  */
 export { P256_EC_PARAMS, p256SpkiFromEcPoint } from './ec-public-key.ts';
+export { isSessionLost } from './failures.ts';
 export { type InitTokenOptions, initToken } from './init-token.ts';
 export { findOpensslPkcs11Engine, findSofthsmModule } from './install-paths.ts';
 export { type EngineKeyUriOptions, opensslEngineKeyUri } from './key-uri.ts';
-export { releaseModule } from './module.ts';
+export { DEFAULT_SETTING_NAMES, releaseModule, type TokenSettingNames } from './module.ts';
 export type { PutCertificateOptions, PutDataOptions, TokenObjectClass, TokenObjectInfo } from './objects.ts';
 export type { ObjectSelector } from './session.ts';
 export {

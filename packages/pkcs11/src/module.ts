@@ -10,8 +10,26 @@ import { type Handle, type PKCS11, p11 } from './pkcs11js.ts';
  */
 const modules = new Map<string, PKCS11>();
 
+/**
+ * Where the user of a program sets the module, the token label and the PIN, as its refusals
+ * name them: each program says what to fix in its own terms (keyferryd's config file has
+ * keyCustody.module, keyCustody.tokenLabel, keyCustody.pin).
+ */
+export interface TokenSettingNames {
+  readonly module: string;
+  readonly tokenLabel: string;
+  readonly pin: string;
+}
+
+/** The agent's variables and the CLI's flags (the simulator and the agent reword the flags away). */
+export const DEFAULT_SETTING_NAMES: TokenSettingNames = {
+  module: 'PKCS11_MODULE (or --hsm-module)',
+  tokenLabel: 'PKCS11_TOKEN_LABEL',
+  pin: 'PKCS11_PIN (or --hsm-pin)',
+};
+
 /** Loads and initialises the PKCS#11 module at `path`, or returns the one already loaded. */
-export function loadModule(path: string): PKCS11 {
+export function loadModule(path: string, settings: TokenSettingNames = DEFAULT_SETTING_NAMES): PKCS11 {
   const key = resolve(path);
   const cached = modules.get(key);
   if (cached) return cached;
@@ -21,7 +39,7 @@ export function loadModule(path: string): PKCS11 {
   } catch (error) {
     throw custodyError(
       `PKCS#11 module ${key} could not be loaded: ${reason(error)}; ` +
-        'set PKCS11_MODULE (or --hsm-module) to the path of the module .so',
+        `set ${settings.module} to the path of the module .so`,
       error,
       { module: key },
     );
@@ -67,9 +85,13 @@ export interface TokenSlot {
 }
 
 /** Finds the one initialised token labelled `tokenLabel`; none or several is an error. */
-export function findTokenSlot(module: string, tokenLabel: string): TokenSlot {
+export function findTokenSlot(
+  module: string,
+  tokenLabel: string,
+  settings: TokenSettingNames = DEFAULT_SETTING_NAMES,
+): TokenSlot {
   const key = resolve(module);
-  const lib = loadModule(key);
+  const lib = loadModule(key, settings);
   const labels: string[] = [];
   const matches: Handle[] = [];
   for (const slot of lib.C_GetSlotList(true)) {
@@ -84,7 +106,7 @@ export function findTokenSlot(module: string, tokenLabel: string): TokenSlot {
     const present = labels.length ? `tokens present: ${labels.join(', ')}` : 'no initialised tokens';
     throw custodyError(
       `no token labelled '${tokenLabel}' in PKCS#11 module ${key} (${present}); ` +
-        'initialise the token or set PKCS11_TOKEN_LABEL to the label of an existing one',
+        `initialise the token or set ${settings.tokenLabel} to the label of an existing one`,
       undefined,
       { module: key, token: tokenLabel },
     );
@@ -120,6 +142,7 @@ export function openUserSession(
   slot: TokenSlot,
   tokenLabel: string,
   pin: string,
+  settings: TokenSettingNames = DEFAULT_SETTING_NAMES,
 ): { session: Handle; release(): void } {
   const { lib, module } = slot;
   const loginKey = `${module}\0${slot.slot.toString('hex')}`;
@@ -136,7 +159,7 @@ export function openUserSession(
     const loggedInElsewhere = known === undefined && ckr === 'CKR_USER_ALREADY_LOGGED_IN';
     if (!(ckr === 'CKR_USER_ALREADY_LOGGED_IN' && (samePin || loggedInElsewhere))) {
       lib.C_CloseSession(session);
-      throw loginError(error, ckr, module, tokenLabel);
+      throw loginError(error, ckr, module, tokenLabel, settings);
     }
     if (loggedInElsewhere) logins.set(loginKey, { pinDigest: pinDigest(pin), sessions: 0 });
   }
@@ -156,12 +179,18 @@ export function openUserSession(
   };
 }
 
-function loginError(error: unknown, ckr: string | undefined, module: string, tokenLabel: string): Error {
+function loginError(
+  error: unknown,
+  ckr: string | undefined,
+  module: string,
+  tokenLabel: string,
+  settings: TokenSettingNames,
+): Error {
   const detail = { module, token: tokenLabel };
   if (ckr === 'CKR_PIN_INCORRECT' || ckr === 'CKR_PIN_LEN_RANGE' || ckr === 'CKR_USER_ALREADY_LOGGED_IN') {
     return custodyError(
       `wrong PIN for token '${tokenLabel}' in PKCS#11 module ${module}; ` +
-        'check PKCS11_PIN (or --hsm-pin) — repeated failures can lock the token',
+        `check ${settings.pin} — repeated failures can lock the token`,
       error,
       detail,
     );

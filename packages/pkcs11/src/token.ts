@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { ecdsaRawToDer, isKeyferryError, type Signer } from '@keyferry/core';
 import { P256_EC_PARAMS, p256SpkiFromEcPoint } from './ec-public-key.ts';
 import { custodyError, reason } from './failures.ts';
-import { findTokenSlot, openUserSession } from './module.ts';
+import { findTokenSlot, openUserSession, type TokenSettingNames } from './module.ts';
 import * as objects from './objects.ts';
 import { type Handle, p11 } from './pkcs11js.ts';
 import { describeSelector, type ObjectSelector, selectorTemplate, TokenSession } from './session.ts';
@@ -14,7 +14,15 @@ export interface OpenTokenOptions {
   readonly tokenLabel: string;
   /** The user PIN. */
   readonly pin: string;
+  /**
+   * The names of the caller's settings for the module, label and PIN, which refusals tell the
+   * user to fix. Default: the agent's variables and the CLI's flags (`PKCS11_PIN (or --hsm-pin)`).
+   */
+  readonly settings?: TokenSettingNames;
 }
+
+/** CKS_RO_USER_FUNCTIONS and CKS_RW_USER_FUNCTIONS (pkcs11js does not export the CKS_ values). */
+const USER_SESSION_STATES = new Set([1, 3]);
 
 /** A private key found on (or generated in) a token. Valid only with the token that returned it. */
 export class TokenKey {
@@ -49,8 +57,8 @@ export interface KeyAttributes {
  */
 export function openToken(options: OpenTokenOptions): Token {
   try {
-    const slot = findTokenSlot(options.module, options.tokenLabel);
-    const { session, release } = openUserSession(slot, options.tokenLabel, options.pin);
+    const slot = findTokenSlot(options.module, options.tokenLabel, options.settings);
+    const { session, release } = openUserSession(slot, options.tokenLabel, options.pin, options.settings);
     return new Token(slot.module, new TokenSession(slot.lib, session, options.tokenLabel, release));
   } catch (error) {
     if (isKeyferryError(error) || error instanceof TypeError) throw error;
@@ -78,6 +86,21 @@ export class Token {
   /** Ends the session. The token logs out by itself once its last session in this process closes. */
   close(): void {
     this.session.close();
+  }
+
+  /**
+   * Asks the token whether the session is still open and logged in (C_GetSessionInfo), for a
+   * health check: throws the lost-session error a signature would meet, without signing.
+   */
+  checkSession(): void {
+    this.session.run('check the session', () => {
+      const { state } = this.session.lib.C_GetSessionInfo(this.session.handle);
+      if (!USER_SESSION_STATES.has(state)) {
+        throw new Error(
+          `CKR_USER_NOT_LOGGED_IN: the session is in state ${state}, not logged in as the user`,
+        );
+      }
+    });
   }
 
   /**

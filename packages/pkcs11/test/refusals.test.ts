@@ -94,6 +94,33 @@ describe('openToken refuses', () => {
     }
   });
 
+  it("the caller's own settings when it names them, and no other program's", () => {
+    const settings = { module: 'hsm.module', tokenLabel: 'hsm.label', pin: 'hsm.pin' };
+    const module = refusal(() =>
+      openToken({ module: '/nonexistent/libnope.so', tokenLabel: 'aktualizr', pin: PIN, settings }),
+    ).message;
+    expect(module).toMatch(/could not be loaded: .*; set hsm\.module to the path of the module \.so$/);
+    const label = refusal(() => openToken({ module: env.module, tokenLabel: 'nosuch', pin: PIN, settings }));
+    expect(label.message).toMatch(
+      /; initialise the token or set hsm\.label to the label of an existing one$/,
+    );
+    const pin = refusal(() =>
+      openToken({ module: env.module, tokenLabel: 'aktualizr', pin: '0000', settings }),
+    );
+    expect(pin.message).toMatch(/; check hsm\.pin — repeated failures can lock the token$/);
+    for (const { message } of [{ message: module }, label, pin])
+      expect(message).not.toMatch(/PKCS11_|--hsm-/);
+    // without settings: the agent's variables and the CLI's flags, as before
+    expect(
+      refusal(() => openToken({ module: env.module, tokenLabel: 'aktualizr', pin: '0000' })).message,
+    ).toMatch(/; check PKCS11_PIN \(or --hsm-pin\) — repeated failures can lock the token$/);
+    expect(
+      refusal(() => openToken({ module: '/nonexistent/libnope.so', tokenLabel: 'aktualizr', pin: PIN }))
+        .message,
+    ).toMatch(/; set PKCS11_MODULE \(or --hsm-module\) to the path of the module \.so$/);
+    openToken({ module: env.module, tokenLabel: 'aktualizr', pin: PIN }).close();
+  });
+
   it('use after close, as caller misuse', () => {
     const token = openToken({ module: env.module, tokenLabel: 'aktualizr', pin: PIN });
     token.close();
