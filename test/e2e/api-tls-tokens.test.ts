@@ -1,13 +1,26 @@
-import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import SqliteDatabase from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  BINS,
   type DaemonProcess,
   PROCESS_TEST_TIMEOUT_MS,
   runBinAsync,
@@ -108,6 +121,9 @@ async function deployment(work: string, api: Record<string, unknown>) {
   const config = join(work, 'keyferryd.json');
   writeFileSync(config, JSON.stringify({ dataDir, api: { listen: '127.0.0.1:0', ...api } }));
   const env = { KEYFERRY_DATA_DIR: dataDir };
+  // as docs/deployment.md says: the first start makes the database and the master key, then
+  // the admin commands work on them (while keyferryd runs)
+  const daemon = await startKeyferryd(dataDir, { args: ['-c', config] });
   const made = await runBinAsync('keyferryd', ['-c', config, 'admin', 'factory', 'create', 'acme'], { env });
   expect(made.stderr).toContain('Next: keyferryd admin token create --factory acme');
   expect(made.stdout).toMatch(/^Created factory acme \(repo id [a-z0-9]{10}\)\n$/);
@@ -122,7 +138,6 @@ async function deployment(work: string, api: Record<string, unknown>) {
   expect(tok.stderr).toMatch(/scopes read write, expires 20\d\d-/);
   const tokenFile = join(work, 'acme.token');
   writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
-  const daemon = await startKeyferryd(dataDir, { args: ['-c', config] });
   return { daemon, token, tokenFile, dataDir, config };
 }
 
@@ -422,5 +437,193 @@ describe('management API with mutual TLS (api.tls.clientCa)', { timeout: PROCESS
       stdout: '',
       stderr: `ERROR: the client key ${tls.key} does not match the certificate ${tls.clientCert} (ERR_OSSL_X509_KEY_VALUES_MISMATCH): pass the --client-key that belongs to --client-cert\n`,
     });
+  });
+});
+
+/**
+ * keyferryd.service's layout: the master key outside the data dir, handed to the service with
+ * KEYFERRY_MASTER_KEY_FILE, which a shell running `keyferryd admin` does not set.
+ */
+describe('keyferryd admin works on the database and master key keyferryd made, never makes its own', {
+  timeout: PROCESS_TEST_TIMEOUT_MS,
+}, () => {
+  let work: string;
+  let dataDir: string;
+  let config: string;
+  let masterKey: string;
+  /** The environment keyferryd.service gives keyferryd. */
+  const service = () => ({ KEYFERRY_MASTER_KEY_FILE: masterKey });
+  const admin = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+    runBinAsync('keyferryd', ['-c', config, 'admin', ...args], {
+      env: { KEYFERRY_DATA_DIR: '', KEYFERRY_MASTER_KEY_FILE: '', ...env },
+    });
+  /** `keyferryd admin …` with stdout on /dev/full (ENOSPC) or a pipe whose reader has gone (EPIPE). */
+  async function adminWithFailingStdout(
+    args: string[],
+    stdout: 'full' | 'closed pipe',
+    env: NodeJS.ProcessEnv,
+  ) {
+    const fd = stdout === 'full' ? openSync('/dev/full', 'w') : 'pipe';
+    const child = spawn(process.execPath, [BINS.keyferryd, '-c', config, 'admin', ...args], {
+      env: { ...process.env, KEYFERRY_DEBUG: '', ...env },
+      stdio: ['ignore', fd, 'pipe'],
+    });
+    // spawn returns once the program is exec'd: its stdout is then the only end left of the pipe
+    if (typeof fd === 'number') closeSync(fd);
+    else child.stdout!.destroy();
+    let stderr = '';
+    child.stderr!.on('data', (d) => (stderr += d));
+    const status = await new Promise<number | null>((r) => child.once('close', r));
+    return { status, stderr };
+  }
+  const factoryNames = (db: string) => {
+    const sqlite = new SqliteDatabase(db, { readonly: true, fileMustExist: true });
+    try {
+      return sqlite
+        .prepare('select name from factories')
+        .all()
+        .map((r) => (r as { name: string }).name);
+    } finally {
+      sqlite.close();
+    }
+  };
+
+  /** A data dir of its own, made by keyferryd's first start, with factory acme made by admin. */
+  async function deployed(name: string): Promise<string> {
+    const dir = join(work, name);
+    await (await startKeyferryd(dir, { args: ['-c', config], env: service() })).stop();
+    const made = await admin(['factory', 'create', 'acme'], { ...service(), KEYFERRY_DATA_DIR: dir });
+    expect(made.status).toBe(0);
+    return dir;
+  }
+
+  beforeAll(() => {
+    work = mkdtempSync(join(tmpdir(), 'keyferry-e2e-admin-'));
+    dataDir = join(work, 'var-lib-keyferry');
+    config = join(work, 'keyferryd.json');
+    writeFileSync(config, JSON.stringify({ dataDir, api: { listen: '127.0.0.1:0' } }));
+    mkdirSync(join(work, 'etc'), { mode: 0o700 });
+    masterKey = join(work, 'etc', 'master.key');
+    writeFileSync(masterKey, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+  });
+  afterAll(() => {
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  it('refuses a data dir or database keyferryd has not made, and writes nothing', async () => {
+    const typo = join(work, 'var-lib-keyfery');
+    const out = join(work, 'out.db');
+    const missingDir =
+      `data dir ${typo} does not exist (keyferryd makes it on its first start, admin commands never do): ` +
+      'name the data dir keyferryd runs on with dataDir in the config file (-c) or KEYFERRY_DATA_DIR\n';
+    expect(await admin(['backup', out], { KEYFERRY_DATA_DIR: typo })).toEqual({
+      status: 2,
+      stdout: '',
+      stderr: `ERROR: keyferryd admin backup: ${missingDir}`,
+    });
+    expect(await admin(['token', 'list', '--factory', 'acme'], { KEYFERRY_DATA_DIR: typo })).toEqual({
+      status: 2,
+      stdout: '',
+      stderr: `ERROR: keyferryd admin token list: ${missingDir}`,
+    });
+    expect(existsSync(typo)).toBe(false);
+    expect(existsSync(out)).toBe(false);
+    // the state directory systemd makes before keyferryd's first start: empty
+    mkdirSync(dataDir, { mode: 0o700 });
+    expect(await admin(['factory', 'create', 'acme'], service())).toEqual({
+      status: 2,
+      stdout: '',
+      stderr:
+        `ERROR: keyferryd admin factory create: there is no database ${join(dataDir, 'keyferry.db')} ` +
+        '(keyferryd makes it on its first start, admin commands never do): start keyferryd once, or name the ' +
+        'database keyferryd runs on with dataDir in the config file (-c) or KEYFERRY_DATA_DIR\n',
+    });
+    expect(readdirSync(dataDir)).toEqual([]);
+  });
+
+  it('never makes a master key: refused without KEYFERRY_MASTER_KEY_FILE, works with it, and the service starts again', async () => {
+    const first = await startKeyferryd(dataDir, { args: ['-c', config], env: service() });
+    await first.stop();
+    const files = readdirSync(dataDir).sort();
+    expect(files).toContain('keyferry.db');
+    expect(files).not.toContain('master.key');
+    expect(await admin(['factory', 'create', 'acme'])).toEqual({
+      status: 2,
+      stdout: '',
+      stderr:
+        `ERROR: keyferryd admin factory create: there is no master key at ${join(dataDir, 'master.key')}: ` +
+        'keyferryd makes it on its first start, admin commands never do; start keyferryd first, and give admin ' +
+        'commands the master key it uses (keyCustody.masterKeyFile or KEYFERRY_MASTER_KEY_FILE): with ' +
+        'keyferryd.service, run them with KEYFERRY_MASTER_KEY_FILE=/etc/keyferry/master.key (the file its ' +
+        'LoadCredential=master.key: names)\n',
+    });
+    expect(readdirSync(dataDir).sort()).toEqual(files);
+    expect(factoryNames(join(dataDir, 'keyferry.db'))).toEqual([]);
+
+    const made = await admin(['factory', 'create', 'acme'], service());
+    expect(made.stdout).toMatch(/^Created factory acme /);
+    expect(made.status).toBe(0);
+    expect(readdirSync(dataDir)).not.toContain('master.key');
+    // the gateway TLS key of acme is wrapped with the service's key: it starts and serves acme
+    const again = await startKeyferryd(dataDir, { args: ['-c', config], env: service() });
+    expect(await again.stop()).toBe(0);
+    expect(again.stderr()).not.toContain('master key');
+  });
+
+  it('backs up the database without the master key (custody is not opened)', async () => {
+    const dir = await deployed('backup-node');
+    const file = join(work, 'backup.db');
+    expect(await admin(['backup', file], { KEYFERRY_DATA_DIR: dir })).toEqual({
+      status: 0,
+      stdout: `Backed up the database to ${file}\n`,
+      stderr: 'The master key is not in it: back it up apart, once (docs/deployment.md).\n',
+    });
+    expect(factoryNames(file)).toEqual(['acme']);
+    expect(readdirSync(dir)).not.toContain('master.key');
+  });
+
+  it('revokes a token whose secret cannot be written to stdout, and says so', async () => {
+    const env = { ...service(), KEYFERRY_DATA_DIR: await deployed('token-node') };
+    for (const stdout of ['full', 'closed pipe'] as const) {
+      const res = await adminWithFailingStdout(
+        ['token', 'create', '--factory', 'acme', '--scope', 'write'],
+        stdout,
+        env,
+      );
+      const code = stdout === 'full' ? 'ENOSPC' : 'EPIPE';
+      const line = new RegExp(
+        `^ERROR: keyferryd admin token create: the secret of token ([0-9a-f]+) could not be written to stdout \\(${code}\\), so the token is revoked: run the command again with stdout to a file or pipe that takes it\\n$`,
+      );
+      expect({ stdout, ...res }).toEqual({ stdout, status: 2, stderr: expect.stringMatching(line) });
+      const id = line.exec(res.stderr)![1]!;
+      const listed = await admin(['token', 'list', '--factory', 'acme'], env);
+      expect(listed.stdout).toMatch(new RegExp(`^${id}\\s+read,write\\s+\\S+\\s+revoked `, 'm'));
+    }
+  });
+
+  it('names the setting when the master key path is a directory, for admin commands and the start', async () => {
+    const node = await deployed('key-dir-node');
+    const dir = mkdtempSync(join(work, 'key-dir-'));
+    const why =
+      `master key file ${dir} is a directory: keyCustody.masterKeyFile or KEYFERRY_MASTER_KEY_FILE must name ` +
+      'the file holding the master key (64 hex digits); point it at that file\n';
+    expect(
+      await admin(['token', 'list', '--factory', 'acme'], {
+        KEYFERRY_DATA_DIR: node,
+        KEYFERRY_MASTER_KEY_FILE: dir,
+      }),
+    ).toEqual({
+      status: 2,
+      stdout: '',
+      stderr: `ERROR: keyferryd admin token list: ${why}`,
+    });
+    const start = await runBinAsync('keyferryd', ['-c', config], {
+      env: { KEYFERRY_DATA_DIR: node, KEYFERRY_MASTER_KEY_FILE: dir, KEYFERRY_LOG_LEVEL: 'warn' },
+    });
+    expect({ status: start.status, stderr: start.stderr }).toEqual({
+      status: 2,
+      stderr: `ERROR: keyferryd cannot start: ${why}`,
+    });
+    expect(readdirSync(dir)).toEqual([]);
   });
 });

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { DURATION_FORMAT, KeyferryError, parseDuration } from '@keyferry/core';
 import pino from 'pino';
 import type { Config } from './config/schema.ts';
@@ -9,22 +9,60 @@ import { createFactory } from './factories/create-factory.ts';
 import { type Factory, findFactoryByName } from './factories/factories.ts';
 import { openCustody } from './keys/open-custody.ts';
 import { CrlRefresher } from './revocation/refresh.ts';
-import { openDatabase } from './storage/database.ts';
+import { type Database, openDatabase } from './storage/database.ts';
 import { issueFactoryToken, listApiTokens, revokeFactoryToken, type TokenInfo } from './tokens/api-tokens.ts';
 
 /**
+ * The database of a `keyferryd admin` command: the one keyferryd made on its first start, never
+ * a new one. A mistyped data dir would otherwise get an empty database (and a master key) of its
+ * own, and the command would answer as if it had worked on the deployment's.
+ */
+export async function withAdminDatabase<T>(
+  config: Config,
+  work: (database: Database, dataDir: string) => Promise<T>,
+): Promise<T> {
+  const dataDir = resolve(config.dataDir);
+  const firstStart = 'keyferryd makes it on its first start, admin commands never do';
+  if (!existsSync(dataDir)) {
+    throw new KeyferryError(
+      'config_invalid',
+      `data dir ${dataDir} does not exist (${firstStart}): name the data dir keyferryd runs on with dataDir in the config file (-c) or KEYFERRY_DATA_DIR`,
+    );
+  }
+  if (config.storage.kind === 'sqlite') {
+    const file = config.storage.path ?? join(dataDir, 'keyferry.db');
+    if (!existsSync(file)) {
+      const setting = config.storage.path
+        ? 'storage.path in the config file (-c)'
+        : 'dataDir in the config file (-c) or KEYFERRY_DATA_DIR';
+      throw new KeyferryError(
+        'config_invalid',
+        `there is no database ${file} (${firstStart}): start keyferryd once, or name the database keyferryd runs on with ${setting}`,
+      );
+    }
+  }
+  const database = await openDatabase(config.storage, dataDir, { existing: true });
+  try {
+    return await work(database, dataDir);
+  } finally {
+    await database.close();
+  }
+}
+
+/**
  * `keyferryd admin …`: the first factory and token of a deployment, straight on the database
- * and key custody the config names (no running keyferryd needed, none disturbed).
+ * and key custody the config names (no running keyferryd needed, none disturbed). It never makes
+ * a master key: one made here would wrap keys with a key that the service (given its own with
+ * KEYFERRY_MASTER_KEY_FILE) does not have.
  */
 export async function withAdminContext<T>(
   config: Config,
   work: (ctx: ServiceContext) => Promise<T>,
 ): Promise<T> {
-  const dataDir = resolve(config.dataDir);
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  const database = await openDatabase(config.storage, dataDir);
-  try {
-    const { custody, tlsKeys, close } = await openCustody({ ...config, dataDir }, database);
+  return withAdminDatabase(config, async (database, dataDir) => {
+    const { custody, tlsKeys, close } = await openCustody({ ...config, dataDir }, database, {
+      createMasterKey: false,
+    });
     try {
       const log = pino({ level: 'silent' });
       const crlRefresher = new CrlRefresher({ db: database.db, custody, log });
@@ -36,19 +74,18 @@ export async function withAdminContext<T>(
     } finally {
       await close();
     }
-  } finally {
-    await database.close();
-  }
+  });
 }
 
 const ADMIN_CHANGE = () => ({ actor: 'admin:keyferryd', correlationId: randomUUID() });
 
 /**
  * A consistent copy of the SQLite database while keyferryd may be running. The master key is
- * not in it: back that up apart (docs/deployment.md).
+ * not in it: back that up apart (docs/deployment.md). It needs no key custody
+ * ({@link withAdminDatabase}): the keys are copied wrapped, as they are stored.
  */
-export async function adminBackup(ctx: ServiceContext, file: string): Promise<void> {
-  if (!ctx.database.backupTo) {
+export async function adminBackup(database: Database, file: string): Promise<void> {
+  if (!database.backupTo) {
     throw new KeyferryError(
       'invalid_request',
       'keyferryd admin backup copies SQLite databases; back up PostgreSQL with pg_dump --format=custom',
@@ -57,7 +94,7 @@ export async function adminBackup(ctx: ServiceContext, file: string): Promise<vo
   if (existsSync(file)) {
     throw new KeyferryError('conflict', `${file} exists already: name a new file, a backup never overwrites`);
   }
-  await ctx.database.backupTo(file);
+  await database.backupTo(file);
 }
 
 export async function adminCreateFactory(ctx: ServiceContext, name: string): Promise<Factory> {
@@ -88,18 +125,34 @@ export function expiryFromDuration(text: string | undefined, now = new Date()): 
   return new Date(now.getTime() + seconds * 1000);
 }
 
+/**
+ * A new token, its secret handed to `deliver` (stdout): when that fails (a full disk, a closed
+ * pipe) nobody has the secret, so the token is revoked at once instead of staying live unseen.
+ */
 export async function adminCreateToken(
   ctx: ServiceContext,
   input: { factory: string; scopes: string[]; expires?: string | undefined; description: string },
-): Promise<{ token: string; info: TokenInfo; factory: Factory }> {
+  deliver: (secret: string) => Promise<void>,
+): Promise<{ info: TokenInfo; factory: Factory }> {
   const expiresAt = expiryFromDuration(input.expires);
   const factory = await factoryNamed(ctx, input.factory);
-  const created = await issueFactoryToken(
+  const { token, info } = await issueFactoryToken(
     ctx.database,
     { factoryId: factory.id, scopes: input.scopes, description: input.description, expiresAt },
     ADMIN_CHANGE(),
   );
-  return { ...created, factory };
+  try {
+    await deliver(token);
+  } catch (err) {
+    await revokeFactoryToken(ctx.database, factory.id, info.id, ADMIN_CHANGE());
+    const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    throw new KeyferryError(
+      'internal',
+      `the secret of token ${info.id} could not be written to stdout (${why}), so the token is revoked: run the command again with stdout to a file or pipe that takes it`,
+      { cause: err },
+    );
+  }
+  return { info, factory };
 }
 
 export async function adminListTokens(ctx: ServiceContext, factory: string): Promise<TokenInfo[]> {

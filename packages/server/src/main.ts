@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { endQuietlyWhenOutputCloses, KeyferryError } from '@keyferry/core';
+import { endQuietlyWhenOutputCloses, KeyferryError, writeChecked } from '@keyferry/core';
 import { Command, Option } from 'commander';
 import packageJson from '../package.json' with { type: 'json' };
 import {
@@ -10,10 +10,11 @@ import {
   adminListTokens,
   adminRevokeToken,
   withAdminContext,
+  withAdminDatabase,
 } from './admin.ts';
 import { isClusterWorker, startClusterPrimary, startClusterWorker } from './cluster.ts';
 import { loadConfig } from './config/load.ts';
-import { workerCount } from './config/schema.ts';
+import { type Config, workerCount } from './config/schema.ts';
 import { type RunningService, startService } from './service.ts';
 import { scopesOfFlag, type TokenInfo } from './tokens/api-tokens.ts';
 
@@ -125,11 +126,14 @@ function fail(err: unknown, what: string): never {
   process.exit(2);
 }
 
-/** Runs one admin action on the database and custody of the config given with -c (or none). */
-async function admin<T>(command: Command, work: Parameters<typeof withAdminContext<T>>[1]): Promise<T> {
+/**
+ * Runs one admin action on the config given with -c (or none): on its database and key custody
+ * (withAdminContext), or on its database alone (withAdminDatabase).
+ */
+async function admin<T>(command: Command, work: (config: Config) => Promise<T>): Promise<T> {
   try {
     const { config } = loadConfig({ file: command.optsWithGlobals<{ config?: string }>().config });
-    return await withAdminContext(config, work);
+    return await work(config);
   } catch (err) {
     const names: string[] = [];
     for (let c: Command | null = command; c; c = c.parent) names.unshift(c.name());
@@ -170,7 +174,7 @@ function registerAdmin(program: Command): void {
       'copy the SQLite database consistently while keyferryd runs (not the master key: keep that apart)',
     )
     .action(async (file: string, _opts, command: Command) => {
-      await admin(command, (ctx) => adminBackup(ctx, file));
+      await admin(command, (config) => withAdminDatabase(config, (database) => adminBackup(database, file)));
       process.stdout.write(`Backed up the database to ${file}\n`);
       process.stderr.write('The master key is not in it: back it up apart, once (docs/deployment.md).\n');
     });
@@ -181,7 +185,9 @@ function registerAdmin(program: Command): void {
       'create a factory (lowercase letters, digits, dashes) with its PKI keys and EdgeLock 2GO setup',
     )
     .action(async (name: string, _opts, command: Command) => {
-      const created = await admin(command, (ctx) => adminCreateFactory(ctx, name));
+      const created = await admin(command, (config) =>
+        withAdminContext(config, (ctx) => adminCreateFactory(ctx, name)),
+      );
       process.stdout.write(`Created factory ${created.name} (repo id ${created.repoId})\n`);
       process.stderr.write(
         `Next: keyferryd admin token create --factory ${created.name} --scope write > ${created.name}.token\n`,
@@ -204,15 +210,21 @@ function registerAdmin(program: Command): void {
         opts: { factory: string; scope: string; expires?: string; description: string },
         command: Command,
       ) => {
-        const created = await admin(command, (ctx) =>
-          adminCreateToken(ctx, {
-            factory: opts.factory,
-            scopes: scopesOfFlag(opts.scope),
-            expires: opts.expires,
-            description: opts.description,
-          }),
+        // the secret is written before the context closes: a failed write revokes the token
+        const created = await admin(command, (config) =>
+          withAdminContext(config, (ctx) =>
+            adminCreateToken(
+              ctx,
+              {
+                factory: opts.factory,
+                scopes: scopesOfFlag(opts.scope),
+                expires: opts.expires,
+                description: opts.description,
+              },
+              (secret) => writeChecked(process.stdout, `${secret}\n`),
+            ),
+          ),
         );
-        process.stdout.write(`${created.token}\n`);
         process.stderr.write(
           `Token ${created.info.id} for factory ${created.factory.name}, scopes ${created.info.scopes.join(' ')}, ` +
             `${created.info.expiresAt ? `expires ${created.info.expiresAt}` : 'never expires'}. ` +
@@ -225,7 +237,9 @@ function registerAdmin(program: Command): void {
     .description('list the tokens of a factory (never their secrets)')
     .requiredOption('--factory <name>', 'the factory')
     .action(async (opts: { factory: string }, command: Command) => {
-      const tokens = await admin(command, (ctx) => adminListTokens(ctx, opts.factory));
+      const tokens = await admin(command, (config) =>
+        withAdminContext(config, (ctx) => adminListTokens(ctx, opts.factory)),
+      );
       process.stdout.write(tokenTable(tokens));
     });
   token
@@ -233,7 +247,9 @@ function registerAdmin(program: Command): void {
     .description('revoke a token: it is refused from its next request on')
     .requiredOption('--factory <name>', 'the factory')
     .action(async (id: string, opts: { factory: string }, command: Command) => {
-      const info = await admin(command, (ctx) => adminRevokeToken(ctx, opts.factory, id));
+      const info = await admin(command, (config) =>
+        withAdminContext(config, (ctx) => adminRevokeToken(ctx, opts.factory, id)),
+      );
       process.stdout.write(`Revoked token ${info.id} at ${info.revokedAt}\n`);
     });
 }

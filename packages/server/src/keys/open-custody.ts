@@ -20,8 +20,16 @@ export interface KeyStores {
   close(): Promise<void>;
 }
 
-/** Opens the configured key custody and proves it can use the keys already stored. */
-export async function openCustody(config: Config, database: Database): Promise<KeyStores> {
+/**
+ * Opens the configured key custody and proves it can use the keys already stored. With
+ * `createMasterKey` (keyferryd's start; not its admin commands) a database that holds no soft
+ * keys yet gets a new master key file when there is none.
+ */
+export async function openCustody(
+  config: Config,
+  database: Database,
+  options: { createMasterKey: boolean } = { createMasterKey: true },
+): Promise<KeyStores> {
   const { db } = database;
   const spec = config.keyCustody;
   await refuseForeignKeys(db, spec.kind);
@@ -31,7 +39,9 @@ export async function openCustody(config: Config, database: Database): Promise<K
     .select((eb) => eb.fn.countAll().as('n'))
     .where('backend', '=', 'soft')
     .executeTakeFirstOrThrow();
-  const openSoft = () => SoftCustody.open(masterKeyFile, { create: Number(softKeys.n) === 0 });
+  const keysHeld = Number(softKeys.n) > 0;
+  const openSoft = () =>
+    SoftCustody.open(masterKeyFile, { create: options.createMasterKey && !keysHeld, keysHeld });
   if (spec.kind === 'soft') {
     const custody = openSoft();
     await custody.verifyAccess(db);

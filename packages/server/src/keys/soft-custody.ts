@@ -68,9 +68,22 @@ export class SoftCustody implements KeyCustody, TlsKeyStore {
     this.#masterKeyFile = masterKeyFile;
   }
 
-  /** Reads the master key file, creating it (0600) when `create` is allowed and it is absent. */
-  static open(masterKeyFile: string, options: { create: boolean }): SoftCustody {
+  /**
+   * Reads the master key file, creating it (0600) when `create` is allowed and it is absent.
+   * `keysHeld: false` says the database holds no soft keys yet (the file was never needed).
+   */
+  static open(masterKeyFile: string, options: { create: boolean; keysHeld?: boolean }): SoftCustody {
+    const setting = 'keyCustody.masterKeyFile or KEYFERRY_MASTER_KEY_FILE';
     if (!existsSync(masterKeyFile)) {
+      if (!options.create && options.keysHeld === false) {
+        // only `keyferryd admin` opens custody without making the key
+        throw new KeyferryError(
+          'key_custody_error',
+          `there is no master key at ${masterKeyFile}: keyferryd makes it on its first start, admin commands never do; ` +
+            `start keyferryd first, and give admin commands the master key it uses (${setting}): with keyferryd.service, ` +
+            'run them with KEYFERRY_MASTER_KEY_FILE=/etc/keyferry/master.key (the file its LoadCredential=master.key: names)',
+        );
+      }
       if (!options.create) {
         throw new KeyferryError(
           'key_custody_error',
@@ -79,14 +92,31 @@ export class SoftCustody implements KeyCustody, TlsKeyStore {
       }
       createMasterKey(masterKeyFile);
     }
-    const mode = statSync(masterKeyFile).mode & 0o777;
+    const stat = statSync(masterKeyFile);
+    if (!stat.isFile()) {
+      throw new KeyferryError(
+        'key_custody_error',
+        `master key file ${masterKeyFile} is ${stat.isDirectory() ? 'a directory' : 'not a regular file'}: ` +
+          `${setting} must name the file holding the master key (64 hex digits); point it at that file`,
+      );
+    }
+    const mode = stat.mode & 0o777;
     if ((mode & 0o077) !== 0) {
       throw new KeyferryError(
         'key_custody_error',
         `master key file ${masterKeyFile} is readable by others (mode ${mode.toString(8)}); run chmod 600 on it`,
       );
     }
-    const text = readFileSync(masterKeyFile, 'utf8').trim();
+    let text: string;
+    try {
+      text = readFileSync(masterKeyFile, 'utf8').trim();
+    } catch (err) {
+      throw new KeyferryError(
+        'key_custody_error',
+        `cannot read master key file ${masterKeyFile} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): ` +
+          `run keyferryd as the user the file belongs to, or name a readable one with ${setting}`,
+      );
+    }
     if (!/^[0-9a-f]{64}$/i.test(text)) {
       throw new KeyferryError(
         'key_custody_error',

@@ -145,17 +145,18 @@ export function threadReaderOf(db: Db): ThreadReader | undefined {
  * Opens the configured backend and brings its schema up to date. For keyferryd's processes:
  * `backgroundCheckpoints`, SQLite's connection leaves the WAL checkpoints to the checkpointer
  * thread, checkpointing itself only past FALLBACK_CHECKPOINT_PAGES; `threadReads`, SQLite on a
- * file gets a {@link ThreadReader} ({@link threadReaderOf}), which reports to `log`.
+ * file gets a {@link ThreadReader} ({@link threadReaderOf}), which reports to `log`; `existing`,
+ * SQLite opens only a database file that exists, making neither it nor its directory.
  */
 export async function openDatabase(
   storage: Config['storage'],
   dataDir: string,
-  options: { backgroundCheckpoints?: boolean; threadReads?: boolean; log?: Logger } = {},
+  options: { backgroundCheckpoints?: boolean; threadReads?: boolean; log?: Logger; existing?: boolean } = {},
 ): Promise<Database> {
   if (storage.kind === 'sqlite') {
     const path = storage.path ?? `${dataDir}/keyferry.db`;
-    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
-    const sqlite = new SqliteDatabase(path);
+    if (path !== ':memory:' && !options.existing) mkdirSync(dirname(path), { recursive: true });
+    const sqlite = new SqliteDatabase(path, { fileMustExist: options.existing === true });
     sqlite.pragma('journal_mode = WAL');
     sqlite.pragma('synchronous = NORMAL');
     sqlite.pragma('foreign_keys = ON');
