@@ -582,6 +582,25 @@ describe('keyferryd admin works on the database and master key keyferryd made, n
     expect(readdirSync(dir)).not.toContain('master.key');
   });
 
+  it('makes, lists and revokes tokens without the master key (a token is its SHA-256, no custody holds it)', async () => {
+    const dir = await deployed('token-no-key-node');
+    const env = { KEYFERRY_DATA_DIR: dir };
+    const made = await admin(['token', 'create', '--factory', 'acme', '--scope', 'read'], env);
+    expect(made.status).toBe(0);
+    expect(made.stdout).toMatch(/^kf_\S+\n$/);
+    const id = /^Token ([0-9a-f]+) for factory acme/.exec(made.stderr)?.[1];
+    expect(id).toBeDefined();
+    const listed = await admin(['token', 'list', '--factory', 'acme'], env);
+    expect(listed.status).toBe(0);
+    expect(listed.stdout).toMatch(new RegExp(`^${id}\\s+read\\s`, 'm'));
+    const revoked = await admin(['token', 'revoke', id!, '--factory', 'acme'], env);
+    expect(revoked).toMatchObject({
+      status: 0,
+      stdout: expect.stringMatching(new RegExp(`^Revoked token ${id} at `)),
+    });
+    expect(readdirSync(dir)).not.toContain('master.key');
+  });
+
   it('revokes a token whose secret cannot be written to stdout, and says so', async () => {
     const env = { ...service(), KEYFERRY_DATA_DIR: await deployed('token-node') };
     for (const stdout of ['full', 'closed pipe'] as const) {
@@ -607,16 +626,18 @@ describe('keyferryd admin works on the database and master key keyferryd made, n
     const why =
       `master key file ${dir} is a directory: keyCustody.masterKeyFile or KEYFERRY_MASTER_KEY_FILE must name ` +
       'the file holding the master key (64 hex digits); point it at that file\n';
+    // factory create opens key custody (the factory's gateway TLS key); the token commands do not
     expect(
-      await admin(['token', 'list', '--factory', 'acme'], {
+      await admin(['factory', 'create', 'beta'], {
         KEYFERRY_DATA_DIR: node,
         KEYFERRY_MASTER_KEY_FILE: dir,
       }),
     ).toEqual({
       status: 2,
       stdout: '',
-      stderr: `ERROR: keyferryd admin token list: ${why}`,
+      stderr: `ERROR: keyferryd admin factory create: ${why}`,
     });
+    expect(factoryNames(join(node, 'keyferry.db'))).toEqual(['acme']);
     const start = await runBinAsync('keyferryd', ['-c', config], {
       env: { KEYFERRY_DATA_DIR: node, KEYFERRY_MASTER_KEY_FILE: dir, KEYFERRY_LOG_LEVEL: 'warn' },
     });

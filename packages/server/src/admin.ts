@@ -101,8 +101,8 @@ export async function adminCreateFactory(ctx: ServiceContext, name: string): Pro
   return createFactory(ctx, name, ADMIN_CHANGE());
 }
 
-async function factoryNamed(ctx: ServiceContext, name: string): Promise<Factory> {
-  const factory = await findFactoryByName(ctx.database.db, name);
+async function factoryNamed(database: Database, name: string): Promise<Factory> {
+  const factory = await findFactoryByName(database.db, name);
   if (!factory) {
     throw new KeyferryError(
       'not_found',
@@ -125,26 +125,31 @@ export function expiryFromDuration(text: string | undefined, now = new Date()): 
   return new Date(now.getTime() + seconds * 1000);
 }
 
+/*
+ * The token commands work on the database alone (withAdminDatabase): a token's secret is kept
+ * as its SHA-256, no key custody holds anything of it, so they need no master key or HSM.
+ */
+
 /**
  * A new token, its secret handed to `deliver` (stdout): when that fails (a full disk, a closed
  * pipe) nobody has the secret, so the token is revoked at once instead of staying live unseen.
  */
 export async function adminCreateToken(
-  ctx: ServiceContext,
+  database: Database,
   input: { factory: string; scopes: string[]; expires?: string | undefined; description: string },
   deliver: (secret: string) => Promise<void>,
 ): Promise<{ info: TokenInfo; factory: Factory }> {
   const expiresAt = expiryFromDuration(input.expires);
-  const factory = await factoryNamed(ctx, input.factory);
+  const factory = await factoryNamed(database, input.factory);
   const { token, info } = await issueFactoryToken(
-    ctx.database,
+    database,
     { factoryId: factory.id, scopes: input.scopes, description: input.description, expiresAt },
     ADMIN_CHANGE(),
   );
   try {
     await deliver(token);
   } catch (err) {
-    await revokeFactoryToken(ctx.database, factory.id, info.id, ADMIN_CHANGE());
+    await revokeFactoryToken(database, factory.id, info.id, ADMIN_CHANGE());
     const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
     throw new KeyferryError(
       'internal',
@@ -155,10 +160,10 @@ export async function adminCreateToken(
   return { info, factory };
 }
 
-export async function adminListTokens(ctx: ServiceContext, factory: string): Promise<TokenInfo[]> {
-  return listApiTokens(ctx.database.db, (await factoryNamed(ctx, factory)).id);
+export async function adminListTokens(database: Database, factory: string): Promise<TokenInfo[]> {
+  return listApiTokens(database.db, (await factoryNamed(database, factory)).id);
 }
 
-export async function adminRevokeToken(ctx: ServiceContext, factory: string, id: string): Promise<TokenInfo> {
-  return revokeFactoryToken(ctx.database, (await factoryNamed(ctx, factory)).id, id, ADMIN_CHANGE());
+export async function adminRevokeToken(database: Database, factory: string, id: string): Promise<TokenInfo> {
+  return revokeFactoryToken(database, (await factoryNamed(database, factory)).id, id, ADMIN_CHANGE());
 }

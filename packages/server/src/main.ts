@@ -210,11 +210,11 @@ function registerAdmin(program: Command): void {
         opts: { factory: string; scope: string; expires?: string; description: string },
         command: Command,
       ) => {
-        // the secret is written before the context closes: a failed write revokes the token
+        // the secret is written before the database closes: a failed write revokes the token
         const created = await admin(command, (config) =>
-          withAdminContext(config, (ctx) =>
+          withAdminDatabase(config, (database) =>
             adminCreateToken(
-              ctx,
+              database,
               {
                 factory: opts.factory,
                 scopes: scopesOfFlag(opts.scope),
@@ -238,7 +238,7 @@ function registerAdmin(program: Command): void {
     .requiredOption('--factory <name>', 'the factory')
     .action(async (opts: { factory: string }, command: Command) => {
       const tokens = await admin(command, (config) =>
-        withAdminContext(config, (ctx) => adminListTokens(ctx, opts.factory)),
+        withAdminDatabase(config, (database) => adminListTokens(database, opts.factory)),
       );
       process.stdout.write(tokenTable(tokens));
     });
@@ -248,7 +248,7 @@ function registerAdmin(program: Command): void {
     .requiredOption('--factory <name>', 'the factory')
     .action(async (id: string, opts: { factory: string }, command: Command) => {
       const info = await admin(command, (config) =>
-        withAdminContext(config, (ctx) => adminRevokeToken(ctx, opts.factory, id)),
+        withAdminDatabase(config, (database) => adminRevokeToken(database, opts.factory, id)),
       );
       process.stdout.write(`Revoked token ${info.id} at ${info.revokedAt}\n`);
     });
