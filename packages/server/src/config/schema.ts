@@ -47,7 +47,16 @@ const pkcs11Custody = z
     module: z.string().min(1),
     tokenLabel: z.string().min(1),
     /** The user PIN, or `pinFile`: a file whose first line is the PIN (systemd LoadCredential=). */
-    pin: z.string().min(1).optional(),
+    pin: z
+      .string({
+        // YAML reads `pin: 0123` as the number 123: a PIN must be quoted to keep its digits
+        error: (issue) =>
+          typeof issue.input === 'number'
+            ? "a PIN is text: quote it (pin: '0123'), YAML reads bare digits as a number and drops leading zeros"
+            : undefined,
+      })
+      .min(1)
+      .optional(),
     pinFile: z.string().min(1).optional(),
     /**
      * Master key (hex) file wrapping the device gateway's TLS keys, which stay off the token:

@@ -99,6 +99,15 @@ describe('keyferryd configuration', () => {
     expect(refusal).not.toContain('S3cretPIN');
   });
 
+  it('refuses an unquoted PIN, saying to quote it (YAML would drop its leading zeros)', () => {
+    const bare = file(
+      'keyCustody:\n  kind: pkcs11\n  module: /usr/lib/hsm.so\n  tokenLabel: kf\n  pin: 0123\n',
+    );
+    expect(message(() => loadConfig({ file: bare, env: {} }))).toBe(
+      `invalid configuration in ${bare}: keyCustody.pin: a PIN is text: quote it (pin: '0123'), YAML reads bare digits as a number and drops leading zeros`,
+    );
+  });
+
   it.each(['127.0.0.1:65536', '127.0.0.1:99999', '[::1]:70000'])(
     'refuses the listen address %s, naming the option, at validation',
     (listen) => {
