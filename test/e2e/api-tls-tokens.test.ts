@@ -293,7 +293,7 @@ describe('management API over TLS, tokens from keyferryd admin and keyferry toke
       ...'tokens create --scope read --expires soon --description x'.split(' '),
     ]);
     expect(bad.stderr).toBe(
-      'ERROR: --expires "soon" is not a duration: use a whole number and a unit: s, m, h, d, w or y (e.g. 30d, 12h, 1y), at most 100 years\n',
+      'ERROR: --expires "soon" is not a duration: use a whole number above 0 and a unit: s, m, h, d, w or y (e.g. 30d, 12h, 1y), at most 100 years\n',
     );
     // the token secrets never reach keyferryd's log
     expect(daemon.stdout() + daemon.stderr()).not.toContain(token.slice('kf_0123456789abcdef_'.length));
@@ -311,11 +311,15 @@ describe('management API over TLS, tokens from keyferryd admin and keyferry toke
       ],
       [
         ['token', 'create', '--factory', 'acme', '--scope', 'read', '--expires', '3x'],
-        'ERROR: keyferryd admin token create: --expires "3x" is not a duration: use a whole number and a unit: s, m, h, d, w or y (e.g. 30d, 12h, 1y), at most 100 years\n',
+        'ERROR: keyferryd admin token create: --expires "3x" is not a duration: use a whole number above 0 and a unit: s, m, h, d, w or y (e.g. 30d, 12h, 1y), at most 100 years\n',
+      ],
+      [
+        ['token', 'create', '--factory', 'acme', '--scope', 'read', '--expires', '0d'],
+        'ERROR: keyferryd admin token create: --expires "0d" is not a duration: use a whole number above 0 and a unit: s, m, h, d, w or y (e.g. 30d, 12h, 1y), at most 100 years\n',
       ],
       [
         ['token', 'create', '--factory', 'acme', '--scope', 'read', '--expires', '200y'],
-        'ERROR: keyferryd admin token create: --expires "200y" is not a duration: use a whole number and a unit: s, m, h, d, w or y (e.g. 30d, 12h, 1y), at most 100 years\n',
+        'ERROR: keyferryd admin token create: --expires "200y" is not a duration: use a whole number above 0 and a unit: s, m, h, d, w or y (e.g. 30d, 12h, 1y), at most 100 years\n',
       ],
       [['factory', 'create', 'acme'], 'ERROR: keyferryd admin factory create: factory acme already exists\n'],
       [['token', 'revoke', '0123456789abcdef', '--factory', 'acme'], 'not found in this factory'],

@@ -18,4 +18,4 @@ export function parseDuration(text: string): number | undefined {
 
 /** What {@link parseDuration} accepts, for error messages. */
 export const DURATION_FORMAT =
-  'a whole number and a unit: s, m, h, d, w or y (e.g. 30d, 12h, 1y), at most 100 years';
+  'a whole number above 0 and a unit: s, m, h, d, w or y (e.g. 30d, 12h, 1y), at most 100 years';
