@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { KeyferryError } from '@keyferry/core';
 import type { Config } from '../config/schema.ts';
 import type { Database, Db } from '../storage/database.ts';
@@ -98,8 +98,17 @@ async function refuseForeignKeys(db: Db, kind: KeyCustody['backend']): Promise<v
 function readPinFile(file: string): string {
   let text: string;
   try {
+    // as the master key: a PIN others may read is refused (systemd's credentials are 0400)
+    const mode = statSync(file).mode & 0o777;
+    if ((mode & 0o077) !== 0) {
+      throw new KeyferryError(
+        'config_invalid',
+        `keyCustody.pinFile ${file} is readable by others (mode ${mode.toString(8)}); run chmod 600 on it`,
+      );
+    }
     text = readFileSync(file, 'utf8');
   } catch (err) {
+    if (err instanceof KeyferryError) throw err;
     throw new KeyferryError(
       'config_invalid',
       `cannot read keyCustody.pinFile ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,

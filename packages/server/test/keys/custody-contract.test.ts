@@ -247,6 +247,13 @@ describe('pkcs11 custody PIN from keyCustody.pinFile', () => {
         code: 'config_invalid',
         message: `keyCustody.pinFile ${join(work, 'pin-empty')} is empty: put the PIN on its first line`,
       });
+      // a PIN others may read is refused before the token sees it, as a master key would be
+      const shared = pinFile('pin-shared', `${PIN}\n`);
+      chmodSync(shared, 0o644);
+      expect(await refusal(() => openCa(config({ ...spec, pinFile: shared }), db))).toEqual({
+        code: 'config_invalid',
+        message: `keyCustody.pinFile ${shared} is readable by others (mode 644); run chmod 600 on it`,
+      });
     } finally {
       await db.dispose();
     }
