@@ -45,9 +45,14 @@ async function startAndStop(config: string): Promise<{ status: number | null; st
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
   const exited = new Promise<number | null>((r) => child.once('close', r));
+  let signalled = false;
   child.stdout.on('data', (d) => {
     stdout += d;
-    if (stdout.includes('Management API:')) child.kill('SIGTERM');
+    // once: a log line while it stops would send a second SIGTERM, which ends keyferryd at once
+    if (!signalled && stdout.includes('Management API:')) {
+      signalled = true;
+      child.kill('SIGTERM');
+    }
   });
   return { status: await exited, stderr };
 }
