@@ -132,37 +132,43 @@ export async function enrollDevice(
         throw keyReused;
       }
       const same = renewing ? undefined : current.find((c) => c.public_key_sha256 === keyHash);
-      const audit = (detail: Record<string, unknown>): AuditEntry => ({
-        factoryId: session.factory.id,
-        actor,
-        action: 'device-link.enroll',
-        object: `secure-object:${object.name}`,
-        detail,
-        correlationId: change.correlationId,
-      });
+      // the enrollment's write (setCompleted) with its audit row, whether it answers with a
+      // certificate the device has (`issued` absent) or one it issued
+      const completed =
+        (serial: string, detail: Record<string, unknown>, issued?: IssuedCertificate) => (trx: Db) =>
+          setCompleted(
+            trx,
+            session,
+            objects,
+            object,
+            issued === undefined,
+            now,
+            {
+              factoryId: session.factory.id,
+              actor,
+              action: 'device-link.enroll',
+              object: `secure-object:${object.name}`,
+              detail: {
+                mode,
+                serial,
+                reused: issued === undefined,
+                device: session.device.deviceId,
+                ...detail,
+              },
+              correlationId: change.correlationId,
+            },
+            { count, ...(issued ? { issued } : {}) },
+          );
       if (same) {
         // Renewals issued after it and never reported (a device that lost the answer and went
         // back to its key): the device keeps this one, so they are superseded now. Left live,
         // the newest of them would outlive it at the report, which keeps the newest.
         // (all of `current` is this object's: another object's key was refused above)
         const newer = current.filter((c) => c.id > same.id);
-        const record = (trx: Db) =>
-          setCompleted(
-            trx,
-            session,
-            objects,
-            object,
-            true,
-            now,
-            audit({
-              mode,
-              serial: same.serial_hex,
-              reused: true,
-              device: session.device.deviceId,
-              ...(newer.length > 0 ? { superseded: newer.map((c) => c.serial_hex) } : {}),
-            }),
-            { count },
-          );
+        const record = completed(
+          same.serial_hex,
+          newer.length > 0 ? { superseded: newer.map((c) => c.serial_hex) } : {},
+        );
         await recordSuperseding(reader, newer, now, superseded, record);
         return { certificate: fromPem(same.pem, 'CERTIFICATE'), reused: true };
       }
@@ -197,25 +203,13 @@ export async function enrollDevice(
       };
       // a renewal revokes nothing until the device reports the new certificate stored (report.ts)
       const supersedes = renewing ? [] : current;
-      const record = (trx: Db) =>
-        setCompleted(
-          trx,
-          session,
-          objects,
-          object,
-          false,
-          now,
-          audit({
-            mode,
-            serial: cert.serialHex,
-            reused: false,
-            device: session.device.deviceId,
-            ...(renewing
-              ? { supersededOnReport: current.map((c) => c.serial_hex) }
-              : { superseded: current.map((c) => c.serial_hex) }),
-          }),
-          { count, issued },
-        );
+      const record = completed(
+        cert.serialHex,
+        renewing
+          ? { supersededOnReport: current.map((c) => c.serial_hex) }
+          : { superseded: current.map((c) => c.serial_hex) },
+        issued,
+      );
       await recordSuperseding(reader, supersedes, now, superseded, record);
       return { certificate: der, reused: false };
     });
