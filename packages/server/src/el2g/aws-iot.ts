@@ -14,7 +14,13 @@ import {
   validityFor,
 } from '@keyferry/core';
 import type { Factory } from '../factories/factories.ts';
-import { type CustodyKey, custodyKeyRow, custodySignerById, type KeyCustody } from '../keys/custody.ts';
+import {
+  type CustodyKey,
+  custodyKeyRow,
+  custodySignerById,
+  discardingKeysOnFailure,
+  type KeyCustody,
+} from '../keys/custody.ts';
 import type { Db } from '../storage/database.ts';
 import { ensureCredentialPair } from './credential-pair.ts';
 import { listDeviceGroups } from './group-assignments.ts';
@@ -76,17 +82,20 @@ export async function configureAwsIot(
   }
   await checkQuota(db, factory.id);
   const existing = await findCa(db, factory.id);
-  const newKey = existing
-    ? undefined
-    : await custody.generate(`intermediate-ca:${factory.name}:${AWS_IOT.caName}`);
-  const apply = (key: CustodyKey | undefined) =>
-    applyAwsIot(db, custody, factory, registrationCode, key, change, now);
+  const apply = (using: KeyCustody, key: CustodyKey | undefined) =>
+    applyAwsIot(db, using, factory, registrationCode, key, change, now);
   try {
-    return await apply(newKey);
+    return await discardingKeysOnFailure(db, custody, async (using) =>
+      apply(
+        using,
+        existing ? undefined : await using.generate(`intermediate-ca:${factory.name}:${AWS_IOT.caName}`),
+      ),
+    );
   } catch (error) {
-    // Two first calls at once: the one that lost the race to create aws-iot-ca uses the winner's.
-    if (newKey && !(error instanceof KeyferryError) && (await findCa(db, factory.id)))
-      return apply(undefined);
+    // Two first calls at once: the one that lost the race to create aws-iot-ca uses the winner's
+    // (its own key, never stored, is off the token by now).
+    if (!existing && !(error instanceof KeyferryError) && (await findCa(db, factory.id)))
+      return apply(custody, undefined);
     throw error;
   }
 }

@@ -11,7 +11,7 @@ import {
   verifyChain,
 } from '@keyferry/core';
 import type { Factory } from '../factories/factories.ts';
-import { custodyKeyRow, type KeyCustody } from '../keys/custody.ts';
+import { custodyKeyRow, discardingKeysOnFailure, type KeyCustody } from '../keys/custody.ts';
 import type { Db } from '../storage/database.ts';
 import type { CaRequestsTable } from '../storage/tables.ts';
 import { audit, type ChangeContext } from './secure-objects.ts';
@@ -32,40 +32,42 @@ export async function requestCaKey(
 ): Promise<{ id: number; csrPem: string; created: boolean }> {
   const pending = await pendingCaRequest(db, factory.id, caName);
   if (pending) return { ...pending, created: false };
-  const key = await custody.generate(`intermediate-ca:${factory.name}:${caName}`);
   try {
-    return await db.transaction().execute(async (trx) => {
-      const row = custodyKeyRow(key, now);
-      await trx.insertInto('custody_keys').values(row).execute();
-      const signer = await custody.signer(row);
-      const csr = await createCsr({ subject: { CN: caName, OU: factory.name }, signer });
-      const csrPem = toPem(csr, 'CERTIFICATE REQUEST');
-      const request = await trx
-        .insertInto('ca_requests')
-        .values({
-          factory_id: factory.id,
-          ca_name: caName,
-          key_ref: key.id,
-          csr: csrPem,
-          created_at: now.toISOString(),
-          completed_at: null,
-        })
-        .returning('id')
-        .executeTakeFirstOrThrow();
-      await audit(
-        trx,
-        factory.id,
-        change,
-        'ca-request.create',
-        `intermediate-ca:${caName}`,
-        { request: request.id, keyRef: key.id },
-        now,
-      );
-      return { id: request.id, csrPem, created: true };
+    return await discardingKeysOnFailure(db, custody, async (custody) => {
+      const key = await custody.generate(`intermediate-ca:${factory.name}:${caName}`);
+      return db.transaction().execute(async (trx) => {
+        const row = custodyKeyRow(key, now);
+        await trx.insertInto('custody_keys').values(row).execute();
+        const signer = await custody.signer(row);
+        const csr = await createCsr({ subject: { CN: caName, OU: factory.name }, signer });
+        const csrPem = toPem(csr, 'CERTIFICATE REQUEST');
+        const request = await trx
+          .insertInto('ca_requests')
+          .values({
+            factory_id: factory.id,
+            ca_name: caName,
+            key_ref: key.id,
+            csr: csrPem,
+            created_at: now.toISOString(),
+            completed_at: null,
+          })
+          .returning('id')
+          .executeTakeFirstOrThrow();
+        await audit(
+          trx,
+          factory.id,
+          change,
+          'ca-request.create',
+          `intermediate-ca:${caName}`,
+          { request: request.id, keyRef: key.id },
+          now,
+        );
+        return { id: request.id, csrPem, created: true };
+      });
     });
   } catch (error) {
-    // Two first POSTs at once: the one that lost the unique index answers the winner's request;
-    // its own key was never stored (a PKCS#11 token keeps the unused object).
+    // Two first POSTs at once: the one that lost the unique index answers the winner's request
+    // (its own key, never stored, is off the token by now).
     const winner =
       error instanceof KeyferryError ? undefined : await pendingCaRequest(db, factory.id, caName);
     if (winner) return { ...winner, created: false };

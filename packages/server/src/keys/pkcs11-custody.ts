@@ -82,6 +82,14 @@ export class Pkcs11Custody implements KeyCustody {
     return { id, backend: 'pkcs11', purpose, publicKeySpki: new Uint8Array(publicKeySpki), material: id };
   }
 
+  /** Destroys the key pair `generate` put on the token (its label is the key's id). */
+  async discard(key: CustodyKey): Promise<void> {
+    if (key.backend !== 'pkcs11') return;
+    this.#keys.delete(key.material);
+    this.#signers.delete(key.id);
+    this.#use((token) => token.deleteObjects({ label: key.material }));
+  }
+
   async signer(row: CustodyKeysTable): Promise<CustodySigner> {
     const cached = this.#signers.get(row.id);
     if (cached) return cached;

@@ -140,6 +140,9 @@ export class SoftCustody implements KeyCustody, TlsKeyStore {
     return { id, backend: 'soft', purpose, publicKeySpki: new Uint8Array(spki), material };
   }
 
+  /** Nothing to remove: the wrapped key lives only in the row that was never stored. */
+  async discard(_key: CustodyKey): Promise<void> {}
+
   async signer(row: CustodyKeysTable): Promise<CustodySigner> {
     const cached = this.#cache.get(row.id);
     if (cached) return cached;

@@ -1,7 +1,12 @@
 import { createCsr, KeyferryError, toPem } from '@keyferry/core';
 import { recordAudit } from '../audit/audit-log.ts';
 import type { Factory } from '../factories/factories.ts';
-import { custodyKeyRow, type KeyCustody, type TlsKeyStore } from '../keys/custody.ts';
+import {
+  custodyKeyRow,
+  discardingKeysOnFailure,
+  type KeyCustody,
+  type TlsKeyStore,
+} from '../keys/custody.ts';
 import { asOneWrite, type Db, transactionForFactory } from '../storage/database.ts';
 import type { FactoryPkiTable } from '../storage/tables.ts';
 import { newGatewayTlsKey } from './factory-pki.ts';
@@ -58,8 +63,10 @@ export async function requestPkiCsrs(
     );
   }
   // one factory's CSR requests one after the other: an unanswered CSR is then answered again
-  return transactionForFactory(db, factory.id, (trx) =>
-    makeCsrs(trx, keys, factory, domain, request, now, context),
+  return discardingKeysOnFailure(db, keys.custody, (custody) =>
+    transactionForFactory(db, factory.id, (trx) =>
+      makeCsrs(trx, { custody, tlsKeys: keys.tlsKeys }, factory, domain, request, now, context),
+    ),
   );
 }
 

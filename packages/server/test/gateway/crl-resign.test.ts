@@ -138,6 +138,7 @@ describe('the re-sign before nextUpdate on a SQLite file', () => {
     const custody: KeyCustody = {
       backend: real.backend,
       generate: (purpose) => real.generate(purpose),
+      discard: (key) => real.discard(key),
       verifyAccess: (db) => real.verifyAccess(db),
       close: () => real.close(),
       signer: async (key) => {
