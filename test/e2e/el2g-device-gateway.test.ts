@@ -274,6 +274,7 @@ describe('el2g config-device-gateway + status + device gateway: root key on a So
           },
         ],
       }),
+      { mode: 0o600 }, // the token PIN is in it
     );
     s = await setup('keyferry-e2e-el2g-hsm-', { SOFTHSM2_CONF: hsm.conf }, ['--config', configFile]);
     rmSync(work, { recursive: true, force: true });

@@ -82,6 +82,7 @@ describe('three keyferryd on one PostgreSQL behind HAProxy', { timeout: PROCESS_
           ],
           log: { level: 'warn' },
         }),
+        { mode: 0o600 }, // the database password is in it
       );
       const ports = { api: await freePort(), deviceLink: await freePort(), gateway: await freePort() };
       nodes.push({ name: `node${i}`, dataDir, configFile, ports });

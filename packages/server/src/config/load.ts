@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { KeyferryError } from '@keyferry/core';
 import { parse as parseYaml } from 'yaml';
@@ -71,10 +71,9 @@ export function loadConfig(options: { file?: string | undefined; env?: NodeJS.Pr
     setMasterKeyFile(raw, env.KEYFERRY_MASTER_KEY_FILE);
     fromEnv.set('keyCustody.masterKeyFile', 'KEYFERRY_MASTER_KEY_FILE');
   }
-  return {
-    config: validateConfig(raw, file ?? 'the environment', fromEnv),
-    file: file ? resolve(file) : undefined,
-  };
+  const config = validateConfig(raw, file ?? 'the environment', fromEnv);
+  if (file) refuseSecretsOthersRead(file, config, fromEnv);
+  return { config, file: file ? resolve(file) : undefined };
 }
 
 /**
@@ -98,6 +97,47 @@ export function validateConfig(
     );
   }
   return result.data;
+}
+
+/**
+ * A config file that holds a secret (the token PIN, a password in the PostgreSQL URL) must not
+ * be readable by every user of the machine, as the master key and keyCustody.pinFile must not.
+ * Group read stays allowed: the systemd unit's user reads a root-owned file through its group.
+ */
+function refuseSecretsOthersRead(file: string, config: Config, fromEnv: ReadonlyMap<string, string>): void {
+  const secrets: string[] = [];
+  if (config.keyCustody.kind === 'pkcs11' && config.keyCustody.pin !== undefined)
+    secrets.push('keyCustody.pin');
+  if (config.storage.kind === 'postgres' && !fromEnv.has('storage') && urlHasPassword(config.storage.url))
+    secrets.push('a password in storage.url');
+  if (secrets.length === 0) return;
+  let mode: number;
+  try {
+    mode = statSync(file).mode & 0o777;
+  } catch {
+    return; // it was read a moment ago; a file gone since then is not this check's to report
+  }
+  if ((mode & 0o004) === 0) return;
+  const moveTo = [
+    secrets.includes('keyCustody.pin') ? 'move the PIN into keyCustody.pinFile' : undefined,
+    secrets.includes('a password in storage.url')
+      ? 'give the URL in KEYFERRY_STORAGE_URL instead'
+      : undefined,
+  ].filter((way) => way !== undefined);
+  throw new KeyferryError(
+    'config_invalid',
+    `config file ${file} holds ${secrets.join(' and ')} and every user may read it (mode ${mode.toString(8)}): ` +
+      `run chmod o-r ${file} (e.g. chown root:keyferry and chmod 640, so the service's group reads it), or ${moveTo.join(' and ')}`,
+  );
+}
+
+function urlHasPassword(url: string): boolean {
+  try {
+    const parsed = new URL(url);
+    return parsed.password !== '' || parsed.searchParams.has('password');
+  } catch {
+    return false;
+  }
 }
 
 /** The variable that set the option at `path` (or an option around it), if one did. */

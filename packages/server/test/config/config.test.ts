@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -14,9 +14,10 @@ function message(load: () => unknown): string {
   throw new Error('not refused');
 }
 
-function file(text: string, name = 'keyferry.yaml'): string {
+function file(text: string, name = 'keyferry.yaml', mode = 0o644): string {
   const path = join(mkdtempSync(join(tmpdir(), 'kf-cfg-')), name);
   writeFileSync(path, text);
+  chmodSync(path, mode); // whatever the umask
   return path;
 }
 
@@ -42,13 +43,53 @@ describe('keyferryd configuration', () => {
 
   it('reads YAML and JSON files', () => {
     const yaml = loadConfig({
-      file: file('api:\n  listen: 0.0.0.0:9000\nstorage:\n  kind: postgres\n  url: postgres://u:p@h/db\n'),
+      // a password in it: readable by the owner and group only
+      file: file(
+        'api:\n  listen: 0.0.0.0:9000\nstorage:\n  kind: postgres\n  url: postgres://u:p@h/db\n',
+        undefined,
+        0o640,
+      ),
       env: {},
     });
     expect(yaml.config.api.listen).toBe('0.0.0.0:9000');
     expect(yaml.config.storage).toMatchObject({ kind: 'postgres', url: 'postgres://u:p@h/db', poolSize: 10 });
     const json = loadConfig({ file: file('{"dataDir": "/var/lib/keyferry"}', 'k.json'), env: {} });
     expect(json.config.dataDir).toBe('/var/lib/keyferry');
+  });
+
+  it('refuses a file every user may read when it holds the token PIN or a database password', () => {
+    const pin = 'keyCustody:\n  kind: pkcs11\n  module: /usr/lib/hsm.so\n  tokenLabel: kf\n  pin: "2580"\n';
+    const url = 'storage:\n  kind: postgres\n  url: postgres://keyferry:S3cret@db/keyferry\n';
+    const open = file(pin);
+    expect(message(() => loadConfig({ file: open, env: {} }))).toBe(
+      `config file ${open} holds keyCustody.pin and every user may read it (mode 644): run chmod o-r ${open} ` +
+        "(e.g. chown root:keyferry and chmod 640, so the service's group reads it), or move the PIN into keyCustody.pinFile",
+    );
+    const both = file(pin + url, 'k.yaml', 0o604);
+    expect(message(() => loadConfig({ file: both, env: {} }))).toBe(
+      `config file ${both} holds keyCustody.pin and a password in storage.url and every user may read it (mode 604): ` +
+        `run chmod o-r ${both} (e.g. chown root:keyferry and chmod 640, so the service's group reads it), ` +
+        'or move the PIN into keyCustody.pinFile and give the URL in KEYFERRY_STORAGE_URL instead',
+    );
+    expect(
+      message(() =>
+        loadConfig({ file: file(url.replace('db/', 'db/?sslmode=require&password=x&')), env: {} }),
+      ),
+    ).toMatch(/holds a password in storage\.url and every user may read it \(mode 644\)/);
+    // owner and group only: read; no secret in it, or the URL from the environment: any mode
+    expect(loadConfig({ file: file(pin, 'k.yaml', 0o640), env: {} }).config.keyCustody).toMatchObject({
+      pin: '2580',
+    });
+    expect(loadConfig({ file: file(pin, 'k.yaml', 0o600), env: {} }).config.keyCustody.kind).toBe('pkcs11');
+    expect(
+      loadConfig({ file: file(url.replace('keyferry:S3cret@', 'keyferry@')), env: {} }).config.storage.kind,
+    ).toBe('postgres');
+    expect(
+      loadConfig({
+        file: file('api:\n  listen: 127.0.0.1:0\n'),
+        env: { KEYFERRY_STORAGE_URL: 'postgres://u:p@h/db' },
+      }).config.storage.kind,
+    ).toBe('postgres');
   });
 
   it('lets the environment override the file', () => {

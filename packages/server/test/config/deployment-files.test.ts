@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
@@ -46,8 +46,18 @@ describe('the shipped keyferryd.service and example config', () => {
   });
 
   it('ships an example config that keyferryd accepts, with the master key from the credential', () => {
+    // installed as docs/deployment.md says: it holds the database password, so not for every user
+    const docs = readFileSync(join(import.meta.dirname, '../../../../docs/deployment.md'), 'utf8');
+    const install =
+      /^install -m (0[0-7]{3}) -g keyferry packages\/server\/dist-files\/keyferryd\.example\.yaml /m.exec(
+        docs,
+      );
+    expect(install, 'the install line of keyferryd.example.yaml in docs/deployment.md').not.toBeNull();
+    const file = join(testDir('keyferry-example-'), 'keyferryd.yaml');
+    copyFileSync(join(DIST, 'keyferryd.example.yaml'), file);
+    chmodSync(file, Number.parseInt(install![1]!, 8));
     const { config } = loadConfig({
-      file: join(DIST, 'keyferryd.example.yaml'),
+      file,
       env: { KEYFERRY_MASTER_KEY_FILE: '/run/credentials/keyferryd.service/master.key' },
     });
     expect(config.dataDir).toBe('/var/lib/keyferry');
@@ -65,6 +75,7 @@ describe('the shipped keyferryd.service and example config', () => {
     writeFileSync(
       file,
       'keyCustody:\n  kind: pkcs11\n  module: /usr/lib/softhsm/libsofthsm2.so\n  tokenLabel: k\n  pin: "1"\n',
+      { mode: 0o600 },
     );
     const { config } = loadConfig({
       file,
