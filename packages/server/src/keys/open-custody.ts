@@ -52,6 +52,7 @@ export async function openCustody(
     module: spec.module,
     tokenLabel: spec.tokenLabel,
     pin: spec.pin ?? readPinFile(spec.pinFile!),
+    pinSetting: spec.pin === undefined ? `the PIN in keyCustody.pinFile ${spec.pinFile}` : 'keyCustody.pin',
   });
   try {
     await custody.verifyAccess(db);

@@ -11,12 +11,13 @@ import type { Db } from '../storage/database.ts';
 import type { CustodyKeysTable } from '../storage/tables.ts';
 import type { CustodyKey, CustodySigner, KeyCustody } from './custody.ts';
 
-/** Where keyferryd's operator sets what the token refusals tell them to fix. */
-const KEY_CUSTODY_SETTINGS: TokenSettingNames = {
-  module: 'keyCustody.module',
-  tokenLabel: 'keyCustody.tokenLabel',
-  pin: 'keyCustody.pin (or the PIN in keyCustody.pinFile)',
-};
+/**
+ * Where keyferryd's operator sets what the token refusals tell them to fix: the PIN's setting is
+ * the one the config uses (`keyCustody.pin`, or `the PIN in keyCustody.pinFile <file>`).
+ */
+function keyCustodySettings(pinSetting: string): TokenSettingNames {
+  return { module: 'keyCustody.module', tokenLabel: 'keyCustody.tokenLabel', pin: pinSetting };
+}
 
 /**
  * Refusals of a login with the configured PIN. Offering the same PIN again can only count
@@ -35,6 +36,8 @@ interface TokenSpec {
   readonly module: string;
   readonly tokenLabel: string;
   readonly pin: string;
+  /** The setting the PIN came from, for refusals; default `keyCustody.pin`. */
+  readonly pinSetting?: string;
 }
 
 /**
@@ -68,10 +71,10 @@ export class Pkcs11Custody implements KeyCustody {
   }
 
   static async open(spec: TokenSpec): Promise<Pkcs11Custody> {
-    const { module, tokenLabel, pin } = spec;
+    const { module, tokenLabel, pin, pinSetting = 'keyCustody.pin' } = spec;
     return new Pkcs11Custody(
-      { module, tokenLabel, pin },
-      openToken({ module, tokenLabel, pin, settings: KEY_CUSTODY_SETTINGS }),
+      { module, tokenLabel, pin, pinSetting },
+      openToken({ module, tokenLabel, pin, settings: keyCustodySettings(pinSetting) }),
     );
   }
 
@@ -171,7 +174,8 @@ export class Pkcs11Custody implements KeyCustody {
     if (this.#closed) throw new TypeError(`key custody on token '${this.#spec.tokenLabel}' is closed`);
     if (this.#pinRefused) throw this.#reopenFailed(this.#pinRefused);
     try {
-      this.#token = openToken({ ...this.#spec, settings: KEY_CUSTODY_SETTINGS });
+      const { module, tokenLabel, pin, pinSetting = 'keyCustody.pin' } = this.#spec;
+      this.#token = openToken({ module, tokenLabel, pin, settings: keyCustodySettings(pinSetting) });
     } catch (error) {
       const ckr = isKeyferryError(error) ? error.detail?.ckr : undefined;
       if (isKeyferryError(error) && typeof ckr === 'string' && PIN_REFUSALS.has(ckr))

@@ -34,7 +34,8 @@ async function factoryCreate(name: string, keyCustody: Record<string, unknown>) 
   const dataDir = mkdtempSync(join(work, `${name}-`));
   await (await openDatabase({ kind: 'sqlite' }, dataDir)).close();
   const file = join(work, `${name}.json`);
-  writeFileSync(file, JSON.stringify({ dataDir, storage: { kind: 'sqlite' }, keyCustody }));
+  // a file holding keyCustody.pin is for its owner (and group) only
+  writeFileSync(file, JSON.stringify({ dataDir, storage: { kind: 'sqlite' }, keyCustody }), { mode: 0o600 });
   return runBinAsync('keyferryd', ['-c', file, 'admin', 'factory', 'create', 'acme'], { env: hsm.env });
 }
 
@@ -52,8 +53,12 @@ describe('keyferryd names its keyCustody settings when the token refuses', {
         ...pin,
       });
       expect(res.status).toBe(2);
+      // the setting the PIN came from, and its file
+      const setting = 'pin' in pin ? 'keyCustody\\.pin' : `the PIN in keyCustody\\.pinFile ${pinFile}`;
       expect(res.stderr).toMatch(
-        /^ERROR: keyferryd admin factory create: wrong PIN for token 'ca' in PKCS#11 module \S+; check keyCustody\.pin \(or the PIN in keyCustody\.pinFile\) — repeated failures can lock the token\n$/,
+        new RegExp(
+          `^ERROR: keyferryd admin factory create: wrong PIN for token 'ca' in PKCS#11 module \\S+; check ${setting} — repeated failures can lock the token\n$`,
+        ),
       );
       expect(res.stderr).not.toMatch(/PKCS11_|--hsm-/);
     }

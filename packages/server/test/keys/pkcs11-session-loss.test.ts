@@ -137,7 +137,7 @@ describe('pkcs11 custody verifyAccess (/readyz) asks the token', () => {
       const { code, message } = await refusal(() => custody.verifyAccess(db.db));
       expect(code).toBe('key_custody_error');
       expect(message).toMatch(
-        /^lost the session with token 'lost-pin' \(CKR_SESSION_HANDLE_INVALID\) and could not open it again: wrong PIN for token 'lost-pin' in PKCS#11 module \S+; check keyCustody\.pin \(or the PIN in keyCustody\.pinFile\) — repeated failures can lock the token; keyferryd does not offer a refused PIN again/,
+        /^lost the session with token 'lost-pin' \(CKR_SESSION_HANDLE_INVALID\) and could not open it again: wrong PIN for token 'lost-pin' in PKCS#11 module \S+; check keyCustody\.pin — repeated failures can lock the token; keyferryd does not offer a refused PIN again/,
       );
       expect(message).not.toMatch(/PKCS11_|--hsm-|open the token again/);
       expect(login).toHaveBeenCalledTimes(1);
