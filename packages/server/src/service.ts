@@ -81,7 +81,7 @@ export async function startService(options: StartOptions): Promise<RunningServic
     // SQLite: one checkpointer per database, in the process that runs the timers
     if (role !== 'worker' && database.checkpointInBackground)
       closers.unshift(await database.checkpointInBackground(log));
-    const keys = await openCustody({ ...config, dataDir }, database);
+    const keys = await openCustody({ ...config, dataDir }, database, { createMasterKey: true, log });
     closers.unshift(() => keys.close());
     const { custody, tlsKeys } = keys;
     // after the listeners close, the CRL re-signs they scheduled end before custody and database

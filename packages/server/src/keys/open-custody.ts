@@ -8,6 +8,7 @@ import {
   type KeyCustody,
   type TlsKeyStore,
 } from './custody.ts';
+import type { CustodyLog } from './pkcs11-custody.ts';
 import { SoftCustody } from './soft-custody.ts';
 
 /**
@@ -28,7 +29,7 @@ export interface KeyStores {
 export async function openCustody(
   config: Config,
   database: Database,
-  options: { createMasterKey: boolean } = { createMasterKey: true },
+  options: { createMasterKey: boolean; log?: CustodyLog } = { createMasterKey: true },
 ): Promise<KeyStores> {
   const { db } = database;
   const spec = config.keyCustody;
@@ -53,6 +54,7 @@ export async function openCustody(
     tokenLabel: spec.tokenLabel,
     pin: spec.pin ?? readPinFile(spec.pinFile!),
     pinSetting: spec.pin === undefined ? `the PIN in keyCustody.pinFile ${spec.pinFile}` : 'keyCustody.pin',
+    ...(options.log && { log: options.log }),
   });
   try {
     await custody.verifyAccess(db);

@@ -38,6 +38,14 @@ interface TokenSpec {
   readonly pin: string;
   /** The setting the PIN came from, for refusals; default `keyCustody.pin`. */
   readonly pinSetting?: string;
+  /** Where a lost session, and the new one or the failure to open it, are logged. */
+  readonly log?: CustodyLog;
+}
+
+/** The part of keyferryd's logger (pino) the custody writes to. */
+export interface CustodyLog {
+  info(fields: object, message: string): void;
+  warn(fields: object, message: string): void;
 }
 
 /**
@@ -57,6 +65,8 @@ export class Pkcs11Custody implements KeyCustody {
   #token: Token | undefined;
   /** What lost the last session, for the refusals while no new one opens. */
   #lost: KeyferryError | undefined;
+  /** A failure to open a new session was logged since the session was lost (logged once). */
+  #reopenFailureLogged = false;
   /** The token refused the configured PIN when logging in again: never offered again. */
   #pinRefused: KeyferryError | undefined;
   #closed = false;
@@ -71,9 +81,9 @@ export class Pkcs11Custody implements KeyCustody {
   }
 
   static async open(spec: TokenSpec): Promise<Pkcs11Custody> {
-    const { module, tokenLabel, pin, pinSetting = 'keyCustody.pin' } = spec;
+    const { module, tokenLabel, pin, pinSetting = 'keyCustody.pin', log } = spec;
     return new Pkcs11Custody(
-      { module, tokenLabel, pin, pinSetting },
+      { module, tokenLabel, pin, pinSetting, ...(log && { log }) },
       openToken({ module, tokenLabel, pin, settings: keyCustodySettings(pinSetting) }),
     );
   }
@@ -167,7 +177,12 @@ export class Pkcs11Custody implements KeyCustody {
     if (this.#token !== token) return; // another call has dropped it already
     this.#token = undefined;
     this.#lost = lost;
+    this.#reopenFailureLogged = false;
     token.close();
+    this.#spec.log?.warn(
+      { token: this.#spec.tokenLabel, module: this.#spec.module, ckr: lost.detail?.ckr },
+      `lost the session with token '${this.#spec.tokenLabel}': opening a new one`,
+    );
   }
 
   #reopen(): Token {
@@ -180,9 +195,18 @@ export class Pkcs11Custody implements KeyCustody {
       const ckr = isKeyferryError(error) ? error.detail?.ckr : undefined;
       if (isKeyferryError(error) && typeof ckr === 'string' && PIN_REFUSALS.has(ckr))
         this.#pinRefused = error;
-      throw this.#reopenFailed(error);
+      const failed = this.#reopenFailed(error);
+      // once per loss: every signature meets this until the token is back
+      if (!this.#reopenFailureLogged) this.#spec.log?.warn({ token: this.#spec.tokenLabel }, failed.message);
+      this.#reopenFailureLogged = true;
+      throw failed;
     }
+    const lost = this.#lost;
     this.#lost = undefined;
+    this.#spec.log?.info(
+      { token: this.#spec.tokenLabel, module: this.#spec.module, ckr: lost?.detail?.ckr },
+      `opened a new session with token '${this.#spec.tokenLabel}' and logged in again`,
+    );
     return this.#token;
   }
 

@@ -7,7 +7,7 @@ import { p11 } from '../../../pkcs11/src/pkcs11js.ts';
 import type { ServiceContext } from '../../src/context.ts';
 import { healthRoutes } from '../../src/http/routes/health.ts';
 import { type CustodySigner, insertCustodyKey } from '../../src/keys/custody.ts';
-import { Pkcs11Custody } from '../../src/keys/pkcs11-custody.ts';
+import { type CustodyLog, Pkcs11Custody } from '../../src/keys/pkcs11-custody.ts';
 import { freshDatabase } from '../support/databases.ts';
 
 /*
@@ -33,9 +33,9 @@ afterEach(() => {
 type Db = Awaited<ReturnType<typeof freshDatabase>>;
 
 /** Custody on `tokenLabel` with one stored key, and a signer of it made before anything is lost. */
-async function custodyWithKey(tokenLabel: string) {
+async function custodyWithKey(tokenLabel: string, log?: CustodyLog) {
   const db = await freshDatabase('sqlite');
-  const custody = await Pkcs11Custody.open({ module: hsm.module, tokenLabel, pin: PIN });
+  const custody = await Pkcs11Custody.open({ module: hsm.module, tokenLabel, pin: PIN, ...(log && { log }) });
   const key = await custody.generate('test:ca');
   await insertCustodyKey(db.db, key);
   const row = await db.db
@@ -46,6 +46,16 @@ async function custodyWithKey(tokenLabel: string) {
   const signer = await custody.signer(row);
   await custody.verifyAccess(db.db);
   return { db, custody, row, signer };
+}
+
+/** A logger that keeps what the custody writes, as keyferryd's pino would. */
+function logLines() {
+  const lines: Array<{ level: 'info' | 'warn'; fields: object; message: string }> = [];
+  const log: CustodyLog = {
+    info: (fields, message) => lines.push({ level: 'info', fields, message }),
+    warn: (fields, message) => lines.push({ level: 'warn', fields, message }),
+  };
+  return { log, lines };
 }
 
 /** Ends every session of this process on the token, as an HSM that drops its clients does. */
@@ -73,9 +83,10 @@ describe('pkcs11 custody after the HSM lost its session (token present, PIN righ
   let db: Db;
   let custody: Pkcs11Custody;
   let signer: CustodySigner;
+  const logged = logLines();
 
   beforeAll(async () => {
-    ({ db, custody, signer } = await custodyWithKey('lost'));
+    ({ db, custody, signer } = await custodyWithKey('lost', logged.log));
   });
   afterAll(async () => {
     await custody?.close();
@@ -84,8 +95,22 @@ describe('pkcs11 custody after the HSM lost its session (token present, PIN righ
 
   it('signs again without a restart: it opens a new session, logs in and finds the key again', async () => {
     await expectValidSignature(signer, Buffer.from('before'));
+    expect(logged.lines).toEqual([]);
     loseSessions('lost');
     await expectValidSignature(signer, Buffer.from('after the session was lost'));
+    // the operator sees the loss and the recovery in keyferryd's log
+    expect(logged.lines).toEqual([
+      {
+        level: 'warn',
+        fields: expect.objectContaining({ token: 'lost', ckr: 'CKR_SESSION_HANDLE_INVALID' }),
+        message: "lost the session with token 'lost': opening a new one",
+      },
+      {
+        level: 'info',
+        fields: expect.objectContaining({ token: 'lost', ckr: 'CKR_SESSION_HANDLE_INVALID' }),
+        message: "opened a new session with token 'lost' and logged in again",
+      },
+    ]);
     await expectValidSignature(signer, Buffer.from('and after that'));
     await custody.verifyAccess(db.db);
     const key = await custody.generate('test:after');
@@ -121,7 +146,8 @@ async function readyz(db: Db, custody: Pkcs11Custody): Promise<{ status: number;
 
 describe('pkcs11 custody verifyAccess (/readyz) asks the token', () => {
   it('rejects once the session is lost and the token no longer takes the configured PIN, naming keyCustody.pin', async () => {
-    const { db, custody, signer } = await custodyWithKey('lost-pin');
+    const logged = logLines();
+    const { db, custody, signer } = await custodyWithKey('lost-pin', logged.log);
     try {
       expect(await readyz(db, custody)).toEqual({
         status: 200,
@@ -150,6 +176,11 @@ describe('pkcs11 custody verifyAccess (/readyz) asks the token', () => {
       expect((await refusal(() => custody.verifyAccess(db.db))).message).toBe(message);
       expect((await refusal(() => signer.sign(Buffer.from('x')))).message).toBe(message);
       expect(login).toHaveBeenCalledTimes(1);
+      // logged once, not at every refused use
+      expect(logged.lines.map((l) => [l.level, l.message])).toEqual([
+        ['warn', "lost the session with token 'lost-pin': opening a new one"],
+        ['warn', message],
+      ]);
     } finally {
       await custody.close();
       await db.dispose();
