@@ -127,7 +127,11 @@ export async function startService(options: StartOptions): Promise<RunningServic
       return preparedPrimary(ctx, demo, closers);
     }
     const api = await buildManagementApi(ctx, https, options.jobs);
-    closers.unshift(() => api.close());
+    // the listeners stop together, each letting its requests in flight finish (SHUTDOWN_GRACE_MS)
+    const listeners: Array<() => Promise<void>> = [() => api.close()];
+    closers.unshift(async () => {
+      await Promise.all(listeners.map((close) => close()));
+    });
     await bindListener('api.listen', config.api.listen, () => api.listen({ host, port }));
     const bound = api.server.address();
     const scheme = https ? 'https' : 'http';
@@ -145,12 +149,12 @@ export async function startService(options: StartOptions): Promise<RunningServic
       const deviceLink = await bindListener('deviceLink.listen', config.deviceLink.listen, () =>
         startDeviceLink(ctx, { embeddedDefaults: options.embeddedDefaults }),
       );
-      closers.unshift(() => deviceLink.close());
+      listeners.push(() => deviceLink.close());
       addresses.deviceLink = deviceLink.address;
     }
     if (config.gateway.enabled) {
       const gateway = await bindListener('gateway.listen', config.gateway.listen, () => startGateway(ctx));
-      closers.unshift(() => gateway.close());
+      listeners.push(() => gateway.close());
       addresses.gateway = gateway.address;
     }
     if (role === 'alone') {

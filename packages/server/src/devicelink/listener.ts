@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { ServiceContext } from '../context.ts';
 import { answerClientErrorsAsProblems } from '../http/client-errors.ts';
 import { applyConnectionLimits, serverTimeoutOptions } from '../http/connection-limits.ts';
-import { listenOn } from '../http/listen.ts';
+import { drainOnClose, listenOn } from '../http/listen.ts';
 import { TokenBuckets } from '../http/rate-limit.ts';
 import { IssuingCas } from './issuing-cas.ts';
 import { deviceLinkHandler } from './router.ts';
@@ -55,14 +55,7 @@ export async function startDeviceLink(
   // A device's certificate is verified once per connection (identity.ts): it must not change on it.
   server.on('secureConnection', (socket) => socket.disableRenegotiation());
   server.on('tlsClientError', (err) => log.debug({ err }, 'device-link TLS handshake failed'));
+  const draining = drainOnClose(server);
   const address = await listenOn(server, ctx.config.deviceLink.listen);
-  return {
-    address,
-    caFile: tls.caFile,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
+  return { address, caFile: tls.caFile, close: () => draining.close() };
 }

@@ -8,7 +8,7 @@ import {
   type ConnectionLimits,
   serverTimeoutOptions,
 } from '../http/connection-limits.ts';
-import { listenOn } from '../http/listen.ts';
+import { drainOnClose, listenOn } from '../http/listen.ts';
 import { SERVER_TLS_POLICY } from '../http/tls-policy.ts';
 import { gatewayHandler } from './router.ts';
 import { factoriesWithTlsKeyOnHsm, GatewayTlsContexts, keyOnHsmAdvice } from './tls-contexts.ts';
@@ -92,6 +92,12 @@ export async function startGateway(
       });
   });
   applyConnectionLimits(https, limits, log, tcp);
+  const draining = drainOnClose(https, {
+    accepting: tcp,
+    cutAlso: () => {
+      for (const socket of sockets) socket.destroy();
+    },
+  });
   const address = await listenOn(tcp, options.listen ?? ctx.config.gateway.listen);
   return {
     address,
@@ -99,11 +105,6 @@ export async function startGateway(
       new Promise<number>((resolve, reject) =>
         tcp.getConnections((err, n) => (err ? reject(err) : resolve(n))),
       ),
-    close: () =>
-      new Promise<void>((resolve) => {
-        tcp.close(() => resolve());
-        https.closeAllConnections();
-        for (const socket of sockets) socket.destroy();
-      }),
+    close: () => draining.close(),
   };
 }

@@ -1,3 +1,4 @@
+import type { Server as HttpServer, IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Server } from 'node:net';
 import { KeyferryError } from '@keyferry/core';
 import { ENV_OVERRIDES, parseListen } from '../config/load.ts';
@@ -55,4 +56,54 @@ export async function bindListener<T>(
         `${env} (or ${setting} in the config file) to another host:port (port 0 picks a free one)`,
     );
   }
+}
+
+/**
+ * How long a stopping listener lets the requests in flight finish before it cuts their
+ * connections (below the 15 s the primary of several workers waits for each of them).
+ */
+export const SHUTDOWN_GRACE_MS = 10_000;
+
+/**
+ * Stops an HTTP(S) listener the way a restart on a factory line needs: no new connections,
+ * idle keep-alive connections closed at once, and each request in flight answered (with
+ * `Connection: close`) before its connection closes. What is still open after `graceMs` is cut.
+ * Call at start, so that the requests in flight are known; `accepting` is the server that
+ * accepts the connections when it is not `server` itself (the gateway's TCP front), and
+ * `cutAlso` cuts the connections `server` does not know yet (still in their handshake).
+ */
+export function drainOnClose(
+  server: HttpServer,
+  options: { accepting?: Server; graceMs?: number; cutAlso?: () => void } = {},
+): { close(): Promise<void> } {
+  const { accepting = server, graceMs = SHUTDOWN_GRACE_MS, cutAlso } = options;
+  const inFlight = new Set<ServerResponse>();
+  let closing: Promise<void> | undefined;
+  server.on('request', (_request: IncomingMessage, response: ServerResponse) => {
+    if (closing && !response.headersSent) response.setHeader('connection', 'close');
+    inFlight.add(response);
+    response.once('close', () => inFlight.delete(response));
+  });
+  return {
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        for (const response of inFlight) {
+          if (!response.headersSent) response.setHeader('connection', 'close');
+        }
+        // a connection whose answer went out becomes idle: closed on the next tick
+        const idle = setInterval(() => server.closeIdleConnections(), 50);
+        const cut = setTimeout(() => {
+          server.closeAllConnections();
+          cutAlso?.();
+        }, graceMs);
+        accepting.close(() => {
+          clearInterval(idle);
+          clearTimeout(cut);
+          resolve();
+        });
+        server.closeIdleConnections();
+      });
+      return closing;
+    },
+  };
 }
