@@ -363,6 +363,23 @@ describe('console sessions', () => {
     expect(old.status).toBe(403);
   });
 
+  it('reads the devices cursor only as decimal digits, refusing 0x10, 1e1 and the like with a page', async () => {
+    const { token } = await newToken(['read']);
+    const { cookie } = await session(token);
+    const devices = (after: string) =>
+      fetch(`${svc.url}/console/devices?after=${after}`, { headers: { cookie, accept: 'text/html' } });
+    expect((await devices('16')).status).toBe(200);
+    for (const after of ['0x10', '1e1', '%2016', '16.0', '-1', '']) {
+      const res = await devices(after);
+      expect(res.status, after).toBe(400);
+      expect(res.headers.get('content-type'), after).toContain('text/html');
+      const text = await res.text();
+      expect(text, after).toContain('field &quot;after&quot;');
+      expect(text, after).toContain('is not a decimal whole number: write it in the digits 0-9 only');
+      expect(text, after).toContain('href="/console/"');
+    }
+  });
+
   it('ends the session when its token is revoked', async () => {
     const ok = await signIn(svc.token);
     const cookie = ok.headers.get('set-cookie')!.split(';')[0]!;

@@ -40,7 +40,7 @@ import {
 } from '../console/sessions.ts';
 import { sendProblem, toKeyferryError } from '../problem.ts';
 import { rateLimited, retryAfterHeader, TokenBuckets } from '../rate-limit.ts';
-import { MAX_ROW_ID, parseBody } from '../validate.ts';
+import { decimalQuery, MAX_ROW_ID, parseBody } from '../validate.ts';
 
 export const CONSOLE_PREFIX = '/console';
 /** A sign-in form is one token; anything much larger is not a sign-in. */
@@ -62,7 +62,7 @@ const devicesQuery = z.strictObject({
   group: z.string().max(100).optional(),
   product: z.string().max(12).optional(),
   state: z.enum(DEVICE_STATES).or(z.literal('')).optional(),
-  after: z.coerce.number().int().min(0).max(MAX_ROW_ID).optional(),
+  after: decimalQuery(0, MAX_ROW_ID).optional(),
 });
 const importQuery = z.strictObject({
   product: z.string().regex(/^[0-9]{12}$/, 'a 12NC is 12 decimal digits, e.g. 935389312472'),
