@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { MAX_ID_FILE_BYTES } from '@keyferry/core';
 import { randomUid } from '@keyferry/sim';
@@ -377,6 +378,35 @@ describe('console sessions', () => {
       expect(text, after).toContain('field &quot;after&quot;');
       expect(text, after).toContain('is not a decimal whole number: write it in the digits 0-9 only');
       expect(text, after).toContain('href="/console/"');
+    }
+  });
+
+  it("answers a refusal as the route answers, whatever Accept says: a page's as a page, an import's as JSON", async () => {
+    const { token } = await newToken(['read']);
+    const { cookie } = await session(token);
+    const get = (path: string, accept?: string) =>
+      fetch(svc.url + path, { headers: { cookie, ...(accept ? { accept } : {}) } });
+    // the devices page: a q too long for the form and a q that is no device id alike
+    for (const accept of [undefined, 'application/json', 'text/html']) {
+      for (const q of ['x'.repeat(101), '0x12']) {
+        const res = await get(`/console/devices?q=${q}`, accept);
+        expect(res.status, `${accept} ${q}`).toBe(400);
+        expect(res.headers.get('content-type'), `${accept} ${q}`).toContain('text/html');
+        expect(res.headers.get('content-security-policy')).toContain("default-src 'none'");
+        expect(await res.text()).toContain('class="error" role="alert"');
+      }
+    }
+    // an import's summary is JSON, its refusals too, even to a browser
+    for (const accept of [undefined, 'text/html']) {
+      const unknown = await get(`/console/import/${randomUUID()}`, accept);
+      expect(unknown.status, accept).toBe(404);
+      expect(unknown.headers.get('content-type'), accept).toContain('application/problem+json');
+      expect(((await unknown.json()) as { detail: string }).detail).toContain(
+        "is not one of this session's imports",
+      );
+      const malformed = await get('/console/import/not-a-uuid', accept);
+      expect(malformed.status, accept).toBe(400);
+      expect(((await malformed.json()) as { detail: string }).detail).toContain('an import id is a UUID');
     }
   });
 

@@ -75,8 +75,28 @@ function sendPage(reply: FastifyReply, page: SafeHtml, status = 200): FastifyRep
   return reply.code(status).type('text/html; charset=utf-8').send(page.text);
 }
 
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** What a console route answers, a page or JSON: its refusals come the same way. */
+    consoleAnswer?: 'page' | 'json';
+  }
+}
+const AS_PAGE = { config: { consoleAnswer: 'page' } } as const;
+const AS_JSON = { config: { consoleAnswer: 'json' } } as const;
+
 function wantsHtml(request: FastifyRequest): boolean {
   return (request.headers.accept ?? '').includes('text/html');
+}
+
+/**
+ * Whether a refusal is sent as a page: as the route's own answer is, whatever Accept says (a
+ * page's refusal is a page for any client, an import's is JSON even to a browser); where a
+ * route has no one kind of answer (assets, the event stream, an unknown address), as the
+ * client asks: a page to a browser (Accept: text/html), problem+json to anything else.
+ */
+function refusesWithPage(request: FastifyRequest): boolean {
+  const answer = request.routeOptions.config?.consoleAnswer;
+  return answer === undefined ? wantsHtml(request) : answer === 'page';
 }
 
 const blank = (s: string | undefined) => (s === undefined || s === '' ? undefined : s);
@@ -146,7 +166,7 @@ export async function consoleRoutes(
       });
       c.setErrorHandler((err, request, reply) => {
         const error = consoleError(err, request);
-        if (!wantsHtml(request) || !error.expose)
+        if (!refusesWithPage(request) || !error.expose)
           return sendProblem(request, reply, error.expose ? error : err);
         request.log.info({ code: error.code, msg: error.message }, 'request refused');
         const retryAfter = retryAfterHeader(error);
@@ -161,9 +181,9 @@ export async function consoleRoutes(
         return reply.type(ASSET_TYPES[name]!).header('cache-control', 'no-cache').send(body);
       });
 
-      c.get('/sign-in', async (_request, reply) => sendPage(reply, signInPage()));
+      c.get('/sign-in', AS_PAGE, async (_request, reply) => sendPage(reply, signInPage()));
 
-      c.post('/sign-in', async (request, reply) => {
+      c.post('/sign-in', AS_PAGE, async (request, reply) => {
         assertSameOrigin(request);
         const refuse = (error: KeyferryError) => {
           request.log.info({ code: error.code, msg: error.message }, 'sign-in refused');
@@ -217,7 +237,7 @@ export async function consoleRoutes(
         s.addHook('onRequest', async (request, reply) => requireSession(db, sessions, request, reply));
         s.addHook('preHandler', async (request) => assertCsrf(request));
 
-        s.post('/sign-out', async (request, reply) => {
+        s.post('/sign-out', AS_PAGE, async (request, reply) => {
           sessions.end(sessionCookie(request.headers.cookie));
           return reply
             .code(303)
@@ -226,7 +246,7 @@ export async function consoleRoutes(
             .send();
         });
 
-        s.get('/', async (request, reply) =>
+        s.get('/', AS_PAGE, async (request, reply) =>
           sendPage(reply, overviewPage(viewerOf(request)!, await loadOverview(db, request.factory!))),
         );
 
@@ -234,7 +254,7 @@ export async function consoleRoutes(
           streams.open(request, reply, request.factory!, sessionCookie(request.headers.cookie)!),
         );
 
-        s.get('/devices', async (request, reply) => {
+        s.get('/devices', AS_PAGE, async (request, reply) => {
           const q = parseBody(devicesQuery, request.query, 'query string');
           const filter = {
             ...(blank(q.q) ? { id: q.q! } : {}),
@@ -266,7 +286,7 @@ export async function consoleRoutes(
           }
         });
 
-        s.get('/devices/:id', async (request, reply) => {
+        s.get('/devices/:id', AS_PAGE, async (request, reply) => {
           const { id } = parseBody(deviceParam, request.params, 'path');
           const factoryId = request.factory!.id;
           const device = await findAllowListedDevice(db, factoryId, id);
@@ -281,11 +301,11 @@ export async function consoleRoutes(
           return sendPage(reply, devicePage(viewerOf(request)!, view));
         });
 
-        s.get('/import', async (request, reply) =>
+        s.get('/import', AS_PAGE, async (request, reply) =>
           sendPage(reply, importPage(viewerOf(request)!, [...productCatalogue(ctx.config).values()])),
         );
 
-        s.post('/import', async (request, reply) => {
+        s.post('/import', AS_JSON, async (request, reply) => {
           assertWriteScope(request);
           const q = parseBody(importQuery, request.query, 'query string');
           if (!Buffer.isBuffer(request.body)) {
@@ -321,7 +341,7 @@ export async function consoleRoutes(
           return reply.code(202).send({ id: job.id, ...fileImportSummary(entry.file, entry.lines, job) });
         });
 
-        s.get('/import/:id', async (request) => {
+        s.get('/import/:id', AS_JSON, async (request) => {
           const { id } = parseBody(jobParam, request.params, 'path');
           const entry = request.consoleSession!.imports.get(id);
           if (!entry)
