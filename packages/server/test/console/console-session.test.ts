@@ -410,6 +410,44 @@ describe('console sessions', () => {
     }
   });
 
+  it('answers a mistyped console address with a 404 page to a browser, and problem+json to anything else', async () => {
+    const { token } = await newToken(['read']);
+    const { cookie } = await session(token);
+    for (const headers of [{ cookie }, {}]) {
+      const signedIn = 'cookie' in headers;
+      const page = await fetch(`${svc.url}/console/devcies?q=1`, {
+        redirect: 'manual',
+        headers: { ...headers, accept: 'text/html,application/xhtml+xml,*/*;q=0.8' },
+      });
+      expect(page.status, `signed in: ${signedIn}`).toBe(404);
+      expect(page.headers.get('content-type')).toContain('text/html');
+      expect(page.headers.get('content-security-policy')).toContain("default-src 'none'");
+      expect(page.headers.get('x-content-type-options')).toBe('nosniff');
+      expect(page.headers.get('cache-control')).toBe('no-store');
+      const text = await page.text();
+      expect(text).toContain('<link rel="stylesheet" href="/console/assets/console.css">');
+      expect(text).toContain('there is no console page at /console/devcies: check the address');
+      expect(text).toContain('<a href="/console/">');
+      const json = await fetch(`${svc.url}/console/devcies`, {
+        headers: { ...headers, accept: 'application/json' },
+      });
+      expect(json.status).toBe(404);
+      expect(json.headers.get('content-type')).toContain('application/problem+json');
+      expect(json.headers.get('content-security-policy')).toContain("default-src 'none'");
+      expect(await json.json()).toMatchObject({
+        code: 'not_found',
+        detail: expect.stringContaining('there is no console page at /console/devcies'),
+      });
+    }
+    // a console address with another method is no console page either
+    const del = await fetch(`${svc.url}/console/devices`, {
+      method: 'DELETE',
+      headers: { cookie, accept: 'text/html' },
+    });
+    expect(del.status).toBe(404);
+    expect(del.headers.get('content-type')).toContain('text/html');
+  });
+
   it('ends the session when its token is revoked', async () => {
     const ok = await signIn(svc.token);
     const cookie = ok.headers.get('set-cookie')!.split(';')[0]!;

@@ -174,6 +174,16 @@ export async function consoleRoutes(
         return sendPage(reply, errorPage(viewerOf(request), error.code, error.message), error.status);
       });
 
+      // a mistyped console address: a page to a browser (with the way to the overview), the
+      // API's problem+json to anything else, with the headers of every console answer
+      c.setNotFoundHandler(async (request) => {
+        const path = request.url.split('?')[0]!.slice(0, 200);
+        throw new KeyferryError(
+          'not_found',
+          `there is no console page at ${path}: check the address, or start from the overview at ${CONSOLE_PREFIX}/`,
+        );
+      });
+
       c.get('/assets/:name', async (request, reply) => {
         const { name } = parseBody(z.object({ name: z.string().max(40) }), request.params, 'path');
         const body = assets.get(name);
