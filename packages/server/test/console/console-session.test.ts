@@ -5,7 +5,12 @@ import { randomUid } from '@keyferry/sim';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_JOB_DEVICES } from '../../src/allowlist/bulk-jobs.ts';
-import { ConsoleSessions, MAX_SESSIONS, MAX_SESSIONS_PER_TOKEN } from '../../src/http/console/sessions.ts';
+import {
+  ConsoleSessions,
+  MAX_SESSIONS,
+  MAX_SESSIONS_PER_FACTORY,
+  MAX_SESSIONS_PER_TOKEN,
+} from '../../src/http/console/sessions.ts';
 import { createApiToken } from '../../src/tokens/api-tokens.ts';
 import { startTestService, type TestService } from '../support/service.ts';
 
@@ -555,20 +560,49 @@ describe('console sessions in memory', () => {
     expect(sessions.find(other.id)).toBe(other.session);
   });
 
-  it(`past ${MAX_SESSIONS} sessions ends the same factory's oldest, never another factory's`, () => {
+  it(`keeps at most ${MAX_SESSIONS_PER_FACTORY} sessions a factory, ending its oldest: other factories still sign in`, () => {
     const sessions = new ConsoleSessions();
-    const theirs = sessions.create({ tokenId: 'theirs', factoryId: 2 }); // the oldest of all
+    const ended: string[] = [];
+    sessions.onEnd((id) => ended.push(id));
+    const theirs = sessions.create({ tokenId: 'theirs', factoryId: 2 });
+    // one factory signs in as often as the whole table holds, with many tokens (each under its
+    // own cap): it keeps its newest MAX_SESSIONS_PER_FACTORY, and ends only its own
     const ours: string[] = [];
-    for (let i = 1; i < MAX_SESSIONS; i++) {
+    for (let i = 0; i < MAX_SESSIONS; i++) {
       ours.push(sessions.create({ tokenId: `t${Math.floor(i / 10)}`, factoryId: 1 }).id);
     }
+    expect(sessions.size).toBe(MAX_SESSIONS_PER_FACTORY + 1);
+    expect(ended).toEqual(ours.slice(0, MAX_SESSIONS - MAX_SESSIONS_PER_FACTORY));
+    expect(sessions.find(ours.at(-MAX_SESSIONS_PER_FACTORY))).toBeDefined();
+    expect(sessions.find(theirs.id)).toBe(theirs.session);
+    // and another factory signs in, signing out nobody
+    ended.length = 0;
+    const another = sessions.create({ tokenId: 'another', factoryId: 3 });
+    expect(ended).toEqual([]);
+    expect(sessions.find(another.id)).toBe(another.session);
+  });
+
+  it(`past ${MAX_SESSIONS} sessions ends the same factory's oldest, never another factory's`, () => {
+    const sessions = new ConsoleSessions();
+    const theirs = sessions.create({ tokenId: 'theirs', factoryId: 0 }); // the oldest of all
+    // factories 1-9 at their cap, factory 10 one under it: the table is full
+    const full = MAX_SESSIONS / MAX_SESSIONS_PER_FACTORY;
+    const ours: string[] = [];
+    for (let factoryId = 1; factoryId <= full; factoryId++) {
+      const n = factoryId < full ? MAX_SESSIONS_PER_FACTORY : MAX_SESSIONS_PER_FACTORY - 1;
+      for (let i = 0; i < n; i++) {
+        const { id } = sessions.create({ tokenId: `f${factoryId}t${Math.floor(i / 10)}`, factoryId });
+        if (factoryId === full) ours.push(id);
+      }
+    }
     expect(sessions.size).toBe(MAX_SESSIONS);
-    sessions.create({ tokenId: 'new', factoryId: 1 });
+    sessions.create({ tokenId: 'new', factoryId: full });
     expect(sessions.size).toBe(MAX_SESSIONS);
     expect(sessions.find(theirs.id)).toBe(theirs.session);
     expect(sessions.find(ours[0])).toBeUndefined();
-    // factory 3 has no session to give up: refused, and nobody is signed out
-    expect(() => sessions.create({ tokenId: 'x', factoryId: 3 })).toThrow(
+    expect(sessions.find(ours[1])).toBeDefined();
+    // factory 11 has no session to give up: refused, and nobody is signed out
+    expect(() => sessions.create({ tokenId: 'x', factoryId: full + 1 })).toThrow(
       /1000 sessions open, all of other factories: try again when some have signed out or expired/,
     );
     expect(sessions.size).toBe(MAX_SESSIONS);

@@ -8,6 +8,12 @@ export const SESSION_LIFETIME_MS = 8 * 60 * 60 * 1000;
  * the same factory, never another factory's.
  */
 export const MAX_SESSIONS = 1_000;
+/**
+ * Sessions one factory holds at once, a tenth of {@link MAX_SESSIONS}: signing in past it ends
+ * that factory's oldest, so one factory's tokens (a write token can mint more) cannot fill the
+ * table and keep other factories from signing in.
+ */
+export const MAX_SESSIONS_PER_FACTORY = 100;
 /** Sessions one API token holds at once; signing in past it ends that token's oldest. */
 export const MAX_SESSIONS_PER_TOKEN = 16;
 /** File imports a session remembers for their summary; older ones are forgotten first. */
@@ -25,7 +31,7 @@ export interface ConsoleImport {
 export interface ConsoleSession {
   /** The API token's id (never the token: the session cookie is a separate random value). */
   tokenId: string;
-  /** The token's factory: a full table makes room only among this factory's sessions. */
+  /** The token's factory: its cap, or a full table, makes room only among this factory's sessions. */
   factoryId: number;
   /** Sent back by every form and fetch that changes something (double-submit CSRF token). */
   csrf: string;
@@ -48,8 +54,10 @@ export class ConsoleSessions {
 
   /**
    * A new session of `principal`. Past {@link MAX_SESSIONS_PER_TOKEN} the token's oldest session
-   * ends; past {@link MAX_SESSIONS} the factory's oldest. When every session belongs to other
-   * factories the sign-in is refused: one factory's token cannot sign out another's users.
+   * ends; past {@link MAX_SESSIONS_PER_FACTORY} or {@link MAX_SESSIONS} the factory's oldest.
+   * When every session belongs to other factories the sign-in is refused: one factory's token
+   * cannot sign out another's users (with the per-factory cap, only ten factories at their cap
+   * can fill the table).
    */
   create(
     principal: { tokenId: string; factoryId: number },
@@ -58,15 +66,17 @@ export class ConsoleSessions {
     let ofToken: string | undefined;
     let tokenCount = 0;
     let ofFactory: string | undefined;
+    let factoryCount = 0;
     for (const [id, s] of [...this.#sessions]) {
       if (s.expiresAt <= now) {
         this.end(id);
         continue;
       }
       if (s.tokenId === principal.tokenId && tokenCount++ === 0) ofToken = id;
-      if (s.factoryId === principal.factoryId) ofFactory ??= id;
+      if (s.factoryId === principal.factoryId && factoryCount++ === 0) ofFactory = id;
     }
     if (tokenCount >= MAX_SESSIONS_PER_TOKEN) this.end(ofToken);
+    else if (factoryCount >= MAX_SESSIONS_PER_FACTORY) this.end(ofFactory);
     else if (this.#sessions.size >= MAX_SESSIONS) {
       if (ofFactory === undefined) {
         throw new KeyferryError(
