@@ -51,4 +51,29 @@ describe.each(BACKENDS)('ids and cursors beyond a 32-bit row id (%s)', (backend)
       expect(res.status, `${method} ${path}: ${JSON.stringify(res.json)}`).toBeLessThan(500);
     }
   });
+
+  it('reads ids, cursors and page sizes in decimal digits only (0x10 was read as 16, 1e1 as 10, an empty one as 0)', async () => {
+    const paths = (v: string) => [
+      `${F}/el2g/devices/?after=${v}`,
+      `${F}/el2g/devices/?limit=${v}`,
+      `${F}/el2g/devices/?page=${v}`,
+      `${F}/devices/?after=${v}`,
+      `${F}/devices/?limit=${v}`,
+      `${F}/audit/?before=${v}`,
+      `${F}/audit/?limit=${v}`,
+      `${F}/el2g-proxy/secure-objects/${v}`,
+    ];
+    for (const v of ['0x10', '1e1', '%2016', '16.0', '']) {
+      for (const path of paths(v)) {
+        if (v === '' && path.endsWith('/')) continue; // no id at all: another route
+        const res = await svc.call('GET', path);
+        expect([res.status, res.json.code], path).toEqual([400, 'invalid_request']);
+        expect(res.json.detail, path).toContain(
+          'is not a decimal whole number: write it in the digits 0-9 only',
+        );
+      }
+    }
+    // the same values in digits are answered
+    for (const path of paths('16')) expect((await svc.call('GET', path)).status, path).toBeLessThan(500);
+  });
 });

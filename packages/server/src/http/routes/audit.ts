@@ -2,12 +2,12 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { listAudit } from '../../audit/audit-log.ts';
 import type { ServiceContext } from '../../context.ts';
-import { MAX_ROW_ID, parseBody } from '../validate.ts';
+import { decimalQuery, MAX_ROW_ID, parseBody } from '../validate.ts';
 
 export const MAX_AUDIT_PAGE = 500;
 const querySchema = z.strictObject({
-  before: z.coerce.number().int().positive().max(MAX_ROW_ID).optional(),
-  limit: z.coerce.number().int().min(1).max(MAX_AUDIT_PAGE).default(100),
+  before: decimalQuery(1, MAX_ROW_ID).optional(),
+  limit: decimalQuery(1, MAX_AUDIT_PAGE).default(100),
   'correlation-id': z.string().max(100).optional(),
 });
 

@@ -20,7 +20,7 @@ import type { ServiceContext } from '../../context.ts';
 import { expiringCertificates } from '../../el2g/expiring.ts';
 import { MAX_ROTATE_IDS, markForRotation } from '../../el2g/rotation.ts';
 import { jsonArrayStream } from '../json-stream.ts';
-import { MAX_ROW_ID, parseBody } from '../validate.ts';
+import { decimalQuery, MAX_ROW_ID, parseBody } from '../validate.ts';
 
 /** Longest string accepted where a device id goes (a valid one has 38 or 42 characters). */
 const MAX_ID_CHARS = 100;
@@ -38,9 +38,9 @@ const batchSchema = z.strictObject({
 });
 const listQuery = z
   .strictObject({
-    limit: z.coerce.number().int().min(1).max(MAX_DEVICE_PAGE).default(DEFAULT_DEVICE_PAGE),
-    after: z.coerce.number().int().min(0).max(MAX_ROW_ID).optional(),
-    page: z.coerce.number().int().min(1).max(1_000_000).optional(),
+    limit: decimalQuery(1, MAX_DEVICE_PAGE).default(DEFAULT_DEVICE_PAGE),
+    after: decimalQuery(0, MAX_ROW_ID).optional(),
+    page: decimalQuery(1, 1_000_000).optional(),
   })
   .refine((q) => q.after === undefined || q.page === undefined, 'use either after= or page=, not both');
 

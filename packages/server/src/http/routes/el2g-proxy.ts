@@ -20,10 +20,10 @@ import {
   setCertificateTiming,
 } from '../../el2g/secure-objects.ts';
 import { transactionForFactory } from '../../storage/database.ts';
-import { MAX_ROW_ID, parseBody } from '../validate.ts';
+import { decimalQuery, MAX_ROW_ID, parseBody } from '../validate.ts';
 import { changeContext } from './el2g.ts';
 
-const idParam = z.coerce.number().int().positive().max(MAX_ROW_ID);
+const idParam = decimalQuery(1, MAX_ROW_ID);
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const createObjectSchema = z.strictObject({
   name: z.string().regex(NAME, 'letters, digits, dot, dash and underscore, at most 64'),

@@ -6,13 +6,13 @@ import {
   listGatewayDevices,
   MAX_GATEWAY_DEVICE_PAGE,
 } from '../../gateway/device-registry.ts';
-import { MAX_ROW_ID, parseBody } from '../validate.ts';
+import { decimalQuery, MAX_ROW_ID, parseBody } from '../validate.ts';
 
 const listQuery = z
   .strictObject({
-    limit: z.coerce.number().int().min(1).max(MAX_GATEWAY_DEVICE_PAGE).default(DEFAULT_GATEWAY_DEVICE_PAGE),
-    after: z.coerce.number().int().min(0).max(MAX_ROW_ID).optional(),
-    page: z.coerce.number().int().min(1).max(1_000_000).optional(),
+    limit: decimalQuery(1, MAX_GATEWAY_DEVICE_PAGE).default(DEFAULT_GATEWAY_DEVICE_PAGE),
+    after: decimalQuery(0, MAX_ROW_ID).optional(),
+    page: decimalQuery(1, 1_000_000).optional(),
   })
   .refine((q) => q.after === undefined || q.page === undefined, 'use either after= or page=, not both');
 
