@@ -144,6 +144,38 @@ describe('AWS IoT emulator data plane (MQTT over TLS, JITP)', () => {
     expect(JSON.parse((await message).payload)).toEqual({ time: 1_764_000_000 });
   });
 
+  it('QoS 2 as AWS IoT Core: a SUBSCRIBE asking for it is granted QoS 1, a PUBLISH with it closes the connection', async () => {
+    const { ca } = await registerCa('QoS CA', { templateBody: TEMPLATE, autoRegistration: true });
+    const device = await issueLeaf(ca, { CN: 'qos-device' });
+    await connectMqtt(t.emulator, device, 'qos-first'); // JITP makes it ACTIVE
+    const client = await connected(device, 'qos-device');
+    const granted = await client.subscribeAsync(['qos/two', 'qos/zero'], { qos: 2 });
+    expect(granted.map((g) => [g.topic, g.qos])).toEqual([
+      ['qos/two', 1],
+      ['qos/zero', 1],
+    ]);
+    expect((await client.subscribeAsync('qos/zero', { qos: 0 }))[0]?.qos).toBe(0);
+    // QoS 1 is delivered as before
+    const message = nextMessage(client, 'qos/two');
+    await client.publishAsync('qos/two', 'one', { qos: 1 });
+    expect((await message).payload).toBe('one');
+
+    const certificateId = (t.outcomes.at(-1) as { certificateId: string }).certificateId;
+    const seen = t.outcomes.length;
+    const closed = new Promise((resolve) => client.once('close', () => resolve('closed')));
+    const acknowledged = client.publishAsync('qos/two', 'two', { qos: 2 }).then(
+      () => 'acknowledged',
+      () => 'closed',
+    );
+    expect(await Promise.race([closed, acknowledged])).toBe('closed');
+    expect(await outcomeAfter(t, seen)).toEqual({
+      kind: 'dropped',
+      certificateId,
+      reason:
+        'PUBLISH with QoS 2 to qos/two: AWS IoT Core supports QoS 0 and 1 only and closes the connection; publish with QoS 0 or 1',
+    });
+  });
+
   it('manual path: without a template the certificate stays PENDING_ACTIVATION until UpdateCertificate', async () => {
     const { ca } = await registerCa('manual CA', { autoRegistration: true });
     const device = await issueLeaf(ca, { CN: 'manual-device' });

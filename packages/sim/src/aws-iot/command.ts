@@ -51,7 +51,7 @@ export function registerAwsIotCommand(program: Command): void {
               ? ` ${outcome.certificateId.slice(0, 12)}…`
               : '';
           const detail =
-            outcome.kind === 'refused'
+            outcome.kind === 'refused' || outcome.kind === 'dropped'
               ? `: ${outcome.reason}`
               : outcome.kind === 'jitp'
                 ? `: registered PENDING_ACTIVATION, ${outcome.provisioned}; connection dropped`

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { createServer, type DetailedPeerCertificate, type Server, type TLSSocket } from 'node:tls';
 import { parseCertificate } from '@keyferry/core';
-import { Aedes } from 'aedes';
+import { Aedes, type Client } from 'aedes';
 import type { IotRegistry } from './registry.ts';
 import { ProvisioningError, runProvisioningTemplate } from './template.ts';
 
@@ -9,7 +9,8 @@ import { ProvisioningError, runProvisioningTemplate } from './template.ts';
 export type ConnectionOutcome =
   | { kind: 'accepted'; certificateId: string }
   | { kind: 'refused'; reason: string; certificateId?: string }
-  | { kind: 'jitp'; certificateId: string; caCertificateId: string; provisioned: string };
+  | { kind: 'jitp'; certificateId: string; caCertificateId: string; provisioned: string }
+  | { kind: 'dropped'; certificateId: string; reason: string };
 
 export interface DataPlane {
   readonly server: Server;
@@ -24,14 +25,29 @@ export interface DataPlane {
  * PENDING_ACTIVATION (just-in-time registration), announced on
  * `$aws/events/certificates/registered/<caCertificateId>`, provisioned by the CA's template
  * when it has one, and its connection is dropped, as AWS drops it; anything else is dropped.
- * Every accepted client may publish and subscribe to anything (no policy evaluation).
+ * Every accepted client may publish and subscribe to anything (no policy evaluation), at QoS 0
+ * or 1 as AWS IoT Core: a SUBSCRIBE asking for QoS 2 is granted QoS 1, and a PUBLISH with QoS 2
+ * ends the connection (the message goes nowhere).
  */
 export async function createDataPlane(
   registry: IotRegistry,
   tls: { key: string; cert: string },
   onConnection: (outcome: ConnectionOutcome) => void,
 ): Promise<DataPlane> {
-  const broker = await Aedes.createBroker();
+  const certificateIds = new WeakMap<Client, string>();
+  const broker = await Aedes.createBroker({
+    authorizePublish: (client, packet, callback) => {
+      if (packet.topic.startsWith('$SYS/')) return callback(new Error('$SYS/ topic is reserved'));
+      // aedes closes the connection on an error here, before it answers or delivers anything (a
+      // will, published once the client is closed, keeps the QoS the client asked for)
+      if (packet.qos === 2 && client !== null && !client.closed) {
+        const reason = `PUBLISH with QoS 2 to ${packet.topic}: AWS IoT Core supports QoS 0 and 1 only and closes the connection; publish with QoS 0 or 1`;
+        onConnection({ kind: 'dropped', certificateId: certificateIds.get(client) ?? '?', reason });
+        return callback(new Error(reason));
+      }
+      callback(null);
+    },
+  });
   const server = createServer(
     { key: tls.key, cert: tls.cert, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' },
     (socket) => {
@@ -42,8 +58,11 @@ export async function createDataPlane(
         outcome = { kind: 'refused', reason: `emulator failure: ${(error as Error).message}` };
       }
       onConnection(outcome);
-      if (outcome.kind === 'accepted') broker.handle(socket);
-      else socket.destroy();
+      if (outcome.kind === 'accepted') {
+        const client = broker.handle(socket);
+        certificateIds.set(client, outcome.certificateId);
+        grantAtMostQos1(client);
+      } else socket.destroy();
     },
   );
   // A handshake that fails is an attempt too (mqtt:// on this port, a device that does not
@@ -141,6 +160,22 @@ function admit(registry: IotRegistry, broker: Aedes, socket: TLSSocket): Connect
     }
   }
   return { kind: 'jitp', certificateId: record.id, caCertificateId: ca.id, provisioned };
+}
+
+/**
+ * AWS IoT Core grants a SUBSCRIBE asking for QoS 2 at QoS 1. aedes takes the granted QoS (for
+ * its SUBACK and its deliveries) from the packet before authorizeSubscribe sees it, so the
+ * packet is changed as the client's parser emits it, before aedes handles it.
+ */
+function grantAtMostQos1(client: Client): void {
+  const parser = (client as unknown as { _parser?: NodeJS.EventEmitter })._parser;
+  if (parser === undefined) throw new Error('aedes changed: its client has no MQTT parser to hook');
+  parser.prependListener('packet', (packet: { cmd: string; subscriptions?: { qos: number }[] }) => {
+    if (packet.cmd !== 'subscribe') return;
+    for (const subscription of packet.subscriptions ?? []) {
+      if (subscription.qos > 1) subscription.qos = 1;
+    }
+  });
 }
 
 /** OpenSSL's reason from its error line (`…:SSL routines:<function>:<reason>:<file>:<line>:`), else the message. */
