@@ -190,6 +190,19 @@ describe('keyferry-sim fleet refusals before any device', { timeout: PROCESS_TES
     expect(readdirSync(empty)).toEqual([]);
   });
 
+  it('refuses --force without --renew as a usage error (exit 2), before anything is contacted or made', async () => {
+    const dir = join(work, 'forced');
+    const res = await runBinAsync('sim', ['fleet', '--devices', '1', '--force', '--dir', dir], { env });
+    expect(res).toEqual({
+      status: 2,
+      stdout: '',
+      stderr:
+        'ERROR: --force only applies with --renew (it rotates every device of a rotation pass); ' +
+        'drop --force, or pass --renew --dir DIR\n',
+    });
+    expect(existsSync(dir)).toBe(false);
+  });
+
   it('refuses a --server that is not a URL at once', async () => {
     const dir = join(work, 'bad-url');
     const res = await runBinAsync(

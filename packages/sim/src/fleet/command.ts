@@ -93,7 +93,14 @@ export function registerFleetCommand(program: Command): void {
       '\nThe data dir is KEYFERRY_DATA_DIR (default ./data), shared with keyferryd; the vendor CA is its sim/.' +
         '\nExits 1 when any device failed.',
     )
-    .action(async (opts: FleetOptions) => {
+    .action(async (opts: FleetOptions, command: Command) => {
+      if (opts.force && !opts.renew) {
+        command.error(
+          '--force only applies with --renew (it rotates every device of a rotation pass); ' +
+            'drop --force, or pass --renew --dir DIR',
+          { exitCode: 2, code: 'keyferry.usage' },
+        );
+      }
       if (opts.renew && opts.dir === undefined)
         throw new Error('--renew needs --dir DIR: the fleet to rotate');
       if (opts.renew && fleetHomes(resolve(opts.dir ?? '')).length === 0) {
