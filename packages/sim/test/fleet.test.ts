@@ -7,6 +7,7 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -201,6 +202,50 @@ describe('keyferry-sim fleet refusals before any device', { timeout: PROCESS_TES
         'drop --force, or pass --renew --dir DIR\n',
     });
     expect(existsSync(dir)).toBe(false);
+  });
+
+  it('refuses a factory without a root certificate before making anything (no empty root.crt)', async () => {
+    // the management API of a factory whose PKI is not made yet: no root-crt
+    const answers: Record<string, unknown> = {
+      '/ota/factories/': [{ name: 'demo', 'repo-id': 'repo-1' }],
+      '/ota/factories/demo/el2g/overview/': { subdomain: 'sub.example' },
+      '/ota/factories/demo/certs/': {},
+    };
+    const service = createHttpServer((req, res) => {
+      const answer = answers[req.url ?? ''];
+      res.writeHead(answer === undefined ? 404 : 200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(answer ?? { detail: 'not here' }));
+    });
+    await new Promise<void>((r) => service.listen(0, '127.0.0.1', r));
+    const dir = join(work, 'no-root');
+    try {
+      const res = await runBinAsync(
+        'sim',
+        [
+          'fleet',
+          '--devices',
+          '1',
+          '--dir',
+          dir,
+          '--server',
+          `http://127.0.0.1:${(service.address() as AddressInfo).port}`,
+          '--device-link',
+          '127.0.0.1:1',
+        ],
+        { env },
+      );
+      expect(res).toEqual({
+        status: 1,
+        stdout: '',
+        stderr:
+          'ERROR: factory demo has no root certificate, which every device needs (its root.crt, ' +
+          'ROOT_CRT) to trust the device gateway; make it with keyferry keys ca create and ' +
+          'keyferry el2g config-device-gateway, then run again\n',
+      });
+      expect(existsSync(dir)).toBe(false);
+    } finally {
+      service.close();
+    }
   });
 
   it('refuses a --server that is not a URL at once', async () => {

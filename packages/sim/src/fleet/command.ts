@@ -149,12 +149,21 @@ export function registerFleetCommand(program: Command): void {
         api.subdomain(),
         api.rootCertificate(),
       ]);
+      // Each device's sota.toml names root.crt to trust the device gateway, and the agent refuses
+      // a ROOT_CRT without a certificate: a fleet without it would be provisioned for nothing.
+      if (root === undefined) {
+        throw new Error(
+          `factory ${factory} has no root certificate, which every device needs (its root.crt, ROOT_CRT) ` +
+            'to trust the device gateway; make it with keyferry keys ca create and ' +
+            'keyferry el2g config-device-gateway, then run again',
+        );
+      }
       const dir = resolve(
         opts.dir ?? join(simDir(), `fleet-${new Date().toISOString().replace(/[:.]/g, '-')}`),
       );
       mkdirSync(dir, { recursive: true, mode: 0o700 });
       const rootCrt = join(dir, 'root.crt');
-      writeFileSync(rootCrt, root ?? '', { mode: 0o644 });
+      writeFileSync(rootCrt, root, { mode: 0o644 });
       const target = { api, product: opts.product, repoId, subdomain, deviceLink, deviceLinkCa, rootCrt };
       if (opts.renew) {
         const renewal = await runRenewal({ target, dir, concurrency, force: opts.force === true });
