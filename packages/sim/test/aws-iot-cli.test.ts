@@ -53,6 +53,14 @@ describe('keyferry-sim aws-iot', { timeout: PROCESS_TEST_TIMEOUT_MS }, () => {
     expect(res.stderr).toBe('ERROR: --listen localhost is not host:port (e.g. 127.0.0.1:0)\n');
   });
 
+  it('refuses an --mqtt-host that is not a host', () => {
+    const res = runBin('sim', ['aws-iot', '--state-dir', dir, '--mqtt-host', 'devbox:8883']);
+    expect(res.status).toBe(1);
+    expect(res.stderr).toBe(
+      'ERROR: --mqtt-host devbox:8883 is not a host name or IP address (e.g. devbox.local or 192.0.2.10)\n',
+    );
+  });
+
   it('exits 1 with an ERROR line when the MQTT port is in use, instead of hanging', async () => {
     const busy = createServer();
     await new Promise<void>((r) => busy.listen(0, '127.0.0.1', r));

@@ -1,11 +1,14 @@
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect as connectTcp } from 'node:net';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { checkServerIdentity, connect as connectTls } from 'node:tls';
 import {
+  DescribeEndpointCommand,
   DescribeThingCommand,
   GetRegistrationCodeCommand,
+  IoTClient,
   ListAttachedPoliciesCommand,
   ListCertificatesCommand,
   ListThingPrincipalsCommand,
@@ -16,6 +19,7 @@ import type { MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCommand } from '../../../test/support/processes.ts';
 import { startAwsIotEmulator } from '../src/aws-iot/emulator.ts';
+import { DEFAULT_CREDENTIALS } from '../src/aws-iot/sigv4.ts';
 import {
   connectMqtt,
   issueLeaf,
@@ -357,6 +361,58 @@ describe('AWS IoT emulator data plane (MQTT over TLS, JITP)', () => {
       reason: 'TLS handshake failed: tlsv1 alert unknown ca',
     });
     expect(t.emulator.registry.certificates.size).toBe(before);
+  });
+});
+
+describe('AWS IoT emulator on a wildcard MQTT address', () => {
+  it('advertises the host name (or --mqtt-host), not 0.0.0.0, and its certificate names it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'keyferry-aws-iot-wildcard-'));
+    try {
+      for (const [mqttHost, advertised] of [
+        [undefined, hostname()],
+        ['devices.example.test', 'devices.example.test'],
+      ] as const) {
+        const emulator = await startAwsIotEmulator({
+          stateDir: dir,
+          mqttListen: { host: '0.0.0.0', port: 0 },
+          ...(mqttHost === undefined ? {} : { mqttHost }),
+        });
+        try {
+          const port = Number(emulator.mqttEndpoint.split(':').at(-1));
+          expect(emulator.mqttEndpoint).toBe(`${advertised}:${port}`);
+          expect(JSON.parse(readFileSync(join(dir, 'endpoints.json'), 'utf8')).mqttEndpoint).toBe(
+            emulator.mqttEndpoint,
+          );
+          const iot = new IoTClient({
+            endpoint: emulator.controlUrl.replace('0.0.0.0', '127.0.0.1'),
+            region: 'us-east-1',
+            credentials: DEFAULT_CREDENTIALS,
+            maxAttempts: 1,
+          });
+          const described = await iot.send(new DescribeEndpointCommand({ endpointType: 'iot:Data-ATS' }));
+          iot.destroy();
+          expect(described.endpointAddress).toBe(emulator.mqttEndpoint);
+          // a device that checks the name it was given: the server certificate must carry it
+          const socket = connectTls({
+            host: '127.0.0.1',
+            port,
+            servername: advertised,
+            ca: readFileSync(emulator.serverCaFile),
+            checkServerIdentity: (_host, cert) => checkServerIdentity(advertised, cert),
+          });
+          const verified = await new Promise<string>((resolve) => {
+            socket.once('secureConnect', () => resolve('verified'));
+            socket.once('error', (error) => resolve(error.message));
+          });
+          socket.destroy();
+          expect(verified).toBe('verified');
+        } finally {
+          await emulator.close();
+        }
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

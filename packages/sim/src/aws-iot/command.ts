@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { simDir } from '../se05x/vendor-ca.ts';
@@ -7,6 +8,7 @@ import { DEFAULT_CREDENTIALS } from './sigv4.ts';
 interface AwsIotOptions {
   listen: string;
   mqttListen: string;
+  mqttHost?: string;
   stateDir?: string;
   accessKeyId: string;
   secretAccessKey: string;
@@ -24,6 +26,11 @@ export function registerAwsIotCommand(program: Command): void {
     )
     .option('--listen <host:port>', 'control plane (HTTP) address', '127.0.0.1:0')
     .option('--mqtt-listen <host:port>', 'MQTT over TLS address', '127.0.0.1:0')
+    .option(
+      '--mqtt-host <host>',
+      'the host devices are told to connect to (MQTT endpoint, DescribeEndpoint; in the server ' +
+        'certificate); default the --mqtt-listen host, or this machine’s host name when that is 0.0.0.0 or ::',
+    )
     .option('--state-dir <dir>', 'where server-ca.pem and endpoints.json go; default <data dir>/sim/aws-iot')
     .option(
       '--access-key-id <id>',
@@ -42,6 +49,7 @@ export function registerAwsIotCommand(program: Command): void {
       const emulator = await startAwsIotEmulator({
         listen: parseListen(opts.listen, '--listen'),
         mqttListen: parseListen(opts.mqttListen, '--mqtt-listen'),
+        ...(opts.mqttHost === undefined ? {} : { mqttHost: parseHost(opts.mqttHost, '--mqtt-host') }),
         stateDir,
         credentials: { accessKeyId: opts.accessKeyId, secretAccessKey: opts.secretAccessKey },
         region: opts.region,
@@ -71,6 +79,11 @@ export function registerAwsIotCommand(program: Command): void {
       });
       await emulator.close();
     });
+}
+
+function parseHost(value: string, flag: string): string {
+  if (/^[A-Za-z0-9.-]+$/.test(value) || isIP(value) === 6) return value;
+  throw new Error(`${flag} ${value} is not a host name or IP address (e.g. devbox.local or 192.0.2.10)`);
 }
 
 function parseListen(value: string, flag: string): ListenAddress {

@@ -1,6 +1,7 @@
 import { rmSync, writeFileSync } from 'node:fs';
 import type { Server as HttpServer } from 'node:http';
-import type { AddressInfo, Server } from 'node:net';
+import { type AddressInfo, isIP, type Server } from 'node:net';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { createControlPlane } from './control-plane.ts';
 import { type ConnectionOutcome, createDataPlane } from './data-plane.ts';
@@ -21,6 +22,12 @@ export interface AwsIotEmulatorOptions {
   readonly listen?: ListenAddress;
   /** Data plane (MQTT over TLS); default 127.0.0.1:0. */
   readonly mqttListen?: ListenAddress;
+  /**
+   * The host devices are told to connect to (mqttEndpoint, DescribeEndpoint), also put in the
+   * server certificate; default the mqttListen host, or this machine's host name when that is a
+   * wildcard address (0.0.0.0, ::), which no device can connect to.
+   */
+  readonly mqttHost?: string;
   /** Where server-ca.pem (+ key) and endpoints.json live. */
   readonly stateDir: string;
   readonly credentials?: AwsCredentials;
@@ -59,7 +66,8 @@ export async function startAwsIotEmulator(options: AwsIotEmulatorOptions): Promi
   // a previous run's endpoints are not this one's: gone until both listeners are up
   const endpointsFile = join(options.stateDir, ENDPOINTS_FILE);
   rmSync(endpointsFile, { force: true });
-  const identity = await serverIdentity(options.stateDir, mqttListen.host);
+  const mqttHost = options.mqttHost ?? (isWildcard(mqttListen.host) ? hostname() : mqttListen.host);
+  const identity = await serverIdentity(options.stateDir, mqttHost);
   const data = await createDataPlane(registry, identity, options.onConnection ?? (() => {}));
   let mqttPort: number;
   try {
@@ -68,7 +76,7 @@ export async function startAwsIotEmulator(options: AwsIotEmulatorOptions): Promi
     await data.close(); // the broker's timers would keep the process alive
     throw error;
   }
-  const mqttEndpoint = `${hostForUrl(mqttListen.host)}:${mqttPort}`;
+  const mqttEndpoint = `${hostForUrl(mqttHost)}:${mqttPort}`;
   const control = createControlPlane(registry, credentials, () => mqttEndpoint);
   let controlPort: number;
   try {
@@ -111,6 +119,11 @@ function closeHttp(server: HttpServer): Promise<void> {
     server.close(() => resolve());
     server.closeAllConnections();
   });
+}
+
+/** An address that means "every interface": one to listen on, never one to connect to. */
+function isWildcard(host: string): boolean {
+  return isIP(host) !== 0 && /^[0.:]+$/.test(host);
 }
 
 function hostForUrl(host: string): string {
