@@ -19,7 +19,9 @@ import {
   runBinAsync,
   startKeyferryd,
 } from '../../../test/support/processes.ts';
-import { RENEW_ATTEMPTS } from '../src/fleet/run.ts';
+import { ManagementApi } from '../src/fleet/management-api.ts';
+import { FleetStopped, RENEW_ATTEMPTS, runFleet } from '../src/fleet/run.ts';
+import { loadOrCreateVendorCa } from '../src/se05x/vendor-ca.ts';
 
 describe('keyferry-sim fleet against the real keyferryd', { timeout: PROCESS_TEST_TIMEOUT_MS }, () => {
   let work: string;
@@ -139,6 +141,69 @@ describe('keyferry-sim fleet against the real keyferryd', { timeout: PROCESS_TES
     } finally {
       down.close();
     }
+  });
+
+  it('a run a later batch stops still counts what the earlier batches did, their registrations finished', async () => {
+    const dir = join(work, 'stopped-fleet');
+    // device-3 (the second batch) cannot be made: its secure element directory is taken
+    mkdirSync(join(dir, 'device-3', 'se'), { recursive: true });
+    writeFileSync(join(dir, 'device-3', 'se', 'left-over'), '');
+    const api = new ManagementApi({ server: daemon.listen.api, factory: 'demo', token });
+    const rootCrt = join(work, 'stopped-root.crt');
+    writeFileSync(rootCrt, (await api.rootCertificate()) as string);
+    const target = {
+      api,
+      product: '935389312472',
+      repoId: await api.repoId(),
+      subdomain: await api.subdomain(),
+      deviceLink: daemon.listen.deviceLink as string,
+      deviceLinkCa: join(dataDir, 'service-ca.pem'),
+      rootCrt,
+    };
+    const stopped = await runFleet({
+      target,
+      vendor: await loadOrCreateVendorCa(join(dataDir, 'sim')),
+      count: 4,
+      dir,
+      concurrency: 2,
+      batchSize: 2,
+    }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(stopped).toBeInstanceOf(FleetStopped);
+    const { summary, message } = stopped as FleetStopped;
+    expect(message).toBe(
+      `${join(dir, 'device-3', 'se')} is not empty; a soft secure element needs a new or empty directory`,
+    );
+    expect(summary).toMatchObject({ devices: 4, provisioned: 2, failed: 0, failures: [], dir });
+    expect(summary.latencyMs.p50).toEqual(expect.any(Number));
+    for (const home of ['device-1', 'device-2']) {
+      expect(readFileSync(join(dir, home, 'sota', 'sota.toml'), 'utf8'), home).toContain('tls_pkey_path');
+    }
+  });
+
+  it('a run that stops prints the summary of what it did before its ERROR line', async () => {
+    const dir = join(work, 'stopped-cli');
+    mkdirSync(join(dir, 'device-2', 'se'), { recursive: true });
+    writeFileSync(join(dir, 'device-2', 'se', 'left-over'), '');
+    const res = await runBinAsync('sim', ['fleet', '--devices', '2', '--dir', dir], { env: env() });
+    expect(res.status).toBe(1);
+    expect(res.stdout).toMatch(
+      new RegExp(
+        `^Provisioned: 0 of 2 devices\nFailed: 0\nTime: [0-9.]+ s \\([0-9.]+ devices/s\\)\n` +
+          `Latency: p50 -, p99 -\nSecure elements: ${dir}\n$`,
+      ),
+    );
+    expect(res.stderr).toBe(
+      `ERROR: the run stopped after 0 of 2 devices: ${join(dir, 'device-2', 'se')} is not empty; ` +
+        'a soft secure element needs a new or empty directory; the summary counts what was done\n',
+    );
+    const json = await runBinAsync('sim', ['fleet', '--devices', '2', '--dir', dir, '--json'], {
+      env: env(),
+    });
+    expect(json.status).toBe(1);
+    expect(JSON.parse(json.stdout)).toMatchObject({ devices: 2, provisioned: 0, failed: 0, dir });
   });
 
   it('refuses without a token: one ERROR line naming what to set, nothing allow-listed or made', async () => {

@@ -3,8 +3,8 @@ import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { loadOrCreateVendorCa, simDir } from '../se05x/vendor-ca.ts';
 import { ManagementApi } from './management-api.ts';
-import { fleetHomes, runFleet, runRenewal } from './run.ts';
-import { formatSummary } from './stats.ts';
+import { FleetStopped, fleetHomes, runFleet, runRenewal } from './run.ts';
+import { type FleetSummary, formatSummary } from './stats.ts';
 
 interface FleetOptions {
   devices?: string;
@@ -177,14 +177,27 @@ export function registerFleetCommand(program: Command): void {
         }
         return;
       }
-      const summary = await runFleet({
-        target,
-        vendor: await loadOrCreateVendorCa(simDir()),
-        count,
-        dir,
-        concurrency,
-      });
-      process.stdout.write(opts.json ? `${JSON.stringify(summary, null, 2)}\n` : formatSummary(summary));
+      const print = (summary: FleetSummary) =>
+        process.stdout.write(opts.json ? `${JSON.stringify(summary, null, 2)}\n` : formatSummary(summary));
+      let summary: FleetSummary;
+      try {
+        summary = await runFleet({
+          target,
+          vendor: await loadOrCreateVendorCa(simDir()),
+          count,
+          dir,
+          concurrency,
+        });
+      } catch (error) {
+        if (!(error instanceof FleetStopped)) throw error;
+        // the devices before the stop are provisioned (or failed): the operator needs their counts
+        print(error.summary);
+        const done = error.summary.provisioned + error.summary.failed;
+        throw new Error(
+          `the run stopped after ${done} of ${count} devices: ${error.message}; the summary counts what was done`,
+        );
+      }
+      print(summary);
       if (summary.failed > 0) {
         throw new Error(`${summary.failed} of ${count} devices failed; the summary lists why`);
       }

@@ -109,9 +109,22 @@ async function withRetries(
 }
 
 /**
- * Creates `count` soft secure elements under `dir`, allow-lists them `ALLOWLIST_BATCH` at a
- * time and runs auto-register for each with at most `concurrency` in flight; a batch is made
- * and allow-listed while the previous one registers.
+ * A fleet run that could not go on (a batch that could not be made or allow-listed): its
+ * message says why, `summary` counts what the devices before it did (their registrations finished).
+ */
+export class FleetStopped extends Error {
+  readonly summary: FleetSummary;
+  constructor(message: string, summary: FleetSummary) {
+    super(message);
+    this.summary = summary;
+  }
+}
+
+/**
+ * Creates `count` soft secure elements under `dir`, allow-lists them `batchSize`
+ * (`ALLOWLIST_BATCH`) at a time and runs auto-register for each with at most `concurrency` in
+ * flight; a batch is made and allow-listed while the previous one registers. A batch that
+ * cannot be made or allow-listed stops the run: FleetStopped, once the registrations in flight end.
  */
 export async function runFleet(options: {
   readonly target: FleetTarget;
@@ -119,60 +132,76 @@ export async function runFleet(options: {
   readonly count: number;
   readonly dir: string;
   readonly concurrency: number;
+  readonly batchSize?: number;
   readonly progress?: (done: number) => void;
 }): Promise<FleetSummary> {
   const { target, count, dir, concurrency } = options;
+  const batchSize = options.batchSize ?? ALLOWLIST_BATCH;
   const started = performance.now();
   const latencies: number[] = [];
   const failures: DeviceFailure[] = [];
   const inFlight = new Set<Promise<void>>();
   const width = String(count).length;
-  for (let first = 0; first < count; first += ALLOWLIST_BATCH) {
-    const batch: Device[] = [];
-    for (let i = first; i < Math.min(count, first + ALLOWLIST_BATCH); i++) {
-      const home = join(dir, `device-${String(i + 1).padStart(width, '0')}`);
-      const made = await createSecureElement({
-        vendor: options.vendor,
-        product: target.product,
-        backend: { kind: 'dir', dir: join(home, 'se') },
-      });
-      batch.push({ uid: `0x${made.uid.hex}`, home });
-    }
-    const results = await target.api.allowList(
-      target.product,
-      batch.map((d) => d.uid),
-    );
-    for (const [index, device] of batch.entries()) {
-      const result = results[index];
-      if (result?.status !== 'added' && result?.status !== 'already-present') {
-        const why = result?.reason ?? (result?.group ? `in group ${result.group}` : 'no answer');
-        failures.push({ uid: device.uid, reason: `not allow-listed: ${result?.status ?? '?'} (${why})` });
-        continue;
-      }
-      while (inFlight.size >= concurrency) await Promise.race(inFlight);
-      const task: Promise<void> = register(target, device).then(
-        (ms) => {
-          latencies.push(ms);
-        },
-        (error: unknown) => {
-          failures.push({ uid: device.uid, reason: error instanceof Error ? error.message : String(error) });
-        },
-      );
-      const tracked = task.finally(() => {
-        inFlight.delete(tracked);
-        options.progress?.(latencies.length + failures.length);
-      });
-      inFlight.add(tracked);
-    }
+  const summary = () =>
+    summarize({
+      devices: count,
+      latencies,
+      failures,
+      seconds: (performance.now() - started) / 1000,
+      dir,
+    });
+  try {
+    await startBatches();
+  } catch (error) {
+    await Promise.all(inFlight);
+    throw new FleetStopped(error instanceof Error ? error.message : String(error), summary());
   }
   await Promise.all(inFlight);
-  return summarize({
-    devices: count,
-    latencies,
-    failures,
-    seconds: (performance.now() - started) / 1000,
-    dir,
-  });
+  return summary();
+
+  async function startBatches(): Promise<void> {
+    for (let first = 0; first < count; first += batchSize) {
+      const batch: Device[] = [];
+      for (let i = first; i < Math.min(count, first + batchSize); i++) {
+        const home = join(dir, `device-${String(i + 1).padStart(width, '0')}`);
+        const made = await createSecureElement({
+          vendor: options.vendor,
+          product: target.product,
+          backend: { kind: 'dir', dir: join(home, 'se') },
+        });
+        batch.push({ uid: `0x${made.uid.hex}`, home });
+      }
+      const results = await target.api.allowList(
+        target.product,
+        batch.map((d) => d.uid),
+      );
+      for (const [index, device] of batch.entries()) {
+        const result = results[index];
+        if (result?.status !== 'added' && result?.status !== 'already-present') {
+          const why = result?.reason ?? (result?.group ? `in group ${result.group}` : 'no answer');
+          failures.push({ uid: device.uid, reason: `not allow-listed: ${result?.status ?? '?'} (${why})` });
+          continue;
+        }
+        while (inFlight.size >= concurrency) await Promise.race(inFlight);
+        const task: Promise<void> = register(target, device).then(
+          (ms) => {
+            latencies.push(ms);
+          },
+          (error: unknown) => {
+            failures.push({
+              uid: device.uid,
+              reason: error instanceof Error ? error.message : String(error),
+            });
+          },
+        );
+        const tracked = task.finally(() => {
+          inFlight.delete(tracked);
+          options.progress?.(latencies.length + failures.length);
+        });
+        inFlight.add(tracked);
+      }
+    }
+  }
 }
 
 /**
