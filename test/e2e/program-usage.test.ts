@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -300,6 +300,73 @@ describe('el2g status with a section of its own that cannot be read (was: nothin
       );
     } finally {
       await fake.close();
+    }
+  });
+});
+
+describe('el2g devices list --json whose later page fails (was: a cut-off JSON array on stdout)', () => {
+  const device = (n: number) => ({
+    'device-group': 'fio-935389312472',
+    id: `0x04005001${n.toString(16).padStart(28, '0')}`,
+    'last-connection': null,
+  });
+  /** Two pages of two devices; the second fails when `failSecond`. */
+  const pagedServer = (failSecond: boolean) =>
+    fakeServer((req, res) => {
+      const second = (req.url ?? '').includes('after=');
+      if (second && failSecond) {
+        res
+          .writeHead(503, { 'content-type': 'application/problem+json' })
+          .end(JSON.stringify({ code: 'unavailable', detail: 'the database is not answering', status: 503 }));
+        return;
+      }
+      res
+        .writeHead(200, {
+          'content-type': 'application/json',
+          ...(second ? {} : { 'x-next-cursor': '2', 'x-device-groups': 'fio-935389312472' }),
+        })
+        .end(JSON.stringify(second ? [device(3), device(4)] : [device(1), device(2)]));
+    });
+  const list = (url: string, tmp: string) =>
+    runBinAsync('keyferry', ['--server', url, '-t', 'kf_x', '-f', 'demo', '--json', 'el2g', 'devices'], {
+      env: { ...env, TMPDIR: tmp },
+    });
+
+  it('prints nothing on stdout, the error on stderr, exits 1, and leaves no spool file behind', {
+    timeout: 60_000,
+  }, async () => {
+    const fake = await pagedServer(true);
+    const tmp = mkdtempSync(join(tmpdir(), 'keyferry-spool-'));
+    try {
+      const res = await list(fake.url, tmp);
+      expect(fake.asked.map((a) => a.url)).toEqual([
+        '/ota/factories/demo/el2g/devices/?limit=1000',
+        '/ota/factories/demo/el2g/devices/?limit=1000&after=2',
+      ]);
+      expect(res).toEqual({
+        status: 1,
+        stdout: '',
+        stderr: 'ERROR: the database is not answering (unavailable)\n',
+      });
+      expect(readdirSync(tmp)).toEqual([]);
+    } finally {
+      await fake.close();
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  it('prints every page as one JSON array when all pages answer', { timeout: 60_000 }, async () => {
+    const fake = await pagedServer(false);
+    const tmp = mkdtempSync(join(tmpdir(), 'keyferry-spool-'));
+    try {
+      const res = await list(fake.url, tmp);
+      expect(res.stderr).toBe('');
+      expect(res.status).toBe(0);
+      expect(JSON.parse(res.stdout)).toEqual([device(1), device(2), device(3), device(4)]);
+      expect(readdirSync(tmp)).toEqual([]);
+    } finally {
+      await fake.close();
+      rmSync(tmp, { recursive: true, force: true });
     }
   });
 });

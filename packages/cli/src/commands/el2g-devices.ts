@@ -15,7 +15,7 @@ import {
   StreamingTable,
 } from '../devices/render.ts';
 import { formatDeviceLine, formatImportSummary, summarize } from '../devices/summary.ts';
-import { printJson } from '../output.ts';
+import { printJson, Spool } from '../output.ts';
 import { wordlessDefault } from '../usage.ts';
 import type { StatusSection } from './el2g-status.ts';
 
@@ -279,39 +279,48 @@ async function addFromFile(
 }
 
 async function listDevices({ api, out }: CommandContext, wide: boolean): Promise<void> {
-  let path = api.factoryPath(`el2g/devices/?limit=${LIST_PAGE}`);
-  let table: StreamingTable | undefined;
-  let first = true;
-  if (out.json) out.write('[');
-  for (;;) {
-    const { body, headers } = await api.callWithHeaders<ListedDevice[]>('GET', path);
-    if (!table) {
-      const groups = String(headers['x-device-groups'] ?? '').split(',');
-      const widest = Math.max(
-        0,
-        ...groups.map((g) => g.length),
-        ...body.map((d) => d['device-group'].length),
-      );
-      // fioctl's two columns; LAST CONNECTION only when asked for
-      table = new StreamingTable(wide ? ['GROUP', 'ID', 'LAST CONNECTION'] : ['GROUP', 'ID'], [widest, 42]);
-      if (!out.json) out.write(table.head());
-    }
-    let chunk = '';
-    for (const d of body) {
-      if (out.json) {
-        chunk += `${first ? '\n' : ',\n'}  ${JSON.stringify(d)}`;
-        first = false;
-      } else {
-        const row = [d['device-group'], String(d.id)];
-        chunk += table.line(wide ? [...row, secondsOnly(d['last-connection'])] : row);
+  // --json: the array goes to a spool, printed once the last page came, so that a page that
+  // fails leaves stdout empty rather than JSON cut off; the table streams, a line per device
+  const spool = out.json ? new Spool() : undefined;
+  const write = (text: string) => (spool ? spool.write(text) : out.write(text));
+  try {
+    let path = api.factoryPath(`el2g/devices/?limit=${LIST_PAGE}`);
+    let table: StreamingTable | undefined;
+    let first = true;
+    if (out.json) write('[');
+    for (;;) {
+      const { body, headers } = await api.callWithHeaders<ListedDevice[]>('GET', path);
+      if (!table) {
+        const groups = String(headers['x-device-groups'] ?? '').split(',');
+        const widest = Math.max(
+          0,
+          ...groups.map((g) => g.length),
+          ...body.map((d) => d['device-group'].length),
+        );
+        // fioctl's two columns; LAST CONNECTION only when asked for
+        table = new StreamingTable(wide ? ['GROUP', 'ID', 'LAST CONNECTION'] : ['GROUP', 'ID'], [widest, 42]);
+        if (!out.json) write(table.head());
       }
+      let chunk = '';
+      for (const d of body) {
+        if (out.json) {
+          chunk += `${first ? '\n' : ',\n'}  ${JSON.stringify(d)}`;
+          first = false;
+        } else {
+          const row = [d['device-group'], String(d.id)];
+          chunk += table.line(wide ? [...row, secondsOnly(d['last-connection'])] : row);
+        }
+      }
+      write(chunk);
+      const next = headers['x-next-cursor'];
+      if (typeof next !== 'string' || next === '') break;
+      path = api.factoryPath(`el2g/devices/?limit=${LIST_PAGE}&after=${encodeURIComponent(next)}`);
     }
-    out.write(chunk);
-    const next = headers['x-next-cursor'];
-    if (typeof next !== 'string' || next === '') break;
-    path = api.factoryPath(`el2g/devices/?limit=${LIST_PAGE}&after=${encodeURIComponent(next)}`);
+    if (out.json) write(first ? ']\n' : '\n]\n');
+    await spool?.copyTo(out);
+  } finally {
+    spool?.close();
   }
-  if (out.json) out.write(first ? ']\n' : '\n]\n');
 }
 
 /** `--wide` prints times to the second (`2026-11-29T10:01:02Z`); the API keeps milliseconds. */
