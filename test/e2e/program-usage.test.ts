@@ -370,3 +370,41 @@ describe('el2g devices list --json whose later page fails (was: a cut-off JSON a
     }
   });
 });
+
+describe('the API token over plain HTTP to another machine (was: sent without a word)', () => {
+  it('warns once on stderr, whatever the number of requests, and --json stays clean', {
+    timeout: 60_000,
+  }, async () => {
+    const fake = await fakeServer((req, res) => {
+      const second = (req.url ?? '').includes('after=');
+      res
+        .writeHead(200, { 'content-type': 'application/json', ...(second ? {} : { 'x-next-cursor': '1' }) })
+        .end(JSON.stringify([{ 'device-group': 'fio-935389312472', id: '1', 'last-connection': null }]));
+    });
+    try {
+      // 0.0.0.0 is not a loopback address, yet Linux connects it to this machine: the fake answers
+      const server = fake.url.replace('127.0.0.1', '0.0.0.0');
+      const res = await runBinAsync(
+        'keyferry',
+        ['--server', server, '-t', 'kf_x', '-f', 'demo', '--json', 'el2g', 'devices'],
+        { env },
+      );
+      expect(fake.asked).toHaveLength(2);
+      expect(res.status).toBe(0);
+      expect(JSON.parse(res.stdout)).toHaveLength(2);
+      expect(res.stderr).toBe(
+        `WARNING: ${server} is plain HTTP to another machine: the API token crosses the network unencrypted, readable by anyone on the way; use an https:// --server (keyferryd's api.tls)\n`,
+      );
+      // loopback: nothing said
+      const local = await runBinAsync(
+        'keyferry',
+        ['--server', fake.url, '-t', 'kf_x', '-f', 'demo', '--json', 'el2g', 'devices'],
+        { env },
+      );
+      expect(local.stderr).toBe('');
+      expect(local.status).toBe(0);
+    } finally {
+      await fake.close();
+    }
+  });
+});

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { isLoopbackHost } from '@keyferry/core';
 import { Agent, request } from 'undici';
 import { CliError } from './cli-error.ts';
 import type { Settings, TlsSettings } from './settings.ts';
@@ -44,6 +45,20 @@ function checkServerUrl(server: string): URL {
     server.includes('://')
       ? `the server URL ${JSON.stringify(server)} must start with http:// or https://: check --server or KEYFERRY_SERVER`
       : `the server URL ${JSON.stringify(server)} needs http:// or https:// in front (e.g. --server http://${server}): check --server or KEYFERRY_SERVER`,
+  );
+}
+
+/**
+ * The warning for an API token about to go over plain HTTP to another machine (not loopback),
+ * or undefined. Not a refusal: a lab may do it on purpose.
+ */
+export function plainHttpWarning(server: URL): string | undefined {
+  if (server.protocol !== 'http:' || isLoopbackHost(server.hostname.replace(/^\[(.*)\]$/, '$1'))) {
+    return undefined;
+  }
+  return (
+    `WARNING: ${server.origin} is plain HTTP to another machine: the API token crosses the network unencrypted, ` +
+    "readable by anyone on the way; use an https:// --server (keyferryd's api.tls)\n"
   );
 }
 
@@ -127,6 +142,8 @@ export class ApiClient {
   readonly #token: string | undefined;
   readonly #dispatcher: Agent | undefined;
   readonly #tls: TlsSettings;
+  /** Whether the plain-HTTP warning was considered: once a run (a run has one client). */
+  #warned = false;
 
   constructor(settings: Settings, tls: TlsSettings = {}) {
     this.server = (settings.server ?? '').replace(/\/+$/, '');
@@ -160,6 +177,11 @@ export class ApiClient {
       throw new CliError('no API token: pass -t/--token, set KEYFERRY_TOKEN, or run keyferry login');
     }
     const server = checkServerUrl(this.server);
+    if (!this.#warned) {
+      this.#warned = true;
+      const warning = plainHttpWarning(server);
+      if (warning !== undefined) process.stderr.write(warning);
+    }
     const headers: Record<string, string> = { 'osf-token': this.#token, accept: 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
     let res: Awaited<ReturnType<typeof request>>;

@@ -13,7 +13,10 @@ import { usageError } from './usage.ts';
 export function buildProgram(): Command {
   const program = new Command('keyferry')
     .description('keyferry operator CLI (fioctl-compatible el2g and keys commands)')
-    .option('--server <url>', 'keyferryd management API (env KEYFERRY_SERVER; default http://127.0.0.1:8080)')
+    .option(
+      '--server <url>',
+      'keyferryd management API (env KEYFERRY_SERVER; default http://127.0.0.1:8080); use https:// off this machine (http:// sends the token unencrypted: warned)',
+    )
     .option('-f, --factory <name>', 'factory name (env KEYFERRY_FACTORY)')
     .option(
       '-t, --token <token>',

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { chmodSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { isLoopbackHost } from '@keyferry/core';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
 import type { JobRunnerOptions } from './allowlist/bulk-jobs.ts';
@@ -13,7 +14,7 @@ import { deviceLinkTls } from './devicelink/tls-material.ts';
 import { createFactory } from './factories/create-factory.ts';
 import { countFactories } from './factories/factories.ts';
 import { startGateway } from './gateway/listener.ts';
-import { isLoopbackHost, managementApiTls } from './http/api-tls.ts';
+import { managementApiTls } from './http/api-tls.ts';
 import { buildManagementApi } from './http/app.ts';
 import { bindListener } from './http/listen.ts';
 import { reportOpenFileLimit } from './http/open-file-limit.ts';

@@ -1,16 +1,8 @@
 import { readFileSync } from 'node:fs';
-import { isIP } from 'node:net';
 import type { TlsOptions } from 'node:tls';
-import { KeyferryError } from '@keyferry/core';
+import { isLoopbackHost, KeyferryError } from '@keyferry/core';
 import type { Config } from '../config/schema.ts';
 import { SERVER_TLS_POLICY } from './tls-policy.ts';
-
-/** `localhost`, 127.0.0.0/8 and ::1: addresses no other machine can reach. */
-export function isLoopbackHost(host: string): boolean {
-  if (host === 'localhost') return true;
-  if (isIP(host) === 4) return host.startsWith('127.');
-  return host === '::1';
-}
 
 /**
  * The HTTPS options of the management API from `api.tls`, or undefined for plain HTTP. Plain
