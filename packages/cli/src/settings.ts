@@ -1,4 +1,5 @@
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { CliError } from './cli-error.ts';
@@ -32,11 +33,22 @@ export function readSettingsFile(env = process.env): Settings {
   }
 }
 
+/**
+ * Writes the settings (the token among them) to a new file made 0600 beside the old one, then
+ * renames it over: an existing file readable by others (0644) never holds the token, not even
+ * between a write and a chmod.
+ */
 export function writeSettingsFile(settings: Settings, env = process.env): string {
   const file = settingsFile(env);
   mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-  writeFileSync(file, JSON.stringify(settings, null, 2) + '\n', { mode: 0o600 });
-  chmodSync(file, 0o600);
+  const temp = `${file}.${randomUUID()}.tmp`;
+  try {
+    writeFileSync(temp, JSON.stringify(settings, null, 2) + '\n', { mode: 0o600, flag: 'wx' });
+    renameSync(temp, file);
+  } catch (err) {
+    rmSync(temp, { force: true });
+    throw err;
+  }
   return file;
 }
 
