@@ -408,3 +408,18 @@ describe('the API token over plain HTTP to another machine (was: sent without a 
     }
   });
 });
+
+describe('a login file that cannot be read (was: silently ignored, the defaults used)', () => {
+  it('is refused before any request, naming it and what to do, exit 1', { timeout: 60_000 }, async () => {
+    const config = join(mkdtempSync(join(tmpdir(), 'keyferry-login-')), 'config.json');
+    writeFileSync(config, '{"server": "https://keyferry.example.com", "token": "kf_');
+    const res = await runBinAsync('keyferry', ['factories'], {
+      env: { ...env, KEYFERRY_CONFIG_FILE: config },
+    });
+    expect(res).toEqual({
+      status: 1,
+      stdout: '',
+      stderr: `ERROR: the login file ${config} is not valid JSON: fix it or remove it (keyferry login writes a new one)\n`,
+    });
+  });
+});

@@ -17,20 +17,46 @@ export interface Settings {
   token?: string | undefined;
 }
 
+/**
+ * What `keyferry login` saved; no file is no login yet. A file that is there but cannot be read
+ * or is not the settings object is refused: ignoring it would send requests to another server
+ * or with another token than the user thinks.
+ */
 export function readSettingsFile(env = process.env): Settings {
   const file = settingsFile(env);
+  const refuse = (what: string) =>
+    new CliError(`${what}: fix it or remove it (keyferry login writes a new one)`);
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
-  } catch {
-    return {};
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return {};
+    throw refuse(`cannot read the login file ${file} (${code ?? (err as Error).message})`);
   }
+  let parsed: unknown;
   try {
-    const parsed = JSON.parse(text) as Settings;
-    return { server: parsed.server, factory: parsed.factory, token: parsed.token };
+    parsed = JSON.parse(text);
   } catch {
-    throw new CliError(`${file} is not valid JSON: fix it or run keyferry login again`);
+    throw refuse(`the login file ${file} is not valid JSON`);
   }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw refuse(`the login file ${file} is not a JSON object`);
+  }
+  const settings = parsed as Record<string, unknown>;
+  for (const key of ['server', 'factory', 'token'] as const) {
+    const value = settings[key];
+    if (value !== undefined && typeof value !== 'string') {
+      // its kind only: the value may be a token
+      const kind = value === null ? 'null' : Array.isArray(value) ? 'array' : typeof value;
+      throw refuse(`the login file ${file} has a ${key} that is not a string (${kind})`);
+    }
+  }
+  return {
+    server: settings.server as string | undefined,
+    factory: settings.factory as string | undefined,
+    token: settings.token as string | undefined,
+  };
 }
 
 /**

@@ -1,9 +1,18 @@
 import type * as fs from 'node:fs';
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
-import { writeSettingsFile } from '../src/settings.ts';
+import { readSettingsFile, writeSettingsFile } from '../src/settings.ts';
 
 /** Each write the settings make, and who may read what it wrote right after it. */
 const writes = vi.hoisted(() => ({ seen: [] as Array<{ path: string; mode: number }> }));
@@ -40,5 +49,43 @@ describe('keyferry login writes the token where only its user can read it', () =
     });
     // nothing left beside it
     expect(readdirSync(dir)).toEqual(['config.json']);
+  });
+});
+
+describe('a login file that cannot be read is refused, naming it and what to do (was: silently ignored)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'keyferry-settings-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const read = (file: string) => () => readSettingsFile({ KEYFERRY_CONFIG_FILE: file });
+
+  it('a missing file is no login yet', () => {
+    expect(read(join(dir, 'none.json'))()).toEqual({});
+  });
+
+  it('a directory, or a path through a file, is refused with its error code', () => {
+    const directory = join(dir, 'config.d');
+    mkdirSync(directory);
+    expect(read(directory)).toThrow(
+      `cannot read the login file ${directory} (EISDIR): fix it or remove it (keyferry login writes a new one)`,
+    );
+    const plain = join(dir, 'plain');
+    writeFileSync(plain, '');
+    expect(read(join(plain, 'config.json'))).toThrow(
+      `cannot read the login file ${join(plain, 'config.json')} (ENOTDIR): fix it or remove it (keyferry login writes a new one)`,
+    );
+  });
+
+  it.each([
+    ['{"server": "http://x",', 'is not valid JSON'],
+    ['null', 'is not a JSON object'],
+    ['["kf_x"]', 'is not a JSON object'],
+    ['{"server": 8080}', 'has a server that is not a string (number)'],
+    ['{"factory": null}', 'has a factory that is not a string (null)'],
+    ['{"token": true}', 'has a token that is not a string (boolean)'],
+  ])('%s is refused: %s', (text, what) => {
+    const file = join(dir, 'bad.json');
+    writeFileSync(file, text);
+    expect(read(file)).toThrow(
+      `the login file ${file} ${what}: fix it or remove it (keyferry login writes a new one)`,
+    );
   });
 });
