@@ -97,7 +97,7 @@ describe('keyferry el2g config-aws-iot against keyferry-sim aws-iot', {
 }, () => {
   it('refuses bad input before touching AWS or the service', async () => {
     const half = cli(['--jitp-template', join(work, 'template.json')]);
-    expect(half).toMatchObject({ status: 1, stdout: '' });
+    expect(half).toMatchObject({ status: 2, stdout: '' });
     expect(half.stderr).toBe(
       'ERROR: --jitp-template needs --jitp-role-arn ARN (the IAM role AWS IoT assumes to run it)\n',
     );

@@ -423,3 +423,64 @@ describe('a login file that cannot be read (was: silently ignored, the defaults 
     });
   });
 });
+
+describe('a bad flag or argument exits 2, as every other usage error (was: some exited 1)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'keyferry-usage-args-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const template = join(dir, 'template.json');
+  writeFileSync(template, '{"Resources": {}}');
+  const pki = join(dir, 'pki');
+  const auth = ['-t', 'kf_x', '-f', 'demo'];
+  it.each([
+    [
+      [...auth, 'el2g', 'devices', 'add', '935389312472', UID, '--file', template],
+      'give device ids as arguments or with --file, not both',
+    ],
+    [[...auth, 'el2g', 'devices', 'add', '935389312472'], 'name at least one device id, or --file FILE'],
+    [[...auth, 'el2g', 'devices', 'add', '93538931247', UID], 'invalid product id "93538931247"'],
+    [
+      [...auth, 'tokens', 'create', '--scope', 'read', '--description', 'x', '--expires', 'soon'],
+      '--expires "soon" is not a duration',
+    ],
+    [[...auth, 'el2g', 'certs', 'expiring', '--within', '3x'], '--within "3x" is not a duration'],
+    [
+      [...auth, 'keys', 'ca', 'create', pki, '--local-ca=maybe'],
+      '--local-ca takes true or false, not "maybe"',
+    ],
+    [[...auth, 'keys', 'ca', 'add-device-ca', pki], 'At least one of --online-ca or --local-ca must be true'],
+    [
+      [...auth, 'keys', 'ca', 'add-device-ca', pki, '--local-ca', '--local-ca-filename', 'a/b.pem'],
+      '--local-ca-filename must be a file name, not a path: a/b.pem',
+    ],
+    [
+      [...auth, 'keys', 'ca', 'revoke-device-ca', pki],
+      'At least one of --ca-file or --ca-serial must be provided',
+    ],
+    [
+      [...auth, 'keys', 'ca', 'revoke-device-ca', pki, '--ca-serial', '0x12'],
+      'Value 0x12 is not a valid base 10 serial',
+    ],
+    [
+      [...auth, 'keys', 'ca', 'create', pki, '--hsm-pin', '1234', '--hsm-pin-file', template],
+      '--hsm-pin and --hsm-pin-file both given',
+    ],
+    [
+      [...auth, 'keys', 'ca', 'create', pki, '--hsm-module', '/x.so'],
+      '--hsm-pin and --hsm-token-label missing',
+    ],
+    [[...auth, '--client-cert', template, 'factories'], '--client-cert and --client-key go together'],
+    [
+      [...auth, 'el2g', 'config-aws-iot', '--jitp-template', template],
+      '--jitp-template needs --jitp-role-arn ARN',
+    ],
+    [
+      [...auth, 'el2g', 'config-aws-iot', '--jitp-template', template, '--jitp-role-arn', 'admin'],
+      '--jitp-role-arn admin is not an IAM role ARN',
+    ],
+  ])('%j', { timeout: 60_000 }, async (args, said) => {
+    const res = await keyferry(args);
+    expect(res.stderr).toMatch(/^ERROR: .*\n$/);
+    expect(res.stderr).toContain(said);
+    expect(res.status).toBe(2);
+  });
+});

@@ -137,7 +137,7 @@ export function resolveTlsSettings(flags: TlsSettings, env = process.env): TlsSe
     clientKey: flags.clientKey ?? fromEnv(env, 'KEYFERRY_CLIENT_KEY'),
   };
   if ((tls.clientCert === undefined) !== (tls.clientKey === undefined)) {
-    throw new CliError('--client-cert and --client-key go together: give both (or neither)');
+    throw new CliError('--client-cert and --client-key go together: give both (or neither)', 2);
   }
   return tls;
 }

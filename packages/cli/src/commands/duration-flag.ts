@@ -10,6 +10,6 @@ export function durationFromNow(flag: string, text: string, now = new Date()): D
 export function durationSeconds(flag: string, text: string): number {
   const seconds = parseDuration(text);
   if (seconds === undefined)
-    throw new CliError(`${flag} ${JSON.stringify(text)} is not a duration: use ${DURATION_FORMAT}`);
+    throw new CliError(`${flag} ${JSON.stringify(text)} is not a duration: use ${DURATION_FORMAT}`, 2);
   return seconds;
 }

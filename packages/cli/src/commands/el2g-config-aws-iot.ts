@@ -56,6 +56,7 @@ function jitpConfig(opts: ConfigAwsIotOptions): RegistrationConfig | undefined {
       opts.jitpTemplate === undefined
         ? '--jitp-role-arn needs --jitp-template FILE (the provisioning template it runs)'
         : '--jitp-template needs --jitp-role-arn ARN (the IAM role AWS IoT assumes to run it)',
+      2,
     );
   }
   if (opts.jitpTemplate === undefined || opts.jitpRoleArn === undefined) return undefined;
@@ -78,6 +79,7 @@ function jitpConfig(opts: ConfigAwsIotOptions): RegistrationConfig | undefined {
   if (!/^arn:aws[a-z-]*:iam::\d{12}:role\/.+$/.test(opts.jitpRoleArn)) {
     throw new CliError(
       `--jitp-role-arn ${opts.jitpRoleArn} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)`,
+      2,
     );
   }
   return { templateBody, roleArn: opts.jitpRoleArn };

@@ -72,10 +72,10 @@ export function registerEl2gDevices(el2g: Command): void {
       const ctx = commandContext(command);
       checkNc12(nc12, 'add');
       if (opts.file !== undefined) {
-        if (ids.length > 0) throw new CliError('give device ids as arguments or with --file, not both');
+        if (ids.length > 0) throw new CliError('give device ids as arguments or with --file, not both', 2);
         return addFromFile(ctx, nc12, opts.production === true, opts.file);
       }
-      if (ids.length === 0) throw new CliError('name at least one device id, or --file FILE');
+      if (ids.length === 0) throw new CliError('name at least one device id, or --file FILE', 2);
       return changeDevices(ctx, 'POST', nc12, opts.production === true, checkIds(ids));
     });
 
@@ -178,6 +178,7 @@ function checkNc12(nc12: string, command: 'add' | 'delete'): void {
   }
   throw new CliError(
     `invalid product id ${JSON.stringify(nc12)}: a 12NC is 12 decimal digits, e.g. 935389312472`,
+    2,
   );
 }
 

@@ -119,9 +119,9 @@ async function addDeviceCa(ctx: CommandContext, pkiDir: string, hsm: Hsm | undef
   const { api, out } = ctx;
   const step = stepPrinter(ctx.out);
   if (!opts.localCa && !opts.onlineCa)
-    throw new CliError('At least one of --online-ca or --local-ca must be true');
+    throw new CliError('At least one of --online-ca or --local-ca must be true', 2);
   if (opts.localCaFilename.includes('/')) {
-    throw new CliError(`--local-ca-filename must be a file name, not a path: ${opts.localCaFilename}`);
+    throw new CliError(`--local-ca-filename must be a file name, not a path: ${opts.localCaFilename}`, 2);
   }
   step('Fetching a list of existing device CAs');
   const certs = await getFactoryCerts(api);
@@ -163,12 +163,12 @@ async function revokeDeviceCa(
   const { api, out } = ctx;
   const step = stepPrinter(ctx.out);
   if (opts.caFile.length + opts.caSerial.length === 0) {
-    throw new CliError('At least one of --ca-file or --ca-serial must be provided');
+    throw new CliError('At least one of --ca-file or --ca-serial must be provided', 2);
   }
   step('Generating Certificate Revocation List');
   const serials = new Set<string>();
   for (const serial of opts.caSerial) {
-    if (!/^[0-9]{1,49}$/.test(serial)) throw new CliError(`Value ${serial} is not a valid base 10 serial`);
+    if (!/^[0-9]{1,49}$/.test(serial)) throw new CliError(`Value ${serial} is not a valid base 10 serial`, 2);
     serials.add(serialToDecimal(serialFromDecimal(serial)));
   }
   for (const name of opts.caFile) {

@@ -111,7 +111,7 @@ export function parseBool(flag: string): (value: string) => boolean {
   return (value) => {
     if (['true', '1', 't'].includes(value.toLowerCase())) return true;
     if (['false', '0', 'f'].includes(value.toLowerCase())) return false;
-    throw new CliError(`${flag} takes true or false, not ${JSON.stringify(value)}`);
+    throw new CliError(`${flag} takes true or false, not ${JSON.stringify(value)}`, 2);
   };
 }
 

@@ -44,7 +44,7 @@ export function addHsmOptions(command: Command, use = 'the root CA key is on a P
  */
 export function hsmFromOptions(opts: HsmOptions, env = process.env): Hsm | undefined {
   if (opts.hsmPin !== undefined && opts.hsmPinFile !== undefined) {
-    throw new CliError('--hsm-pin and --hsm-pin-file both given: pass the PIN one way (prefer the file)');
+    throw new CliError('--hsm-pin and --hsm-pin-file both given: pass the PIN one way (prefer the file)', 2);
   }
   const pinFile = opts.hsmPinFile ?? (opts.hsmModule ? env.KEYFERRY_HSM_PIN_FILE : undefined);
   const pin = opts.hsmPin ?? (pinFile ? readSecretFile(pinFile, 'PIN') : undefined);
@@ -58,6 +58,7 @@ export function hsmFromOptions(opts: HsmOptions, env = process.env): Hsm | undef
   if (missing.length > 0) {
     throw new CliError(
       `${missing.map(([k]) => k).join(' and ')} missing: the HSM flags --hsm-module, --hsm-pin (or --hsm-pin-file) and --hsm-token-label go together`,
+      2,
     );
   }
   return { module: opts.hsmModule!, pin: pin!, tokenLabel: opts.hsmTokenLabel! };
