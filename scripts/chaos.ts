@@ -172,15 +172,19 @@ try {
     void fleet.finally(() => (fleetDone = true));
 
     // kill k lands once the completed count passes a random point of the k-th K-th of the
-    // first 80 % of the run (the first may land while the allow-list is being added), after a
-    // random 0–100 ms, so it finds requests in flight
+    // first 80 % of the run (the first may land while the allow-list is being added): keyferryd
+    // is frozen there (SIGSTOP), so the requests it is serving stay in flight and the fleet
+    // cannot finish meanwhile (a quiet machine's fleet did, during the wait), and killed a
+    // random 0–100 ms later
     let kills = 0;
     for (let k = 0; k < KILLS; k++) {
       const at = Math.floor((0.8 * FLEET_DEVICES * (k + rand())) / KILLS);
       const delay = Math.floor(rand() * 100);
-      while (!fleetDone && (await completedDevices(db)) < at) await sleep(20);
+      while (!fleetDone && (await completedDevices(db)) < at) await sleep(5);
+      if (!fleetDone) daemon.child.kill('SIGSTOP');
       await sleep(delay);
       if (fleetDone) {
+        daemon.child.kill('SIGCONT');
         say(`the fleet ended before kill ${k + 1}`);
         break;
       }
