@@ -365,6 +365,30 @@ describe('AWS IoT emulator data plane (MQTT over TLS, JITP)', () => {
 });
 
 describe('AWS IoT emulator on a wildcard MQTT address', () => {
+  it('advertises the host name for a control plane listening on 0.0.0.0, not 0.0.0.0', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'keyferry-aws-iot-wildcard-control-'));
+    const emulator = await startAwsIotEmulator({ stateDir: dir, listen: { host: '0.0.0.0', port: 0 } });
+    try {
+      const port = Number(new URL(emulator.controlUrl).port);
+      expect(emulator.controlUrl).toBe(`http://${hostname()}:${port}`);
+      expect(JSON.parse(readFileSync(join(dir, 'endpoints.json'), 'utf8')).controlUrl).toBe(
+        emulator.controlUrl,
+      );
+      const iot = new IoTClient({
+        endpoint: `http://127.0.0.1:${port}`,
+        region: 'us-east-1',
+        credentials: DEFAULT_CREDENTIALS,
+        maxAttempts: 1,
+      });
+      const described = await iot.send(new DescribeEndpointCommand({ endpointType: 'iot:Data-ATS' }));
+      iot.destroy();
+      expect(described.endpointAddress).toBe(emulator.mqttEndpoint);
+    } finally {
+      await emulator.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('advertises the host name (or --mqtt-host), not 0.0.0.0, and its certificate names it', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'keyferry-aws-iot-wildcard-'));
     try {

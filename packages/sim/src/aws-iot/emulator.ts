@@ -86,7 +86,8 @@ export async function startAwsIotEmulator(options: AwsIotEmulatorOptions): Promi
     throw error;
   }
   const endpoints: AwsIotEndpoints = {
-    controlUrl: `http://${hostForUrl(listen.host)}:${controlPort}`,
+    // on a wildcard address too: this machine's name, which a client elsewhere can reach
+    controlUrl: `http://${hostForUrl(isWildcard(listen.host) ? hostname() : listen.host)}:${controlPort}`,
     mqttEndpoint,
     serverCaFile: identity.caFile,
     region: registry.region,
