@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { MAX_ID_FILE_BYTES } from '@keyferry/core';
 import { randomUid } from '@keyferry/sim';
+import { sql } from 'kysely';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_JOB_DEVICES } from '../../src/allowlist/bulk-jobs.ts';
@@ -110,6 +111,36 @@ describe('console sessions', () => {
         .select((eb) => eb.fn.countAll<number>().as('n'))
         .executeTakeFirstOrThrow()
     ).n;
+
+  it('answers a page that failed inside keyferryd with an error page, not JSON, and logs the cause', async () => {
+    const { cookie } = await session(svc.token);
+    const db = svc.service.ctx.database.db;
+    // the devices page's query cannot run while its table has another name
+    await sql`ALTER TABLE devices RENAME TO devices_away`.execute(db);
+    let res: Response;
+    let body: string;
+    try {
+      res = await fetch(`${svc.url}/console/devices`, { headers: { cookie, accept: 'text/html' } });
+      body = await res.text();
+    } finally {
+      await sql`ALTER TABLE devices_away RENAME TO devices`.execute(db);
+    }
+    expect(res.status).toBe(500);
+    expect(res.headers.get('content-type')).toMatch(/^text\/html/);
+    expect(res.headers.get('content-security-policy')).toContain("default-src 'none'");
+    const id = /quote correlation id (\S+) to whoever runs keyferryd, whose log has the cause/.exec(
+      body,
+    )?.[1];
+    expect(id, body).toBeDefined();
+    expect(body).toContain('Internal error');
+    expect(body).not.toMatch(/no such table|devices_away|SqliteError/);
+    // the cause is in the log, under the same correlation id
+    const failed = lines.map((l) => JSON.parse(l)).find((l) => l.msg === 'request failed' && l.reqId === id);
+    expect(failed?.err?.message).toMatch(/no such table: devices/);
+    expect(
+      (await fetch(`${svc.url}/console/devices`, { headers: { cookie, accept: 'text/html' } })).status,
+    ).toBe(200);
+  });
 
   it('writes nothing of the token or the session cookie to the log', async () => {
     const wrong = await signIn(`${svc.token.slice(0, -6)}ZZZZZZ`);

@@ -17,6 +17,7 @@ import { listDeviceGroups } from '../../el2g/group-assignments.ts';
 import { productCatalogue } from '../../el2g/products.ts';
 import { authenticateToken, type Principal } from '../../tokens/api-tokens.ts';
 import { principalFactory } from '../auth.ts';
+import { clientWentAway } from '../client-errors.ts';
 import {
   assertCsrf,
   assertSameOrigin,
@@ -166,8 +167,14 @@ export async function consoleRoutes(
       });
       c.setErrorHandler((err, request, reply) => {
         const error = consoleError(err, request);
-        if (!refusesWithPage(request) || !error.expose)
+        if (!refusesWithPage(request) || clientWentAway(err, request.raw))
           return sendProblem(request, reply, error.expose ? error : err);
+        if (!error.expose) {
+          // a page that failed: a page too, saying what the log holds (never the cause itself)
+          request.log.error({ err: err instanceof Error ? err : new Error(String(err)) }, 'request failed');
+          const message = `keyferryd could not make this page (an internal error): try again; if it persists, quote correlation id ${request.id} to whoever runs keyferryd, whose log has the cause`;
+          return sendPage(reply, errorPage(viewerOf(request), 'Internal error', message), 500);
+        }
         request.log.info({ code: error.code, msg: error.message }, 'request refused');
         const retryAfter = retryAfterHeader(error);
         if (retryAfter) reply.header('Retry-After', retryAfter);
