@@ -102,6 +102,21 @@ afterAll(async () => {
   await t.close();
 });
 
+/** DescribeEndpoint's answer, asked of the control plane at `url` with the AWS SDK. */
+async function describedEndpoint(url: string): Promise<string | undefined> {
+  const iot = new IoTClient({
+    endpoint: url,
+    region: 'us-east-1',
+    credentials: DEFAULT_CREDENTIALS,
+    maxAttempts: 1,
+  });
+  try {
+    return (await iot.send(new DescribeEndpointCommand({ endpointType: 'iot:Data-ATS' }))).endpointAddress;
+  } finally {
+    iot.destroy();
+  }
+}
+
 describe('AWS IoT emulator data plane (MQTT over TLS, JITP)', () => {
   it('JITP: the first connection is dropped, the template runs, the next connection is accepted', async () => {
     const { ca, id: caId } = await registerCa('JITP CA', { templateBody: TEMPLATE, autoRegistration: true });
@@ -374,15 +389,7 @@ describe('AWS IoT emulator on a wildcard MQTT address', () => {
       expect(JSON.parse(readFileSync(join(dir, 'endpoints.json'), 'utf8')).controlUrl).toBe(
         emulator.controlUrl,
       );
-      const iot = new IoTClient({
-        endpoint: `http://127.0.0.1:${port}`,
-        region: 'us-east-1',
-        credentials: DEFAULT_CREDENTIALS,
-        maxAttempts: 1,
-      });
-      const described = await iot.send(new DescribeEndpointCommand({ endpointType: 'iot:Data-ATS' }));
-      iot.destroy();
-      expect(described.endpointAddress).toBe(emulator.mqttEndpoint);
+      expect(await describedEndpoint(`http://127.0.0.1:${port}`)).toBe(emulator.mqttEndpoint);
     } finally {
       await emulator.close();
       rmSync(dir, { recursive: true, force: true });
@@ -407,15 +414,7 @@ describe('AWS IoT emulator on a wildcard MQTT address', () => {
           expect(JSON.parse(readFileSync(join(dir, 'endpoints.json'), 'utf8')).mqttEndpoint).toBe(
             emulator.mqttEndpoint,
           );
-          const iot = new IoTClient({
-            endpoint: emulator.controlUrl.replace('0.0.0.0', '127.0.0.1'),
-            region: 'us-east-1',
-            credentials: DEFAULT_CREDENTIALS,
-            maxAttempts: 1,
-          });
-          const described = await iot.send(new DescribeEndpointCommand({ endpointType: 'iot:Data-ATS' }));
-          iot.destroy();
-          expect(described.endpointAddress).toBe(emulator.mqttEndpoint);
+          expect(await describedEndpoint(emulator.controlUrl)).toBe(emulator.mqttEndpoint);
           // a device that checks the name it was given: the server certificate must carry it
           const socket = connectTls({
             host: '127.0.0.1',

@@ -56,6 +56,11 @@ export function problemBody(error: KeyferryError, correlationId: string): Record
   return body;
 }
 
+/** A request that failed inside keyferryd (not a refusal): the cause, for the log only. */
+export function logRequestFailure(request: FastifyRequest, err: unknown): void {
+  request.log.error({ err: err instanceof Error ? err : new Error(String(err)) }, 'request failed');
+}
+
 /** Renders an error as application/problem+json; the log gets the whole error. */
 export function sendProblem(request: FastifyRequest, reply: FastifyReply, err: unknown): FastifyReply {
   // a client that hung up (or was cut off by a timeout) is no fault of the service, and any
@@ -66,7 +71,7 @@ export function sendProblem(request: FastifyRequest, reply: FastifyReply, err: u
   }
   const error = toKeyferryError(err);
   if (error.expose) request.log.info({ code: error.code, msg: error.message }, 'request refused');
-  else request.log.error({ err: err instanceof Error ? err : new Error(String(err)) }, 'request failed');
+  else logRequestFailure(request, err);
   const retryAfter = retryAfterHeader(error);
   if (retryAfter) reply.header('Retry-After', retryAfter);
   return reply.code(error.status).type('application/problem+json').send(problemBody(error, request.id));

@@ -53,7 +53,7 @@ export async function openCustody(
     module: spec.module,
     tokenLabel: spec.tokenLabel,
     pin: spec.pin ?? readPinFile(spec.pinFile!),
-    pinSetting: spec.pin === undefined ? `the PIN in keyCustody.pinFile ${spec.pinFile}` : 'keyCustody.pin',
+    ...(spec.pin === undefined && { pinSetting: `the PIN in keyCustody.pinFile ${spec.pinFile}` }),
     ...(options.log && { log: options.log }),
   });
   try {

@@ -75,17 +75,19 @@ export class Pkcs11Custody implements KeyCustody {
   /** The signers handed out, by key id. They outlive sessions: each signature uses the open one. */
   readonly #signers = new Map<string, CustodySigner>();
 
-  private constructor(spec: TokenSpec, token: Token) {
+  private constructor(spec: TokenSpec) {
     this.#spec = spec;
-    this.#token = token;
+    this.#token = this.#openToken();
   }
 
   static async open(spec: TokenSpec): Promise<Pkcs11Custody> {
-    const { module, tokenLabel, pin, pinSetting = 'keyCustody.pin', log } = spec;
-    return new Pkcs11Custody(
-      { module, tokenLabel, pin, pinSetting, ...(log && { log }) },
-      openToken({ module, tokenLabel, pin, settings: keyCustodySettings(pinSetting) }),
-    );
+    return new Pkcs11Custody(spec);
+  }
+
+  /** A new logged-in session, its refusals naming the settings the config uses. */
+  #openToken(): Token {
+    const { module, tokenLabel, pin, pinSetting = 'keyCustody.pin' } = this.#spec;
+    return openToken({ module, tokenLabel, pin, settings: keyCustodySettings(pinSetting) });
   }
 
   async generate(purpose: string): Promise<CustodyKey> {
@@ -189,8 +191,7 @@ export class Pkcs11Custody implements KeyCustody {
     if (this.#closed) throw new TypeError(`key custody on token '${this.#spec.tokenLabel}' is closed`);
     if (this.#pinRefused) throw this.#reopenFailed(this.#pinRefused);
     try {
-      const { module, tokenLabel, pin, pinSetting = 'keyCustody.pin' } = this.#spec;
-      this.#token = openToken({ module, tokenLabel, pin, settings: keyCustodySettings(pinSetting) });
+      this.#token = this.#openToken();
     } catch (error) {
       const ckr = isKeyferryError(error) ? error.detail?.ckr : undefined;
       if (isKeyferryError(error) && typeof ckr === 'string' && PIN_REFUSALS.has(ckr))

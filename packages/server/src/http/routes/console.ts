@@ -39,7 +39,7 @@ import {
   sessionCookie,
   sessionCookieHeader,
 } from '../console/sessions.ts';
-import { sendProblem, toKeyferryError } from '../problem.ts';
+import { logRequestFailure, sendProblem, toKeyferryError } from '../problem.ts';
 import { rateLimited, retryAfterHeader, TokenBuckets } from '../rate-limit.ts';
 import { decimalQuery, MAX_ROW_ID, parseBody } from '../validate.ts';
 
@@ -171,7 +171,7 @@ export async function consoleRoutes(
           return sendProblem(request, reply, error.expose ? error : err);
         if (!error.expose) {
           // a page that failed: a page too, saying what the log holds (never the cause itself)
-          request.log.error({ err: err instanceof Error ? err : new Error(String(err)) }, 'request failed');
+          logRequestFailure(request, err);
           const message = `keyferryd could not make this page (an internal error): try again; if it persists, quote correlation id ${request.id} to whoever runs keyferryd, whose log has the cause`;
           return sendPage(reply, errorPage(viewerOf(request), 'Internal error', message), 500);
         }
