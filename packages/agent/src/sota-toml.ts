@@ -1,6 +1,6 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomic } from './atomic-file.ts';
+import { writeFileAtomic } from '@keyferry/core';
 import { pkcs11IdFor } from './se/pkcs11-ids.ts';
 import { alternateObjectId, GATEWAY_CERT_ID, GATEWAY_KEY_ID, seLabel } from './se/port.ts';
 import type { AgentSettings } from './settings/settings.ts';

@@ -1,9 +1,8 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { fromPem, splitPemBundle, toPem } from '@keyferry/core';
+import { fromPem, splitPemBundle, toPem, writeFileAtomic } from '@keyferry/core';
 import { AgentError } from '../agent-error.ts';
-import { writeFileAtomic } from '../atomic-file.ts';
 import {
   hexId,
   IDENTITY_CERT_ID,

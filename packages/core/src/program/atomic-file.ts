@@ -1,10 +1,12 @@
-import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fchmodSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 
 /**
  * Writes `path` so that a reader (or a reboot) sees the old content or the new, never a part:
  * a temp file beside it, fsync, rename over the target, fsync the directory. The temp file is
- * created exclusively and removed again when anything fails.
+ * created exclusively (whatever sat at its name, a symlink too, is removed, never written
+ * through) and has `mode` before any byte goes in, whatever the umask: a secret written 0600
+ * is never in a file others may read. It is removed again when anything fails.
  */
 export function writeFileAtomic(path: string, data: string | Uint8Array, mode: number): void {
   const temp = `${path}.${process.pid}.tmp`;
@@ -12,6 +14,7 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, mode: n
   const fd = openSync(temp, 'wx', mode);
   try {
     try {
+      fchmodSync(fd, mode); // the umask may have taken bits off the mode openSync was given
       writeWhole(fd, typeof data === 'string' ? Buffer.from(data, 'utf8') : data, temp);
       fsyncSync(fd);
     } finally {
