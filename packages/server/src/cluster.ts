@@ -1,6 +1,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { writeFileAtomic } from '@keyferry/core';
 import { AggregatorRegistry } from 'prom-client';
 import type { Config } from './config/schema.ts';
 import {
@@ -9,7 +10,6 @@ import {
   type RunningService,
   startPrimary,
   startService,
-  writeAtomically,
 } from './service.ts';
 
 /**
@@ -158,7 +158,7 @@ export async function startClusterPrimary(options: {
     throw err;
   }
   started = true;
-  writeAtomically(listenFile, JSON.stringify(addresses) + '\n', 0o600);
+  writeFileAtomic(listenFile, JSON.stringify(addresses) + '\n', 0o600);
   log.info({ addresses, workers: options.workers }, 'keyferryd ready');
   return {
     primary,

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { chmodSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { isLoopbackHost } from '@keyferry/core';
+import { isLoopbackHost, writeFileAtomic } from '@keyferry/core';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
 import type { JobRunnerOptions } from './allowlist/bulk-jobs.ts';
@@ -159,7 +159,7 @@ export async function startService(options: StartOptions): Promise<RunningServic
       addresses.gateway = gateway.address;
     }
     if (role === 'alone') {
-      writeAtomically(listenFile, JSON.stringify(addresses) + '\n', 0o600);
+      writeFileAtomic(listenFile, JSON.stringify(addresses) + '\n', 0o600);
       closers.unshift(async () => rmSync(listenFile, { force: true }));
     }
     // readiness goes first on shutdown, so a balancer stops sending before listeners close
@@ -227,7 +227,7 @@ async function ensureDemoFactory(ctx: ServiceContext): Promise<RunningService['d
     scopes: ['read', 'write'],
     description: 'demo factory admin (created on first start)',
   });
-  writeAtomically(join(ctx.config.dataDir, `${factory.name}.token`), token + '\n', 0o600);
+  writeFileAtomic(join(ctx.config.dataDir, `${factory.name}.token`), token + '\n', 0o600);
   return { factory: factory.name, token };
 }
 
@@ -242,13 +242,6 @@ function warnIfShared(log: Logger, dataDir: string): void {
     { dataDir, mode: mode.toString(8).padStart(4, '0') },
     `data dir ${dataDir} is open to group or others (mode ${mode.toString(8).padStart(4, '0')}): it holds the database, keys and tokens; run chmod 700 ${dataDir}`,
   );
-}
-
-export function writeAtomically(path: string, text: string, mode: number): void {
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, text, { mode });
-  chmodSync(tmp, mode);
-  renameSync(tmp, path);
 }
 
 function formatHost(host: string): string {
