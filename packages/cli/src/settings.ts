@@ -1,7 +1,7 @@
-import { randomUUID } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { writeFileAtomic } from '@keyferry/core';
 import { CliError } from './cli-error.ts';
 
 /** Where `keyferry login` keeps server, factory and token (0600). */
@@ -61,20 +61,14 @@ export function readSettingsFile(env = process.env): Settings {
 
 /**
  * Writes the settings (the token among them) to a new file made 0600 beside the old one, then
- * renames it over: an existing file readable by others (0644) never holds the token, not even
- * between a write and a chmod.
+ * renames it over (writeFileAtomic): an existing file readable by others (0644) never holds
+ * the token, not even between a write and a chmod, and a crash leaves the old login or the new.
+ * A directory it makes is 0700.
  */
 export function writeSettingsFile(settings: Settings, env = process.env): string {
   const file = settingsFile(env);
   mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-  const temp = `${file}.${randomUUID()}.tmp`;
-  try {
-    writeFileSync(temp, JSON.stringify(settings, null, 2) + '\n', { mode: 0o600, flag: 'wx' });
-    renameSync(temp, file);
-  } catch (err) {
-    rmSync(temp, { force: true });
-    throw err;
-  }
+  writeFileAtomic(file, JSON.stringify(settings, null, 2) + '\n', 0o600);
   return file;
 }
 

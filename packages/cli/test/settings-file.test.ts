@@ -1,6 +1,7 @@
 import type * as fs from 'node:fs';
 import {
   chmodSync,
+  linkSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
@@ -14,15 +15,36 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { readSettingsFile, writeSettingsFile } from '../src/settings.ts';
 
-/** Each write the settings make, and who may read what it wrote right after it. */
-const writes = vi.hoisted(() => ({ seen: [] as Array<{ path: string; mode: number }> }));
+/**
+ * Each write into a file (writeSync on a descriptor, writeFileSync on a path or descriptor),
+ * whichever module makes it: what it wrote, and the inode and mode of the real file it went
+ * into, read right after it.
+ */
+const writes = vi.hoisted(() => ({ seen: [] as Array<{ ino: number; mode: number; text: string }> }));
 vi.mock('node:fs', async (importOriginal) => {
   const real = await importOriginal<typeof fs>();
+  const record = (target: fs.PathOrFileDescriptor, text: string) => {
+    const stat = typeof target === 'number' ? real.fstatSync(target) : real.statSync(target);
+    writes.seen.push({ ino: stat.ino, mode: stat.mode & 0o777, text });
+  };
+  const textOf = (data: unknown, offset?: unknown, length?: unknown) => {
+    if (typeof data === 'string') return data;
+    const bytes = Buffer.from((data as ArrayBufferView).buffer, (data as ArrayBufferView).byteOffset);
+    const from = typeof offset === 'number' ? offset : 0;
+    const to = typeof length === 'number' ? from + length : (data as ArrayBufferView).byteLength;
+    return bytes.subarray(from, to).toString('utf8');
+  };
   return {
     ...real,
-    writeFileSync: (path: fs.PathOrFileDescriptor, ...rest: unknown[]) => {
-      (real.writeFileSync as (...args: unknown[]) => void)(path, ...rest);
-      if (typeof path === 'string') writes.seen.push({ path, mode: real.statSync(path).mode & 0o777 });
+    writeSync: (fd: number, data: unknown, ...rest: unknown[]) => {
+      const written = (real.writeSync as (...args: unknown[]) => number)(fd, data, ...rest);
+      // a string is written whole or not at all here; a buffer's slice as far as it went
+      record(fd, typeof data === 'string' ? data : textOf(data, rest[0], written));
+      return written;
+    },
+    writeFileSync: (target: fs.PathOrFileDescriptor, data: unknown, ...rest: unknown[]) => {
+      (real.writeFileSync as (...args: unknown[]) => void)(target, data, ...rest);
+      if (typeof target === 'string' || typeof target === 'number') record(target, textOf(data));
     },
   };
 });
@@ -32,23 +54,40 @@ describe('keyferry login writes the token where only its user can read it', () =
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('an existing 0644 config.json ends 0600, and no write ever left the token readable by others (was: written, then chmod)', () => {
-    const file = join(dir, 'config.json');
+    const at = join(dir, 'existing');
+    mkdirSync(at);
+    const file = join(at, 'config.json');
     writeFileSync(file, '{}\n');
     chmodSync(file, 0o644);
+    // the old file's inode, to see afterwards that it never held the token
+    const old = join(dir, 'old-config.json');
+    linkSync(file, old);
     writes.seen.length = 0;
     expect(
       writeSettingsFile({ server: 'https://k.example', token: 'kf_secret' }, { KEYFERRY_CONFIG_FILE: file }),
     ).toBe(file);
-    expect(writes.seen.length).toBeGreaterThan(0);
-    for (const { path, mode } of writes.seen)
-      expect({ path, mode: mode.toString(8) }).toEqual({ path, mode: '600' });
+    // the token was written, and every file any write went into was 0600 right after it
+    expect(writes.seen.map((w) => w.text).join('')).toContain('kf_secret');
+    for (const { ino, mode } of writes.seen)
+      expect({ ino, mode: mode.toString(8) }).toEqual({ ino, mode: '600' });
+    // into the file that is config.json now, not into the old one
+    expect(new Set(writes.seen.map((w) => w.ino))).toEqual(new Set([statSync(file).ino]));
     expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(readFileSync(old, 'utf8')).toBe('{}\n');
+    expect(statSync(old).mode & 0o777).toBe(0o644);
     expect(JSON.parse(readFileSync(file, 'utf8'))).toEqual({
       server: 'https://k.example',
       token: 'kf_secret',
     });
     // nothing left beside it
-    expect(readdirSync(dir)).toEqual(['config.json']);
+    expect(readdirSync(at)).toEqual(['config.json']);
+  });
+
+  it('a directory it makes for the file is 0700', () => {
+    const file = join(dir, 'fresh', 'keyferry', 'config.json');
+    writeSettingsFile({ token: 'kf_secret' }, { KEYFERRY_CONFIG_FILE: file });
+    expect(statSync(join(dir, 'fresh', 'keyferry')).mode & 0o777).toBe(0o700);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
   });
 });
 
