@@ -371,6 +371,57 @@ describe('el2g devices list --json whose later page fails (was: a cut-off JSON a
   });
 });
 
+describe('devices list whose later page fails (as before it spooled its pages)', () => {
+  const device = (n: number) => ({
+    name: `line1-device-${n}`,
+    factory: 'demo',
+    'cert-fingerprint': `fp${n}`,
+    'cert-serial': `0${n}`,
+    'first-seen': '2026-11-29T10:01:02.000Z',
+    'last-seen': '2026-11-29T10:01:02.000Z',
+  });
+  it.each([[[]], [['--json']]])(
+    '%j prints nothing on stdout, the error on stderr, exits 1, and leaves no spool file behind',
+    { timeout: 60_000 },
+    async (flags: string[]) => {
+      const fake = await fakeServer((req, res) => {
+        if ((req.url ?? '').includes('after=')) {
+          res
+            .writeHead(503, { 'content-type': 'application/problem+json' })
+            .end(
+              JSON.stringify({ code: 'unavailable', detail: 'the database is not answering', status: 503 }),
+            );
+          return;
+        }
+        res
+          .writeHead(200, { 'content-type': 'application/json', 'x-next-cursor': '2' })
+          .end(JSON.stringify([device(1), device(2)]));
+      });
+      const tmp = mkdtempSync(join(tmpdir(), 'keyferry-spool-'));
+      try {
+        const res = await runBinAsync(
+          'keyferry',
+          ['--server', fake.url, '-t', 'kf_x', '-f', 'demo', ...flags, 'devices', 'list'],
+          { env: { ...env, TMPDIR: tmp } },
+        );
+        expect(fake.asked.map((a) => a.url)).toEqual([
+          '/ota/factories/demo/devices/?limit=1000',
+          '/ota/factories/demo/devices/?limit=1000&after=2',
+        ]);
+        expect(res).toEqual({
+          status: 1,
+          stdout: '',
+          stderr: 'ERROR: the database is not answering (unavailable)\n',
+        });
+        expect(readdirSync(tmp)).toEqual([]);
+      } finally {
+        await fake.close();
+        rmSync(tmp, { recursive: true, force: true });
+      }
+    },
+  );
+});
+
 describe('the API token over plain HTTP to another machine (was: sent without a word)', () => {
   it('warns once on stderr, whatever the number of requests, and --json stays clean', {
     timeout: 60_000,

@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { closeSync, openSync, readSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 import { CliError } from './cli-error.ts';
 
 /**
@@ -92,6 +93,29 @@ export class Spool {
       await out.drained();
       at += n;
     }
+  }
+
+  /**
+   * Copies everything written to `out` a line at a time, each line (without its newline) through
+   * `format`: the second pass over a listing whose column widths the first pass found.
+   */
+  async copyLinesTo(out: Output, format: (line: string) => string): Promise<void> {
+    const chunk = Buffer.alloc(SPOOL_CHUNK);
+    // a chunk may end inside a character or a line: both wait for the next chunk
+    const decoder = new StringDecoder('utf8');
+    let rest = '';
+    for (let at = 0; at < this.#size; ) {
+      const n = readSync(this.#fd, chunk, 0, Math.min(SPOOL_CHUNK, this.#size - at), at);
+      if (n === 0) break;
+      at += n;
+      const lines = (rest + decoder.write(chunk.subarray(0, n))).split('\n');
+      rest = lines.pop() ?? '';
+      if (lines.length === 0) continue;
+      out.write(lines.map(format).join(''));
+      await out.drained();
+    }
+    rest += decoder.end();
+    if (rest !== '') out.write(format(rest));
   }
 
   close(): void {

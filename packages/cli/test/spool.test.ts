@@ -22,4 +22,25 @@ describe('Spool', () => {
     expect(chunks.length).toBeGreaterThan(1);
     expect(Buffer.concat(chunks).toString('utf8')).toBe(pieces.join(''));
   });
+
+  it('gives back each line once, whole, over many chunks, split anywhere in a line or a character', async () => {
+    const spool = new Spool();
+    const lines = Array.from({ length: 3000 }, (_, i) => `["größe-✓-${i}","${'x'.repeat(i % 97)}"]`);
+    for (const line of lines) spool.write(`${line}\n`);
+    spool.write('no newline at the end');
+    const chunks: string[] = [];
+    const out: Output = {
+      json: false,
+      write: (text) => chunks.push(String(text)),
+      error: () => {},
+      drained: async () => {},
+    };
+    try {
+      await spool.copyLinesTo(out, (line) => `<${line}>`);
+    } finally {
+      spool.close();
+    }
+    expect(chunks.length).toBeGreaterThan(1);
+    expect(chunks.join('')).toBe([...lines, 'no newline at the end'].map((l) => `<${l}>`).join(''));
+  });
 });
