@@ -422,6 +422,45 @@ describe('devices list whose later page fails (as before it spooled its pages)',
   );
 });
 
+describe('keys ca revoke-device-ca / disable-device-ca refused (was: its first step printed before the refusal)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'keyferry-revoke-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  it.each([
+    [
+      ['revoke-device-ca', '--ca-serial', '123', '--ca-serial', '0x12'],
+      2,
+      'Value 0x12 is not a valid base 10 serial',
+    ],
+    [['disable-device-ca', '--ca-serial', '12a'], 2, 'Value 12a is not a valid base 10 serial'],
+    [
+      ['revoke-device-ca', '--ca-serial', '123', '--ca-file', 'missing.pem'],
+      1,
+      `cannot read the device CA ${join(dir, 'missing.pem')}`,
+    ],
+  ])(
+    '%j prints only the refusal on stderr and asks the server nothing',
+    { timeout: 60_000 },
+    async (args, status, said) => {
+      const fake = await fakeServer((_req, res) => res.writeHead(500).end());
+      try {
+        const [command, ...flags] = args as [string, ...string[]];
+        const res = await runBinAsync(
+          'keyferry',
+          ['--server', fake.url, '-t', 'kf_x', '-f', 'demo', 'keys', 'ca', command, dir, ...flags],
+          { env },
+        );
+        expect(res.stdout).toBe('');
+        expect(res.stderr).toMatch(/^ERROR: [^\n]*\n$/);
+        expect(res.stderr).toContain(said);
+        expect(res.status).toBe(status);
+        expect(fake.asked).toEqual([]);
+      } finally {
+        await fake.close();
+      }
+    },
+  );
+});
+
 describe('the API token over plain HTTP to another machine (was: sent without a word)', () => {
   it('warns once on stderr, whatever the number of requests, and --json stays clean', {
     timeout: 60_000,

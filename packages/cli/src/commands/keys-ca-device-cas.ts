@@ -165,7 +165,7 @@ async function revokeDeviceCa(
   if (opts.caFile.length + opts.caSerial.length === 0) {
     throw new CliError('At least one of --ca-file or --ca-serial must be provided', 2);
   }
-  step('Generating Certificate Revocation List');
+  // every serial and CA file is checked before the first step is printed or anything is asked
   const serials = new Set<string>();
   for (const serial of opts.caSerial) {
     if (!/^[0-9]{1,49}$/.test(serial)) throw new CliError(`Value ${serial} is not a valid base 10 serial`, 2);
@@ -181,6 +181,7 @@ async function revokeDeviceCa(
     }
     serials.add(serialToDecimal(parseCertificate(der).serialHex));
   }
+  step('Generating Certificate Revocation List');
   const certs = await getFactoryCerts(api);
   const trusted = new Set(
     (certs['ca-crt'].trim() === '' ? [] : splitPemBundle(certs['ca-crt'])).map((der) =>
