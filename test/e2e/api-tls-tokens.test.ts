@@ -224,7 +224,7 @@ describe('management API over TLS, tokens from keyferryd admin and keyferry toke
       );
     const noScheme = await keyferry('127.0.0.1:8080');
     expect(noScheme).toEqual({
-      status: 1,
+      status: 2,
       stdout: '',
       stderr:
         'ERROR: the server URL "127.0.0.1:8080" needs http:// or https:// in front (e.g. --server http://127.0.0.1:8080): check --server or KEYFERRY_SERVER\n',

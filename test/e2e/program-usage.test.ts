@@ -573,4 +573,20 @@ describe('a bad flag or argument exits 2, as every other usage error (was: some 
     expect(res.stderr).toContain(said);
     expect(res.status).toBe(2);
   });
+  // how keyferry was called, not what a server answered: 2 as well (was: 1)
+  it.each([
+    [['--server', '127.0.0.1:8080', ...auth, 'factories'], 'needs http:// or https:// in front'],
+    [['--server', 'ftp://127.0.0.1:8080', ...auth, 'factories'], 'must start with http:// or https://'],
+    [['-t', 'kf_x', 'el2g', 'devices'], 'no factory given: pass -f/--factory NAME'],
+    [['-f', 'demo', 'el2g', 'devices'], 'no API token: pass -t/--token'],
+    [['login'], 'keyferry login needs a token'],
+  ])('%j', { timeout: 60_000 }, async (args, said) => {
+    // nothing from the environment of whoever runs the tests (an empty variable is unset)
+    const unset = { KEYFERRY_FACTORY: '', KEYFERRY_TOKEN: '', KEYFERRY_TOKEN_FILE: '' };
+    const res = await runBinAsync('keyferry', args, { env: { ...env, ...unset } });
+    expect(res.stdout).toBe('');
+    expect(res.stderr).toMatch(/^ERROR: .*\n$/);
+    expect(res.stderr).toContain(said);
+    expect(res.status).toBe(2);
+  });
 });

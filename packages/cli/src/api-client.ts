@@ -45,6 +45,7 @@ function checkServerUrl(server: string): URL {
     server.includes('://')
       ? `the server URL ${JSON.stringify(server)} must start with http:// or https://: check --server or KEYFERRY_SERVER`
       : `the server URL ${JSON.stringify(server)} needs http:// or https:// in front (e.g. --server http://${server}): check --server or KEYFERRY_SERVER`,
+    2,
   );
 }
 
@@ -158,6 +159,7 @@ export class ApiClient {
     if (!this.factory) {
       throw new CliError(
         'no factory given: pass -f/--factory NAME, set KEYFERRY_FACTORY, or run keyferry login',
+        2,
       );
     }
     return `/ota/factories/${encodeURIComponent(this.factory)}/${path}`;
@@ -174,7 +176,7 @@ export class ApiClient {
     body?: unknown,
   ): Promise<{ body: T; status: number; headers: Record<string, string | string[] | undefined> }> {
     if (!this.#token) {
-      throw new CliError('no API token: pass -t/--token, set KEYFERRY_TOKEN, or run keyferry login');
+      throw new CliError('no API token: pass -t/--token, set KEYFERRY_TOKEN, or run keyferry login', 2);
     }
     const server = checkServerUrl(this.server);
     if (!this.#warned) {

@@ -26,6 +26,7 @@ export function registerLogin(program: Command): void {
       if (!settings.token) {
         throw new CliError(
           'keyferry login needs a token: pass --token-file FILE, -t/--token TOKEN or KEYFERRY_TOKEN',
+          2,
         );
       }
       const api = apiClientOf(opts);
