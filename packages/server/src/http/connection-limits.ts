@@ -115,6 +115,16 @@ export function applyConnectionLimits(
   server.setTimeout(limits.idleTimeoutMs);
   front.maxConnections = limits.maxConnections;
   capPerAddress(front, limits.maxConnectionsPerAddress, log);
+  if (front !== server) {
+    // Node checks an HTTP server's headers and request timeouts, and keeps the list of its
+    // connections that closeIdleConnections and closeAllConnections walk, only from its own
+    // 'listening' on. One that never listens (its front does) had neither: a client dripping
+    // its request head held a gateway connection forever, and a stopping gateway left its idle
+    // keep-alive connections open until the grace period cut them.
+    front.on('listening', () => server.emit('listening'));
+    // and the checking timer stops when the front has closed
+    front.on('close', () => server.close());
+  }
 }
 
 /**

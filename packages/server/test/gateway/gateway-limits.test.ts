@@ -25,6 +25,7 @@ describe('device gateway limits', () => {
   let noHandshake: GatewayListener;
   let noRequest: GatewayListener;
   let capped: GatewayListener;
+  let slowHead: GatewayListener;
   let port: number;
   let device: { key: string; cert: string };
 
@@ -46,6 +47,10 @@ describe('device gateway limits', () => {
       listen: '127.0.0.1:0',
       limits: { ...PATIENT, maxConnections: 2 },
     }))!;
+    slowHead = (await startGateway(svc.service.ctx, {
+      listen: '127.0.0.1:0',
+      limits: { ...PATIENT, headersTimeoutMs: SHORT_LIMIT_MS, requestTimeoutMs: 600_000 },
+    }))!;
     port = Number(gateway.address.split(':').pop());
     const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const { pem } = await issueDeviceCert(svc, demo, {
@@ -58,6 +63,7 @@ describe('device gateway limits', () => {
     await noHandshake?.close();
     await noRequest?.close();
     await capped?.close();
+    await slowHead?.close();
     await svc?.stop();
   });
 
@@ -171,4 +177,35 @@ describe('device gateway limits', () => {
     while ((await capped.connections()) > 0) await new Promise((resolve) => setImmediate(resolve));
     expect((await getDevice(cappedPort)).status).toBe(200);
   });
+
+  it('answers 408 to a client that drips its request head, certificate or not, past the headers timeout', async () => {
+    // No client certificate: the gateway takes the handshake and judges the request (client-auth.ts),
+    // so anyone can hold a connection this way. A header line every 50 ms keeps the socket from
+    // ever being idle; only the headers timeout can end it (a Node HTTP server that never listens
+    // itself, behind the TCP front, checked no timeouts before).
+    const socket = tlsConnect({
+      host: '127.0.0.1',
+      port: portOf(slowHead),
+      servername: demo.host,
+      ca: demo.rootPem,
+      checkServerIdentity: () => undefined,
+    });
+    await new Promise<void>((resolve, reject) => {
+      socket.once('secureConnect', () => resolve());
+      socket.once('error', reject);
+    });
+    let answer = '';
+    socket.on('data', (d: Buffer) => (answer += d.toString('utf8')));
+    socket.on('error', () => {});
+    socket.write('GET /device HTTP/1.1\r\nHost: x\r\n');
+    let lines = 0;
+    const drip = setInterval(() => {
+      if (!socket.destroyed) socket.write(`X-Drip-${lines++}: 1\r\n`);
+    }, 50);
+    await new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    clearInterval(drip);
+    expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+    expect(answer).toContain('"code":"request_timeout"');
+    expect((await getDevice()).status).toBe(200);
+  }, 60_000);
 });
