@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { deviceCertificate, parseAndVerifyCsr, toPem } from '@keyferry/core';
 import { buildAll } from '../scripts/build.ts';
 import { cfsslIssue, cfsslVersion, findCfssl, type IssueRun } from './lib/cfssl-peer.ts';
+import { hrtimeMicros, profileLines, profilesOf, type Window } from './lib/cpu-profile.ts';
 import {
   deviceAgent,
   type Fleet,
@@ -69,8 +70,12 @@ pin(process.pid, 'none' in pinning ? undefined : pinning.client);
  * opened unclocked (handshake + manifest), then only the enrollments timed, since an idle
  * device connection is closed after 5 s.
  */
-async function keyferryIssue(fleet: Fleet, devices: readonly SimDevice[]): Promise<IssueRun> {
+async function keyferryIssue(
+  fleet: Fleet,
+  devices: readonly SimDevice[],
+): Promise<IssueRun & { windows: Window[] }> {
   const failures = new Failures();
+  const windows: Window[] = [];
   let seconds = 0;
   let cpu = 0;
   const batch = Number(options.connections);
@@ -86,6 +91,7 @@ async function keyferryIssue(fleet: Fleet, devices: readonly SimDevice[]): Promi
     );
     const cpu0 = processCpuMs(fleet.pid);
     const start = performance.now();
+    const window = { startUs: hrtimeMicros(), endUs: 0 };
     await runPool(
       part.length,
       concurrency,
@@ -96,12 +102,14 @@ async function keyferryIssue(fleet: Fleet, devices: readonly SimDevice[]): Promi
     );
     seconds += (performance.now() - start) / 1000;
     cpu += processCpuMs(fleet.pid) - cpu0;
+    window.endUs = hrtimeMicros();
+    windows.push(window);
     for (const agent of agents) agent.destroy();
     if (devices.length > batch)
       say(`  keyferry: ${Math.min(from + batch, devices.length)}/${devices.length}`);
   }
   const issued = devices.length - failures.count;
-  return { issued, failures, perSecond: issued / seconds, serverMsPerCert: cpu / issued };
+  return { issued, failures, perSecond: issued / seconds, serverMsPerCert: cpu / issued, windows };
 }
 
 const f1 = (x: number) => x.toFixed(1);
@@ -131,7 +139,8 @@ try {
   const kf = await keyferryIssue(fleet, timed);
   report('keyferry', kf);
   const host = fleet.host;
-  await fleet.daemon.stop();
+  const pids = fleet.pids;
+  await fleet.daemon.stop(); // keyferryd writes its CPU profile as it exits
   fleet = undefined;
   say(`request floor: the same ${csrCount} bodies to a minimal Node HTTPS server, on open connections`);
   const floor = await measureRequestFloor({
@@ -197,6 +206,11 @@ try {
     );
   console.log(`keyferry issuance bench — node ${process.version}, ${describePinning(pinning)}`);
   line('keyferry', kf, `EST simpleenroll over mutual TLS on open keep-alive connections, SQLite`);
+  if (options['cpu-prof']) {
+    const profiles = profilesOf(options['cpu-prof'], pids);
+    for (const l of profileLines(profiles, kf.windows, kf.issued, kf.serverMsPerCert, 'certificate'))
+      console.log(l);
+  }
   line('cfssl', peer, peerNote);
   line('cfssl+db', stored, storedNote);
   const ratio = peer === undefined ? undefined : kf.perSecond / peer.perSecond;

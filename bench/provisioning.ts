@@ -21,6 +21,7 @@ import {
   postgresUrlOption,
   storageOption,
 } from './lib/bench-postgres.ts';
+import { hrtimeMicros, profileLines, profilesOf } from './lib/cpu-profile.ts';
 import {
   type Fleet,
   makeDevices,
@@ -141,6 +142,7 @@ async function measure(storage: 'sqlite' | 'postgres', nodes: number): Promise<v
   const concurrency = Math.min(n('concurrency'), load.length);
   say(`load: ${load.length} devices, ${concurrency} in flight`);
   const statements0 = await statementsSent(fleet);
+  const loadWindow = { startUs: hrtimeMicros(), endUs: 0 };
   const run = await provision(
     fleet,
     load,
@@ -148,6 +150,7 @@ async function measure(storage: 'sqlite' | 'postgres', nodes: number): Promise<v
     (done) => say(`  load: ${done}/${load.length} devices`),
     cluster?.pid,
   );
+  loadWindow.endUs = hrtimeMicros();
   check('load', run);
   const statements = (await statementsSent(fleet)) - statements0;
   const rssEach = fleet.pids.map(peakRssMb);
@@ -169,7 +172,8 @@ async function measure(storage: 'sqlite' | 'postgres', nodes: number): Promise<v
     ],
   });
   check('floor', floor);
-  await fleet.stop();
+  const pids = fleet.pids;
+  await fleet.stop(); // a process writes its CPU profile as it exits
   fleet = undefined;
   cluster?.stop();
   cluster = undefined;
@@ -221,6 +225,11 @@ async function measure(storage: 'sqlite' | 'postgres', nodes: number): Promise<v
   console.log(
     `          the same with a device's three requests (manifest, CSR and report bodies; nothing done with them): ${deviceFloorMs === undefined ? 'n/a' : f2(deviceFloorMs)} ms server CPU each = ${deviceFloorTimes} × the floor; keyferry per device / that = ${deviceRatio}`,
   );
+  if (options['cpu-prof']) {
+    const profiles = profilesOf(options['cpu-prof'], pids);
+    for (const line of profileLines(profiles, [loadWindow], run.provisioned, perDevice, 'device'))
+      console.log(line);
+  }
   console.log(
     `RESULT devices=${run.provisioned} devices_per_s=${f1(rate)} server_ms_per_device=${f2(perDevice)} client_ms_per_device=${f2(clientPerDevice)} floor_ms_per_handshake=${f2(floor.serverMsPerHandshake)} floor_ratio=${ratio} p50_ms=${f1(lat.p50)} p99_ms=${f1(lat.p99)} service_p99_ms=${f1(svc.p99)} rss_mb=${f1(rss)} workers=${n('workers')} storage=${storage} nodes=${nodes} db_ms_per_device=${dbPerDevice === undefined ? 'n/a' : f2(dbPerDevice)} device_floor_ms=${deviceFloorMs === undefined ? 'n/a' : f2(deviceFloorMs)} statements_per_device=${f1(statementsPerDevice)}`,
   );

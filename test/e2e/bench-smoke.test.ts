@@ -1,4 +1,6 @@
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { PROCESS_TEST_TIMEOUT_MS, REPO_ROOT, type RunResult, runCommand } from '../support/processes.ts';
@@ -74,8 +76,13 @@ function results(stdout: string): Record<string, string>[] {
 }
 
 describe('npm run bench (smoke, tiny counts)', () => {
-  it('provisions every device and ends with the RESULT line', { timeout: 180_000 }, async () => {
-    const run = await bench('provisioning.ts', TINY);
+  it('provisions every device and ends with the RESULT line; --cpu-prof prints where the CPU went', {
+    timeout: 180_000,
+  }, async () => {
+    const profiles = mkdtempSync(join(tmpdir(), 'keyferry-bench-prof-'));
+    const run = await bench('provisioning.ts', [...TINY, '--cpu-prof', profiles]).finally(() =>
+      rmSync(profiles, { recursive: true, force: true }),
+    );
     expect(run.status, run.stderr).toBe(0);
     expect(run.stdout, run.stdout).toMatch(PROVISIONING_RESULT);
     expect(run.stdout).toMatch(
@@ -86,6 +93,14 @@ describe('npm run bench (smoke, tiny counts)', () => {
     expect(run.stdout).toMatch(/^ +the same with a device's three requests .* × the floor/m);
     // progress goes to stderr, so a silent run cannot pass for a slow one
     expect(run.stderr).toContain('[bench] load: 6 devices, 3 in flight');
+    // the profile of the load: keyferryd's own process, its statements seen, the rows against /proc
+    expect(run.stdout).toMatch(
+      /^profile: +ms of keyferryd CPU per device while measured, from [1-9][0-9]* profiles? /m,
+    );
+    expect(run.stdout).toMatch(/^ +SQLite statements run \(better-sqlite3, commits included\) +[0-9.]+$/m);
+    const [result] = results(run.stdout);
+    const proc = run.stdout.match(/^ +keyferryd's CPU per device \(\/proc\) +([0-9.]+)$/m)?.[1];
+    expect(Number(proc)).toBeCloseTo(Number(result!.server_ms_per_device), 2);
   });
 
   it('--workers 2 provisions through two worker processes, CPU read from all three', {
