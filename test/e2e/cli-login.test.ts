@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -146,5 +146,30 @@ describe('keyferry login against a real keyferryd', { timeout: PROCESS_TEST_TIME
       stderr: 'ERROR: this token cannot see factory acme; it sees: demo\n',
     });
     expect(snapshot(file)).toEqual(before);
+  });
+
+  it('over a login file that cannot be read, writes a new one, as the refusal of every other command says (was: refused by that file)', async () => {
+    const { home, file } = newHome('broken');
+    mkdirSync(join(home, '.config', 'keyferry'), { recursive: true });
+    writeFileSync(file, '{"server": "https://keyferry.example.com", "token": "kf_');
+    const refused = await keyferry(home, ['factories']);
+    expect(refused).toEqual({
+      status: 1,
+      stdout: '',
+      stderr: `ERROR: the login file ${file} is not valid JSON: fix it or remove it (keyferry login writes a new one)\n`,
+    });
+    const login = await keyferry(home, ['login', '--server', daemon.listen.api, '--token-file', tokenFile]);
+    expect(login).toEqual({
+      status: 0,
+      stdout: `Logged in to ${daemon.listen.api} as factory demo; saved to ${file}\n`,
+      stderr: '',
+    });
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(JSON.parse(readFileSync(file, 'utf8'))).toEqual({
+      server: daemon.listen.api,
+      factory: 'demo',
+      token,
+    });
+    expect((await keyferry(home, ['factories'])).status).toBe(0);
   });
 });

@@ -107,13 +107,14 @@ function fromEnv(env: NodeJS.ProcessEnv, name: string): string | undefined {
 
 /**
  * Flags first, then KEYFERRY_SERVER / KEYFERRY_FACTORY / KEYFERRY_TOKEN (or KEYFERRY_TOKEN_FILE),
- * then the login file. An empty variable is as good as unset: it never hides the login file.
+ * then the login file (`file`: what readSettingsFile reads, unless the caller read it its own
+ * way). An empty variable is as good as unset: it never hides the login file.
  */
 export function resolveSettings(
   flags: Settings & { tokenFile?: string | undefined },
   env = process.env,
+  file: Settings = readSettingsFile(env),
 ): Settings {
-  const file = readSettingsFile(env);
   const tokenFile = flags.tokenFile ?? fromEnv(env, 'KEYFERRY_TOKEN_FILE');
   const fromFile = flags.token === undefined && tokenFile ? readSecretFile(tokenFile, 'token') : undefined;
   return {

@@ -1,12 +1,34 @@
 import type { Command } from 'commander';
+import { ApiClient } from '../api-client.ts';
 import { CliError } from '../cli-error.ts';
-import { apiClientOf, type GlobalOptions } from '../context.ts';
+import type { GlobalOptions } from '../context.ts';
 import { printJson, processOutput } from '../output.ts';
-import { resolveSettings, writeSettingsFile } from '../settings.ts';
+import {
+  readSettingsFile,
+  resolveSettings,
+  resolveTlsSettings,
+  type Settings,
+  writeSettingsFile,
+} from '../settings.ts';
 
 interface FactoryRow {
   name: string;
   'repo-id': string;
+}
+
+/**
+ * What an earlier login saved, the fallback for what no flag or variable gives. A login file
+ * that cannot be read is the one thing login does not refuse: every other command's refusal
+ * of it says `keyferry login writes a new one`, so login goes on as if there were none and
+ * writes the new one over it.
+ */
+function savedLogin(): Settings {
+  try {
+    return readSettingsFile();
+  } catch (err) {
+    if (err instanceof CliError) return {};
+    throw err;
+  }
 }
 
 export function registerLogin(program: Command): void {
@@ -17,19 +39,18 @@ export function registerLogin(program: Command): void {
     )
     .action(async (_opts, command: Command) => {
       const opts = command.optsWithGlobals<GlobalOptions>();
-      const settings = resolveSettings({
-        server: opts.server,
-        factory: opts.factory,
-        token: opts.token,
-        tokenFile: opts.tokenFile,
-      });
+      const settings = resolveSettings(
+        { server: opts.server, factory: opts.factory, token: opts.token, tokenFile: opts.tokenFile },
+        process.env,
+        savedLogin(),
+      );
       if (!settings.token) {
         throw new CliError(
           'keyferry login needs a token: pass --token-file FILE, -t/--token TOKEN or KEYFERRY_TOKEN',
           2,
         );
       }
-      const api = apiClientOf(opts);
+      const api = new ApiClient(settings, resolveTlsSettings(opts));
       const factories = await api.call<FactoryRow[]>('GET', '/ota/factories/');
       const factory = settings.factory ?? factories[0]?.name;
       if (factory && !factories.some((f) => f.name === factory)) {
