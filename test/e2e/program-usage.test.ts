@@ -304,69 +304,92 @@ describe('el2g status with a section of its own that cannot be read (was: nothin
   });
 });
 
+/**
+ * A listing keyferry reads page by page: `route` answers `first` (two rows, a cursor, and
+ * `headers`), then, asked for the page after it, `second` or, without one, a 503.
+ */
+const pagedServer = (first: unknown[], headers: Record<string, string>, second?: unknown[]) =>
+  fakeServer((req, res) => {
+    const later = (req.url ?? '').includes('after=');
+    if (later && second === undefined) {
+      res
+        .writeHead(503, { 'content-type': 'application/problem+json' })
+        .end(JSON.stringify({ code: 'unavailable', detail: 'the database is not answering', status: 503 }));
+      return;
+    }
+    res
+      .writeHead(200, {
+        'content-type': 'application/json',
+        ...(later ? {} : { 'x-next-cursor': '2', ...headers }),
+      })
+      .end(JSON.stringify(later ? second : first));
+  });
+
+/** `args` of the demo factory against the fake, with a `$TMPDIR` of its own for the spool. */
+async function listPaged(url: string, args: string[]) {
+  const tmp = mkdtempSync(join(tmpdir(), 'keyferry-spool-'));
+  try {
+    const res = await runBinAsync('keyferry', ['--server', url, '-t', 'kf_x', '-f', 'demo', ...args], {
+      env: { ...env, TMPDIR: tmp },
+    });
+    return { ...res, spooled: readdirSync(tmp) };
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The steps of "a later page fails" for one listing: keyferry `args` asks `route` for its
+ * first page (answered with `first` and `headers`) and the one after it (a 503), then prints
+ * nothing on stdout, the error on stderr, exits 1, and leaves no spool file behind.
+ */
+async function expectLaterPageFails(
+  route: string,
+  args: string[],
+  first: unknown[],
+  headers: Record<string, string> = {},
+) {
+  const fake = await pagedServer(first, headers);
+  try {
+    const res = await listPaged(fake.url, args);
+    expect(fake.asked.map((a) => a.url)).toEqual([`${route}?limit=1000`, `${route}?limit=1000&after=2`]);
+    expect(res).toEqual({
+      status: 1,
+      stdout: '',
+      stderr: 'ERROR: the database is not answering (unavailable)\n',
+      spooled: [],
+    });
+  } finally {
+    await fake.close();
+  }
+}
+
 describe('el2g devices list --json whose later page fails (was: a cut-off JSON array on stdout)', () => {
   const device = (n: number) => ({
     'device-group': 'fio-935389312472',
     id: `0x04005001${n.toString(16).padStart(28, '0')}`,
     'last-connection': null,
   });
-  /** Two pages of two devices; the second fails when `failSecond`. */
-  const pagedServer = (failSecond: boolean) =>
-    fakeServer((req, res) => {
-      const second = (req.url ?? '').includes('after=');
-      if (second && failSecond) {
-        res
-          .writeHead(503, { 'content-type': 'application/problem+json' })
-          .end(JSON.stringify({ code: 'unavailable', detail: 'the database is not answering', status: 503 }));
-        return;
-      }
-      res
-        .writeHead(200, {
-          'content-type': 'application/json',
-          ...(second ? {} : { 'x-next-cursor': '2', 'x-device-groups': 'fio-935389312472' }),
-        })
-        .end(JSON.stringify(second ? [device(3), device(4)] : [device(1), device(2)]));
-    });
-  const list = (url: string, tmp: string) =>
-    runBinAsync('keyferry', ['--server', url, '-t', 'kf_x', '-f', 'demo', '--json', 'el2g', 'devices'], {
-      env: { ...env, TMPDIR: tmp },
-    });
+  const route = '/ota/factories/demo/el2g/devices/';
+  const args = ['--json', 'el2g', 'devices'];
+  const headers = { 'x-device-groups': 'fio-935389312472' };
 
   it('prints nothing on stdout, the error on stderr, exits 1, and leaves no spool file behind', {
     timeout: 60_000,
   }, async () => {
-    const fake = await pagedServer(true);
-    const tmp = mkdtempSync(join(tmpdir(), 'keyferry-spool-'));
-    try {
-      const res = await list(fake.url, tmp);
-      expect(fake.asked.map((a) => a.url)).toEqual([
-        '/ota/factories/demo/el2g/devices/?limit=1000',
-        '/ota/factories/demo/el2g/devices/?limit=1000&after=2',
-      ]);
-      expect(res).toEqual({
-        status: 1,
-        stdout: '',
-        stderr: 'ERROR: the database is not answering (unavailable)\n',
-      });
-      expect(readdirSync(tmp)).toEqual([]);
-    } finally {
-      await fake.close();
-      rmSync(tmp, { recursive: true, force: true });
-    }
+    await expectLaterPageFails(route, args, [device(1), device(2)], headers);
   });
 
   it('prints every page as one JSON array when all pages answer', { timeout: 60_000 }, async () => {
-    const fake = await pagedServer(false);
-    const tmp = mkdtempSync(join(tmpdir(), 'keyferry-spool-'));
+    const fake = await pagedServer([device(1), device(2)], headers, [device(3), device(4)]);
     try {
-      const res = await list(fake.url, tmp);
+      const res = await listPaged(fake.url, args);
       expect(res.stderr).toBe('');
       expect(res.status).toBe(0);
       expect(JSON.parse(res.stdout)).toEqual([device(1), device(2), device(3), device(4)]);
-      expect(readdirSync(tmp)).toEqual([]);
+      expect(res.spooled).toEqual([]);
     } finally {
       await fake.close();
-      rmSync(tmp, { recursive: true, force: true });
     }
   });
 });
@@ -384,40 +407,11 @@ describe('devices list whose later page fails (as before it spooled its pages)',
     '%j prints nothing on stdout, the error on stderr, exits 1, and leaves no spool file behind',
     { timeout: 60_000 },
     async (flags: string[]) => {
-      const fake = await fakeServer((req, res) => {
-        if ((req.url ?? '').includes('after=')) {
-          res
-            .writeHead(503, { 'content-type': 'application/problem+json' })
-            .end(
-              JSON.stringify({ code: 'unavailable', detail: 'the database is not answering', status: 503 }),
-            );
-          return;
-        }
-        res
-          .writeHead(200, { 'content-type': 'application/json', 'x-next-cursor': '2' })
-          .end(JSON.stringify([device(1), device(2)]));
-      });
-      const tmp = mkdtempSync(join(tmpdir(), 'keyferry-spool-'));
-      try {
-        const res = await runBinAsync(
-          'keyferry',
-          ['--server', fake.url, '-t', 'kf_x', '-f', 'demo', ...flags, 'devices', 'list'],
-          { env: { ...env, TMPDIR: tmp } },
-        );
-        expect(fake.asked.map((a) => a.url)).toEqual([
-          '/ota/factories/demo/devices/?limit=1000',
-          '/ota/factories/demo/devices/?limit=1000&after=2',
-        ]);
-        expect(res).toEqual({
-          status: 1,
-          stdout: '',
-          stderr: 'ERROR: the database is not answering (unavailable)\n',
-        });
-        expect(readdirSync(tmp)).toEqual([]);
-      } finally {
-        await fake.close();
-        rmSync(tmp, { recursive: true, force: true });
-      }
+      await expectLaterPageFails(
+        '/ota/factories/demo/devices/',
+        [...flags, 'devices', 'list'],
+        [device(1), device(2)],
+      );
     },
   );
 });
