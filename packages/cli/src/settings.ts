@@ -63,12 +63,25 @@ export function readSettingsFile(env = process.env): Settings {
  * Writes the settings (the token among them) to a new file made 0600 beside the old one, then
  * renames it over (writeFileAtomic): an existing file readable by others (0644) never holds
  * the token, not even between a write and a chmod, and a crash leaves the old login or the new.
- * A directory it makes is 0700.
+ * A directory it makes is 0700. A file it cannot write is refused, naming it and the error code.
  */
 export function writeSettingsFile(settings: Settings, env = process.env): string {
   const file = settingsFile(env);
-  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-  writeFileAtomic(file, JSON.stringify(settings, null, 2) + '\n', 0o600);
+  try {
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    writeFileAtomic(file, JSON.stringify(settings, null, 2) + '\n', 0o600);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const what =
+      code === 'EISDIR'
+        ? 'a directory is in its place: remove it'
+        : code === 'EEXIST' || code === 'ENOTDIR'
+          ? 'part of its path is a file, not a directory'
+          : 'check that you may write there';
+    throw new CliError(
+      `cannot write the login file ${file} (${code ?? (err as Error).message}): ${what}, or set KEYFERRY_CONFIG_FILE to another file`,
+    );
+  }
   return file;
 }
 

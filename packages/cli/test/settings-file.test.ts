@@ -113,6 +113,22 @@ describe('a login file that cannot be read is refused, naming it and what to do 
     );
   });
 
+  it('a login file that cannot be written is refused with its error code, leaving no temp file (was: the raw rename error)', () => {
+    const write = (file: string) => () =>
+      writeSettingsFile({ server: 'http://127.0.0.1:8080', token: 'kf_x' }, { KEYFERRY_CONFIG_FILE: file });
+    const directory = join(dir, 'in-the-way');
+    mkdirSync(directory);
+    expect(write(directory)).toThrow(
+      `cannot write the login file ${directory} (EISDIR): a directory is in its place: remove it, or set KEYFERRY_CONFIG_FILE to another file`,
+    );
+    const plain = join(dir, 'a-file');
+    writeFileSync(plain, '');
+    expect(write(join(plain, 'config.json'))).toThrow(
+      `cannot write the login file ${join(plain, 'config.json')} (EEXIST): part of its path is a file, not a directory, or set KEYFERRY_CONFIG_FILE to another file`,
+    );
+    expect(readdirSync(dir).filter((name) => name.endsWith('.tmp'))).toEqual([]);
+  });
+
   it.each([
     ['{"server": "http://x",', 'is not valid JSON'],
     ['null', 'is not a JSON object'],
