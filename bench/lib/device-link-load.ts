@@ -15,7 +15,14 @@ import { createCsr, softSigner, toPem } from '@keyferry/core';
 import { identityCertificate, loadOrCreateVendorCa, randomUid } from '@keyferry/sim';
 import { setupDeviceGateway } from '../../test/support/device-link.ts';
 import { type DaemonProcess, startKeyferryd } from '../../test/support/processes.ts';
-import { Failures, PinnedAgent, pinnedServerCertificate, runPool, send } from './keep-alive-client.ts';
+import {
+  type Call,
+  Failures,
+  PinnedAgent,
+  pinnedServerCertificate,
+  runPool,
+  send,
+} from './keep-alive-client.ts';
 import { ownCpuMs, pin, processTree, treeCpuFromNow, treeCpuMs } from './process-stats.ts';
 
 const SE050 = '935389312472';
@@ -271,30 +278,39 @@ export function deviceAgent(fleet: Fleet, device: SimDevice, node: FleetNode = f
   );
 }
 
-export const manifest = (fleet: Fleet, agent: PinnedAgent) =>
-  send({ agent, tls: true, servername: fleet.host, method: 'GET', path: '/device-link/v1/manifest' });
+/** A device's three calls, as `send` and `exchange` take them. */
+export const manifestCall = (fleet: Fleet, agent: PinnedAgent): Call => ({
+  agent,
+  tls: true,
+  servername: fleet.host,
+  method: 'GET',
+  path: '/device-link/v1/manifest',
+});
 
+export const enrollCall = (fleet: Fleet, agent: PinnedAgent, device: SimDevice): Call => ({
+  agent,
+  tls: true,
+  servername: fleet.host,
+  method: 'POST',
+  path: `/.well-known/est/${GATEWAY_OBJECT}/simpleenroll`,
+  headers: { 'content-type': 'application/pkcs10', 'content-transfer-encoding': 'base64' },
+  body: Buffer.from(device.csrDer).toString('base64'),
+});
+
+export const reportCall = (fleet: Fleet, agent: PinnedAgent): Call => ({
+  agent,
+  tls: true,
+  servername: fleet.host,
+  method: 'POST',
+  path: '/device-link/v1/report',
+  headers: { 'content-type': 'application/json' },
+  body: REPORT,
+});
+
+export const manifest = (fleet: Fleet, agent: PinnedAgent) => send(manifestCall(fleet, agent));
 export const simpleenroll = (fleet: Fleet, agent: PinnedAgent, device: SimDevice) =>
-  send({
-    agent,
-    tls: true,
-    servername: fleet.host,
-    method: 'POST',
-    path: `/.well-known/est/${GATEWAY_OBJECT}/simpleenroll`,
-    headers: { 'content-type': 'application/pkcs10', 'content-transfer-encoding': 'base64' },
-    body: Buffer.from(device.csrDer).toString('base64'),
-  });
-
-export const report = (fleet: Fleet, agent: PinnedAgent) =>
-  send({
-    agent,
-    tls: true,
-    servername: fleet.host,
-    method: 'POST',
-    path: '/device-link/v1/report',
-    headers: { 'content-type': 'application/json' },
-    body: REPORT,
-  });
+  send(enrollCall(fleet, agent, device));
+export const report = (fleet: Fleet, agent: PinnedAgent) => send(reportCall(fleet, agent));
 
 export interface LoadRun {
   provisioned: number;

@@ -26,10 +26,17 @@ export interface Call {
   body?: string;
 }
 
-/** Sends one request; resolves with the body of a 200 answer, rejects naming anything else. */
-export function send(call: Call): Promise<string> {
+/** One answer, whatever its status: status, headers and the whole body as text. */
+export interface Answer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  text: string;
+}
+
+/** Sends one request; resolves with the answer, whatever its status. */
+export function exchange(call: Call): Promise<Answer> {
   const request = call.tls ? httpsRequest : httpRequest;
-  return new Promise<string>((resolve, reject) => {
+  return new Promise<Answer>((resolve, reject) => {
     const req = request(
       {
         agent: call.agent,
@@ -41,20 +48,27 @@ export function send(call: Call): Promise<string> {
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          if (res.statusCode !== 200)
-            reject(
-              new Error(`${call.method} ${call.path} answered ${res.statusCode}: ${text.slice(0, 200)}`),
-            );
-          else resolve(text);
-        });
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            text: Buffer.concat(chunks).toString('utf8'),
+          }),
+        );
         res.on('error', reject);
       },
     );
     req.on('error', reject);
     req.end(call.body);
   });
+}
+
+/** Sends one request; resolves with the body of a 200 answer, rejects naming anything else. */
+export async function send(call: Call): Promise<string> {
+  const { status, text } = await exchange(call);
+  if (status !== 200)
+    throw new Error(`${call.method} ${call.path} answered ${status}: ${text.slice(0, 200)}`);
+  return text;
 }
 
 /**
