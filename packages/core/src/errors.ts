@@ -58,7 +58,9 @@ export type ErrorCode = keyof typeof ERROR_CODES;
 
 /**
  * The one error type of keyferry. `expose` is false for server faults: the client then sees
- * a generic message and a correlation id, and only the log sees the detail.
+ * a generic message and a correlation id, and only the log sees the detail. A server-side
+ * refusal whose message tells the client what is wrong and that a retry will do (the server's
+ * storage is full) is made with `expose: true`.
  */
 export class KeyferryError extends Error {
   readonly code: ErrorCode;
@@ -69,13 +71,13 @@ export class KeyferryError extends Error {
   constructor(
     code: ErrorCode,
     message: string,
-    options?: { detail?: Record<string, unknown>; cause?: unknown },
+    options?: { detail?: Record<string, unknown>; cause?: unknown; expose?: boolean },
   ) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'KeyferryError';
     this.code = code;
     this.status = ERROR_CODES[code];
-    this.expose = this.status < 500;
+    this.expose = options?.expose ?? this.status < 500;
     this.detail = options?.detail;
   }
 }

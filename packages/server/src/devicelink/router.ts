@@ -1,11 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
-import { encodeCertsOnly, isKeyferryError, KeyferryError } from '@keyferry/core';
+import { encodeCertsOnly, KeyferryError } from '@keyferry/core';
 import type { Logger } from 'pino';
 import { recordCountedAudit } from '../audit/audit-log.ts';
 import type { Factory } from '../factories/factories.ts';
 import { clientWentAway } from '../http/client-errors.ts';
+import { toKeyferryError } from '../http/problem.ts';
 import type { TokenBuckets } from '../http/rate-limit.ts';
 import { parseBody } from '../http/validate.ts';
 import type { KeyCustody } from '../keys/custody.ts';
@@ -13,6 +14,7 @@ import { observeRequest } from '../metrics/observe-request.ts';
 import type { ServiceMetrics } from '../metrics/service-metrics.ts';
 import type { CrlRefresher } from '../revocation/refresh.ts';
 import type { Db } from '../storage/database.ts';
+import { StorageFullError } from '../storage/storage-full.ts';
 import { assertRenewalScope } from './device-certificate.ts';
 import { checkCsrHeaders, decodeCsrBody } from './est-body.ts';
 import { factoryForConnection } from './factory-host.ts';
@@ -160,16 +162,16 @@ export function deviceLinkHandler(deps: DeviceLinkDeps) {
         );
         return void res.destroy();
       }
-      const error = isKeyferryError(err)
-        ? err
-        : new KeyferryError('internal', 'internal error', { cause: err });
+      const error = toKeyferryError(err, deps.log);
       deps.metrics?.refused('device-link', error.code);
       if (error.expose)
         deps.log.info({ correlationId, code: error.code, msg: error.message, path }, 'device-link refused');
       else deps.log.error({ correlationId, err, path }, 'device-link request failed');
-      await auditRefusal(deps.db, trace, error, path, correlationId, req.socket as TLSSocket).catch(
-        (e: unknown) => deps.log.error({ correlationId, err: e }, 'cannot write the audit log'),
-      );
+      // a full disk has no room for the refusal's audit row either (its cause is logged once a burst)
+      if (!(error instanceof StorageFullError))
+        await auditRefusal(deps.db, trace, error, path, correlationId, req.socket as TLSSocket).catch(
+          (e: unknown) => deps.log.error({ correlationId, err: e }, 'cannot write the audit log'),
+        );
       if (res.headersSent) return void res.destroy();
       if (error.code === 'body_too_large') discardRest(req, res);
       sendProblem(res, error, correlationId);

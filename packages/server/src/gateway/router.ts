@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
-import { isKeyferryError, KeyferryError } from '@keyferry/core';
+import { KeyferryError } from '@keyferry/core';
 import type { Logger } from 'pino';
 import { CORRELATION_HEADER, sendJson, sendProblem } from '../devicelink/http-io.ts';
 import { peerChain } from '../devicelink/identity.ts';
+import { toKeyferryError } from '../http/problem.ts';
 import { observeRequest } from '../metrics/observe-request.ts';
 import type { ServiceMetrics } from '../metrics/service-metrics.ts';
 import type { Db } from '../storage/database.ts';
@@ -57,9 +58,7 @@ export function gatewayHandler(deps: GatewayDeps) {
       }
       sendJson(res, 200, await recordGatewayCall(deps.db, factory.id, device.leaf, { correlationId }));
     })().catch((err: unknown) => {
-      const error = isKeyferryError(err)
-        ? err
-        : new KeyferryError('internal', 'internal error', { cause: err });
+      const error = toKeyferryError(err, deps.log);
       deps.metrics?.refused('gateway', error.code);
       if (error.expose)
         deps.log.info({ correlationId, code: error.code, msg: error.message, path }, 'gateway refused');

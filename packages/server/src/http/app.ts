@@ -75,7 +75,7 @@ export async function buildManagementApi(
     ctx.metrics?.request('api', route, request.method, reply.statusCode, reply.elapsedTime / 1000);
   });
   app.setErrorHandler((err, request, reply) => {
-    const error = toKeyferryError(err);
+    const error = toKeyferryError(err, request.log);
     ctx.metrics?.refused('api', error.code);
     return sendProblem(request, reply, error);
   });

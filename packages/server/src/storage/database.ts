@@ -1,5 +1,5 @@
 import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
 import {
   CompiledQuery,
@@ -18,6 +18,7 @@ import type { Config } from '../config/schema.ts';
 import { type Dialect, migrate } from './migrate.ts';
 import { nameCompiledStatements } from './named-statements.ts';
 import { withStatementCache } from './statement-cache.ts';
+import { noteStorageFile } from './storage-full.ts';
 import type { Tables } from './tables.ts';
 import { ThreadReader } from './thread-reader.ts';
 import { FALLBACK_CHECKPOINT_PAGES, startWalCheckpointer } from './wal-checkpointer.ts';
@@ -111,19 +112,35 @@ export interface Database {
  * Taken at BEGIN, the lock is waited for (busy_timeout) before anything is read.
  */
 class ImmediateSqliteDriver extends SqliteDriver {
+  readonly #sqlite: SqliteDatabase.Database;
+  constructor(config: SqliteDialectConfig, sqlite: SqliteDatabase.Database) {
+    super(config);
+    this.#sqlite = sqlite;
+  }
   override async beginTransaction(connection: DatabaseConnection): Promise<void> {
     await connection.executeQuery(CompiledQuery.raw('begin immediate'));
+  }
+  /**
+   * After some errors (SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM) SQLite has rolled the
+   * transaction back itself; a ROLLBACK then fails with "cannot rollback - no transaction is
+   * active", and that error, thrown in place of the statement's, hid why the request failed
+   * (a full disk answered 500 instead of the storage-full refusal).
+   */
+  override async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
+    if (this.#sqlite.inTransaction) await super.rollbackTransaction(connection);
   }
 }
 
 class ImmediateSqliteDialect extends SqliteDialect {
   readonly #config: SqliteDialectConfig;
-  constructor(config: SqliteDialectConfig) {
+  readonly #sqlite: SqliteDatabase.Database;
+  constructor(config: SqliteDialectConfig, sqlite: SqliteDatabase.Database) {
     super(config);
     this.#config = config;
+    this.#sqlite = sqlite;
   }
   override createDriver(): SqliteDriver {
-    return new ImmediateSqliteDriver(this.#config);
+    return new ImmediateSqliteDriver(this.#config, this.#sqlite);
   }
 }
 
@@ -163,8 +180,9 @@ export async function openDatabase(
     sqlite.pragma('busy_timeout = 5000');
     if (options.backgroundCheckpoints) sqlite.pragma(`wal_autocheckpoint = ${FALLBACK_CHECKPOINT_PAGES}`);
     const db = new Kysely<Tables>({
-      dialect: new ImmediateSqliteDialect({ database: withStatementCache(sqlite) }),
+      dialect: new ImmediateSqliteDialect({ database: withStatementCache(sqlite) }, sqlite),
     });
+    if (path !== ':memory:') noteStorageFile(resolve(path));
     await migrate(db as Kysely<unknown>, 'sqlite');
     const reader =
       options.threadReads && path !== ':memory:' ? new ThreadReader(path, options.log) : undefined;

@@ -118,7 +118,7 @@ function consoleError(err: unknown, request: FastifyRequest): KeyferryError {
       `${fileNameOf(request.headers['x-file-name'])} is larger than ${MAX_ID_FILE_BYTES} bytes, the most one import takes: split it into several files`,
     );
   }
-  return toKeyferryError(err);
+  return toKeyferryError(err, request.log);
 }
 
 /**

@@ -1,0 +1,98 @@
+import { KeyferryError } from '@keyferry/core';
+
+/** What filled up: SQLite's code or the errno, with its message. */
+export interface FullCause {
+  code: string;
+  message: string;
+}
+
+/** Where a burst is logged: keyferryd's pino logger, or a request's (Fastify's). */
+export interface ErrorLog {
+  error(fields: object, message: string): void;
+}
+
+/** Errno codes of a write refused for want of space (ENOSPC) or quota (EDQUOT). */
+const NO_SPACE = new Set(['ENOSPC', 'EDQUOT']);
+
+/**
+ * Why `err` (or an error it wraps, `cause` after `cause`) failed, when the reason is a full
+ * disk: SQLite's SQLITE_FULL ("database or disk is full") or a file write's ENOSPC/EDQUOT.
+ */
+export function storageFullCause(err: unknown): FullCause | undefined {
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'SQLITE_FULL' || (code !== undefined && NO_SPACE.has(code)))
+      return { code, message: e.message };
+  }
+  return undefined;
+}
+
+/**
+ * The refusal of a request whose write found the server's storage full: 503 `unavailable`,
+ * shown to the client (a retry succeeds once an operator frees space), the cause kept for the
+ * log. Nothing of the request was kept: its transaction was rolled back whole.
+ */
+export class StorageFullError extends KeyferryError {
+  readonly full: FullCause;
+  constructor(full: FullCause, cause: unknown) {
+    super(
+      'unavailable',
+      "keyferryd's storage is full, so it cannot record this request and changed nothing: retry later; the operator must free space on the disk holding keyferryd's data dir (its database)",
+      { cause, expose: true },
+    );
+    this.full = full;
+  }
+}
+
+/** Refusals in a row closer than this are one burst, logged once. */
+export const STORAGE_FULL_QUIET_MS = 60_000;
+
+/**
+ * Logs a full disk at error level once per burst (the first refusal after STORAGE_FULL_QUIET_MS
+ * without one), not a stack trace per refused request: a factory line keeps retrying, and its
+ * refusals must not fill what little space is left with log lines (each refusal still has its
+ * info line, like every other refusal). `now` is for tests.
+ */
+export class StorageFullLog {
+  #last = Number.NEGATIVE_INFINITY;
+  #refused = 0;
+  readonly #now: () => number;
+  readonly #quietMs: number;
+
+  constructor(options: { now?: () => number; quietMs?: number } = {}) {
+    this.#now = options.now ?? Date.now;
+    this.#quietMs = options.quietMs ?? STORAGE_FULL_QUIET_MS;
+  }
+
+  /** Whether this refusal began a burst (and so was logged). */
+  report(log: ErrorLog, error: StorageFullError): boolean {
+    const now = this.#now();
+    const quiet = now - this.#last >= this.#quietMs;
+    this.#last = now;
+    if (!quiet) {
+      this.#refused++;
+      return false;
+    }
+    const before = this.#refused;
+    this.#refused = 1;
+    log.error(
+      {
+        code: error.full.code,
+        cause: error.full.message,
+        ...(storageFile ? { database: storageFile } : {}),
+        ...(before > 1 ? { refusedInLastBurst: before } : {}),
+      },
+      `storage full (${error.full.code}: ${error.full.message}): requests that write are refused with 503 unavailable and reads are answered; free space on the disk holding ${storageFile ?? "keyferryd's data dir"}: keyferryd writes again without a restart`,
+    );
+    return true;
+  }
+}
+
+/** The process's one burst log (keyferryd runs one database per process). */
+export const storageFullLog = new StorageFullLog();
+
+/** The SQLite file keyferryd writes, named by the log line (openDatabase sets it). */
+let storageFile: string | undefined;
+export function noteStorageFile(path: string): void {
+  storageFile = path;
+}

@@ -1,0 +1,205 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomUid } from '@keyferry/sim';
+import SqliteDatabase from 'better-sqlite3';
+import { Kysely, SqliteDialect } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  deviceAgent,
+  enrollCall,
+  type Fleet,
+  makeDevices,
+  manifest,
+  manifestCall,
+  report,
+  type SimDevice,
+  simpleenroll,
+  startFleet,
+} from '../../bench/lib/device-link-load.ts';
+import { type Answer, exchange, type PinnedAgent } from '../../bench/lib/keep-alive-client.ts';
+import { parseProblem, problemError } from '../../packages/agent/src/device-link/problem.ts';
+import type { Tables } from '../../packages/server/src/storage/tables.ts';
+import { PROCESS_TEST_TIMEOUT_MS } from '../support/processes.ts';
+import { provisioningCounts } from '../support/provisioning-checks.ts';
+import { mountSmallDisk, type SmallDisk } from '../support/small-disk.ts';
+
+const SE050 = '935389312472';
+/** A device allow-listed over the management API while the disk is full (refused) and after. */
+const EXTRA = `0x${randomUid().hex}`;
+const FULL = /storage is full.*free space on the disk holding keyferryd's data dir/;
+
+/** The problem of a refused answer, checked to be the storage-full one. */
+function expectStorageFull(answer: Answer): void {
+  expect(answer.status, answer.text).toBe(503);
+  expect(answer.headers['content-type']).toMatch(/^application\/problem\+json/);
+  const problem = JSON.parse(answer.text);
+  expect(problem).toMatchObject({ status: 503, code: 'unavailable', detail: expect.stringMatching(FULL) });
+}
+
+/**
+ * keyferryd (real process, its default SQLite) with its data dir on a small tmpfs that the
+ * test fills: a write then fails with SQLITE_FULL. The WAL is truncated first (a checkpoint
+ * from the test's own connection), so the very next write of keyferryd needs new space and
+ * the refusals below are the full disk's, not some other failure's.
+ */
+describe('keyferryd on a full disk (SQLite)', { timeout: PROCESS_TEST_TIMEOUT_MS }, () => {
+  let work: string;
+  let disk: SmallDisk;
+  let fleet: Fleet;
+  let token: string;
+  let dbFile: string;
+  let devices: SimDevice[];
+  const agents: PinnedAgent[] = [];
+  const agentOf = (device: SimDevice) => {
+    const agent = deviceAgent(fleet, device);
+    agents.push(agent);
+    return agent;
+  };
+  const api = (method: string, path: string, body?: unknown) =>
+    fetch(`${fleet.daemon.listen.api}/ota/factories/demo${path}`, {
+      method,
+      headers: { 'osf-token': token, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      signal: AbortSignal.timeout(60_000),
+    });
+  const asAnswer = async (res: Response): Promise<Answer> => ({
+    status: res.status,
+    headers: { 'content-type': res.headers.get('content-type') ?? undefined },
+    text: await res.text(),
+  });
+  /** keyferryd's error-level log lines so far. */
+  const errorLines = () =>
+    fleet.daemon
+      .stdout()
+      .split('\n')
+      .filter((l) => l.includes('"level":50'));
+  /** A read-only look at the database, as an operator's sqlite3 would take it. */
+  const inspect = <T>(look: (sqlite: SqliteDatabase.Database) => T): T => {
+    const sqlite = new SqliteDatabase(dbFile, { readonly: true, fileMustExist: true });
+    try {
+      return look(sqlite);
+    } finally {
+      sqlite.close();
+    }
+  };
+
+  beforeAll(async () => {
+    work = mkdtempSync(join(tmpdir(), 'keyferry-full-disk-'));
+    disk = mountSmallDisk(join(work, 'disk'), '32m');
+    const dataDir = join(disk.dir, 'data');
+    fleet = await startFleet(dataDir, {});
+    token = readFileSync(join(dataDir, 'demo.token'), 'utf8').trim();
+    dbFile = join(dataDir, 'keyferry.db');
+    devices = await makeDevices(fleet, 3);
+    // device 0 provisions before the disk fills; device 1 has had its manifest (its object
+    // states written), so its next call is the enrollment itself
+    const first = agentOf(devices[0]!);
+    await manifest(fleet, first);
+    await simpleenroll(fleet, first, devices[0]!);
+    await report(fleet, first);
+    await manifest(fleet, agentOf(devices[1]!));
+    // every committed page into the database file and the WAL cut to 0 bytes: SQLite's next
+    // write appends to the WAL, which needs space the disk no longer has
+    const sqlite = new SqliteDatabase(dbFile, { fileMustExist: true });
+    try {
+      expect(sqlite.pragma('wal_checkpoint(TRUNCATE)')).toEqual([{ busy: 0, log: 0, checkpointed: 0 }]);
+    } finally {
+      sqlite.close();
+    }
+    expect(disk.fill()).toBeGreaterThan(0);
+  });
+  afterAll(async () => {
+    for (const agent of agents) agent.destroy();
+    await fleet?.stop();
+    disk?.unmount();
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  it('refuses writes with 503 unavailable saying the storage is full, changes nothing, logs it once', async () => {
+    const before = inspect((db) => db.pragma('data_version', { simple: true }));
+    const enroll = await exchange(enrollCall(fleet, agentOf(devices[1]!), devices[1]!));
+    expectStorageFull(enroll);
+    // the agent retries it (transient), as it does any 5xx
+    const { status, headers, text } = enroll;
+    const problem = parseProblem(status, headers['content-type'] as string, Buffer.from(text));
+    expect(problemError('enroll', problem, undefined).kind).toBe('transient');
+    // a device's first call writes its object states: refused the same way
+    expectStorageFull(await exchange(manifestCall(fleet, agentOf(devices[2]!))));
+    // and a management write: allow-list add
+    expectStorageFull(
+      await asAnswer(await api('POST', '/el2g/devices/', { 'product-id': SE050, devices: [EXTRA] })),
+    );
+    // nothing was committed meanwhile (data_version moves with any other connection's commit)
+    const after = inspect((db) => ({
+      version: db.pragma('data_version', { simple: true }),
+      integrity: db.pragma('integrity_check', { simple: true }),
+    }));
+    expect(after).toEqual({ version: before, integrity: 'ok' });
+    // one error line for the burst, naming the cause and the file; no stack per request, no
+    // failed audit write
+    const errors = errorLines();
+    expect(errors).toHaveLength(1);
+    expect(JSON.parse(errors[0]!)).toMatchObject({
+      code: 'SQLITE_FULL',
+      database: dbFile,
+      msg: expect.stringMatching(/^storage full \(SQLITE_FULL: database or disk is full\): .*free space/),
+    });
+    expect(fleet.daemon.child.exitCode).toBeNull();
+  });
+
+  it('answers reads that need no write while the disk is full', async () => {
+    expect((await fetch(`${fleet.daemon.listen.api}/healthz`)).status).toBe(200);
+    expect((await fetch(`${fleet.daemon.listen.api}/readyz`)).status).toBe(200);
+    const listed = await api('GET', '/el2g/devices/');
+    expect(listed.status).toBe(200);
+    expect(await listed.json()).toHaveLength(devices.length);
+  });
+
+  it('writes again once space is freed, without a restart: the refused devices provision on their retry', async () => {
+    disk.free();
+    const pid = fleet.daemon.child.pid;
+    for (const device of devices.slice(1)) {
+      const agent = agentOf(device);
+      await manifest(fleet, agent);
+      await simpleenroll(fleet, agent, device);
+      await report(fleet, agent);
+    }
+    const added = await api('POST', '/el2g/devices/', { 'product-id': SE050, devices: [EXTRA] });
+    expect(added.status, await added.clone().text()).toBe(200);
+    expect(fleet.daemon.child.pid).toBe(pid);
+    expect(fleet.daemon.child.exitCode).toBeNull();
+    const sqlite = new SqliteDatabase(dbFile, { readonly: true, fileMustExist: true });
+    const db = new Kysely<Tables>({ dialect: new SqliteDialect({ database: sqlite }) });
+    try {
+      expect(sqlite.pragma('integrity_check', { simple: true })).toBe('ok');
+      // (completed counts devices whose every object is done: the demo plan has more objects
+      // than the gateway's, which is all these devices enroll)
+      expect(await provisioningCounts(db)).toMatchObject({
+        devices: 4,
+        duplicateLiveCerts: 0,
+        auditGaps: 0,
+        certificates: 3,
+      });
+      // every certificate's object reached the state its enrollment writes with it
+      const states = await db
+        .selectFrom('certificates')
+        .innerJoin('device_objects', (join) =>
+          join
+            .onRef('device_objects.device_row_id', '=', 'certificates.device_row_id')
+            .onRef('device_objects.secure_object_id', '=', 'certificates.secure_object_id'),
+        )
+        .select('device_objects.state')
+        .execute();
+      expect(states.map((s) => s.state)).toEqual([
+        'PROVISIONING_COMPLETED',
+        'PROVISIONING_COMPLETED',
+        'PROVISIONING_COMPLETED',
+      ]);
+    } finally {
+      await db.destroy();
+    }
+    // still the one error line of the burst
+    expect(errorLines()).toHaveLength(1);
+  });
+});
