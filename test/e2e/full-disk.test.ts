@@ -154,6 +154,12 @@ describe('keyferryd on a full disk (SQLite)', { timeout: PROCESS_TEST_TIMEOUT_MS
     const listed = await api('GET', '/el2g/devices/');
     expect(listed.status).toBe(200);
     expect(await listed.json()).toHaveLength(devices.length);
+    expect((await fetch(`${fleet.daemon.listen.api}/metrics`)).status).toBe(200);
+    const cacerts = await exchange({
+      ...manifestCall(fleet, agentOf(devices[2]!)),
+      path: '/.well-known/est/cacerts',
+    });
+    expect(cacerts.status, cacerts.text).toBe(200);
   });
 
   it('writes again once space is freed, without a restart: the refused devices provision on their retry', async () => {
@@ -199,7 +205,7 @@ describe('keyferryd on a full disk (SQLite)', { timeout: PROCESS_TEST_TIMEOUT_MS
     } finally {
       await db.destroy();
     }
-    // still the one error line of the burst
+    // still the one error line of the burst (nothing else failed meanwhile)
     expect(errorLines()).toHaveLength(1);
   });
 });

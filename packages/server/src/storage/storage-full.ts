@@ -80,7 +80,7 @@ export class StorageFullLog {
         code: error.full.code,
         cause: error.full.message,
         ...(storageFile ? { database: storageFile } : {}),
-        ...(before > 1 ? { refusedInLastBurst: before } : {}),
+        ...(before > 0 ? { refusedInLastBurst: before } : {}),
       },
       `storage full (${error.full.code}: ${error.full.message}): requests that write are refused with 503 unavailable and reads are answered; free space on the disk holding ${storageFile ?? "keyferryd's data dir"}: keyferryd writes again without a restart`,
     );
