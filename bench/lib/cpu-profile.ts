@@ -85,8 +85,7 @@ export const BUCKETS: ReadonlyArray<{ name: string; test: (f: CallFrame) => bool
   { name: '(program): native, outside JavaScript', test: (f) => f.functionName === '(program)' },
 ];
 export const OTHER = 'other (Node internals, other packages)';
-const NOT_SEEN =
-  'not in the profile: native work with no JavaScript on the stack (TLS handshakes, socket reads)';
+const NOT_SEEN = 'not in the profile: /proc less the rows above (native work, no JavaScript on the stack)';
 
 /** Microseconds of the profile's samples within the windows, by bucket; idle samples are left out. */
 export function bucketsOf(profile: CpuProfile, windows: readonly Window[]): Map<string, number> {
