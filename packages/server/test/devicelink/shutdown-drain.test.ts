@@ -1,65 +1,21 @@
 import { once } from 'node:events';
-import { connect, type TLSSocket } from 'node:tls';
+import { connect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rawTls } from '../../../../test/support/raw-tls.ts';
 import { type DeviceLinkFixture, freshCsr, startDeviceLinkFixture, type TestDevice } from './fixture.ts';
 
 /** A device's own TLS connection, read as raw HTTP/1.1, so the test decides when each byte goes. */
-async function rawLink(f: DeviceLinkFixture, device: TestDevice) {
-  const [host, port] = f.address.split(':');
-  const socket: TLSSocket = connect({
-    host,
-    port: Number(port),
+function rawLink(f: DeviceLinkFixture, device: TestDevice) {
+  return rawTls({
+    address: f.address,
     ca: f.serviceCa,
     servername: `${f.subdomain}.device-link.localhost`,
     key: device.key,
     cert: device.cert,
   });
-  await once(socket, 'secureConnect');
-  let received = '';
-  const waiters: Array<() => void> = [];
-  socket.setEncoding('utf8');
-  socket.on('data', (chunk: string) => {
-    received += chunk;
-    for (const wake of waiters.splice(0)) wake();
-  });
-  let ended = false;
-  const closed = once(socket, 'close').then(() => {
-    ended = true;
-    for (const wake of waiters.splice(0)) wake();
-  });
-  return {
-    socket,
-    closed,
-    /** Waits until what was received (since `from`) matches `pattern`; everything since `from`. */
-    async until(pattern: RegExp | ((text: string) => boolean), from = 0): Promise<string> {
-      const done = typeof pattern === 'function' ? pattern : (text: string) => pattern.test(text);
-      while (!done(received.slice(from))) {
-        if (ended)
-          throw new Error(
-            `the connection closed; received after the mark: ${JSON.stringify(received.slice(from))}`,
-          );
-        await new Promise<void>((resolve) => waiters.push(resolve));
-      }
-      return received.slice(from);
-    },
-    get length() {
-      return received.length;
-    },
-  };
 }
 
 const manifest = 'GET /device-link/v1/manifest HTTP/1.1\r\nhost: device-link\r\n\r\n';
-/** A complete answer: its head, and a body of the content-length it announced. */
-const ANSWER = /HTTP\/1\.1 (\d{3})[\s\S]*?\r\ncontent-length: (\d+)\r\n[\s\S]*?\r\n\r\n/i;
-
-function complete(text: string): { status: number; head: string; body: string } | undefined {
-  const m = ANSWER.exec(text);
-  if (!m) return undefined;
-  const bodyStart = m.index + m[0].length;
-  const length = Number(m[2]);
-  if (text.length - bodyStart < length) return undefined;
-  return { status: Number(m[1]), head: m[0], body: text.slice(bodyStart, bodyStart + length) };
-}
 
 describe('device-link on shutdown', () => {
   let f: DeviceLinkFixture;
@@ -77,8 +33,8 @@ describe('device-link on shutdown', () => {
     const idle = await rawLink(f, await f.device());
     for (const link of [enrolling, idle]) {
       link.socket.write(manifest);
-      const answer = complete(await link.until((text) => complete(text) !== undefined));
-      expect(answer?.status, answer?.body).toBe(200);
+      const answer = await link.answer();
+      expect(answer.status, answer.body).toBe(200);
     }
     // the enrollment's head is in: 100 Continue says the server has parsed it and waits for the CSR
     const csr = (await freshCsr()).base64;
@@ -101,8 +57,8 @@ describe('device-link on shutdown', () => {
     expect((error as NodeJS.ErrnoException).code).toBe('ECONNREFUSED');
 
     enrolling.socket.write(csr);
-    const final = (text: string) => complete(text.replace(/^HTTP\/1\.1 100 Continue\r\n\r\n/, ''));
-    const answer = final(await enrolling.until((text) => final(text) !== undefined, from))!;
+    // the answer after the 100 Continue
+    const answer = await enrolling.answer(from);
     expect(answer.status, answer.body).toBe(200);
     expect(answer.head).toMatch(/\r\nconnection: close\r\n/i);
     expect(answer.head).toMatch(/\r\ncontent-type: application\/pkcs7-mime/i);

@@ -1,8 +1,8 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { request } from 'node:https';
 import { connect, type Socket } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rawTls } from '../../../../test/support/raw-tls.ts';
 import { type GatewayListener, startGateway } from '../../src/gateway/listener.ts';
 import { startTestService, type TestService } from '../support/service.ts';
 import { type GatewayFactory, issueDeviceCert, setupGatewayFactory } from './fixtures.ts';
@@ -104,6 +104,14 @@ describe('device gateway limits', () => {
     });
   }
 
+  /**
+   * A TLS connection to `listener` once its handshake is done (with the device's certificate,
+   * or none), read as raw HTTP/1.1.
+   */
+  function tlsOpen(listener: GatewayListener, client?: { key: string; cert: string }) {
+    return rawTls({ address: listener.address, servername: demo.host, ca: demo.rootPem, ...client });
+  }
+
   /** Resolves when the server has closed the socket (end of stream or reset). */
   function closedByServer(socket: Socket): Promise<void> {
     return new Promise((resolve) => {
@@ -143,23 +151,9 @@ describe('device gateway limits', () => {
   });
 
   it('closes a TLS connection that never sends its request after the idle timeout', async () => {
-    const socket = tlsConnect({
-      host: '127.0.0.1',
-      port: portOf(noRequest),
-      servername: demo.host,
-      ca: demo.rootPem,
-      ...device,
-    });
-    await new Promise<void>((resolve, reject) => {
-      socket.once('secureConnect', () => resolve());
-      socket.once('error', reject);
-    });
-    expect(socket.authorized).toBe(true);
-    await new Promise<void>((resolve) => {
-      socket.on('error', () => {});
-      socket.on('close', () => resolve());
-      socket.resume();
-    });
+    const link = await tlsOpen(noRequest, device);
+    expect(link.socket.authorized).toBe(true);
+    await link.closed;
     expect((await getDevice()).status).toBe(200);
   });
 
@@ -183,27 +177,11 @@ describe('device gateway limits', () => {
     // so anyone can hold a connection this way. A header line every 50 ms keeps the socket from
     // ever being idle; only the headers timeout can end it (a Node HTTP server that never listens
     // itself, behind the TCP front, checked no timeouts before).
-    const socket = tlsConnect({
-      host: '127.0.0.1',
-      port: portOf(slowHead),
-      servername: demo.host,
-      ca: demo.rootPem,
-      checkServerIdentity: () => undefined,
-    });
-    await new Promise<void>((resolve, reject) => {
-      socket.once('secureConnect', () => resolve());
-      socket.once('error', reject);
-    });
-    let answer = '';
-    socket.on('data', (d: Buffer) => (answer += d.toString('utf8')));
-    socket.on('error', () => {});
-    socket.write('GET /device HTTP/1.1\r\nHost: x\r\n');
-    let lines = 0;
-    const drip = setInterval(() => {
-      if (!socket.destroyed) socket.write(`X-Drip-${lines++}: 1\r\n`);
-    }, 50);
-    await new Promise<void>((resolve) => socket.once('close', () => resolve()));
-    clearInterval(drip);
+    const link = await tlsOpen(slowHead);
+    link.socket.write('GET /device HTTP/1.1\r\nHost: x\r\n');
+    link.drip((i) => `X-Drip-${i}: 1\r\n`, 50);
+    await link.closed;
+    const answer = link.received;
     expect(answer).toMatch(/^HTTP\/1\.1 408 /);
     expect(answer).toContain('"code":"request_timeout"');
     expect((await getDevice()).status).toBe(200);

@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, type TLSSocket } from 'node:tls';
+import { connect } from 'node:tls';
 import {
   createCsr,
   decodeCertsOnly,
@@ -22,60 +22,11 @@ import {
   PROCESS_TEST_TIMEOUT_MS,
   startKeyferryd,
 } from '../../../../test/support/processes.ts';
+import { rawTls } from '../../../../test/support/raw-tls.ts';
 import { SE050 } from '../devicelink/fixture.ts';
 
 /** Far past the 10 s grace period: only the drain (or the grace cut) ends a gateway connection. */
 const LONG = 600_000;
-
-/** A device's own TLS connection to the gateway, read as raw HTTP/1.1, so the test decides when each byte goes. */
-async function rawGateway(options: {
-  address: string;
-  ca: string;
-  servername: string;
-  key: string;
-  cert: string;
-}) {
-  const [host, port] = options.address.split(':');
-  const socket: TLSSocket = connect({ ...options, host, port: Number(port) });
-  await once(socket, 'secureConnect');
-  let received = '';
-  let ended = false;
-  const waiters: Array<() => void> = [];
-  const wake = () => {
-    for (const w of waiters.splice(0)) w();
-  };
-  socket.setEncoding('utf8');
-  socket.on('data', (chunk: string) => {
-    received += chunk;
-    wake();
-  });
-  const closed = once(socket, 'close').then(() => {
-    ended = true;
-    wake();
-  });
-  return {
-    socket,
-    closed,
-    get ended() {
-      return ended;
-    },
-    /** Waits for a complete answer received after `from` (its head and content-length body). */
-    async answer(from = 0): Promise<{ status: number; head: string; body: string }> {
-      for (;;) {
-        const text = received.slice(from);
-        const m = /HTTP\/1\.1 (\d{3})[\s\S]*?\r\ncontent-length: (\d+)\r\n[\s\S]*?\r\n\r\n/i.exec(text);
-        const start = m ? m.index + m[0].length : 0;
-        if (m && text.length - start >= Number(m[2]))
-          return { status: Number(m[1]), head: m[0], body: text.slice(start, start + Number(m[2])) };
-        if (ended) throw new Error(`the connection closed; received after the mark: ${JSON.stringify(text)}`);
-        await new Promise<void>((resolve) => waiters.push(resolve));
-      }
-    },
-    get length() {
-      return received.length;
-    },
-  };
-}
 
 describe('device gateway on SIGTERM (real keyferryd)', { timeout: PROCESS_TEST_TIMEOUT_MS }, () => {
   let work: string;
@@ -179,7 +130,7 @@ describe('device gateway on SIGTERM (real keyferryd)', { timeout: PROCESS_TEST_T
 
   it('closes idle connections at once, answers the request in flight with Connection: close, takes no new one, exits 0', async () => {
     const get = 'GET /device HTTP/1.1\r\nhost: gateway\r\n';
-    const idle = await rawGateway(device);
+    const idle = await rawTls(device);
     idle.socket.write(`${get}\r\n`);
     const first = await idle.answer();
     expect(first.status, first.body).toBe(200);
@@ -187,7 +138,7 @@ describe('device gateway on SIGTERM (real keyferryd)', { timeout: PROCESS_TEST_T
 
     // One write, so one TLS record: once the first request is answered, the server has also
     // read the head of the second, which lacks its final CRLF. That request is in flight.
-    const inFlight = await rawGateway(device);
+    const inFlight = await rawTls(device);
     inFlight.socket.write(`${get}\r\n${get}`);
     expect((await inFlight.answer()).status).toBe(200);
     const from = inFlight.length;
