@@ -26,6 +26,7 @@ describe('device gateway limits', () => {
   let noRequest: GatewayListener;
   let capped: GatewayListener;
   let slowHead: GatewayListener;
+  let slowBody: GatewayListener;
   let port: number;
   let device: { key: string; cert: string };
 
@@ -51,6 +52,11 @@ describe('device gateway limits', () => {
       listen: '127.0.0.1:0',
       limits: { ...PATIENT, headersTimeoutMs: SHORT_LIMIT_MS, requestTimeoutMs: 600_000 },
     }))!;
+    // a valid call sends its head at once and has no body: 1 s and 2 s are far more than it needs
+    slowBody = (await startGateway(svc.service.ctx, {
+      listen: '127.0.0.1:0',
+      limits: { ...PATIENT, headersTimeoutMs: 1_000, requestTimeoutMs: 2_000 },
+    }))!;
     port = Number(gateway.address.split(':').pop());
     const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const { pem } = await issueDeviceCert(svc, demo, {
@@ -64,6 +70,7 @@ describe('device gateway limits', () => {
     await noRequest?.close();
     await capped?.close();
     await slowHead?.close();
+    await slowBody?.close();
     await svc?.stop();
   });
 
@@ -185,5 +192,27 @@ describe('device gateway limits', () => {
     expect(answer).toMatch(/^HTTP\/1\.1 408 /);
     expect(answer).toContain('"code":"request_timeout"');
     expect((await getDevice()).status).toBe(200);
+  }, 60_000);
+
+  it('answers 408 to a device that drips a request body past the request timeout, and serves again', async () => {
+    // The gateway answers GET /device without reading a body: what Node does is send the 200
+    // (keep-alive) at once, read and drop the body as it comes, and answer 408 once the whole
+    // request has taken longer than requestTimeoutMs. A byte every 50 ms keeps the connection
+    // from ever being idle, and 100,000 of them would take over an hour: only the request
+    // timeout ends it (the gateway checked none before 7ee2cc3).
+    const link = await tlsOpen(slowBody, device);
+    link.socket.write('GET /device HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n');
+    link.drip(() => 'x', 50);
+    const first = await link.answer();
+    expect(first.status, first.body).toBe(200);
+    expect(first.head).not.toMatch(/\r\nconnection: close\r\n/i);
+    const cut = await link.answer(first.end);
+    await link.closed;
+    expect(cut.status, cut.body).toBe(408);
+    expect(cut.head).toMatch(/\r\ncontent-type: application\/problem\+json\r\n/i);
+    expect(cut.head).toMatch(/\r\nconnection: close\r\n/i);
+    expect(JSON.parse(cut.body)).toMatchObject({ status: 408, code: 'request_timeout' });
+    expect(link.received.length).toBe(cut.end);
+    expect((await getDevice(portOf(slowBody))).status).toBe(200);
   }, 60_000);
 });
