@@ -1,6 +1,7 @@
 import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { rawConnection } from '../../../../test/support/raw-tls.ts';
 import { startTestService, type TestService } from '../support/service.ts';
 
 /** What came back on a raw connection until the server closed it. */
@@ -116,6 +117,25 @@ describe('every refusal is a problem, also before any route runs', () => {
     expect(answer.closedAfterMs).toBeGreaterThanOrEqual(700);
     expect(answer.closedAfterMs).toBeLessThan(10_000);
   });
+
+  it('management API: a body dripped a byte at a time is request_timeout at the same limit, and the API serves on', async () => {
+    // Never idle, unlike the body that never comes: only the request timeout can end it.
+    const slow = rawConnection(await plain(svc.url));
+    // a failure must not leave it dripping: the service's stop would wait for it
+    onTestFinished(() => void slow.socket.destroy());
+    slow.socket.write(
+      `POST /ota/factories/demo/tokens/ HTTP/1.1\r\nHost: x\r\nOSF-Token: ${svc.token}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n`,
+    );
+    slow.drip(() => ' ', 50);
+    const answer = await slow.answer();
+    await slow.closed;
+    expect(answer.status, answer.body).toBe(408);
+    expect(answer.head).toMatch(/\r\nContent-Type: application\/problem\+json/i);
+    expect(JSON.parse(answer.body)).toMatchObject({ status: 408, code: 'request_timeout' });
+    // the route waited for its body: the 408 is all the answer
+    expect(slow.received.length).toBe(answer.end);
+    expect((await fetch(`${svc.url}/healthz`)).status).toBe(200);
+  }, 20_000);
 
   it('device-link: a bad request line is invalid_request (was an empty 400)', async () => {
     const answer = await rawExchange(await tls(svc.service.addresses.deviceLink!), 'G@T / HTTP/1.1\r\n\r\n');
