@@ -6,6 +6,7 @@ import type { ServiceContext } from '../context.ts';
 import { authorizeFactory, presentedToken } from './auth.ts';
 import { answerClientErrorsAsProblems } from './client-errors.ts';
 import { applyConnectionLimits, serverTimeoutOptions } from './connection-limits.ts';
+import { cutAfterGrace } from './listen.ts';
 import { sendProblem, toKeyferryError } from './problem.ts';
 import { TokenBuckets } from './rate-limit.ts';
 import { recordRoutes } from './route-table.ts';
@@ -82,6 +83,11 @@ export async function buildManagementApi(
   app.setNotFoundHandler((request, reply) =>
     sendProblem(request, reply, Object.assign(new Error('not found'), { statusCode: 404 })),
   );
+
+  // Fastify's close waits for every request in flight, and Node checks no request timeout once
+  // the server closes: a client dripping a body held keyferryd's stop for ever. What is still
+  // open after the grace period is cut, as on the device-link and the gateway (drainOnClose).
+  app.addHook('preClose', async () => cutAfterGrace(app.server, () => app.server.closeAllConnections()));
 
   // One runner for the API's bulk jobs and the console's file imports; closing the app stops both.
   const jobs = new BulkJobRunner(ctx, jobOptions);

@@ -92,13 +92,16 @@ export function drainOnClose(
         }
         // a connection whose answer went out becomes idle: closed on the next tick
         const idle = setInterval(() => server.closeIdleConnections(), 50);
-        const cut = setTimeout(() => {
-          server.closeAllConnections();
-          cutAlso?.();
-        }, graceMs);
+        cutAfterGrace(
+          accepting,
+          () => {
+            server.closeAllConnections();
+            cutAlso?.();
+          },
+          graceMs,
+        );
         accepting.close(() => {
           clearInterval(idle);
-          clearTimeout(cut);
           resolve();
         });
         server.closeIdleConnections();
@@ -106,4 +109,15 @@ export function drainOnClose(
       return closing;
     },
   };
+}
+
+/**
+ * Calls `cut` once `graceMs` have passed since now, unless `server` (being closed) has closed
+ * by then, its last connection gone. Node checks no headers or request timeout once a server
+ * closes, so without it a client still sending its request (a byte at a time, never idle)
+ * would hold the close for ever.
+ */
+export function cutAfterGrace(server: Server, cut: () => void, graceMs = SHUTDOWN_GRACE_MS): void {
+  const timer = setTimeout(cut, graceMs);
+  server.once('close', () => clearTimeout(timer));
 }
