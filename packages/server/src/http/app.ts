@@ -86,8 +86,18 @@ export async function buildManagementApi(
 
   // Fastify's close waits for every request in flight, and Node checks no request timeout once
   // the server closes: a client dripping a body held keyferryd's stop for ever. What is still
-  // open after the grace period is cut, as on the device-link and the gateway (drainOnClose).
-  app.addHook('preClose', async () => cutAfterGrace(app.server, () => app.server.closeAllConnections()));
+  // open after the grace period is cut, as on the device-link and the gateway (drainOnClose),
+  // and a request in flight is answered with `Connection: close`, as there: its client learns
+  // that this connection ends, rather than finding it closed under its next request.
+  let stopping = false;
+  app.addHook('preClose', async () => {
+    stopping = true;
+    cutAfterGrace(app.server, () => app.server.closeAllConnections());
+  });
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (stopping) reply.header('connection', 'close');
+    return payload;
+  });
 
   // One runner for the API's bulk jobs and the console's file imports; closing the app stops both.
   const jobs = new BulkJobRunner(ctx, jobOptions);

@@ -41,4 +41,41 @@ describe('management API on stop', () => {
     },
     3 * SHUTDOWN_GRACE_MS + 30_000,
   );
+
+  it('answers a request in flight with Connection: close, then closes its connection (was: keep-alive, closed under the client)', async () => {
+    const svc = await startTestService('sqlite', { api: { listen: '127.0.0.1:0' } });
+    const { hostname, port } = new URL(svc.url);
+    const socket = connect(Number(port), hostname);
+    await once(socket, 'connect');
+    const client = rawConnection(socket);
+    onTestFinished(() => void client.socket.destroy());
+    const body = '{"description": "in flight"}';
+    client.socket.write(
+      `POST /ota/factories/demo/tokens/ HTTP/1.1\r\nHost: x\r\nOSF-Token: ${svc.token}\r\n` +
+        `Content-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: ${body.length}\r\n\r\n`,
+    );
+    await client.until(/^HTTP\/1\.1 100 Continue\r\n\r\n$/);
+    const stopped = svc.stop();
+    // the API takes no new connection once its stop has begun (its preClose hooks ran before)
+    await refusesConnections(hostname, Number(port));
+    client.socket.write(body);
+    const answer = await client.answer();
+    expect(answer.head).toMatch(/\r\nconnection: close\r\n/i);
+    await client.closed;
+    await stopped;
+  }, 60_000);
 });
+
+/** Resolves once a new TCP connection to the address is refused (bounded by the test's timeout). */
+async function refusesConnections(host: string, port: number): Promise<void> {
+  for (;;) {
+    const probe = connect(port, host);
+    const refused = await new Promise<boolean>((resolve) => {
+      probe.once('connect', () => resolve(false));
+      probe.once('error', () => resolve(true));
+    });
+    probe.destroy();
+    if (refused) return;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
