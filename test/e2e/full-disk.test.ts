@@ -6,7 +6,6 @@ import SqliteDatabase from 'better-sqlite3';
 import { Kysely, SqliteDialect } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  deviceAgent,
   enrollCall,
   type Fleet,
   makeDevices,
@@ -17,25 +16,24 @@ import {
   simpleenroll,
   startFleet,
 } from '../../bench/lib/device-link-load.ts';
-import { type Answer, exchange, type PinnedAgent } from '../../bench/lib/keep-alive-client.ts';
+import { exchange } from '../../bench/lib/keep-alive-client.ts';
 import { parseProblem, problemError } from '../../packages/agent/src/device-link/problem.ts';
 import type { Tables } from '../../packages/server/src/storage/tables.ts';
 import { PROCESS_TEST_TIMEOUT_MS } from '../support/processes.ts';
 import { provisioningCounts } from '../support/provisioning-checks.ts';
 import { mountSmallDisk, type SmallDisk } from '../support/small-disk.ts';
+import {
+  asAnswer,
+  errorLines,
+  expectStorageFull,
+  factoryApi,
+  fleetAgents,
+  KEYFERRYD_FULL,
+} from '../support/storage-full.ts';
 
 const SE050 = '935389312472';
 /** A device allow-listed over the management API while the disk is full (refused) and after. */
 const EXTRA = `0x${randomUid().hex}`;
-const FULL = /storage is full.*free space on the disk holding keyferryd's data dir/;
-
-/** The problem of a refused answer, checked to be the storage-full one. */
-function expectStorageFull(answer: Answer): void {
-  expect(answer.status, answer.text).toBe(503);
-  expect(answer.headers['content-type']).toMatch(/^application\/problem\+json/);
-  const problem = JSON.parse(answer.text);
-  expect(problem).toMatchObject({ status: 503, code: 'unavailable', detail: expect.stringMatching(FULL) });
-}
 
 /**
  * keyferryd (real process, its default SQLite) with its data dir on a small tmpfs that the
@@ -50,30 +48,9 @@ describe('keyferryd on a full disk (SQLite)', { timeout: PROCESS_TEST_TIMEOUT_MS
   let token: string;
   let dbFile: string;
   let devices: SimDevice[];
-  const agents: PinnedAgent[] = [];
-  const agentOf = (device: SimDevice) => {
-    const agent = deviceAgent(fleet, device);
-    agents.push(agent);
-    return agent;
-  };
-  const api = (method: string, path: string, body?: unknown) =>
-    fetch(`${fleet.daemon.listen.api}/ota/factories/demo${path}`, {
-      method,
-      headers: { 'osf-token': token, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      signal: AbortSignal.timeout(60_000),
-    });
-  const asAnswer = async (res: Response): Promise<Answer> => ({
-    status: res.status,
-    headers: { 'content-type': res.headers.get('content-type') ?? undefined },
-    text: await res.text(),
-  });
-  /** keyferryd's error-level log lines so far. */
-  const errorLines = () =>
-    fleet.daemon
-      .stdout()
-      .split('\n')
-      .filter((l) => l.includes('"level":50'));
+  const { agentOf, destroy: destroyAgents } = fleetAgents(() => fleet);
+  const api = (method: string, path: string, body?: unknown) => factoryApi(fleet, token)(method, path, body);
+  const errors = () => errorLines(fleet.daemon);
   /** A read-only look at the database, as an operator's sqlite3 would take it. */
   const inspect = <T>(look: (sqlite: SqliteDatabase.Database) => T): T => {
     const sqlite = new SqliteDatabase(dbFile, { readonly: true, fileMustExist: true });
@@ -110,7 +87,7 @@ describe('keyferryd on a full disk (SQLite)', { timeout: PROCESS_TEST_TIMEOUT_MS
     expect(disk.fill()).toBeGreaterThan(0);
   });
   afterAll(async () => {
-    for (const agent of agents) agent.destroy();
+    destroyAgents();
     await fleet?.stop();
     disk?.unmount();
     if (work) rmSync(work, { recursive: true, force: true });
@@ -119,16 +96,17 @@ describe('keyferryd on a full disk (SQLite)', { timeout: PROCESS_TEST_TIMEOUT_MS
   it('refuses writes with 503 unavailable saying the storage is full, changes nothing, logs it once', async () => {
     const before = inspect((db) => db.pragma('data_version', { simple: true }));
     const enroll = await exchange(enrollCall(fleet, agentOf(devices[1]!), devices[1]!));
-    expectStorageFull(enroll);
+    expectStorageFull(enroll, KEYFERRYD_FULL);
     // the agent retries it (transient), as it does any 5xx
     const { status, headers, text } = enroll;
     const problem = parseProblem(status, headers['content-type'] as string, Buffer.from(text));
     expect(problemError('enroll', problem, undefined).kind).toBe('transient');
     // a device's first call writes its object states: refused the same way
-    expectStorageFull(await exchange(manifestCall(fleet, agentOf(devices[2]!))));
+    expectStorageFull(await exchange(manifestCall(fleet, agentOf(devices[2]!))), KEYFERRYD_FULL);
     // and a management write: allow-list add
     expectStorageFull(
       await asAnswer(await api('POST', '/el2g/devices/', { 'product-id': SE050, devices: [EXTRA] })),
+      KEYFERRYD_FULL,
     );
     // nothing was committed meanwhile (data_version moves with any other connection's commit)
     const after = inspect((db) => ({
@@ -138,9 +116,9 @@ describe('keyferryd on a full disk (SQLite)', { timeout: PROCESS_TEST_TIMEOUT_MS
     expect(after).toEqual({ version: before, integrity: 'ok' });
     // one error line for the burst, naming the cause and the file; no stack per request, no
     // failed audit write
-    const errors = errorLines();
-    expect(errors).toHaveLength(1);
-    expect(JSON.parse(errors[0]!)).toMatchObject({
+    const lines = errors();
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0]!)).toMatchObject({
       code: 'SQLITE_FULL',
       database: dbFile,
       msg: expect.stringMatching(/^storage full \(SQLITE_FULL: database or disk is full\): .*free space/),
@@ -206,6 +184,6 @@ describe('keyferryd on a full disk (SQLite)', { timeout: PROCESS_TEST_TIMEOUT_MS
       await db.destroy();
     }
     // still the one error line of the burst (nothing else failed meanwhile)
-    expect(errorLines()).toHaveLength(1);
+    expect(errors()).toHaveLength(1);
   });
 });

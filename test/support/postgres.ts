@@ -19,8 +19,17 @@ export interface PostgresCluster {
 
 const PG_BIN = process.env.KEYFERRY_PG_BIN ?? '/usr/lib/postgresql/15/bin';
 
-export async function startPostgres(): Promise<PostgresCluster> {
-  const dir = mkdtempSync(join(tmpdir(), 'keyferry-pg-'));
+export interface PostgresOptions {
+  /**
+   * The directory the cluster's temp dir (data dir, socket, log) is made in; the system's temp
+   * dir by default. A test that fills the database's disk passes a small tmpfs (small-disk.ts):
+   * as root, the `postgres` user must be able to enter it (mode 0711 on it and its parents).
+   */
+  parent?: string;
+}
+
+export async function startPostgres(options: PostgresOptions = {}): Promise<PostgresCluster> {
+  const dir = mkdtempSync(join(options.parent ?? tmpdir(), 'keyferry-pg-'));
   const dataDir = join(dir, 'data');
   const port = await freePort();
   const asRoot = process.getuid?.() === 0;

@@ -18,7 +18,7 @@ import type { Config } from '../config/schema.ts';
 import { type Dialect, migrate } from './migrate.ts';
 import { nameCompiledStatements } from './named-statements.ts';
 import { withStatementCache } from './statement-cache.ts';
-import { noteStorageFile } from './storage-full.ts';
+import { noteStorageFile, noteStorageServer } from './storage-full.ts';
 import type { Tables } from './tables.ts';
 import { ThreadReader } from './thread-reader.ts';
 import { FALLBACK_CHECKPOINT_PAGES, startWalCheckpointer } from './wal-checkpointer.ts';
@@ -203,6 +203,7 @@ export async function openDatabase(
     };
   }
   const pool = new pg.Pool({ connectionString: storage.url, max: storage.poolSize });
+  noteStorageServer(storage.url);
   // A connection PostgreSQL drops (restart, failover, network) is reported as an 'error' event,
   // on the pool for an idle connection and on the client itself otherwise; unhandled, either
   // would end the whole process. A query running on it fails with its own error; the pool

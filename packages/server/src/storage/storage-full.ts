@@ -1,9 +1,14 @@
 import { KeyferryError } from '@keyferry/core';
 
-/** What filled up: SQLite's code or the errno, with its message. */
+/** What filled up: SQLite's code, the errno or PostgreSQL's SQLSTATE, with its message. */
 export interface FullCause {
   code: string;
   message: string;
+  /**
+   * Whose disk is full: keyferryd's own (its SQLite database, a file in its data dir) or the
+   * PostgreSQL server's, which an operator frees on the database host, not keyferryd's.
+   */
+  disk: 'keyferryd' | 'postgres';
 }
 
 /** Where a burst is logged: keyferryd's pino logger, or a request's (Fastify's). */
@@ -13,19 +18,31 @@ export interface ErrorLog {
 
 /** Errno codes of a write refused for want of space (ENOSPC) or quota (EDQUOT). */
 const NO_SPACE = new Set(['ENOSPC', 'EDQUOT']);
+/** PostgreSQL's SQLSTATE disk_full: a table or index could not grow ("could not extend file"). */
+export const PG_DISK_FULL = '53100';
 
 /**
  * Why `err` (or an error it wraps, `cause` after `cause`) failed, when the reason is a full
- * disk: SQLite's SQLITE_FULL ("database or disk is full") or a file write's ENOSPC/EDQUOT.
+ * disk: SQLite's SQLITE_FULL ("database or disk is full"), a file write's ENOSPC/EDQUOT, or
+ * PostgreSQL's disk_full (SQLSTATE 53100, the `pg` driver's `code`).
  */
 export function storageFullCause(err: unknown): FullCause | undefined {
   for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'SQLITE_FULL' || (code !== undefined && NO_SPACE.has(code)))
-      return { code, message: e.message };
+      return { code, message: e.message, disk: 'keyferryd' };
+    if (code === PG_DISK_FULL) return { code, message: e.message, disk: 'postgres' };
   }
   return undefined;
 }
+
+/** What a full disk's refusal tells the client, by whose disk it is. */
+const REFUSAL: Record<FullCause['disk'], string> = {
+  keyferryd:
+    "keyferryd's storage is full, so it cannot record this request and changed nothing: retry later; the operator must free space on the disk holding keyferryd's data dir (its database)",
+  postgres:
+    "the PostgreSQL server's storage is full, so keyferryd cannot record this request and changed nothing: retry later; the operator must free space on the disk holding the PostgreSQL server's data directory (not keyferryd's data dir)",
+};
 
 /**
  * The refusal of a request whose write found the server's storage full: 503 `unavailable`,
@@ -35,11 +52,7 @@ export function storageFullCause(err: unknown): FullCause | undefined {
 export class StorageFullError extends KeyferryError {
   readonly full: FullCause;
   constructor(full: FullCause, cause: unknown) {
-    super(
-      'unavailable',
-      "keyferryd's storage is full, so it cannot record this request and changed nothing: retry later; the operator must free space on the disk holding keyferryd's data dir (its database)",
-      { cause, expose: true },
-    );
+    super('unavailable', REFUSAL[full.disk], { cause, expose: true });
     this.full = full;
   }
 }
@@ -75,14 +88,20 @@ export class StorageFullLog {
     }
     const before = this.#refused;
     this.#refused = 1;
+    const { code, message, disk } = error.full;
+    const database = disk === 'postgres' ? storageServer : storageFile;
+    const where =
+      disk === 'postgres'
+        ? `the PostgreSQL server's data directory${storageServer ? ` (${storageServer})` : ''}`
+        : (storageFile ?? "keyferryd's data dir");
     log.error(
       {
-        code: error.full.code,
-        cause: error.full.message,
-        ...(storageFile ? { database: storageFile } : {}),
+        code,
+        cause: message,
+        ...(database ? { database } : {}),
         ...(before > 0 ? { refusedInLastBurst: before } : {}),
       },
-      `storage full (${error.full.code}: ${error.full.message}): requests that write are refused with 503 unavailable and reads are answered; free space on the disk holding ${storageFile ?? "keyferryd's data dir"}: keyferryd writes again without a restart`,
+      `storage full (${code}: ${message}): requests that write are refused with 503 unavailable and reads are answered; free space on the disk holding ${where}: keyferryd writes again without a restart`,
     );
     return true;
   }
@@ -95,4 +114,15 @@ export const storageFullLog = new StorageFullLog();
 let storageFile: string | undefined;
 export function noteStorageFile(path: string): void {
   storageFile = path;
+}
+
+/** The PostgreSQL database keyferryd writes, as host:port/name (never the password). */
+let storageServer: string | undefined;
+export function noteStorageServer(url: string): void {
+  try {
+    const { hostname, port, pathname } = new URL(url);
+    storageServer = `${hostname}${port ? `:${port}` : ''}${pathname}`;
+  } catch {
+    storageServer = undefined;
+  }
 }

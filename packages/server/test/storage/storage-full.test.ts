@@ -13,6 +13,7 @@ describe('a full disk', () => {
     expect(storageFullCause(sqliteFull())).toEqual({
       code: 'SQLITE_FULL',
       message: 'database or disk is full',
+      disk: 'keyferryd',
     });
     const enospc = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
     expect(storageFullCause(enospc)?.code).toBe('ENOSPC');
@@ -42,6 +43,28 @@ describe('a full disk', () => {
     );
   });
 
+  it('on PostgreSQL is SQLSTATE 53100, refused saying the space to free is on the database server', () => {
+    const pgFull = Object.assign(
+      new Error('could not extend file "base/16384/16385": No space left on device'),
+      { code: '53100', severity: 'ERROR' },
+    );
+    expect(storageFullCause(pgFull)).toEqual({
+      code: '53100',
+      message: 'could not extend file "base/16384/16385": No space left on device',
+      disk: 'postgres',
+    });
+    const error = toKeyferryError(pgFull);
+    expect(error).toBeInstanceOf(StorageFullError);
+    expect(problemBody(error, 'c-3')).toMatchObject({
+      status: 503,
+      code: 'unavailable',
+      detail:
+        "the PostgreSQL server's storage is full, so keyferryd cannot record this request and changed nothing: retry later; the operator must free space on the disk holding the PostgreSQL server's data directory (not keyferryd's data dir)",
+    });
+    // other PostgreSQL errors stay what they were (53200 is out of memory, not of disk)
+    expect(storageFullCause(Object.assign(new Error('out of memory'), { code: '53200' }))).toBe(undefined);
+  });
+
   it('is logged at error once per burst, not once per refused request', () => {
     let now = 0;
     const lines: Array<{ fields: Record<string, unknown>; message: string }> = [];
@@ -50,7 +73,7 @@ describe('a full disk', () => {
     };
     const burst = new StorageFullLog({ now: () => now, quietMs: 60_000 });
     const error = new StorageFullError(
-      { code: 'SQLITE_FULL', message: 'database or disk is full' },
+      { code: 'SQLITE_FULL', message: 'database or disk is full', disk: 'keyferryd' },
       sqliteFull(),
     );
     const at = (t: number) => {
