@@ -1,6 +1,7 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { randomUid } from '@keyferry/sim';
 import SqliteDatabase from 'better-sqlite3';
 import { Kysely, SqliteDialect } from 'kysely';
@@ -18,6 +19,7 @@ import {
 } from '../../bench/lib/device-link-load.ts';
 import { exchange } from '../../bench/lib/keep-alive-client.ts';
 import { parseProblem, problemError } from '../../packages/agent/src/device-link/problem.ts';
+import { JOB_CHUNK } from '../../packages/server/src/allowlist/bulk-jobs.ts';
 import type { Tables } from '../../packages/server/src/storage/tables.ts';
 import { PROCESS_TEST_TIMEOUT_MS } from '../support/processes.ts';
 import { provisioningCounts } from '../support/provisioning-checks.ts';
@@ -34,6 +36,8 @@ import {
 const SE050 = '935389312472';
 /** A device allow-listed over the management API while the disk is full (refused) and after. */
 const EXTRA = `0x${randomUid().hex}`;
+/** Room left on the disk for a bulk job: its row and its claim fit, a chunk of devices does not. */
+const JOB_ROOM = 128 * 1024;
 
 /**
  * keyferryd (real process, its default SQLite) with its data dir on a small tmpfs that the
@@ -51,6 +55,30 @@ describe('keyferryd on a full disk (SQLite)', { timeout: PROCESS_TEST_TIMEOUT_MS
   const { agentOf, destroy: destroyAgents } = fleetAgents(() => fleet);
   const api = (method: string, path: string, body?: unknown) => factoryApi(fleet, token)(method, path, body);
   const errors = () => errorLines(fleet.daemon);
+  /**
+   * Every committed page into the database file and the WAL cut to 0 bytes: SQLite's next
+   * write appends to the WAL, which then needs space the disk no longer has.
+   */
+  const truncateWal = () => {
+    const sqlite = new SqliteDatabase(dbFile, { fileMustExist: true });
+    try {
+      expect(sqlite.pragma('wal_checkpoint(TRUNCATE)')).toEqual([{ busy: 0, log: 0, checkpointed: 0 }]);
+    } finally {
+      sqlite.close();
+    }
+  };
+  /** Submits a bulk job and waits (bounded) until it has finished; its view. */
+  const runJob = async (deviceIds: string[]) => {
+    const submitted = await api('POST', '/el2g-proxy/device-jobs', { nc12: SE050, deviceIds });
+    expect(submitted.status, await submitted.clone().text()).toBe(202);
+    const { id } = (await submitted.json()) as { id: string };
+    for (let wait = 0; wait < 600; wait++) {
+      const job = (await (await api('GET', `/el2g-proxy/device-jobs/${id}`)).json()) as { status: string };
+      if (job.status !== 'queued' && job.status !== 'running') return job;
+      await sleep(50);
+    }
+    throw new Error(`bulk job ${id} has not finished after 600 looks, 50 ms apart`);
+  };
   /** A read-only look at the database, as an operator's sqlite3 would take it. */
   const inspect = <T>(look: (sqlite: SqliteDatabase.Database) => T): T => {
     const sqlite = new SqliteDatabase(dbFile, { readonly: true, fileMustExist: true });
@@ -76,14 +104,7 @@ describe('keyferryd on a full disk (SQLite)', { timeout: PROCESS_TEST_TIMEOUT_MS
     await simpleenroll(fleet, first, devices[0]!);
     await report(fleet, first);
     await manifest(fleet, agentOf(devices[1]!));
-    // every committed page into the database file and the WAL cut to 0 bytes: SQLite's next
-    // write appends to the WAL, which needs space the disk no longer has
-    const sqlite = new SqliteDatabase(dbFile, { fileMustExist: true });
-    try {
-      expect(sqlite.pragma('wal_checkpoint(TRUNCATE)')).toEqual([{ busy: 0, log: 0, checkpointed: 0 }]);
-    } finally {
-      sqlite.close();
-    }
+    truncateWal();
     expect(disk.fill()).toBeGreaterThan(0);
   });
   afterAll(async () => {
@@ -185,5 +206,38 @@ describe('keyferryd on a full disk (SQLite)', { timeout: PROCESS_TEST_TIMEOUT_MS
     }
     // still the one error line of the burst (nothing else failed meanwhile)
     expect(errors()).toHaveLength(1);
+  });
+  it('fails a bulk job that finds the disk full: its recorded error says the storage is full, logged in the burst, not a stack per job', async () => {
+    const linesBefore = errors().length;
+    truncateWal();
+    expect(disk.fill()).toBeGreaterThan(0);
+    // room for the job's row and its claim, not for a chunk of devices with their audit rows
+    disk.release(JOB_ROOM);
+    const ids = Array.from({ length: JOB_CHUNK }, () => `0x${randomUid().hex}`);
+    const job = await runJob(ids);
+    expect(job).toMatchObject({
+      status: 'failed',
+      processed: 0,
+      counts: { added: 0, alreadyPresent: 0 },
+      error: { code: 'unavailable', message: expect.stringMatching(KEYFERRYD_FULL) },
+    });
+    // no 'bulk job failed' line with a stack: at most the burst's storage-full line (none here,
+    // as the burst of the first test goes on)
+    for (const line of errors().slice(linesBefore)) {
+      expect(JSON.parse(line)).toMatchObject({
+        code: 'SQLITE_FULL',
+        msg: expect.stringMatching(/^storage full/),
+      });
+    }
+    // the failed chunk was rolled back; once space is freed, the same ids submitted again are all added
+    disk.free();
+    const listed = (await (await api('GET', '/el2g/devices/')).json()) as Array<{ id: string }>;
+    expect(listed.map((d) => d.id)).not.toContain(ids[0]);
+    expect(await runJob(ids)).toMatchObject({
+      status: 'done',
+      processed: ids.length,
+      counts: { added: ids.length },
+      error: null,
+    });
   });
 });

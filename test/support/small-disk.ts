@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, rmSync, statSync, truncateSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 
 /**
@@ -12,6 +12,8 @@ export interface SmallDisk {
   fill(): number;
   /** Removes what `fill` wrote: the disk has room again. */
   free(): void;
+  /** Gives back the last `bytes` of what `fill` wrote: the disk has about that much room. */
+  release(bytes: number): void;
   unmount(): void;
 }
 
@@ -44,6 +46,9 @@ export function mountSmallDisk(dir: string, size: string): SmallDisk {
     },
     free() {
       rmSync(filler, { force: true });
+    },
+    release(bytes) {
+      truncateSync(filler, Math.max(0, statSync(filler).size - bytes));
     },
     unmount() {
       execFileSync('umount', ['--lazy', dir]);

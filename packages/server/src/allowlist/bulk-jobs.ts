@@ -6,6 +6,7 @@ import type { ServiceContext } from '../context.ts';
 import { productCatalogue } from '../el2g/products.ts';
 import { type Factory, findFactoryById } from '../factories/factories.ts';
 import type { Db } from '../storage/database.ts';
+import { storageFullError } from '../storage/storage-full.ts';
 import type { BulkJobsTable, Tables } from '../storage/tables.ts';
 import { type AllowListContext, addDevices, type Change } from './allow-list.ts';
 import { ADD_STATUSES, type AddStatus, chunks, type DeviceResult } from './device-results.ts';
@@ -157,7 +158,10 @@ export class BulkJobRunner {
       return;
     }
     this.#active = this.#drain()
-      .catch((err: unknown) => this.#ctx.log.error({ err }, 'could not claim a bulk job'))
+      .catch((err: unknown) => {
+        // a full disk is logged once a burst (the claim is a write, retried every poll)
+        if (!storageFullError(err, this.#ctx.log)) this.#ctx.log.error({ err }, 'could not claim a bulk job');
+      })
       .finally(() => {
         this.#active = null;
         if (this.#again) {
@@ -236,12 +240,15 @@ export class BulkJobRunner {
       }
       await this.#finish(row.id, 'done', processed, result);
     } catch (err) {
-      result.error =
-        err instanceof KeyferryError && err.expose
-          ? { code: err.code, message: err.message }
-          : { code: 'internal', message: 'internal error; see the keyferryd log' };
-      if (!(err instanceof KeyferryError && err.expose))
-        this.#ctx.log.error({ err, job: row.id }, 'bulk job failed');
+      // a full disk is the refusal a request gets, logged once a burst, not a stack per job
+      const full = storageFullError(err, this.#ctx.log);
+      const shown = full ?? (err instanceof KeyferryError && err.expose ? err : undefined);
+      result.error = shown
+        ? { code: shown.code, message: shown.message }
+        : { code: 'internal', message: 'internal error; see the keyferryd log' };
+      if (full)
+        this.#ctx.log.info({ job: row.id, code: full.full.code, processed }, 'bulk job failed: storage full');
+      else if (!shown) this.#ctx.log.error({ err, job: row.id }, 'bulk job failed');
       await this.#finish(row.id, 'failed', processed, result).catch(() => {});
     }
   }

@@ -1,11 +1,6 @@
 import { KeyferryError } from '@keyferry/core';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import {
-  type ErrorLog,
-  StorageFullError,
-  storageFullCause,
-  storageFullLog,
-} from '../storage/storage-full.ts';
+import { type ErrorLog, storageFullError } from '../storage/storage-full.ts';
 import { clientWentAway } from './client-errors.ts';
 import { retryAfterHeader } from './rate-limit.ts';
 
@@ -32,17 +27,13 @@ const FASTIFY_CODES: Record<string, [KeyferryError['code'], string]> = {
 
 /**
  * The keyferry error for whatever a request's handling threw. A full disk (SQLite's
- * SQLITE_FULL, a file's ENOSPC), also under an internal error that wraps it, is the
+ * SQLITE_FULL, a file's ENOSPC, PostgreSQL's 53100), also under an internal error that wraps it, is the
  * StorageFullError refusal, reported to `log` once per burst (storage-full.ts).
  */
 export function toKeyferryError(err: unknown, log?: ErrorLog): KeyferryError {
   if (err instanceof KeyferryError && err.expose) return err;
-  const full = storageFullCause(err);
-  if (full) {
-    const error = err instanceof StorageFullError ? err : new StorageFullError(full, err);
-    if (log) storageFullLog.report(log, error);
-    return error;
-  }
+  const full = storageFullError(err, log);
+  if (full) return full;
   if (err instanceof KeyferryError) return err;
   const fe = err as FastifyError;
   const mapped = fe?.code ? FASTIFY_CODES[fe.code] : undefined;

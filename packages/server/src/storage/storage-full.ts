@@ -57,6 +57,19 @@ export class StorageFullError extends KeyferryError {
   }
 }
 
+/**
+ * `err` as the StorageFullError refusal when it (or an error it wraps) is a full disk, reported
+ * to `log` once per burst (storageFullLog); undefined for any other error. What an HTTP
+ * request's error handler and a bulk job's failure both go through.
+ */
+export function storageFullError(err: unknown, log?: ErrorLog): StorageFullError | undefined {
+  const full = storageFullCause(err);
+  if (!full) return undefined;
+  const error = err instanceof StorageFullError ? err : new StorageFullError(full, err);
+  if (log) storageFullLog.report(log, error);
+  return error;
+}
+
 /** Refusals in a row closer than this are one burst, logged once. */
 export const STORAGE_FULL_QUIET_MS = 60_000;
 
