@@ -1,6 +1,7 @@
 import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { randomUid } from '@keyferry/sim';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
@@ -23,8 +24,9 @@ import { provisioningCounts } from '../support/provisioning-checks.ts';
 import { mountSmallDisk, type SmallDisk } from '../support/small-disk.ts';
 import {
   asAnswer,
+  DATABASE_GONE,
   errorLines,
-  expectStorageFull,
+  expectUnavailable,
   factoryApi,
   fleetAgents,
   POSTGRES_FULL,
@@ -129,7 +131,7 @@ describe('keyferryd on a full disk (PostgreSQL)', { timeout: PROCESS_TEST_TIMEOU
         addedWhileFull.push(id);
         continue;
       }
-      expectStorageFull(answer, POSTGRES_FULL);
+      expectUnavailable(answer, POSTGRES_FULL);
       refusedId = id;
       break;
     }
@@ -137,9 +139,9 @@ describe('keyferryd on a full disk (PostgreSQL)', { timeout: PROCESS_TEST_TIMEOU
     const before = await digest();
     // a device's enrollment: refused the same way, and the agent would retry it (a 5xx)
     for (const device of devices.slice(1)) {
-      expectStorageFull(await exchange(enrollCall(fleet, agentOf(device), device)), POSTGRES_FULL);
+      expectUnavailable(await exchange(enrollCall(fleet, agentOf(device), device)), POSTGRES_FULL);
     }
-    expectStorageFull(await add(refusedId), POSTGRES_FULL);
+    expectUnavailable(await add(refusedId), POSTGRES_FULL);
     // nothing of any refused request was committed, not even an audit row
     expect(await digest()).toEqual(before);
     // one error line for the burst, naming the SQLSTATE, PostgreSQL's message and the database
@@ -194,5 +196,61 @@ describe('keyferryd on a full disk (PostgreSQL)', { timeout: PROCESS_TEST_TIMEOU
       await db.destroy();
     }
     expect(errorLines(fleet.daemon)).toHaveLength(1);
+  });
+  it('when WAL needs a new segment on the full disk, PostgreSQL PANICs and shuts down: keyferryd refuses 503 saying the database is not reachable, logs it once, and works again without a restart once space is freed and PostgreSQL started', async () => {
+    const linesBefore = errorLines(fleet.daemon).length;
+    // a device allow-listed and past its manifest, whose enrollment comes while PostgreSQL is down
+    const [late] = await makeDevices(fleet, 1);
+    await manifest(fleet, agentOf(late!));
+    const scratch = new pg.Client({ connectionString: url });
+    scratch.on('error', () => {});
+    await scratch.connect();
+    expect(disk.fill()).toBeGreaterThan(0);
+    // WAL past the current segment and the recycled one, from the test's own connection: 1 MB
+    // records that need no table to grow
+    let stopped: unknown;
+    for (let n = 0; n < 100 && stopped === undefined; n++) {
+      await scratch
+        .query("select pg_logical_emit_message(false, 'fill', repeat('x', 1048576))")
+        .catch((e: unknown) => {
+          stopped = e;
+        });
+    }
+    await scratch.end().catch(() => {});
+    expect(stopped, '100 MB of WAL on a full 96 MB disk').toBeDefined();
+    // PostgreSQL's account: the PANIC, then crash recovery with no room for its WAL either
+    let pgLog = '';
+    for (let look = 0; look < 600 && !/database system is shut down/.test(pgLog); look++) {
+      await sleep(50);
+      pgLog = readFileSync(cluster.log, 'utf8');
+    }
+    expect(pgLog).toMatch(
+      /PANIC: {2}could not write to file "pg_wal\/xlogtemp\.\d+": No space left on device/,
+    );
+    expect(pgLog).toMatch(/shutting down due to startup process failure\n.*database system is shut down/);
+
+    expectUnavailable(await exchange(enrollCall(fleet, agentOf(late!), late!)), DATABASE_GONE);
+    const id = `0x${randomUid().hex}`;
+    expectUnavailable(await add(id), DATABASE_GONE);
+    const ready = await fetch(`${fleet.daemon.listen.api}/readyz`);
+    expect(ready.status).toBe(503);
+    expect(await ready.json()).toEqual({ status: 'unavailable', reason: 'database not reachable' });
+    expect((await fetch(`${fleet.daemon.listen.api}/healthz`)).status).toBe(200);
+    const lines = errorLines(fleet.daemon).slice(linesBefore);
+    expect(lines.map((l) => JSON.parse(l).msg)).toEqual([
+      expect.stringMatching(/^database not reachable \(/),
+    ]);
+    expect(JSON.parse(lines[0]!)).toMatchObject({ database: `127.0.0.1:${cluster.port}/keyferry_full_disk` });
+
+    disk.free();
+    cluster.start();
+    const pid = fleet.daemon.child.pid;
+    const agent = agentOf(late!);
+    await simpleenroll(fleet, agent, late!);
+    await report(fleet, agent);
+    const added = await add(id);
+    expect(added.status, added.text).toBe(200);
+    expect(fleet.daemon.child.pid).toBe(pid);
+    expect(errorLines(fleet.daemon).slice(linesBefore)).toHaveLength(1);
   });
 });

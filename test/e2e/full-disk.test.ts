@@ -27,7 +27,7 @@ import { mountSmallDisk, type SmallDisk } from '../support/small-disk.ts';
 import {
   asAnswer,
   errorLines,
-  expectStorageFull,
+  expectUnavailable,
   factoryApi,
   fleetAgents,
   KEYFERRYD_FULL,
@@ -117,15 +117,15 @@ describe('keyferryd on a full disk (SQLite)', { timeout: PROCESS_TEST_TIMEOUT_MS
   it('refuses writes with 503 unavailable saying the storage is full, changes nothing, logs it once', async () => {
     const before = inspect((db) => db.pragma('data_version', { simple: true }));
     const enroll = await exchange(enrollCall(fleet, agentOf(devices[1]!), devices[1]!));
-    expectStorageFull(enroll, KEYFERRYD_FULL);
+    expectUnavailable(enroll, KEYFERRYD_FULL);
     // the agent retries it (transient), as it does any 5xx
     const { status, headers, text } = enroll;
     const problem = parseProblem(status, headers['content-type'] as string, Buffer.from(text));
     expect(problemError('enroll', problem, undefined).kind).toBe('transient');
     // a device's first call writes its object states: refused the same way
-    expectStorageFull(await exchange(manifestCall(fleet, agentOf(devices[2]!))), KEYFERRYD_FULL);
+    expectUnavailable(await exchange(manifestCall(fleet, agentOf(devices[2]!))), KEYFERRYD_FULL);
     // and a management write: allow-list add
-    expectStorageFull(
+    expectUnavailable(
       await asAnswer(await api('POST', '/el2g/devices/', { 'product-id': SE050, devices: [EXTRA] })),
       KEYFERRYD_FULL,
     );

@@ -14,6 +14,10 @@ export interface PostgresCluster {
   readonly port: number;
   /** The postmaster's PID (its backends are its child processes). */
   readonly pid: number;
+  /** The server's log file. */
+  readonly log: string;
+  /** Starts the cluster again after it stopped (a crash, a full disk's shutdown). */
+  start(): void;
   stop(): void;
 }
 
@@ -24,6 +28,8 @@ export interface PostgresOptions {
    * The directory the cluster's temp dir (data dir, socket, log) is made in; the system's temp
    * dir by default. A test that fills the database's disk passes a small tmpfs (small-disk.ts):
    * as root, the `postgres` user must be able to enter it (mode 0711 on it and its parents).
+   * The server's log then goes to a temp dir of its own on the system's disk, so that what
+   * PostgreSQL says about a full disk is not lost to it.
    */
   parent?: string;
 }
@@ -34,8 +40,11 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Post
   const port = await freePort();
   const asRoot = process.getuid?.() === 0;
   const owner = asRoot ? postgresUser() : undefined;
-  if (owner) chownSync(dir, owner.uid, owner.gid);
-  chmodSync(dir, 0o700);
+  const logDir = options.parent ? mkdtempSync(join(tmpdir(), 'keyferry-pg-log-')) : dir;
+  for (const d of new Set([dir, logDir])) {
+    if (owner) chownSync(d, owner.uid, owner.gid);
+    chmodSync(d, 0o700);
+  }
   const run = (cmd: string, args: string[]) => {
     const full = join(PG_BIN, cmd);
     const res = owner
@@ -63,29 +72,35 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Post
     'UTF8',
     '--no-sync',
   ]);
-  run('pg_ctl', [
-    '-D',
-    dataDir,
-    '-l',
-    join(dir, 'log'),
-    '-w',
-    '-t',
-    '60',
-    '-o',
-    `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200`,
-    'start',
-  ]);
+  const log = join(logDir, 'log');
+  const start = () =>
+    run('pg_ctl', [
+      '-D',
+      dataDir,
+      '-l',
+      log,
+      '-w',
+      '-t',
+      '60',
+      '-o',
+      `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200`,
+      'start',
+    ]);
+  start();
   const url = `postgres://keyferry:keyferry@127.0.0.1:${port}/postgres`;
   const pid = Number(readFileSync(join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
   return {
     url,
     port,
     pid,
+    log,
+    start,
     stop() {
       try {
         run('pg_ctl', ['-D', dataDir, '-m', 'immediate', '-w', 'stop']);
       } finally {
         rmSync(dir, { recursive: true, force: true });
+        rmSync(logDir, { recursive: true, force: true });
       }
     },
   };

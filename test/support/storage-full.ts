@@ -9,13 +9,16 @@ export const KEYFERRYD_FULL = /storage is full.*free space on the disk holding k
 export const POSTGRES_FULL =
   /PostgreSQL server's storage is full.*free space on the disk holding the PostgreSQL server's data directory/;
 
-/** Checks that an answer is the storage-full refusal, its detail matching `detail`. */
-export function expectStorageFull(answer: Answer, detail: RegExp): void {
+/** Checks that an answer is a 503 `unavailable` refusal (storage full, database gone), its detail matching `detail`. */
+export function expectUnavailable(answer: Answer, detail: RegExp): void {
   expect(answer.status, answer.text).toBe(503);
   expect(answer.headers['content-type']).toMatch(/^application\/problem\+json/);
   const problem = JSON.parse(answer.text);
   expect(problem).toMatchObject({ status: 503, code: 'unavailable', detail: expect.stringMatching(detail) });
 }
+
+/** The refusal detail while the PostgreSQL server is down or restarting. */
+export const DATABASE_GONE = /cannot reach its PostgreSQL database, so it changed nothing: retry later/;
 
 /** A fetch Response as an Answer (status, content type, body text). */
 export async function asAnswer(res: Response): Promise<Answer> {

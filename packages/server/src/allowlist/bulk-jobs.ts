@@ -6,6 +6,7 @@ import type { ServiceContext } from '../context.ts';
 import { productCatalogue } from '../el2g/products.ts';
 import { type Factory, findFactoryById } from '../factories/factories.ts';
 import type { Db } from '../storage/database.ts';
+import { databaseUnreachableError } from '../storage/database-unreachable.ts';
 import { storageFullError } from '../storage/storage-full.ts';
 import type { BulkJobsTable, Tables } from '../storage/tables.ts';
 import { type AllowListContext, addDevices, type Change } from './allow-list.ts';
@@ -159,8 +160,11 @@ export class BulkJobRunner {
     }
     this.#active = this.#drain()
       .catch((err: unknown) => {
-        // a full disk is logged once a burst (the claim is a write, retried every poll)
-        if (!storageFullError(err, this.#ctx.log)) this.#ctx.log.error({ err }, 'could not claim a bulk job');
+        // a full disk or a database that is not there is logged once a burst (the claim is
+        // tried again every poll)
+        const log = this.#ctx.log;
+        if (!(storageFullError(err, log) ?? databaseUnreachableError(err, log)))
+          log.error({ err }, 'could not claim a bulk job');
       })
       .finally(() => {
         this.#active = null;

@@ -1,5 +1,6 @@
 import { KeyferryError } from '@keyferry/core';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { databaseUnreachableError } from '../storage/database-unreachable.ts';
 import { type ErrorLog, storageFullError } from '../storage/storage-full.ts';
 import { clientWentAway } from './client-errors.ts';
 import { retryAfterHeader } from './rate-limit.ts';
@@ -27,12 +28,13 @@ const FASTIFY_CODES: Record<string, [KeyferryError['code'], string]> = {
 
 /**
  * The keyferry error for whatever a request's handling threw. A full disk (SQLite's
- * SQLITE_FULL, a file's ENOSPC, PostgreSQL's 53100), also under an internal error that wraps it, is the
- * StorageFullError refusal, reported to `log` once per burst (storage-full.ts).
+ * SQLITE_FULL, a file's ENOSPC, PostgreSQL's 53100), also under an internal error that wraps
+ * it, is the StorageFullError refusal; a PostgreSQL that is down, restarting or not reachable
+ * is the DatabaseUnreachableError one. Either is reported to `log` once per burst.
  */
 export function toKeyferryError(err: unknown, log?: ErrorLog): KeyferryError {
   if (err instanceof KeyferryError && err.expose) return err;
-  const full = storageFullError(err, log);
+  const full = storageFullError(err, log) ?? databaseUnreachableError(err, log);
   if (full) return full;
   if (err instanceof KeyferryError) return err;
   const fe = err as FastifyError;

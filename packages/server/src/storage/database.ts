@@ -15,6 +15,7 @@ import {
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
+import { DatabaseConnectError } from './database-unreachable.ts';
 import { type Dialect, migrate } from './migrate.ts';
 import { nameCompiledStatements } from './named-statements.ts';
 import { withStatementCache } from './statement-cache.ts';
@@ -218,7 +219,16 @@ export async function openDatabase(
     client.query(READ_COMMITTED).catch(() => {});
     nameCompiledStatements(client);
   });
-  const db = new Kysely<Tables>({ dialect: new PostgresDialect({ pool }) });
+  // A connection the pool cannot open (server down, restarting, unreachable) fails as a
+  // DatabaseConnectError: requests then get the `unavailable` refusal that says so.
+  const connecting = {
+    connect: () =>
+      pool.connect().catch((err: unknown) => {
+        throw new DatabaseConnectError(err);
+      }),
+    end: () => pool.end(),
+  };
+  const db = new Kysely<Tables>({ dialect: new PostgresDialect({ pool: connecting }) });
   await migrate(db as Kysely<unknown>, 'postgres');
   return {
     db,

@@ -74,12 +74,11 @@ export function storageFullError(err: unknown, log?: ErrorLog): StorageFullError
 export const STORAGE_FULL_QUIET_MS = 60_000;
 
 /**
- * Logs a full disk at error level once per burst (the first refusal after STORAGE_FULL_QUIET_MS
- * without one), not a stack trace per refused request: a factory line keeps retrying, and its
- * refusals must not fill what little space is left with log lines (each refusal still has its
- * info line, like every other refusal). `now` is for tests.
+ * Counts refusals of one kind in bursts: the first refusal after `quietMs` without one begins
+ * a burst and is logged, the rest of the burst only counted (its count goes with the next
+ * burst's line as `refusedInLastBurst`). `now` is for tests.
  */
-export class StorageFullLog {
+export class BurstLog {
   #last = Number.NEGATIVE_INFINITY;
   #refused = 0;
   readonly #now: () => number;
@@ -90,8 +89,8 @@ export class StorageFullLog {
     this.#quietMs = options.quietMs ?? STORAGE_FULL_QUIET_MS;
   }
 
-  /** Whether this refusal began a burst (and so was logged). */
-  report(log: ErrorLog, error: StorageFullError): boolean {
+  /** Logs `line()` at error when this refusal begins a burst; whether it did. */
+  protected burst(log: ErrorLog, line: () => { fields: object; message: string }): boolean {
     const now = this.#now();
     const quiet = now - this.#last >= this.#quietMs;
     this.#last = now;
@@ -101,22 +100,32 @@ export class StorageFullLog {
     }
     const before = this.#refused;
     this.#refused = 1;
-    const { code, message, disk } = error.full;
-    const database = disk === 'postgres' ? storageServer : storageFile;
-    const where =
-      disk === 'postgres'
-        ? `the PostgreSQL server's data directory${storageServer ? ` (${storageServer})` : ''}`
-        : (storageFile ?? "keyferryd's data dir");
-    log.error(
-      {
-        code,
-        cause: message,
-        ...(database ? { database } : {}),
-        ...(before > 0 ? { refusedInLastBurst: before } : {}),
-      },
-      `storage full (${code}: ${message}): requests that write are refused with 503 unavailable and reads are answered; free space on the disk holding ${where}: keyferryd writes again without a restart`,
-    );
+    const { fields, message } = line();
+    log.error({ ...fields, ...(before > 0 ? { refusedInLastBurst: before } : {}) }, message);
     return true;
+  }
+}
+
+/**
+ * Logs a full disk at error level once per burst, not a stack trace per refused request: a
+ * factory line keeps retrying, and its refusals must not fill what little space is left with
+ * log lines (each refusal still has its info line, like every other refusal).
+ */
+export class StorageFullLog extends BurstLog {
+  /** Whether this refusal began a burst (and so was logged). */
+  report(log: ErrorLog, error: StorageFullError): boolean {
+    return this.burst(log, () => {
+      const { code, message, disk } = error.full;
+      const database = disk === 'postgres' ? storageServer : storageFile;
+      const where =
+        disk === 'postgres'
+          ? `the PostgreSQL server's data directory${storageServer ? ` (${storageServer})` : ''}`
+          : (storageFile ?? "keyferryd's data dir");
+      return {
+        fields: { code, cause: message, ...(database ? { database } : {}) },
+        message: `storage full (${code}: ${message}): requests that write are refused with 503 unavailable and reads are answered; free space on the disk holding ${where}: keyferryd writes again without a restart`,
+      };
+    });
   }
 }
 
@@ -131,6 +140,10 @@ export function noteStorageFile(path: string): void {
 
 /** The PostgreSQL database keyferryd writes, as host:port/name (never the password). */
 let storageServer: string | undefined;
+/** The PostgreSQL database noted by openDatabase, as host:port/name; undefined on SQLite. */
+export function storageServerName(): string | undefined {
+  return storageServer;
+}
 export function noteStorageServer(url: string): void {
   try {
     const { hostname, port, pathname } = new URL(url);
