@@ -60,8 +60,8 @@ describe('keyferry login against a real keyferryd', { timeout: PROCESS_TEST_TIME
     return { ino: stat.ino, mode: (stat.mode & 0o777).toString(8), text: readFileSync(file, 'utf8') };
   };
 
-  it('saves server, factory and token in ~/.config/keyferry/config.json (0600), and the next commands use them', async () => {
-    const { home, file } = newHome('saved');
+  /** `keyferry login` with the demo token: its line, and the file it saved (0600, server, factory, token). */
+  const expectLoggedIn = async (home: string, file: string) => {
     const login = await keyferry(home, ['login', '--server', daemon.listen.api, '--token-file', tokenFile]);
     expect(login).toEqual({
       status: 0,
@@ -69,12 +69,17 @@ describe('keyferry login against a real keyferryd', { timeout: PROCESS_TEST_TIME
       stderr: '',
     });
     expect(statSync(file).mode & 0o777).toBe(0o600);
-    expect(statSync(join(home, '.config', 'keyferry')).mode & 0o777).toBe(0o700);
     expect(JSON.parse(readFileSync(file, 'utf8'))).toEqual({
       server: daemon.listen.api,
       factory: 'demo',
       token,
     });
+  };
+
+  it('saves server, factory and token in ~/.config/keyferry/config.json (0600), and the next commands use them', async () => {
+    const { home, file } = newHome('saved');
+    await expectLoggedIn(home, file);
+    expect(statSync(join(home, '.config', 'keyferry')).mode & 0o777).toBe(0o700);
 
     // no --server, -f or -t: all three from the file (the default server would be 127.0.0.1:8080)
     const factories = await keyferry(home, ['factories', '--json']);
@@ -158,18 +163,7 @@ describe('keyferry login against a real keyferryd', { timeout: PROCESS_TEST_TIME
       stdout: '',
       stderr: `ERROR: the login file ${file} is not valid JSON: fix it or remove it (keyferry login writes a new one)\n`,
     });
-    const login = await keyferry(home, ['login', '--server', daemon.listen.api, '--token-file', tokenFile]);
-    expect(login).toEqual({
-      status: 0,
-      stdout: `Logged in to ${daemon.listen.api} as factory demo; saved to ${file}\n`,
-      stderr: '',
-    });
-    expect(statSync(file).mode & 0o777).toBe(0o600);
-    expect(JSON.parse(readFileSync(file, 'utf8'))).toEqual({
-      server: daemon.listen.api,
-      factory: 'demo',
-      token,
-    });
+    await expectLoggedIn(home, file);
     expect((await keyferry(home, ['factories'])).status).toBe(0);
   });
 });

@@ -54,20 +54,31 @@ describe('device-link slow clients', () => {
     next.socket.destroy();
   }
 
+  /**
+   * A device sends `start`, then `drip(i)` every 50 ms: it is answered 408 request_timeout and
+   * nothing else, its connection closed, and the listener then serves it on a new one.
+   */
+  async function expectCutOff(start: string, drip: (i: number) => string) {
+    const device = await f.device();
+    const slow = await link(device);
+    slow.socket.write(start);
+    slow.drip(drip, 50);
+    const answer = await slow.answer();
+    await slow.closed;
+    expectRequestTimeout(answer);
+    expect(slow.received.length).toBe(answer.end);
+    await expectServing(device);
+  }
+
   it(
     'answers 408 to a device that drips its request head past the headers timeout',
     async () => {
-      const device = await f.device();
-      const slow = await link(device);
-      slow.socket.write('GET /device-link/v1/manifest HTTP/1.1\r\nhost: device-link\r\n');
-      // a header line every 50 ms: never idle, the head never ends
-      slow.drip((i) => `x-drip-${i}: 1\r\n`, 50);
-      const answer = await slow.answer();
-      await slow.closed;
-      expectRequestTimeout(answer);
-      // the 408 is all the answer: the head never reached a route
-      expect(slow.received.length).toBe(answer.end);
-      await expectServing(device);
+      // a header line every 50 ms: never idle, the head never ends (the 408 is all the answer:
+      // the head never reached a route)
+      await expectCutOff(
+        'GET /device-link/v1/manifest HTTP/1.1\r\nhost: device-link\r\n',
+        (i) => `x-drip-${i}: 1\r\n`,
+      );
     },
     TEST_TIMEOUT_MS,
   );
@@ -75,22 +86,15 @@ describe('device-link slow clients', () => {
   it(
     'answers 408 to a device whose head is complete but whose body comes too slowly (enroll)',
     async () => {
-      const device = await f.device();
-      const slow = await link(device);
       const csr = (await freshCsr()).base64;
-      slow.socket.write(
+      // a byte every 50 ms: the CSR would take tens of seconds, past the 2 s request timeout (the
+      // enrollment waited for its body: nothing else was answered; the device, not marked failed
+      // or rate limited for it, is served at once)
+      await expectCutOff(
         'POST /.well-known/est/fio-device-gateway-ca/simpleenroll HTTP/1.1\r\nhost: device-link\r\n' +
           `content-type: application/pkcs10\r\ncontent-length: ${csr.length}\r\n\r\n`,
+        (i) => csr[i] ?? '',
       );
-      // a byte every 50 ms: the CSR would take tens of seconds, past the 2 s request timeout
-      slow.drip((i) => csr[i] ?? '', 50);
-      const answer = await slow.answer();
-      await slow.closed;
-      expectRequestTimeout(answer);
-      // the enrollment waited for its body: nothing else was answered
-      expect(slow.received.length).toBe(answer.end);
-      // the device, not marked failed or rate limited for it, is served at once
-      await expectServing(device);
     },
     TEST_TIMEOUT_MS,
   );
