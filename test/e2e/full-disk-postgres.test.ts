@@ -18,7 +18,7 @@ import {
 } from '../../bench/lib/device-link-load.ts';
 import { type Answer, exchange } from '../../bench/lib/keep-alive-client.ts';
 import type { Tables } from '../../packages/server/src/storage/tables.ts';
-import { createDatabase, type PostgresCluster, startPostgres } from '../support/postgres.ts';
+import { createDatabase, type PostgresCluster, startPostgres, tableDigest } from '../support/postgres.ts';
 import { PROCESS_TEST_TIMEOUT_MS } from '../support/processes.ts';
 import { provisioningCounts } from '../support/provisioning-checks.ts';
 import { mountSmallDisk, type SmallDisk } from '../support/small-disk.ts';
@@ -65,19 +65,7 @@ describe('keyferryd on a full disk (PostgreSQL)', { timeout: PROCESS_TEST_TIMEOU
   const add = async (id: string): Promise<Answer> =>
     asAnswer(await api('POST', '/el2g/devices/', { 'product-id': SE050, devices: [id] }));
   /** Every row of every keyferry table, digested: equal digests, nothing committed between. */
-  const digest = async (): Promise<Record<string, string>> => {
-    const { rows } = await client.query<{ table_name: string }>(
-      "select table_name from information_schema.tables where table_schema = 'public' order by table_name",
-    );
-    const out: Record<string, string> = {};
-    for (const { table_name } of rows) {
-      const r = await client.query<{ d: string }>(
-        `select count(*) || ':' || md5(coalesce(string_agg(t::text, '|' order by t::text), '')) as d from "${table_name}" t`,
-      );
-      out[table_name] = r.rows[0]!.d;
-    }
-    return out;
-  };
+  const digest = () => tableDigest(client);
 
   beforeAll(async () => {
     work = mkdtempSync(join(tmpdir(), 'keyferry-full-pg-'));

@@ -121,6 +121,26 @@ export async function createDatabase(clusterUrl: string, name: string): Promise<
   return url.toString();
 }
 
+/**
+ * Every row of every table of `client`'s database (schema public), digested per table: equal
+ * digests, nothing committed between.
+ */
+export async function tableDigest(client: {
+  query<R>(text: string): Promise<{ rows: R[] }>;
+}): Promise<Record<string, string>> {
+  const { rows } = await client.query<{ table_name: string }>(
+    "select table_name from information_schema.tables where table_schema = 'public' order by table_name",
+  );
+  const out: Record<string, string> = {};
+  for (const { table_name } of rows) {
+    const r = await client.query<{ d: string }>(
+      `select count(*) || ':' || md5(coalesce(string_agg(t::text, '|' order by t::text), '')) as d from "${table_name}" t`,
+    );
+    out[table_name] = r.rows[0]!.d;
+  }
+  return out;
+}
+
 function postgresUser(): { uid: number; gid: number } {
   const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
   const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());

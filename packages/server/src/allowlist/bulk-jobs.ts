@@ -6,8 +6,8 @@ import type { ServiceContext } from '../context.ts';
 import { productCatalogue } from '../el2g/products.ts';
 import { type Factory, findFactoryById } from '../factories/factories.ts';
 import type { Db } from '../storage/database.ts';
-import { databaseUnreachableError } from '../storage/database-unreachable.ts';
-import { storageFullError } from '../storage/storage-full.ts';
+import { databaseRefusal } from '../storage/database-unreachable.ts';
+import { StorageFullError } from '../storage/storage-full.ts';
 import type { BulkJobsTable, Tables } from '../storage/tables.ts';
 import { type AllowListContext, addDevices, type Change } from './allow-list.ts';
 import { ADD_STATUSES, type AddStatus, chunks, type DeviceResult } from './device-results.ts';
@@ -160,11 +160,10 @@ export class BulkJobRunner {
     }
     this.#active = this.#drain()
       .catch((err: unknown) => {
-        // a full disk or a database that is not there is logged once a burst (the claim is
-        // tried again every poll)
+        // a full disk, a database that is not there or one that is busy is logged once a burst
+        // (the claim is tried again every poll)
         const log = this.#ctx.log;
-        if (!(storageFullError(err, log) ?? databaseUnreachableError(err, log)))
-          log.error({ err }, 'could not claim a bulk job');
+        if (!databaseRefusal(err, log)) log.error({ err }, 'could not claim a bulk job');
       })
       .finally(() => {
         this.#active = null;
@@ -244,14 +243,23 @@ export class BulkJobRunner {
       }
       await this.#finish(row.id, 'done', processed, result);
     } catch (err) {
-      // a full disk is the refusal a request gets, logged once a burst, not a stack per job
-      const full = storageFullError(err, this.#ctx.log);
-      const shown = full ?? (err instanceof KeyferryError && err.expose ? err : undefined);
+      // a full disk, a database gone or busy is the refusal a request gets, logged once a
+      // burst, not a stack per job
+      const refused = databaseRefusal(err, this.#ctx.log);
+      const shown = refused ?? (err instanceof KeyferryError && err.expose ? err : undefined);
       result.error = shown
         ? { code: shown.code, message: shown.message }
         : { code: 'internal', message: 'internal error; see the keyferryd log' };
-      if (full)
-        this.#ctx.log.info({ job: row.id, code: full.full.code, processed }, 'bulk job failed: storage full');
+      if (refused instanceof StorageFullError)
+        this.#ctx.log.info(
+          { job: row.id, code: refused.full.code, processed },
+          'bulk job failed: storage full',
+        );
+      else if (refused)
+        this.#ctx.log.info(
+          { job: row.id, code: refused.reason.code, processed },
+          'bulk job failed: database',
+        );
       else if (!shown) this.#ctx.log.error({ err, job: row.id }, 'bulk job failed');
       await this.#finish(row.id, 'failed', processed, result).catch(() => {});
     }

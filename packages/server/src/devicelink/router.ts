@@ -14,8 +14,7 @@ import { observeRequest } from '../metrics/observe-request.ts';
 import type { ServiceMetrics } from '../metrics/service-metrics.ts';
 import type { CrlRefresher } from '../revocation/refresh.ts';
 import type { Db } from '../storage/database.ts';
-import { DatabaseUnreachableError } from '../storage/database-unreachable.ts';
-import { StorageFullError } from '../storage/storage-full.ts';
+import { isDatabaseRefusal } from '../storage/database-unreachable.ts';
 import { assertRenewalScope } from './device-certificate.ts';
 import { checkCsrHeaders, decodeCsrBody } from './est-body.ts';
 import { factoryForConnection } from './factory-host.ts';
@@ -168,9 +167,10 @@ export function deviceLinkHandler(deps: DeviceLinkDeps) {
       if (error.expose)
         deps.log.info({ correlationId, code: error.code, msg: error.message, path }, 'device-link refused');
       else deps.log.error({ correlationId, err, path }, 'device-link request failed');
-      // a full disk has no room for the refusal's audit row either, nor has a database that is
-      // not there (the cause is logged once a burst)
-      if (!(error instanceof StorageFullError || error instanceof DatabaseUnreachableError))
+      // a full disk has no room for the refusal's audit row either, a database that is not
+      // there none at all, and a busy one would make it wait again (the cause is logged once a
+      // burst)
+      if (!isDatabaseRefusal(error))
         await auditRefusal(deps.db, trace, error, path, correlationId, req.socket as TLSSocket).catch(
           (e: unknown) => deps.log.error({ correlationId, err: e }, 'cannot write the audit log'),
         );

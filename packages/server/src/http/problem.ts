@@ -1,7 +1,7 @@
 import { KeyferryError } from '@keyferry/core';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { databaseUnreachableError } from '../storage/database-unreachable.ts';
-import { type ErrorLog, storageFullError } from '../storage/storage-full.ts';
+import { databaseRefusal } from '../storage/database-unreachable.ts';
+import type { ErrorLog } from '../storage/storage-full.ts';
 import { clientWentAway } from './client-errors.ts';
 import { retryAfterHeader } from './rate-limit.ts';
 
@@ -30,12 +30,14 @@ const FASTIFY_CODES: Record<string, [KeyferryError['code'], string]> = {
  * The keyferry error for whatever a request's handling threw. A full disk (SQLite's
  * SQLITE_FULL, a file's ENOSPC, PostgreSQL's 53100), also under an internal error that wraps
  * it, is the StorageFullError refusal; a PostgreSQL that is down, restarting or not reachable
- * is the DatabaseUnreachableError one. Either is reported to `log` once per burst.
+ * is the DatabaseUnreachableError one; one busy past keyferryd's bounds (a lock held past
+ * lock_timeout, a statement past statement_timeout, no pool connection free in time) is the
+ * DatabaseBusyError one. Each is reported to `log` once per burst.
  */
 export function toKeyferryError(err: unknown, log?: ErrorLog): KeyferryError {
   if (err instanceof KeyferryError && err.expose) return err;
-  const full = storageFullError(err, log) ?? databaseUnreachableError(err, log);
-  if (full) return full;
+  const refused = databaseRefusal(err, log);
+  if (refused) return refused;
   if (err instanceof KeyferryError) return err;
   const fe = err as FastifyError;
   const mapped = fe?.code ? FASTIFY_CODES[fe.code] : undefined;

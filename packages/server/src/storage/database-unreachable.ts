@@ -1,5 +1,12 @@
 import { KeyferryError } from '@keyferry/core';
-import { BurstLog, type ErrorLog, storageServerName } from './storage-full.ts';
+import {
+  BurstLog,
+  type ErrorLog,
+  reportedRefusal,
+  StorageFullError,
+  storageFullError,
+  storageServerName,
+} from './storage-full.ts';
 
 /**
  * SQLSTATEs of a PostgreSQL that is going away or not there yet: admin_shutdown (57P01, a
@@ -10,6 +17,12 @@ import { BurstLog, type ErrorLog, storageServerName } from './storage-full.ts';
 const GONE = new Set(['57P01', '57P02', '57P03', '08000', '08001', '08003', '08004', '08006']);
 /** What the `pg` driver says when the server closes a connection a query was waiting on. */
 const TERMINATED = /^Connection terminated( unexpectedly)?$/;
+/** What pg's pool says when no connection came free within its connectionTimeoutMillis. */
+const POOL_WAIT = 'timeout exceeded when trying to connect';
+/** PostgreSQL's SQLSTATE lock_not_available: lock_timeout passed waiting for a lock. */
+export const PG_LOCK_NOT_AVAILABLE = '55P03';
+/** PostgreSQL's SQLSTATE query_canceled: statement_timeout passed (or the statement was cancelled). */
+export const PG_QUERY_CANCELED = '57014';
 
 /** A connection to the database that could not be opened (pool connect): wraps the cause. */
 export class DatabaseConnectError extends Error {
@@ -26,6 +39,7 @@ export function databaseUnreachableCause(err: unknown): { code: string; message:
   for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
     const code = (e as NodeJS.ErrnoException).code;
     if (e instanceof DatabaseConnectError) {
+      if (waitedForPool(e)) return undefined;
       const cause = e.cause as NodeJS.ErrnoException | undefined;
       return { code: cause?.code ?? 'connect', message: cause?.message ?? e.message };
     }
@@ -71,9 +85,108 @@ export const databaseUnreachableLog = new DatabaseUnreachableLog();
 
 /** `err` as the DatabaseUnreachableError refusal (reported to `log` once a burst), or undefined. */
 export function databaseUnreachableError(err: unknown, log?: ErrorLog): DatabaseUnreachableError | undefined {
-  const reason = databaseUnreachableCause(err);
-  if (!reason) return undefined;
-  const error = err instanceof DatabaseUnreachableError ? err : new DatabaseUnreachableError(reason, err);
-  if (log) databaseUnreachableLog.report(log, error);
-  return error;
+  return reportedRefusal(
+    err,
+    databaseUnreachableCause(err),
+    DatabaseUnreachableError,
+    databaseUnreachableLog,
+    log,
+  );
+}
+
+/** A pool connection that did not come free in time: every one was in use (not a server gone). */
+function waitedForPool(e: DatabaseConnectError): boolean {
+  return e.cause instanceof Error && e.cause.message === POOL_WAIT;
+}
+
+/** Why a busy database refused: a lock it waited for (`lock`), or time it took (`slow`). */
+export interface BusyReason {
+  code: string;
+  message: string;
+  kind: 'lock' | 'slow';
+}
+
+/**
+ * Why `err` (or an error it wraps) failed, when the reason is a database too busy to answer
+ * within keyferryd's bounds (database.ts): a lock another session held past lock_timeout
+ * (55P03), a statement cancelled at statement_timeout (57014), or no pool connection free
+ * within the pool's wait.
+ */
+export function databaseBusyCause(err: unknown): BusyReason | undefined {
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (e instanceof DatabaseConnectError)
+      return waitedForPool(e) ? { code: 'pool', message: POOL_WAIT, kind: 'slow' } : undefined;
+    if (code === PG_LOCK_NOT_AVAILABLE) return { code, message: e.message, kind: 'lock' };
+    if (code === PG_QUERY_CANCELED) return { code, message: e.message, kind: 'slow' };
+  }
+  return undefined;
+}
+
+/** What a busy database's refusal tells the client, by what it waited for. */
+const BUSY_REFUSAL: Record<BusyReason['kind'], string> = {
+  lock: "keyferryd's PostgreSQL database is busy: another session holds a lock this request needs, so it changed nothing: retry later; the operator should look for the session holding it (pg_stat_activity, pg_locks: e.g. a psql left in a transaction) and end it",
+  slow: "keyferryd's PostgreSQL database is busy: it did not answer in time, so this request changed nothing: retry later; the operator should look at what the database is doing (pg_stat_activity: statements running long, sessions holding locks)",
+};
+
+/**
+ * The refusal of a request the database did not serve within keyferryd's bounds: 503
+ * `unavailable`, shown to the client (a retry succeeds once the lock is released or the load
+ * gone). Nothing of the request was kept: its statement was cancelled and its transaction
+ * rolled back.
+ */
+export class DatabaseBusyError extends KeyferryError {
+  readonly reason: BusyReason;
+  constructor(reason: BusyReason, cause: unknown) {
+    super('unavailable', BUSY_REFUSAL[reason.kind], { cause, expose: true });
+    this.reason = reason;
+  }
+}
+
+/** Logs a busy database at error once per burst, not a stack per refused request. */
+export class DatabaseBusyLog extends BurstLog {
+  report(log: ErrorLog, error: DatabaseBusyError): boolean {
+    return this.burst(log, () => {
+      const { code, message, kind } = error.reason;
+      const database = storageServerName();
+      const on = database ? ` on ${database}` : '';
+      const look =
+        kind === 'lock'
+          ? `find the session holding the lock${on} (pg_stat_activity, pg_blocking_pids) and end it`
+          : `look at what runs${on} (pg_stat_activity: statements running long, sessions holding locks)`;
+      return {
+        fields: { code, cause: message, ...(database ? { database } : {}) },
+        message: `database busy (${code}: ${message}): requests that wait on it are refused with 503 unavailable; ${look}: keyferryd answers again without a restart`,
+      };
+    });
+  }
+}
+
+/** The process's one burst log for a busy database. */
+export const databaseBusyLog = new DatabaseBusyLog();
+
+/** `err` as the DatabaseBusyError refusal (reported to `log` once a burst), or undefined. */
+export function databaseBusyError(err: unknown, log?: ErrorLog): DatabaseBusyError | undefined {
+  return reportedRefusal(err, databaseBusyCause(err), DatabaseBusyError, databaseBusyLog, log);
+}
+
+/**
+ * `err` as the refusal of a database that cannot serve it now (its storage full, the server
+ * not there, or busy past keyferryd's bounds), reported to `log` once a burst; undefined for
+ * any other error. What an HTTP request's error handler and the bulk jobs go through.
+ */
+export function databaseRefusal(
+  err: unknown,
+  log?: ErrorLog,
+): StorageFullError | DatabaseUnreachableError | DatabaseBusyError | undefined {
+  return storageFullError(err, log) ?? databaseUnreachableError(err, log) ?? databaseBusyError(err, log);
+}
+
+/** Whether `error` is one of databaseRefusal's, whose cause is logged once a burst. */
+export function isDatabaseRefusal(error: unknown): boolean {
+  return (
+    error instanceof StorageFullError ||
+    error instanceof DatabaseUnreachableError ||
+    error instanceof DatabaseBusyError
+  );
 }

@@ -35,6 +35,34 @@ export function onPostgres(db: Db): boolean {
 const READ_COMMITTED = 'SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED';
 
 /**
+ * How long a statement of keyferryd's waits for a lock another session holds (a row an
+ * operator's psql locked, another node's transaction) before PostgreSQL cancels it with
+ * SQLSTATE 55P03: SQLite's busy_timeout. Without it a request waited as long as the lock was
+ * held, holding a pool connection, until every request queued behind it.
+ */
+export const PG_LOCK_TIMEOUT_MS = 5_000;
+/**
+ * How long one statement may run before PostgreSQL cancels it (SQLSTATE 57014): well above the
+ * longest keyferryd runs (a CRL's listing, a bulk job's chunk, a page of the allow-list, each
+ * well under a second at a million rows), below the listeners' 30 s idle timeout, so the client
+ * gets the refusal rather than a cut connection. Migrations run without it (migrate.ts).
+ */
+export const PG_STATEMENT_TIMEOUT_MS = 20_000;
+/**
+ * How long a request waits for a free pool connection ("timeout exceeded when trying to
+ * connect"), and for a new one to open. Longer than PG_LOCK_TIMEOUT_MS: while every connection
+ * waits on a lock, a request queued behind them gets one once those waits are refused.
+ */
+export const PG_POOL_WAIT_MS = 10_000;
+
+/** What each new connection is set to before its first query: READ_COMMITTED and the bounds. */
+const SESSION_SETTINGS = [
+  READ_COMMITTED,
+  `SET lock_timeout = ${PG_LOCK_TIMEOUT_MS}`,
+  `SET statement_timeout = ${PG_STATEMENT_TIMEOUT_MS}`,
+].join('; ');
+
+/**
  * A request that reads, decides and then writes. SQLite: all of it in one transaction, whose
  * `BEGIN IMMEDIATE` holds the write lock from the first read. PostgreSQL: keyferry's sessions
  * run their transactions READ COMMITTED (READ_COMMITTED), where a read inside a transaction
@@ -203,7 +231,11 @@ export async function openDatabase(
         : { checkpointInBackground: (log: Logger) => startWalCheckpointer(path, log) }),
     };
   }
-  const pool = new pg.Pool({ connectionString: storage.url, max: storage.poolSize });
+  const pool = new pg.Pool({
+    connectionString: storage.url,
+    max: storage.poolSize,
+    connectionTimeoutMillis: PG_POOL_WAIT_MS,
+  });
   noteStorageServer(storage.url);
   // A connection PostgreSQL drops (restart, failover, network) is reported as an 'error' event,
   // on the pool for an idle connection and on the client itself otherwise; unhandled, either
@@ -213,14 +245,16 @@ export async function openDatabase(
   pool.on('error', () => {});
   pool.on('connect', (client) => {
     client.on('error', () => {});
-    // What readThenWrite relies on, whatever the database's or role's default: a statement,
-    // not the startup packet's `options`, which connection poolers such as PgBouncer refuse.
-    // Queued before the connection's first query; sent before the counting (statement-count.ts).
-    client.query(READ_COMMITTED).catch(() => {});
+    // What readThenWrite relies on, whatever the database's or role's default, and the bounds
+    // on waiting: statements, not the startup packet's `options`, which connection poolers such
+    // as PgBouncer refuse. Queued before the connection's first query, one round trip; sent
+    // before the counting (statement-count.ts).
+    client.query(SESSION_SETTINGS).catch(() => {});
     nameCompiledStatements(client);
   });
-  // A connection the pool cannot open (server down, restarting, unreachable) fails as a
-  // DatabaseConnectError: requests then get the `unavailable` refusal that says so.
+  // A connection the pool cannot open (server down, restarting, unreachable, or not answering
+  // within PG_POOL_WAIT_MS) fails as a DatabaseConnectError: requests then get the `unavailable`
+  // refusal that says so; one that waited that long for a free connection gets the busy one.
   const connecting = {
     connect: () =>
       pool.connect().catch((err: unknown) => {

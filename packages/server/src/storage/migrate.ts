@@ -66,6 +66,10 @@ export async function migrate(db: Kysely<unknown>, dialect: Dialect): Promise<st
   const ctx: MigrationContext = { dialect, serial: dialect === 'sqlite' ? 'integer' : 'serial' };
   const applied: string[] = [];
   await db.connection().execute(async (conn) => {
+    // A migration may rewrite or index a large table, and wait for another node's migrations:
+    // this connection runs without keyferryd's lock and statement bounds (database.ts), which
+    // it gets back before it returns to the pool.
+    const bounds = dialect === 'postgres' ? await unbounded(conn) : undefined;
     // The lock comes before any DDL: two PostgreSQL sessions racing on CREATE TABLE IF NOT
     // EXISTS can both try to create it and one fails on the catalog's unique index.
     if (dialect === 'postgres') await sql`select pg_advisory_lock(7402351)`.execute(conn);
@@ -95,7 +99,25 @@ export async function migrate(db: Kysely<unknown>, dialect: Dialect): Promise<st
       }
     } finally {
       if (dialect === 'postgres') await sql`select pg_advisory_unlock(7402351)`.execute(conn);
+      await bounds?.restore();
     }
   });
   return applied;
+}
+
+/** PostgreSQL: lock_timeout and statement_timeout off on `conn`; `restore` sets them back. */
+async function unbounded(conn: Kysely<unknown>): Promise<{ restore(): Promise<void> }> {
+  const { rows } = await sql<{ lock: string; statement: string }>`select
+    current_setting('lock_timeout') as lock, current_setting('statement_timeout') as statement`.execute(conn);
+  const { lock, statement } = rows[0]!;
+  await sql`select set_config('lock_timeout', '0', false), set_config('statement_timeout', '0', false)`.execute(
+    conn,
+  );
+  return {
+    restore: async () => {
+      await sql`select set_config('lock_timeout', ${lock}, false), set_config('statement_timeout', ${statement}, false)`.execute(
+        conn,
+      );
+    },
+  };
 }

@@ -63,10 +63,24 @@ export class StorageFullError extends KeyferryError {
  * request's error handler and a bulk job's failure both go through.
  */
 export function storageFullError(err: unknown, log?: ErrorLog): StorageFullError | undefined {
-  const full = storageFullCause(err);
-  if (!full) return undefined;
-  const error = err instanceof StorageFullError ? err : new StorageFullError(full, err);
-  if (log) storageFullLog.report(log, error);
+  return reportedRefusal(err, storageFullCause(err), StorageFullError, storageFullLog, log);
+}
+
+/**
+ * `err` as the refusal `Refusal` makes of `reason` (err itself when it is one already), reported
+ * to `log` on `burstLog` once a burst; undefined when there is no reason (err is not one of
+ * these). What storageFullError and the database refusals (database-unreachable.ts) share.
+ */
+export function reportedRefusal<R, E extends KeyferryError>(
+  err: unknown,
+  reason: R | undefined,
+  Refusal: new (reason: R, cause: unknown) => E,
+  burstLog: { report(log: ErrorLog, error: E): boolean },
+  log?: ErrorLog,
+): E | undefined {
+  if (reason === undefined) return undefined;
+  const error = err instanceof Refusal ? err : new Refusal(reason, err);
+  if (log) burstLog.report(log, error);
   return error;
 }
 

@@ -2,8 +2,11 @@ import { KeyferryError } from '@keyferry/core';
 import { describe, expect, it } from 'vitest';
 import { problemBody, toKeyferryError } from '../../src/http/problem.ts';
 import {
+  DatabaseBusyError,
+  DatabaseBusyLog,
   DatabaseConnectError,
   DatabaseUnreachableError,
+  databaseBusyCause,
   databaseUnreachableCause,
 } from '../../src/storage/database-unreachable.ts';
 
@@ -44,5 +47,70 @@ describe('a PostgreSQL server that is not there', () => {
       detail:
         'keyferryd cannot reach its PostgreSQL database, so it changed nothing: retry later; the operator must bring the database server back (its log says why it stopped; after a full disk, free space on it and start it again): keyferryd reconnects by itself',
     });
+  });
+});
+
+describe('a PostgreSQL database too busy to answer within the bounds', () => {
+  const poolWait = new DatabaseConnectError(new Error('timeout exceeded when trying to connect'));
+
+  it('is a lock wait past lock_timeout, a statement past statement_timeout, or no free pool connection', () => {
+    expect(databaseBusyCause(pgError('55P03', 'canceling statement due to lock timeout'))).toEqual({
+      code: '55P03',
+      message: 'canceling statement due to lock timeout',
+      kind: 'lock',
+    });
+    expect(databaseBusyCause(pgError('57014', 'canceling statement due to statement timeout'))?.kind).toBe(
+      'slow',
+    );
+    expect(databaseBusyCause(poolWait)).toEqual({
+      code: 'pool',
+      message: 'timeout exceeded when trying to connect',
+      kind: 'slow',
+    });
+    // the pool waited for a free connection: busy, not a server that is gone
+    expect(databaseUnreachableCause(poolWait)).toBe(undefined);
+    // a new connection that did not open in time is a server that does not answer
+    const notOpened = new DatabaseConnectError(new Error('Connection terminated due to connection timeout'));
+    expect(databaseBusyCause(notOpened)).toBe(undefined);
+    expect(databaseUnreachableCause(notOpened)?.code).toBe('connect');
+    expect(databaseBusyCause(pgError('23505', 'duplicate key value'))).toBe(undefined);
+  });
+
+  it('is refused 503 unavailable, saying what is wrong and what to do', () => {
+    const locked = toKeyferryError(pgError('55P03', 'canceling statement due to lock timeout'));
+    expect(locked).toBeInstanceOf(DatabaseBusyError);
+    expect(problemBody(locked, 'c-1')).toMatchObject({
+      status: 503,
+      code: 'unavailable',
+      detail:
+        "keyferryd's PostgreSQL database is busy: another session holds a lock this request needs, so it changed nothing: retry later; the operator should look for the session holding it (pg_stat_activity, pg_locks: e.g. a psql left in a transaction) and end it",
+    });
+    for (const slow of [pgError('57014', 'canceling statement due to statement timeout'), poolWait])
+      expect(problemBody(toKeyferryError(slow), 'c-2')).toMatchObject({
+        status: 503,
+        code: 'unavailable',
+        detail:
+          "keyferryd's PostgreSQL database is busy: it did not answer in time, so this request changed nothing: retry later; the operator should look at what the database is doing (pg_stat_activity: statements running long, sessions holding locks)",
+      });
+  });
+
+  it('is logged once per burst', () => {
+    let now = 0;
+    const log = new DatabaseBusyLog({ now: () => now, quietMs: 1000 });
+    const lines: Array<{ fields: object; message: string }> = [];
+    const sink = { error: (fields: object, message: string) => lines.push({ fields, message }) };
+    const busy = toKeyferryError(
+      pgError('55P03', 'canceling statement due to lock timeout'),
+    ) as DatabaseBusyError;
+    expect([log.report(sink, busy), log.report(sink, busy)]).toEqual([true, false]);
+    now = 2000;
+    expect(log.report(sink, busy)).toBe(true);
+    expect(lines.map((l) => l.fields)).toEqual([
+      { code: '55P03', cause: 'canceling statement due to lock timeout' },
+      { code: '55P03', cause: 'canceling statement due to lock timeout', refusedInLastBurst: 2 },
+    ]);
+    expect(lines[0]!.message).toMatch(
+      /^database busy \(55P03: .*\): requests that wait on it are refused with 503 unavailable; find the session holding the lock/,
+    );
   });
 });

@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import { describe, expect, inject, it } from 'vitest';
 import { createDatabase } from '../../../../test/support/postgres.ts';
-import { openDatabase } from '../../src/storage/database.ts';
+import { openDatabase, PG_LOCK_TIMEOUT_MS, PG_STATEMENT_TIMEOUT_MS } from '../../src/storage/database.ts';
 
 let counter = 0;
 
@@ -61,5 +61,30 @@ describe('the isolation of keyferry transactions on PostgreSQL', () => {
     url.searchParams.set('options', '-c default_transaction_isolation=repeatable\\ read');
     expect(await isolationOf(url.toString(), false)).toBe('repeatable read');
     expect(await isolationOf(url.toString(), true)).toBe('read committed');
+  });
+});
+
+/**
+ * A statement of keyferryd's waits for another session's lock at most PG_LOCK_TIMEOUT_MS and
+ * runs at most PG_STATEMENT_TIMEOUT_MS, as its SQLite waits at most busy_timeout
+ * (test/devicelink/database-busy.test.ts: what a request gets then). Migrations run unbounded.
+ */
+describe('the bounds of keyferry sessions on PostgreSQL', () => {
+  it('are set on every connection, also the one that ran the migrations', async () => {
+    const url = await createDatabase(inject('postgresUrl'), `bounds_${process.pid}_${counter++}`);
+    // one connection: the one openDatabase's migrations ran on (with the bounds off)
+    const database = await openDatabase({ kind: 'postgres', url, poolSize: 1 }, '/tmp');
+    try {
+      const { rows } = await sql<{ lock: string; statement: string }>`select
+        current_setting('lock_timeout') as lock, current_setting('statement_timeout') as statement`.execute(
+        database.db,
+      );
+      expect(rows[0]).toEqual({
+        lock: `${PG_LOCK_TIMEOUT_MS / 1000}s`,
+        statement: `${PG_STATEMENT_TIMEOUT_MS / 1000}s`,
+      });
+    } finally {
+      await database.close();
+    }
   });
 });

@@ -111,15 +111,15 @@ export async function queryPlan(db: Db, query: CompiledQuery, backend: BackendNa
 }
 
 /**
- * PostgreSQL: until a backend of `db`'s database waits for a lock (a write blocked on a row
+ * PostgreSQL: until `n` backends of `db`'s database wait for a lock (a write blocked on a row
  * another transaction holds), at most ~10 s.
  */
-export async function untilWaitingOnALock(db: Db): Promise<void> {
+export async function untilWaitingOnALock(db: Db, n = 1): Promise<void> {
   for (let i = 0; i < 200; i++) {
     const { rows } = await sql<{ n: string }>`SELECT count(*) AS n FROM pg_stat_activity
       WHERE datname = current_database() AND wait_event_type = 'Lock'`.execute(db);
-    if (Number(rows[0]?.n) > 0) return;
+    if (Number(rows[0]?.n) >= n) return;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  throw new Error('no backend ever waited for a lock');
+  throw new Error(`${n} backends never waited for a lock at once`);
 }
