@@ -1,4 +1,5 @@
-import { Kysely, PostgresDialect } from 'kysely';
+import { readFileSync } from 'node:fs';
+import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -14,6 +15,14 @@ const BASE = '/ota/factories/demo';
 const POOL = 2;
 const BUSY = /PostgreSQL database is busy.*changed nothing: retry.*pg_stat_activity/;
 
+/** The query docs/deployment.md gives to find the session holding what keyferryd waits for. */
+function operatorQuery(): string {
+  const doc = readFileSync(new URL('../../../../docs/deployment.md', import.meta.url), 'utf8');
+  const block = /To find the session[^`]*```sql\n([\s\S]*?)```/.exec(doc);
+  if (!block) throw new Error('docs/deployment.md has no query to find the session');
+  return block[1]!.trim().replace(/;$/, '');
+}
+
 /**
  * keyferryd on a PostgreSQL where another session (an operator's psql left in a transaction
  * after SELECT ... FOR UPDATE) holds the device's row of `devices`, which an enrollment's write
@@ -25,6 +34,7 @@ describe('keyferryd while another session holds a row lock (postgres)', { timeou
   /** The operator's session, and the test's own connection to look at the database. */
   let operator: pg.Client;
   let look: Kysely<Tables>;
+  let operatorPid: number;
   const lines: Array<{ level: number; msg: string; code?: string }> = [];
 
   beforeAll(async () => {
@@ -37,6 +47,7 @@ describe('keyferryd while another session holds a row lock (postgres)', { timeou
     );
     operator = new pg.Client({ connectionString: url });
     await operator.connect();
+    operatorPid = (await operator.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]!.pid;
     look = new Kysely<Tables>({
       dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max: 1 }) }),
     });
@@ -65,6 +76,9 @@ describe('keyferryd while another session holds a row lock (postgres)', { timeou
     );
     // every pool connection is now an enrollment waiting on the operator's lock
     await untilWaitingOnALock(look, POOL);
+    // what docs/deployment.md tells the operator to run finds the session holding the lock
+    const found = await sql.raw<{ pid: number }>(operatorQuery()).execute(look);
+    expect(found.rows.map((r) => r.pid)).toContain(operatorPid);
     const health = await fetch(`${f.svc.url}/healthz`);
     expect(health.status).toBe(200);
     // a read needs a pool connection: it gets one when an enrollment is refused
