@@ -117,4 +117,50 @@ describe('keyferryd while another session holds a row lock (postgres)', { timeou
       .execute();
     expect(live).toHaveLength(1);
   });
+
+  it('a request that finds no free pool connection in time is refused 503 busy, not "cannot reach"', async () => {
+    const device = await f.device();
+    expect((await f.call(device, { path: '/device-link/v1/manifest' })).status).toBe(200);
+    await operator.query('begin');
+    await operator.query('select * from devices where device_id = $1 for update', [device.uid.decimal]);
+    const enrollments = (await Promise.all(Array.from({ length: POOL }, () => freshCsr()))).map((csr) =>
+      f.call(device, { method: 'POST', path: ENROLL, headers: CSR_HEADERS, body: csr.base64 }),
+    );
+    await untilWaitingOnALock(look, POOL);
+    // The backends of both pool connections, stopped as a hung database node would be: their
+    // lock timeout cannot fire meanwhile, so the pool stays taken. (They must be stopped
+    // within the 5 s lock timeout: the queries between are a few milliseconds.)
+    const { rows } = await sql<{ pid: number }>`select pid from pg_stat_activity
+      where datname = current_database() and wait_event_type = 'Lock'`.execute(look);
+    const stopped = rows.map((r) => r.pid);
+    for (const pid of stopped) process.kill(pid, 'SIGSTOP');
+    try {
+      const still = await sql<{ n: string }>`select count(*) as n from pg_stat_activity
+        where pid = any(${stopped}) and wait_event_type = 'Lock'`.execute(look);
+      expect(Number(still.rows[0]!.n), 'the enrollments stopped while still waiting on the lock').toBe(POOL);
+      const list = await f.svc.call('GET', `${BASE}/el2g/devices/`);
+      expect(list.status, JSON.stringify(list.json)).toBe(503);
+      expect(list.json).toMatchObject({
+        code: 'unavailable',
+        detail: expect.stringMatching(/PostgreSQL database is busy: it did not answer in time.*retry/),
+      });
+      expect((await fetch(`${f.svc.url}/healthz`)).status).toBe(200);
+    } finally {
+      for (const pid of stopped) process.kill(pid, 'SIGCONT');
+    }
+    // resumed, their lock timeout has long passed
+    for (const answer of await Promise.all(enrollments)) {
+      expect(answer.status, answer.text).toBe(503);
+      expect(answer.json).toMatchObject({ code: 'unavailable', detail: expect.stringMatching(BUSY) });
+    }
+    await operator.query('rollback');
+    expect((await f.svc.call('GET', `${BASE}/el2g/devices/`)).status).toBe(200);
+    const retry = await f.call(device, {
+      method: 'POST',
+      path: ENROLL,
+      headers: CSR_HEADERS,
+      body: (await freshCsr()).base64,
+    });
+    expect(retry.status, retry.text).toBe(200);
+  });
 });
