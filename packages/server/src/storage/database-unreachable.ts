@@ -4,6 +4,7 @@ import {
   type ErrorLog,
   reportedRefusal,
   StorageFullError,
+  storageFileName,
   storageFullError,
   storageServerName,
 } from './storage-full.ts';
@@ -99,18 +100,22 @@ function waitedForPool(e: DatabaseConnectError): boolean {
   return e.cause instanceof Error && e.cause.message === POOL_WAIT;
 }
 
-/** Why a busy database refused: a lock it waited for (`lock`), or time it took (`slow`). */
+/**
+ * Why a busy database refused: a PostgreSQL lock it waited for (`lock`), time PostgreSQL took
+ * (`slow`), or SQLite's write lock, held by another process past busy_timeout (`sqlite`).
+ */
 export interface BusyReason {
   code: string;
   message: string;
-  kind: 'lock' | 'slow';
+  kind: 'lock' | 'slow' | 'sqlite';
 }
 
 /**
  * Why `err` (or an error it wraps) failed, when the reason is a database too busy to answer
  * within keyferryd's bounds (database.ts): a lock another session held past lock_timeout
- * (55P03), a statement cancelled at statement_timeout (57014), or no pool connection free
- * within the pool's wait.
+ * (55P03), a statement cancelled at statement_timeout (57014), no pool connection free within
+ * the pool's wait, or SQLite's write lock held by another connection past busy_timeout
+ * (SQLITE_BUSY and its extended codes).
  */
 export function databaseBusyCause(err: unknown): BusyReason | undefined {
   for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
@@ -119,6 +124,7 @@ export function databaseBusyCause(err: unknown): BusyReason | undefined {
       return waitedForPool(e) ? { code: 'pool', message: POOL_WAIT, kind: 'slow' } : undefined;
     if (code === PG_LOCK_NOT_AVAILABLE) return { code, message: e.message, kind: 'lock' };
     if (code === PG_QUERY_CANCELED) return { code, message: e.message, kind: 'slow' };
+    if (code?.startsWith('SQLITE_BUSY')) return { code, message: e.message, kind: 'sqlite' };
   }
   return undefined;
 }
@@ -127,6 +133,8 @@ export function databaseBusyCause(err: unknown): BusyReason | undefined {
 const BUSY_REFUSAL: Record<BusyReason['kind'], string> = {
   lock: "keyferryd's PostgreSQL database is busy: another session holds a lock this request needs, so it changed nothing: retry later; the operator should look for the session holding it (pg_stat_activity, pg_locks: e.g. a psql left in a transaction) and end it",
   slow: "keyferryd's PostgreSQL database is busy: it did not answer in time, so this request changed nothing: retry later; the operator should look at what the database is doing (pg_stat_activity: statements running long, sessions holding locks)",
+  sqlite:
+    "keyferryd's SQLite database is busy: another process holds its write lock, so this request changed nothing: retry later; the operator should end that process's transaction (e.g. an sqlite3 shell left in one; fuser or lsof on the database file names the processes that have it open)",
 };
 
 /**
@@ -148,12 +156,13 @@ export class DatabaseBusyLog extends BurstLog {
   report(log: ErrorLog, error: DatabaseBusyError): boolean {
     return this.burst(log, () => {
       const { code, message, kind } = error.reason;
-      const database = storageServerName();
+      const database = kind === 'sqlite' ? storageFileName() : storageServerName();
       const on = database ? ` on ${database}` : '';
-      const look =
-        kind === 'lock'
-          ? `find the session holding the lock${on} (pg_stat_activity, pg_blocking_pids) and end it`
-          : `look at what runs${on} (pg_stat_activity: statements running long, sessions holding locks)`;
+      const look = {
+        lock: `find the session holding the lock${on} (pg_stat_activity, pg_blocking_pids) and end it`,
+        slow: `look at what runs${on} (pg_stat_activity: statements running long, sessions holding locks)`,
+        sqlite: `find the process holding the write lock${on} (fuser or lsof on the file; e.g. an sqlite3 shell in a transaction) and end its transaction`,
+      }[kind];
       return {
         fields: { code, cause: message, ...(database ? { database } : {}) },
         message: `database busy (${code}: ${message}): requests that wait on it are refused with 503 unavailable; ${look}: keyferryd answers again without a restart`,

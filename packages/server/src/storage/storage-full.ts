@@ -148,6 +148,10 @@ export const storageFullLog = new StorageFullLog();
 
 /** The SQLite file keyferryd writes, named by the log line (openDatabase sets it). */
 let storageFile: string | undefined;
+/** The SQLite file noted by openDatabase; undefined on PostgreSQL or in memory. */
+export function storageFileName(): string | undefined {
+  return storageFile;
+}
 export function noteStorageFile(path: string): void {
   storageFile = path;
 }

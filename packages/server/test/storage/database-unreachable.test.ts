@@ -74,6 +74,16 @@ describe('a PostgreSQL database too busy to answer within the bounds', () => {
     expect(databaseBusyCause(notOpened)).toBe(undefined);
     expect(databaseUnreachableCause(notOpened)?.code).toBe('connect');
     expect(databaseBusyCause(pgError('23505', 'duplicate key value'))).toBe(undefined);
+    // SQLite's write lock held past busy_timeout by another connection
+    const locked = Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' });
+    expect(databaseBusyCause(locked)).toEqual({
+      code: 'SQLITE_BUSY',
+      message: 'database is locked',
+      kind: 'sqlite',
+    });
+    expect(databaseBusyCause(Object.assign(new Error('database is full'), { code: 'SQLITE_FULL' }))).toBe(
+      undefined,
+    );
   });
 
   it('is refused 503 unavailable, saying what is wrong and what to do', () => {
