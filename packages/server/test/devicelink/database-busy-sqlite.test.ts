@@ -1,8 +1,27 @@
 import { join } from 'node:path';
+import { randomUid } from '@keyferry/sim';
 import SqliteDatabase from 'better-sqlite3';
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { JOB_CHUNK } from '../../src/allowlist/bulk-jobs.ts';
 import { type DeviceLinkFixture, freshCsr, startDeviceLinkFixture } from './fixture.ts';
+
+/**
+ * The bulk job's chunks go through addDevices: the test takes the write lock (below) as the
+ * second chunk begins, after the first has committed. Only the moment is the test's; every
+ * chunk's write is the real one.
+ */
+const lockAtChunk = vi.hoisted(() => ({ chunk: 0, calls: 0, take: () => {} }));
+vi.mock('../../src/allowlist/allow-list.ts', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../../src/allowlist/allow-list.ts')>();
+  return {
+    ...real,
+    addDevices: (...args: Parameters<typeof real.addDevices>) => {
+      if (++lockAtChunk.calls === lockAtChunk.chunk) lockAtChunk.take();
+      return real.addDevices(...args);
+    },
+  };
+});
 
 const ENROLL = '/.well-known/est/fio-device-gateway-ca/simpleenroll';
 const CSR_HEADERS = { 'content-type': 'application/pkcs10', 'content-transfer-encoding': 'base64' };
@@ -20,9 +39,20 @@ describe('keyferryd while another connection holds the SQLite write lock', { tim
   let f: DeviceLinkFixture;
   let other: SqliteDatabase.Database;
   const lines: Array<{ level: number; msg: string; code?: string }> = [];
+  /** Called with each log line as keyferryd writes it (synchronously, in its own turn). */
+  let onLine: (line: { msg: string }) => void = () => {};
 
   beforeAll(async () => {
-    const log = pino({ level: 'info' }, { write: (s: string) => lines.push(JSON.parse(s)) });
+    const log = pino(
+      { level: 'info' },
+      {
+        write: (s: string) => {
+          const line = JSON.parse(s);
+          lines.push(line);
+          onLine(line);
+        },
+      },
+    );
     f = await startDeviceLinkFixture('sqlite', {}, { log });
     other = new SqliteDatabase(join(f.svc.dataDir, 'keyferry.db'));
   });
@@ -59,5 +89,48 @@ describe('keyferryd while another connection holds the SQLite write lock', { tim
     other.exec('ROLLBACK');
     const retry = await enroll();
     expect(retry.status, retry.text).toBe(200);
+  });
+
+  it('a bulk job that meets the lock is recorded failed with the busy refusal, not internal; the chunk before it stays', async () => {
+    const ids = Array.from({ length: 2 * JOB_CHUNK }, () => `0x${randomUid().hex}`);
+    lockAtChunk.calls = 0;
+    lockAtChunk.chunk = 2;
+    lockAtChunk.take = () => other.exec('BEGIN IMMEDIATE');
+    // released once the job has logged its failure, before it records it: the record is a write too
+    onLine = (line) => {
+      if (line.msg.startsWith('bulk job failed') && other.inTransaction) other.exec('ROLLBACK');
+    };
+    const devicesStored = () => (other.prepare('select count(*) as n from devices').get() as { n: number }).n;
+    const before = devicesStored();
+    const base = '/ota/factories/demo/el2g-proxy/device-jobs';
+    const submitted = await f.svc.call('POST', base, { body: { nc12: '935389312472', deviceIds: ids } });
+    expect(submitted.status).toBe(202);
+    let job: {
+      status: string;
+      processed: number;
+      counts: { added: number };
+      error?: { code: string; message: string };
+    };
+    for (;;) {
+      job = (await f.svc.call('GET', `${base}/${submitted.json.id}`)).json;
+      if (job.status === 'done' || job.status === 'failed') break;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    onLine = () => {};
+    expect(other.inTransaction).toBe(false);
+    expect(lockAtChunk.calls).toBe(2);
+    expect(job).toMatchObject({
+      status: 'failed',
+      processed: JOB_CHUNK,
+      error: { code: 'unavailable', message: expect.stringMatching(BUSY) },
+    });
+    // the job's own line, no stack: the cause goes to the busy burst's one line
+    expect(lines.filter((l) => l.msg === 'bulk job failed')).toEqual([]);
+    expect(lines.filter((l) => l.msg === 'bulk job failed: database').map((l) => l.code)).toEqual([
+      expect.stringMatching(/^SQLITE_BUSY/),
+    ]);
+    // the first chunk's ids were added, the second's not
+    expect(job.counts).toMatchObject({ added: JOB_CHUNK });
+    expect(devicesStored()).toBe(before + JOB_CHUNK);
   });
 });
