@@ -250,15 +250,10 @@ export class BulkJobRunner {
       result.error = shown
         ? { code: shown.code, message: shown.message }
         : { code: 'internal', message: 'internal error; see the keyferryd log' };
-      if (refused instanceof StorageFullError)
-        this.#ctx.log.info(
-          { job: row.id, code: refused.full.code, processed },
-          'bulk job failed: storage full',
-        );
-      else if (refused)
+      if (refused)
         this.#ctx.log.info(
           { job: row.id, code: refused.reason.code, processed },
-          'bulk job failed: database',
+          refused instanceof StorageFullError ? 'bulk job failed: storage full' : 'bulk job failed: database',
         );
       else if (!shown) this.#ctx.log.error({ err, job: row.id }, 'bulk job failed');
       await this.#finish(row.id, 'failed', processed, result).catch(() => {});

@@ -14,7 +14,7 @@ import { observeRequest } from '../metrics/observe-request.ts';
 import type { ServiceMetrics } from '../metrics/service-metrics.ts';
 import type { CrlRefresher } from '../revocation/refresh.ts';
 import type { Db } from '../storage/database.ts';
-import { isDatabaseRefusal } from '../storage/database-unreachable.ts';
+import { DatabaseRefusalError } from '../storage/storage-full.ts';
 import { assertRenewalScope } from './device-certificate.ts';
 import { checkCsrHeaders, decodeCsrBody } from './est-body.ts';
 import { factoryForConnection } from './factory-host.ts';
@@ -170,7 +170,7 @@ export function deviceLinkHandler(deps: DeviceLinkDeps) {
       // a full disk has no room for the refusal's audit row either, a database that is not
       // there none at all, and a busy one would make it wait again (the cause is logged once a
       // burst)
-      if (!isDatabaseRefusal(error))
+      if (!(error instanceof DatabaseRefusalError))
         await auditRefusal(deps.db, trace, error, path, correlationId, req.socket as TLSSocket).catch(
           (e: unknown) => deps.log.error({ correlationId, err: e }, 'cannot write the audit log'),
         );

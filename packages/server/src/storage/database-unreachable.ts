@@ -1,9 +1,8 @@
-import { KeyferryError } from '@keyferry/core';
 import {
   BurstLog,
+  DatabaseRefusalError,
   type ErrorLog,
   reportedRefusal,
-  StorageFullError,
   storageFileName,
   storageFullError,
   storageServerName,
@@ -55,15 +54,13 @@ export function databaseUnreachableCause(err: unknown): { code: string; message:
  * 503 `unavailable`, shown to the client (a retry succeeds once the database is back: the pool
  * opens new connections by itself). Nothing of the request was kept.
  */
-export class DatabaseUnreachableError extends KeyferryError {
-  readonly reason: { code: string; message: string };
+export class DatabaseUnreachableError extends DatabaseRefusalError<{ code: string; message: string }> {
   constructor(reason: { code: string; message: string }, cause: unknown) {
     super(
-      'unavailable',
+      reason,
       'keyferryd cannot reach its PostgreSQL database, so it changed nothing: retry later; the operator must bring the database server back (its log says why it stopped; after a full disk, free space on it and start it again): keyferryd reconnects by itself',
-      { cause, expose: true },
+      cause,
     );
-    this.reason = reason;
   }
 }
 
@@ -143,11 +140,9 @@ const BUSY_REFUSAL: Record<BusyReason['kind'], string> = {
  * gone). Nothing of the request was kept: its statement was cancelled and its transaction
  * rolled back.
  */
-export class DatabaseBusyError extends KeyferryError {
-  readonly reason: BusyReason;
+export class DatabaseBusyError extends DatabaseRefusalError<BusyReason> {
   constructor(reason: BusyReason, cause: unknown) {
-    super('unavailable', BUSY_REFUSAL[reason.kind], { cause, expose: true });
-    this.reason = reason;
+    super(reason, BUSY_REFUSAL[reason.kind], cause);
   }
 }
 
@@ -187,15 +182,6 @@ export function databaseBusyError(err: unknown, log?: ErrorLog): DatabaseBusyErr
 export function databaseRefusal(
   err: unknown,
   log?: ErrorLog,
-): StorageFullError | DatabaseUnreachableError | DatabaseBusyError | undefined {
+): DatabaseRefusalError<{ code: string; message: string }> | undefined {
   return storageFullError(err, log) ?? databaseUnreachableError(err, log) ?? databaseBusyError(err, log);
-}
-
-/** Whether `error` is one of databaseRefusal's, whose cause is logged once a burst. */
-export function isDatabaseRefusal(error: unknown): boolean {
-  return (
-    error instanceof StorageFullError ||
-    error instanceof DatabaseUnreachableError ||
-    error instanceof DatabaseBusyError
-  );
 }

@@ -36,6 +36,22 @@ export function storageFullCause(err: unknown): FullCause | undefined {
   return undefined;
 }
 
+/**
+ * A request the database cannot serve now (its storage full, the server not there, or busy past
+ * keyferryd's bounds): 503 `unavailable` with a message shown to the client, saying what is
+ * wrong and what to do (a retry succeeds once it is mended), and the `reason` (the code and
+ * message of the error under it) for the once-a-burst log. Nothing of the request was kept.
+ */
+export abstract class DatabaseRefusalError<
+  R extends { code: string; message: string },
+> extends KeyferryError {
+  readonly reason: R;
+  constructor(reason: R, message: string, cause: unknown) {
+    super('unavailable', message, { cause, expose: true });
+    this.reason = reason;
+  }
+}
+
 /** What a full disk's refusal tells the client, by whose disk it is. */
 const REFUSAL: Record<FullCause['disk'], string> = {
   keyferryd:
@@ -49,11 +65,9 @@ const REFUSAL: Record<FullCause['disk'], string> = {
  * shown to the client (a retry succeeds once an operator frees space), the cause kept for the
  * log. Nothing of the request was kept: its transaction was rolled back whole.
  */
-export class StorageFullError extends KeyferryError {
-  readonly full: FullCause;
-  constructor(full: FullCause, cause: unknown) {
-    super('unavailable', REFUSAL[full.disk], { cause, expose: true });
-    this.full = full;
+export class StorageFullError extends DatabaseRefusalError<FullCause> {
+  constructor(reason: FullCause, cause: unknown) {
+    super(reason, REFUSAL[reason.disk], cause);
   }
 }
 
@@ -129,7 +143,7 @@ export class StorageFullLog extends BurstLog {
   /** Whether this refusal began a burst (and so was logged). */
   report(log: ErrorLog, error: StorageFullError): boolean {
     return this.burst(log, () => {
-      const { code, message, disk } = error.full;
+      const { code, message, disk } = error.reason;
       const database = disk === 'postgres' ? storageServer : storageFile;
       const where =
         disk === 'postgres'
