@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { ApiClient } from './api-client.ts';
 import { type Output, processOutput } from './output.ts';
-import { resolveSettings, resolveTlsSettings } from './settings.ts';
+import { resolveSettings, resolveTlsSettings, type Settings } from './settings.ts';
 
 export interface GlobalOptions {
   server?: string;
@@ -14,14 +14,17 @@ export interface GlobalOptions {
   json?: boolean;
 }
 
-/** The API client of the global options: server, factory, token (flag, file, env, login) and TLS. */
-export function apiClientOf(opts: GlobalOptions): ApiClient {
-  const settings = resolveSettings({
-    server: opts.server,
-    factory: opts.factory,
-    token: opts.token,
-    tokenFile: opts.tokenFile,
-  });
+/**
+ * Server, factory and token of the global options: flag, token file, env, then the login file
+ * (`saved`: what the caller read of it, else read here).
+ */
+export function settingsOf(opts: GlobalOptions, saved?: Settings): Settings {
+  const flags = { server: opts.server, factory: opts.factory, token: opts.token, tokenFile: opts.tokenFile };
+  return resolveSettings(flags, process.env, saved);
+}
+
+/** The API client of the global options (settingsOf, unless given) and their TLS. */
+export function apiClientOf(opts: GlobalOptions, settings = settingsOf(opts)): ApiClient {
   return new ApiClient(settings, resolveTlsSettings(opts));
 }
 

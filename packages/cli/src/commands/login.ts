@@ -1,15 +1,8 @@
 import type { Command } from 'commander';
-import { ApiClient } from '../api-client.ts';
 import { CliError } from '../cli-error.ts';
-import type { GlobalOptions } from '../context.ts';
+import { apiClientOf, type GlobalOptions, settingsOf } from '../context.ts';
 import { printJson, processOutput } from '../output.ts';
-import {
-  readSettingsFile,
-  resolveSettings,
-  resolveTlsSettings,
-  type Settings,
-  writeSettingsFile,
-} from '../settings.ts';
+import { readSettingsFile, type Settings, writeSettingsFile } from '../settings.ts';
 
 interface FactoryRow {
   name: string;
@@ -39,18 +32,14 @@ export function registerLogin(program: Command): void {
     )
     .action(async (_opts, command: Command) => {
       const opts = command.optsWithGlobals<GlobalOptions>();
-      const settings = resolveSettings(
-        { server: opts.server, factory: opts.factory, token: opts.token, tokenFile: opts.tokenFile },
-        process.env,
-        savedLogin(),
-      );
+      const settings = settingsOf(opts, savedLogin());
       if (!settings.token) {
         throw new CliError(
           'keyferry login needs a token: pass --token-file FILE, -t/--token TOKEN or KEYFERRY_TOKEN',
           2,
         );
       }
-      const api = new ApiClient(settings, resolveTlsSettings(opts));
+      const api = apiClientOf(opts, settings);
       const factories = await api.call<FactoryRow[]>('GET', '/ota/factories/');
       const factory = settings.factory ?? factories[0]?.name;
       if (factory && !factories.some((f) => f.name === factory)) {
