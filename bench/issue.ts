@@ -51,7 +51,7 @@ const options = benchOptions(
     'no-cfssl': { value: '', help: 'skip cfssl' },
     'cpu-prof': {
       value: 'DIR',
-      help: 'write a CPU profile of keyferryd into DIR (node --cpu-prof)',
+      help: 'write a CPU profile of keyferryd into DIR (node --cpu-prof) and print where its CPU went in the timed enrollments',
       check: (t) => (t.length > 0 ? undefined : 'takes a directory'),
     },
     'no-build': { value: '', help: 'run the programs as built (the test suite builds them first)' },

@@ -74,7 +74,7 @@ const options = benchOptions(
     },
     'cpu-prof': {
       value: 'DIR',
-      help: 'write a CPU profile of every keyferryd process into DIR (node --cpu-prof)',
+      help: 'write a CPU profile of every keyferryd process into DIR (node --cpu-prof) and print where its CPU went under the load',
       check: (t) => (t.length > 0 ? undefined : 'takes a directory'),
     },
     'no-build': { value: '', help: 'run the programs as built (the test suite builds them first)' },
