@@ -9,6 +9,7 @@ import {
   u8,
   unsignedIntegerContent,
 } from './der.ts';
+import { isP256Spki } from './public-key.ts';
 
 /**
  * What signs certificates, CSRs and CRLs: a P-256 key wherever it lives (a soft key here, a
@@ -33,14 +34,19 @@ export function sha256(data: Uint8Array): Uint8Array {
 /**
  * A {@link Signer} over a private P-256 key held by node:crypto. Throws TypeError for any
  * other key, so a wrong key file fails when loaded rather than at the first signature.
+ *
+ * The curve is read from the key's SPKI, not from `asymmetricKeyDetails`: on Node 20 that getter
+ * holds the key's mutex while it allocates the curve's name, and a garbage collection at that
+ * moment that finalizes the job which generated the key (generateKeyPairSync, then softSigner
+ * at once) locks the same mutex in the job's destructor: the thread waits on itself for good.
+ * It hung the bench's load generator once (gdb: ~KeyGenJob under GetEcKeyDetail).
  */
 export function softSigner(privateKey: KeyObject): Signer {
   if (privateKey.type !== 'private' || privateKey.asymmetricKeyType !== 'ec') {
     throw new TypeError('softSigner needs a private EC key');
   }
-  const curve = privateKey.asymmetricKeyDetails?.namedCurve;
-  if (curve !== 'prime256v1') throw new TypeError(`softSigner needs a P-256 key, got curve ${curve}`);
   const publicKeySpki = u8(createPublicKey(privateKey).export({ format: 'der', type: 'spki' }));
+  if (!isP256Spki(publicKeySpki)) throw new TypeError('softSigner needs a P-256 key, got another curve');
   return {
     publicKeySpki,
     sign: (data) => Promise.resolve(u8(sign('sha256', data, { key: privateKey, dsaEncoding: 'der' }))),
