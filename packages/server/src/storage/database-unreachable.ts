@@ -34,6 +34,19 @@ export class DatabaseConnectError extends Error {
   }
 }
 
+/**
+ * A statement PostgreSQL did not answer within keyferryd's wait for an answer (database.ts,
+ * PG_ANSWER_WAIT_MS), its own statement_timeout passed: a frozen server, a network dropping
+ * packets without a reset. keyferryd dropped the connection.
+ */
+export class DatabaseNoAnswerError extends Error {
+  readonly code = 'no_answer';
+  constructor(waitedMs: number) {
+    super(`no answer from the database within ${waitedMs / 1000} s: keyferryd dropped the connection`);
+    this.name = 'DatabaseNoAnswerError';
+  }
+}
+
 /** Why `err` (or an error it wraps) failed, when the reason is a database that is not there. */
 export function databaseUnreachableCause(err: unknown): { code: string; message: string } | undefined {
   for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
@@ -99,19 +112,20 @@ function waitedForPool(e: DatabaseConnectError): boolean {
 
 /**
  * Why a busy database refused: a PostgreSQL lock it waited for (`lock`), time PostgreSQL took
- * (`slow`), or SQLite's write lock, held by another process past busy_timeout (`sqlite`).
+ * (`slow`), a PostgreSQL that did not answer at all (`silent`), or SQLite's write lock, held by
+ * another process past SQLITE_LOCK_WAIT_MS (`sqlite`).
  */
 export interface BusyReason {
   code: string;
   message: string;
-  kind: 'lock' | 'slow' | 'sqlite';
+  kind: 'lock' | 'slow' | 'silent' | 'sqlite';
 }
 
 /**
  * Why `err` (or an error it wraps) failed, when the reason is a database too busy to answer
  * within keyferryd's bounds (database.ts): a lock another session held past lock_timeout
  * (55P03), a statement cancelled at statement_timeout (57014), no pool connection free within
- * the pool's wait, or SQLite's write lock held by another connection past busy_timeout
+ * the pool's wait, or SQLite's write lock held by another connection past its wait
  * (SQLITE_BUSY and its extended codes).
  */
 export function databaseBusyCause(err: unknown): BusyReason | undefined {
@@ -119,6 +133,7 @@ export function databaseBusyCause(err: unknown): BusyReason | undefined {
     const code = (e as NodeJS.ErrnoException).code;
     if (e instanceof DatabaseConnectError)
       return waitedForPool(e) ? { code: 'pool', message: POOL_WAIT, kind: 'slow' } : undefined;
+    if (e instanceof DatabaseNoAnswerError) return { code: e.code, message: e.message, kind: 'silent' };
     if (code === PG_LOCK_NOT_AVAILABLE) return { code, message: e.message, kind: 'lock' };
     if (code === PG_QUERY_CANCELED) return { code, message: e.message, kind: 'slow' };
     if (code?.startsWith('SQLITE_BUSY')) return { code, message: e.message, kind: 'sqlite' };
@@ -130,6 +145,8 @@ export function databaseBusyCause(err: unknown): BusyReason | undefined {
 const BUSY_REFUSAL: Record<BusyReason['kind'], string> = {
   lock: "keyferryd's PostgreSQL database is busy: another session holds a lock this request needs, so it changed nothing: retry later; the operator should look for the session holding it (pg_stat_activity, pg_locks: e.g. a psql left in a transaction) and end it",
   slow: "keyferryd's PostgreSQL database is busy: it did not answer in time, so this request changed nothing: retry later; the operator should look at what the database is doing (pg_stat_activity: statements running long, sessions holding locks)",
+  silent:
+    "keyferryd's PostgreSQL database did not answer in time, so keyferryd dropped the connection, which rolls back what this request had begun: retry later (should the database have committed the request's change before it stopped answering, the retry finds it made); the operator should check the database server and the network to it (a frozen host or virtual machine, packets dropped without a reset)",
   sqlite:
     "keyferryd's SQLite database is busy: another process holds its write lock, so this request changed nothing: retry later; the operator should end that process's transaction (e.g. an sqlite3 shell left in one; fuser or lsof on the database file names the processes that have it open)",
 };
@@ -156,6 +173,7 @@ export class DatabaseBusyLog extends BurstLog {
       const look = {
         lock: `find the session holding the lock${on} (pg_stat_activity, pg_blocking_pids) and end it`,
         slow: `look at what runs${on} (pg_stat_activity: statements running long, sessions holding locks)`,
+        silent: `check the PostgreSQL server${on} and the network to it (a frozen host, packets dropped without a reset)`,
         sqlite: `find the process holding the write lock${on} (fuser or lsof on the file; e.g. an sqlite3 shell in a transaction) and end its transaction`,
       }[kind];
       return {

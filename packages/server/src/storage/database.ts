@@ -1,5 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import SqliteDatabase from 'better-sqlite3';
 import {
   CompiledQuery,
@@ -7,6 +8,7 @@ import {
   Kysely,
   PostgresAdapter,
   PostgresDialect,
+  type QueryResult,
   SqliteDialect,
   type SqliteDialectConfig,
   SqliteDriver,
@@ -15,7 +17,7 @@ import {
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
-import { DatabaseConnectError } from './database-unreachable.ts';
+import { DatabaseConnectError, DatabaseNoAnswerError } from './database-unreachable.ts';
 import { type Dialect, migrate } from './migrate.ts';
 import { nameCompiledStatements } from './named-statements.ts';
 import { withStatementCache } from './statement-cache.ts';
@@ -37,7 +39,7 @@ const READ_COMMITTED = 'SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEV
 /**
  * How long a statement of keyferryd's waits for a lock another session holds (a row an
  * operator's psql locked, another node's transaction) before PostgreSQL cancels it with
- * SQLSTATE 55P03: SQLite's busy_timeout. Without it a request waited as long as the lock was
+ * SQLSTATE 55P03: SQLite's SQLITE_LOCK_WAIT_MS. Without it a request waited as long as the lock was
  * held, holding a pool connection, until every request queued behind it.
  */
 export const PG_LOCK_TIMEOUT_MS = 5_000;
@@ -54,6 +56,45 @@ export const PG_STATEMENT_TIMEOUT_MS = 20_000;
  * waits on a lock, a request queued behind them gets one once those waits are refused.
  */
 export const PG_POOL_WAIT_MS = 10_000;
+
+/**
+ * How long keyferryd waits for PostgreSQL to answer one statement before it drops the connection
+ * (DatabaseNoAnswerError): past PG_STATEMENT_TIMEOUT_MS, by which PostgreSQL has cancelled any
+ * statement itself, so it acts only on a server that does not answer at all, its connection
+ * still open (a frozen host or virtual machine, a network dropping packets without a reset).
+ * Without it such a request waited until TCP gave up, ~15 minutes, its pool connection taken
+ * for as long. Below the listeners' 30 s request timeout: the client gets the refusal. Not on
+ * the connection migrations run on (migrationPool), which may run as long as they need.
+ */
+export const PG_ANSWER_WAIT_MS = PG_STATEMENT_TIMEOUT_MS + 5_000;
+
+/**
+ * Makes `client`'s promise queries (Kysely's) fail with DatabaseNoAnswerError after `waitMs`
+ * without an answer, destroying its socket: the query on it ends, the pool discards the client
+ * when it is released and opens a new connection for the next request. One timer a query.
+ */
+function boundAnswerWait(client: pg.PoolClient, waitMs: number): void {
+  const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+  (client as { query: unknown }).query = (...args: unknown[]) => {
+    const answer = query(...args);
+    if (!(answer instanceof Promise)) return answer;
+    let dropped = false;
+    const timer = setTimeout(() => {
+      dropped = true;
+      client.connection.stream.destroy();
+    }, waitMs);
+    return answer.then(
+      (result) => {
+        clearTimeout(timer);
+        return result;
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        throw dropped ? new DatabaseNoAnswerError(waitMs) : err;
+      },
+    );
+  };
+}
 
 /** What each new connection is set to before its first query: READ_COMMITTED and the bounds. */
 const SESSION_SETTINGS = [
@@ -134,17 +175,83 @@ export interface Database {
 }
 
 /**
+ * How long a statement of keyferryd's waits for SQLite's write lock while another connection to
+ * the file (another worker, an operator's sqlite3 shell) holds it, before the request is refused
+ * as busy: PostgreSQL's PG_LOCK_TIMEOUT_MS.
+ */
+export const SQLITE_LOCK_WAIT_MS = 5_000;
+/** The pauses between tries for the write lock (ms), the last one repeated: SQLite's own busy handler's. */
+const LOCK_RETRY_PAUSES_MS = [1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100];
+
+function lockedByAnother(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException | undefined)?.code?.startsWith('SQLITE_BUSY') === true;
+}
+
+/**
+ * keyferryd's one SQLite connection, waiting for another connection's write lock on timers
+ * rather than in SQLite's busy handler. better-sqlite3 runs a statement inside the call, so
+ * with busy_timeout the handler's sleeps held the whole process: while an sqlite3 shell held
+ * the lock, `/healthz`, TLS handshakes and every other request waited with it, up to 5 s per
+ * statement. The connection has busy_timeout 0 instead; a statement that finds the lock taken
+ * fails at once with SQLITE_BUSY, having done nothing, and is tried again after a pause while
+ * the event loop serves the rest. Only a statement outside a transaction is tried again: the
+ * `BEGIN IMMEDIATE` that takes the lock (ImmediateSqliteDriver) or one that runs alone. Inside a
+ * transaction, which holds the lock from its BEGIN, SQLITE_BUSY goes to the caller as before.
+ * Kysely's SqliteConnection runs the statement synchronously, so its SQLITE_BUSY is thrown, not
+ * rejected; a statement that succeeds pays nothing more than a call.
+ */
+class LockWaitingConnection implements DatabaseConnection {
+  readonly #inner: DatabaseConnection;
+  readonly #sqlite: SqliteDatabase.Database;
+  constructor(inner: DatabaseConnection, sqlite: SqliteDatabase.Database) {
+    this.#inner = inner;
+    this.#sqlite = sqlite;
+  }
+  executeQuery<R>(query: CompiledQuery): Promise<QueryResult<R>> {
+    try {
+      return this.#inner.executeQuery<R>(query);
+    } catch (err) {
+      if (!lockedByAnother(err) || this.#sqlite.inTransaction) throw err;
+      return this.#waitForLock<R>(query, err);
+    }
+  }
+  streamQuery<R>(query: CompiledQuery, chunkSize?: number): AsyncIterableIterator<QueryResult<R>> {
+    return this.#inner.streamQuery<R>(query, chunkSize);
+  }
+  async #waitForLock<R>(query: CompiledQuery, busy: unknown): Promise<QueryResult<R>> {
+    const deadline = performance.now() + SQLITE_LOCK_WAIT_MS;
+    for (let attempt = 0; ; attempt++) {
+      const pause = LOCK_RETRY_PAUSES_MS[Math.min(attempt, LOCK_RETRY_PAUSES_MS.length - 1)]!;
+      if (performance.now() + pause > deadline) throw busy;
+      await sleep(pause);
+      try {
+        return await this.#inner.executeQuery<R>(query);
+      } catch (err) {
+        if (!lockedByAnother(err) || this.#sqlite.inTransaction) throw err;
+        busy = err;
+      }
+    }
+  }
+}
+
+/**
  * SQLite whose transactions begin with `BEGIN IMMEDIATE`, taking the write lock up front. With
  * several worker processes on one file (`workers: N`), a deferred transaction that has read
  * and then writes cannot wait for another process's write: its snapshot is stale, so SQLite
- * answers "database is locked" (SQLITE_BUSY_SNAPSHOT) at once and busy_timeout does not help.
- * Taken at BEGIN, the lock is waited for (busy_timeout) before anything is read.
+ * answers "database is locked" (SQLITE_BUSY_SNAPSHOT) at once and no wait helps.
+ * Taken at BEGIN, the lock is waited for (LockWaitingConnection) before anything is read.
  */
 class ImmediateSqliteDriver extends SqliteDriver {
   readonly #sqlite: SqliteDatabase.Database;
+  #connection: LockWaitingConnection | undefined;
   constructor(config: SqliteDialectConfig, sqlite: SqliteDatabase.Database) {
     super(config);
     this.#sqlite = sqlite;
+  }
+  override async acquireConnection(): Promise<DatabaseConnection> {
+    const connection = await super.acquireConnection();
+    this.#connection ??= new LockWaitingConnection(connection, this.#sqlite);
+    return this.#connection;
   }
   override async beginTransaction(connection: DatabaseConnection): Promise<void> {
     await connection.executeQuery(CompiledQuery.raw('begin immediate'));
@@ -171,6 +278,42 @@ class ImmediateSqliteDialect extends SqliteDialect {
   override createDriver(): SqliteDriver {
     return new ImmediateSqliteDriver(this.#config, this.#sqlite);
   }
+}
+
+/**
+ * A pool of up to `max` connections to the PostgreSQL at `url` with keyferry's session settings
+ * and named statements, and Kysely on it; `answerWaitMs`, the wait for each statement's answer
+ * (boundAnswerWait), none without it.
+ */
+function postgresPool(url: string, max: number, answerWaitMs?: number): { db: Db; pool: pg.Pool } {
+  const pool = new pg.Pool({ connectionString: url, max, connectionTimeoutMillis: PG_POOL_WAIT_MS });
+  // A connection PostgreSQL drops (restart, failover, network) is reported as an 'error' event,
+  // on the pool for an idle connection and on the client itself otherwise; unhandled, either
+  // would end the whole process. A query running on it fails with its own error; the pool
+  // discards the connection and the next query opens a new one; GET /readyz says the database
+  // is not reachable meanwhile.
+  pool.on('error', () => {});
+  pool.on('connect', (client) => {
+    client.on('error', () => {});
+    // What readThenWrite relies on, whatever the database's or role's default, and the bounds
+    // on waiting: statements, not the startup packet's `options`, which connection poolers such
+    // as PgBouncer refuse. Queued before the connection's first query, one round trip; sent
+    // before the counting (statement-count.ts).
+    client.query(SESSION_SETTINGS).catch(() => {});
+    nameCompiledStatements(client);
+    if (answerWaitMs !== undefined) boundAnswerWait(client, answerWaitMs);
+  });
+  // A connection the pool cannot open (server down, restarting, unreachable, or not answering
+  // within PG_POOL_WAIT_MS) fails as a DatabaseConnectError: requests then get the `unavailable`
+  // refusal that says so; one that waited that long for a free connection gets the busy one.
+  const connecting = {
+    connect: () =>
+      pool.connect().catch((err: unknown) => {
+        throw new DatabaseConnectError(err);
+      }),
+    end: () => pool.end(),
+  };
+  return { db: new Kysely<Tables>({ dialect: new PostgresDialect({ pool: connecting }) }), pool };
 }
 
 /** Per SQLite database on a file opened with `threadReads`, its {@link ThreadReader}. */
@@ -206,7 +349,8 @@ export async function openDatabase(
     sqlite.pragma('journal_mode = WAL');
     sqlite.pragma('synchronous = NORMAL');
     sqlite.pragma('foreign_keys = ON');
-    sqlite.pragma('busy_timeout = 5000');
+    // LockWaitingConnection waits for another connection's write lock, on timers
+    sqlite.pragma('busy_timeout = 0');
     if (options.backgroundCheckpoints) sqlite.pragma(`wal_autocheckpoint = ${FALLBACK_CHECKPOINT_PAGES}`);
     const db = new Kysely<Tables>({
       dialect: new ImmediateSqliteDialect({ database: withStatementCache(sqlite) }, sqlite),
@@ -231,39 +375,16 @@ export async function openDatabase(
         : { checkpointInBackground: (log: Logger) => startWalCheckpointer(path, log) }),
     };
   }
-  const pool = new pg.Pool({
-    connectionString: storage.url,
-    max: storage.poolSize,
-    connectionTimeoutMillis: PG_POOL_WAIT_MS,
-  });
   noteStorageServer(storage.url);
-  // A connection PostgreSQL drops (restart, failover, network) is reported as an 'error' event,
-  // on the pool for an idle connection and on the client itself otherwise; unhandled, either
-  // would end the whole process. A query running on it fails with its own error; the pool
-  // discards the connection and the next query opens a new one; GET /readyz says the database
-  // is not reachable meanwhile.
-  pool.on('error', () => {});
-  pool.on('connect', (client) => {
-    client.on('error', () => {});
-    // What readThenWrite relies on, whatever the database's or role's default, and the bounds
-    // on waiting: statements, not the startup packet's `options`, which connection poolers such
-    // as PgBouncer refuse. Queued before the connection's first query, one round trip; sent
-    // before the counting (statement-count.ts).
-    client.query(SESSION_SETTINGS).catch(() => {});
-    nameCompiledStatements(client);
-  });
-  // A connection the pool cannot open (server down, restarting, unreachable, or not answering
-  // within PG_POOL_WAIT_MS) fails as a DatabaseConnectError: requests then get the `unavailable`
-  // refusal that says so; one that waited that long for a free connection gets the busy one.
-  const connecting = {
-    connect: () =>
-      pool.connect().catch((err: unknown) => {
-        throw new DatabaseConnectError(err);
-      }),
-    end: () => pool.end(),
-  };
-  const db = new Kysely<Tables>({ dialect: new PostgresDialect({ pool: connecting }) });
-  await migrate(db as Kysely<unknown>, 'postgres');
+  // Migrations first, on a connection of their own: the only statements keyferryd lets run as
+  // long as they need (migrate.ts lifts the server's bounds; this pool sets no answer wait).
+  const migrations = postgresPool(storage.url, 1);
+  try {
+    await migrate(migrations.db as Kysely<unknown>, 'postgres');
+  } finally {
+    await migrations.db.destroy();
+  }
+  const { db, pool } = postgresPool(storage.url, storage.poolSize, PG_ANSWER_WAIT_MS);
   return {
     db,
     dialect: 'postgres',

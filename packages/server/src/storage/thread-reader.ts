@@ -27,7 +27,10 @@ type Answer =
   | { id: number; type: 'rows'; count: number; columns: Record<string, PackedColumn> }
   | { id: number; type: 'error'; message: string };
 
-/** How long a read waits for a lock, as keyferryd's own connection does (busy_timeout). */
+/**
+ * How long a read waits for a lock, as keyferryd's own connection does (SQLITE_LOCK_WAIT_MS):
+ * here in SQLite's busy handler, whose sleeps hold only this thread.
+ */
 const BUSY_TIMEOUT_MS = 5000;
 
 /**

@@ -4,6 +4,7 @@ import SqliteDatabase from 'better-sqlite3';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { JOB_CHUNK } from '../../src/allowlist/bulk-jobs.ts';
+import { statementsSent } from '../../src/storage/statement-count.ts';
 import { type DeviceLinkFixture, freshCsr, startDeviceLinkFixture } from './fixture.ts';
 
 /**
@@ -30,7 +31,7 @@ const BUSY =
 
 /**
  * keyferryd on SQLite while another connection to its file (an operator's sqlite3 shell, another
- * process) holds the write lock in an open transaction. Its wait is bounded (busy_timeout 5 s);
+ * process) holds the write lock in an open transaction. Its wait is bounded (5 s, on timers);
  * past it SQLite answers SQLITE_BUSY, which keyferryd answered 500 internal (after waiting
  * again for the refusal's audit row) until it got the busy refusal PostgreSQL's lock_timeout
  * gets (database-busy.test.ts).
@@ -89,6 +90,37 @@ describe('keyferryd while another connection holds the SQLite write lock', { tim
     other.exec('ROLLBACK');
     const retry = await enroll();
     expect(retry.status, retry.text).toBe(200);
+  });
+
+  it('the wait for the lock holds only the request: the process answers meanwhile, and the enrollment commits once the lock is released', async () => {
+    const device = await f.device();
+    expect((await f.call(device, { path: '/device-link/v1/manifest' })).status).toBe(200);
+    const csr = await freshCsr();
+    const certificatesBefore = await f.count('certificates');
+    other.exec('BEGIN IMMEDIATE');
+    const sentBefore = statementsSent();
+    let answered = false;
+    const enrolling = f
+      .call(device, { method: 'POST', path: ENROLL, headers: CSR_HEADERS, body: csr.base64 })
+      .finally(() => {
+        answered = true;
+      });
+    // The enrollment's BEGIN IMMEDIATE is tried again and again while this test's own timers run.
+    // Waited for inside SQLite's busy handler, the process (this test with it) stopped until the
+    // 5 s bound refused it 503.
+    await vi.waitFor(() => expect(statementsSent() - sentBefore).toBeGreaterThan(5), {
+      timeout: 4_000,
+      interval: 5,
+    });
+    const health = await fetch(`${f.svc.url}/healthz`);
+    expect(health.status).toBe(200);
+    expect(answered).toBe(false);
+    expect(other.inTransaction).toBe(true);
+
+    other.exec('ROLLBACK');
+    const enrolled = await enrolling;
+    expect(enrolled.status, enrolled.text).toBe(200);
+    expect(await f.count('certificates')).toBe(certificatesBefore + 1);
   });
 
   it('a bulk job that meets the lock is recorded failed with the busy refusal, not internal; the chunk before it stays', async () => {

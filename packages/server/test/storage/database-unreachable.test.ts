@@ -5,6 +5,7 @@ import {
   DatabaseBusyError,
   DatabaseBusyLog,
   DatabaseConnectError,
+  DatabaseNoAnswerError,
   DatabaseUnreachableError,
   databaseBusyCause,
   databaseUnreachableCause,
@@ -102,6 +103,22 @@ describe('a PostgreSQL database too busy to answer within the bounds', () => {
         detail:
           "keyferryd's PostgreSQL database is busy: it did not answer in time, so this request changed nothing: retry later; the operator should look at what the database is doing (pg_stat_activity: statements running long, sessions holding locks)",
       });
+  });
+
+  it('a statement PostgreSQL did not answer at all is refused busy, not "cannot reach", without claiming nothing changed', () => {
+    const silent = new DatabaseNoAnswerError(25_000);
+    expect(databaseUnreachableCause(silent)).toBe(undefined);
+    expect(databaseBusyCause(silent)).toEqual({
+      code: 'no_answer',
+      message: 'no answer from the database within 25 s: keyferryd dropped the connection',
+      kind: 'silent',
+    });
+    const body = problemBody(toKeyferryError(silent), 'c-3');
+    expect(body).toMatchObject({ status: 503, code: 'unavailable' });
+    expect(body.detail).toMatch(
+      /did not answer in time, so keyferryd dropped the connection, which rolls back/,
+    );
+    expect(body.detail).not.toMatch(/changed nothing/);
   });
 
   it('is logged once per burst', () => {

@@ -3,6 +3,11 @@ import pg from 'pg';
 import { describe, expect, inject, it } from 'vitest';
 import { createDatabase } from '../../../../test/support/postgres.ts';
 import { openDatabase, PG_LOCK_TIMEOUT_MS, PG_STATEMENT_TIMEOUT_MS } from '../../src/storage/database.ts';
+import {
+  DatabaseBusyError,
+  databaseRefusal,
+  PG_QUERY_CANCELED,
+} from '../../src/storage/database-unreachable.ts';
 
 let counter = 0;
 
@@ -66,13 +71,13 @@ describe('the isolation of keyferry transactions on PostgreSQL', () => {
 
 /**
  * A statement of keyferryd's waits for another session's lock at most PG_LOCK_TIMEOUT_MS and
- * runs at most PG_STATEMENT_TIMEOUT_MS, as its SQLite waits at most busy_timeout
- * (test/devicelink/database-busy.test.ts: what a request gets then). Migrations run unbounded.
+ * runs at most PG_STATEMENT_TIMEOUT_MS, as its SQLite waits at most SQLITE_LOCK_WAIT_MS
+ * (test/devicelink/database-busy.test.ts: what a request gets then). Migrations run unbounded,
+ * on a connection of their own.
  */
 describe('the bounds of keyferry sessions on PostgreSQL', () => {
-  it('are set on every connection, also the one that ran the migrations', async () => {
+  it('are set on every connection of the pool', async () => {
     const url = await createDatabase(inject('postgresUrl'), `bounds_${process.pid}_${counter++}`);
-    // one connection: the one openDatabase's migrations ran on (with the bounds off)
     const database = await openDatabase({ kind: 'postgres', url, poolSize: 1 }, '/tmp');
     try {
       const { rows } = await sql<{ lock: string; statement: string }>`select
@@ -83,6 +88,42 @@ describe('the bounds of keyferry sessions on PostgreSQL', () => {
         lock: `${PG_LOCK_TIMEOUT_MS / 1000}s`,
         statement: `${PG_STATEMENT_TIMEOUT_MS / 1000}s`,
       });
+    } finally {
+      await database.close();
+    }
+  });
+
+  it('a statement PostgreSQL cancels at its bound (57014) is refused as the database being busy', async () => {
+    const url = await createDatabase(inject('postgresUrl'), `bounds_${process.pid}_${counter++}`);
+    const database = await openDatabase({ kind: 'postgres', url, poolSize: 1 }, '/tmp');
+    try {
+      // the server's own cancel, of a statement past a bound made short for the test
+      const cancelled = await database.db
+        .transaction()
+        .execute(async (trx) => {
+          await sql`set local statement_timeout = 50`.execute(trx);
+          await sql`select pg_sleep(5)`.execute(trx);
+        })
+        .then(
+          () => undefined,
+          (err: unknown) => err,
+        );
+      expect((cancelled as { code?: string }).code).toBe(PG_QUERY_CANCELED);
+      const refusal = databaseRefusal(cancelled);
+      expect(refusal).toBeInstanceOf(DatabaseBusyError);
+      expect(refusal).toMatchObject({
+        status: 503,
+        code: 'unavailable',
+        reason: { code: PG_QUERY_CANCELED, kind: 'slow' },
+        message: expect.stringMatching(
+          /PostgreSQL database is busy: it did not answer in time, so this request changed nothing/,
+        ),
+      });
+      // the cancel ended only the statement: the connection serves on, with the pool's bound
+      const { rows } = await sql<{
+        statement: string;
+      }>`select current_setting('statement_timeout') as statement`.execute(database.db);
+      expect(rows[0]!.statement).toBe(`${PG_STATEMENT_TIMEOUT_MS / 1000}s`);
     } finally {
       await database.close();
     }
