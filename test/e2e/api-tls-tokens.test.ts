@@ -227,11 +227,11 @@ describe('management API over TLS, tokens from keyferryd admin and keyferry toke
       status: 2,
       stdout: '',
       stderr:
-        'ERROR: the server URL "127.0.0.1:8080" needs http:// or https:// in front (e.g. --server http://127.0.0.1:8080): check --server or KEYFERRY_SERVER\n',
+        'ERROR: the server URL "127.0.0.1:8080" needs http:// or https:// in front (e.g. --server http://127.0.0.1:8080): check --server\n',
     });
     const otherScheme = await keyferry('ftp://127.0.0.1:8080');
     expect(otherScheme.stderr).toBe(
-      'ERROR: the server URL "ftp://127.0.0.1:8080" must start with http:// or https://: check --server or KEYFERRY_SERVER\n',
+      'ERROR: the server URL "ftp://127.0.0.1:8080" must start with http:// or https://: check --server\n',
     );
     const elsewhere = await listening(
       createHttpsServer(

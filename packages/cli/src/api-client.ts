@@ -32,8 +32,11 @@ const TLS_TRUST_ERRORS = new Set([
 /** A TLS alert from the server during the handshake (e.g. TLSV13_ALERT_CERTIFICATE_REQUIRED). */
 const TLS_ALERT = /^ERR_SSL_.*ALERT/;
 
-/** The server URL, refused before any request unless it is http:// or https://. */
-function checkServerUrl(server: string): URL {
+/**
+ * The server URL, refused before any request unless it is http:// or https://; `from` says
+ * where it came from (ResolvedSettings.serverFrom).
+ */
+function checkServerUrl(server: string, from: string): URL {
   let url: URL | undefined;
   try {
     url = new URL(server);
@@ -43,8 +46,8 @@ function checkServerUrl(server: string): URL {
   if (url?.protocol === 'http:' || url?.protocol === 'https:') return url;
   throw new CliError(
     server.includes('://')
-      ? `the server URL ${JSON.stringify(server)} must start with http:// or https://: check --server or KEYFERRY_SERVER`
-      : `the server URL ${JSON.stringify(server)} needs http:// or https:// in front (e.g. --server http://${server}): check --server or KEYFERRY_SERVER`,
+      ? `the server URL ${JSON.stringify(server)} must start with http:// or https://: check ${from}`
+      : `the server URL ${JSON.stringify(server)} needs http:// or https:// in front (e.g. --server http://${server}): check ${from}`,
     2,
   );
 }
@@ -73,7 +76,7 @@ function certificateNames(err: { cert?: { subjectaltname?: string } }): string |
 }
 
 /** Why a request got no answer, said so that the operator knows what to change. */
-function connectionProblem(err: unknown, at: string, server: URL, tls: TlsSettings): string {
+function connectionProblem(err: unknown, at: string, server: URL, tls: TlsSettings, from: string): string {
   const e = err as {
     code?: string;
     message?: string;
@@ -111,7 +114,7 @@ function connectionProblem(err: unknown, at: string, server: URL, tls: TlsSettin
       return `keyferryd at ${at} refused the TLS handshake (${code}): is --client-cert ${tls.clientCert} signed by the CA it trusts for clients (api.tls.clientCa)?`;
     }
   }
-  return `cannot reach keyferryd at ${at} (${code ?? failure.message}): is it running? check --server or KEYFERRY_SERVER`;
+  return `cannot reach keyferryd at ${at} (${code ?? failure.message}): is it running? check ${from}`;
 }
 
 function readPem(flag: string, file: string): Buffer {
@@ -143,11 +146,14 @@ export class ApiClient {
   readonly #token: string | undefined;
   readonly #dispatcher: Agent | undefined;
   readonly #tls: TlsSettings;
+  /** Where the server URL came from, for the refusals that say what to check. */
+  readonly #serverFrom: string;
   /** Whether the plain-HTTP warning was considered: once a run (a run has one client). */
   #warned = false;
 
-  constructor(settings: Settings, tls: TlsSettings = {}) {
+  constructor(settings: Settings & { serverFrom?: string }, tls: TlsSettings = {}) {
     this.server = (settings.server ?? '').replace(/\/+$/, '');
+    this.#serverFrom = settings.serverFrom ?? '--server or KEYFERRY_SERVER';
     this.factory = settings.factory;
     this.#token = settings.token;
     this.#tls = tls;
@@ -178,7 +184,7 @@ export class ApiClient {
     if (!this.#token) {
       throw new CliError('no API token: pass -t/--token, set KEYFERRY_TOKEN, or run keyferry login', 2);
     }
-    const server = checkServerUrl(this.server);
+    const server = checkServerUrl(this.server, this.#serverFrom);
     if (!this.#warned) {
       this.#warned = true;
       const warning = plainHttpWarning(server);
@@ -195,7 +201,7 @@ export class ApiClient {
         ...(this.#dispatcher ? { dispatcher: this.#dispatcher } : {}),
       });
     } catch (err) {
-      throw new CliError(connectionProblem(err, this.server, server, this.#tls));
+      throw new CliError(connectionProblem(err, this.server, server, this.#tls, this.#serverFrom));
     }
     const text = await res.body.text();
     const type = String(res.headers['content-type'] ?? '');

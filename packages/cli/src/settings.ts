@@ -17,6 +17,11 @@ export interface Settings {
   token?: string | undefined;
 }
 
+/** The settings of a run, and where its server URL came from, for a refusal to say what to check. */
+export interface ResolvedSettings extends Settings {
+  serverFrom: string;
+}
+
 /**
  * What `keyferry login` saved; no file is no login yet. A file that is there but cannot be read
  * or is not the settings object is refused: ignoring it would send requests to another server
@@ -127,11 +132,20 @@ export function resolveSettings(
   flags: Settings & { tokenFile?: string | undefined },
   env = process.env,
   file: Settings = readSettingsFile(env),
-): Settings {
+): ResolvedSettings {
   const tokenFile = flags.tokenFile ?? fromEnv(env, 'KEYFERRY_TOKEN_FILE');
   const fromFile = flags.token === undefined && tokenFile ? readSecretFile(tokenFile, 'token') : undefined;
+  const serverFromEnv = fromEnv(env, 'KEYFERRY_SERVER');
   return {
-    server: flags.server ?? fromEnv(env, 'KEYFERRY_SERVER') ?? file.server ?? 'http://127.0.0.1:8080',
+    serverFrom:
+      flags.server !== undefined
+        ? '--server'
+        : serverFromEnv !== undefined
+          ? 'KEYFERRY_SERVER'
+          : file.server !== undefined
+            ? `the login file ${settingsFile(env)} (or run keyferry login)`
+            : '--server or KEYFERRY_SERVER',
+    server: flags.server ?? serverFromEnv ?? file.server ?? 'http://127.0.0.1:8080',
     factory: flags.factory ?? fromEnv(env, 'KEYFERRY_FACTORY') ?? file.factory,
     token: flags.token ?? fromFile ?? fromEnv(env, 'KEYFERRY_TOKEN') ?? file.token,
   };

@@ -13,7 +13,8 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
-import { readSettingsFile, writeSettingsFile } from '../src/settings.ts';
+import { ApiClient } from '../src/api-client.ts';
+import { readSettingsFile, resolveSettings, writeSettingsFile } from '../src/settings.ts';
 
 /**
  * Each write into a file (writeSync on a descriptor, writeFileSync on a path or descriptor),
@@ -142,5 +143,34 @@ describe('a login file that cannot be read is refused, naming it and what to do 
     expect(read(file)).toThrow(
       `the login file ${file} ${what}: fix it or remove it (keyferry login writes a new one)`,
     );
+  });
+});
+
+describe('a server URL without a scheme names where it came from', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'keyferry-server-from-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const refusal = (env: NodeJS.ProcessEnv, flags: { server?: string } = {}) =>
+    new ApiClient(resolveSettings({ token: 'kf_x', ...flags }, env)).call('GET', '/ota/factories/').then(
+      () => 'answered',
+      (err: Error) => err.message,
+    );
+
+  it('a hand-edited login file: the file, not --server or KEYFERRY_SERVER (was: check --server or KEYFERRY_SERVER)', async () => {
+    const file = join(dir, 'config.json');
+    writeFileSync(file, JSON.stringify({ server: '127.0.0.1:8080' }));
+    expect(await refusal({ KEYFERRY_CONFIG_FILE: file })).toBe(
+      `the server URL "127.0.0.1:8080" needs http:// or https:// in front (e.g. --server http://127.0.0.1:8080): check the login file ${file} (or run keyferry login)`,
+    );
+  });
+
+  it('KEYFERRY_SERVER, or --server, over the login file', async () => {
+    const file = join(dir, 'config.json');
+    writeFileSync(file, JSON.stringify({ server: 'http://127.0.0.1:1' }));
+    expect(await refusal({ KEYFERRY_CONFIG_FILE: file, KEYFERRY_SERVER: 'ftp://h' })).toMatch(
+      /must start with http:\/\/ or https:\/\/: check KEYFERRY_SERVER$/,
+    );
+    expect(
+      await refusal({ KEYFERRY_CONFIG_FILE: file, KEYFERRY_SERVER: 'ftp://h' }, { server: 'h:1' }),
+    ).toMatch(/needs http:\/\/ or https:\/\/ in front \(e\.g\. --server http:\/\/h:1\): check --server$/);
   });
 });
