@@ -64,7 +64,7 @@ export const PG_POOL_WAIT_MS = 10_000;
  * still open (a frozen host or virtual machine, a network dropping packets without a reset).
  * Without it such a request waited until TCP gave up, ~15 minutes, its pool connection taken
  * for as long. Below the listeners' 30 s request timeout: the client gets the refusal. Not on
- * the connection migrations run on (migrationPool), which may run as long as they need.
+ * the pool migrations run on (openDatabase), which may run as long as they need.
  */
 export const PG_ANSWER_WAIT_MS = PG_STATEMENT_TIMEOUT_MS + 5_000;
 
