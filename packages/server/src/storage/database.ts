@@ -183,8 +183,13 @@ export const SQLITE_LOCK_WAIT_MS = 5_000;
 /** The pauses between tries for the write lock (ms), the last one repeated: SQLite's own busy handler's. */
 const LOCK_RETRY_PAUSES_MS = [1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100];
 
+/**
+ * SQLITE_BUSY and its extended codes but SQLITE_BUSY_SNAPSHOT, which a deferred transaction's
+ * stale snapshot gets and no wait cures (keyferryd's transactions begin IMMEDIATE).
+ */
 function lockedByAnother(err: unknown): boolean {
-  return (err as NodeJS.ErrnoException | undefined)?.code?.startsWith('SQLITE_BUSY') === true;
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code?.startsWith('SQLITE_BUSY') === true && code !== 'SQLITE_BUSY_SNAPSHOT';
 }
 
 /**
@@ -192,13 +197,18 @@ function lockedByAnother(err: unknown): boolean {
  * rather than in SQLite's busy handler. better-sqlite3 runs a statement inside the call, so
  * with busy_timeout the handler's sleeps held the whole process: while an sqlite3 shell held
  * the lock, `/healthz`, TLS handshakes and every other request waited with it, up to 5 s per
- * statement. The connection has busy_timeout 0 instead; a statement that finds the lock taken
- * fails at once with SQLITE_BUSY, having done nothing, and is tried again after a pause while
- * the event loop serves the rest. Only a statement outside a transaction is tried again: the
- * `BEGIN IMMEDIATE` that takes the lock (ImmediateSqliteDriver) or one that runs alone. Inside a
- * transaction, which holds the lock from its BEGIN, SQLITE_BUSY goes to the caller as before.
- * Kysely's SqliteConnection runs the statement synchronously, so its SQLITE_BUSY is thrown, not
- * rejected; a statement that succeeds pays nothing more than a call.
+ * statement. Outside a transaction the connection has busy_timeout 0 instead: the `BEGIN
+ * IMMEDIATE` that takes the write lock (ImmediateSqliteDriver), or a statement that runs alone,
+ * fails at once with SQLITE_BUSY when the lock is taken, having done nothing, and is tried again
+ * after a pause while the event loop serves the rest. Inside a transaction, which holds the
+ * write lock from its BEGIN, a statement meets SQLITE_BUSY only now and then (several processes
+ * opening a new database at once), SQLite says to roll back rather than retry one that is not
+ * the COMMIT, and the driver sets busy_timeout back to SQLITE_LOCK_WAIT_MS for the transaction's
+ * length: such a statement waits in SQLite's handler as before. (With busy_timeout 0 inside
+ * transactions too, one of five keyferryd starting together on a new database stopped at once
+ * with "database is locked", in one full test run.) Kysely's SqliteConnection runs the
+ * statement synchronously, so its SQLITE_BUSY is thrown, not rejected; a statement that
+ * succeeds pays nothing more than a call.
  */
 class LockWaitingConnection implements DatabaseConnection {
   readonly #inner: DatabaseConnection;
@@ -244,9 +254,14 @@ class LockWaitingConnection implements DatabaseConnection {
 class ImmediateSqliteDriver extends SqliteDriver {
   readonly #sqlite: SqliteDatabase.Database;
   #connection: LockWaitingConnection | undefined;
+  /** busy_timeout for a transaction's length, and back to 0 (LockWaitingConnection); not counted as statements. */
+  readonly #waitInside: SqliteDatabase.Statement;
+  readonly #waitOutside: SqliteDatabase.Statement;
   constructor(config: SqliteDialectConfig, sqlite: SqliteDatabase.Database) {
     super(config);
     this.#sqlite = sqlite;
+    this.#waitInside = sqlite.prepare(`PRAGMA busy_timeout = ${SQLITE_LOCK_WAIT_MS}`);
+    this.#waitOutside = sqlite.prepare('PRAGMA busy_timeout = 0');
   }
   override async acquireConnection(): Promise<DatabaseConnection> {
     const connection = await super.acquireConnection();
@@ -255,6 +270,11 @@ class ImmediateSqliteDriver extends SqliteDriver {
   }
   override async beginTransaction(connection: DatabaseConnection): Promise<void> {
     await connection.executeQuery(CompiledQuery.raw('begin immediate'));
+    this.#waitInside.get();
+  }
+  override async commitTransaction(connection: DatabaseConnection): Promise<void> {
+    await super.commitTransaction(connection);
+    this.#waitOutside.get();
   }
   /**
    * After some errors (SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM) SQLite has rolled the
@@ -263,7 +283,11 @@ class ImmediateSqliteDriver extends SqliteDriver {
    * (a full disk answered 500 instead of the storage-full refusal).
    */
   override async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
-    if (this.#sqlite.inTransaction) await super.rollbackTransaction(connection);
+    try {
+      if (this.#sqlite.inTransaction) await super.rollbackTransaction(connection);
+    } finally {
+      this.#waitOutside.get();
+    }
   }
 }
 
