@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { isLoopbackHost } from '@keyferry/core';
 import { Agent, request } from 'undici';
 import { CliError } from './cli-error.ts';
-import type { Settings, TlsSettings } from './settings.ts';
+import type { ResolvedSettings, TlsSettings } from './settings.ts';
 
 export interface Problem {
   code: string;
@@ -151,9 +151,9 @@ export class ApiClient {
   /** Whether the plain-HTTP warning was considered: once a run (a run has one client). */
   #warned = false;
 
-  constructor(settings: Settings & { serverFrom?: string }, tls: TlsSettings = {}) {
+  constructor(settings: ResolvedSettings, tls: TlsSettings = {}) {
     this.server = (settings.server ?? '').replace(/\/+$/, '');
-    this.#serverFrom = settings.serverFrom ?? '--server or KEYFERRY_SERVER';
+    this.#serverFrom = settings.serverFrom;
     this.factory = settings.factory;
     this.#token = settings.token;
     this.#tls = tls;

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { ApiClient } from './api-client.ts';
 import { type Output, processOutput } from './output.ts';
-import { resolveSettings, resolveTlsSettings, type Settings } from './settings.ts';
+import { type ResolvedSettings, resolveSettings, resolveTlsSettings, type Settings } from './settings.ts';
 
 export interface GlobalOptions {
   server?: string;
@@ -18,13 +18,13 @@ export interface GlobalOptions {
  * Server, factory and token of the global options: flag, token file, env, then the login file
  * (`saved`: what the caller read of it, else read here).
  */
-export function settingsOf(opts: GlobalOptions, saved?: Settings): Settings {
+export function settingsOf(opts: GlobalOptions, saved?: Settings): ResolvedSettings {
   const flags = { server: opts.server, factory: opts.factory, token: opts.token, tokenFile: opts.tokenFile };
   return resolveSettings(flags, process.env, saved);
 }
 
 /** The API client of the global options (settingsOf, unless given) and their TLS. */
-export function apiClientOf(opts: GlobalOptions, settings = settingsOf(opts)): ApiClient {
+export function apiClientOf(opts: GlobalOptions, settings: ResolvedSettings = settingsOf(opts)): ApiClient {
   return new ApiClient(settings, resolveTlsSettings(opts));
 }
 

@@ -155,7 +155,9 @@ const BUSY_REFUSAL: Record<BusyReason['kind'], string> = {
  * The refusal of a request the database did not serve within keyferryd's bounds: 503
  * `unavailable`, shown to the client (a retry succeeds once the lock is released or the load
  * gone). Nothing of the request was kept: its statement was cancelled and its transaction
- * rolled back.
+ * rolled back; for a server that did not answer at all (`silent`), keyferryd dropped the
+ * connection, which rolls it back unless the server had already committed it (its wording
+ * says so).
  */
 export class DatabaseBusyError extends DatabaseRefusalError<BusyReason> {
   constructor(reason: BusyReason, cause: unknown) {

@@ -262,6 +262,9 @@ class ImmediateSqliteDriver extends SqliteDriver {
     this.#sqlite = sqlite;
     this.#waitInside = sqlite.prepare(`PRAGMA busy_timeout = ${SQLITE_LOCK_WAIT_MS}`);
     this.#waitOutside = sqlite.prepare('PRAGMA busy_timeout = 0');
+    // from here on outside a transaction; what ran before (the pragmas openDatabase sets at
+    // open) waited with better-sqlite3's default 5 s
+    this.#waitOutside.get();
   }
   override async acquireConnection(): Promise<DatabaseConnection> {
     const connection = await super.acquireConnection();
@@ -373,8 +376,6 @@ export async function openDatabase(
     sqlite.pragma('journal_mode = WAL');
     sqlite.pragma('synchronous = NORMAL');
     sqlite.pragma('foreign_keys = ON');
-    // LockWaitingConnection waits for another connection's write lock, on timers
-    sqlite.pragma('busy_timeout = 0');
     if (options.backgroundCheckpoints) sqlite.pragma(`wal_autocheckpoint = ${FALLBACK_CHECKPOINT_PAGES}`);
     const db = new Kysely<Tables>({
       dialect: new ImmediateSqliteDialect({ database: withStatementCache(sqlite) }, sqlite),
